@@ -1,0 +1,47 @@
+# Every target creates .venv on a fresh clone; nothing outside the project's files is assumed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP_RUN := $(VENV)/.installed-run
+STAMP_TEST := $(VENV)/.installed-test
+
+.PHONY: demo test lint typecheck pytest hadolint emulator bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP_RUN): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c constraints.txt -e .
+	touch $@
+
+$(STAMP_TEST): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	touch $@ $(STAMP_RUN)
+
+demo: $(STAMP_RUN)
+	$(BIN)/backup-monitor demo
+
+emulator: $(STAMP_RUN)
+	$(BIN)/backup-monitor emulator --port 8443
+
+lint: $(STAMP_TEST)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP_TEST)
+	$(BIN)/mypy monitor tests bench
+
+pytest: $(STAMP_TEST)
+	$(BIN)/pytest -q -p no:cacheprovider
+
+hadolint: $(STAMP_TEST)
+	$(BIN)/hadolint Dockerfile
+
+test: lint typecheck pytest hadolint
+
+bench: $(STAMP_TEST)
+	$(BIN)/python bench/emulator_throughput.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,7 @@
+"""`python -m monitor` runs the same CLI as the `backup-monitor` console script."""
+
+from __future__ import annotations
+
+from monitor.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,101 @@
+"""The exception tree of backup-job-monitor; every error the package raises is one of these.
+
+    MonitorError
+    ├── ConfigError           bad settings; the message names the key path (exit code 2)
+    ├── StartupError          no credential, ARM unreachable at start (exit code 3)
+    ├── ParseError            an ARM payload does not have the shape we need; names the JSON path
+    └── ArmError              a call to ARM failed; carries the URL and correlation ids
+        ├── ArmAuthError          401 after one token refresh
+        ├── ArmForbidden          403: this vault or subscription only
+        ├── ArmNotFound           404: the resource is gone
+        ├── ArmThrottled          429: the subscription's budget pauses for retry_after_s
+        ├── ArmServerError        5xx: retried with backoff
+        ├── ArmTransportError     timeouts, dropped connections, truncated bodies
+        └── ForeignOriginError    a nextLink or operation URL outside the configured ARM origin
+
+Rule: this module imports nothing from `monitor`.
+"""
+
+from __future__ import annotations
+
+
+class MonitorError(Exception):
+    """Base of every error raised by backup-job-monitor."""
+
+
+class ConfigError(MonitorError):
+    """A setting is missing, unknown or invalid; the message starts with its key path."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key, self.problem = key, problem
+
+
+class StartupError(MonitorError):
+    """The daemon cannot start: no usable credential, or ARM unreachable."""
+
+
+class ParseError(MonitorError):
+    """An ARM payload lacks a field we need, or has the wrong type there."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path, self.problem = path, problem
+
+
+class ArmError(MonitorError):
+    """A call to Azure Resource Manager failed.
+
+    Attributes:
+        url: the URL that was called (never with a token in it).
+        status: the HTTP status, or None when no response arrived.
+        code: ARM's error code from the body, when there was one.
+        request_id: the `x-ms-request-id` response header, when present.
+        correlation_id: the `x-ms-correlation-request-id` response header, when present.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str,
+        status: int | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.url, self.status, self.code = url, status, code
+        self.request_id, self.correlation_id = request_id, correlation_id
+
+
+class ArmAuthError(ArmError):
+    """ARM answered 401 again after the token was refreshed once."""
+
+
+class ArmForbidden(ArmError):
+    """ARM answered 403: the principal lacks a role on this scope."""
+
+
+class ArmNotFound(ArmError):
+    """ARM answered 404: the vault, job or subscription is gone."""
+
+
+class ArmThrottled(ArmError):
+    """ARM answered 429; the subscription's budget pauses for `retry_after_s`."""
+
+    def __init__(self, message: str, *, url: str, retry_after_s: float, **ids: str | None) -> None:
+        super().__init__(message, url=url, status=429, **ids)
+        self.retry_after_s = retry_after_s
+
+
+class ArmServerError(ArmError):
+    """ARM answered 5xx; the caller backs off and retries later."""
+
+
+class ArmTransportError(ArmError):
+    """No usable response: timeout, dropped connection, truncated or malformed body."""
+
+
+class ForeignOriginError(ArmError):
+    """A URL from ARM (nextLink, operation URL) points outside the configured ARM origin."""
