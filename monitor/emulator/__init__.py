@@ -1,0 +1,25 @@
+"""A local ARM + Recovery Services emulator: a seeded estate of vaults and jobs behind ARM's API.
+
+Used by the tests, the demo and the benchmarks, and by users who want to test their alerting:
+start it with `backup-monitor emulator`, or in-process with `running_emulator(...)`.
+Rule: nothing here imports the client (`monitor.core`, `monitor.arm`), so a wire-format mistake
+cannot hide on both sides.
+"""
+
+from __future__ import annotations
+
+from monitor.emulator.faults import FaultSettings
+from monitor.emulator.runner import Emulator, running_emulator
+from monitor.emulator.server import EmulatorSettings
+from monitor.emulator.throttle import ThrottleSettings
+from monitor.emulator.world import PROFILES, WorldSettings
+
+__all__ = [
+    "PROFILES",
+    "Emulator",
+    "EmulatorSettings",
+    "FaultSettings",
+    "ThrottleSettings",
+    "WorldSettings",
+    "running_emulator",
+]

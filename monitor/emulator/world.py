@@ -1,0 +1,784 @@
+"""The simulated estate: subscriptions, vaults, protected items and the jobs they run.
+
+Rules:
+- The world is a pure function of its seed and the times it is advanced to: every protected item
+  draws from its own random stream, seeded by (seed, item id), so the order or timing of requests
+  never changes what happens.
+- Nothing here knows about HTTP or JSON; `wire.py` renders these objects as ARM does.
+- Every status change the world makes is appended to the ground-truth transition log.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import heapq
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Literal
+
+IN_PROGRESS = "InProgress"
+CANCELLING = "Cancelling"
+COMPLETED = "Completed"
+COMPLETED_WITH_WARNINGS = "CompletedWithWarnings"
+FAILED = "Failed"
+CANCELLED = "Cancelled"
+TERMINAL = frozenset({COMPLETED, COMPLETED_WITH_WARNINGS, FAILED, CANCELLED})
+
+LOCATIONS = (
+    "westeurope",
+    "northeurope",
+    "eastus",
+    "eastus2",
+    "westus2",
+    "uksouth",
+    "southeastasia",
+    "australiaeast",
+)
+WORDS = (
+    "web",
+    "api",
+    "db",
+    "etl",
+    "cache",
+    "auth",
+    "files",
+    "mail",
+    "erp",
+    "crm",
+    "batch",
+    "proxy",
+)
+
+
+class Workload(StrEnum):
+    """What a protected item is; decides the job type and its fields."""
+
+    VM = "vm"
+    SQL = "sql"
+    FILES = "files"
+    MAB = "mab"
+    DPM = "dpm"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Profile:
+    """How busy the estate is and how long its jobs run, before `time_scale` divides every span.
+
+    Attributes:
+        items_per_vault: inclusive range of protected items per vault.
+        cadence: "interval" starts each item's next job a random gap after the previous start;
+            "daily" runs one scheduled backup per item per `period_s` at a fixed offset.
+        gap_s: for "interval", the range of the gap between two starts of one item.
+        period_s: for "daily", the schedule period.
+        duration_s: range of a backup's running time.
+        log_backup_every_s: for "daily", SQL items also take a log backup this often (0 = never).
+        history_s: how far into the past the world already ran when it is created.
+        outcome_weights: relative weights of Completed, CompletedWithWarnings, Failed, Cancelled.
+        vault_job_every_s: mean gap between vault-level jobs (CMK updates) per vault; 0 = never.
+    """
+
+    name: str
+    items_per_vault: tuple[int, int]
+    cadence: Literal["interval", "daily"]
+    gap_s: tuple[float, float] = (0.0, 0.0)
+    period_s: float = 86400.0
+    duration_s: tuple[float, float]
+    log_backup_every_s: float = 0.0
+    history_s: float
+    outcome_weights: tuple[float, float, float, float]
+    vault_job_every_s: float = 0.0
+
+    def scaled(self, time_scale: float) -> Profile:
+        """This profile with every span divided by `time_scale` (60 runs a day in 24 minutes)."""
+        k = 1.0 / time_scale
+        return Profile(
+            name=self.name,
+            items_per_vault=self.items_per_vault,
+            cadence=self.cadence,
+            gap_s=(self.gap_s[0] * k, self.gap_s[1] * k),
+            period_s=self.period_s * k,
+            duration_s=(self.duration_s[0] * k, self.duration_s[1] * k),
+            log_backup_every_s=self.log_backup_every_s * k,
+            history_s=self.history_s * k,
+            outcome_weights=self.outcome_weights,
+            vault_job_every_s=self.vault_job_every_s * k,
+        )
+
+
+PROFILES: dict[str, Profile] = {
+    # Short jobs so that a one-minute run shows dozens of transitions.
+    "demo": Profile(
+        name="demo",
+        items_per_vault=(2, 3),
+        cadence="interval",
+        gap_s=(15.0, 75.0),
+        duration_s=(4.0, 40.0),
+        history_s=90.0,
+        outcome_weights=(0.70, 0.10, 0.13, 0.07),
+        vault_job_every_s=600.0,
+    ),
+    # Realistic daily schedules: one backup per item per day, SQL log backups hourly.
+    "estate": Profile(
+        name="estate",
+        items_per_vault=(3, 10),
+        cadence="daily",
+        period_s=86400.0,
+        duration_s=(300.0, 5400.0),
+        log_backup_every_s=3600.0,
+        history_s=86400.0,
+        outcome_weights=(0.86, 0.06, 0.05, 0.03),
+        vault_job_every_s=7 * 86400.0,
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorldSettings:
+    """Everything that shapes the estate; equal settings and times give an equal world.
+
+    Attributes:
+        timespan_duration_rate: share of jobs whose durations are written as .NET TimeSpan text
+            ("00:20:23.0896697") instead of ISO 8601 ("PT1223.09S"), as real responses mix both.
+        retention_s: jobs that ended longer ago than this are forgotten.
+        operation_delay_s: how long a triggered backup's operation stays InProgress before its
+            job exists (the real service lists a new job only after a few seconds).
+    """
+
+    seed: int = 1
+    subscriptions: int = 2
+    vaults_per_subscription: int = 5
+    profile: Profile = PROFILES["demo"]
+    time_scale: float = 1.0
+    timespan_duration_rate: float = 0.3
+    retention_s: float = 7 * 86400.0
+    operation_delay_s: float = 3.0
+    tenant_id: str = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErrorSpec:
+    """One error a failed job reports, in the superset of all job types' error shapes."""
+
+    code: int
+    title: str
+    message: str
+    recommendations: tuple[str, ...]
+
+
+ERRORS: dict[Workload | None, tuple[ErrorSpec, ...]] = {
+    Workload.VM: (
+        ErrorSpec(
+            code=400153,
+            title="UserErrorVmNotFound",
+            message="The virtual machine no longer exists.",
+            recommendations=("Stop protection of the VM, or restore it from a recovery point.",),
+        ),
+        ErrorSpec(
+            code=400138,
+            title="UserErrorGuestAgentStatusUnavailable",
+            message="VM Agent is unable to communicate with the Azure Backup Service.",
+            recommendations=(
+                "Ensure the VM agent is installed and running.",
+                "Check outbound connectivity to Azure.",
+            ),
+        ),
+        ErrorSpec(
+            code=420017,
+            title="ExtensionSnapshotFailedCOM",
+            message="Snapshot operation failed due to COM+ error.",
+            recommendations=("Restart the Windows service COM+ System Application.",),
+        ),
+    ),
+    Workload.SQL: (
+        ErrorSpec(
+            code=510008,
+            title="UserErrorSQLLogBackupFailed",
+            message="Log backup failed because the database is in simple recovery model.",
+            recommendations=("Switch the database to the full recovery model.",),
+        ),
+        ErrorSpec(
+            code=510010,
+            title="UserErrorSQLNoSysadminMembership",
+            message="Azure Backup does not have sysadmin rights on the SQL instance.",
+            recommendations=("Add NT SERVICE\\AzureWLBackupPluginSvc to the sysadmin role.",),
+        ),
+    ),
+    Workload.FILES: (
+        ErrorSpec(
+            code=18056,
+            title="StorageAccountNotFound",
+            message="The storage account could not be found.",
+            recommendations=("Check that the storage account exists.",),
+        ),
+    ),
+    Workload.MAB: (
+        ErrorSpec(
+            code=100034,
+            title="",
+            message="The backup operation failed because the source volume is not accessible.",
+            recommendations=("Check that the volume is online and try again.",),
+        ),
+    ),
+    Workload.DPM: (
+        ErrorSpec(
+            code=30111,
+            title="",
+            message="The VSS application writer or the VSS provider is in a bad state.",
+            recommendations=("Check the Windows event log for VSS errors.",),
+        ),
+    ),
+    None: (
+        ErrorSpec(
+            code=100137,
+            title="",
+            message="The key vault key is not accessible with the vault's managed identity.",
+            recommendations=("Grant the vault's identity get, wrapKey and unwrapKey.",),
+        ),
+    ),
+}
+
+
+@dataclass(slots=True, kw_only=True)
+class Subscription:
+    """A subscription and its vaults (deleted vaults are removed from `vaults`)."""
+
+    id: str
+    display_name: str
+    vaults: dict[str, Vault] = field(default_factory=dict)  # by lower-cased vault id
+
+
+@dataclass(slots=True, kw_only=True, eq=False)
+class Vault:
+    """A Recovery Services vault; its job list is append-only and sorted by start time."""
+
+    subscription_id: str
+    resource_group: str
+    name: str
+    location: str
+    provider_casing: str  # how job ids spell the provider ("Microsoft.RecoveryServices" or lower)
+    items: list[ProtectedItem] = field(default_factory=list)
+    jobs: list[Job] = field(default_factory=list)
+    job_starts: list[float] = field(default_factory=list)  # epoch seconds, parallel to jobs
+    jobs_by_name: dict[str, Job] = field(default_factory=dict)  # lower-cased job name
+    pruned: int = 0  # jobs dropped from the front of `jobs` by retention
+    deleted: bool = False
+    forbidden: bool = False
+
+    @property
+    def id(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.RecoveryServices/vaults/{self.name}"
+        )
+
+    @property
+    def key(self) -> str:
+        return self.id.lower()
+
+
+@dataclass(slots=True, kw_only=True, eq=False)
+class ProtectedItem:
+    """A protected VM, database, file share or server; it runs backups on a schedule."""
+
+    vault: Vault
+    workload: Workload
+    entity: str
+    container: str
+    name: str
+    job_type: str
+    backup_management_type: str
+    extra: dict[str, str]  # type-specific fields (server names, storage account, workload type)
+    rng: random.Random
+    offset_s: float  # schedule offset inside the period, for daily cadence
+    last_full_at: float = 0.0
+
+
+@dataclass(slots=True, kw_only=True, eq=False)
+class Job:
+    """One backup job and its planned life; `status` is what the API says now."""
+
+    name: str
+    vault: Vault
+    item: ProtectedItem | None
+    job_type: str
+    operation: str
+    backup_management_type: str | None
+    entity: str
+    extra: dict[str, str]
+    start_at: datetime
+    duration_s: float  # planned running time
+    plan: list[tuple[datetime, str]]  # remaining (at, status) steps
+    outcome: str
+    error: ErrorSpec | None
+    timespan: bool  # write durations as .NET TimeSpan text
+    is_user_triggered: bool
+    activity_id: str
+    ordinal: int = 0
+    status: str = IN_PROGRESS
+    end_at: datetime | None = None
+    cancelling_at: datetime | None = None
+    version: int = 0  # bumped on every change
+    list_cache: dict[str, object] | None = None  # wire rendering, kept once terminal
+    detail_cache: dict[str, object] | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transition:
+    """One status change the world made: the ground truth the monitor is judged against."""
+
+    seq: int
+    vault_id: str
+    job_id: str
+    job_type: str
+    operation: str
+    from_status: str | None
+    to_status: str
+    at: datetime
+
+
+@dataclass(slots=True, kw_only=True, eq=False)
+class Operation:
+    """A triggered backup's async operation; resolves to a job after `operation_delay_s`."""
+
+    id: str
+    vault: Vault
+    item: ProtectedItem
+    start_at: datetime
+    job: Job | None = None
+
+    @property
+    def status(self) -> str:
+        return "Succeeded" if self.job is not None else IN_PROGRESS
+
+
+def _stable_seed(*parts: object) -> int:
+    digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def _guid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def _epoch(at: datetime) -> float:
+    return at.timestamp()
+
+
+class World:
+    """The estate and its clockwork; call `advance(now)` before reading it.
+
+    Args:
+        settings: the shape of the estate.
+        now: the moment the world is created; it already ran `profile.history_s` before it.
+    """
+
+    def __init__(self, settings: WorldSettings, now: datetime) -> None:
+        self.settings = settings
+        self.profile = settings.profile.scaled(settings.time_scale)
+        self.tenant_id = settings.tenant_id
+        self.subscriptions: dict[str, Subscription] = {}
+        self.vaults: dict[str, Vault] = {}  # every vault ever created, by lower-cased id
+        self.operations: dict[str, Operation] = {}
+        self.transitions: list[Transition] = []
+        self._heap: list[tuple[datetime, int, object]] = []
+        self._seq = 0
+        self._now = now - timedelta(seconds=self.profile.history_s)
+        self._trigger_rng = random.Random(_stable_seed(settings.seed, "triggers"))
+        rng = random.Random(_stable_seed(settings.seed, "estate"))
+        for s in range(settings.subscriptions):
+            sub_id = _guid(rng)
+            sub = Subscription(id=sub_id, display_name=f"sub-{s:03d}")
+            self.subscriptions[sub_id] = sub
+            for v in range(settings.vaults_per_subscription):
+                rg = f"rg-{rng.choice(WORDS)}-{v // 4:02d}"
+                self.add_vault(
+                    subscription_id=sub_id,
+                    resource_group=rg,
+                    name=f"rsv-{s:03d}-{v:04d}",
+                    location=rng.choice(LOCATIONS),
+                    at=self._now,
+                )
+        self.advance(now)
+
+    # ----------------------------------------------------------------------- estate changes
+
+    @property
+    def now(self) -> datetime:
+        """The latest moment the world has been advanced to."""
+        return self._now
+
+    def add_vault(
+        self,
+        *,
+        subscription_id: str,
+        resource_group: str,
+        name: str,
+        location: str,
+        at: datetime | None = None,
+    ) -> Vault:
+        """Create a vault (and its subscription if new) whose items start running from `at`.
+
+        Raises:
+            ValueError: a vault with that id exists already.
+        """
+        at = at or self._now
+        sub = self.subscriptions.get(subscription_id)
+        if sub is None:
+            sub = Subscription(
+                id=subscription_id, display_name=f"sub-{len(self.subscriptions):03d}"
+            )
+            self.subscriptions[subscription_id] = sub
+        rng = random.Random(_stable_seed(self.settings.seed, "vault", subscription_id, name))
+        vault = Vault(
+            subscription_id=subscription_id,
+            resource_group=resource_group,
+            name=name,
+            location=location,
+            provider_casing=rng.choice(
+                ("Microsoft.RecoveryServices", "microsoft.recoveryservices")
+            ),
+        )
+        if vault.key in self.vaults and not self.vaults[vault.key].deleted:
+            raise ValueError(f"vault {vault.id} exists already")
+        self.vaults[vault.key] = vault
+        sub.vaults[vault.key] = vault
+        low, high = self.profile.items_per_vault
+        for i in range(rng.randint(low, high)):
+            item = self._make_item(vault, i, rng)
+            vault.items.append(item)
+            self._push(at + timedelta(seconds=self._first_start_s(item)), item)
+        if self.profile.vault_job_every_s > 0:
+            gap = rng.expovariate(1.0 / self.profile.vault_job_every_s)
+            self._push(at + timedelta(seconds=gap), ("vaultjob", vault, rng))
+        return vault
+
+    def delete_vault(self, vault_id: str) -> Vault:
+        """Delete a vault: ARM answers 404 for it from now on and its jobs stop changing.
+
+        Raises:
+            KeyError: no such live vault.
+        """
+        vault = self.vaults.get(vault_id.lower())
+        if vault is None or vault.deleted:
+            raise KeyError(vault_id)
+        vault.deleted = True
+        del self.subscriptions[vault.subscription_id].vaults[vault.key]
+        return vault
+
+    def set_forbidden(self, vault_id: str, forbidden: bool) -> Vault:
+        """Make ARM answer 403 AuthorizationFailed for this vault (its jobs keep running).
+
+        Raises:
+            KeyError: no such vault.
+        """
+        vault = self.vaults.get(vault_id.lower())
+        if vault is None:
+            raise KeyError(vault_id)
+        vault.forbidden = forbidden
+        return vault
+
+    def trigger_backup(self, vault: Vault, item: ProtectedItem) -> Operation:
+        """Start an on-demand backup: an operation now, a running job `operation_delay_s` later."""
+        op = Operation(id=_guid(self._trigger_rng), vault=vault, item=item, start_at=self._now)
+        self.operations[op.id.lower()] = op
+        self._push(self._now + timedelta(seconds=self.settings.operation_delay_s), op)
+        return op
+
+    # ----------------------------------------------------------------------- clockwork
+
+    def advance(self, now: datetime) -> None:
+        """Apply every scheduled start and status change up to `now`, in time order."""
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            at, _, what = heapq.heappop(heap)
+            self._now = at
+            if isinstance(what, Job):
+                self._step(what, at)
+            elif isinstance(what, ProtectedItem):
+                self._start_scheduled(what, at)
+            elif isinstance(what, Operation):
+                self._resolve(what, at)
+            elif isinstance(what, tuple):
+                self._start_vault_job(what[1], what[2], at)
+        if now > self._now:
+            self._now = now
+
+    def _push(self, at: datetime, what: object) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (at, self._seq, what))
+
+    def _record(self, job: Job, from_status: str | None, at: datetime) -> None:
+        self.transitions.append(
+            Transition(
+                seq=len(self.transitions) + 1,
+                vault_id=job.vault.id,
+                job_id=job.name,
+                job_type=job.job_type,
+                operation=job.operation,
+                from_status=from_status,
+                to_status=job.status,
+                at=at,
+            )
+        )
+
+    def _step(self, job: Job, at: datetime) -> None:
+        if job.vault.deleted or not job.plan:
+            return
+        _, status = job.plan.pop(0)
+        before = job.status
+        job.status = status
+        job.version += 1
+        if status == CANCELLING:
+            job.cancelling_at = at
+        if status in TERMINAL:
+            job.end_at = at
+        self._record(job, before, at)
+        if job.plan:
+            self._push(job.plan[0][0], job)
+        elif job.end_at is not None:
+            self._prune(job.vault, at)
+
+    def _prune(self, vault: Vault, at: datetime) -> None:
+        horizon = _epoch(at) - self.settings.retention_s
+        drop = 0
+        for job in vault.jobs:
+            if job.end_at is None or _epoch(job.end_at) >= horizon:
+                break
+            drop += 1
+        if drop:
+            for job in vault.jobs[:drop]:
+                del vault.jobs_by_name[job.name.lower()]
+            del vault.jobs[:drop]
+            del vault.job_starts[:drop]
+            vault.pruned += drop
+
+    # ----------------------------------------------------------------------- items and jobs
+
+    def _make_item(self, vault: Vault, index: int, rng: random.Random) -> ProtectedItem:
+        workload = rng.choices(list(Workload), weights=(45, 15, 15, 13, 12))[0]
+        word = rng.choice(WORDS)
+        rg = vault.resource_group
+        item_rng = random.Random(_stable_seed(self.settings.seed, "item", vault.key, index))
+        extra: dict[str, str] = {}
+        match workload:
+            case Workload.VM:
+                entity = f"vm-{word}-{index:02d}"
+                container = f"IaasVMContainer;iaasvmcontainerv2;{rg};{entity}"
+                name = f"VM;iaasvmcontainerv2;{rg};{entity}"
+                job_type = "AzureIaaSVMJobV2" if rng.random() < 0.25 else "AzureIaaSVMJob"
+                bmt = "AzureIaasVM"
+                extra = {"containerName": f"iaasvmcontainerv2;{rg};{entity}"}
+            case Workload.SQL:
+                host = f"sqlvm-{word}-{index:02d}"
+                entity = f"{word}db{index:02d}"
+                container = f"VMAppContainer;Compute;{rg};{host}"
+                name = f"SQLDataBase;mssqlserver;{entity}"
+                job_type, bmt = "AzureWorkloadJob", "AzureWorkload"
+                extra = {"workloadType": "SQLDataBase", "host": host}
+            case Workload.FILES:
+                account = f"st{word}{index:02d}{vault.name[-4:]}"
+                entity = f"share-{word}"
+                container = f"StorageContainer;Storage;{rg};{account}"
+                name = f"AzureFileShare;{entity}"
+                job_type, bmt = "AzureStorageJob", "AzureStorage"
+                extra = {"storageAccountName": account, "storageAccountVersion": "Storage"}
+            case Workload.MAB:
+                server = f"srv-{word}-{index:02d}.contoso.local"
+                entity = server
+                container = f"Windows;{server}"
+                name = f"FileFolder;{server}"
+                job_type, bmt = "MabJob", "MAB"
+                extra = {
+                    "mabServerName": server,
+                    "mabServerType": "Windows",
+                    "workloadType": "FileFolder",
+                }
+            case Workload.DPM:
+                server = f"dpm-{word}-{index:02d}.contoso.local"
+                entity = f"{word}-volume-{index:02d}"
+                container = f"DPMContainer;{server}"
+                name = f"Volume;{entity}"
+                job_type = "DpmJob"
+                bmt = "DPM" if rng.random() < 0.6 else "AzureBackupServer"
+                extra = {
+                    "dpmServerName": server,
+                    "containerName": server,
+                    "containerType": "DPMContainer",
+                    "workloadType": "FileFolder",
+                }
+        return ProtectedItem(
+            vault=vault,
+            workload=workload,
+            entity=entity,
+            container=container,
+            name=name,
+            job_type=job_type,
+            backup_management_type=bmt,
+            extra=extra,
+            rng=item_rng,
+            offset_s=item_rng.uniform(0, self.profile.period_s),
+        )
+
+    def _first_start_s(self, item: ProtectedItem) -> float:
+        p = self.profile
+        if p.cadence == "interval":
+            return item.rng.uniform(0, p.gap_s[1])
+        return item.offset_s
+
+    def _start_scheduled(self, item: ProtectedItem, at: datetime) -> None:
+        if item.vault.deleted:
+            return
+        p, rng = self.profile, item.rng
+        operation = "Backup"
+        if item.workload is Workload.SQL:
+            due_full = _epoch(at) - item.last_full_at >= p.period_s * 0.99
+            if p.cadence == "daily" and not due_full:
+                operation = "Backup (Log)"
+            else:
+                operation = rng.choices(
+                    ("Backup (Full)", "Backup (Differential)", "Backup (Log)"), (5, 2, 3)
+                )[0]
+            if operation == "Backup (Full)":
+                item.last_full_at = _epoch(at)
+        elif item.workload is Workload.VM and rng.random() < 0.04:
+            operation = "Restore"
+        duration = rng.uniform(*p.duration_s)
+        if operation == "Backup (Log)":
+            duration = duration / 10
+        self._start_job(
+            vault=item.vault,
+            item=item,
+            rng=rng,
+            at=at,
+            operation=operation,
+            duration_s=duration,
+            user_triggered=False,
+        )
+        if p.cadence == "interval":
+            nxt = at + timedelta(seconds=rng.uniform(*p.gap_s))
+        elif item.workload is Workload.SQL and p.log_backup_every_s > 0:
+            nxt = at + timedelta(seconds=p.log_backup_every_s)
+        else:
+            nxt = at + timedelta(seconds=p.period_s)
+        self._push(nxt, item)
+
+    def _start_vault_job(self, vault: Vault, rng: random.Random, at: datetime) -> None:
+        if vault.deleted:
+            return
+        self._start_job(
+            vault=vault,
+            item=None,
+            rng=rng,
+            at=at,
+            operation="UpdateCustomerManagedKey",
+            duration_s=rng.uniform(2.0, 20.0) / self.settings.time_scale,
+            user_triggered=True,
+        )
+        gap = rng.expovariate(1.0 / self.profile.vault_job_every_s)
+        self._push(at + timedelta(seconds=gap), ("vaultjob", vault, rng))
+
+    def _resolve(self, op: Operation, at: datetime) -> None:
+        if op.vault.deleted:
+            return
+        rng = random.Random(_stable_seed(self.settings.seed, "operation", op.id))
+        op.job = self._start_job(
+            vault=op.vault,
+            item=op.item,
+            rng=rng,
+            at=at,
+            operation="Backup",
+            duration_s=rng.uniform(*self.profile.duration_s),
+            user_triggered=True,
+            outcome=COMPLETED,
+        )
+
+    def _start_job(
+        self,
+        *,
+        vault: Vault,
+        item: ProtectedItem | None,
+        rng: random.Random,
+        at: datetime,
+        operation: str,
+        duration_s: float,
+        user_triggered: bool,
+        outcome: str | None = None,
+    ) -> Job:
+        weights = self.profile.outcome_weights
+        if outcome is None:
+            outcome = rng.choices((COMPLETED, COMPLETED_WITH_WARNINGS, FAILED, CANCELLED), weights)[
+                0
+            ]
+        workload = item.workload if item else None
+        error = rng.choice(ERRORS[workload]) if outcome == FAILED else None
+        end = at + timedelta(seconds=duration_s)
+        if outcome == CANCELLED:
+            cancel_at = at + timedelta(seconds=duration_s * rng.uniform(0.2, 0.8))
+            plan = [
+                (cancel_at, CANCELLING),
+                (cancel_at + timedelta(seconds=rng.uniform(1, 6)), CANCELLED),
+            ]
+        else:
+            plan = [(end, outcome)]
+        job = Job(
+            name=_guid(rng),
+            vault=vault,
+            item=item,
+            job_type=item.job_type if item else "VaultJob",
+            operation=operation,
+            backup_management_type=item.backup_management_type if item else None,
+            entity=item.entity if item else vault.name,
+            extra=dict(item.extra) if item else {},
+            start_at=at,
+            duration_s=duration_s,
+            plan=plan,
+            outcome=outcome,
+            error=error,
+            timespan=rng.random() < self.settings.timespan_duration_rate,
+            is_user_triggered=user_triggered,
+            activity_id=f"{_guid(rng)}-{at:%Y-%m-%dT%H:%M:%SZ}-Ibz"
+            if rng.random() < 0.1
+            else _guid(rng),
+            ordinal=vault.pruned + len(vault.jobs),
+        )
+        vault.jobs.append(job)
+        vault.job_starts.append(_epoch(at))
+        vault.jobs_by_name[job.name.lower()] = job
+        self._record(job, None, at)
+        self._push(plan[0][0], job)
+        return job
+
+    # ----------------------------------------------------------------------- queries
+
+    def live_vault(self, vault_id: str) -> Vault | None:
+        """The vault with this id (any casing), unless it does not exist or was deleted."""
+        vault = self.vaults.get(vault_id.lower())
+        return None if vault is None or vault.deleted else vault
+
+    def jobs_in_window(
+        self, vault: Vault, start_at: datetime | None, end_at: datetime | None
+    ) -> tuple[int, int]:
+        """Index range [lo, hi) of `vault.jobs` that started inside [start_at, end_at]."""
+        lo = 0 if start_at is None else bisect.bisect_left(vault.job_starts, _epoch(start_at))
+        end = self._now if end_at is None else end_at
+        hi = bisect.bisect_right(vault.job_starts, _epoch(end))
+        return lo, hi
+
+    def transitions_since(self, cursor: int, limit: int = 10_000) -> list[Transition]:
+        """Transitions with `seq` greater than `cursor`, oldest first."""
+        return self.transitions[cursor : cursor + limit]
+
+
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    """A UTC-aware datetime; a convenience for tests and fixtures."""
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
