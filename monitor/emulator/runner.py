@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import anyio
 from aiohttp import web
 
 from monitor.emulator.clock import WallClock, WorldClock
@@ -109,3 +111,19 @@ async def running_emulator(
             await runner.cleanup()
     finally:
         await foreign_runner.cleanup()
+
+
+async def serve_until_signalled(
+    settings: EmulatorSettings,
+    *,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None,
+    announce: Callable[[dict[str, str]], None],
+) -> None:
+    """Serve until SIGTERM or SIGINT; `announce` receives the banner once the port is bound."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with running_emulator(settings, host=host, port=port, ssl_context=ssl_context) as emu:
+            announce(emu.banner())
+            async for _ in signals:
+                break
