@@ -442,9 +442,6 @@ class _Reader:
     def path(self, key: str) -> str:
         return f"{self._section}.{key}"
 
-    def has(self, key: str) -> bool:
-        return key in self._table
-
     def error(self, key: str, problem: str) -> ConfigError:
         return ConfigError(self.path(key), problem)
 

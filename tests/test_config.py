@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -534,6 +535,7 @@ class TestRedacted:
         assert out["discovery"]["subscriptions"] == ["*"]
         assert "Zm9vYmFy" not in repr(out)
         assert set(out) == set(SECTIONS)
+        assert json.loads(json.dumps(out)) == out
 
 
 class TestLoad:
