@@ -1,0 +1,48 @@
+"""Test doubles for the injected seams: a virtual-time clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import anyio.lowlevel
+
+EPOCH = datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC)
+
+
+class FakeClock:
+    """A `Clock` whose time only moves when a test advances it or somebody sleeps.
+
+    `sleep(s)` advances virtual time by `s` (negative counts as 0) and then yields once with
+    `anyio.lowlevel.checkpoint()`, so it never blocks for real and stays cancellable. Sleepers
+    do not wait for one another: two tasks that each sleep 5 s advance the clock by 10 s. Use it
+    where one task owns the passage of time, or drive time from the test with `advance`.
+    """
+
+    def __init__(self, *, start_at: datetime = EPOCH, monotonic_s: float = 1000.0) -> None:
+        if start_at.utcoffset() != timedelta(0):
+            raise ValueError("start_at must be UTC-aware")
+        self._start_at = start_at
+        self._origin_s = monotonic_s
+        self._elapsed_s = 0.0
+        self.sleeps: list[float] = []
+        """Every duration passed to `sleep`, in call order."""
+
+    def monotonic(self) -> float:
+        """Virtual seconds: the starting value plus everything advanced so far."""
+        return self._origin_s + self._elapsed_s
+
+    def utcnow(self) -> datetime:
+        """The starting instant plus everything advanced so far, UTC-aware."""
+        return self._start_at + timedelta(seconds=self._elapsed_s)
+
+    def advance(self, seconds: float) -> None:
+        """Move virtual time forward; time never moves backwards."""
+        if seconds < 0:
+            raise ValueError(f"cannot go back in time ({seconds} s)")
+        self._elapsed_s += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        """Advance virtual time by `seconds` and yield to the event loop once."""
+        self.sleeps.append(seconds)
+        self.advance(max(seconds, 0.0))
+        await anyio.lowlevel.checkpoint()
