@@ -1,0 +1,159 @@
+"""The `backup-monitor` command line, run as a real process."""
+
+from __future__ import annotations
+
+import signal
+import ssl
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+import trustme
+
+from monitor.cli import main
+
+COMMAND = [sys.executable, "-m", "monitor"]
+
+
+Started = tuple[subprocess.Popen[bytes], dict[str, str]]
+
+
+@pytest.fixture
+def start_emulator() -> Iterator[Callable[..., Started]]:
+    """Starts `backup-monitor emulator --port 0 ARGS…` and reads its banner; kills it afterwards."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str) -> Started:
+        process = subprocess.Popen(
+            [*COMMAND, "emulator", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        processes.append(process)
+        assert process.stdout is not None
+        return process, orjson.loads(process.stdout.readline())
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        assert process.stdout is not None
+        process.stdout.close()
+
+
+@pytest.fixture
+def emulator_process(start_emulator: Callable[..., Started]) -> Started:
+    return start_emulator("--seed", "5", "--subscriptions", "1")
+
+
+async def test_emulator_prints_its_banner_first_and_serves(emulator_process) -> None:
+    """The first stdout line is the JSON banner; its token reads a page of jobs."""
+    _, banner = emulator_process
+    assert set(banner) >= {"url", "token", "tenant_id"}
+    headers = {"Authorization": f"Bearer {banner['token']}"}
+    async with aiohttp.ClientSession() as http:
+        async with http.get(
+            f"{banner['url']}/subscriptions?api-version=2022-12-01", headers=headers
+        ) as r:
+            sub = (await r.json())["value"][0]["subscriptionId"]
+        url = (
+            f"{banner['url']}/subscriptions/{sub}/providers/Microsoft.RecoveryServices/vaults"
+            "?api-version=2025-08-01"
+        )
+        async with http.get(url, headers=headers) as r:
+            vault = (await r.json())["value"][0]["id"]
+        async with http.get(
+            f"{banner['url']}{vault}/backupJobs?api-version=2025-08-01", headers=headers
+        ) as r:
+            assert r.status == 200
+            assert "x-ms-ratelimit-remaining-subscription-reads" in r.headers
+            assert isinstance((await r.json())["value"], list)
+
+
+def test_emulator_stops_cleanly_on_sigterm(emulator_process) -> None:
+    """SIGTERM ends the emulator with exit code 0."""
+    process, _ = emulator_process
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=10) == 0
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> tuple[trustme.CA, Path, Path]:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_path))
+    cert.private_key_pem.write_to_path(str(key_path))
+    return ca, cert_path, key_path
+
+
+async def test_emulator_serves_tls(
+    start_emulator: Callable[..., Started], tls_files: tuple[trustme.CA, Path, Path]
+) -> None:
+    """With --tls-cert/--tls-key the emulator speaks HTTPS trusted through the given CA."""
+    ca, cert_path, key_path = tls_files
+    process, banner = start_emulator("--tls-cert", str(cert_path), "--tls-key", str(key_path))
+    assert banner["url"].startswith("https://127.0.0.1:")
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    headers = {"Authorization": f"Bearer {banner['token']}"}
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as http,
+        http.get(f"{banner['url']}/subscriptions?api-version=2022-12-01", headers=headers) as r,
+    ):
+        assert r.status == 200
+    process.terminate()
+    assert process.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["emulator", "--port", "70000"], "between 0 and 65535"),
+        (["emulator", "--subscriptions", "0"], "at least 1"),
+        (["emulator", "--profile", "huge"], "invalid choice"),
+        (["demo", "--duration", "-1"], "must be > 0"),
+    ],
+)
+def test_bad_arguments_exit_2_naming_the_problem(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bad command-line values exit with code 2 and say what is wrong."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_tls_options_go_together(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """--tls-cert without --tls-key is refused with exit code 2."""
+    assert main(["emulator", "--tls-cert", str(tmp_path / "c.pem")]) == 2
+    assert "--tls-cert and --tls-key go together" in capsys.readouterr().err
+
+
+def test_no_command_prints_help() -> None:
+    """Without a command the CLI prints help and exits 2."""
+    assert main([]) == 2
+
+
+def test_demo_runs_and_exits_by_itself() -> None:
+    """`backup-monitor demo` walks through the emulator and ends on its own with code 0."""
+    result = subprocess.run(
+        [*COMMAND, "demo", "--duration", "3"], capture_output=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    out = result.stdout.decode()
+    assert "429 SubscriptionRequestsThrottled" in out
+    assert "operation Succeeded" in out
+    assert "transitions watched" in out
+
+
+def test_python_dash_m_and_console_script_agree() -> None:
+    """`python -m monitor --version` prints the package version."""
+    result = subprocess.run([*COMMAND, "--version"], capture_output=True, check=True)
+    assert result.stdout.decode().startswith("backup-monitor 0.1.0")
