@@ -70,9 +70,11 @@ def _url(scheme: str, host: str, port: int) -> str:
 async def _start(
     app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None
 ) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app, access_log=None)
+    # The shutdown timeout belongs to the runner: TCPSite's own argument is deprecated and the
+    # pinned aiohttp (3.14) warns about it, which the tests' filterwarnings turn into an error.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, shutdown_timeout=1.0)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
     address = runner.addresses[0]
     return runner, int(address[1])
