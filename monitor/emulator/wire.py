@@ -19,6 +19,7 @@ from monitor.emulator.world import (
     CANCELLING,
     FAILED,
     IN_PROGRESS,
+    ErrorSpec,
     Job,
     Operation,
     Subscription,
@@ -167,8 +168,13 @@ def _properties(job: Job, now: datetime) -> JSON:
     return props
 
 
+def _reported_error(job: Job) -> ErrorSpec | None:
+    """The error a job reports: its planned error only once it has failed, never before."""
+    return job.error if job.status == FAILED else None
+
+
 def _error_details(job: Job) -> list[JSON]:
-    err = job.error
+    err = _reported_error(job)
     if err is None:
         return []
     match job.job_type:
@@ -267,8 +273,9 @@ def _extended_info(job: Job, now: datetime) -> JSON:
         if job.end_at is None:
             remaining = max(job.duration_s - elapsed, 0.0)
             info["estimatedRemainingDuration"] = format_duration(remaining, timespan=True)
-    if job.error is not None:
-        info["dynamicErrorMessage"] = job.error.message
+    err = _reported_error(job)
+    if err is not None:
+        info["dynamicErrorMessage"] = err.message
     return info
 
 
