@@ -856,7 +856,7 @@ def _aad_error(status: int, error: str, description: str) -> web.Response:
         {
             "error": error,
             "error_description": description,
-            "error_codes": [int(description[5:].split(":")[0])]
+            "error_codes": [int(description.removeprefix("AADSTS").split(":")[0])]
             if description.startswith("AADSTS")
             else [],
             "trace_id": str(uuid.uuid4()),

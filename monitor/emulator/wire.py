@@ -19,6 +19,7 @@ from monitor.emulator.world import (
     CANCELLING,
     FAILED,
     IN_PROGRESS,
+    ErrorSpec,
     Job,
     Operation,
     Subscription,
@@ -167,8 +168,13 @@ def _properties(job: Job, now: datetime) -> JSON:
     return props
 
 
+def _reported_error(job: Job) -> ErrorSpec | None:
+    """The error a job reports: its planned error only once it has failed, never before."""
+    return job.error if job.status == FAILED else None
+
+
 def _error_details(job: Job) -> list[JSON]:
-    err = job.error
+    err = _reported_error(job)
     if err is None:
         return []
     match job.job_type:
@@ -220,7 +226,9 @@ def _task_status(job: Job, index: int, count: int, progress: float) -> tuple[str
         if progress >= hi:
             return "Completed", lo, hi
         return ("InProgress" if progress >= lo else "NotStarted"), lo, hi
-    if job.status in (CANCELLING, CANCELLED) and progress < hi:
+    if job.status == CANCELLING and progress < hi:
+        return ("InProgress" if progress >= lo else "NotStarted"), lo, hi
+    if job.status == CANCELLED and progress < hi:
         return ("Cancelled" if progress >= lo else "NotStarted"), lo, hi
     if job.status == FAILED and index == count - 1:
         return "Failed", lo, hi
@@ -248,6 +256,9 @@ def _extended_info(job: Job, now: datetime) -> JSON:
             task["startTime"] = (
                 format_time(job.start_at + timedelta(seconds=start_s)) if started else SENTINEL_0001
             )
+            if status == "Cancelled":
+                # A cancelled task stops when the job stops, not at its planned end.
+                share = max(0.0, _elapsed_s(job, now) - start_s)
             task["endTime"] = (
                 format_time(job.start_at + timedelta(seconds=start_s + share))
                 if done
@@ -267,8 +278,9 @@ def _extended_info(job: Job, now: datetime) -> JSON:
         if job.end_at is None:
             remaining = max(job.duration_s - elapsed, 0.0)
             info["estimatedRemainingDuration"] = format_duration(remaining, timespan=True)
-    if job.error is not None:
-        info["dynamicErrorMessage"] = job.error.message
+    err = _reported_error(job)
+    if err is not None:
+        info["dynamicErrorMessage"] = err.message
     return info
 
 

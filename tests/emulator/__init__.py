@@ -1,0 +1,3 @@
+"""Tests of the emulator."""
+
+from __future__ import annotations

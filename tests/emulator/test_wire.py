@@ -114,3 +114,19 @@ def test_terminal_renderings_are_cached_and_stable(world: World) -> None:
     job = next(j for v in world.vaults.values() for j in v.jobs if j.is_terminal)
     first = job_json(job, world.now, details=True)
     assert job_json(job, world.now + timedelta(hours=1), details=True) is first
+
+
+def test_tasks_end_within_their_job(world: World) -> None:
+    """No task of a finished job ends after the job, cancelled jobs included."""
+    checked = 0
+    for vault in world.vaults.values():
+        for job in vault.jobs:
+            if job.end_at is None:
+                continue
+            info = job_json(job, world.now, details=True)["properties"]["extendedInfo"]
+            for task in info.get("tasksList", []):
+                end = task.get("endTime")
+                if end and not end.startswith("0001"):
+                    assert end <= format_time(job.end_at), (job.status, task)
+                    checked += 1
+    assert checked
