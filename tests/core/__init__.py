@@ -1,0 +1,1 @@
+"""Tests of the sans-io core."""

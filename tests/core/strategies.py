@@ -1,0 +1,50 @@
+"""Hypothesis strategies shared by the core property tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import strategies as st
+
+JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+
+json_values: st.SearchStrategy[Any] = st.recursive(
+    JSON_SCALARS,
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=6)
+    ),
+    max_leaves=30,
+)
+
+PROPERTY_KEYS = st.sampled_from(
+    [
+        "jobType",
+        "status",
+        "operation",
+        "startTime",
+        "endTime",
+        "duration",
+        "actionsInfo",
+        "entityFriendlyName",
+        "backupManagementType",
+        "activityId",
+        "errorDetails",
+        "extendedInfo",
+    ]
+)
+
+# Job-shaped JSON: the right keys with arbitrary values, so parsers reach their inner branches.
+job_like: st.SearchStrategy[Any] = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.text(max_size=10) | json_values,
+        "name": st.text(max_size=10) | json_values,
+        "properties": st.dictionaries(PROPERTY_KEYS, json_values, max_size=8) | json_values,
+    },
+)

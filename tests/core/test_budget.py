@@ -1,0 +1,250 @@
+"""Tests of the per-scope read budget in monitor.core.budget."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from monitor.core.budget import (
+    SUBSCRIPTION_GLOBAL_READS,
+    SUBSCRIPTION_READS,
+    TENANT_READS,
+    BudgetSettings,
+    RateBudget,
+    RateModel,
+)
+
+EPS = 1e-6
+
+
+def drain(budget: RateBudget, now: float) -> int:
+    """Acquire until refused at `now`; return how many were granted."""
+    granted = 0
+    while budget.try_acquire(now) == 0.0:
+        granted += 1
+    return granted
+
+
+class TestRate:
+    def test_defaults_are_half_the_principal_refill(self) -> None:
+        """By default the budget grants 12.5 reads/s with a bucket of 25, far below ARM's 250."""
+        budget = RateBudget()
+        assert budget.rate_per_s == 12.5
+        assert budget.capacity == 25.0
+        assert budget.model is RateModel.TOKEN_BUCKET
+
+    def test_burst_then_steady_rate(self) -> None:
+        """A full bucket grants its capacity at once, then one read per 1/rate seconds."""
+        budget = RateBudget()
+        assert drain(budget, 100.0) == 25
+        wait = budget.delay_before_request(100.0)
+        assert wait == pytest.approx(1 / 12.5)
+        assert budget.try_acquire(100.0 + wait) == 0.0
+        assert drain(budget, 110.0) == 25
+
+    def test_delay_does_not_spend(self) -> None:
+        """delay_before_request is a pure question."""
+        budget = RateBudget(BudgetSettings(burst_s=0.08))  # capacity 1
+        assert budget.delay_before_request(0.0) == 0.0
+        assert budget.delay_before_request(0.0) == 0.0
+        assert budget.try_acquire(0.0) == 0.0
+        assert budget.try_acquire(0.0) > 0.0
+
+    def test_spend_creates_debt(self) -> None:
+        """Reads spent without asking delay the next grant."""
+        budget = RateBudget()
+        budget.spend(0.0, reads=50)
+        assert budget.delay_before_request(0.0) == pytest.approx(26 / 12.5)
+
+    @pytest.mark.parametrize(
+        "bad",
+        [
+            BudgetSettings(read_fraction=0.0),
+            BudgetSettings(read_fraction=1.5),
+            BudgetSettings(burst_s=0.0),
+            BudgetSettings(arm_refill_per_s=math.nan),
+        ],
+    )
+    def test_bad_settings(self, bad: BudgetSettings) -> None:
+        """Out-of-range settings raise ValueError."""
+        with pytest.raises(ValueError, match="must be"):
+            RateBudget(bad)
+
+
+class TestThrottled:
+    def test_pause_honours_retry_after_and_jitter(self) -> None:
+        """Nothing is granted before now + Retry-After + jitter, and no burst follows."""
+        budget = RateBudget()
+        assert budget.observe_throttled("7", now=10.0, jitter_s=0.5) is True
+        assert budget.delay_before_request(10.0) == pytest.approx(7.5 + 1 / 12.5)
+        assert budget.try_acquire(17.49) > 0.0
+        assert budget.try_acquire(17.5 + 1 / 12.5) == 0.0
+        assert budget.try_acquire(17.5 + 1 / 12.5) > 0.0
+        assert budget.throttle_count == 1
+
+    def test_second_429_extends_without_new_pause(self) -> None:
+        """A 429 during a pause extends it and reports that no new pause began."""
+        budget = RateBudget()
+        assert budget.observe_throttled(5, now=0.0) is True
+        assert budget.observe_throttled(10, now=1.0) is False
+        assert budget.paused_until() == 11.0
+        assert budget.throttle_count == 1
+
+    @pytest.mark.parametrize("garbage", [None, "soon", "-3", "nan", "inf", -1.0])
+    def test_garbage_retry_after_uses_default(self, garbage: float | str | None) -> None:
+        """A missing or garbage Retry-After pauses for the default instead of raising."""
+        budget = RateBudget(BudgetSettings(default_retry_after_s=4.0))
+        budget.observe_throttled(garbage, now=0.0, jitter_s=math.nan)
+        assert budget.paused_until() == 4.0
+
+
+class TestHeaders:
+    def test_low_remaining_pauses_until_refilled_above_floor(self) -> None:
+        """Remaining 10 under a floor of 50 pauses (50 - 10) / 25 s."""
+        budget = RateBudget()
+        budget.observe_headers({SUBSCRIPTION_READS: "10", SUBSCRIPTION_GLOBAL_READS: "3000"}, 5.0)
+        assert budget.paused_until() == pytest.approx(5.0 + 40 / 25)
+        assert budget.try_acquire(6.0) > 0.0
+
+    def test_low_global_remaining_pauses(self) -> None:
+        """The shared bucket's floor is 15× the principal's, refilled at 15× the rate."""
+        budget = RateBudget()
+        budget.observe_headers({SUBSCRIPTION_GLOBAL_READS: "0"}, 0.0)
+        assert budget.paused_until() == pytest.approx(750 / 375)
+
+    def test_header_names_case_insensitive(self) -> None:
+        """Header names match whatever their casing."""
+        budget = RateBudget()
+        budget.observe_headers({SUBSCRIPTION_READS.upper(): "0"}, 0.0)
+        assert budget.paused_until() == pytest.approx(2.0)
+
+    @pytest.mark.parametrize("value", ["", "abc", "-5", "1.5", "99999999999", " ", "0x10"])
+    def test_garbage_ignored(self, value: str) -> None:
+        """Garbage header values change nothing and never raise."""
+        budget = RateBudget()
+        budget.observe_headers({SUBSCRIPTION_READS: value, SUBSCRIPTION_GLOBAL_READS: value}, 0.0)
+        assert budget.paused_until() == -math.inf
+        assert budget.model is RateModel.TOKEN_BUCKET
+
+    @pytest.mark.parametrize(("remaining", "limit"), [(11999, 12000), (14999, 15000)])
+    def test_hourly_model_recognised(self, remaining: int, limit: int) -> None:
+        """Remaining counts above 250 mean the hourly model: pace to half the limit per hour."""
+        budget = RateBudget()
+        budget.observe_headers({SUBSCRIPTION_READS: str(remaining)}, 0.0)
+        assert budget.model is RateModel.HOURLY
+        assert budget.rate_per_s == pytest.approx(0.5 * limit / 3600)
+        assert budget.capacity <= 25.0
+        # Remembered: a later small count (hour nearly spent) does not switch back.
+        budget.observe_headers({SUBSCRIPTION_READS: "200"}, 1.0)
+        assert budget.model is RateModel.HOURLY
+
+    def test_global_header_means_token_bucket(self) -> None:
+        """The global-reads header only exists under the token bucket; it switches back."""
+        budget = RateBudget()
+        budget.observe_headers({SUBSCRIPTION_READS: "11999"}, 0.0)
+        budget.observe_headers({SUBSCRIPTION_READS: "249", SUBSCRIPTION_GLOBAL_READS: "3749"}, 1.0)
+        assert budget.model is RateModel.TOKEN_BUCKET
+        assert budget.rate_per_s == 12.5
+
+    def test_hourly_rate_never_exceeds_token_bucket_rate(self) -> None:
+        """A huge hourly count cannot raise the rate above read_fraction of 25/s."""
+        budget = RateBudget()
+        budget.observe_headers({SUBSCRIPTION_READS: "9000000"}, 0.0)
+        assert budget.rate_per_s <= 12.5
+
+    def test_tenant_budget(self) -> None:
+        """The tenant budget reads the tenant header and has no global bucket."""
+        budget = RateBudget(BudgetSettings.tenant())
+        budget.observe_headers({SUBSCRIPTION_READS: "0", SUBSCRIPTION_GLOBAL_READS: "0"}, 0.0)
+        assert budget.paused_until() == -math.inf
+        budget.observe_headers({TENANT_READS: "25"}, 0.0)
+        assert budget.paused_until() == pytest.approx(1.0)
+
+
+HEADER_VALUES = st.one_of(
+    st.integers(0, 300).map(str),
+    st.integers(0, 4000).map(str),
+    st.sampled_from(["11999", "14999", "", "x", "-1", "1e3"]),
+)
+
+
+class BudgetMachine(RuleBasedStateMachine):
+    """Any sequence of requests, headers and 429s keeps the budget within its rate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.settings = BudgetSettings()
+        self.budget = RateBudget(self.settings)
+        self.now = 1000.0
+        self.grants: list[float] = []
+        self.pauses: list[tuple[float, float]] = []
+
+    @initialize(read_fraction=st.sampled_from([0.1, 0.5, 1.0]), burst_s=st.sampled_from([0.1, 2.0]))
+    def configure(self, read_fraction: float, burst_s: float) -> None:
+        self.settings = BudgetSettings(read_fraction=read_fraction, burst_s=burst_s)
+        self.budget = RateBudget(self.settings)
+
+    @rule(dt=st.floats(0.0, 3.0))
+    def advance(self, dt: float) -> None:
+        self.now += dt
+
+    @rule(count=st.integers(1, 30))
+    def request(self, count: int) -> None:
+        for _ in range(count):
+            wait = self.budget.try_acquire(self.now)
+            assert wait >= 0.0
+            if wait > 0.0:
+                break
+            for start, end in self.pauses:
+                assert not start <= self.now < end - EPS, "granted during a pause"
+            self.grants.append(self.now)
+            self.check_window()
+
+    @rule()
+    def wait_as_told_then_request(self) -> None:
+        self.now += self.budget.delay_before_request(self.now)
+        self.request(1)
+
+    @rule(reads=st.none() | HEADER_VALUES, global_reads=st.none() | HEADER_VALUES)
+    def headers(self, reads: str | None, global_reads: str | None) -> None:
+        headers = {}
+        if reads is not None:
+            headers[SUBSCRIPTION_READS] = reads
+        if global_reads is not None:
+            headers[SUBSCRIPTION_GLOBAL_READS] = global_reads
+        self.budget.observe_headers(headers, self.now)
+        if global_reads is not None and global_reads.isdigit():
+            floor = self.settings.floor * 15
+            if int(global_reads) < floor:
+                self.pauses.append((self.now, self.now + (floor - int(global_reads)) / 375))
+            if reads is not None and reads.isdigit() and int(reads) < self.settings.floor:
+                self.pauses.append((self.now, self.now + (self.settings.floor - int(reads)) / 25))
+
+    @rule(
+        retry_after=st.integers(0, 30) | st.sampled_from(["3", "junk", None]),
+        jitter=st.floats(0.0, 2.0),
+    )
+    def throttled(self, retry_after: int | str | None, jitter: float) -> None:
+        self.budget.observe_throttled(retry_after, self.now, jitter_s=jitter)
+        if isinstance(retry_after, int) or (isinstance(retry_after, str) and retry_after.isdigit()):
+            self.pauses.append((self.now, self.now + float(retry_after) + jitter))
+
+    def check_window(self) -> None:
+        rate, burst = self.settings.rate_per_s, self.settings.capacity
+        last = self.grants[-1]
+        n = len(self.grants)
+        for i, first in enumerate(self.grants):
+            assert n - i <= burst + rate * (last - first) + EPS, "over budget"
+
+    @invariant()
+    def rate_never_above_configured(self) -> None:
+        assert self.budget.rate_per_s <= self.settings.rate_per_s + EPS
+        assert self.budget.capacity <= self.settings.capacity + EPS
+
+
+BudgetMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+TestBudgetMachine = BudgetMachine.TestCase

@@ -1,0 +1,628 @@
+"""Tests of the ARM payload parsers and value types in monitor.core.jobs."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from monitor.core.jobs import (
+    BackupJob,
+    JobAction,
+    JobKey,
+    JobStatus,
+    build_jobs_filter,
+    format_filter_time,
+    parse_arm_time,
+    parse_duration_s,
+    parse_job_details,
+    parse_jobs_page,
+    parse_vault_id,
+    parse_vaults_page,
+)
+from monitor.errors import ParseError
+from tests.core import payloads as p
+from tests.core.strategies import job_like, json_values
+
+VAULT = parse_vault_id(p.VAULT_ID)
+
+
+def only_job(item: dict[str, Any]) -> BackupJob:
+    parsed = parse_jobs_page(p.page(item), VAULT)
+    assert parsed.skipped == ()
+    (job,) = parsed.jobs
+    return job
+
+
+class TestVaultIds:
+    def test_capital_subscriptions_and_provider_casing(self) -> None:
+        """`/Subscriptions/` and any provider casing parse to the same key; `id` stays verbatim."""
+        upper = parse_vault_id(p.VAULT_ID)
+        lower = parse_vault_id(p.VAULT_ID_LOWER_PROVIDER)
+        assert upper.id == p.VAULT_ID
+        assert upper.key == lower.key == p.VAULT_ID.lower()
+        assert (upper.subscription_id, upper.resource_group, upper.name) == (
+            p.SUB,
+            "rg-backup",
+            "v1",
+        )
+
+    @pytest.mark.parametrize(
+        ("resource_id", "problem"),
+        [
+            ("", "segments"),
+            (p.VAULT_ID + "/backupJobs/x", "segments"),
+            (p.VAULT_ID.replace("vaults", "backupVaults"), "'vaults'"),
+            (p.VAULT_ID.replace("Microsoft.RecoveryServices", "Microsoft.DataProtection"), "micro"),
+            (p.VAULT_ID.replace("resourceGroups", "resourcegroupz"), "resourcegroups"),
+            (p.VAULT_ID.replace("/Subscriptions/", "/Subs/"), "subscriptions"),
+            (p.VAULT_ID.replace(p.SUB, ""), "subscription id"),
+            ("subscriptions" + p.VAULT_ID, "segments"),
+        ],
+    )
+    def test_bad_ids_name_the_problem(self, resource_id: str, problem: str) -> None:
+        """A malformed vault id raises ParseError naming the offending part."""
+        with pytest.raises(ParseError) as info:
+            parse_vault_id(resource_id)
+        assert info.value.path == "resource_id"
+        assert problem in info.value.problem
+
+    def test_vault_page(self) -> None:
+        """A vault list page yields refs with location, skips non-vaults, keeps nextLink."""
+        payload = {
+            "value": [
+                {
+                    "id": p.VAULT_ID,
+                    "name": "v1",
+                    "location": "westeurope",
+                    "type": "Microsoft.RecoveryServices/vaults",
+                },
+                {
+                    "id": p.VAULT_ID_LOWER_PROVIDER.replace("/v1", "/v2"),
+                    "type": "microsoft.recoveryservices/vaults",
+                },
+                {"id": "/bogus", "type": "Microsoft.RecoveryServices/vaults"},
+                {"id": p.VAULT_ID, "type": "Microsoft.DataProtection/backupVaults"},
+                "nope",
+            ],
+            "nextLink": p.NEXT_LINK,
+        }
+        page = parse_vaults_page(payload)
+        assert [v.name for v in page.vaults] == ["v1", "v2"]
+        assert page.vaults[0].location == "westeurope"
+        assert page.vaults[1].location is None
+        assert [e.path for e in page.skipped] == ["value[2].id", "value[3].type", "value[4]"]
+        assert page.next_link == p.NEXT_LINK
+        assert page.has_next_page
+
+
+class TestJobTypes:
+    def test_iaas_vm_job(self) -> None:
+        """AzureIaaSVMJob: base fields, ISO duration, 7 fractional digits, lower-cased key."""
+        job = only_job(p.IAAS_COMPLETED)
+        assert job.key == JobKey(
+            vault_key=VAULT.key, job_name="7ddead57-0000-4000-8000-000000000001"
+        )
+        assert job.name == "7DDEAD57-0000-4000-8000-000000000001"
+        assert job.resource_id.startswith("/Subscriptions/")
+        assert job.job_type == "AzureIaaSVMJob"
+        assert job.status is JobStatus.COMPLETED
+        assert job.start_at == datetime(2026, 11, 25, 10, 3, 17, 123456, tzinfo=UTC)
+        assert job.end_at == datetime(2026, 11, 25, 10, 23, 40, 213126, tzinfo=UTC)
+        assert job.duration_raw == "PT12.4272909S"
+        assert job.duration_s == pytest.approx(12.4272909)
+        assert job.actions == ()
+        assert job.entity == "vm-web-01"
+        assert job.backup_management_type == "AzureIaasVM"
+        assert job.properties["virtualMachineVersion"] == "Compute"
+
+    def test_iaas_vm_job_v2_running(self) -> None:
+        """AzureIaaSVMJobV2: TimeSpan duration, int actionsInfo, sentinel endTime → None."""
+        job = only_job(p.IAAS_V2_RUNNING)
+        assert job.job_type == "AzureIaaSVMJobV2"
+        assert job.status is JobStatus.IN_PROGRESS
+        assert job.end_at is None
+        assert job.duration_s == pytest.approx(20 * 60 + 23.0896697)
+        assert job.actions == (JobAction.CANCELLABLE,)
+        assert not job.status.is_terminal
+        assert job.status.outcome is None
+
+    def test_workload_job(self) -> None:
+        """AzureWorkloadJob: free-text operation, string actions, failed outcome."""
+        job = only_job(p.WORKLOAD_FAILED)
+        assert job.operation == "Backup (Full)"
+        assert job.actions == ("Retriable",)
+        assert job.status.outcome == "failed"
+        assert job.duration_s == pytest.approx(193.6439467)
+
+    def test_storage_job(self) -> None:
+        """AzureStorageJob: an explicit +00:00 offset parses to UTC."""
+        job = only_job(p.STORAGE_WARNINGS)
+        assert job.status is JobStatus.COMPLETED_WITH_WARNINGS
+        assert job.status.outcome == "succeeded_with_warnings"
+        assert job.end_at == datetime(2026, 11, 25, 10, 5, tzinfo=UTC)
+
+    def test_mab_job(self) -> None:
+        """MabJob: TimeSpan with a day part; the 2001-01-01 sentinel means unset."""
+        job = only_job(p.MAB_CANCELLED)
+        assert job.status is JobStatus.CANCELLED
+        assert job.status.outcome == "cancelled"
+        assert job.end_at is None
+        assert job.duration_s == pytest.approx(86400 + 2 * 3600 + 3 * 60 + 4.5)
+
+    def test_dpm_job(self) -> None:
+        """DpmJob: Cancelling is not terminal; mixed int/string actions normalise."""
+        job = only_job(p.DPM_CANCELLING)
+        assert job.status is JobStatus.CANCELLING
+        assert not job.status.is_terminal
+        assert job.actions == ("Invalid", "Cancellable", "Retriable")
+        assert job.duration_s == pytest.approx(26 * 3600)
+
+    def test_vault_job(self) -> None:
+        """VaultJob: lower-case status canonicalises; null optional fields give None."""
+        job = only_job(p.VAULT_JOB)
+        assert job.status is JobStatus.COMPLETED
+        assert str(job.status) == "Completed"
+        assert job.entity is None
+        assert job.backup_management_type is None
+        assert job.duration_s == 0.0
+
+    def test_unknown_type_kept(self) -> None:
+        """An unknown jobType keeps base fields, raw properties and unknown actions/status."""
+        job = only_job(p.UNKNOWN_TYPE)
+        assert job.job_type == "AzureFutureJob"
+        assert job.status.value == "Paused"
+        assert not job.status.is_known
+        assert not job.status.is_terminal
+        assert job.status.outcome is None
+        assert job.actions == ("7", "Frobnicate")
+        assert job.duration_s == 4 * 7 * 86400
+        assert job.properties["futureField"] == {"nested": [1, 2]}
+
+    def test_whole_page(self) -> None:
+        """Every job type on one page parses; nextLink comes back verbatim."""
+        parsed = parse_jobs_page(p.page(*p.ALL_ITEMS, next_link=p.NEXT_LINK), VAULT)
+        assert len(parsed.jobs) == len(p.ALL_ITEMS)
+        assert parsed.skipped == ()
+        assert parsed.next_link == p.NEXT_LINK
+        assert parsed.has_next_page
+
+
+class TestJobStatus:
+    @pytest.mark.parametrize("raw", ["Cancelled", "cancelled", "CANCELLED"])
+    def test_cancelled_any_case(self, raw: str) -> None:
+        """Cancelled in any casing is the interned terminal status."""
+        assert JobStatus.of(raw) is JobStatus.CANCELLED
+        assert JobStatus.of(raw).is_terminal
+
+    def test_canceled_one_l_is_unknown(self) -> None:
+        """`Canceled` (async-operation spelling) is not the job status; it passes through."""
+        status = JobStatus.of("Canceled")
+        assert status != JobStatus.CANCELLED
+        assert status.value == "Canceled"
+        assert not status.is_terminal
+
+    def test_unknown_compares_case_insensitively(self) -> None:
+        """Unknown statuses pass through unchanged yet compare and hash case-insensitively."""
+        a, b = JobStatus.of("Succeeded"), JobStatus.of("succeeded")
+        assert (a.value, b.value) == ("Succeeded", "succeeded")
+        assert a == b
+        assert hash(a) == hash(b)
+        assert a != "Succeeded"
+
+    def test_immutable(self) -> None:
+        """A status cannot be changed in place."""
+        with pytest.raises(AttributeError):
+            JobStatus.FAILED.value = "x"
+
+    @pytest.mark.parametrize(
+        ("status", "outcome"),
+        [
+            (JobStatus.IN_PROGRESS, None),
+            (JobStatus.CANCELLING, None),
+            (JobStatus.INVALID, None),
+            (JobStatus.COMPLETED, "succeeded"),
+            (JobStatus.COMPLETED_WITH_WARNINGS, "succeeded_with_warnings"),
+            (JobStatus.FAILED, "failed"),
+            (JobStatus.CANCELLED, "cancelled"),
+        ],
+    )
+    def test_outcomes(self, status: JobStatus, outcome: str | None) -> None:
+        """Each known status maps to its documented outcome; terminal iff it has one."""
+        assert status.outcome == outcome
+        assert status.is_terminal == (outcome is not None)
+        assert status.is_known
+
+
+class TestMalformedItems:
+    @pytest.mark.parametrize(
+        ("mutate", "path"),
+        [
+            (lambda i: i["properties"].pop("status"), "properties.status"),
+            (lambda i: i["properties"].update(status=3), "properties.status"),
+            (lambda i: i["properties"].update(status=""), "properties.status"),
+            (lambda i: i["properties"].pop("jobType"), "properties.jobType"),
+            (lambda i: i.pop("name"), "name"),
+            (lambda i: i.update(id=None), "id"),
+            (lambda i: i.update(properties=[]), "properties"),
+            (lambda i: i["properties"].update(startTime="yesterday"), "properties.startTime"),
+            (lambda i: i["properties"].update(endTime=17), "properties.endTime"),
+            (lambda i: i["properties"].update(actionsInfo=[1, None]), "properties.actionsInfo[1]"),
+            (lambda i: i["properties"].update(actionsInfo=[True]), "properties.actionsInfo[0]"),
+            (lambda i: i["properties"].update(actionsInfo="1"), "properties.actionsInfo"),
+            (lambda i: i["properties"].update(duration=12.5), "properties.duration"),
+            (lambda i: i["properties"].update(operation=["Backup"]), "properties.operation"),
+            (
+                lambda i: i["properties"].update(entityFriendlyName=1),
+                "properties.entityFriendlyName",
+            ),
+        ],
+    )
+    def test_item_skipped_with_path(self, mutate: Any, path: str) -> None:
+        """A malformed item is skipped with its JSON path; its neighbours still parse."""
+        body = p.page(p.IAAS_COMPLETED, p.IAAS_V2_RUNNING, p.WORKLOAD_FAILED, p.VAULT_JOB)
+        mutate(body["value"][3])
+        parsed = parse_jobs_page(body, VAULT)
+        assert len(parsed.jobs) == 3
+        (error,) = parsed.skipped
+        assert error.path == f"value[3].{path}"
+
+    def test_non_object_item(self) -> None:
+        """A non-object item is skipped with the bare index as path."""
+        parsed = parse_jobs_page({"value": [None, p.IAAS_COMPLETED]}, VAULT)
+        assert [e.path for e in parsed.skipped] == ["value[0]"]
+        assert len(parsed.jobs) == 1
+
+    def test_garbage_duration_is_none_not_an_error(self) -> None:
+        """An unparseable duration string keeps the job, with the raw text and no seconds."""
+        job = only_job(p.job_item("x", duration="about an hour"))
+        assert job.duration_raw == "about an hour"
+        assert job.duration_s is None
+
+    @pytest.mark.parametrize(
+        "payload", [None, [], {"value": {}}, {"values": []}, "x", {"value": None}]
+    )
+    def test_bad_page_raises(self, payload: object) -> None:
+        """A payload that is not an object with a list `value` raises ParseError."""
+        with pytest.raises(ParseError):
+            parse_jobs_page(payload, VAULT)
+
+    @pytest.mark.parametrize(
+        ("link", "expected"), [(None, None), ("", None), (p.NEXT_LINK, p.NEXT_LINK)]
+    )
+    def test_next_link_absent_null_or_empty(self, link: object, expected: str | None) -> None:
+        """nextLink absent, null or empty means the last page; otherwise it is verbatim."""
+        body: dict[str, Any] = {"value": []}
+        if link is not None:
+            body["nextLink"] = link
+        assert parse_jobs_page(body, VAULT).next_link == expected
+        assert parse_jobs_page({"value": [], "nextLink": None}, VAULT).next_link is None
+
+    def test_next_link_not_a_string(self) -> None:
+        """A non-string nextLink fails the page: following it would be guesswork."""
+        with pytest.raises(ParseError) as info:
+            parse_jobs_page({"value": [], "nextLink": 5}, VAULT)
+        assert info.value.path == "nextLink"
+
+
+class TestDetails:
+    def test_iaas_details(self) -> None:
+        """Details carry normalised errors (int code → str), tasks with sentinels, extended info."""
+        details = parse_job_details(p.IAAS_DETAILS, VAULT)
+        assert details.job.status is JobStatus.FAILED
+        assert details.job.duration_s == pytest.approx(20 * 60 + 23.0896697)
+        (error,) = details.errors
+        assert error.code == "400026"
+        assert error.title == "Could not communicate with the VM agent"
+        assert error.message is not None
+        assert error.message.startswith("VM agent")
+        assert error.recommendations == ("Ensure the VM agent is running.", "Check network.")
+        snapshot, transfer = details.tasks
+        assert snapshot.name == "Take Snapshot"
+        assert snapshot.status is JobStatus.COMPLETED
+        assert snapshot.duration_s == 42.0
+        assert snapshot.progress_percentage == 100.0
+        assert transfer.status == JobStatus.of("notstarted")
+        assert transfer.start_at is None
+        assert transfer.end_at is None
+        assert details.property_bag == {"VM Name": "vm-web-01", "Backup Size": "2332 MB"}
+        assert details.progress_percentage == 42.5
+        assert details.estimated_remaining_s == 300.0
+        assert details.dynamic_error_message == "Snapshot failed."
+        assert details.skipped == ()
+
+    def test_workload_error_shape(self) -> None:
+        """AzureWorkloadErrorInfo keeps additionalDetails; an empty title stays empty."""
+        details = parse_job_details(p.WORKLOAD_FAILED, VAULT)
+        (error,) = details.errors
+        assert error.code == "510008"
+        assert error.additional_details == "SQL error 945"
+        assert details.tasks == ()
+        assert details.property_bag == {}
+
+    @pytest.mark.parametrize(
+        "info",
+        [
+            {"errorString": "MARS agent failed", "recommendations": ["Reinstall"]},  # Mab/Dpm
+            {
+                "errorCode": "UserErrorVmNotFound",
+                "errorString": "MARS agent failed",
+            },  # Vault/Storage
+        ],
+    )
+    def test_other_error_shapes(self, info: dict[str, Any]) -> None:
+        """DpmErrorInfo/MabErrorInfo (no code) and string-coded shapes normalise alike."""
+        item = p.job_item("e", job_type="MabJob", status="Failed", errorDetails=[info])
+        (error,) = parse_job_details(item, VAULT).errors
+        assert error.message == "MARS agent failed"
+        assert error.code == info.get("errorCode")
+        assert error.title is None
+
+    def test_malformed_entries_dropped_with_path(self) -> None:
+        """Bad error and task entries are dropped and reported; the job survives."""
+        item = p.job_item(
+            "e",
+            status="Failed",
+            errorDetails=[{"errorCode": True}, "x", {"errorString": "ok"}],
+            extendedInfo={
+                "tasksList": [{"status": "Completed"}, {"taskId": "T", "startTime": "never"}],
+                "propertyBag": {"a": "b", "n": 1, "z": None},
+                "progressPercentage": "12",
+                "estimatedRemainingDuration": "unknown",
+            },
+        )
+        with pytest.raises(ParseError) as info:
+            parse_job_details(item, VAULT)
+        assert info.value.path == "properties.extendedInfo.progressPercentage"
+        del item["properties"]["extendedInfo"]["progressPercentage"]
+        details = parse_job_details(item, VAULT)
+        assert [e.message for e in details.errors] == ["ok"]
+        assert details.tasks == ()
+        assert details.property_bag == {"a": "b"}
+        assert details.estimated_remaining_s is None
+        assert [e.path for e in details.skipped] == [
+            "properties.errorDetails[0].errorCode",
+            "properties.errorDetails[1]",
+            "properties.extendedInfo.tasksList[0].taskId",
+            "properties.extendedInfo.tasksList[1].startTime",
+            "properties.extendedInfo.propertyBag['n']",
+        ]
+
+    def test_estimated_remaining_iso(self) -> None:
+        """estimatedRemainingDuration may be ISO 8601 too."""
+        item = p.job_item("e", extendedInfo={"estimatedRemainingDuration": "PT5M"})
+        assert parse_job_details(item, VAULT).estimated_remaining_s == 300.0
+
+    def test_malformed_job_raises(self) -> None:
+        """A details payload without a status raises ParseError naming the field."""
+        item = p.job_item("e")
+        del item["properties"]["status"]
+        with pytest.raises(ParseError) as info:
+            parse_job_details(item, VAULT)
+        assert info.value.path == "properties.status"
+
+
+class TestDurations:
+    @pytest.mark.parametrize(
+        ("text", "seconds"),
+        [
+            ("PT12.4272909S", 12.4272909),
+            ("PT0S", 0.0),
+            ("P1DT2H", 93600.0),
+            ("P4W", 2419200.0),
+            ("PT1H2M3.5S", 3723.5),
+            ("-PT1S", -1.0),
+            ("PT0,5S", 0.5),
+            ("P0Y0M1D", 86400.0),
+            ("00:20:23.0896697", 1223.0896697),
+            ("1.02:03:04.5", 93784.5),
+            ("-00:00:01", -1.0),
+            ("00:00:00", 0.0),
+            ("23:59:59.9999999", 86399.9999999),
+            ("10.00:00:00", 864000.0),
+        ],
+    )
+    def test_known_forms(self, text: str, seconds: float) -> None:
+        """Both ISO 8601 and .NET TimeSpan forms parse to seconds."""
+        assert parse_duration_s(text) == pytest.approx(seconds, abs=1e-7)
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "",
+            "P",
+            "PT",
+            "P1DT",
+            "P1Y",
+            "P2M",
+            "1:2:3",
+            "24:00:00",
+            "00:60:00",
+            "00:00:00.12345678",
+            "12 minutes",
+            "PT-1S",
+            "PTS",
+            "00:00",
+            "NaN",
+        ],
+    )
+    def test_garbage_is_none(self, text: str) -> None:
+        """Anything that is not a duration gives None, never an exception."""
+        assert parse_duration_s(text) is None
+
+    @given(
+        days=st.integers(0, 400),
+        hours=st.integers(0, 23),
+        minutes=st.integers(0, 59),
+        seconds=st.integers(0, 59),
+        ticks=st.integers(0, 9_999_999),
+        negative=st.booleans(),
+    )
+    def test_timespan_round_trip(
+        self, days: int, hours: int, minutes: int, seconds: int, ticks: int, negative: bool
+    ) -> None:
+        """A generated .NET "c" TimeSpan parses back to its value."""
+        day_part = f"{days}." if days else ""
+        text = f"{'-' if negative else ''}{day_part}{hours:02d}:{minutes:02d}:{seconds:02d}"
+        if ticks:
+            text += f".{ticks:07d}"
+        expected = days * 86400 + hours * 3600 + minutes * 60 + seconds + ticks / 1e7
+        parsed = parse_duration_s(text)
+        assert parsed is not None
+        assert math.isclose(parsed, -expected if negative else expected, abs_tol=1e-6)
+
+    @given(
+        weeks=st.none() | st.integers(0, 10),
+        days=st.none() | st.integers(0, 400),
+        hours=st.none() | st.integers(0, 100),
+        minutes=st.none() | st.integers(0, 100),
+        seconds=st.none() | st.decimals(0, 100_000, places=7),
+        negative=st.booleans(),
+    )
+    def test_iso_round_trip(
+        self,
+        weeks: int | None,
+        days: int | None,
+        hours: int | None,
+        minutes: int | None,
+        seconds: Any,
+        negative: bool,
+    ) -> None:
+        """A generated ISO 8601 duration parses back to its value."""
+        date = "".join(f"{v}{u}" for v, u in ((weeks, "W"), (days, "D")) if v is not None)
+        time = "".join(
+            f"{v}{u}"
+            for v, u in (
+                (hours, "H"),
+                (minutes, "M"),
+                (None if seconds is None else format(seconds, "f"), "S"),
+            )
+            if v is not None
+        )
+        text = f"{'-' if negative else ''}P{date}{'T' + time if time else ''}"
+        parsed = parse_duration_s(text)
+        if not date and not time:
+            assert parsed is None
+            return
+        expected = (
+            (weeks or 0) * 604800
+            + (days or 0) * 86400
+            + (hours or 0) * 3600
+            + (minutes or 0) * 60
+            + float(seconds or 0)
+        )
+        assert parsed is not None
+        assert math.isclose(
+            parsed, -expected if negative else expected, rel_tol=1e-12, abs_tol=1e-6
+        )
+
+    @given(st.text(max_size=30) | json_values)
+    def test_never_raises(self, text: Any) -> None:
+        """parse_duration_s returns a float or None for any input."""
+        assert parse_duration_s(text) is None or isinstance(parse_duration_s(text), float)
+
+
+class TestTimes:
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("2026-11-25T10:23:17Z", datetime(2026, 11, 25, 10, 23, 17, tzinfo=UTC)),
+            (
+                "2026-11-25T10:23:17.1234567Z",
+                datetime(2026, 11, 25, 10, 23, 17, 123456, tzinfo=UTC),
+            ),
+            ("2026-11-25T10:23:17.1Z", datetime(2026, 11, 25, 10, 23, 17, 100000, tzinfo=UTC)),
+            ("2026-11-25T11:23:17+01:00", datetime(2026, 11, 25, 10, 23, 17, tzinfo=UTC)),
+            ("2026-11-25T10:23:17", datetime(2026, 11, 25, 10, 23, 17, tzinfo=UTC)),
+            ("0001-01-01T00:00:00Z", None),
+            ("0001-01-01T00:00:00.00000Z", None),
+            ("2001-01-01T00:00:00Z", None),
+        ],
+    )
+    def test_forms_and_sentinels(self, text: str, expected: datetime | None) -> None:
+        """ARM times parse to aware UTC; sentinel years give None."""
+        parsed = parse_arm_time(text)
+        assert parsed == expected
+        if parsed is not None:
+            assert parsed.utcoffset() == timedelta(0)
+
+    def test_garbage_raises_parse_error(self) -> None:
+        """A string that is no date-time raises ParseError named by `path`."""
+        with pytest.raises(ParseError) as info:
+            parse_arm_time("soon", path="properties.endTime")
+        assert info.value.path == "properties.endTime"
+
+
+class TestFilter:
+    @pytest.mark.parametrize(
+        ("moment", "text"),
+        [
+            (datetime(2019, 5, 20, 13, 38, 4, tzinfo=UTC), "2019-05-20 01:38:04 PM"),
+            (datetime(2016, 1, 1, 0, 0, 0, tzinfo=UTC), "2016-01-01 12:00:00 AM"),
+            (datetime(2016, 1, 1, 12, 0, 0, tzinfo=UTC), "2016-01-01 12:00:00 PM"),
+            (datetime(2016, 1, 1, 11, 59, 59, 999999, tzinfo=UTC), "2016-01-01 11:59:59 AM"),
+            (
+                datetime(2016, 1, 1, 1, 0, tzinfo=timezone(timedelta(hours=2))),
+                "2015-12-31 11:00:00 PM",
+            ),
+        ],
+    )
+    def test_format(self, moment: datetime, text: str) -> None:
+        """Filter times are UTC, 12-hour, en-US AM/PM, midnight as 12 AM."""
+        assert format_filter_time(moment) == text
+
+    def test_naive_rejected(self) -> None:
+        """A naive datetime is refused rather than guessed."""
+        with pytest.raises(ValueError, match="aware"):
+            format_filter_time(datetime(2020, 1, 1))  # noqa: DTZ001
+
+    def test_filter(self) -> None:
+        """The job filter joins the two eq clauses with ` and `, quoting with single quotes."""
+        start = datetime(2019, 5, 20, 13, 38, 4, tzinfo=UTC)
+        assert build_jobs_filter(start, start + timedelta(days=1)) == (
+            "startTime eq '2019-05-20 01:38:04 PM' and endTime eq '2019-05-21 01:38:04 PM'"
+        )
+        with pytest.raises(ValueError, match="before"):
+            build_jobs_filter(start, start - timedelta(seconds=1))
+
+
+class TestNeverRaisesButParseError:
+    @settings(max_examples=300)
+    @given(json_values)
+    def test_jobs_page_arbitrary_json(self, payload: Any) -> None:
+        """parse_jobs_page raises nothing but ParseError on arbitrary JSON."""
+        with contextlib.suppress(ParseError):
+            parse_jobs_page(payload, VAULT)
+
+    @settings(max_examples=300)
+    @given(st.lists(job_like | json_values, max_size=5), st.none() | json_values)
+    def test_jobs_page_job_like_items(self, items: list[Any], next_link: Any) -> None:
+        """Job-shaped items with arbitrary values are either parsed or skipped, never raised."""
+        if next_link is not None and not isinstance(next_link, str):
+            with pytest.raises(ParseError, match=r"^nextLink: "):
+                parse_jobs_page({"value": items, "nextLink": next_link}, VAULT)
+            return
+        parsed = parse_jobs_page({"value": items, "nextLink": next_link}, VAULT)
+        assert len(parsed.jobs) + len(parsed.skipped) == len(items)
+        for job in parsed.jobs:
+            assert job.duration_s is None or isinstance(job.duration_s, float)
+
+    @settings(max_examples=300)
+    @given(job_like | json_values)
+    def test_details_arbitrary_json(self, payload: Any) -> None:
+        """parse_job_details raises nothing but ParseError on arbitrary JSON."""
+        with contextlib.suppress(ParseError):
+            parse_job_details(payload, VAULT)
+
+    @settings(max_examples=200)
+    @given(json_values)
+    def test_vaults_page_and_ids(self, payload: Any) -> None:
+        """parse_vaults_page and parse_vault_id raise nothing but ParseError."""
+        for parse in (parse_vaults_page, parse_vault_id):
+            with contextlib.suppress(ParseError):
+                parse(payload)
