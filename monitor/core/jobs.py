@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -107,10 +108,10 @@ def parse_vault_id(resource_id: str, *, location: str | None = None) -> VaultRef
         (vaults, "vaults"),
     ):
         if got.lower() != want:
-            raise ParseError("resource_id", f"expected segment {want!r}, got {got!r}")
+            raise ParseError("resource_id", f"expected segment {want!r}, got {_excerpt(got)}")
     for got, what in ((sub, "subscription id"), (rg, "resource group"), (name, "vault name")):
         if not got or got.strip() != got:
-            raise ParseError("resource_id", f"empty or padded {what}: {got!r}")
+            raise ParseError("resource_id", f"empty or padded {what}: {_excerpt(got)}")
     return VaultRef(
         id=resource_id,
         key=resource_id.lower(),
@@ -149,7 +150,7 @@ def _parse_vault_item(item: object) -> VaultRef:
     if kind is not None and (
         not isinstance(kind, str) or kind.lower() != "microsoft.recoveryservices/vaults"
     ):
-        raise ParseError("type", f"not a Recovery Services vault: {kind!r}")
+        raise ParseError("type", f"not a Recovery Services vault: {_excerpt(kind)}")
     location = _opt_str(item, "location")
     resource_id = item.get("id")
     if not isinstance(resource_id, str):
@@ -177,7 +178,9 @@ class JobStatus:
 
     Equality and hashing are case-insensitive, so `JobStatus.of("completed") == JobStatus.COMPLETED`
     and an unknown `"Paused"` equals `"paused"`. Known values are interned: `JobStatus.of(x) is
-    JobStatus.FAILED` holds for every casing of "Failed". Instances are immutable.
+    JobStatus.FAILED` holds for every casing of "Failed". A JobStatus never equals a plain `str`
+    (hashes could not agree); compare with `JobStatus.of(text)`, or `str(status)` for the text.
+    Instances are immutable.
     """
 
     __slots__ = ("_folded", "value")
@@ -464,7 +467,9 @@ def parse_job_details(payload: object, vault: VaultRef) -> JobDetails:
                     bag[name] = value
                 elif value is not None:
                     skipped.append(
-                        ParseError(f"properties.extendedInfo.propertyBag[{name!r}]", "not a string")
+                        ParseError(
+                            f"properties.extendedInfo.propertyBag[{_excerpt(name)}]", "not a string"
+                        )
                     )
         progress = _opt_number(ext, "progressPercentage", "properties.extendedInfo.")
         remaining = ext.get("estimatedRemainingDuration")
@@ -615,6 +620,12 @@ def _next_link(link: object) -> str | None:
     return link
 
 
+def _excerpt(value: object) -> str:
+    """A short repr for error messages: payload strings can be arbitrarily long."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _at(prefix: str, exc: ParseError) -> ParseError:
     path = f"{prefix}.{exc.path}" if exc.path else prefix
     return ParseError(path, exc.problem)
@@ -658,7 +669,7 @@ def parse_arm_time(text: str, *, path: str = "time") -> datetime | None:
     try:
         parsed = datetime.fromisoformat(text)
     except (ValueError, TypeError):
-        raise ParseError(path, f"not an ISO 8601 date-time: {text!r}") from None
+        raise ParseError(path, f"not an ISO 8601 date-time: {_excerpt(text)}") from None
     if parsed.year < SENTINEL_YEAR_BELOW:
         return None
     if parsed.tzinfo is None:
@@ -674,9 +685,9 @@ _ISO_DURATION: Final = re.compile(
     rf"(?:T(?:{_NUM}H)?(?:{_NUM}M)?(?:{_NUM}S)?)?",
     re.ASCII | re.IGNORECASE,
 )
-_ISO_SECONDS: Final = re.compile(r"PT(\d+(?:\.\d+)?)S", re.ASCII)
+_ISO_SECONDS: Final = re.compile(r"PT(\d{1,15}(?:\.\d{1,15})?)S", re.ASCII)
 _TIMESPAN: Final = re.compile(
-    r"(-)?(?:(\d+)[.:])?(\d{1,2}):(\d{2}):(\d{2})(?:\.(\d{1,7}))?",
+    r"(-)?(?:(\d{1,8})[.:])?(\d{1,2}):(\d{2}):(\d{2})(?:\.(\d{1,7}))?",
     re.ASCII,
 )
 
@@ -718,6 +729,8 @@ def parse_duration_s(text: str) -> float | None:
     for part, unit in parts:
         if part:
             value += float(part.replace(",", ".")) * unit
+    if not math.isfinite(value):
+        return None  # absurdly many digits
     return -value if sign == "-" else value
 
 

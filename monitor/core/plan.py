@@ -1,0 +1,468 @@
+"""Which vault to poll next and when, given intervals, running jobs and each subscription's rate."""
+
+# Rule: nothing here awaits, sleeps or reads the clock; `now` is a monotonic reading in seconds.
+#
+# How it works (DESIGN §7). Vaults of one subscription fall in two classes, running (a job is
+# in progress) and idle. Within a class every vault has the same interval, so ordering the class
+# by last-poll time orders it by due time, whatever the interval is: each class is a heap keyed
+# by last-poll time, and the interval is applied when the class's head is read. A small top-level
+# heap holds one entry per (subscription, class), keyed by the head's due time; entries are
+# invalidated by version numbers and skipped lazily. Every decision is O(log n + log s).
+#
+# Intervals per subscription are computed from counts in O(1): at the configured intervals when
+# the subscription's rate allows; otherwise idle vaults stretch first, running vaults stretch only
+# as far as needed to leave idle vaults `min_idle_share` of the rate (no starvation), and if
+# running vaults would end up polled less often than idle ones, every vault shares one interval.
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+from monitor.core.jobs import VaultRef
+
+__all__ = ["Due", "PlanSettings", "Planner", "SubscriptionPlan", "plan_intervals"]
+
+_IDLE: Final = 0
+_RUNNING: Final = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanSettings:
+    """Planner parameters.
+
+    Attributes:
+        active_interval_s: poll interval of a vault with a running job (15 s).
+        idle_interval_s: poll interval of a vault without one (60 s); at least the active one.
+        reads_per_poll: initial estimate of reads one poll costs (pages, detail fetches); the
+            planner refines it per subscription from `mark_polled(reads=…)`.
+        min_idle_share: the share of a subscription's rate kept for idle vaults when running
+            vaults alone would use more, so that no vault starves (0 < share < 1).
+        default_rate_per_s: a subscription's usable reads/s until `set_rate` says otherwise.
+        reads_ewma_weight: weight of the newest observation in the reads-per-poll estimate.
+    """
+
+    active_interval_s: float = 15.0
+    idle_interval_s: float = 60.0
+    reads_per_poll: float = 1.0
+    min_idle_share: float = 0.25
+    default_rate_per_s: float = 12.5
+    reads_ewma_weight: float = 0.2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Due:
+    """The vault to poll next, the monotonic time it is due at, and whether it is running."""
+
+    vault: VaultRef
+    at: float
+    running: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubscriptionPlan:
+    """The current plan of one subscription: counts, rate and the effective intervals."""
+
+    subscription_id: str
+    rate_per_s: float
+    reads_per_poll: float
+    running_vaults: int
+    idle_vaults: int
+    active_interval_s: float
+    idle_interval_s: float
+    poll_bound_s: float
+    """Every vault of the subscription is polled at most this long after its previous poll
+    (or after being added), whatever the split between running and idle vaults: the longest
+    interval the plan can reach, V·c/(share·r) or the configured idle interval, plus the time
+    to serve every vault once at the rate, V·c/r, for the queue in front of a due vault."""
+
+    @property
+    def planned_rate_per_s(self) -> float:
+        """Reads per second the plan spends when every vault is polled at its interval."""
+        return self.reads_per_poll * (
+            self.running_vaults / self.active_interval_s + self.idle_vaults / self.idle_interval_s
+        )
+
+
+def plan_intervals(
+    settings: PlanSettings, *, running: int, idle: int, rate_per_s: float, reads_per_poll: float
+) -> tuple[float, float]:
+    """Effective (active, idle) intervals for one subscription; see the module comment.
+
+    The returned intervals never spend more than `rate_per_s`, are never shorter than the
+    configured ones, and the active one never exceeds the idle one.
+
+    Raises:
+        ValueError: `rate_per_s` or `reads_per_poll` is not a positive finite number.
+    """
+    if not (rate_per_s > 0 and math.isfinite(rate_per_s)):
+        raise ValueError(f"rate_per_s must be positive, got {rate_per_s}")
+    if not (reads_per_poll > 0 and math.isfinite(reads_per_poll)):
+        raise ValueError(f"reads_per_poll must be positive, got {reads_per_poll}")
+    t_active, t_idle = settings.active_interval_s, settings.idle_interval_s
+    need_active = running * reads_per_poll / t_active
+    need_idle = idle * reads_per_poll / t_idle
+    if need_active + need_idle <= rate_per_s:
+        return t_active, t_idle
+    if idle == 0:
+        active = max(t_active, running * reads_per_poll / rate_per_s)
+        return active, max(t_idle, active)
+    if running == 0:
+        return t_active, max(t_idle, idle * reads_per_poll / rate_per_s)
+    # Idle vaults stretch first; running ones keep all they need but idle's minimum share.
+    rate_active = min(
+        need_active, rate_per_s - min(need_idle, settings.min_idle_share * rate_per_s)
+    )
+    rate_idle = rate_per_s - rate_active
+    active = max(t_active, running * reads_per_poll / rate_active)
+    idle_s = max(t_idle, idle * reads_per_poll / rate_idle)
+    if active > idle_s:
+        # Running vaults would be polled less often than idle ones: share one interval.
+        shared = (running + idle) * reads_per_poll / rate_per_s
+        return shared, shared
+    return active, idle_s
+
+
+@dataclass(slots=True, kw_only=True)
+class _Vault:
+    vault: VaultRef
+    sub: _Subscription
+    running: bool
+    key: float  # last poll start (or a virtual one spreading the first poll); due = key + interval
+    seq: int = 0
+    in_flight: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class _Subscription:
+    id: str
+    rate_per_s: float
+    reads_per_poll: float
+    counts: list[int] = field(default_factory=lambda: [0, 0])
+    heaps: tuple[list[tuple[float, int, str]], list[tuple[float, int, str]]] = field(
+        default_factory=lambda: ([], [])
+    )
+    versions: list[int] = field(default_factory=lambda: [0, 0])
+    intervals: tuple[float, float] = (math.inf, math.inf)  # (idle, running)
+    hold_until: float = -math.inf
+
+
+class Planner:
+    """Decides which vault is due next; O(log n) per decision, sized for 10,000+ vaults.
+
+    Use from one task: `take_due(now)` hands out a due vault (now in flight, not handed out again)
+    or None; `next_due()` says when the next one is due, to sleep until then; `mark_polled` puts
+    a vault back with the time its poll started and what it learned (running jobs, reads spent).
+    Feed each subscription's usable rate with `set_rate` and pauses (429) with `hold`.
+    """
+
+    __slots__ = ("_global", "_seq", "_settings", "_subs", "_vaults")
+
+    def __init__(self, settings: PlanSettings | None = None) -> None:
+        """Create an empty planner.
+
+        Raises:
+            ValueError: intervals not positive, active above idle, or a share not in (0, 1).
+        """
+        s = settings or PlanSettings()
+        if not 0 < s.active_interval_s <= s.idle_interval_s < math.inf:
+            raise ValueError("need 0 < active_interval_s <= idle_interval_s")
+        if not 0 < s.min_idle_share < 1 or not 0 < s.reads_ewma_weight <= 1:
+            raise ValueError("min_idle_share must be in (0, 1), reads_ewma_weight in (0, 1]")
+        if not (s.reads_per_poll > 0 and s.default_rate_per_s > 0):
+            raise ValueError("reads_per_poll and default_rate_per_s must be positive")
+        self._settings = s
+        self._vaults: dict[str, _Vault] = {}
+        self._subs: dict[str, _Subscription] = {}
+        # (due_at, class priority: running first, version, subscription id, class)
+        self._global: list[tuple[float, int, int, str, int]] = []
+        self._seq = 0
+
+    def __len__(self) -> int:
+        return len(self._vaults)
+
+    def __contains__(self, vault_key: object) -> bool:
+        return vault_key in self._vaults
+
+    # ----------------------------------------------------------------------------------- vaults
+
+    def add_vault(self, vault: VaultRef, now: float, *, running: bool = False) -> None:
+        """Start planning one vault; see `add_vaults`."""
+        self.add_vaults((vault,), now, running=running)
+
+    def add_vaults(self, vaults: Iterable[VaultRef], now: float, *, running: bool = False) -> None:
+        """Start planning vaults; their first polls are spread over their first interval.
+
+        The intervals are computed once all of `vaults` are counted, so add a discovery round
+        in one call: the first polls then spread over the interval the whole estate will have.
+        Each vault's offset in the interval is a hash of its key, so the same estate always
+        spreads the same way and a restart causes no thundering herd. Adding a known vault only
+        refreshes its ref.
+        """
+        fresh: dict[str, VaultRef] = {}
+        for vault in vaults:
+            known = self._vaults.get(vault.key)
+            if known is not None:
+                known.vault = vault
+            else:
+                fresh[vault.key] = vault
+        if not fresh:
+            return
+        cls = _RUNNING if running else _IDLE
+        touched: dict[str, _Subscription] = {}
+        states: list[_Vault] = []
+        for vault in fresh.values():
+            sub = self._subscription(vault.subscription_id)
+            sub.counts[cls] += 1
+            touched[sub.id] = sub
+            state = _Vault(vault=vault, sub=sub, running=running, key=now)  # key set below
+            self._vaults[vault.key] = state
+            states.append(state)
+        for sub in touched.values():
+            self._replan(sub)
+        for state in states:
+            interval = state.sub.intervals[cls]
+            state.key = now - interval * (1.0 - _phase(state.vault.key))
+            self._push(state)
+        for sub in touched.values():
+            self._refresh(sub, _IDLE)
+            self._refresh(sub, _RUNNING)
+
+    def remove_vault(self, vault_key: str) -> bool:
+        """Stop planning a vault (e.g. it was deleted); returns whether it was known."""
+        state = self._vaults.pop(vault_key, None)
+        if state is None:
+            return False
+        state.seq = -1
+        sub = state.sub
+        sub.counts[_RUNNING if state.running else _IDLE] -= 1
+        self._replan(sub)
+        self._refresh(sub, _IDLE)
+        self._refresh(sub, _RUNNING)
+        return True
+
+    def set_running(self, vault_key: str, running: bool) -> None:
+        """Move a vault between the running and idle classes (no-op if unknown or unchanged).
+
+        Its last poll time is kept, so a vault that starts running is due
+        `active_interval_s` after its last poll, which may be at once.
+        """
+        state = self._vaults.get(vault_key)
+        if state is None or state.running == running:
+            return
+        sub = state.sub
+        sub.counts[_RUNNING if state.running else _IDLE] -= 1
+        sub.counts[_RUNNING if running else _IDLE] += 1
+        state.running = running
+        if not state.in_flight:
+            self._push(state)
+        self._replan(sub)
+        self._refresh(sub, _IDLE)
+        self._refresh(sub, _RUNNING)
+
+    # ---------------------------------------------------------------------------- subscriptions
+
+    def set_rate(self, subscription_id: str, rate_per_s: float) -> None:
+        """Set a subscription's usable reads/s (from its budget); intervals follow.
+
+        Raises:
+            ValueError: the rate is not a positive finite number.
+        """
+        if not (rate_per_s > 0 and math.isfinite(rate_per_s)):
+            raise ValueError(f"rate_per_s must be positive, got {rate_per_s}")
+        sub = self._subscription(subscription_id)
+        if sub.rate_per_s != rate_per_s:
+            sub.rate_per_s = rate_per_s
+            self._replan(sub)
+
+    def hold(self, subscription_id: str, until: float) -> None:
+        """Hand out no vault of this subscription before `until` (e.g. a 429 pause)."""
+        sub = self._subscription(subscription_id)
+        sub.hold_until = until
+        self._refresh(sub, _IDLE)
+        self._refresh(sub, _RUNNING)
+
+    def plan_for(self, subscription_id: str) -> SubscriptionPlan:
+        """The current plan of a subscription (for metrics, logs and tests)."""
+        sub = self._subscription(subscription_id)
+        return SubscriptionPlan(
+            subscription_id=sub.id,
+            rate_per_s=sub.rate_per_s,
+            reads_per_poll=sub.reads_per_poll,
+            running_vaults=sub.counts[_RUNNING],
+            idle_vaults=sub.counts[_IDLE],
+            active_interval_s=sub.intervals[_RUNNING],
+            idle_interval_s=sub.intervals[_IDLE],
+            poll_bound_s=self._poll_bound_s(sub),
+        )
+
+    def _poll_bound_s(self, sub: _Subscription) -> float:
+        s = self._settings
+        one_round_s = (
+            (sub.counts[_RUNNING] + sub.counts[_IDLE]) * sub.reads_per_poll / sub.rate_per_s
+        )
+        return max(s.idle_interval_s, one_round_s / s.min_idle_share) + one_round_s
+
+    # -------------------------------------------------------------------------------- decisions
+
+    def next_due(self) -> Due | None:
+        """The vault due soonest and when (possibly in the past); None when none is waiting.
+
+        Does not hand the vault out; on equal due times running vaults come first.
+        """
+        top = self._peek()
+        if top is None:
+            return None
+        at, state = top
+        return Due(vault=state.vault, at=at, running=state.running)
+
+    def take_due(self, now: float) -> VaultRef | None:
+        """Hand out the vault due soonest if it is due at `now`, marking it in flight.
+
+        An in-flight vault is not handed out again until `mark_polled` (or `release`).
+        """
+        top = self._peek()
+        if top is None or top[0] > now:
+            return None
+        state = top[1]
+        cls = _RUNNING if state.running else _IDLE
+        heapq.heappop(state.sub.heaps[cls])
+        state.in_flight = True
+        state.seq = -1
+        self._refresh(state.sub, cls)
+        return state.vault
+
+    def mark_polled(
+        self,
+        vault_key: str,
+        polled_at: float,
+        *,
+        running: bool | None = None,
+        reads: float | None = None,
+    ) -> bool:
+        """Put a vault back after a poll that started at `polled_at`.
+
+        Args:
+            vault_key: the vault's `VaultRef.key`.
+            polled_at: when the poll started (monotonic seconds); the next is due an interval later.
+            running: whether the vault now has a running job (None: unchanged).
+            reads: reads the poll cost, to refine the subscription's reads-per-poll estimate.
+
+        Returns:
+            False when the vault was removed meanwhile (nothing to put back).
+        """
+        state = self._vaults.get(vault_key)
+        if state is None:
+            return False
+        sub = state.sub
+        changed = False
+        if running is not None and running != state.running:
+            sub.counts[_RUNNING if state.running else _IDLE] -= 1
+            sub.counts[_RUNNING if running else _IDLE] += 1
+            state.running = running
+            changed = True
+        if reads is not None and reads > 0 and math.isfinite(reads):
+            weight = self._settings.reads_ewma_weight
+            sub.reads_per_poll += weight * (max(reads, 1.0) - sub.reads_per_poll)
+            changed = True
+        state.in_flight = False
+        state.key = polled_at
+        self._push(state)
+        if changed:
+            self._replan(sub)
+        self._refresh(sub, _IDLE)
+        self._refresh(sub, _RUNNING)
+        return True
+
+    def release(self, vault_key: str) -> bool:
+        """Put an in-flight vault back unpolled (e.g. the poll was cancelled); due as before."""
+        state = self._vaults.get(vault_key)
+        if state is None or not state.in_flight:
+            return False
+        state.in_flight = False
+        self._push(state)
+        self._refresh(state.sub, _RUNNING if state.running else _IDLE)
+        return True
+
+    # -------------------------------------------------------------------------------- internals
+
+    def _subscription(self, subscription_id: str) -> _Subscription:
+        key = subscription_id.lower()
+        sub = self._subs.get(key)
+        if sub is None:
+            s = self._settings
+            sub = _Subscription(
+                id=key, rate_per_s=s.default_rate_per_s, reads_per_poll=s.reads_per_poll
+            )
+            self._subs[key] = sub
+            self._replan(sub)
+        return sub
+
+    def _replan(self, sub: _Subscription) -> None:
+        active, idle = plan_intervals(
+            self._settings,
+            running=sub.counts[_RUNNING],
+            idle=sub.counts[_IDLE],
+            rate_per_s=sub.rate_per_s,
+            reads_per_poll=sub.reads_per_poll,
+        )
+        if (idle, active) != sub.intervals:
+            sub.intervals = (idle, active)
+            self._refresh(sub, _IDLE)
+            self._refresh(sub, _RUNNING)
+
+    def _push(self, state: _Vault) -> None:
+        self._seq += 1
+        state.seq = self._seq
+        heap = state.sub.heaps[_RUNNING if state.running else _IDLE]
+        heapq.heappush(heap, (state.key, self._seq, state.vault.key))
+        if len(heap) > 64 + 4 * len(self._vaults):
+            self._compact(heap)
+
+    def _compact(self, heap: list[tuple[float, int, str]]) -> None:
+        live = [e for e in heap if self._live(e)]
+        heap[:] = live
+        heapq.heapify(heap)
+
+    def _live(self, entry: tuple[float, int, str]) -> bool:
+        state = self._vaults.get(entry[2])
+        return state is not None and state.seq == entry[1]
+
+    def _refresh(self, sub: _Subscription, cls: int) -> None:
+        """Re-publish the due time of a class's head in the top-level heap."""
+        heap = sub.heaps[cls]
+        while heap and not self._live(heap[0]):
+            heapq.heappop(heap)
+        sub.versions[cls] += 1
+        if heap:
+            due = max(heap[0][0] + sub.intervals[cls], sub.hold_until)
+            entry = (due, 1 - cls, sub.versions[cls], sub.id, cls)
+            heapq.heappush(self._global, entry)
+            if len(self._global) > 64 + 8 * len(self._subs):
+                self._global = [e for e in self._global if self._subs[e[3]].versions[e[4]] == e[2]]
+                heapq.heapify(self._global)
+
+    def _peek(self) -> tuple[float, _Vault] | None:
+        glob = self._global
+        while glob:
+            due, _, version, sub_id, cls = glob[0]
+            sub = self._subs[sub_id]
+            if sub.versions[cls] != version:
+                heapq.heappop(glob)
+                continue
+            heap = sub.heaps[cls]
+            if not heap or not self._live(heap[0]):
+                self._refresh(sub, cls)  # the head went stale: republish, then look again
+                continue
+            return due, self._vaults[heap[0][2]]
+        return None
+
+
+def _phase(vault_key: str) -> float:
+    """A stable fraction in [0, 1) from the vault key (not `hash()`, which is salted)."""
+    digest = hashlib.blake2b(vault_key.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64

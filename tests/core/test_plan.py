@@ -1,0 +1,375 @@
+"""Tests of the poll planner in monitor.core.plan."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from collections import defaultdict
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from monitor.core.budget import BudgetSettings, RateBudget
+from monitor.core.jobs import VaultRef, parse_vault_id
+from monitor.core.plan import Planner, PlanSettings, plan_intervals
+
+EPS = 1e-6
+DEFAULTS = PlanSettings()
+
+
+def vault(sub: int, n: int) -> VaultRef:
+    return parse_vault_id(
+        f"/subscriptions/{sub:08d}-0000-0000-0000-000000000000/resourceGroups/rg"
+        f"/providers/Microsoft.RecoveryServices/vaults/v{n}"
+    )
+
+
+def sub_id(sub: int) -> str:
+    return f"{sub:08d}-0000-0000-0000-000000000000"
+
+
+class TestIntervals:
+    def test_configured_when_rate_allows(self) -> None:
+        """Within budget, vaults poll at 15 s running and 60 s idle."""
+        assert plan_intervals(
+            DEFAULTS, running=10, idle=100, rate_per_s=12.5, reads_per_poll=1
+        ) == (
+            15.0,
+            60.0,
+        )
+
+    def test_idle_only_stretches_to_round_robin(self) -> None:
+        """10,000 idle vaults at 12.5 reads/s poll every 800 s: round robin at the rate."""
+        assert plan_intervals(
+            DEFAULTS, running=0, idle=10_000, rate_per_s=12.5, reads_per_poll=1
+        ) == (
+            15.0,
+            800.0,
+        )
+
+    def test_idle_stretch_first(self) -> None:
+        """Idle vaults absorb the shortage while running ones keep 15 s."""
+        active, idle = plan_intervals(
+            DEFAULTS, running=30, idle=1000, rate_per_s=12.5, reads_per_poll=1
+        )
+        assert active == 15.0
+        assert idle == pytest.approx(1000 / (12.5 - 2))
+
+    def test_idle_keeps_minimum_share(self) -> None:
+        """Even with many running vaults, idle ones keep a quarter of the rate."""
+        active, idle = plan_intervals(
+            DEFAULTS, running=300, idle=1000, rate_per_s=12.5, reads_per_poll=1
+        )
+        assert 300 / active + 1000 / idle == pytest.approx(12.5)
+        assert idle == pytest.approx(1000 / (0.25 * 12.5))
+        assert active <= idle
+
+    def test_shared_interval_when_running_would_lag(self) -> None:
+        """If running vaults would poll less often than idle ones, all share one interval."""
+        active, idle = plan_intervals(
+            DEFAULTS, running=1000, idle=10, rate_per_s=12.5, reads_per_poll=1
+        )
+        assert active == idle == pytest.approx(1010 / 12.5)
+
+    @given(
+        running=st.integers(0, 5000),
+        idle=st.integers(0, 5000),
+        rate=st.floats(0.01, 100),
+        reads=st.floats(1, 10),
+    )
+    def test_never_over_rate_never_below_configured(
+        self, running: int, idle: int, rate: float, reads: float
+    ) -> None:
+        """Planned reads/s ≤ rate (or the configured intervals), active ≤ idle, no shortening."""
+        active, idle_s = plan_intervals(
+            DEFAULTS, running=running, idle=idle, rate_per_s=rate, reads_per_poll=reads
+        )
+        assert active >= 15.0
+        assert idle_s >= 60.0
+        assert active <= idle_s + EPS
+        assert reads * (running / active + idle / idle_s) <= rate * (1 + EPS)
+
+    def test_bad_rate(self) -> None:
+        """A non-positive rate raises ValueError."""
+        with pytest.raises(ValueError, match="rate_per_s"):
+            plan_intervals(DEFAULTS, running=1, idle=1, rate_per_s=0.0, reads_per_poll=1)
+
+
+class TestPlanner:
+    def test_first_polls_spread_over_first_interval(self) -> None:
+        """60 idle vaults added at t=0 come due at distinct times spread over [0, 60)."""
+        planner = Planner()
+        planner.add_vaults([vault(1, n) for n in range(60)], now=0.0)
+        dues = []
+        now = 0.0
+        while (due := planner.next_due()) is not None:
+            now = due.at
+            assert planner.take_due(now) == due.vault
+            dues.append(now)
+        assert len(dues) == 60
+        assert min(dues) >= 0.0
+        assert max(dues) < 60.0
+        assert max(dues) - min(dues) > 40.0  # spread, not a herd
+        assert dues == sorted(dues)
+
+    def test_spreading_is_deterministic(self) -> None:
+        """Two planners given the same estate plan the same order at the same times."""
+        orders = []
+        for _ in range(2):
+            planner = Planner()
+            planner.add_vaults([vault(1, n) for n in range(20)], now=5.0)
+            order = []
+            while (due := planner.next_due()) is not None:
+                planner.take_due(due.at)
+                order.append((due.vault.key, due.at))
+            orders.append(order)
+        assert orders[0] == orders[1]
+
+    def test_first_polls_spread_over_stretched_interval(self) -> None:
+        """A large estate added in one call spreads its first polls over the stretched interval."""
+        planner = Planner()
+        planner.add_vaults([vault(1, n) for n in range(2000)], now=0.0)
+        assert planner.plan_for(sub_id(1)).idle_interval_s == pytest.approx(160.0)
+        due = planner.next_due()
+        assert due is not None
+        assert due.at < 1.0
+        first_minute = 0
+        while (d := planner.next_due()) is not None and d.at < 60.0:
+            planner.take_due(d.at)
+            first_minute += 1
+        assert 600 < first_minute < 900  # about 2000 * 60 / 160 = 750, not 2000
+
+    def test_take_due_respects_time_and_in_flight(self) -> None:
+        """Nothing is handed out early, and an in-flight vault is not handed out twice."""
+        planner = Planner()
+        v = vault(1, 1)
+        planner.add_vault(v, now=0.0)
+        due = planner.next_due()
+        assert due is not None
+        assert planner.take_due(due.at - 0.001) is None
+        assert planner.take_due(due.at) == v
+        assert planner.next_due() is None
+        assert planner.take_due(1e9) is None
+        assert planner.mark_polled(v.key, 100.0)
+        due = planner.next_due()
+        assert due is not None
+        assert due.at == 160.0
+
+    def test_running_vault_due_sooner_and_first_on_ties(self) -> None:
+        """A running vault is due 15 s after its poll; on equal due times it comes first."""
+        planner = Planner()
+        a, b = vault(1, 1), vault(1, 2)
+        planner.add_vaults([a, b], now=0.0)
+        for _ in range(2):
+            due = planner.next_due()
+            assert due is not None
+            planner.take_due(due.at)
+        planner.mark_polled(a.key, 100.0)
+        planner.mark_polled(b.key, 145.0, running=True)
+        due = planner.next_due()
+        assert due is not None
+        assert (due.vault, due.at, due.running) == (b, 160.0, True)
+        planner.take_due(160.0)
+        planner.mark_polled(b.key, 145.0)  # same due time as a: running wins the tie
+        due = planner.next_due()
+        assert due is not None
+        assert due.vault == b
+
+    def test_set_running_moves_due_time(self) -> None:
+        """A vault that starts running is due an active interval after its last poll."""
+        planner = Planner()
+        v = vault(1, 1)
+        planner.add_vault(v, now=0.0)
+        planner.take_due(100.0)
+        planner.mark_polled(v.key, 100.0)
+        planner.set_running(v.key, True)
+        due = planner.next_due()
+        assert due is not None
+        assert due.at == 115.0
+        planner.set_running(v.key, False)
+        due = planner.next_due()
+        assert due is not None
+        assert due.at == 160.0
+
+    def test_remove_and_release(self) -> None:
+        """Removed vaults are never handed out; a released one is due again as before."""
+        planner = Planner()
+        a, b = vault(1, 1), vault(1, 2)
+        planner.add_vaults([a, b], now=0.0)
+        assert planner.remove_vault(a.key)
+        assert not planner.remove_vault(a.key)
+        due = planner.next_due()
+        assert due is not None
+        assert due.vault == b
+        assert planner.take_due(due.at) == b
+        assert planner.release(b.key)
+        again = planner.next_due()
+        assert again is not None
+        assert again.at == due.at
+        assert planner.take_due(due.at) == b
+        assert planner.remove_vault(b.key)
+        assert not planner.mark_polled(b.key, 10.0)
+        assert len(planner) == 0
+
+    def test_hold_pauses_one_subscription_only(self) -> None:
+        """A held subscription hands out nothing before the hold ends; others carry on."""
+        planner = Planner()
+        a, b = vault(1, 1), vault(2, 1)
+        planner.add_vaults([a, b], now=0.0)
+        planner.hold(sub_id(1), 500.0)
+        due = planner.next_due()
+        assert due is not None
+        assert due.vault == b
+        planner.take_due(due.at)
+        due = planner.next_due()
+        assert due is not None
+        assert (due.vault, due.at) == (a, 500.0)
+
+    def test_rate_change_restretches(self) -> None:
+        """A lower rate (e.g. hourly model) stretches intervals at once."""
+        planner = Planner()
+        planner.add_vaults([vault(1, n) for n in range(100)], now=0.0)
+        assert planner.plan_for(sub_id(1)).idle_interval_s == 60.0
+        planner.set_rate(sub_id(1), 12000 * 0.5 / 3600)
+        assert planner.plan_for(sub_id(1)).idle_interval_s == pytest.approx(60.0)
+        planner.set_rate(sub_id(1), 0.5)
+        plan = planner.plan_for(sub_id(1))
+        assert plan.idle_interval_s == pytest.approx(200.0)
+        assert plan.planned_rate_per_s == pytest.approx(0.5)
+
+    def test_reads_per_poll_estimate(self) -> None:
+        """Polls costing several reads stretch the intervals to keep within the rate."""
+        planner = Planner()
+        vs = [vault(1, n) for n in range(700)]
+        planner.add_vaults(vs, now=0.0)
+        for v in vs[:50]:
+            planner.take_due(1e6)
+            planner.mark_polled(v.key, 0.0, reads=3)
+        plan = planner.plan_for(sub_id(1))
+        assert plan.reads_per_poll > 2.5
+        assert plan.planned_rate_per_s <= 12.5 + EPS
+
+    def test_bad_settings(self) -> None:
+        """Inconsistent settings raise ValueError."""
+        with pytest.raises(ValueError, match="interval"):
+            Planner(PlanSettings(active_interval_s=90.0))
+        with pytest.raises(ValueError, match="share"):
+            Planner(PlanSettings(min_idle_share=1.0))
+
+
+def simulate(
+    estate: dict[int, tuple[int, int]],
+    rates: dict[int, float],
+    duration_s: float,
+    flip_seed: int | None,
+) -> tuple[
+    Planner, dict[str, list[float]], dict[str, bool], dict[int, list[float]], dict[int, RateBudget]
+]:
+    """Drive a planner with one RateBudget per subscription, as the scheduler will.
+
+    estate maps subscription → (running vaults, idle vaults). A vault that is due while its
+    budget has no read is released and its subscription held until the budget has one.
+    """
+    planner = Planner()
+    budgets: dict[int, RateBudget] = {}
+    running_of: dict[str, bool] = {}
+    sub_of: dict[str, int] = {}
+    for sub, (running, idle) in estate.items():
+        budget = RateBudget(BudgetSettings(read_fraction=rates[sub] / 25, burst_s=1.0))
+        budgets[sub] = budget
+        planner.set_rate(sub_id(sub), budget.rate_per_s)
+        vs = [vault(sub, n) for n in range(running + idle)]
+        planner.add_vaults(vs[:running], now=0.0, running=True)
+        planner.add_vaults(vs[running:], now=0.0)
+        for n, v in enumerate(vs):
+            running_of[v.key] = n < running
+            sub_of[v.key] = sub
+    rng = random.Random(flip_seed)
+    polls: dict[str, list[float]] = defaultdict(list)
+    grants: dict[int, list[float]] = defaultdict(list)
+    now = 0.0
+    steps = 0
+    while (due := planner.next_due()) is not None and due.at <= duration_s:
+        steps += 1
+        assert steps < 200_000, "the planner keeps handing out vaults without time passing"
+        now = max(now, due.at)
+        taken = planner.take_due(now)
+        assert taken is not None
+        sub = sub_of[taken.key]
+        wait = budgets[sub].try_acquire(now)
+        if wait > 0.0:
+            planner.release(taken.key)
+            planner.hold(sub_id(sub), now + wait)
+            continue
+        grants[sub].append(now)
+        polls[taken.key].append(now)
+        running = running_of[taken.key]
+        if flip_seed is not None and rng.random() < 0.1:
+            running = not running
+            running_of[taken.key] = running
+        planner.mark_polled(taken.key, now, running=running, reads=1)
+        plan = planner.plan_for(sub_id(sub))
+        assert plan.planned_rate_per_s <= plan.rate_per_s * (1 + EPS) + EPS or (
+            plan.planned_rate_per_s
+            <= (plan.running_vaults / 15 + plan.idle_vaults / 60) * plan.reads_per_poll + EPS
+        )
+    return planner, polls, running_of, grants, budgets
+
+
+def assert_within_rate(times: list[float], budget: RateBudget) -> None:
+    """Any window [t_i, t_j] holds at most capacity + rate · (t_j - t_i) grants (O(n) check)."""
+    rate, capacity = budget.rate_per_s, budget.capacity
+    lowest = math.inf
+    for k, at in enumerate(times):
+        level = k - rate * at  # grants i..j = j - i + 1 ≤ capacity + rate (t_j - t_i)
+        lowest = min(lowest, level)
+        assert level - lowest + 1 <= capacity + EPS
+
+
+estates = st.dictionaries(
+    st.integers(1, 3), st.tuples(st.integers(0, 15), st.integers(0, 60)), min_size=1, max_size=3
+)
+
+
+class TestPlannerSimulation:
+    @settings(max_examples=25, deadline=None)
+    @given(
+        estate=estates, rate=st.sampled_from([0.25, 1.0, 12.5]), seed=st.none() | st.integers(0, 9)
+    )
+    def test_budget_kept_and_no_vault_starved(
+        self, estate: dict[int, tuple[int, int]], rate: float, seed: int | None
+    ) -> None:
+        """Polls stay within each budget and every vault is polled within its bound."""
+        rates = dict.fromkeys(estate, rate)
+        duration = 1200.0
+        planner, polls, _, grants, budgets = simulate(estate, rates, duration, seed)
+        for sub, times in grants.items():
+            assert_within_rate(times, budgets[sub])
+        for sub, (running, idle) in estate.items():
+            bound = planner.plan_for(sub_id(sub)).poll_bound_s
+            for n in range(running + idle):
+                times = [0.0, *polls[vault(sub, n).key], duration]
+                gaps = [b - a for a, b in itertools.pairwise(times)]
+                assert max(gaps) <= bound + EPS, (sub, n, max(gaps), bound)
+
+    @settings(max_examples=10, deadline=None)
+    @given(
+        running=st.integers(1, 20), idle=st.integers(1, 80), rate=st.sampled_from([0.5, 2.0, 12.5])
+    )
+    def test_running_vaults_polled_more_often(self, running: int, idle: int, rate: float) -> None:
+        """Vaults with running jobs are polled at least as often as idle ones."""
+        _, polls, running_of, _, _ = simulate({1: (running, idle)}, {1: rate}, 1800.0, None)
+        counts_running = [len(polls[k]) for k, r in running_of.items() if r]
+        counts_idle = [len(polls[k]) for k, r in running_of.items() if not r]
+        assert min(counts_running) >= max(counts_idle) - 1
+        assert sum(counts_running) / len(counts_running) >= sum(counts_idle) / len(counts_idle)
+
+    def test_binding_budget_approaches_round_robin(self) -> None:
+        """Under a binding budget the subscription polls at (almost) its full rate."""
+        _, _, _, grants, _ = simulate({1: (0, 500)}, {1: 2.0}, 3600.0, None)
+        times = grants[1]
+        steady = [t for t in times if t >= 600.0]
+        assert len(steady) / 3000.0 == pytest.approx(2.0, rel=0.05)
+        assert not math.isnan(times[0])
