@@ -56,7 +56,10 @@ class BudgetSettings:
         arm_refill_per_s: ARM's per-principal refill rate (25 reads/s).
         arm_bucket_size: ARM's per-principal bucket (250); larger remaining values mean hourly.
         read_fraction: the share of `arm_refill_per_s` the monitor may spend (0 < f ≤ 1).
-        burst_s: the monitor's own bucket holds this many seconds of its rate (at least 1 read).
+        burst_s: the monitor's own bucket holds this many seconds of its share (at least 1 read).
+        window_s: over any window this long the monitor spends at most `read_fraction` of ARM's
+            refill: the burst is paid for out of the sustained rate (`rate_per_s`), so ARM's
+            meters (and our emulator's 10-second peak) never see more than the share.
         floor: below this many remaining reads in ARM's bucket, pause until it refills above it.
         global_multiplier: the subscription-wide bucket's size and refill relative to one
             principal's (15×); its floor scales the same way.
@@ -69,7 +72,8 @@ class BudgetSettings:
     arm_refill_per_s: float = 25.0
     arm_bucket_size: int = 250
     read_fraction: float = 0.5
-    burst_s: float = 2.0
+    burst_s: float = 0.2
+    window_s: float = 10.0
     floor: int = 50
     global_multiplier: float = 15.0
     hourly_default_limit: int = 12_000
@@ -83,14 +87,22 @@ class BudgetSettings:
         return cls(read_fraction=read_fraction, remaining_header=TENANT_READS, global_header=None)
 
     @property
-    def rate_per_s(self) -> float:
-        """The most the monitor spends per second under the token-bucket model."""
+    def share_per_s(self) -> float:
+        """`read_fraction` of ARM's refill: what the monitor may spend per second on average."""
         return self.arm_refill_per_s * self.read_fraction
 
     @property
     def capacity(self) -> float:
         """The monitor's own bucket size under the token-bucket model (never below one read)."""
-        return max(1.0, self.rate_per_s * self.burst_s)
+        return max(1.0, self.share_per_s * self.burst_s)
+
+    @property
+    def rate_per_s(self) -> float:
+        """The sustained refill: the share less the burst spread over `window_s`.
+
+        So `capacity + rate_per_s · window_s == share_per_s · window_s`.
+        """
+        return max(self.share_per_s - self.capacity / self.window_s, self.share_per_s / 2)
 
 
 class RateBudget:
@@ -124,7 +136,13 @@ class RateBudget:
         s = settings or BudgetSettings()
         if not 0.0 < s.read_fraction <= 1.0:
             raise ValueError(f"read_fraction must be in (0, 1], got {s.read_fraction}")
-        for name in ("arm_refill_per_s", "arm_bucket_size", "burst_s", "global_multiplier"):
+        for name in (
+            "arm_refill_per_s",
+            "arm_bucket_size",
+            "burst_s",
+            "window_s",
+            "global_multiplier",
+        ):
             value = getattr(s, name)
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a positive number, got {value}")
@@ -255,8 +273,8 @@ class RateBudget:
         self._model = model
         if model is RateModel.HOURLY:
             hourly = s.read_fraction * self._hourly_limit / 3600.0
-            self._rate = min(s.rate_per_s, hourly)
-            self._capacity = min(s.capacity, max(1.0, self._rate * s.burst_s))
+            self._capacity = min(s.capacity, max(1.0, hourly * s.burst_s))
+            self._rate = min(s.rate_per_s, max(hourly - self._capacity / s.window_s, hourly / 2))
         else:
             self._rate, self._capacity = s.rate_per_s, s.capacity
         self._tokens = min(self._tokens, self._capacity)

@@ -31,20 +31,39 @@ def drain(budget: RateBudget, now: float) -> int:
 
 class TestRate:
     def test_defaults_are_half_the_principal_refill(self) -> None:
-        """By default the budget grants 12.5 reads/s with a bucket of 25, far below ARM's 250."""
+        """By default the budget spends half of 25/s: 2.5 at once plus 12.25/s, 125 per 10 s."""
         budget = RateBudget()
-        assert budget.rate_per_s == 12.5
-        assert budget.capacity == 25.0
+        assert budget.settings.share_per_s == 12.5
+        assert budget.capacity == 2.5
+        assert budget.rate_per_s == pytest.approx(12.25)
+        assert budget.capacity + budget.rate_per_s * 10 == pytest.approx(125)
         assert budget.model is RateModel.TOKEN_BUCKET
 
     def test_burst_then_steady_rate(self) -> None:
         """A full bucket grants its capacity at once, then one read per 1/rate seconds."""
-        budget = RateBudget()
+        budget = RateBudget(BudgetSettings(burst_s=2.0))  # capacity 25, rate 10
         assert drain(budget, 100.0) == 25
         wait = budget.delay_before_request(100.0)
-        assert wait == pytest.approx(1 / 12.5)
+        assert wait == pytest.approx(1 / 10)
         assert budget.try_acquire(100.0 + wait) == 0.0
         assert drain(budget, 110.0) == 25
+
+    @pytest.mark.parametrize("read_fraction", [0.1, 0.5, 1.0])
+    def test_never_more_than_the_share_over_any_window(self, read_fraction: float) -> None:
+        """Greedy use for a minute never exceeds read_fraction · 25 reads in any 10 s window."""
+        budget = RateBudget(BudgetSettings(read_fraction=read_fraction))
+        grants: list[float] = []
+        now = 0.0
+        while now < 60.0:
+            wait = budget.try_acquire(now)
+            if wait == 0.0:
+                grants.append(now)
+            else:
+                now += wait
+        limit = read_fraction * 25.0 * 10.0
+        for i, start in enumerate(grants):
+            inside = sum(1 for t in grants[i:] if t < start + 10.0)
+            assert inside <= limit + EPS
 
     def test_delay_does_not_spend(self) -> None:
         """delay_before_request is a pure question."""
@@ -58,7 +77,7 @@ class TestRate:
         """Reads spent without asking delay the next grant."""
         budget = RateBudget()
         budget.spend(0.0, reads=50)
-        assert budget.delay_before_request(0.0) == pytest.approx(26 / 12.5)
+        assert budget.delay_before_request(0.0) == pytest.approx(48.5 / 12.25)
 
     @pytest.mark.parametrize(
         "bad",
@@ -80,10 +99,11 @@ class TestThrottled:
         """Nothing is granted before now + Retry-After + jitter, and no burst follows."""
         budget = RateBudget()
         assert budget.observe_throttled("7", now=10.0, jitter_s=0.5) is True
-        assert budget.delay_before_request(10.0) == pytest.approx(7.5 + 1 / 12.5)
+        step = 1 / budget.rate_per_s
+        assert budget.delay_before_request(10.0) == pytest.approx(7.5 + step)
         assert budget.try_acquire(17.49) > 0.0
-        assert budget.try_acquire(17.5 + 1 / 12.5) == 0.0
-        assert budget.try_acquire(17.5 + 1 / 12.5) > 0.0
+        assert budget.try_acquire(17.5 + step) == 0.0
+        assert budget.try_acquire(17.5 + step) > 0.0
         assert budget.throttle_count == 1
 
     def test_second_429_extends_without_new_pause(self) -> None:
@@ -136,8 +156,9 @@ class TestHeaders:
         budget = RateBudget()
         budget.observe_headers({SUBSCRIPTION_READS: str(remaining)}, 0.0)
         assert budget.model is RateModel.HOURLY
-        assert budget.rate_per_s == pytest.approx(0.5 * limit / 3600)
-        assert budget.capacity <= 25.0
+        share = 0.5 * limit / 3600
+        assert budget.capacity == 1.0
+        assert budget.rate_per_s == pytest.approx(share - 1.0 / 10)
         # Remembered: a later small count (hour nearly spent) does not switch back.
         budget.observe_headers({SUBSCRIPTION_READS: "200"}, 1.0)
         assert budget.model is RateModel.HOURLY
@@ -148,7 +169,7 @@ class TestHeaders:
         budget.observe_headers({SUBSCRIPTION_READS: "11999"}, 0.0)
         budget.observe_headers({SUBSCRIPTION_READS: "249", SUBSCRIPTION_GLOBAL_READS: "3749"}, 1.0)
         assert budget.model is RateModel.TOKEN_BUCKET
-        assert budget.rate_per_s == 12.5
+        assert budget.rate_per_s == pytest.approx(12.25)
 
     def test_hourly_rate_never_exceeds_token_bucket_rate(self) -> None:
         """A huge hourly count cannot raise the rate above read_fraction of 25/s."""
