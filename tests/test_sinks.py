@@ -432,6 +432,16 @@ class TestSchemaFiles:
         mutate(event)
         assert not EVENT_VALIDATOR.is_valid(event)
 
+    def test_docs_sample_line_is_valid(self) -> None:
+        """The sample event in docs/events.md validates and has the documented key order."""
+        text = (REPO / "docs" / "events.md").read_text(encoding="utf-8")
+        start = text.index("<!-- sample-event -->")
+        line = text[start:].split("```json\n", 1)[1].split("\n```", 1)[0]
+        assert "\n" not in line
+        sample = orjson.loads(line)
+        EVENT_VALIDATOR.validate(sample)
+        assert list(sample) == [*TOP_KEYS, "detection_lag_s"]
+
 
 # --------------------------------------------------------------------------------------------
 # Sinks
