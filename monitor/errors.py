@@ -4,6 +4,8 @@
     ├── ConfigError           bad settings; the message names the key path (exit code 2)
     ├── StartupError          no credential, ARM unreachable at start (exit code 3)
     ├── ParseError            an ARM payload does not have the shape we need; names the JSON path
+    ├── StoreError            the checkpoint store could not read or write its state
+    ├── SinkError             events could not be written; the caller must not checkpoint
     └── ArmError              a call to ARM failed; carries the URL and correlation ids
         ├── ArmAuthError          401 after one token refresh
         ├── ArmForbidden          403: this vault or subscription only
@@ -41,6 +43,17 @@ class ParseError(MonitorError):
     def __init__(self, path: str, problem: str) -> None:
         super().__init__(f"{path}: {problem}")
         self.path, self.problem = path, problem
+
+
+class StoreError(MonitorError):
+    """The checkpoint store failed to read or write (disk full, I/O error, locked database)."""
+
+
+class SinkError(MonitorError):
+    """A sink could not write a batch of events; some of them may have been written.
+
+    The caller must not checkpoint the batch: emitting it again is the at-least-once path.
+    """
 
 
 class ArmError(MonitorError):

@@ -1,0 +1,610 @@
+"""Tests of event rendering against the shipped schema, the CloudEvents envelope and the sinks."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import io
+import os
+import tomllib
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+
+from monitor.config import EventsSettings
+from monitor.core.diff import JobStateChanged, diff_jobs, event_id
+from monitor.core.jobs import (
+    BackupJob,
+    JobDetails,
+    JobError,
+    JobKey,
+    JobStatus,
+    JobTask,
+    VaultRef,
+    parse_job_details,
+    parse_jobs_page,
+    parse_vault_id,
+)
+from monitor.errors import SinkError, StartupError
+from monitor.sinks import (
+    FileSink,
+    StdoutSink,
+    build_sink,
+    cloudevent_schema,
+    encode_events,
+    event_schema,
+    format_event_time,
+    render_event,
+    to_cloudevent,
+)
+from tests.core import payloads as p
+
+REPO = Path(__file__).resolve().parent.parent
+EVENT_SCHEMA = event_schema()
+REGISTRY: Registry[Any] = Registry().with_resource(
+    EVENT_SCHEMA["$id"], Resource.from_contents(EVENT_SCHEMA)
+)
+EVENT_VALIDATOR = Draft202012Validator(
+    EVENT_SCHEMA, registry=REGISTRY, format_checker=Draft202012Validator.FORMAT_CHECKER
+)
+CLOUDEVENT_VALIDATOR = Draft202012Validator(
+    cloudevent_schema(), registry=REGISTRY, format_checker=Draft202012Validator.FORMAT_CHECKER
+)
+TOP_KEYS = ["schema_version", "event", "event_id", "time", "job", "vault"]
+JOB_KEYS = [
+    "id",
+    "resource_id",
+    "type",
+    "operation",
+    "backup_management_type",
+    "entity",
+    "status",
+    "previous_status",
+    "outcome",
+    "start_time",
+    "end_time",
+    "duration_s",
+]
+DETAIL_KEYS = ["errors", "tasks", "properties"]
+VAULT = parse_vault_id(p.VAULT_ID, location="westeurope")
+EMITTED_AT = datetime(2026, 11, 25, 10, 23, 42, 604_999, tzinfo=UTC)
+
+
+def validate(event: dict[str, object]) -> None:
+    """Validate through a JSON round trip, as a consumer would see the line."""
+    EVENT_VALIDATOR.validate(orjson.loads(orjson.dumps(event)))
+
+
+# --------------------------------------------------------------------------------------------
+# Strategies over the core types
+
+NAMES = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,15}", fullmatch=True)
+vaults = st.builds(
+    lambda sub, rg, name, casing, location: parse_vault_id(
+        f"/{casing[0]}/{sub}/resourceGroups/{rg}/providers/{casing[1]}/vaults/{name}",
+        location=location,
+    ),
+    sub=st.uuids().map(str),
+    rg=NAMES,
+    name=NAMES,
+    casing=st.sampled_from(
+        [
+            ("subscriptions", "Microsoft.RecoveryServices"),
+            ("Subscriptions", "microsoft.recoveryservices"),
+        ]
+    ),
+    location=st.none() | st.sampled_from(["westeurope", "eastus2"]),
+)
+STATUS_TEXT = st.sampled_from(
+    [
+        "InProgress",
+        "Cancelling",
+        "Completed",
+        "CompletedWithWarnings",
+        "Failed",
+        "Cancelled",
+        "Invalid",
+        "completed",
+        "FAILED",
+        "Paused",
+        "NotStarted",
+    ]
+)
+# Both the canonicalising constructor and a verbatim wrap (a caller that skipped JobStatus.of).
+statuses = STATUS_TEXT.flatmap(lambda s: st.sampled_from([JobStatus.of(s), JobStatus(s)]))
+times = st.datetimes(
+    min_value=datetime(2002, 1, 1),  # noqa: DTZ001 - hypothesis bounds are naive
+    max_value=datetime(2100, 1, 1),  # noqa: DTZ001 - hypothesis bounds are naive
+    timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30))]),
+)
+DURATIONS = st.sampled_from(
+    [None, "PT12.4272909S", "00:20:23.0896697", "1.02:03:04.5", "P1DT2H", "x"]
+)
+texts = st.text(max_size=20)
+
+
+@st.composite
+def changes(draw: st.DrawFn) -> tuple[JobStateChanged, VaultRef, JobDetails | None, datetime]:
+    vault = draw(vaults)
+    name = draw(st.uuids().map(str) | NAMES)
+    job = BackupJob(
+        key=JobKey(vault_key=vault.key, job_name=name.lower()),
+        name=name,
+        resource_id=f"{vault.id}/backupJobs/{name}",
+        job_type=draw(st.sampled_from(["AzureIaaSVMJob", "AzureWorkloadJob", "AzureFutureJob"])),
+        operation=draw(st.sampled_from(["", "Backup", "Backup (Full)"]) | texts),
+        backup_management_type=draw(st.none() | st.sampled_from(["AzureIaasVM", "MAB"])),
+        entity=draw(st.none() | texts),
+        status=draw(statuses),
+        start_at=draw(st.none() | times),
+        end_at=draw(st.none() | times),
+        duration_raw=draw(DURATIONS),
+        actions=(),
+        activity_id=None,
+        properties={},
+    )
+    change = JobStateChanged(
+        vault_key=vault.key,
+        job=job,
+        previous_status=draw(st.none() | statuses),
+        observed_at=draw(times),
+    )
+    details = draw(
+        st.none()
+        | st.builds(
+            JobDetails,
+            job=st.just(job),
+            errors=st.lists(
+                st.builds(
+                    JobError,
+                    code=st.none() | texts,
+                    message=st.none() | texts,
+                    title=st.none() | texts,
+                    recommendations=st.lists(texts, max_size=3).map(tuple),
+                ),
+                max_size=3,
+            ).map(tuple),
+            tasks=st.lists(
+                st.builds(
+                    JobTask,
+                    name=texts,
+                    status=st.none() | statuses,
+                    start_at=st.none() | times,
+                    end_at=st.none() | times,
+                    duration_s=st.none()
+                    | st.floats(min_value=0, max_value=1e7, allow_nan=False, allow_infinity=False),
+                ),
+                max_size=3,
+            ).map(tuple),
+            property_bag=st.dictionaries(texts, texts, max_size=4),
+            progress_percentage=st.none(),
+            estimated_remaining_s=st.none(),
+            dynamic_error_message=st.none(),
+        )
+    )
+    return change, vault, details, draw(times)
+
+
+def parse_time(text: object) -> datetime:
+    assert isinstance(text, str)
+    return datetime.fromisoformat(text)
+
+
+class TestRenderedEvents:
+    """Every rendered event keeps the schema v1 contract."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(case=changes())
+    def test_contract(
+        self, case: tuple[JobStateChanged, VaultRef, JobDetails | None, datetime]
+    ) -> None:
+        """Valid against the shipped schema, keys in order, id by formula, lag by the rules."""
+        change, vault, details, emitted_at = case
+        event = render_event(change, vault=vault, details=details, emitted_at=emitted_at)
+        validate(event)
+        line = orjson.dumps(event)
+        assert orjson.loads(line) == event
+        assert b"\n" not in line
+
+        has_lag = "detection_lag_s" in event
+        assert list(event) == TOP_KEYS + (["detection_lag_s"] if has_lag else [])
+        job = event["job"]
+        assert isinstance(job, dict)
+        assert list(job) == JOB_KEYS + (DETAIL_KEYS if details is not None else [])
+        vault_out = event["vault"]
+        assert isinstance(vault_out, dict)
+        assert list(vault_out) == ["id", "name", "resource_group", "subscription_id", "location"]
+
+        status = job["status"]
+        assert status == JobStatus.of(change.job.status.value).value
+        text = f"{vault.id.lower()}|{change.job.name.lower()}|{status}"
+        assert event["event_id"] == hashlib.sha256(text.encode()).hexdigest()[:32]
+
+        time = parse_time(event["time"])
+        assert timedelta(0) <= emitted_at - time < timedelta(milliseconds=1)
+        terminal = change.job.status.is_terminal
+        if terminal and job["end_time"] is not None:
+            reached: datetime | None = parse_time(job["end_time"])
+        elif not terminal and change.previous_status is None and job["start_time"] is not None:
+            reached = parse_time(job["start_time"])
+        else:
+            reached = None
+        if reached is None:
+            assert not has_lag
+        else:
+            assert event["detection_lag_s"] == round((time - reached).total_seconds(), 3)
+
+        envelope = to_cloudevent(event)
+        CLOUDEVENT_VALIDATOR.validate(orjson.loads(orjson.dumps(envelope)))
+        assert envelope["id"] == event["event_id"]
+        assert envelope["source"] == vault.id
+        assert envelope["subject"] == change.job.name
+        assert envelope["time"] == event["time"]
+        assert envelope["data"] is event
+
+    def test_failed_job_with_details(self) -> None:
+        """A parsed failed job with details renders the fields DESIGN §5 shows."""
+        details = parse_job_details(p.IAAS_DETAILS, VAULT)
+        (change,) = diff_jobs({}, [details.job], EMITTED_AT)
+        event = render_event(change, vault=VAULT, details=details, emitted_at=EMITTED_AT)
+        validate(event)
+        assert event["time"] == "2026-11-25T10:23:42.604Z"
+        assert event["event_id"] == change.event_id
+        assert event["job"] == {
+            "id": "7ddead57-0000-4000-8000-000000000009",
+            "resource_id": f"{p.VAULT_ID}/backupJobs/7ddead57-0000-4000-8000-000000000009",
+            "type": "AzureIaaSVMJob",
+            "operation": "Backup",
+            "backup_management_type": "AzureIaasVM",
+            "entity": "vm-web-01",
+            "status": "Failed",
+            "previous_status": None,
+            "outcome": "failed",
+            "start_time": "2026-11-25T10:03:17.123Z",
+            "end_time": "2026-11-25T10:23:40.000Z",
+            "duration_s": 1223.09,
+            "errors": [
+                {
+                    "code": "400026",
+                    "message": "VM agent is unable to communicate with the Azure Backup Service.",
+                    "recommendations": ["Ensure the VM agent is running.", "Check network."],
+                }
+            ],
+            "tasks": [
+                {"name": "Take Snapshot", "status": "Completed", "duration_s": 42.0},
+                {"name": "Transfer data to vault", "status": "NotStarted", "duration_s": 0.0},
+            ],
+            "properties": {"VM Name": "vm-web-01", "Backup Size": "2332 MB"},
+        }
+        assert event["vault"] == {
+            "id": p.VAULT_ID,
+            "name": "v1",
+            "resource_group": "rg-backup",
+            "subscription_id": p.SUB,
+            "location": "westeurope",
+        }
+        assert event["detection_lag_s"] == 2.604
+
+    def test_running_first_sighting_lag_from_start(self) -> None:
+        """A job first seen running gets lag from its start; no details keys."""
+        (job,) = parse_jobs_page(p.page(p.IAAS_V2_RUNNING), VAULT).jobs
+        (change,) = diff_jobs({}, [job], EMITTED_AT)
+        event = render_event(change, vault=VAULT, details=None, emitted_at=EMITTED_AT)
+        validate(event)
+        job_out = event["job"]
+        assert isinstance(job_out, dict)
+        assert job_out["outcome"] is None
+        assert job_out["end_time"] is None  # the 0001-01-01 sentinel
+        assert not set(DETAIL_KEYS) & set(job_out)
+        assert event["detection_lag_s"] == round(20 * 60 + 25.481, 3)
+
+    def test_seen_before_and_still_running_has_no_lag(self) -> None:
+        """InProgress → Cancelling: ARM does not say when, so the lag is omitted."""
+        (job,) = parse_jobs_page(p.page(p.DPM_CANCELLING), VAULT).jobs
+        change = JobStateChanged(
+            vault_key=VAULT.key,
+            job=job,
+            previous_status=JobStatus.IN_PROGRESS,
+            observed_at=EMITTED_AT,
+        )
+        event = render_event(change, vault=VAULT, details=None, emitted_at=EMITTED_AT)
+        validate(event)
+        assert "detection_lag_s" not in event
+
+    def test_terminal_without_end_time_has_no_lag(self) -> None:
+        """A cancelled job whose end time is a sentinel has no lag."""
+        (job,) = parse_jobs_page(p.page(p.MAB_CANCELLED), VAULT).jobs
+        (change,) = diff_jobs({}, [job], EMITTED_AT)
+        event = render_event(change, vault=VAULT, details=None, emitted_at=EMITTED_AT)
+        validate(event)
+        assert "detection_lag_s" not in event
+
+    def test_every_core_payload_renders_valid(self) -> None:
+        """Each job type and trap from the core payloads renders a valid event."""
+        jobs = parse_jobs_page(p.page(*p.ALL_ITEMS), VAULT).jobs
+        for change in diff_jobs({}, jobs, EMITTED_AT):
+            validate(render_event(change, vault=VAULT, details=None, emitted_at=EMITTED_AT))
+
+    def test_mismatches_are_refused(self) -> None:
+        """Another vault, another job's details or a naive time raise ValueError."""
+        (job,) = parse_jobs_page(p.page(p.IAAS_COMPLETED), VAULT).jobs
+        (change,) = diff_jobs({}, [job], EMITTED_AT)
+        other_vault = parse_vault_id(p.VAULT_ID.replace("/v1", "/v2"))
+        with pytest.raises(ValueError, match="vault"):
+            render_event(change, vault=other_vault, details=None, emitted_at=EMITTED_AT)
+        details = parse_job_details(p.IAAS_DETAILS, VAULT)
+        with pytest.raises(ValueError, match="details"):
+            render_event(change, vault=VAULT, details=details, emitted_at=EMITTED_AT)
+        with pytest.raises(ValueError, match="naive"):
+            render_event(
+                change, vault=VAULT, details=None, emitted_at=EMITTED_AT.replace(tzinfo=None)
+            )
+
+    def test_event_id_matches_core(self) -> None:
+        """The rendered id is core's event_id over the vault id, job name and status."""
+        (job,) = parse_jobs_page(p.page(p.WORKLOAD_FAILED), VAULT).jobs
+        (change,) = diff_jobs({}, [job], EMITTED_AT)
+        event = render_event(change, vault=VAULT, details=None, emitted_at=EMITTED_AT)
+        assert event["event_id"] == event_id(VAULT.id, job.name, "Failed") == change.event_id
+
+    @pytest.mark.parametrize(
+        ("moment", "text"),
+        [
+            (datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), "2026-01-02T03:04:05.000Z"),
+            (datetime(2026, 1, 2, 3, 4, 5, 999_999, tzinfo=UTC), "2026-01-02T03:04:05.999Z"),
+            (
+                datetime(2026, 1, 2, 0, 30, 0, 1000, tzinfo=timezone(timedelta(hours=1))),
+                "2026-01-01T23:30:00.001Z",
+            ),
+        ],
+    )
+    def test_format_event_time(self, moment: datetime, text: str) -> None:
+        """Times are UTC with milliseconds, truncated, never rounded into the next second."""
+        assert format_event_time(moment) == text
+
+
+class TestSchemaFiles:
+    """The shipped schemas are valid, packaged, and reject what the contract forbids."""
+
+    def test_schemas_are_valid_2020_12(self) -> None:
+        """Both files are valid draft 2020-12 schemas."""
+        Draft202012Validator.check_schema(event_schema())
+        Draft202012Validator.check_schema(cloudevent_schema())
+
+    def test_schemas_are_package_data(self) -> None:
+        """pyproject's package-data ships every schema file in a wheel."""
+        config = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+        patterns = config["tool"]["setuptools"]["package-data"]["monitor"]
+        shipped = sorted((REPO / "monitor" / "schema").glob("*.json"))
+        assert len(shipped) == 2
+        for path in shipped:
+            relative = path.relative_to(REPO / "monitor").as_posix()
+            assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), relative
+
+    def test_returns_fresh_copies(self) -> None:
+        """Callers may mutate the schema they get."""
+        event_schema()["title"] = "changed"
+        assert event_schema()["title"] != "changed"
+
+    @pytest.mark.parametrize(
+        "mutate",
+        [
+            lambda e: e.update(extra=1),
+            lambda e: e["job"].update(extra=1),
+            lambda e: e["vault"].update(extra=1),
+            lambda e: e.update(event_id="XYZ"),
+            lambda e: e.update(time="2026-11-25T10:23:42Z"),
+            lambda e: e["job"].update(outcome="succeeded"),
+            lambda e: e["job"].update(status="Completed"),
+            lambda e: e["job"].pop("tasks"),
+            lambda e: e["job"].pop("previous_status"),
+            lambda e: e.update(schema_version=2),
+        ],
+        ids=[
+            "top-extra",
+            "job-extra",
+            "vault-extra",
+            "event-id",
+            "time-no-ms",
+            "outcome-for-failed",
+            "completed-failed-outcome",
+            "partial-details",
+            "missing-required",
+            "version",
+        ],
+    )
+    def test_rejects(self, mutate: Any) -> None:
+        """The schema catches shapes the contract forbids."""
+        details = parse_job_details(p.IAAS_DETAILS, VAULT)
+        (change,) = diff_jobs({}, [details.job], EMITTED_AT)
+        event = orjson.loads(
+            orjson.dumps(render_event(change, vault=VAULT, details=details, emitted_at=EMITTED_AT))
+        )
+        EVENT_VALIDATOR.validate(event)
+        mutate(event)
+        assert not EVENT_VALIDATOR.is_valid(event)
+
+    def test_docs_sample_line_is_valid(self) -> None:
+        """The sample event in docs/events.md validates and has the documented key order."""
+        text = (REPO / "docs" / "events.md").read_text(encoding="utf-8")
+        start = text.index("<!-- sample-event -->")
+        line = text[start:].split("```json\n", 1)[1].split("\n```", 1)[0]
+        assert "\n" not in line
+        sample = orjson.loads(line)
+        EVENT_VALIDATOR.validate(sample)
+        assert list(sample) == [*TOP_KEYS, "detection_lag_s"]
+
+
+# --------------------------------------------------------------------------------------------
+# Sinks
+
+
+def sample_events(count: int) -> list[dict[str, object]]:
+    jobs = parse_jobs_page(p.page(*p.ALL_ITEMS), VAULT).jobs
+    changes_ = diff_jobs({}, jobs, EMITTED_AT)
+    events = [
+        render_event(c, vault=VAULT, details=None, emitted_at=EMITTED_AT)
+        for c in changes_ * (count // len(changes_) + 1)
+    ]
+    return events[:count]
+
+
+class BrokenStream(io.BytesIO):
+    def write(self, data: Any) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+class TestStdoutSink:
+    """StdoutSink writes one flushed line per event."""
+
+    async def test_one_line_per_event(self) -> None:
+        """Each event is one line, in order, equal to the event."""
+        stream = io.BytesIO()
+        events = sample_events(5)
+        async with StdoutSink(stream) as sink:
+            await sink.emit(events)
+            await sink.emit([])
+        lines = stream.getvalue().split(b"\n")
+        assert lines[-1] == b""
+        assert [orjson.loads(line) for line in lines[:-1]] == events
+        assert all(line.startswith(b'{"schema_version":1,"event":') for line in lines[:-1])
+
+    async def test_real_pipe(self) -> None:
+        """Through an OS pipe, the reader sees exactly the lines, flushed per batch."""
+        read_fd, write_fd = os.pipe()
+        with os.fdopen(read_fd, "rb") as reader, os.fdopen(write_fd, "wb") as writer:
+            sink = StdoutSink(writer)
+            await sink.emit(sample_events(3))
+            # Flushed by emit: the lines are readable before anything is closed.
+            data = b""
+            with anyio.fail_after(5):
+                while data.count(b"\n") < 3:
+                    data += await anyio.to_thread.run_sync(os.read, reader.fileno(), 65536)
+            await sink.aclose()
+        assert data.count(b"\n") == 3
+        assert [orjson.loads(line) for line in data.splitlines()] == sample_events(3)
+
+    async def test_default_is_stdout(self, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+        """Without a stream, events go to sys.stdout.buffer."""
+        sink = StdoutSink()
+        await sink.emit(sample_events(2))
+        await sink.aclose()
+        assert capsysbinary.readouterr().out.count(b"\n") == 2
+
+    async def test_cloudevents_format(self) -> None:
+        """`format='cloudevents'` writes valid envelopes around the events."""
+        stream = io.BytesIO()
+        events = sample_events(3)
+        await StdoutSink(stream, format="cloudevents").emit(events)
+        envelopes = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+        for envelope, event in zip(envelopes, events, strict=True):
+            CLOUDEVENT_VALIDATOR.validate(envelope)
+            assert envelope["data"] == event
+        assert list(envelopes[0]) == [
+            "specversion",
+            "id",
+            "source",
+            "subject",
+            "type",
+            "time",
+            "datacontenttype",
+            "data",
+        ]
+
+    async def test_write_failure_raises_sink_error(self) -> None:
+        """A stream that fails makes emit raise SinkError (so nothing is checkpointed)."""
+        sink = StdoutSink(BrokenStream())
+        with pytest.raises(SinkError, match="Broken pipe") as info:
+            await sink.emit(sample_events(1))
+        assert isinstance(info.value.__cause__, BrokenPipeError)
+
+    async def test_closed_stream_raises_sink_error(self) -> None:
+        """Writing to a closed stream is a SinkError too."""
+        stream = io.BytesIO()
+        stream.close()
+        with pytest.raises(SinkError):
+            await StdoutSink(stream).emit(sample_events(1))
+
+    async def test_unserialisable_event(self) -> None:
+        """An event JSON cannot hold raises SinkError and writes nothing."""
+        stream = io.BytesIO()
+        with pytest.raises(SinkError, match="serialise"):
+            await StdoutSink(stream).emit([*sample_events(1), {"bad": {1, 2}}])
+        assert stream.getvalue() == b""
+
+    async def test_emit_after_close(self) -> None:
+        """A closed sink refuses to emit; closing twice is fine."""
+        sink = StdoutSink(io.BytesIO())
+        await sink.aclose()
+        await sink.aclose()
+        with pytest.raises(RuntimeError, match="closed"):
+            await sink.emit(sample_events(1))
+
+    async def test_encode_events_matches_sink(self) -> None:
+        """encode_events gives the bytes the sink writes."""
+        stream = io.BytesIO()
+        events = sample_events(4)
+        await StdoutSink(stream).emit(events)
+        assert stream.getvalue() == encode_events(events)
+
+
+class TestFileSink:
+    """FileSink appends lines durably and survives reopening."""
+
+    async def test_appends_and_survives_reopen(self, tmp_path: Path) -> None:
+        """Two sessions append; the file holds both batches in order, in a new directory."""
+        path = tmp_path / "events" / "out.jsonl"
+        first, second = sample_events(3), sample_events(5)[3:]
+        async with FileSink(path) as sink:
+            await sink.emit(first)
+        async with FileSink(path, fsync=False) as sink:
+            await sink.emit(second)
+        lines = path.read_bytes().splitlines()
+        assert [orjson.loads(line) for line in lines] == first + second
+
+    async def test_torn_last_line_is_terminated(self, tmp_path: Path) -> None:
+        """A line torn by a crash is ended, so the next event starts on its own line."""
+        path = tmp_path / "out.jsonl"
+        path.write_bytes(b'{"schema_version":1,"ev')
+        async with FileSink(path) as sink:
+            await sink.emit(sample_events(1))
+        torn, good = path.read_bytes().splitlines()
+        assert torn == b'{"schema_version":1,"ev'
+        assert orjson.loads(good) == sample_events(1)[0]
+
+    async def test_unopenable_path(self, tmp_path: Path) -> None:
+        """A path under a regular file fails at startup naming the path."""
+        blocker = tmp_path / "file"
+        blocker.write_text("")
+        path = blocker / "events.jsonl"
+        with pytest.raises(StartupError, match=str(path)):
+            async with FileSink(path):
+                pass
+
+    async def test_use_outside_async_with(self, tmp_path: Path) -> None:
+        """The constructor does no I/O; emit before opening is an error."""
+        path = tmp_path / "out.jsonl"
+        sink = FileSink(path)
+        assert not path.exists()
+        with pytest.raises(RuntimeError, match="not open"):
+            await sink.emit(sample_events(1))
+        async with sink:
+            with pytest.raises(RuntimeError, match="already open"):
+                await sink.__aenter__()
+
+    def test_build_sink(self, tmp_path: Path) -> None:
+        """`[events] sink` picks stdout or a file, with the configured format."""
+        stdout = build_sink(EventsSettings())
+        assert isinstance(stdout, StdoutSink)
+        built = build_sink(EventsSettings(sink=tmp_path / "e.jsonl", format="cloudevents"))
+        assert isinstance(built, FileSink)
+        assert built.path == tmp_path / "e.jsonl"
+        assert not built.path.exists()
