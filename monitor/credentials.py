@@ -209,12 +209,15 @@ class TokenCache:
         """The scope tokens are requested for."""
         return self._scope
 
-    async def token(self, *, force_refresh: bool = False) -> str:
+    async def token(self, *, force_refresh: bool = False, rejected: str | None = None) -> str:
         """A valid bearer token for the scope, from the cache when it is still fresh.
 
         Args:
             force_refresh: get a new token even if the cached one looks valid (after ARM
                 answered 401). Callers that force a refresh at the same time share one.
+            rejected: with `force_refresh`, the token ARM refused; when the cache already
+                holds a different fresh token (another caller refreshed since), that one is
+                returned instead of refreshing again.
 
         Raises:
             StartupError: the credential failed before it ever gave a token (no usable
@@ -223,22 +226,27 @@ class TokenCache:
                 the token scope. Neither message contains a secret or a token.
         """
         seen = self._generation
-        if not force_refresh and self._is_fresh():
-            assert self._token is not None
-            return self._token
+        cached = self._usable(force_refresh, rejected)
+        if cached is not None:
+            return cached
         async with self._lock:
-            # Another caller refreshed while this one waited: use its token.
-            if self._generation != seen or (not force_refresh and self._is_fresh()):
-                assert self._token is not None
-                return self._token
-            await self._refresh()
-            assert self._token is not None
-            return self._token
+            # Another caller refreshed while this one waited for the lock: use its token.
+            cached = self._token if self._generation != seen else None
+            cached = cached or self._usable(force_refresh, rejected)
+            if cached is not None:
+                return cached
+            return await self._refresh()
 
-    def _is_fresh(self) -> bool:
-        return self._token is not None and self._clock.utcnow().timestamp() < self._refresh_at
+    def _usable(self, force_refresh: bool, rejected: str | None) -> str | None:
+        """The cached token if it may be returned without a refresh, else None."""
+        token = self._token
+        if token is None or self._clock.utcnow().timestamp() >= self._refresh_at:
+            return None
+        if force_refresh and (rejected is None or token == rejected):
+            return None
+        return token
 
-    async def _refresh(self) -> None:
+    async def _refresh(self) -> str:
         now = self._clock.utcnow().timestamp()
         try:
             access = await self._credential.get_token(self._scope)
@@ -256,6 +264,7 @@ class TokenCache:
             expires_in_s=round(lifetime),
             refresh_in_s=round(self._refresh_at - now),
         )
+        return access.token
 
     def _failure(self, exc: Exception | None) -> StartupError | ArmAuthError:
         credential = type(self._credential).__name__

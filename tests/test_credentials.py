@@ -225,6 +225,17 @@ class TestTokenCache:
         assert credential.calls == (2 if force else 1)
         assert set(got) == {"b" if force else "a"}
 
+    async def test_a_rejected_token_is_not_refreshed_twice(self) -> None:
+        """Two callers whose token ARM refused one after the other cause one refresh."""
+        clock = FakeClock()
+        credential = CountingCredential("a", "b", "c", clock=clock)
+        tokens = TokenCache(credential, SCOPE, clock)
+        first = await tokens.token()
+        assert await tokens.token(force_refresh=True, rejected=first) == "b"
+        assert await tokens.token(force_refresh=True, rejected=first) == "b"
+        assert credential.calls == 2
+        assert await tokens.token(force_refresh=True, rejected="b") == "c"
+
     async def test_failure_before_any_token_is_a_startup_error(self) -> None:
         """No token ever: StartupError (exit code 3 territory)."""
         credential = CountingCredential("a")
