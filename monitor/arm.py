@@ -155,6 +155,9 @@ class _Reply:
 
 class _Page(Protocol):
     @property
+    def skipped(self) -> tuple[ParseError, ...]: ...
+
+    @property
     def next_link(self) -> str | None: ...
 
 
@@ -232,14 +235,7 @@ class ArmClient:
         """
         url = self._url("/subscriptions", {"api-version": self._azure.subscriptions_api_version})
         ids: dict[str, None] = {}
-        for index, page in await self._paged(url, _parse_subscriptions_page):
-            for skipped in page.skipped:
-                log.warning(
-                    "arm.subscription_skipped",
-                    page=index,
-                    path=skipped.path,
-                    problem=skipped.problem,
-                )
+        for page in await self._paged(url, _parse_subscriptions_page, "arm.subscription_skipped"):
             ids.update(dict.fromkeys(page.ids))
         return list(ids)
 
@@ -259,18 +255,10 @@ class ArmClient:
             f"/subscriptions/{subscription_id}/providers/Microsoft.RecoveryServices/vaults",
             {"api-version": self._azure.vaults_api_version},
         )
-        vaults: list[VaultRef] = []
-        for index, page in await self._paged(url, parse_vaults_page):
-            for skipped in page.skipped:
-                log.warning(
-                    "arm.vault_skipped",
-                    subscription=subscription_id,
-                    page=index,
-                    path=skipped.path,
-                    problem=skipped.problem,
-                )
-            vaults.extend(page.vaults)
-        return vaults
+        pages = await self._paged(
+            url, parse_vaults_page, "arm.vault_skipped", subscription=subscription_id
+        )
+        return [vault for page in pages for vault in page.vaults]
 
     async def get_vault(self, vault_id: str) -> VaultRef:
         """Read one vault to learn its location (and that it still exists).
@@ -323,18 +311,10 @@ class ArmClient:
                 "$filter": build_jobs_filter(start_at, end_at),
             },
         )
-        jobs: list[BackupJob] = []
-        for index, page in await self._paged(url, lambda p: parse_jobs_page(p, vault)):
-            for skipped in page.skipped:
-                log.warning(
-                    "arm.job_skipped",
-                    vault=vault.id,
-                    page=index,
-                    path=skipped.path,
-                    problem=skipped.problem,
-                )
-            jobs.extend(page.jobs)
-        return jobs
+        pages = await self._paged(
+            url, lambda p: parse_jobs_page(p, vault), "arm.job_skipped", vault=vault.id
+        )
+        return [job for page in pages for job in page.jobs]
 
     async def get_job(self, vault: VaultRef, job_name: str) -> JobDetails:
         """One job with its error details, tasks and property bag.
@@ -390,12 +370,8 @@ class ArmClient:
 
     def _check_origin(self, url: URL, *, referrer: URL | None) -> None:
         origin = _Origin.of(url)
-        if (
-            origin == self._origin
-            and url.user is None
-            and url.password is None
-            and self._scheme_allowed(origin, self._azure)
-        ):
+        # The configured origin passed _scheme_allowed in __init__, so equality is enough.
+        if origin == self._origin and url.user is None and url.password is None:
             return
         via = f" (nextLink of GET {referrer})" if referrer is not None else ""
         refused = f"{origin}" if url.user is None else f"{origin} with user info"
@@ -407,9 +383,15 @@ class ArmClient:
 
     # ------------------------------------------------------------------ requests
 
-    async def _paged(self, url: URL, parse: Callable[[object], _P]) -> list[tuple[int, _P]]:
-        """Every page from `url` on, parsed; follows nextLink until there is none."""
-        pages: list[tuple[int, _P]] = []
+    async def _paged(
+        self, url: URL, parse: Callable[[object], _P], skipped_event: str, **context: str
+    ) -> list[_P]:
+        """Every page from `url` on, parsed; follows nextLink until there is none.
+
+        Each item a parser skipped is logged as `skipped_event` with `context`, the page
+        number and the item's JSON path.
+        """
+        pages: list[_P] = []
         seen = {str(url)}
         referrer: URL | None = None
         while True:
@@ -418,7 +400,15 @@ class ArmClient:
                 page = parse(reply.payload)
             except ParseError as exc:
                 raise self._shape_error(reply, "a list page", exc) from exc
-            pages.append((len(pages), page))
+            for skipped in page.skipped:
+                log.warning(
+                    skipped_event,
+                    **context,
+                    page=len(pages),
+                    path=skipped.path,
+                    problem=skipped.problem,
+                )
+            pages.append(page)
             if not page.next_link:
                 return pages
             referrer, url = url, self._next_url(url, page.next_link)
