@@ -91,7 +91,8 @@ class AzureSettings:
     static_token: str | None = field(default=None, repr=False, metadata=_SECRET)
     """Fixed bearer token for credential 'static' (loopback endpoints only)."""
     ca_bundle: Path | None = None
-    """PEM file of CA certificates to trust instead of the system store (checked when used)."""
+    """PEM file of extra CA certificates (checked when used): ARM calls trust them besides the
+    system store; the token endpoint calls of azure-identity credentials trust only them."""
     allow_http_loopback: bool = False
     """Allow plain http for arm_endpoint and authority, and only when their host is loopback."""
     api_version: str = "2025-08-01"

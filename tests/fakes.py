@@ -1,10 +1,14 @@
-"""Test doubles for the injected seams: a virtual-time clock."""
+"""Test doubles for the injected seams: a virtual-time clock and a scripted token credential."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import anyio.lowlevel
+from azure.core.credentials import AccessToken
+
+from monitor.clock import Clock, SystemClock
 
 EPOCH = datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC)
 
@@ -46,3 +50,40 @@ class FakeClock:
         self.sleeps.append(seconds)
         self.advance(max(seconds, 0.0))
         await anyio.lowlevel.checkpoint()
+
+
+class CountingCredential:
+    """Returns the next of `tokens` on each call (the last one forever), counting the calls."""
+
+    def __init__(
+        self, *tokens: str, lifetime_s: float = 3600.0, clock: Clock | None = None
+    ) -> None:
+        self.tokens = list(tokens)
+        """What successive calls return; the last one repeats."""
+        self.lifetime_s = lifetime_s
+        self.clock = clock or SystemClock()
+        self.calls = 0
+        """How many times get_token was called."""
+        self.fail_with: Exception | None = None
+        """When set, get_token raises it."""
+        self.gate: anyio.Event | None = None
+        """When set, get_token waits for it before answering."""
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        self.calls += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail_with is not None:
+            raise self.fail_with
+        token = self.tokens[min(self.calls, len(self.tokens)) - 1]
+        expires_on = int(self.clock.utcnow().timestamp() + self.lifetime_s)
+        return AccessToken(token, expires_on)
+
+    async def close(self) -> None:
+        pass
+
+    async def __aenter__(self) -> CountingCredential:
+        return self
+
+    async def __aexit__(self, *args: object) -> None:
+        pass

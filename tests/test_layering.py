@@ -17,6 +17,8 @@ RANKS = {
     "monitor.clock": 2,
     "monitor.metrics": 2,
     "monitor.arm": 3,
+    "monitor.credentials": 3,
+    "monitor.pacing": 3,
     "monitor.store": 3,
     "monitor.sinks": 3,
     "monitor.logs": 3,

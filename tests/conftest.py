@@ -1,4 +1,4 @@
-"""Shared fixtures for the emulator's tests: one throwaway CA and the TLS contexts made from it."""
+"""Shared fixtures: a throwaway CA and the TLS contexts made from it, for client and emulator."""
 
 from __future__ import annotations
 

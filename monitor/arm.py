@@ -1,0 +1,650 @@
+"""ArmClient: paced, origin-pinned, read-only calls to Azure Resource Manager over aiohttp."""
+
+# Rules:
+# - This is the only module that catches aiohttp exceptions; each one is re-raised as an
+#   ArmError subclass `from` the original.
+# - Only GET is ever sent (`_send` has no other verb): the monitor never writes to ARM.
+# - The bearer token goes only to the configured ARM origin; every URL (ours and ARM's
+#   nextLinks) is checked before anything is sent.
+# - Every request spends one read of its scope's budget first, and every response's headers
+#   (any status) are fed back to that budget.
+
+from __future__ import annotations
+
+import math
+import random
+import ssl
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Final, Protocol, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+import structlog
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from monitor import __version__
+from monitor.clock import Clock
+from monitor.config import AzureSettings, is_loopback_host
+from monitor.core.jobs import (
+    BackupJob,
+    JobDetails,
+    VaultRef,
+    build_jobs_filter,
+    parse_job_details,
+    parse_jobs_page,
+    parse_vault_id,
+    parse_vaults_page,
+)
+from monitor.credentials import TokenCache
+from monitor.errors import (
+    ArmAuthError,
+    ArmError,
+    ArmForbidden,
+    ArmNotFound,
+    ArmServerError,
+    ArmThrottled,
+    ArmTransportError,
+    ConfigError,
+    ForeignOriginError,
+    ParseError,
+)
+from monitor.pacing import BudgetBook, scope_of_path
+
+__all__ = ["ArmClient", "arm_origin", "make_ssl_context", "open_session"]
+
+log = structlog.get_logger(__name__)
+
+USER_AGENT: Final = f"backup-job-monitor/{__version__}"
+CONNECTION_LIMIT: Final = 100
+DNS_CACHE_TTL_S: Final = 300
+# ARM messages quoted in our errors are cut to this many characters.
+_MAX_MESSAGE: Final = 300
+# Characters left as they are in a resource-id path; everything else is percent-encoded once.
+_PATH_SAFE: Final = "/()!$&'*+,;=:@-._~"
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+def make_ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
+    """A client TLS context: the system's CAs, plus those in `ca_bundle` when given.
+
+    Raises:
+        ConfigError: (`azure.ca_bundle`) the file cannot be read or holds no PEM certificate.
+    """
+    ctx = ssl.create_default_context()
+    if ca_bundle is not None:
+        try:
+            ctx.load_verify_locations(cafile=str(ca_bundle))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError("azure.ca_bundle", f"cannot load {str(ca_bundle)!r}: {exc}") from exc
+    return ctx
+
+
+def _json_dumps(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
+def open_session(
+    azure: AzureSettings,
+    ssl_context: ssl.SSLContext,
+    *,
+    trace_configs: Sequence[aiohttp.TraceConfig] = (),
+) -> aiohttp.ClientSession:
+    """A ClientSession for ArmClient; the caller enters it with `async with` and closes it.
+
+    TLS is verified with `ssl_context` (see `make_ssl_context`); each request may take
+    `azure.request_timeout_s` in total; statuses are never raised, ArmClient maps them.
+    `trace_configs` are aiohttp request hooks (metrics, tests).
+    """
+    connector = aiohttp.TCPConnector(
+        ssl=ssl_context, limit=CONNECTION_LIMIT, ttl_dns_cache=DNS_CACHE_TTL_S
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=azure.request_timeout_s),
+        json_serialize=_json_dumps,
+        raise_for_status=False,
+        trace_configs=list(trace_configs) or None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Origin:
+    scheme: str
+    host: str
+    port: int | None
+
+    @classmethod
+    def of(cls, url: URL) -> _Origin:
+        scheme = url.scheme.lower()
+        host = (url.host or "").lower().rstrip(".")
+        port = url.port if url.port is not None else _DEFAULT_PORTS.get(scheme)
+        return cls(scheme, host, port)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.port == _DEFAULT_PORTS.get(self.scheme):
+            return f"{self.scheme}://{host}"
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def arm_origin(url: str) -> str:
+    """The origin of `url` as ArmClient compares it: `scheme://host[:port]`, lower-cased.
+
+    The port is omitted when it is the scheme's default, so `https://management.azure.com:443`
+    and `https://Management.Azure.com/x` have the same origin.
+    """
+    return str(_Origin.of(URL(url)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """A 2xx answer: its decoded JSON and where it came from."""
+
+    payload: object
+    url: URL
+    status: int
+    request_id: str | None
+    correlation_id: str | None
+
+
+class _Page(Protocol):
+    @property
+    def skipped(self) -> tuple[ParseError, ...]: ...
+
+    @property
+    def next_link(self) -> str | None: ...
+
+
+_P = TypeVar("_P", bound=_Page)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _SubscriptionsPage:
+    ids: tuple[str, ...]
+    skipped: tuple[ParseError, ...]
+    next_link: str | None
+
+
+class ArmClient:
+    """Read-only Azure Resource Manager client for Recovery Services vaults and backup jobs.
+
+    Its public methods are the `JobSource` protocol the scheduler polls through. Every request
+    is one read of its scope's budget (a subscription, or the tenant for `list_subscriptions`);
+    a 429 pauses that whole scope for every caller and is raised, never retried here.
+
+    Args:
+        session: an open session from `open_session` (the caller owns and closes it).
+        tokens: the ARM token cache.
+        azure: endpoint, api-versions and transport settings.
+        budgets: the shared read budgets.
+        clock: times each request, for the messages of transport errors (the budgets wait on
+            their own clock, normally the same one).
+        rng: draws `x-ms-client-request-id` values.
+
+    Raises:
+        ConfigError: (`azure.arm_endpoint`) the endpoint is not https, or plain http to a
+            non-loopback host or without `allow_http_loopback`.
+    """
+
+    def __init__(
+        self,
+        *,
+        session: aiohttp.ClientSession,
+        tokens: TokenCache,
+        azure: AzureSettings,
+        budgets: BudgetBook,
+        clock: Clock,
+        rng: random.Random,
+    ) -> None:
+        endpoint = URL(azure.arm_endpoint)
+        origin = _Origin.of(endpoint)
+        if not endpoint.is_absolute() or not self._scheme_allowed(origin, azure):
+            raise ConfigError(
+                "azure.arm_endpoint",
+                "must be https, or http to a loopback host with azure.allow_http_loopback = "
+                f"true, got {azure.arm_endpoint!r}",
+            )
+        self._session = session
+        self._tokens = tokens
+        self._azure = azure
+        self._budgets = budgets
+        self._clock = clock
+        self._rng = rng
+        self._origin = origin
+        self._base = azure.arm_endpoint.rstrip("/")
+
+    def __repr__(self) -> str:
+        return f"ArmClient(origin={str(self._origin)!r})"
+
+    # ------------------------------------------------------------------ JobSource
+
+    async def list_subscriptions(self) -> list[str]:
+        """Every subscription the identity can see whose `state` is Enabled (or not given).
+
+        Tenant-scoped (`GET /subscriptions`), paged; ids are lower-cased, each listed once.
+
+        Raises:
+            ArmError: any subclass, as mapped by the status (see the module rules);
+                ForeignOriginError when a nextLink leaves the ARM origin.
+        """
+        url = self._url("/subscriptions", {"api-version": self._azure.subscriptions_api_version})
+        ids: dict[str, None] = {}
+        for page in await self._paged(url, _parse_subscriptions_page, "arm.subscription_skipped"):
+            ids.update(dict.fromkeys(page.ids))
+        return list(ids)
+
+    async def list_vaults(self, subscription_id: str) -> list[VaultRef]:
+        """Every Recovery Services vault in a subscription, with its location.
+
+        Paged; an item that is not a vault is logged (`arm.vault_skipped`, with its JSON path)
+        and skipped.
+
+        Raises:
+            ValueError: `subscription_id` is empty or holds a '/' (nothing is sent).
+            ArmNotFound: the subscription does not exist (or is not visible).
+            ArmError: any other subclass, as mapped by the status.
+        """
+        _check_segment(subscription_id, "subscription_id")
+        url = self._url(
+            f"/subscriptions/{subscription_id}/providers/Microsoft.RecoveryServices/vaults",
+            {"api-version": self._azure.vaults_api_version},
+        )
+        pages = await self._paged(
+            url, parse_vaults_page, "arm.vault_skipped", subscription=subscription_id
+        )
+        return [vault for page in pages for vault in page.vaults]
+
+    async def get_vault(self, vault_id: str) -> VaultRef:
+        """Read one vault to learn its location (and that it still exists).
+
+        Raises:
+            ParseError: `vault_id` is not a vault resource id (nothing is sent).
+            ArmNotFound: the vault or its subscription is gone.
+            ArmForbidden: the identity may not read it.
+            ArmTransportError: the answer is not a vault.
+            ArmError: any other subclass, as mapped by the status.
+        """
+        wanted = parse_vault_id(vault_id)
+        reply = await self._get(
+            self._url(wanted.id, {"api-version": self._azure.vaults_api_version})
+        )
+        payload = reply.payload
+        try:
+            if not isinstance(payload, dict):
+                raise ParseError("", f"expected an object, got {type(payload).__name__}")
+            location = payload.get("location")
+            if location is not None and not isinstance(location, str):
+                raise ParseError("location", "expected a string")
+            got = payload.get("id")
+            resource_id = got if isinstance(got, str) and got.lower() == wanted.key else wanted.id
+            return parse_vault_id(resource_id, location=location)
+        except ParseError as exc:
+            raise self._shape_error(reply, "a vault", exc) from exc
+
+    async def list_jobs(
+        self, vault: VaultRef, start_at: datetime, end_at: datetime
+    ) -> list[BackupJob]:
+        """The vault's jobs that started in [start_at, end_at], following every nextLink.
+
+        The `$filter` is percent-encoded once; ARM's nextLinks are followed exactly as given.
+        Each page is one read of the subscription's budget. A malformed job is logged
+        (`arm.job_skipped`, with the vault and its JSON path) and skipped; it never fails the
+        vault. Jobs come in ARM's order (newest first), as listed.
+
+        Raises:
+            ValueError: a naive datetime, or `end_at` before `start_at` (nothing is sent).
+            ArmNotFound: the vault is gone. ArmForbidden: the identity may not read its jobs.
+            ArmThrottled: the subscription's budget is paused for `retry_after_s`.
+            ForeignOriginError: a nextLink points outside the ARM origin (nothing sent there).
+            ArmError: any other subclass, as mapped by the status.
+        """
+        url = self._url(
+            f"{vault.id}/backupJobs",
+            {
+                "api-version": self._azure.api_version,
+                "$filter": build_jobs_filter(start_at, end_at),
+            },
+        )
+        pages = await self._paged(
+            url, lambda p: parse_jobs_page(p, vault), "arm.job_skipped", vault=vault.id
+        )
+        return [job for page in pages for job in page.jobs]
+
+    async def get_job(self, vault: VaultRef, job_name: str) -> JobDetails:
+        """One job with its error details, tasks and property bag.
+
+        Raises:
+            ValueError: `job_name` is empty or holds a '/' (nothing is sent).
+            ArmNotFound: the job or the vault is gone.
+            ArmTransportError: the answer is not a job (the message names the JSON path).
+            ArmError: any other subclass, as mapped by the status.
+        """
+        _check_segment(job_name, "job_name")
+        reply = await self._get(
+            self._url(f"{vault.id}/backupJobs/{job_name}", {"api-version": self._azure.api_version})
+        )
+        try:
+            details = parse_job_details(reply.payload, vault)
+        except ParseError as exc:
+            raise self._shape_error(reply, "a backup job", exc) from exc
+        for skipped in details.skipped:
+            log.warning(
+                "arm.job_detail_skipped",
+                vault=vault.id,
+                job=job_name,
+                path=skipped.path,
+                problem=skipped.problem,
+            )
+        return details
+
+    def rate_per_s(self, subscription_id: str) -> float:
+        """The read rate the subscription's budget grants now (for the planner)."""
+        return self._budgets.rate_per_s(subscription_id)
+
+    # ------------------------------------------------------------------ URLs
+
+    @staticmethod
+    def _scheme_allowed(origin: _Origin, azure: AzureSettings) -> bool:
+        if origin.scheme == "https":
+            return bool(origin.host)
+        return (
+            origin.scheme == "http" and azure.allow_http_loopback and is_loopback_host(origin.host)
+        )
+
+    def _url(self, path: str, query: Mapping[str, str]) -> URL:
+        """An ARM URL from a resource path and query, each percent-encoded exactly once."""
+        # quote(safe="") gives %20 for spaces and %27 for quotes, as ARM's own clients send.
+        encoded = "&".join(f"{quote(k, safe='$')}={quote(v, safe='')}" for k, v in query.items())
+        return URL(f"{self._base}{quote(path, safe=_PATH_SAFE)}?{encoded}", encoded=True)
+
+    def _next_url(self, current: URL, next_link: str) -> URL:
+        """The URL of a nextLink, exactly as ARM wrote it (relative links resolve on `current`)."""
+        link = URL(next_link, encoded=True)
+        return link if link.is_absolute() else current.join(link)
+
+    def _check_origin(self, url: URL, *, referrer: URL | None) -> None:
+        origin = _Origin.of(url)
+        # The configured origin passed _scheme_allowed in __init__, so equality is enough.
+        if origin == self._origin and url.user is None and url.password is None:
+            return
+        via = f" (nextLink of GET {referrer})" if referrer is not None else ""
+        refused = f"{origin}" if url.user is None else f"{origin} with user info"
+        raise ForeignOriginError(
+            f"refused to send the ARM token to {refused}{via}: only the configured ARM "
+            f"origin {self._origin} is trusted",
+            url=str(url),
+        )
+
+    # ------------------------------------------------------------------ requests
+
+    async def _paged(
+        self, url: URL, parse: Callable[[object], _P], skipped_event: str, **context: str
+    ) -> list[_P]:
+        """Every page from `url` on, parsed; follows nextLink until there is none.
+
+        Each item a parser skipped is logged as `skipped_event` with `context`, the page
+        number and the item's JSON path.
+        """
+        pages: list[_P] = []
+        seen = {str(url)}
+        referrer: URL | None = None
+        while True:
+            reply = await self._get(url, referrer=referrer)
+            try:
+                page = parse(reply.payload)
+            except ParseError as exc:
+                raise self._shape_error(reply, "a list page", exc) from exc
+            for skipped in page.skipped:
+                log.warning(
+                    skipped_event,
+                    **context,
+                    page=len(pages),
+                    path=skipped.path,
+                    problem=skipped.problem,
+                )
+            pages.append(page)
+            if not page.next_link:
+                return pages
+            referrer, url = url, self._next_url(url, page.next_link)
+            if str(url) in seen:
+                raise ArmTransportError(
+                    f"ARM's nextLink repeats an earlier page; stopped paging (GET {referrer})",
+                    url=str(url),
+                    status=reply.status,
+                    request_id=reply.request_id,
+                    correlation_id=reply.correlation_id,
+                )
+            seen.add(str(url))
+
+    async def _get(self, url: URL, *, referrer: URL | None = None) -> _Reply:
+        """GET `url` as ARM JSON: origin check, budget, token, one retry after a 401."""
+        self._check_origin(url, referrer=referrer)
+        scope = scope_of_path(url.path)
+        rejected: str | None = None
+        for attempt in (1, 2):
+            await self._budgets.acquire(scope)
+            token = await self._tokens.token(force_refresh=attempt > 1, rejected=rejected)
+            status, headers, body = await self._send(url, token, scope)
+            if status == 401 and attempt == 1:
+                code, _ = _arm_error(body)
+                log.info(
+                    "arm.token_rejected",
+                    url=str(url),
+                    code=code,
+                    request_id=headers.get("x-ms-request-id"),
+                )
+                rejected = token
+                continue
+            return self._reply(url, scope, status, headers, body)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send(
+        self, url: URL, token: str, scope: str
+    ) -> tuple[int, CIMultiDictProxy[str], bytes]:
+        """One GET; the only place a request leaves the process. Returns status, headers, body."""
+        request_headers = {
+            "Authorization": f"Bearer {token}",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+            "x-ms-client-request-id": str(uuid.UUID(int=self._rng.getrandbits(128), version=4)),
+            "x-ms-return-client-request-id": "true",
+        }
+        started = self._clock.monotonic()
+        try:
+            async with self._session.get(
+                url, headers=request_headers, allow_redirects=False
+            ) as response:
+                # Fed before the body is read, so a truncated answer still paces the scope.
+                self._budgets.observe(scope, response.headers)
+                try:
+                    body = await response.read()
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    raise ArmTransportError(
+                        f"ARM's answer to GET {url} broke off after "
+                        f"{self._clock.monotonic() - started:.1f} s: {_describe(exc)}",
+                        url=str(url),
+                        status=response.status,
+                        request_id=response.headers.get("x-ms-request-id"),
+                        correlation_id=response.headers.get("x-ms-correlation-request-id"),
+                    ) from exc
+                return response.status, response.headers, body
+        except ArmError:
+            raise
+        except aiohttp.ClientSSLError as exc:
+            raise ArmTransportError(
+                f"TLS to {self._origin} failed (certificate not trusted? set azure.ca_bundle "
+                f"for a private CA): GET {url}: {_describe(exc)}",
+                url=str(url),
+            ) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ArmTransportError(
+                f"no answer from ARM to GET {url} after {self._clock.monotonic() - started:.1f} s: "
+                f"{_describe(exc)}",
+                url=str(url),
+            ) from exc
+
+    def _reply(
+        self,
+        url: URL,
+        scope: str,
+        status: int,
+        headers: CIMultiDictProxy[str],
+        body: bytes,
+    ) -> _Reply:
+        """Decode a 2xx answer, or raise the ArmError its status maps to."""
+        ids = {
+            "request_id": headers.get("x-ms-request-id"),
+            "correlation_id": headers.get("x-ms-correlation-request-id"),
+        }
+        if 200 <= status < 300:
+            try:
+                payload = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                kind = headers.get("Content-Type", "no content type")
+                raise ArmTransportError(
+                    f"ARM answered {status} to GET {url} with a body that is not JSON "
+                    f"({kind}, {len(body)} bytes; request id {ids['request_id']})",
+                    url=str(url),
+                    status=status,
+                    **ids,
+                ) from exc
+            return _Reply(payload=payload, url=url, status=status, **ids)
+        code, message = _arm_error(body)
+        request_id, correlation_id = ids["request_id"], ids["correlation_id"]
+        text = (
+            f"ARM answered {status} {code or '(no code)'} to GET {url}: "
+            f"{message or '(no message)'} (request id {request_id})"
+        )
+        if status == 429:
+            raw = headers.get("Retry-After")
+            retry_after_s = _retry_after_s(raw, self._budgets.default_retry_after_s(scope))
+            if self._budgets.throttled(scope, raw):
+                log.warning(
+                    "arm.throttled",
+                    scope=scope,
+                    retry_after_s=retry_after_s,
+                    code=code,
+                    url=str(url),
+                    request_id=request_id,
+                )
+            raise ArmThrottled(
+                text,
+                url=str(url),
+                retry_after_s=retry_after_s,
+                code=code,
+                request_id=request_id,
+                correlation_id=correlation_id,
+            )
+        error: type[ArmError] = ArmError
+        if status == 401:
+            error, text = ArmAuthError, text + "; the token was refreshed once already"
+        elif status == 403:
+            error = ArmForbidden
+        elif status == 404:
+            error = ArmNotFound
+        elif status >= 500:
+            error = ArmServerError
+        raise error(
+            text,
+            url=str(url),
+            status=status,
+            code=code,
+            request_id=request_id,
+            correlation_id=correlation_id,
+        )
+
+    def _shape_error(self, reply: _Reply, what: str, exc: ParseError) -> ArmTransportError:
+        return ArmTransportError(
+            f"ARM answered GET {reply.url} with JSON that is not {what}: {exc} "
+            f"(request id {reply.request_id})",
+            url=str(reply.url),
+            status=reply.status,
+            request_id=reply.request_id,
+            correlation_id=reply.correlation_id,
+        )
+
+
+def _arm_error(body: bytes) -> tuple[str | None, str | None]:
+    """ARM's error code and message from `{error:{code,message}}` or a bare `{code,message}`.
+
+    An empty, HTML or otherwise unexpected body gives (None, None).
+    """
+    try:
+        doc = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    inner = doc.get("error")
+    if isinstance(inner, dict):
+        doc = inner
+    code, message = doc.get("code"), doc.get("message")
+    if isinstance(message, str) and len(message) > _MAX_MESSAGE:
+        message = message[: _MAX_MESSAGE - 1] + "…"
+    return (
+        code if isinstance(code, str) and code else None,
+        message if isinstance(message, str) and message else None,
+    )
+
+
+def _check_segment(value: str, what: str) -> None:
+    if not value or "/" in value or value.strip() != value:
+        raise ValueError(f"{what} must be one non-empty path segment, got {value!r}")
+
+
+def _retry_after_s(raw: str | None, default: float) -> float:
+    try:
+        value = float(raw) if raw is not None else default
+    except ValueError:
+        return default
+    return value if math.isfinite(value) and value >= 0 else default
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _parse_subscriptions_page(payload: object) -> _SubscriptionsPage:
+    """One page of `GET /subscriptions`; malformed items are skipped with their JSON path.
+
+    Raises:
+        ParseError: the payload is not an object with a list `value`, or `nextLink` is present
+            and not a string.
+    """
+    if not isinstance(payload, dict):
+        raise ParseError("", f"expected an object, got {type(payload).__name__}")
+    items = payload.get("value")
+    if not isinstance(items, list):
+        raise ParseError("value", "missing or not a list")
+    next_link = payload.get("nextLink")
+    if next_link is not None and not isinstance(next_link, str):
+        raise ParseError("nextLink", "expected a string")
+    ids: list[str] = []
+    skipped: list[ParseError] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            skipped.append(ParseError(f"value[{index}]", "expected an object"))
+            continue
+        sub = item.get("subscriptionId")
+        if not isinstance(sub, str) or not sub.strip():
+            whole = item.get("id")
+            parts = whole.split("/") if isinstance(whole, str) else []
+            if len(parts) == 3 and parts[0] == "" and parts[1].lower() == "subscriptions":
+                sub = parts[2]
+            else:
+                skipped.append(
+                    ParseError(f"value[{index}].subscriptionId", "missing, and no usable id")
+                )
+                continue
+        state = item.get("state")
+        if state is not None and (not isinstance(state, str) or state.lower() != "enabled"):
+            continue
+        ids.append(sub.strip().lower())
+    return _SubscriptionsPage(ids=tuple(ids), skipped=tuple(skipped), next_link=next_link or None)
