@@ -3,22 +3,41 @@
 from __future__ import annotations
 
 import argparse
+import os
+import random
+import signal
 import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
+import aiohttp
 import anyio
 import orjson
+import structlog
 
 from monitor import __version__
-from monitor.emulator import PROFILES, EmulatorSettings, WorldSettings
+from monitor.arm import ArmClient, make_ssl_context, open_session
+from monitor.clock import Clock, SystemClock
+from monitor.config import Settings, load_settings, parse_settings
+from monitor.credentials import TokenCache, build_credential
+from monitor.demo import DemoSink, summarize
+from monitor.emulator import PROFILES, EmulatorSettings, WorldSettings, running_emulator
 from monitor.emulator.runner import serve_until_signalled
 from monitor.emulator.throttle import ThrottleSettings
 from monitor.emulator.tour import run_tour
+from monitor.errors import ConfigError, MonitorError, StartupError
+from monitor.logs import configure_logging
+from monitor.pacing import BudgetBook
+from monitor.scheduler import PollScheduler
+from monitor.sinks import Sink, build_sink
+from monitor.store import CheckpointStore, build_checkpoint_store
 
-EXIT_OK, EXIT_USAGE = 0, 2
+EXIT_OK, EXIT_USAGE, EXIT_STARTUP = 0, 2, 3
+log = structlog.get_logger("monitor.cli")
 
 
 def _positive_int(text: str) -> int:
@@ -118,16 +137,58 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--tls-cert", type=Path, help="PEM certificate chain; serve HTTPS")
     emulator.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
 
+    run = commands.add_parser(
+        "run",
+        help="watch every configured vault and emit one JSON event per job state change",
+        description=(
+            "Run the daemon: discover vaults, poll their jobs within the ARM read budget, write "
+            "one JSON event per job state change to the configured sink, checkpoint, repeat. "
+            "Stops cleanly on SIGTERM or SIGINT. Exit codes: 0 stopped, 2 bad configuration, "
+            "3 startup failure (no credential, ARM unreachable)."
+        ),
+    )
+    _add_config_option(run)
+    check = commands.add_parser(
+        "check-config",
+        help="validate the configuration, authenticate, discover, and print what would be watched",
+        description=(
+            "Validate the configuration, obtain a token, discover vaults and print them, without "
+            "polling. Exit codes: 0 fine, 2 bad configuration, 3 cannot authenticate or reach ARM."
+        ),
+    )
+    _add_config_option(check)
+
     demo = commands.add_parser(
         "demo",
-        help="run against the built-in emulator and narrate what happens",
-        description="Start the emulator in-process and walk through what it serves.",
+        help="run the daemon against the built-in emulator and narrate what happens",
+        description=(
+            "Start the emulator in-process with its demo profile and the daemon against it; show "
+            "each event as it is emitted and end with a summary checked against the emulator's "
+            "ground truth."
+        ),
     )
     demo.add_argument(
-        "--duration", type=_positive_float, default=45.0, help="seconds to run (default: 45)"
+        "--duration", type=_positive_float, default=60.0, help="seconds to run (default: 60)"
     )
     _add_world_options(demo, subscriptions=2, vaults=4)
+    demo.add_argument(
+        "--tour",
+        action="store_true",
+        help="instead of the daemon, walk through what the emulator serves as a plain client",
+    )
     return parser
+
+
+def _add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help=(
+            "TOML configuration file (see config/monitor.example.toml); settings may also come "
+            "from BACKUP_MONITOR_<SECTION>__<KEY> environment variables"
+        ),
+    )
 
 
 def _server_ssl(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
@@ -180,18 +241,201 @@ def run_emulator(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def run_demo(args: argparse.Namespace, out: TextIO) -> int:
-    """`backup-monitor demo`: the emulator walk-through (the daemon joins it in issue 3)."""
-    settings = EmulatorSettings(
-        world=WorldSettings(
-            seed=args.seed,
-            subscriptions=args.subscriptions,
-            vaults_per_subscription=args.vaults_per_subscription,
-        ),
-        page_size=5,
+@asynccontextmanager
+async def open_monitor(
+    settings: Settings, *, clock: Clock, rng: random.Random, sink: Sink | None = None
+) -> AsyncIterator[PollScheduler]:
+    """Build every long-lived object of the daemon, authenticated; closes them on exit.
+
+    Raises:
+        StartupError: no token could be obtained, or the store or sink cannot be opened.
+    """
+    async with AsyncExitStack() as stack:
+        credential = build_credential(settings.azure)
+        stack.push_async_callback(credential.close)
+        ssl_context = make_ssl_context(settings.azure.ca_bundle)
+        session = await stack.enter_async_context(open_session(settings.azure, ssl_context))
+        store: CheckpointStore = await stack.enter_async_context(
+            build_checkpoint_store(settings.state)
+        )
+        if sink is None:
+            sink = await stack.enter_async_context(build_sink(settings.events))
+        assert sink is not None
+        tokens = TokenCache(credential, settings.azure.token_scope, clock)
+        await tokens.token()
+        budgets = BudgetBook(settings.budget, clock=clock, rng=rng)
+        arm = ArmClient(
+            session=session,
+            tokens=tokens,
+            azure=settings.azure,
+            budgets=budgets,
+            clock=clock,
+            rng=rng,
+        )
+        yield PollScheduler(
+            source=arm, store=store, sink=sink, clock=clock, settings=settings, rng=rng
+        )
+
+
+async def stop_on_signals(scheduler: PollScheduler, scope: anyio.CancelScope) -> None:
+    """First SIGTERM/SIGINT: stop scheduling and let polls finish; a second: stop at once."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if scheduler.stopping:
+                log.warning("shutdown.forced", signal=signal.Signals(signum).name)
+                scope.cancel()
+                return
+            log.info("shutdown.requested", signal=signal.Signals(signum).name)
+            scheduler.stop()
+
+
+async def serve(settings: Settings) -> None:
+    """The daemon: run until a signal stops it."""
+    clock, rng = SystemClock(), random.Random()
+    async with (
+        open_monitor(settings, clock=clock, rng=rng) as scheduler,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(stop_on_signals, scheduler, tg.cancel_scope)
+        await scheduler.run()
+        tg.cancel_scope.cancel()
+
+
+async def check(settings: Settings, out: TextIO) -> None:
+    """Authenticate and discover; print what would be watched."""
+    clock, rng = SystemClock(), random.Random()
+    async with open_monitor(settings, clock=clock, rng=rng) as scheduler:
+        vaults = await scheduler.discover()
+    out.write(f"authenticated against {settings.azure.arm_endpoint}\n")
+    for vault in sorted(vaults, key=lambda v: v.key):
+        out.write(
+            f"{vault.subscription_id}  {vault.resource_group:<24} {vault.name:<28} "
+            f"{vault.location or '-'}\n"
+        )
+    out.write(f"{len(vaults)} vaults would be watched\n")
+
+
+def _load(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config, os.environ)
+
+
+def _failed(kind: str, exc: BaseException) -> None:
+    sys.stderr.write(f"backup-monitor: {kind}: {exc}\n")
+
+
+def run_guarded(body: Any, *args: Any) -> int:
+    """Run an async command; map configuration and startup failures to exit codes 2 and 3."""
+    code = EXIT_OK
+    try:
+        anyio.run(body, *args)
+    except* ConfigError as group:
+        _failed("configuration error", group.exceptions[0])
+        code = EXIT_USAGE
+    except* StartupError as group:
+        _failed("startup failed", group.exceptions[0])
+        code = EXIT_STARTUP
+    except* MonitorError as group:
+        _failed("failed", group.exceptions[0])
+        code = EXIT_STARTUP
+    return code
+
+
+def run_daemon(args: argparse.Namespace) -> int:
+    """`backup-monitor run`."""
+    try:
+        settings = _load(args)
+    except ConfigError as exc:
+        _failed("configuration error", exc)
+        return EXIT_USAGE
+    configure_logging(settings.log.level, settings.log.format)
+    return run_guarded(serve, settings)
+
+
+def run_check(args: argparse.Namespace, out: TextIO) -> int:
+    """`backup-monitor check-config`."""
+    try:
+        settings = _load(args)
+    except ConfigError as exc:
+        _failed("configuration error", exc)
+        return EXIT_USAGE
+    configure_logging(settings.log.level, settings.log.format)
+    out.write("configuration is valid\n")
+    return run_guarded(check, settings, out)
+
+
+DEMO_SETTINGS: Mapping[str, Mapping[str, object]] = {
+    "azure": {"credential": "static", "allow_http_loopback": True},
+    "poll": {"active_interval_s": 5, "idle_interval_s": 10, "lookback_s": 600},
+    "discovery": {"interval_s": 30},
+    "state": {"path": ":memory:"},
+    "log": {"level": "warning"},
+}
+
+
+async def demo(args: argparse.Namespace, out: TextIO) -> None:
+    """The daemon against an in-process emulator for `args.duration` seconds, narrated."""
+    world = WorldSettings(
+        seed=args.seed,
+        subscriptions=args.subscriptions,
+        vaults_per_subscription=args.vaults_per_subscription,
     )
-    anyio.run(lambda: run_tour(settings, duration_s=args.duration, out=out))
-    return EXIT_OK
+    clock, rng = SystemClock(), random.Random(args.seed)
+    async with running_emulator(EmulatorSettings(world=world)) as emu:
+        raw = {section: dict(values) for section, values in DEMO_SETTINGS.items()}
+        raw["azure"].update(arm_endpoint=emu.url + "/", static_token=emu.token)
+        settings = parse_settings(raw)
+        sink = DemoSink(out)
+        out.write(
+            f"emulator at {emu.url}: {args.subscriptions} subscriptions x "
+            f"{args.vaults_per_subscription} vaults; the daemon runs {args.duration:.0f} s\n\n"
+        )
+        started = clock.monotonic()
+        async with (
+            open_monitor(settings, clock=clock, rng=rng, sink=sink) as scheduler,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(stop_on_signals, scheduler, tg.cancel_scope)
+
+            async def stop_later() -> None:
+                await clock.sleep(args.duration)
+                scheduler.stop()
+
+            tg.start_soon(stop_later)
+            await scheduler.run()
+            tg.cancel_scope.cancel()
+        duration = clock.monotonic() - started
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{emu.url}/_emulator/transitions") as response:
+                transitions = (await response.json())["transitions"]
+            async with http.get(f"{emu.url}/_emulator/stats") as response:
+                stats = await response.json()
+        cutoff = clock.utcnow() - timedelta(seconds=2 * settings.poll.idle_interval_s)
+        for line in summarize(
+            sink.events,
+            transitions,
+            stats,
+            cutoff_at=cutoff,
+            duration_s=duration,
+            budget_per_s=settings.budget.read_fraction * settings.budget.reads_per_s,
+        ):
+            out.write(line + "\n")
+
+
+def run_demo(args: argparse.Namespace, out: TextIO) -> int:
+    """`backup-monitor demo`: the daemon against the emulator (or `--tour`: a plain client)."""
+    if args.tour:
+        settings = EmulatorSettings(
+            world=WorldSettings(
+                seed=args.seed,
+                subscriptions=args.subscriptions,
+                vaults_per_subscription=args.vaults_per_subscription,
+            ),
+            page_size=5,
+        )
+        anyio.run(lambda: run_tour(settings, duration_s=args.duration, out=out))
+        return EXIT_OK
+    configure_logging("warning", "auto")
+    return run_guarded(demo, args, out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -201,6 +445,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     match args.command:
         case "emulator":
             return run_emulator(args, sys.stdout)
+        case "run":
+            return run_daemon(args)
+        case "check-config":
+            return run_check(args, sys.stdout)
         case "demo":
             return run_demo(args, sys.stdout)
         case _:

@@ -23,6 +23,7 @@ RANKS = {
     "monitor.sinks": 3,
     "monitor.logs": 3,
     "monitor.scheduler": 4,
+    "monitor.demo": 6,
     "monitor.ops": 5,
     "monitor.cli": 6,
 }

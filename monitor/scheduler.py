@@ -1,0 +1,486 @@
+"""Owns the task group: discovery, paced polls of every vault, and diff → sink → store per poll.
+
+Rules:
+- One task group owns everything; nothing is fire-and-forget.
+- A vault's events are emitted before its checkpoint is written (at-least-once); emit and save
+  are shielded together, so a clean stop never emits without checkpointing.
+- One vault's failure (403, 404, timeouts, malformed pages) never touches another vault; a
+  subscription's 429 pauses that subscription only.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup, TaskStatus
+
+from monitor.clock import Clock
+from monitor.config import Settings
+from monitor.core.diff import JobSnapshot, JobStateChanged, apply, diff_jobs
+from monitor.core.jobs import BackupJob, JobDetails, JobKey, VaultRef, parse_vault_id
+from monitor.core.plan import Planner, PlanSettings
+from monitor.errors import (
+    ArmError,
+    ArmForbidden,
+    ArmNotFound,
+    ArmThrottled,
+    ForeignOriginError,
+    ParseError,
+    SinkError,
+    StartupError,
+)
+from monitor.sinks import Sink, render_event
+from monitor.store import CheckpointStore, VaultCheckpoint
+
+log = structlog.get_logger("monitor.scheduler")
+
+LIST_END_SLACK = timedelta(minutes=5)  # the window's end lies past now: clocks differ a little
+BACKOFF_BASE_S, BACKOFF_CAP_S = 2.0, 300.0
+FORBIDDEN_RETRY_S = 300.0
+SHUTDOWN_GRACE_S = 10.0
+COMMIT_TIMEOUT_S = 30.0
+
+
+class JobSource(Protocol):
+    """Where jobs come from: `ArmClient` in production, anything with these calls in tests."""
+
+    async def list_subscriptions(self) -> list[str]: ...
+
+    async def list_vaults(self, subscription_id: str) -> list[VaultRef]: ...
+
+    async def get_vault(self, vault_id: str) -> VaultRef: ...
+
+    async def list_jobs(
+        self, vault: VaultRef, start_at: datetime, end_at: datetime
+    ) -> list[BackupJob]: ...
+
+    async def get_job(self, vault: VaultRef, job_name: str) -> JobDetails: ...
+
+    def rate_per_s(self, subscription_id: str) -> float: ...
+
+
+@dataclass(slots=True, eq=False)
+class WatchedVault:
+    """What the scheduler knows of one vault between polls."""
+
+    vault: VaultRef
+    jobs: dict[JobKey, JobSnapshot] = field(default_factory=dict)
+    polled_at: datetime | None = None  # observed time of the last successful poll
+    failures: int = 0
+    reported: str | None = None  # the last problem logged, so a repeat is not logged again
+
+    @property
+    def has_running_jobs(self) -> bool:
+        return any(not s.status.is_terminal for s in self.jobs.values())
+
+
+@dataclass(slots=True)
+class PollStats:
+    """Counts a run keeps for its summary and for tests."""
+
+    polls: int = 0
+    failed_polls: int = 0
+    events: int = 0
+    throttled: int = 0
+    vaults: int = 0
+
+
+class PollScheduler:
+    """Discovers vaults, polls each one when the planner says, and emits its job changes.
+
+    Args:
+        source: the ARM client (or another JobSource).
+        store: where each vault's known jobs are checkpointed.
+        sink: where events go.
+        clock: time and sleep.
+        settings: the parsed configuration.
+        rng: jitter for backoffs.
+    """
+
+    def __init__(
+        self,
+        *,
+        source: JobSource,
+        store: CheckpointStore,
+        sink: Sink,
+        clock: Clock,
+        settings: Settings,
+        rng: random.Random,
+    ) -> None:
+        self._source, self._store, self._sink = source, store, sink
+        self._clock, self._settings, self._rng = clock, settings, rng
+        poll = settings.poll
+        self._planner = Planner(
+            PlanSettings(
+                active_interval_s=poll.active_interval_s, idle_interval_s=poll.idle_interval_s
+            )
+        )
+        self._watched: dict[str, WatchedVault] = {}
+        self._checkpoints: dict[str, VaultCheckpoint] = {}
+        self._slots = anyio.Semaphore(poll.max_concurrency)
+        self._wake: anyio.CancelScope | None = None
+        self._scheduling: anyio.CancelScope | None = None
+        self._stopping = False
+        self.stats = PollStats()
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Discover, then poll until `stop()`; reports readiness after the first discovery.
+
+        Raises:
+            StartupError: the first discovery found no way to reach ARM.
+        """
+        self._checkpoints = await self._store.load()
+        vaults = await self._discover(first=True)
+        if self._stopping:
+            return
+        self._add(vaults)
+        log.info("scheduler.started", vaults=len(self._watched))
+        async with anyio.create_task_group() as polls:
+            with anyio.CancelScope() as scheduling:
+                self._scheduling = scheduling
+                async with anyio.create_task_group() as loops:
+                    loops.start_soon(self._discovery_loop, name="discovery")
+                    loops.start_soon(self._dispatch_loop, polls, name="dispatch")
+                    task_status.started()
+            in_flight = self._settings.poll.max_concurrency - self._slots.value
+            log.info("shutdown.waiting", polls_in_flight=in_flight, grace_s=SHUTDOWN_GRACE_S)
+            polls.cancel_scope.deadline = anyio.current_time() + SHUTDOWN_GRACE_S
+        log.info("shutdown.done", polls=self.stats.polls, events=self.stats.events)
+
+    def stop(self) -> None:
+        """Stop scheduling; polls in flight finish (bounded), then `run` returns."""
+        self._stopping = True
+        if self._scheduling is not None:
+            self._scheduling.cancel()
+
+    @property
+    def stopping(self) -> bool:
+        """True once `stop()` was called."""
+        return self._stopping
+
+    async def discover(self) -> list[VaultRef]:
+        """Every vault the configuration selects, as a first start would find them.
+
+        Raises:
+            StartupError: no discovery call reached ARM.
+        """
+        return await self._discover(first=True)
+
+    @property
+    def watched(self) -> Sequence[VaultRef]:
+        """The vaults being watched now."""
+        return [w.vault for w in self._watched.values()]
+
+    # ------------------------------------------------------------------------------ discovery
+
+    async def _discover(self, *, first: bool) -> list[VaultRef]:
+        """Every vault the configuration asks for; subscriptions that fail keep what they had."""
+        d = self._settings.discovery
+        found: dict[str, VaultRef] = {}
+        reached = False
+        for vault_id in d.vaults:
+            try:
+                vault = await self._source.get_vault(vault_id)
+                reached = True
+            except ArmNotFound:
+                log.warning("discovery.vault_not_found", vault_id=vault_id)
+                reached = True
+                continue
+            except ArmForbidden:
+                reached = True
+                vault = parse_vault_id(vault_id)  # polls will report the 403 per vault
+            except ArmError as exc:
+                log.warning("discovery.vault_failed", vault_id=vault_id, error=str(exc))
+                known = self._watched.get(vault_id.lower())
+                vault = known.vault if known else parse_vault_id(vault_id)
+            found[vault.key] = vault
+        subscriptions: Iterable[str] = d.subscriptions
+        if tuple(d.subscriptions) == ("*",):
+            try:
+                subscriptions = await self._source.list_subscriptions()
+                reached = True
+            except ArmError as exc:
+                if first and not d.vaults:
+                    raise StartupError(f"cannot list subscriptions: {exc}") from exc
+                log.warning("discovery.subscriptions_failed", error=str(exc))
+                subscriptions = sorted({w.vault.subscription_id for w in self._watched.values()})
+        for sub in subscriptions:
+            try:
+                vaults = await self._source.list_vaults(sub)
+                reached = True
+            except ArmError as exc:
+                log.warning("discovery.subscription_failed", subscription=sub, error=str(exc))
+                vaults = [
+                    w.vault for w in self._watched.values() if _same(w.vault.subscription_id, sub)
+                ]
+            for vault in vaults:
+                found.setdefault(vault.key, vault)
+        if first and not reached:
+            raise StartupError("ARM unreachable: no discovery call succeeded")
+        return [v for v in found.values() if self._included(v)]
+
+    def _included(self, vault: VaultRef) -> bool:
+        d = self._settings.discovery
+
+        def hit(patterns: Iterable[str]) -> bool:
+            return any(
+                fnmatch.fnmatch(vault.name.lower(), p.lower())
+                or fnmatch.fnmatch(vault.key, p.lower())
+                for p in patterns
+            )
+
+        return (not d.include or hit(d.include)) and not hit(d.exclude)
+
+    def _add(self, vaults: Iterable[VaultRef]) -> None:
+        fresh = [v for v in vaults if v.key not in self._watched]
+        for vault in fresh:
+            checkpoint = self._checkpoints.pop(vault.key, None)
+            watched = WatchedVault(vault=vault)
+            if checkpoint is not None:
+                watched.jobs = dict(checkpoint.jobs)
+                watched.polled_at = checkpoint.polled_at
+            self._watched[vault.key] = watched
+            log.info("vault.watching", vault=vault.name, subscription=vault.subscription_id)
+        now = self._clock.monotonic()
+        for vault in fresh:
+            self._planner.set_rate(
+                vault.subscription_id, self._source.rate_per_s(vault.subscription_id)
+            )
+        running = [v for v in fresh if self._watched[v.key].has_running_jobs]
+        idle = [v for v in fresh if not self._watched[v.key].has_running_jobs]
+        if running:
+            self._planner.add_vaults(running, now, running=True)
+        if idle:
+            self._planner.add_vaults(idle, now, running=False)
+        self.stats.vaults = len(self._watched)
+        self._wake_dispatcher()
+
+    async def _drop(self, vault: VaultRef, reason: str) -> None:
+        if self._watched.pop(vault.key, None) is None:
+            return
+        self._planner.remove_vault(vault.key)
+        log.warning("vault.dropped", vault=vault.name, vault_id=vault.id, reason=reason)
+        with anyio.CancelScope(shield=True):
+            await self._store.forget(vault.key)
+        self.stats.vaults = len(self._watched)
+
+    async def _discovery_loop(self) -> None:
+        while True:
+            await self._clock.sleep(self._settings.discovery.interval_s)
+            try:
+                vaults = await self._discover(first=False)
+            except Exception:
+                log.exception("discovery.failed")
+                continue
+            keys = {v.key for v in vaults}
+            for watched in list(self._watched.values()):
+                if watched.vault.key not in keys:
+                    await self._drop(watched.vault, "no longer listed")
+            self._add(vaults)
+
+    # ------------------------------------------------------------------------------ dispatch
+
+    def _wake_dispatcher(self) -> None:
+        if self._wake is not None:
+            self._wake.cancel()
+
+    async def _dispatch_loop(self, polls: TaskGroup) -> None:
+        while True:
+            now = self._clock.monotonic()
+            vault = self._planner.take_due(now)
+            if vault is None:
+                due = self._planner.next_due()
+                delay = self._settings.discovery.interval_s if due is None else due.at - now
+                with anyio.CancelScope() as wake:
+                    self._wake = wake
+                    await self._clock.sleep(max(delay, 0.0))
+                self._wake = None
+                continue
+            await self._slots.acquire()
+            polls.start_soon(self._poll_slot, vault, name=f"poll {vault.name}")
+
+    async def _poll_slot(self, vault: VaultRef) -> None:
+        try:
+            await self._poll_guarded(vault)
+        finally:
+            self._slots.release()
+
+    async def _poll_guarded(self, vault: VaultRef) -> None:
+        watched = self._watched.get(vault.key)
+        if watched is None:
+            return
+        started = self._clock.monotonic()
+        vlog = log.bind(vault=vault.name, subscription=vault.subscription_id)
+        try:
+            reads = await self._poll(watched)
+        except ArmThrottled as exc:
+            # The budget already paused the whole subscription; keep the vault first in line.
+            self.stats.throttled += 1
+            self._planner.release(vault.key)
+            self._planner.hold(vault.subscription_id, started + exc.retry_after_s)
+            return
+        except ArmNotFound as exc:
+            await self._drop(vault, f"404 {exc.code or 'NotFound'}")
+            return
+        except (ArmForbidden, ForeignOriginError) as exc:
+            self._fail(watched, vlog, exc, retry_s=FORBIDDEN_RETRY_S, started=started)
+            return
+        except (ArmError, ParseError) as exc:
+            self._fail(watched, vlog, exc, retry_s=self._backoff_s(watched), started=started)
+            return
+        except Exception as exc:  # a bug must not stop the other vaults
+            vlog.exception("poll.crashed")
+            self._fail(watched, vlog, exc, retry_s=self._backoff_s(watched), started=started)
+            return
+        if watched.reported is not None:
+            vlog.info("poll.recovered", after_failures=watched.failures)
+        watched.failures, watched.reported = 0, None
+        self.stats.polls += 1
+        self._planner.set_rate(
+            vault.subscription_id, self._source.rate_per_s(vault.subscription_id)
+        )
+        self._planner.mark_polled(
+            vault.key, started, running=watched.has_running_jobs, reads=float(reads)
+        )
+
+    def _backoff_s(self, watched: WatchedVault) -> float:
+        step: float = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** min(watched.failures, 20))
+        return step * self._rng.uniform(0.5, 1.0)
+
+    def _fail(
+        self,
+        watched: WatchedVault,
+        vlog: structlog.typing.FilteringBoundLogger,
+        exc: Exception,
+        *,
+        retry_s: float,
+        started: float,
+    ) -> None:
+        self.stats.failed_polls += 1
+        watched.failures += 1
+        problem = f"{type(exc).__name__}:{getattr(exc, 'code', None) or ''}"
+        if problem != watched.reported:
+            fields: dict[str, object] = {"error": str(exc), "retry_in_s": round(retry_s, 1)}
+            if isinstance(exc, ArmError):
+                fields.update(
+                    status=exc.status,
+                    code=exc.code,
+                    request_id=exc.request_id,
+                    correlation_id=exc.correlation_id,
+                )
+            vlog.warning("poll.failed", **fields)
+            watched.reported = problem
+        # The planner counts the next poll from `polled_at`: push it back by the retry delay.
+        self._planner.mark_polled(watched.vault.key, started + retry_s)
+
+    # ------------------------------------------------------------------------------ one poll
+
+    def _window_start(self, watched: WatchedVault, now: datetime) -> datetime:
+        poll = self._settings.poll
+        floor = now - timedelta(seconds=poll.lookback_s)
+        if watched.polled_at is None:
+            return floor
+        marks = [watched.polled_at]
+        marks += [
+            s.start_at
+            for s in watched.jobs.values()
+            if not s.status.is_terminal and s.start_at is not None
+        ]
+        return max(floor, min(marks) - timedelta(seconds=poll.overlap_s))
+
+    async def _poll(self, watched: WatchedVault) -> int:
+        """Poll one vault; returns the reads it cost (pages are counted as one)."""
+        vault, clock = watched.vault, self._clock
+        observed_at = clock.utcnow()
+        window_start = self._window_start(watched, observed_at)
+        jobs = await self._source.list_jobs(vault, window_start, observed_at + LIST_END_SLACK)
+        reads = 1
+        listed = {job.key for job in jobs}
+        details: dict[JobKey, JobDetails] = {}
+        vanished: list[JobKey] = []
+        for key, snap in watched.jobs.items():
+            if snap.status.is_terminal or key in listed:
+                continue
+            # A tracked running job left the list: read it directly.
+            try:
+                found = await self._source.get_job(vault, key.job_name)
+            except ArmNotFound:
+                vanished.append(key)
+                log.info("job.vanished", vault=vault.name, job_id=key.job_name)
+                continue
+            finally:
+                reads += 1
+            details[key] = found
+            jobs.append(found.job)
+        changes = diff_jobs(watched.jobs, jobs, observed_at)
+        first_poll = watched.polled_at is None
+        silent = first_poll and not self._settings.poll.backfill
+        events: list[dict[str, object]] = []
+        for change in changes:
+            if silent:
+                continue
+            detail = details.get(change.job.key)
+            if (
+                detail is None
+                and change.status.is_terminal
+                and self._settings.poll.detail_on_terminal
+            ):
+                detail, cost = await self._details(vault, change)
+                reads += cost
+            events.append(
+                render_event(change, vault=vault, details=detail, emitted_at=clock.utcnow())
+            )
+        after = apply(watched.jobs, changes)
+        for key in vanished:
+            after.pop(key, None)
+        removed = [
+            key
+            for key, snap in after.items()
+            if snap.status.is_terminal
+            and snap.start_at is not None
+            and snap.start_at < window_start
+        ]
+        for key in removed:
+            del after[key]
+        removed += vanished
+        changed = [JobSnapshot.of(c.job) for c in changes]
+        # Emit, then checkpoint; a stop request waits for both (bounded), never for one alone.
+        with anyio.move_on_after(COMMIT_TIMEOUT_S, shield=True) as commit:
+            if events:
+                await self._sink.emit(events)
+                self.stats.events += len(events)
+            await self._store.save(
+                vault.key, changed=changed, removed=removed, polled_at=observed_at
+            )
+        if commit.cancelled_caught:
+            raise SinkError(f"emitting and checkpointing took over {COMMIT_TIMEOUT_S:.0f}s")
+        watched.jobs, watched.polled_at = after, observed_at
+        return reads
+
+    async def _details(
+        self, vault: VaultRef, change: JobStateChanged
+    ) -> tuple[JobDetails | None, int]:
+        """The details of a job that reached a terminal state; None (emit without) on failure."""
+        try:
+            return await self._source.get_job(vault, change.job.name), 1
+        except ArmThrottled:
+            raise  # nothing emitted yet: the next poll sees the same change again
+        except (ArmError, ParseError) as exc:
+            log.warning("details.failed", vault=vault.name, job_id=change.job.name, error=str(exc))
+            return None, 1
+
+
+def _same(a: str, b: str) -> bool:
+    return a.lower() == b.lower()
+
+
+__all__ = ["JobSource", "PollScheduler", "PollStats", "WatchedVault"]

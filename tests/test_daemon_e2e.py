@@ -1,0 +1,319 @@
+"""The daemon as a real process against the emulator, judged against the emulator's ground truth."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+import jsonschema
+import orjson
+import pytest
+
+from monitor.core.diff import event_id
+from monitor.core.jobs import JobStatus
+from monitor.emulator import (
+    Emulator,
+    EmulatorSettings,
+    FaultSettings,
+    ThrottleSettings,
+    WorldSettings,
+    running_emulator,
+)
+from monitor.sinks import event_schema
+
+TERMINAL = {"Completed", "CompletedWithWarnings", "Failed", "Cancelled"}
+
+
+def write_config(path: Path, emu: Emulator, state: Path, **poll: float) -> Path:
+    intervals = {"active_interval_s": 2, "idle_interval_s": 4, "overlap_s": 30, **poll}
+    lines = [
+        "[azure]",
+        f'arm_endpoint = "{emu.url}/"',
+        'credential = "static"',
+        f'static_token = "{emu.token}"',
+        "allow_http_loopback = true",
+        "request_timeout_s = 5",
+        "[poll]",
+        *(f"{key} = {value}" for key, value in intervals.items()),
+        "lookback_s = 3600",
+        "[discovery]",
+        "interval_s = 30",
+        "[state]",
+        f'path = "{state}"',
+        "[log]",
+        'format = "json"',
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Daemon:
+    """`backup-monitor run` as a child process; stdout and stderr append to files."""
+
+    def __init__(self, config: Path, events: Path, logs: Path) -> None:
+        self.config, self.events, self.logs = config, events, logs
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.events.open("ab") as out, self.logs.open("ab") as err:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "monitor", "run", "--config", str(self.config)],
+                stdout=out,
+                stderr=err,
+            )
+
+    async def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        process = self.process
+        with anyio.fail_after(20):
+            return await anyio.to_thread.run_sync(process.wait)
+
+    def kill_if_running(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def read_events(self) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in self.events.read_bytes().splitlines() if line]
+
+    def read_logs(self) -> list[dict[str, Any]]:
+        rows = []
+        for line in self.logs.read_bytes().splitlines():
+            try:
+                rows.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                rows.append({"event": line.decode(errors="replace")})
+        return rows
+
+
+@pytest.fixture
+def daemon_files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    return tmp_path / "monitor.toml", tmp_path / "events.jsonl", tmp_path / "stderr.log"
+
+
+async def ground_truth(emu: Emulator) -> list[dict[str, Any]]:
+    async with aiohttp.ClientSession() as http, http.get(f"{emu.url}/_emulator/transitions") as r:
+        return list((await r.json())["transitions"])
+
+
+async def emulator_stats(emu: Emulator) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http, http.get(f"{emu.url}/_emulator/stats") as r:
+        return dict(await r.json())
+
+
+def at(row: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(str(row["at"]).replace("Z", "+00:00"))
+
+
+def judge(
+    events: list[dict[str, Any]],
+    truth: list[dict[str, Any]],
+    *,
+    cutoff: datetime,
+    skip_vaults: set[str] = frozenset(),  # type: ignore[assignment]
+) -> tuple[set[str], Counter[str], list[dict[str, Any]]]:
+    """Missing terminal event ids, emitted id counts, and emitted events the world never made."""
+    made = {event_id(t["vault_id"], t["job_id"], JobStatus.of(t["to"])) for t in truth}
+    expected = {
+        event_id(t["vault_id"], t["job_id"], JobStatus.of(t["to"]))
+        for t in truth
+        if t["to"] in TERMINAL and at(t) <= cutoff and t["vault_id"].lower() not in skip_vaults
+    }
+    emitted = Counter(str(e["event_id"]) for e in events)
+    invented = [e for e in events if e["event_id"] not in made]
+    return expected - set(emitted), emitted, invented
+
+
+@pytest.fixture
+async def estate() -> AsyncIterator[Emulator]:
+    """3 subscriptions × 20 vaults with 5 % of ARM requests failing in every way but one."""
+    settings = EmulatorSettings(
+        world=WorldSettings(seed=21, subscriptions=3, vaults_per_subscription=20),
+        faults=FaultSettings.mixed(0.05, latency_s=0.3),
+        page_size=5,
+    )
+    async with running_emulator(settings) as emu:
+        yield emu
+
+
+async def test_every_terminal_transition_once_across_restarts(
+    estate: Emulator, daemon_files: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """Steady run, SIGTERM restart, SIGKILL restart, 5 % faults: nothing missed or invented."""
+    config, events_path, logs = daemon_files
+    write_config(config, estate, tmp_path / "state.sqlite")
+    daemon = Daemon(config, events_path, logs)
+    try:
+        daemon.start()
+        await anyio.sleep(12)
+        assert await daemon.stop(signal.SIGTERM) == 0
+        after_sigterm = len(daemon.read_events())
+        await anyio.sleep(4)  # the world moves on while the monitor is down
+        daemon.start()
+        await anyio.sleep(10)
+        assert await daemon.stop(signal.SIGKILL) == -signal.SIGKILL
+        before_kill = len(daemon.read_events())
+        await anyio.sleep(3)
+        daemon.start()
+        await anyio.sleep(14)
+        assert await daemon.stop(signal.SIGTERM) == 0
+    finally:
+        daemon.kill_if_running()
+    stopped = datetime.now(UTC)
+    events = daemon.read_events()
+    truth = await ground_truth(estate)
+    missing, emitted, invented = judge(events, truth, cutoff=stopped - timedelta(seconds=10))
+    assert after_sigterm > 50
+    assert before_kill > after_sigterm
+    assert not missing, f"{len(missing)} terminal transitions never emitted"
+    assert not invented, invented[:3]
+    duplicates = {eid: n for eid, n in emitted.items() if n > 1}
+    # At-least-once: only a SIGKILL between emitting a batch and checkpointing it can repeat it.
+    assert sum(duplicates.values()) - len(duplicates) <= 10, duplicates
+    validator = jsonschema.Draft202012Validator(event_schema())
+    for event in events:
+        validator.validate(event)
+    stats = await emulator_stats(estate)
+    assert sum(stats["faults_injected"].values()) > 20  # the faults really happened
+    assert stats["foreign_origin"]["tokens_received"] == 0
+
+
+async def test_sigterm_restart_emits_no_duplicates(
+    daemon_files: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """Across a clean stop and restart, no event id is emitted twice."""
+    config, events_path, logs = daemon_files
+    settings = EmulatorSettings(
+        world=WorldSettings(seed=5, subscriptions=1, vaults_per_subscription=6)
+    )
+    async with running_emulator(settings) as emu:
+        write_config(config, emu, tmp_path / "state.sqlite")
+        daemon = Daemon(config, events_path, logs)
+        try:
+            for _ in range(2):
+                daemon.start()
+                await anyio.sleep(8)
+                assert await daemon.stop(signal.SIGTERM) == 0
+        finally:
+            daemon.kill_if_running()
+        truth = await ground_truth(emu)
+    events = daemon.read_events()
+    missing, emitted, invented = judge(
+        events, truth, cutoff=datetime.now(UTC) - timedelta(seconds=8)
+    )
+    assert events
+    assert not missing
+    assert not invented
+    assert max(emitted.values()) == 1
+    assert any(row.get("event") == "shutdown.done" for row in daemon.read_logs())
+
+
+async def test_forbidden_and_deleted_vaults_do_not_disturb_others(
+    daemon_files: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """A vault turned 403 and one deleted mid-run are reported; every other vault is served."""
+    config, events_path, logs = daemon_files
+    settings = EmulatorSettings(
+        world=WorldSettings(seed=8, subscriptions=2, vaults_per_subscription=5)
+    )
+    async with running_emulator(settings) as emu, aiohttp.ClientSession() as http:
+        write_config(config, emu, tmp_path / "state.sqlite")
+        daemon = Daemon(config, events_path, logs)
+        forbidden, deleted = list(emu.world.vaults.values())[:2]
+        try:
+            daemon.start()
+            await anyio.sleep(5)
+            async with http.post(f"{emu.url}/_emulator/vaults/forbid", json={"id": forbidden.id}):
+                pass
+            async with http.delete(f"{emu.url}/_emulator/vaults", params={"id": deleted.id}):
+                pass
+            await anyio.sleep(12)
+            assert await daemon.stop() == 0
+        finally:
+            daemon.kill_if_running()
+        truth = await ground_truth(emu)
+    missing, _, invented = judge(
+        daemon.read_events(),
+        truth,
+        cutoff=datetime.now(UTC) - timedelta(seconds=8),
+        skip_vaults={forbidden.key, deleted.key},
+    )
+    assert not missing
+    assert not invented
+    logs_rows = daemon.read_logs()
+    assert any(
+        r.get("event") == "poll.failed"
+        and r.get("status") == 403
+        and r.get("vault") == forbidden.name
+        for r in logs_rows
+    )
+    assert any(
+        r.get("event") == "vault.dropped" and r.get("vault") == deleted.name for r in logs_rows
+    )
+
+
+async def test_foreign_next_link_is_refused_and_gets_no_token(
+    daemon_files: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """A nextLink to another origin is refused with a diagnostic; that origin receives no token."""
+    config, events_path, logs = daemon_files
+    settings = EmulatorSettings(
+        world=WorldSettings(seed=2, subscriptions=1, vaults_per_subscription=3),
+        faults=FaultSettings(foreign_next_link=1.0),
+        page_size=1,
+    )
+    async with running_emulator(settings) as emu:
+        write_config(config, emu, tmp_path / "state.sqlite")
+        daemon = Daemon(config, events_path, logs)
+        try:
+            daemon.start()
+            await anyio.sleep(6)
+            assert await daemon.stop() == 0
+        finally:
+            daemon.kill_if_running()
+        stats = await emulator_stats(emu)
+    assert stats["faults_injected"]["foreign_next_link"] > 0
+    assert stats["foreign_origin"]["requests"] == 0
+    assert stats["foreign_origin"]["tokens_received"] == 0
+    assert any(
+        "ForeignOriginError" in str(r.get("error", "")) or r.get("event") == "poll.failed"
+        for r in daemon.read_logs()
+    )
+
+
+@pytest.mark.parametrize("vaults", [5, 500])
+async def test_budget_holds_at_default_settings(
+    vaults: int, daemon_files: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """With read_fraction 0.5 of 25/s: peak ≤ 12.5 reads/s over 10 s, no 429, 5 or 500 vaults."""
+    config, events_path, logs = daemon_files
+    settings = EmulatorSettings(
+        world=WorldSettings(seed=4, subscriptions=1, vaults_per_subscription=vaults),
+        throttle=ThrottleSettings(),
+    )
+    async with running_emulator(settings) as emu:
+        write_config(
+            config, emu, tmp_path / "state.sqlite", active_interval_s=15, idle_interval_s=60
+        )
+        daemon = Daemon(config, events_path, logs)
+        try:
+            daemon.start()
+            await anyio.sleep(22)
+            assert await daemon.stop() == 0
+        finally:
+            daemon.kill_if_running()
+        stats = await emulator_stats(emu)
+    sub = next(iter(emu.world.subscriptions))
+    row = stats["by_scope"][sub]
+    assert row["requests"] > (40 if vaults == 500 else 5)
+    assert row["peak_per_s_10s"] <= 12.5
+    assert stats["throttled_429"] == 0
