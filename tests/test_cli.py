@@ -141,10 +141,26 @@ def test_no_command_prints_help() -> None:
     assert main([]) == 2
 
 
-def test_demo_runs_and_exits_by_itself() -> None:
-    """`backup-monitor demo` walks through the emulator and ends on its own with code 0."""
+def test_demo_runs_the_daemon_and_exits_by_itself() -> None:
+    """`backup-monitor demo` runs the daemon against the emulator and ends with its summary."""
     result = subprocess.run(
-        [*COMMAND, "demo", "--duration", "3"], capture_output=True, timeout=60, check=False
+        [*COMMAND, "demo", "--duration", "8"], capture_output=True, timeout=90, check=False
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    out = result.stdout.decode()
+    assert " → " in out
+    assert "summary after" in out
+    assert "terminal transitions emitted, 0 duplicate event ids" in out
+    assert "0 answered 429" in out
+
+
+def test_demo_tour_walks_through_the_emulator() -> None:
+    """`backup-monitor demo --tour` plays a plain ARM client and ends on its own."""
+    result = subprocess.run(
+        [*COMMAND, "demo", "--tour", "--duration", "3"],
+        capture_output=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr.decode()
     out = result.stdout.decode()
