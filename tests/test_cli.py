@@ -173,3 +173,70 @@ def test_python_dash_m_and_console_script_agree() -> None:
     """`python -m monitor --version` prints the package version."""
     result = subprocess.run([*COMMAND, "--version"], capture_output=True, check=True)
     assert result.stdout.decode().startswith("backup-monitor 0.1.0")
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("[poll]\nactive_intervall_s = 5\n", "poll.active_intervall_s: unknown key"),
+        ('[poll]\nactive_interval_s = "fast"\n', "poll.active_interval_s:"),
+        (
+            '[azure]\narm_endpoint = "https://management.azure.com/"\ncredential = "static"\n'
+            'static_token = "s3cr3t-t0ken"\n',
+            "azure.credential:",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["run", "check-config"])
+def test_bad_config_exits_2_with_one_line(
+    command: str, toml: str, expected: str, tmp_path: Path
+) -> None:
+    """Unknown keys, wrong types and a static token towards real ARM exit 2 with one line."""
+    config = tmp_path / "bad.toml"
+    config.write_text(toml)
+    result = subprocess.run(
+        [*COMMAND, command, "--config", str(config)], capture_output=True, timeout=30, check=False
+    )
+    assert result.returncode == 2
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert expected in lines[0]
+    assert "s3cr3t-t0ken" not in result.stderr.decode()
+
+
+def test_check_config_exits_3_when_arm_is_unreachable(tmp_path: Path) -> None:
+    """An ARM endpoint nobody answers on is a startup failure: exit 3 with a clear line."""
+    config = tmp_path / "monitor.toml"
+    config.write_text(
+        '[azure]\narm_endpoint = "http://127.0.0.1:9/"\nallow_http_loopback = true\n'
+        'credential = "static"\nstatic_token = "t"\nrequest_timeout_s = 2\n'
+    )
+    result = subprocess.run(
+        [*COMMAND, "check-config", "--config", str(config)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 3, result.stderr.decode()
+    assert "startup failed" in result.stderr.decode()
+
+
+def test_check_config_lists_what_it_would_watch(emulator_process: Started, tmp_path: Path) -> None:
+    """Against the emulator, check-config authenticates, discovers and prints every vault."""
+    _, banner = emulator_process
+    config = tmp_path / "monitor.toml"
+    config.write_text(
+        f'[azure]\narm_endpoint = "{banner["url"]}/"\nallow_http_loopback = true\n'
+        f'credential = "static"\nstatic_token = "{banner["token"]}"\n'
+    )
+    result = subprocess.run(
+        [*COMMAND, "check-config", "--config", str(config)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    out = result.stdout.decode()
+    assert "configuration is valid" in out
+    assert "5 vaults would be watched" in out
+    assert out.count("rsv-000-") == 5

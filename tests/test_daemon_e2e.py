@@ -121,7 +121,13 @@ def judge(
     cutoff: datetime,
     skip_vaults: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> tuple[set[str], Counter[str], list[dict[str, Any]]]:
-    """Missing terminal event ids, emitted id counts, and emitted events the world never made."""
+    """Missing terminal event ids, emitted id counts, and emitted events the world never made.
+
+    Every event is also validated against the shipped JSON Schema.
+    """
+    validator = jsonschema.Draft202012Validator(event_schema())
+    for event in events:
+        validator.validate(event)
     made = {event_id(t["vault_id"], t["job_id"], JobStatus.of(t["to"])) for t in truth}
     expected = {
         event_id(t["vault_id"], t["job_id"], JobStatus.of(t["to"]))
@@ -179,9 +185,6 @@ async def test_every_terminal_transition_once_across_restarts(
     duplicates = {eid: n for eid, n in emitted.items() if n > 1}
     # At-least-once: only a SIGKILL between emitting a batch and checkpointing it can repeat it.
     assert sum(duplicates.values()) - len(duplicates) <= 10, duplicates
-    validator = jsonschema.Draft202012Validator(event_schema())
-    for event in events:
-        validator.validate(event)
     stats = await emulator_stats(estate)
     assert sum(stats["faults_injected"].values()) > 20  # the faults really happened
     assert stats["foreign_origin"]["tokens_received"] == 0
