@@ -313,6 +313,8 @@ class PollScheduler:
             await self._poll_guarded(vault)
         finally:
             self._slots.release()
+            # The vault is back in the planner (or gone): the next due time may be earlier.
+            self._wake_dispatcher()
 
     async def _poll_guarded(self, vault: VaultRef) -> None:
         watched = self._watched.get(vault.key)
