@@ -45,7 +45,11 @@ def describe(event: Mapping[str, Any]) -> str:
     lag = event.get("detection_lag_s")
     lag_text = f"  lag {lag:5.1f}s" if lag is not None else ""
     errors = job.get("errors") or []
-    error_text = f"  [{errors[0].get('code')}] {errors[0].get('message')}" if errors else ""
+    error_text = ""
+    if errors:
+        code = errors[0].get("code")
+        error_text = f"  [{code}] " if code else "  "
+        error_text += str(errors[0].get("message") or "")
     return (
         f"{event['time'][11:19]}  {vault['name']:<13} {job['type'] or '?':<17} "
         f"{(job['entity'] or '')[:22]:<22} {(job['operation'] or '')[:21]:<21} "
