@@ -225,7 +225,7 @@ class ArmClient:
     # ------------------------------------------------------------------ JobSource
 
     async def list_subscriptions(self) -> list[str]:
-        """Every subscription the identity can see whose `state` is Enabled (or not given).
+        """Every subscription the identity can see, except Disabled and Deleted ones.
 
         Tenant-scoped (`GET /subscriptions`), paged; ids are lower-cased, each listed once.
 
@@ -644,7 +644,8 @@ def _parse_subscriptions_page(payload: object) -> _SubscriptionsPage:
                 )
                 continue
         state = item.get("state")
-        if state is not None and (not isinstance(state, str) or state.lower() != "enabled"):
+        # Warned and PastDue subscriptions are still readable; only these cannot be read.
+        if isinstance(state, str) and state.lower() in ("disabled", "deleted"):
             continue
         ids.append(sub.strip().lower())
     return _SubscriptionsPage(ids=tuple(ids), skipped=tuple(skipped), next_link=next_link or None)

@@ -575,3 +575,16 @@ def test_the_client_only_ever_sends_get() -> None:
         and node.func.value.attr == "_session"
     }
     assert session_calls == {"get"}
+
+
+def test_subscription_states_that_can_still_be_read_are_kept() -> None:
+    """Enabled, Warned and PastDue subscriptions are watched; Disabled and Deleted are not."""
+    payload = {
+        "value": [
+            {"subscriptionId": f"0000000{n}-0000-0000-0000-000000000000", "state": state}
+            for n, state in enumerate(["Enabled", "Warned", "PastDue", "Disabled", "Deleted"])
+        ]
+        + [{"id": "/subscriptions/00000009-0000-0000-0000-000000000000"}]
+    }
+    page = monitor.arm._parse_subscriptions_page(payload)
+    assert [s[:8] for s in page.ids] == ["00000000", "00000001", "00000002", "00000009"]
