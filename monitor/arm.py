@@ -56,7 +56,7 @@ from monitor.errors import (
 )
 from monitor.pacing import BudgetBook, scope_of_path
 
-__all__ = ["ArmClient", "arm_origin", "make_ssl_context", "open_session"]
+__all__ = ["ArmClient", "OperationReply", "arm_origin", "make_ssl_context", "open_session"]
 
 log = structlog.get_logger(__name__)
 
@@ -169,6 +169,26 @@ class _SubscriptionsPage:
     ids: tuple[str, ...]
     skipped: tuple[ParseError, ...]
     next_link: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OperationReply:
+    """ARM's 2xx answer to a GET of an async-operation URL (see `ArmClient.get_operation`).
+
+    Attributes:
+        status: 200, 201, 202 or 204 (202: the operation still runs).
+        payload: the decoded JSON body, or None when the body was empty.
+        retry_after_s: the `Retry-After` header in seconds, when present and readable.
+        location: the `Location` header verbatim, when present (not checked here: it is a URL
+            like any other and goes through `get_operation`'s origin check if followed).
+        request_id: `x-ms-request-id`, when present.
+    """
+
+    status: int
+    payload: object
+    retry_after_s: float | None
+    location: str | None
+    request_id: str | None
 
 
 class ArmClient:
@@ -342,6 +362,49 @@ class ArmClient:
                 problem=skipped.problem,
             )
         return details
+
+    async def get_operation(self, url: str) -> OperationReply:
+        """GET an async-operation URL exactly as ARM gave it (`Azure-AsyncOperation`/`Location`).
+
+        The URL's origin is checked before anything is sent (the token goes only to the
+        configured ARM origin); the read is paced by the budget of the subscription in its path,
+        and a 401 refreshes the token once, as for every other read. Any 2xx is returned, with
+        an empty body as `payload=None`; other statuses raise as for every other read.
+
+        Raises:
+            ValueError: `url` is not an absolute URL (nothing is sent).
+            ForeignOriginError: `url` is outside the configured ARM origin (nothing is sent).
+            ArmNotFound, ArmForbidden, ArmThrottled, ArmServerError, ArmAuthError: as mapped
+                from the status.
+            ArmTransportError: no answer, or a non-empty 2xx body that is not JSON.
+        """
+        target = URL(url, encoded=True)
+        if not target.is_absolute():
+            raise ValueError(f"an operation URL must be absolute, got {url!r}")
+        self._check_origin(target, referrer=None)
+        scope = scope_of_path(target.path)
+        rejected: str | None = None
+        for attempt in (1, 2):
+            await self._budgets.acquire(scope)
+            token = await self._tokens.token(force_refresh=attempt > 1, rejected=rejected)
+            status, headers, body = await self._send(target, token, scope)
+            if status == 401 and attempt == 1:
+                rejected = token
+                continue
+            if 200 <= status < 300 and not body.strip():
+                payload: object = None
+            else:
+                payload = self._reply(target, scope, status, headers, body).payload
+            raw_retry = headers.get("Retry-After")
+            retry_after_s = _retry_after_s(raw_retry, -1.0) if raw_retry is not None else None
+            return OperationReply(
+                status=status,
+                payload=payload,
+                retry_after_s=None if retry_after_s is None or retry_after_s < 0 else retry_after_s,
+                location=headers.get("Location"),
+                request_id=headers.get("x-ms-request-id"),
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def rate_per_s(self, subscription_id: str) -> float:
         """The read rate the subscription's budget grants now (for the planner)."""

@@ -30,11 +30,27 @@ from monitor.emulator.runner import serve_until_signalled
 from monitor.emulator.throttle import ThrottleSettings
 from monitor.emulator.tour import run_tour
 from monitor.errors import ConfigError, MonitorError, StartupError
+from monitor.jobs_command import (
+    EXIT_API_ERROR,
+    EXIT_CANCELLED,
+    EXIT_COMPLETED_WITH_WARNINGS,
+    EXIT_FAILED,
+    EXIT_NOT_FOUND,
+    EXIT_TIMED_OUT,
+    DiscardSink,
+    JobsRequest,
+    UsageError,
+    duration_arg,
+    parse_jobs_request,
+    run_jobs_command,
+    status_arg,
+    time_arg,
+)
 from monitor.logs import configure_logging
 from monitor.pacing import BudgetBook
 from monitor.scheduler import PollScheduler
 from monitor.sinks import Sink, build_sink
-from monitor.store import CheckpointStore, build_checkpoint_store
+from monitor.store import CheckpointStore, MemoryCheckpointStore, build_checkpoint_store
 
 EXIT_OK, EXIT_USAGE, EXIT_STARTUP = 0, 2, 3
 log = structlog.get_logger("monitor.cli")
@@ -176,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="instead of the daemon, walk through what the emulator serves as a plain client",
     )
+    _add_jobs_parser(commands)
     return parser
 
 
@@ -438,6 +455,259 @@ def run_demo(args: argparse.Namespace, out: TextIO) -> int:
     return run_guarded(demo, args, out)
 
 
+JOBS_EXIT_CODES = f"""exit codes:
+  0   list/show: done; wait: the job ended Completed
+  2   bad arguments or configuration
+  3   startup failure (no token, ARM unreachable)
+  {EXIT_API_ERROR}   an ARM call failed (403, 5xx, transport, foreign origin); list: some vault
+      or subscription could not be read (the others were printed)
+  {EXIT_COMPLETED_WITH_WARNINGS}  wait: CompletedWithWarnings
+  {EXIT_FAILED}  wait: Failed (or the operation failed)
+  {EXIT_CANCELLED}  wait: Cancelled (or the operation was canceled)
+  {EXIT_TIMED_OUT}  wait: --timeout passed first
+  {EXIT_NOT_FOUND}  show/wait: the job, vault or operation does not exist (404)
+"""
+
+JOBS_EXAMPLES = """examples:
+  VAULT=/subscriptions/SUB/resourceGroups/RG/providers/Microsoft.RecoveryServices/vaults/NAME
+  backup-monitor jobs list --config monitor.toml --status failed --since 24h
+  backup-monitor jobs list --vault "$VAULT" --since 7d --output jsonl
+  backup-monitor jobs show "$VAULT" 7ddead57-0000-4000-8000-000000000009
+  backup-monitor jobs wait "$VAULT" 7ddead57-0000-4000-8000-000000000009 --timeout 2h
+  backup-monitor jobs wait --operation-url "$AZURE_ASYNC_OPERATION" --timeout 90m
+"""
+
+
+def _add_jobs_parser(commands: Any) -> None:
+    """The `jobs` command and its `list`, `show` and `wait` sub-commands."""
+    raw = argparse.RawDescriptionHelpFormatter
+    jobs = commands.add_parser(
+        "jobs",
+        help="one-shot commands: list jobs, show one job, wait for a job or an operation",
+        description=(
+            "One-shot answers with the daemon's own client, configuration and read budget: "
+            "list the jobs of many vaults, show one job in full, or block until a job (or a "
+            "trigger-backup operation URL) ends."
+        ),
+        epilog=JOBS_EXAMPLES + "\n" + JOBS_EXIT_CODES,
+        formatter_class=raw,
+    )
+    sub = jobs.add_subparsers(dest="jobs_command", metavar="{list,show,wait}")
+
+    listing = sub.add_parser(
+        "list",
+        help="jobs that started in a time window, across vaults, filtered",
+        description=(
+            "List the jobs that started in [--since, --until] in the given vaults, the vaults of "
+            "the given subscriptions, or (by default) every vault the configuration watches "
+            "(its include/exclude globs apply to that default only). Vaults are read "
+            "concurrently under the same per-subscription read budget as the daemon. A vault "
+            "that cannot be read is reported on stderr as one line; the others still print."
+        ),
+        epilog="""examples:
+  backup-monitor jobs list --config monitor.toml                  # last 24 h, every vault
+  backup-monitor jobs list --status failed --status cancelled --since 7d
+  backup-monitor jobs list --subscription 00000000-0000-0000-0000-000000000001 \\
+      --type AzureIaasVM --operation backup --output json
+  backup-monitor jobs list --vault "$VAULT" --since 2026-11-24T00:00:00Z --until 2026-11-25
+
+json and jsonl records are {"job": {...}, "vault": {...}}, named as the event schema's
+job and vault objects (docs/events.md); previous_status is always null here.
+
+"""
+        + JOBS_EXIT_CODES,
+        formatter_class=raw,
+    )
+    _add_config_option(listing)
+    listing.add_argument(
+        "--vault",
+        action="append",
+        metavar="RESOURCE_ID",
+        help="a vault's resource id (repeatable)",
+    )
+    listing.add_argument(
+        "--subscription",
+        action="append",
+        metavar="ID",
+        help="every vault of this subscription (repeatable)",
+    )
+    listing.add_argument(
+        "--status",
+        action="append",
+        type=status_arg,
+        metavar="STATUS",
+        help="InProgress, Cancelling, Completed, CompletedWithWarnings, Failed, Cancelled "
+        "(any casing; repeatable)",
+    )
+    listing.add_argument(
+        "--operation",
+        action="append",
+        metavar="OPERATION",
+        help="e.g. Backup (also matches 'Backup (Log)'), Restore (repeatable)",
+    )
+    listing.add_argument(
+        "--type",
+        action="append",
+        metavar="TYPE",
+        help="job type (AzureIaaSVMJob, MabJob, …) or backup management type (AzureIaasVM, "
+        "AzureWorkload, MAB, …) (repeatable)",
+    )
+    listing.add_argument(
+        "--since",
+        type=time_arg,
+        default=None,
+        metavar="WHEN",
+        help="a duration ago (24h, 90m, 7d) or ISO 8601 (UTC when no offset); default 24h",
+    )
+    listing.add_argument(
+        "--until", type=time_arg, default=None, metavar="WHEN", help="as --since; default now"
+    )
+    listing.add_argument(
+        "--output", choices=("table", "json", "jsonl"), default="table", help="default: table"
+    )
+
+    show = sub.add_parser(
+        "show",
+        help="one job in full: errors with recommendations, tasks, property bag",
+        description="Show one job with its error details, tasks and property bag.",
+        epilog="""examples:
+  backup-monitor jobs show "$VAULT" 7ddead57-0000-4000-8000-000000000009
+  backup-monitor jobs show "$VAULT" "$JOB" --output json | jq .extended.errors
+
+json: {"job": {...}, "vault": {...}} as in the event schema, plus "extended" (activity id,
+actions, progress, estimated remaining time, error titles, task times, ARM's properties).
+
+"""
+        + JOBS_EXIT_CODES,
+        formatter_class=raw,
+    )
+    _add_config_option(show)
+    show.add_argument("vault_id", metavar="VAULT_ID", help="the vault's resource id")
+    show.add_argument("job_id", metavar="JOB_ID", help="the job's name (GUID) or resource id")
+    show.add_argument("--output", choices=("text", "json"), default="text", help="default: text")
+
+    wait = sub.add_parser(
+        "wait",
+        help="block until a job (or a trigger-backup operation's job) ends",
+        description=(
+            "Wait until the job ends and exit with a code that says how it ended. With "
+            "--operation-url, first follow the Azure-AsyncOperation (…/operationsStatus/{id}, "
+            "…/backupOperations/{id}) or Location (…/operationResults/{id}) URL that a "
+            "trigger-backup call returned until it names its job. Retry-After is honoured up to "
+            "10 s. The job is read adaptively: once its estimated remaining time has passed "
+            "(VM jobs give one), else after a quarter of its age, between 2 s and 60 s apart; "
+            "throttling and 5xx answers are retried until --timeout. Progress is shown on "
+            "stderr when it is a terminal."
+        ),
+        epilog="""examples:
+  backup-monitor jobs wait "$VAULT" "$JOB"
+  backup-monitor jobs wait "$VAULT" "$JOB" --timeout 2h --output json
+  # the Azure-AsyncOperation header of a trigger-backup POST (Location works too):
+  backup-monitor jobs wait --operation-url "$AZURE_ASYNC_OPERATION" --timeout 90m
+
+"""
+        + JOBS_EXIT_CODES,
+        formatter_class=raw,
+    )
+    _add_config_option(wait)
+    wait.add_argument("vault_id", nargs="?", metavar="VAULT_ID", help="the vault's resource id")
+    wait.add_argument(
+        "job_id", nargs="?", metavar="JOB_ID", help="the job's name (GUID) or resource id"
+    )
+    wait.add_argument(
+        "--operation-url",
+        metavar="URL",
+        help="an Azure-AsyncOperation or Location URL from a trigger-backup call",
+    )
+    wait.add_argument(
+        "--timeout",
+        type=duration_arg,
+        default=None,
+        metavar="DURATION",
+        help="give up after this long (90s, 30m, 2h, PT1H); default: wait as long as it takes",
+    )
+    wait.add_argument("--output", choices=("text", "json"), default="text", help="default: text")
+
+
+@asynccontextmanager
+async def open_arm(
+    settings: Settings, *, clock: Clock, rng: random.Random
+) -> AsyncIterator[ArmClient]:
+    """An authenticated ArmClient with the daemon's budgets, for one-shot commands; closes it.
+
+    Raises:
+        StartupError: no token could be obtained.
+        ConfigError: the ARM endpoint or CA bundle is unusable.
+    """
+    async with AsyncExitStack() as stack:
+        credential = build_credential(settings.azure)
+        stack.push_async_callback(credential.close)
+        ssl_context = make_ssl_context(settings.azure.ca_bundle)
+        session = await stack.enter_async_context(open_session(settings.azure, ssl_context))
+        tokens = TokenCache(credential, settings.azure.token_scope, clock)
+        await tokens.token()
+        yield ArmClient(
+            session=session,
+            tokens=tokens,
+            azure=settings.azure,
+            budgets=BudgetBook(settings.budget, clock=clock, rng=rng),
+            clock=clock,
+            rng=rng,
+        )
+
+
+async def jobs(request: JobsRequest, settings: Settings) -> int:
+    """`backup-monitor jobs …` against ARM; returns its exit code."""
+    clock, rng = SystemClock(), random.Random()
+    async with open_arm(settings, clock=clock, rng=rng) as arm:
+        discovery = PollScheduler(
+            source=arm,
+            store=MemoryCheckpointStore(),
+            sink=DiscardSink(),
+            clock=clock,
+            settings=settings,
+            rng=rng,
+        )
+        return await run_jobs_command(
+            request,
+            reader=arm,
+            discover=discovery.discover,
+            clock=clock,
+            out=sys.stdout,
+            err=sys.stderr,
+        )
+
+
+def run_jobs(args: argparse.Namespace) -> int:
+    """`backup-monitor jobs list|show|wait`; exit codes in `JOBS_EXIT_CODES`."""
+    try:
+        request = parse_jobs_request(args)
+    except UsageError as exc:
+        sys.stderr.write(f"backup-monitor jobs: {exc}\n")
+        return EXIT_USAGE
+    try:
+        settings = _load(args)
+    except ConfigError as exc:
+        _failed("configuration error", exc)
+        return EXIT_USAGE
+    # One-shot commands keep stderr for their own lines: info logs only when asked for debug.
+    level = settings.log.level if settings.log.level in ("debug", "error") else "warning"
+    configure_logging(level, settings.log.format)
+    code = EXIT_OK
+    try:
+        code = anyio.run(jobs, request, settings)
+    except* ConfigError as group:
+        _failed("configuration error", group.exceptions[0])
+        code = EXIT_USAGE
+    except* StartupError as group:
+        _failed("startup failed", group.exceptions[0])
+        code = EXIT_STARTUP
+    except* MonitorError as group:
+        _failed("failed", group.exceptions[0])
+        code = EXIT_API_ERROR
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command named on the command line; returns the process exit code."""
     parser = build_parser()
@@ -451,6 +721,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_check(args, sys.stdout)
         case "demo":
             return run_demo(args, sys.stdout)
+        case "jobs":
+            return run_jobs(args)
         case _:
             parser.print_help(sys.stderr)
             return EXIT_USAGE

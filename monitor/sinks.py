@@ -26,7 +26,7 @@ import orjson
 
 from monitor.config import EventFormat, EventsSettings
 from monitor.core.diff import JobStateChanged, event_id
-from monitor.core.jobs import JobDetails, JobStatus, VaultRef
+from monitor.core.jobs import BackupJob, JobDetails, JobStatus, VaultRef
 from monitor.errors import SinkError, StartupError
 
 __all__ = [
@@ -41,6 +41,8 @@ __all__ = [
     "event_schema",
     "format_event_time",
     "render_event",
+    "render_job",
+    "render_vault",
     "to_cloudevent",
 ]
 
@@ -84,6 +86,70 @@ def format_event_time(moment: datetime) -> str:
     return _format(_truncated_utc(moment))
 
 
+def render_job(
+    job: BackupJob,
+    *,
+    details: JobDetails | None = None,
+    previous_status: JobStatus | None = None,
+) -> dict[str, object]:
+    """Render a job as the event's `job` object (schema v1, `$defs/job`; see docs/events.md).
+
+    `details`, when given, adds `errors`, `tasks` and `properties` (all three or none);
+    `previous_status` is written canonically, or null. Known statuses are written in their
+    canonical casing; times as `YYYY-MM-DDTHH:MM:SS.mmmZ`, durations in seconds (ms precision).
+
+    Raises:
+        ValueError: `details` is about another job.
+    """
+    if details is not None and details.job.key != job.key:
+        raise ValueError(f"render_job: details of {details.job.key} for job {job.key}")
+    status = JobStatus.of(job.status.value)
+    start = None if job.start_at is None else _truncated_utc(job.start_at)
+    end = None if job.end_at is None else _truncated_utc(job.end_at)
+    job_out: dict[str, object] = {
+        "id": job.name,
+        "resource_id": job.resource_id,
+        "type": job.job_type,
+        "operation": job.operation,
+        "backup_management_type": job.backup_management_type,
+        "entity": job.entity,
+        "status": status.value,
+        "previous_status": (
+            None if previous_status is None else JobStatus.of(previous_status.value).value
+        ),
+        "outcome": status.outcome,
+        "start_time": None if start is None else _format(start),
+        "end_time": None if end is None else _format(end),
+        "duration_s": _seconds(job.duration_s),
+    }
+    if details is not None:
+        job_out["errors"] = [
+            {"code": e.code, "message": e.message, "recommendations": list(e.recommendations)}
+            for e in details.errors
+        ]
+        job_out["tasks"] = [
+            {
+                "name": t.name,
+                "status": None if t.status is None else JobStatus.of(t.status.value).value,
+                "duration_s": _seconds(t.duration_s),
+            }
+            for t in details.tasks
+        ]
+        job_out["properties"] = dict(details.property_bag)
+    return job_out
+
+
+def render_vault(vault: VaultRef) -> dict[str, object]:
+    """Render a vault as the event's `vault` object (schema v1, `$defs/vault`)."""
+    return {
+        "id": vault.id,
+        "name": vault.name,
+        "resource_group": vault.resource_group,
+        "subscription_id": vault.subscription_id,
+        "location": vault.location,
+    }
+
+
 def render_event(
     change: JobStateChanged,
     *,
@@ -114,35 +180,7 @@ def render_event(
     emitted = _truncated_utc(emitted_at)
     start = None if job.start_at is None else _truncated_utc(job.start_at)
     end = None if job.end_at is None else _truncated_utc(job.end_at)
-
-    job_out: dict[str, object] = {
-        "id": job.name,
-        "resource_id": job.resource_id,
-        "type": job.job_type,
-        "operation": job.operation,
-        "backup_management_type": job.backup_management_type,
-        "entity": job.entity,
-        "status": status.value,
-        "previous_status": None if previous is None else JobStatus.of(previous.value).value,
-        "outcome": status.outcome,
-        "start_time": None if start is None else _format(start),
-        "end_time": None if end is None else _format(end),
-        "duration_s": _seconds(job.duration_s),
-    }
-    if details is not None:
-        job_out["errors"] = [
-            {"code": e.code, "message": e.message, "recommendations": list(e.recommendations)}
-            for e in details.errors
-        ]
-        job_out["tasks"] = [
-            {
-                "name": t.name,
-                "status": None if t.status is None else JobStatus.of(t.status.value).value,
-                "duration_s": _seconds(t.duration_s),
-            }
-            for t in details.tasks
-        ]
-        job_out["properties"] = dict(details.property_bag)
+    job_out = render_job(job, details=details, previous_status=previous)
 
     event: dict[str, object] = {
         "schema_version": EVENT_SCHEMA_VERSION,
@@ -151,13 +189,7 @@ def render_event(
         "event_id": event_id(change.vault_key, job.name, status.value),
         "time": _format(emitted),
         "job": job_out,
-        "vault": {
-            "id": vault.id,
-            "name": vault.name,
-            "resource_group": vault.resource_group,
-            "subscription_id": vault.subscription_id,
-            "location": vault.location,
-        },
+        "vault": render_vault(vault),
     }
     reached = end if status.is_terminal else start if previous is None else None
     if reached is not None:

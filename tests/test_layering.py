@@ -25,6 +25,7 @@ RANKS = {
     "monitor.scheduler": 4,
     "monitor.demo": 6,
     "monitor.ops": 5,
+    "monitor.jobs_command": 5,
     "monitor.cli": 6,
 }
 CORE_FORBIDDEN = {"anyio", "aiohttp", "structlog", "sqlite3", "asyncio", "time", "os"}

@@ -1,0 +1,526 @@
+"""`backup-monitor jobs list|show|wait` as a process, against the emulator over TLS."""
+
+from __future__ import annotations
+
+import io
+import random
+import ssl
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+import jsonschema
+import orjson
+import pytest
+
+from monitor.cli import build_parser, open_arm
+from monitor.clock import SystemClock
+from monitor.config import load_settings
+from monitor.core.diff import JobStateChanged
+from monitor.core.jobs import JobStatus, parse_job_details, parse_vault_id
+from monitor.emulator import Emulator, EmulatorSettings, WorldSettings, running_emulator
+from monitor.emulator.wire import job_json
+from monitor.emulator.world import COMPLETED, FAILED, Job, Vault, World
+from monitor.jobs_command import (
+    EXIT_API_ERROR,
+    EXIT_CANCELLED,
+    EXIT_COMPLETED_WITH_WARNINGS,
+    EXIT_FAILED,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_TIMED_OUT,
+    EXIT_USAGE,
+    parse_jobs_request,
+    run_jobs_command,
+)
+from monitor.sinks import event_schema, render_event, render_job
+
+SETTINGS = EmulatorSettings(
+    world=WorldSettings(seed=21, subscriptions=2, vaults_per_subscription=3)
+)
+API = "api-version=2025-08-01"
+COMMAND = [sys.executable, "-m", "monitor"]
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def err_lines(self) -> list[str]:
+        return [line for line in self.err.splitlines() if line.strip()]
+
+
+@pytest.fixture
+async def emu(server_ssl_context: ssl.SSLContext) -> AsyncIterator[Emulator]:
+    async with running_emulator(SETTINGS, ssl_context=server_ssl_context) as emu:
+        yield emu
+
+
+def write_config(emu: Emulator, path: Path, ca_pem_path: str) -> Path:
+    path.write_text(
+        f'[azure]\narm_endpoint = "{emu.url}/"\ncredential = "static"\n'
+        f'static_token = "{emu.token}"\nca_bundle = "{ca_pem_path}"\nrequest_timeout_s = 10\n'
+    )
+    return path
+
+
+@pytest.fixture
+def config(emu: Emulator, tmp_path: Path, ca_pem_path: str) -> Path:
+    return write_config(emu, tmp_path / "monitor.toml", ca_pem_path)
+
+
+@pytest.fixture
+def cli() -> Callable[..., Any]:
+    """Runs `backup-monitor ARGV…` as a process while the emulator serves in this event loop.
+
+    A process, not `main()` in a thread: the CLI configures structlog for its whole process,
+    which must not leak into the other tests' `capture_logs`.
+    """
+
+    async def run(*argv: str) -> Run:
+        done = await anyio.run_process([*COMMAND, *argv], check=False)
+        return Run(done.returncode, done.stdout.decode(), done.stderr.decode())
+
+    return run
+
+
+def job_schema() -> dict[str, Any]:
+    schema = event_schema()
+    return {"$defs": schema["$defs"], "$ref": "#/$defs/job"}
+
+
+def vault_schema() -> dict[str, Any]:
+    schema = event_schema()
+    return {"$defs": schema["$defs"], "$ref": "#/$defs/vault"}
+
+
+def live_vaults(emu: Emulator) -> list[Vault]:
+    return [v for v in emu.world.vaults.values() if not v.deleted]
+
+
+def finished_job(emu: Emulator, status: str, *, vm: bool = False) -> Job:
+    """A job of the world's history that already ended with `status`."""
+    emu.world.advance(datetime.now(UTC))
+    for vault in live_vaults(emu):
+        for job in vault.jobs:
+            if job.status == status and (not vm or job.job_type.startswith("AzureIaaSVM")):
+                return job
+    raise AssertionError(f"no {status} job in the world")
+
+
+def running_job(emu: Emulator, *, left_s: float) -> Job:
+    """A running job that will not end for at least `left_s` seconds."""
+    now = datetime.now(UTC)
+    emu.world.advance(now)
+    for vault in live_vaults(emu):
+        for job in vault.jobs:
+            if (
+                not job.is_terminal
+                and job.plan
+                and job.plan[0][0] > now + timedelta(seconds=left_s)
+            ):
+                return job
+    raise AssertionError("no long-running job in the world")
+
+
+class TestList:
+    async def test_default_scope_lists_every_watched_vault_as_event_objects(
+        self, emu: Emulator, config: Path, cli: Callable[..., Any]
+    ) -> None:
+        """Without a scope, every vault the config watches is read; records are job + vault."""
+        started = datetime.now(UTC)
+        run = await cli(
+            "jobs", "list", "--config", str(config), "--since", "10m", "--output", "json"
+        )
+        assert run.code == EXIT_OK, run.err
+        assert run.err == ""
+        records = orjson.loads(run.out)
+        assert records
+        for record in records:
+            assert list(record) == ["job", "vault"]
+            jsonschema.validate(record["job"], job_schema())
+            jsonschema.validate(record["vault"], vault_schema())
+        world_jobs = {j.name: v for v in live_vaults(emu) for j in v.jobs if j.start_at <= started}
+        listed = {r["job"]["id"] for r in records}
+        assert listed >= set(world_jobs), "every job of the window is listed"
+        assert {r["vault"]["name"] for r in records} == {v.name for v in world_jobs.values()}
+        starts = [r["job"]["start_time"] for r in records]
+        assert starts == sorted(starts, reverse=True), "newest first"
+
+    async def test_filters_are_case_insensitive_and_repeatable(
+        self, emu: Emulator, config: Path, cli: Callable[..., Any]
+    ) -> None:
+        """--status (any casing, repeated), --type and --operation narrow the list as documented."""
+        before = datetime.now(UTC)
+        emu.world.advance(before)
+        ended_before = {
+            j.name
+            for v in live_vaults(emu)
+            for j in v.jobs
+            if j.status in (FAILED, COMPLETED)
+            and j.backup_management_type == "AzureIaasVM"
+            and j.operation == "Backup"
+        }
+        run = await cli(
+            "jobs",
+            "list",
+            "--config",
+            str(config),
+            "--status",
+            "FAILED",
+            "--status",
+            "completed",
+            "--type",
+            "azureiaasvm",
+            "--operation",
+            "backup",
+            "--output",
+            "jsonl",
+        )
+        assert run.code == EXIT_OK, run.err
+        records = [orjson.loads(line) for line in run.out.splitlines()]
+        assert {r["job"]["id"] for r in records} >= ended_before
+        for r in records:
+            assert r["job"]["status"] in ("Failed", "Completed")
+            assert r["job"]["backup_management_type"] == "AzureIaasVM"
+            assert r["job"]["operation"].split(" ")[0] == "Backup"
+
+    async def test_a_failing_vault_is_one_line_and_the_others_still_print(
+        self, emu: Emulator, config: Path, cli: Callable[..., Any]
+    ) -> None:
+        """A 403 vault and a deleted vault are one stderr line each; the others print; exit 4."""
+        sub = sorted(emu.world.subscriptions)[0]
+        vaults = sorted(emu.world.subscriptions[sub].vaults.values(), key=lambda v: v.name)
+        forbidden, gone, fine = vaults[0], vaults[1], vaults[2]
+        run = await cli(
+            "jobs",
+            "list",
+            "--config",
+            str(config),
+            "--subscription",
+            sub,
+            "--vault",
+            gone.id,
+            "--since",
+            "30m",
+        )
+        assert run.code == EXIT_OK, run.err
+        emu.world.set_forbidden(forbidden.id, True)
+        emu.world.delete_vault(gone.id)
+        run = await cli(
+            "jobs",
+            "list",
+            "--config",
+            str(config),
+            "--vault",
+            forbidden.id,
+            "--vault",
+            gone.id,
+            "--vault",
+            fine.id,
+            "--since",
+            "30m",
+        )
+        assert run.code == EXIT_API_ERROR
+        lines = run.err_lines
+        assert len(lines) == 2, lines
+        by_vault = {
+            name: next(x for x in lines if f"vault {name} " in x)
+            for name in (forbidden.name, gone.name)
+        }
+        assert "403 AuthorizationFailed" in by_vault[forbidden.name]
+        assert "404 ResourceNotFound" in by_vault[gone.name]
+        assert all("request id " in line for line in lines)
+        table = run.out.splitlines()
+        assert table[0].split()[:3] == ["STARTED", "(UTC)", "STATUS"]
+        assert len(table) > 1
+        assert all(fine.name in row for row in table[1:])
+
+    async def test_subscription_scope_reads_only_that_subscription(
+        self, emu: Emulator, config: Path, cli: Callable[..., Any]
+    ) -> None:
+        """--subscription lists the vaults of that subscription and nothing else."""
+        sub = sorted(emu.world.subscriptions)[1]
+        run = await cli(
+            "jobs", "list", "--config", str(config), "--subscription", sub, "--output", "jsonl"
+        )
+        assert run.code == EXIT_OK, run.err
+        subs = {orjson.loads(line)["vault"]["subscription_id"] for line in run.out.splitlines()}
+        assert subs == {sub}
+
+    async def test_bad_arguments_exit_2_before_connecting(self, cli: Callable[..., Any]) -> None:
+        """A malformed vault id or an inverted window is exit 2 with one line; no config needed."""
+        run = await cli("jobs", "list", "--vault", "/subscriptions/x/vaults/y")
+        assert run.code == EXIT_USAGE
+        assert "not a Recovery Services vault resource id" in run.err
+        run = await cli("jobs")
+        assert run.code == EXIT_USAGE
+
+
+class TestShow:
+    async def test_text_view_has_errors_tasks_and_property_bag(
+        self, emu: Emulator, config: Path, cli: Callable[..., Any]
+    ) -> None:
+        """A failed VM job shows its error code, recommendations, tasks and property bag."""
+        job = finished_job(emu, FAILED, vm=True)
+        assert job.error is not None
+        run = await cli("jobs", "show", "--config", str(config), job.vault.id, job.name)
+        assert run.code == EXIT_OK, run.err
+        assert "Failed  (failed)" in run.out
+        assert f"{job.error.code} {job.error.title}: {job.error.message}" in run.out
+        assert f"→ {job.error.recommendations[0]}" in run.out
+        assert "\nTasks\n" in run.out
+        assert "Transfer data to vault" in run.out
+        assert "\nProperties\n" in run.out
+        assert "VM Name" in run.out
+
+    async def test_json_is_the_event_job_plus_extended(
+        self, emu: Emulator, config: Path, cli: Callable[..., Any]
+    ) -> None:
+        """--output json gives the schema's job and vault objects and the extra details."""
+        job = finished_job(emu, FAILED, vm=True)
+        assert job.error is not None
+        run = await cli(
+            "jobs", "show", "--config", str(config), job.vault.id, job.name, "--output", "json"
+        )
+        assert run.code == EXIT_OK, run.err
+        record = orjson.loads(run.out)
+        jsonschema.validate(record["job"], job_schema())
+        assert record["job"]["errors"][0]["code"] == str(job.error.code)
+        assert record["extended"]["errors"][0]["title"] == job.error.title
+        assert record["extended"]["arm_properties"]["jobType"] == job.job_type
+
+    async def test_unknown_job_is_not_found(
+        self, emu: Emulator, config: Path, cli: Callable[..., Any]
+    ) -> None:
+        """A job that does not exist exits 14 with one line: vault, 404, ARM's code."""
+        vault = live_vaults(emu)[0]
+        run = await cli("jobs", "show", "--config", str(config), vault.id, str(uuid.uuid4()))
+        assert run.code == EXIT_NOT_FOUND
+        (line,) = run.err_lines
+        assert f"vault {vault.name} " in line
+        assert "404 BMSUserErrorJobNotFound" in line
+        assert "request id " in line
+
+
+class TestWait:
+    @pytest.mark.parametrize(
+        ("status", "code"),
+        [
+            ("Completed", EXIT_OK),
+            ("CompletedWithWarnings", EXIT_COMPLETED_WITH_WARNINGS),
+            ("Failed", EXIT_FAILED),
+            ("Cancelled", EXIT_CANCELLED),
+        ],
+    )
+    async def test_each_outcome_has_its_exit_code(
+        self, emu: Emulator, config: Path, cli: Callable[..., Any], status: str, code: int
+    ) -> None:
+        """The exit code says how the job ended; stdout says it in words."""
+        job = finished_job(emu, status)
+        run = await cli("jobs", "wait", "--config", str(config), job.vault.id, job.name)
+        assert run.code == code, run.err
+        assert run.out.startswith(f"{status}: job {job.name} ")
+
+    async def test_unknown_job_is_not_found(
+        self, emu: Emulator, config: Path, cli: Callable[..., Any]
+    ) -> None:
+        """Waiting for a job that does not exist exits 14."""
+        vault = live_vaults(emu)[0]
+        run = await cli("jobs", "wait", "--config", str(config), vault.id, str(uuid.uuid4()))
+        assert run.code == EXIT_NOT_FOUND
+        assert "404 BMSUserErrorJobNotFound" in run.err
+
+    async def test_timeout_exits_13_and_shows_progress_on_a_terminal(
+        self, emu: Emulator, config: Path
+    ) -> None:
+        """--timeout 2s on a long job exits 13; a terminal stderr gets a live status line."""
+        job = running_job(emu, left_s=8)
+
+        class Terminal(io.StringIO):
+            def isatty(self) -> bool:
+                return True
+
+        out, err = io.StringIO(), Terminal()
+        args = build_parser().parse_args(
+            ["jobs", "wait", job.vault.id, job.name, "--timeout", "2s", "--config", str(config)]
+        )
+        settings = load_settings(config, {})
+        clock = SystemClock()
+        async with open_arm(settings, clock=clock, rng=random.Random(1)) as arm:
+
+            async def nothing() -> list[Any]:
+                return []
+
+            started = clock.monotonic()
+            code = await run_jobs_command(
+                parse_jobs_request(args),
+                reader=arm,
+                discover=nothing,
+                clock=clock,
+                out=out,
+                err=err,
+            )
+            waited = clock.monotonic() - started
+        assert code == EXIT_TIMED_OUT
+        assert 2.0 <= waited < 6.0
+        text = err.getvalue()
+        assert "\r\x1b[K" in text
+        assert "InProgress" in text
+        assert "elapsed" in text
+        assert "timed out after" in text
+
+    @pytest.mark.parametrize("header", ["Azure-AsyncOperation", "Location"])
+    async def test_operation_url_is_followed_to_its_job_and_its_end(
+        self,
+        server_ssl_context: ssl.SSLContext,
+        tmp_path: Path,
+        ca_pem_path: str,
+        cli: Callable[..., Any],
+        header: str,
+    ) -> None:
+        """A trigger-backup's operation URL resolves to its job, which is waited to the end."""
+        settings = EmulatorSettings(
+            world=WorldSettings(seed=4, subscriptions=1, vaults_per_subscription=2, time_scale=4),
+            operation_retry_after_s=60,
+        )
+        async with running_emulator(settings, ssl_context=server_ssl_context) as emu:
+            config = write_config(emu, tmp_path / "monitor.toml", ca_pem_path)
+            vault = live_vaults(emu)[0]
+            item = vault.items[0]
+            url = (
+                f"{emu.url}{vault.id}/backupFabrics/Azure/protectionContainers/{item.container}"
+                f"/protectedItems/{item.name}/backup?{API}"
+            )
+            context = ssl.create_default_context(cafile=ca_pem_path)
+            async with (
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as http,
+                http.post(url, headers={"Authorization": f"Bearer {emu.token}"}) as response,
+            ):
+                assert response.status == 202
+                operation_url = response.headers[header]
+            with anyio.fail_after(40):
+                run = await cli(
+                    "jobs",
+                    "wait",
+                    "--config",
+                    str(config),
+                    "--operation-url",
+                    operation_url,
+                    "--output",
+                    "json",
+                )
+            assert run.code == EXIT_OK, run.err
+            (op,) = emu.world.operations.values()
+            assert op.job is not None
+            record = orjson.loads(run.out)
+            assert record["job"]["id"] == op.job.name
+            assert record["job"]["status"] == "Completed"
+            assert op.job.status == "Completed"
+
+    async def test_foreign_operation_url_is_refused_before_any_request(
+        self, emu: Emulator, config: Path, cli: Callable[..., Any]
+    ) -> None:
+        """An operation URL on another origin exits 4 and the foreign server sees nothing."""
+        vault = live_vaults(emu)[0]
+        url = f"{emu.foreign_url}{vault.id}/backupOperations/{uuid.uuid4()}?{API}"
+        run = await cli("jobs", "wait", "--config", str(config), "--operation-url", url)
+        assert run.code == EXIT_API_ERROR
+        (line,) = run.err_lines
+        assert "refused to send the ARM token" in line
+        assert emu.arm.foreign.requests == 0
+        assert emu.arm.foreign.tokens_received == 0
+
+    async def test_reads_fewer_than_a_30s_loop_and_returns_soon_after_the_end(
+        self,
+        server_ssl_context: ssl.SSLContext,
+        tmp_path: Path,
+        ca_pem_path: str,
+        cli: Callable[..., Any],
+        record_property: Callable[[str, object], None],
+    ) -> None:
+        """For a job of D ≥ 30 s, reads < 2 + ⌊D/30⌋ and the wait returns ≤ 5 s after its end."""
+        settings = EmulatorSettings(
+            world=WorldSettings(seed=8, subscriptions=3, vaults_per_subscription=8)
+        )
+        async with running_emulator(settings, ssl_context=server_ssl_context) as emu:
+            config = write_config(emu, tmp_path / "monitor.toml", ca_pem_path)
+            with anyio.fail_after(60):
+                job = await fresh_long_vm_job(emu, min_s=30, max_s=42)
+            before = await stats(emu, ca_pem_path)
+            with anyio.fail_after(job.duration_s + 20):
+                run = await cli("jobs", "wait", "--config", str(config), job.vault.id, job.name)
+            returned_at = datetime.now(UTC)
+            after = await stats(emu, ca_pem_path)
+        assert run.code == EXIT_OK, run.err
+        reads = after["requests"] - before["requests"]
+        bar = 2 + int(job.duration_s // 30)
+        assert job.end_at is not None
+        late_s = (returned_at - job.end_at).total_seconds()
+        measured = f"D={job.duration_s:.1f}s reads={reads} bar={bar} late={late_s:.2f}s"
+        record_property("wait_measurement", measured)
+        assert reads < bar, measured
+        assert 0 <= late_s <= 5, measured
+
+
+async def fresh_long_vm_job(emu: Emulator, *, min_s: float, max_s: float) -> Job:
+    """A VM job (it reports estimatedRemainingDuration) that started ≤ 2 s ago, will run
+    `min_s`–`max_s` in all, and will not be cancelled (cancellation ends it before its estimate)."""
+    while True:
+        now = datetime.now(UTC)
+        emu.world.advance(now)
+        for vault in live_vaults(emu):
+            for job in reversed(vault.jobs[-5:]):
+                if (
+                    job.job_type.startswith("AzureIaaSVM")
+                    and not job.is_terminal
+                    and job.outcome != "Cancelled"
+                    and min_s <= job.duration_s <= max_s
+                    and (now - job.start_at).total_seconds() <= 2
+                ):
+                    return job
+        await anyio.sleep(0.25)
+
+
+async def stats(emu: Emulator, ca_pem_path: str) -> Any:
+    context = ssl.create_default_context(cafile=ca_pem_path)
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as http,
+        http.get(f"{emu.url}/_emulator/stats") as response,
+    ):
+        return await response.json()
+
+
+def test_render_job_is_the_event_job_object() -> None:
+    """render_job gives exactly the `job` object render_event writes (one renderer, two uses)."""
+    vault = parse_vault_id(
+        "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/"
+        "Microsoft.RecoveryServices/vaults/v1"
+    )
+    world = World(
+        WorldSettings(seed=3, subscriptions=1, vaults_per_subscription=1),
+        datetime(2026, 11, 25, 10, 0, tzinfo=UTC),
+    )
+    wjob = next(j for v in world.vaults.values() for j in v.jobs if j.is_terminal)
+    details = parse_job_details(job_json(wjob, world.now, details=True), vault)
+    change = JobStateChanged(
+        vault_key=vault.key,
+        job=details.job,
+        previous_status=JobStatus.IN_PROGRESS,
+        observed_at=datetime(2026, 11, 25, 10, 1, tzinfo=UTC),
+    )
+    event = render_event(
+        change, vault=vault, details=details, emitted_at=datetime(2026, 11, 25, 10, 1, tzinfo=UTC)
+    )
+    assert event["job"] == render_job(
+        details.job, details=details, previous_status=JobStatus.IN_PROGRESS
+    )
