@@ -18,6 +18,7 @@ import aiohttp
 import anyio
 import orjson
 import structlog
+from prometheus_client import CollectorRegistry
 
 from monitor import __version__
 from monitor.arm import ArmClient, make_ssl_context, open_session
@@ -31,6 +32,8 @@ from monitor.emulator.throttle import ThrottleSettings
 from monitor.emulator.tour import run_tour
 from monitor.errors import ConfigError, MonitorError, StartupError
 from monitor.logs import configure_logging
+from monitor.metrics import Metrics
+from monitor.ops import serve_ops
 from monitor.pacing import BudgetBook
 from monitor.scheduler import PollScheduler
 from monitor.sinks import Sink, build_sink
@@ -243,9 +246,17 @@ def run_emulator(args: argparse.Namespace, out: TextIO) -> int:
 
 @asynccontextmanager
 async def open_monitor(
-    settings: Settings, *, clock: Clock, rng: random.Random, sink: Sink | None = None
+    settings: Settings,
+    *,
+    clock: Clock,
+    rng: random.Random,
+    sink: Sink | None = None,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[PollScheduler]:
     """Build every long-lived object of the daemon, authenticated; closes them on exit.
+
+    With `metrics`, ARM requests are counted through the session's trace hooks and the
+    scheduler reports to it.
 
     Raises:
         StartupError: no token could be obtained, or the store or sink cannot be opened.
@@ -254,7 +265,10 @@ async def open_monitor(
         credential = build_credential(settings.azure)
         stack.push_async_callback(credential.close)
         ssl_context = make_ssl_context(settings.azure.ca_bundle)
-        session = await stack.enter_async_context(open_session(settings.azure, ssl_context))
+        traces = (metrics.trace_config(),) if metrics is not None else ()
+        session = await stack.enter_async_context(
+            open_session(settings.azure, ssl_context, trace_configs=traces)
+        )
         store: CheckpointStore = await stack.enter_async_context(
             build_checkpoint_store(settings.state)
         )
@@ -273,7 +287,13 @@ async def open_monitor(
             rng=rng,
         )
         yield PollScheduler(
-            source=arm, store=store, sink=sink, clock=clock, settings=settings, rng=rng
+            source=arm,
+            store=store,
+            sink=sink,
+            clock=clock,
+            settings=settings,
+            rng=rng,
+            metrics=metrics,
         )
 
 
@@ -290,12 +310,16 @@ async def stop_on_signals(scheduler: PollScheduler, scope: anyio.CancelScope) ->
 
 
 async def serve(settings: Settings) -> None:
-    """The daemon: run until a signal stops it."""
+    """The daemon: run until a signal stops it; the ops server runs beside it when enabled."""
     clock, rng = SystemClock(), random.Random()
+    registry = CollectorRegistry()  # never prometheus_client.REGISTRY
+    metrics = Metrics(registry)
     async with (
-        open_monitor(settings, clock=clock, rng=rng) as scheduler,
+        open_monitor(settings, clock=clock, rng=rng, metrics=metrics) as scheduler,
         anyio.create_task_group() as tg,
     ):
+        if settings.ops.enabled:
+            await tg.start(serve_ops, settings.ops, registry, scheduler)
         tg.start_soon(stop_on_signals, scheduler, tg.cancel_scope)
         await scheduler.run()
         tg.cancel_scope.cancel()
