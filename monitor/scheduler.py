@@ -472,14 +472,17 @@ class PollScheduler:
         poll = self._settings.poll
         floor = now - timedelta(seconds=poll.lookback_s)
         if watched.polled_at is None:
-            return floor
+            return floor.replace(microsecond=0)
         marks = [watched.polled_at]
         marks += [
             s.start_at
             for s in watched.jobs.values()
             if not s.status.is_terminal and s.start_at is not None
         ]
-        return max(floor, min(marks) - timedelta(seconds=poll.overlap_s))
+        start = max(floor, min(marks) - timedelta(seconds=poll.overlap_s))
+        # The filter sends whole seconds: prune against the window ARM really applies, or a job
+        # that started in the truncated fraction is pruned, listed again and re-emitted as new.
+        return start.replace(microsecond=0)
 
     async def _poll(self, watched: WatchedVault) -> int:
         """Poll one vault; returns the reads it cost (pages are counted as one)."""
