@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import random
 import signal
@@ -23,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from monitor import __version__
 from monitor.arm import ArmClient, make_ssl_context, open_session
 from monitor.clock import Clock, SystemClock
-from monitor.config import Settings, load_settings, parse_settings
+from monitor.config import Settings, load_settings, parse_settings, shard_from_hostname
 from monitor.credentials import TokenCache, build_credential
 from monitor.demo import DemoSink, summarize
 from monitor.emulator import PROFILES, EmulatorSettings, WorldSettings, running_emulator
@@ -320,6 +321,7 @@ async def serve(settings: Settings) -> None:
     ):
         if settings.ops.enabled:
             await tg.start(serve_ops, settings.ops, registry, scheduler)
+        log.info("shard.assigned", index=settings.shard.index or 0, count=settings.shard.count)
         tg.start_soon(stop_on_signals, scheduler, tg.cancel_scope)
         await scheduler.run()
         tg.cancel_scope.cancel()
@@ -340,7 +342,28 @@ async def check(settings: Settings, out: TextIO) -> None:
 
 
 def _load(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config, os.environ)
+    return resolve_shard(load_settings(args.config, os.environ), os.environ.get("HOSTNAME", ""))
+
+
+def resolve_shard(settings: Settings, hostname: str) -> Settings:
+    """Settings with `shard.index` set: as configured, else the pod ordinal in `hostname`, else 0.
+
+    Raises:
+        ConfigError: (`shard.index`) the ordinal taken from the hostname is not below
+            `shard.count`.
+    """
+    shard = settings.shard
+    if shard.index is not None:
+        return settings
+    index = shard_from_hostname(hostname) if hostname else None
+    if index is None:
+        index = 0
+    elif index >= shard.count:
+        raise ConfigError(
+            "shard.index",
+            f"taken from HOSTNAME {hostname!r} as {index}, must be < shard.count ({shard.count})",
+        )
+    return dataclasses.replace(settings, shard=dataclasses.replace(shard, index=index))
 
 
 def _failed(kind: str, exc: BaseException) -> None:

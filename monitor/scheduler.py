@@ -26,6 +26,7 @@ from monitor.config import Settings
 from monitor.core.diff import JobSnapshot, JobStateChanged, apply, diff_jobs
 from monitor.core.jobs import BackupJob, JobDetails, JobKey, VaultRef, parse_vault_id
 from monitor.core.plan import Planner, PlanSettings
+from monitor.core.shard import owner
 from monitor.errors import (
     ArmError,
     ArmForbidden,
@@ -243,8 +244,10 @@ class PollScheduler:
         """Every vault the configuration asks for; subscriptions that fail keep what they had."""
         d = self._settings.discovery
         found: dict[str, VaultRef] = {}
-        reached = False
-        for vault_id in d.vaults:
+        vault_ids = [v for v in d.vaults if self._owns(parse_vault_id(v).subscription_id)]
+        # A shard that owns none of the listed vaults or subscriptions has nothing to reach.
+        reached = not vault_ids and not [s for s in d.subscriptions if s == "*" or self._owns(s)]
+        for vault_id in vault_ids:
             try:
                 vault = await self._source.get_vault(vault_id)
                 reached = True
@@ -270,6 +273,7 @@ class PollScheduler:
                     raise StartupError(f"cannot list subscriptions: {exc}") from exc
                 log.warning("discovery.subscriptions_failed", error=str(exc))
                 subscriptions = sorted({w.vault.subscription_id for w in self._watched.values()})
+        subscriptions = [s for s in subscriptions if self._owns(s)]
         for sub in subscriptions:
             try:
                 vaults = await self._source.list_vaults(sub)
@@ -284,6 +288,11 @@ class PollScheduler:
         if first and not reached:
             raise StartupError("ARM unreachable: no discovery call succeeded")
         return [v for v in found.values() if self._included(v)]
+
+    def _owns(self, subscription_id: str) -> bool:
+        """Whether this shard owns the subscription (DESIGN §11: rendezvous hashing)."""
+        shard = self._settings.shard
+        return shard.count == 1 or owner(subscription_id, shard.count) == (shard.index or 0)
 
     def _included(self, vault: VaultRef) -> bool:
         d = self._settings.discovery
