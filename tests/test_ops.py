@@ -226,3 +226,11 @@ async def test_daemon_metrics_health_and_readiness(emulator: Emulator, tmp_path:
         assert await daemon.stop() == 0
     finally:
         daemon.kill_if_running()
+
+
+def test_dashboard_uses_documented_metrics() -> None:
+    """Every metric the Grafana dashboard queries is in docs/operations.md's table."""
+    dashboard = (DOCS.parent.parent / "config" / "grafana" / "backup-job-monitor.json").read_text()
+    used = {re.sub(r"_bucket$", "", n) for n in re.findall(r"backup_monitor_[a-z_]+", dashboard)}
+    assert used
+    assert used <= set(documented_metrics()), used - set(documented_metrics())
