@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import random
 import signal
@@ -18,11 +19,12 @@ import aiohttp
 import anyio
 import orjson
 import structlog
+from prometheus_client import CollectorRegistry
 
 from monitor import __version__
 from monitor.arm import ArmClient, make_ssl_context, open_session
 from monitor.clock import Clock, SystemClock
-from monitor.config import Settings, load_settings, parse_settings
+from monitor.config import Settings, load_settings, parse_settings, shard_from_hostname
 from monitor.credentials import TokenCache, build_credential
 from monitor.demo import DemoSink, summarize
 from monitor.emulator import PROFILES, EmulatorSettings, WorldSettings, running_emulator
@@ -47,6 +49,8 @@ from monitor.jobs_command import (
     time_arg,
 )
 from monitor.logs import configure_logging
+from monitor.metrics import Metrics
+from monitor.ops import serve_ops
 from monitor.pacing import BudgetBook
 from monitor.scheduler import PollScheduler
 from monitor.sinks import Sink, build_sink
@@ -260,9 +264,17 @@ def run_emulator(args: argparse.Namespace, out: TextIO) -> int:
 
 @asynccontextmanager
 async def open_monitor(
-    settings: Settings, *, clock: Clock, rng: random.Random, sink: Sink | None = None
+    settings: Settings,
+    *,
+    clock: Clock,
+    rng: random.Random,
+    sink: Sink | None = None,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[PollScheduler]:
     """Build every long-lived object of the daemon, authenticated; closes them on exit.
+
+    With `metrics`, ARM requests are counted through the session's trace hooks and the
+    scheduler reports to it.
 
     Raises:
         StartupError: no token could be obtained, or the store or sink cannot be opened.
@@ -271,7 +283,10 @@ async def open_monitor(
         credential = build_credential(settings.azure)
         stack.push_async_callback(credential.close)
         ssl_context = make_ssl_context(settings.azure.ca_bundle)
-        session = await stack.enter_async_context(open_session(settings.azure, ssl_context))
+        traces = (metrics.trace_config(),) if metrics is not None else ()
+        session = await stack.enter_async_context(
+            open_session(settings.azure, ssl_context, trace_configs=traces)
+        )
         store: CheckpointStore = await stack.enter_async_context(
             build_checkpoint_store(settings.state)
         )
@@ -290,7 +305,13 @@ async def open_monitor(
             rng=rng,
         )
         yield PollScheduler(
-            source=arm, store=store, sink=sink, clock=clock, settings=settings, rng=rng
+            source=arm,
+            store=store,
+            sink=sink,
+            clock=clock,
+            settings=settings,
+            rng=rng,
+            metrics=metrics,
         )
 
 
@@ -307,12 +328,17 @@ async def stop_on_signals(scheduler: PollScheduler, scope: anyio.CancelScope) ->
 
 
 async def serve(settings: Settings) -> None:
-    """The daemon: run until a signal stops it."""
+    """The daemon: run until a signal stops it; the ops server runs beside it when enabled."""
     clock, rng = SystemClock(), random.Random()
+    registry = CollectorRegistry()  # never prometheus_client.REGISTRY
+    metrics = Metrics(registry)
     async with (
-        open_monitor(settings, clock=clock, rng=rng) as scheduler,
+        open_monitor(settings, clock=clock, rng=rng, metrics=metrics) as scheduler,
         anyio.create_task_group() as tg,
     ):
+        if settings.ops.enabled:
+            await tg.start(serve_ops, settings.ops, registry, scheduler)
+        log.info("shard.assigned", index=settings.shard.index or 0, count=settings.shard.count)
         tg.start_soon(stop_on_signals, scheduler, tg.cancel_scope)
         await scheduler.run()
         tg.cancel_scope.cancel()
@@ -333,7 +359,28 @@ async def check(settings: Settings, out: TextIO) -> None:
 
 
 def _load(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config, os.environ)
+    return resolve_shard(load_settings(args.config, os.environ), os.environ.get("HOSTNAME", ""))
+
+
+def resolve_shard(settings: Settings, hostname: str) -> Settings:
+    """Settings with `shard.index` set: as configured, else the pod ordinal in `hostname`, else 0.
+
+    Raises:
+        ConfigError: (`shard.index`) the ordinal taken from the hostname is not below
+            `shard.count`.
+    """
+    shard = settings.shard
+    if shard.index is not None:
+        return settings
+    index = shard_from_hostname(hostname) if hostname else None
+    if index is None:
+        index = 0
+    elif index >= shard.count:
+        raise ConfigError(
+            "shard.index",
+            f"taken from HOSTNAME {hostname!r} as {index}, must be < shard.count ({shard.count})",
+        )
+    return dataclasses.replace(settings, shard=dataclasses.replace(shard, index=index))
 
 
 def _failed(kind: str, exc: BaseException) -> None:

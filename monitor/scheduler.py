@@ -26,6 +26,7 @@ from monitor.config import Settings
 from monitor.core.diff import JobSnapshot, JobStateChanged, apply, diff_jobs
 from monitor.core.jobs import BackupJob, JobDetails, JobKey, VaultRef, parse_vault_id
 from monitor.core.plan import Planner, PlanSettings
+from monitor.core.shard import owner
 from monitor.errors import (
     ArmError,
     ArmForbidden,
@@ -35,7 +36,9 @@ from monitor.errors import (
     ParseError,
     SinkError,
     StartupError,
+    StoreError,
 )
+from monitor.metrics import EstateHealth, Metrics
 from monitor.sinks import Sink, render_event
 from monitor.store import CheckpointStore, VaultCheckpoint
 
@@ -46,6 +49,7 @@ BACKOFF_BASE_S, BACKOFF_CAP_S = 2.0, 300.0
 FORBIDDEN_RETRY_S = 300.0
 SHUTDOWN_GRACE_S = 10.0
 COMMIT_TIMEOUT_S = 30.0
+HEARTBEAT_S = 5.0  # the dispatch loop ticks at least this often, so /healthz can tell it lives
 
 
 class JobSource(Protocol):
@@ -75,6 +79,10 @@ class WatchedVault:
     polled_at: datetime | None = None  # observed time of the last successful poll
     failures: int = 0
     reported: str | None = None  # the last problem logged, so a repeat is not logged again
+    state: str = "pending"  # pending, ok, failing or forbidden (metrics.VAULT_STATES)
+    added_at: float = 0.0  # monotonic time it started being watched
+    ok_at: float | None = None  # monotonic start of its last successful poll in this process
+    running_jobs: int = 0  # tracked jobs not in a terminal state, after the last poll
 
     @property
     def has_running_jobs(self) -> bool:
@@ -102,6 +110,8 @@ class PollScheduler:
         clock: time and sleep.
         settings: the parsed configuration.
         rng: jitter for backoffs.
+        metrics: where polls, events and checkpoint failures are counted; it also reads
+            `estate_health()` at scrape time. None: nothing is measured.
     """
 
     def __init__(
@@ -113,8 +123,14 @@ class PollScheduler:
         clock: Clock,
         settings: Settings,
         rng: random.Random,
+        metrics: Metrics | None = None,
     ) -> None:
         self._source, self._store, self._sink = source, store, sink
+        self._metrics = metrics
+        self._started = False
+        self._ticked_at: float | None = None
+        if metrics is not None:
+            metrics.watch(self)
         self._clock, self._settings, self._rng = clock, settings, rng
         poll = settings.poll
         self._planner = Planner(
@@ -150,10 +166,12 @@ class PollScheduler:
                 async with anyio.create_task_group() as loops:
                     loops.start_soon(self._discovery_loop, name="discovery")
                     loops.start_soon(self._dispatch_loop, polls, name="dispatch")
+                    self._started = True
                     task_status.started()
             in_flight = self._settings.poll.max_concurrency - self._slots.value
             log.info("shutdown.waiting", polls_in_flight=in_flight, grace_s=SHUTDOWN_GRACE_S)
             polls.cancel_scope.deadline = anyio.current_time() + SHUTDOWN_GRACE_S
+        self._started = False
         log.info("shutdown.done", polls=self.stats.polls, events=self.stats.events)
 
     def stop(self) -> None:
@@ -180,14 +198,56 @@ class PollScheduler:
         """The vaults being watched now."""
         return [w.vault for w in self._watched.values()]
 
+    def estate_health(self) -> EstateHealth:
+        """Vault states, staleness and the dispatch loop's liveness now (for /readyz, metrics).
+
+        A vault is stale when its last successful poll in this process (or, never polled, the
+        moment it started being watched) is older than its subscription's planner bound
+        (`SubscriptionPlan.poll_bound_s`) plus one request timeout, the time a poll that
+        started in time may take to finish.
+        """
+        now = self._clock.monotonic()
+        slack_s = self._settings.azure.request_timeout_s
+        bounds: dict[str, float] = {}
+        states: dict[str, int] = {}
+        stale: list[str] = []
+        pending: list[str] = []
+        oldest: float | None = None
+        running = 0
+        for w in self._watched.values():
+            states[w.state] = states.get(w.state, 0) + 1
+            running += w.running_jobs
+            sub = w.vault.subscription_id.lower()
+            bound = bounds.get(sub)
+            if bound is None:
+                bound = bounds[sub] = self._planner.plan_for(sub).poll_bound_s + slack_s
+            age = now - (w.ok_at if w.ok_at is not None else w.added_at)
+            oldest = age if oldest is None else max(oldest, age)
+            if w.ok_at is None:
+                pending.append(w.vault.name)
+            if age > bound:
+                stale.append(w.vault.name)
+        return EstateHealth(
+            started=self._started,
+            stopping=self._stopping,
+            dispatch_age_s=None if self._ticked_at is None else now - self._ticked_at,
+            vaults_by_state=states,
+            running_jobs=running,
+            oldest_poll_age_s=oldest,
+            stale_vaults=tuple(sorted(stale)),
+            pending_vaults=tuple(sorted(pending)),
+        )
+
     # ------------------------------------------------------------------------------ discovery
 
     async def _discover(self, *, first: bool) -> list[VaultRef]:
         """Every vault the configuration asks for; subscriptions that fail keep what they had."""
         d = self._settings.discovery
         found: dict[str, VaultRef] = {}
-        reached = False
-        for vault_id in d.vaults:
+        vault_ids = [v for v in d.vaults if self._owns(parse_vault_id(v).subscription_id)]
+        # A shard that owns none of the listed vaults or subscriptions has nothing to reach.
+        reached = not vault_ids and not [s for s in d.subscriptions if s == "*" or self._owns(s)]
+        for vault_id in vault_ids:
             try:
                 vault = await self._source.get_vault(vault_id)
                 reached = True
@@ -213,6 +273,7 @@ class PollScheduler:
                     raise StartupError(f"cannot list subscriptions: {exc}") from exc
                 log.warning("discovery.subscriptions_failed", error=str(exc))
                 subscriptions = sorted({w.vault.subscription_id for w in self._watched.values()})
+        subscriptions = [s for s in subscriptions if self._owns(s)]
         for sub in subscriptions:
             try:
                 vaults = await self._source.list_vaults(sub)
@@ -227,6 +288,11 @@ class PollScheduler:
         if first and not reached:
             raise StartupError("ARM unreachable: no discovery call succeeded")
         return [v for v in found.values() if self._included(v)]
+
+    def _owns(self, subscription_id: str) -> bool:
+        """Whether this shard owns the subscription (DESIGN §11: rendezvous hashing)."""
+        shard = self._settings.shard
+        return shard.count == 1 or owner(subscription_id, shard.count) == (shard.index or 0)
 
     def _included(self, vault: VaultRef) -> bool:
         d = self._settings.discovery
@@ -244,11 +310,14 @@ class PollScheduler:
         fresh = [v for v in vaults if v.key not in self._watched]
         for vault in fresh:
             checkpoint = self._checkpoints.pop(vault.key, None)
-            watched = WatchedVault(vault=vault)
+            watched = WatchedVault(vault=vault, added_at=self._clock.monotonic())
             if checkpoint is not None:
                 watched.jobs = dict(checkpoint.jobs)
                 watched.polled_at = checkpoint.polled_at
+                watched.running_jobs = _running(watched.jobs)
             self._watched[vault.key] = watched
+            if self._metrics is not None:
+                self._metrics.subscription_seen(vault.subscription_id)
             log.info("vault.watching", vault=vault.name, subscription=vault.subscription_id)
         now = self._clock.monotonic()
         for vault in fresh:
@@ -296,16 +365,21 @@ class PollScheduler:
     async def _dispatch_loop(self, polls: TaskGroup) -> None:
         while True:
             now = self._clock.monotonic()
+            self._ticked_at = now
             vault = self._planner.take_due(now)
             if vault is None:
                 due = self._planner.next_due()
                 delay = self._settings.discovery.interval_s if due is None else due.at - now
                 with anyio.CancelScope() as wake:
                     self._wake = wake
-                    await self._clock.sleep(max(delay, 0.0))
+                    await self._clock.sleep(min(max(delay, 0.0), HEARTBEAT_S))
                 self._wake = None
                 continue
-            await self._slots.acquire()
+            while True:
+                with anyio.move_on_after(HEARTBEAT_S):
+                    await self._slots.acquire()
+                    break
+                self._ticked_at = self._clock.monotonic()
             polls.start_soon(self._poll_slot, vault, name=f"poll {vault.name}")
 
     async def _poll_slot(self, vault: VaultRef) -> None:
@@ -326,23 +400,35 @@ class PollScheduler:
             reads = await self._poll(watched)
         except ArmThrottled as exc:
             # The budget already paused the whole subscription; keep the vault first in line.
+            self._measure(vault, "throttled", started)
             self.stats.throttled += 1
             self._planner.release(vault.key)
             self._planner.hold(vault.subscription_id, started + exc.retry_after_s)
             return
         except ArmNotFound as exc:
+            self._measure(vault, "not_found", started)
             await self._drop(vault, f"404 {exc.code or 'NotFound'}")
             return
         except (ArmForbidden, ForeignOriginError) as exc:
+            forbidden = isinstance(exc, ArmForbidden)
+            watched.state = "forbidden" if forbidden else "failing"
+            self._measure(vault, "forbidden" if forbidden else "error", started)
             self._fail(watched, vlog, exc, retry_s=FORBIDDEN_RETRY_S, started=started)
             return
         except (ArmError, ParseError) as exc:
+            watched.state = "failing"
+            self._measure(vault, "error", started)
             self._fail(watched, vlog, exc, retry_s=self._backoff_s(watched), started=started)
             return
         except Exception as exc:  # a bug must not stop the other vaults
             vlog.exception("poll.crashed")
+            watched.state = "failing"
+            self._measure(vault, "error", started)
             self._fail(watched, vlog, exc, retry_s=self._backoff_s(watched), started=started)
             return
+        self._measure(vault, "ok", started)
+        watched.state, watched.ok_at = "ok", started
+        watched.running_jobs = _running(watched.jobs)
         if watched.reported is not None:
             vlog.info("poll.recovered", after_failures=watched.failures)
         watched.failures, watched.reported = 0, None
@@ -353,6 +439,11 @@ class PollScheduler:
         self._planner.mark_polled(
             vault.key, started, running=watched.has_running_jobs, reads=float(reads)
         )
+
+    def _measure(self, vault: VaultRef, result: str, started: float) -> None:
+        if self._metrics is not None:
+            duration_s = self._clock.monotonic() - started
+            self._metrics.poll_finished(vault.subscription_id, result, duration_s)
 
     def _backoff_s(self, watched: WatchedVault) -> float:
         step: float = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** min(watched.failures, 20))
@@ -390,14 +481,17 @@ class PollScheduler:
         poll = self._settings.poll
         floor = now - timedelta(seconds=poll.lookback_s)
         if watched.polled_at is None:
-            return floor
+            return floor.replace(microsecond=0)
         marks = [watched.polled_at]
         marks += [
             s.start_at
             for s in watched.jobs.values()
             if not s.status.is_terminal and s.start_at is not None
         ]
-        return max(floor, min(marks) - timedelta(seconds=poll.overlap_s))
+        start = max(floor, min(marks) - timedelta(seconds=poll.overlap_s))
+        # The filter sends whole seconds: prune against the window ARM really applies, or a job
+        # that started in the truncated fraction is pruned, listed again and re-emitted as new.
+        return start.replace(microsecond=0)
 
     async def _poll(self, watched: WatchedVault) -> int:
         """Poll one vault; returns the reads it cost (pages are counted as one)."""
@@ -463,9 +557,16 @@ class PollScheduler:
             if events:
                 await self._sink.emit(events)
                 self.stats.events += len(events)
-            await self._store.save(
-                vault.key, changed=changed, removed=removed, polled_at=observed_at
-            )
+                if self._metrics is not None:
+                    self._metrics.events_emitted(events)
+            try:
+                await self._store.save(
+                    vault.key, changed=changed, removed=removed, polled_at=observed_at
+                )
+            except StoreError:
+                if self._metrics is not None:
+                    self._metrics.checkpoint_failed()
+                raise
         if commit.cancelled_caught:
             raise SinkError(f"emitting and checkpointing took over {COMMIT_TIMEOUT_S:.0f}s")
         watched.jobs, watched.polled_at = after, observed_at
@@ -486,6 +587,10 @@ class PollScheduler:
 
 def _same(a: str, b: str) -> bool:
     return a.lower() == b.lower()
+
+
+def _running(jobs: dict[JobKey, JobSnapshot]) -> int:
+    return sum(1 for s in jobs.values() if not s.status.is_terminal)
 
 
 __all__ = ["JobSource", "PollScheduler", "PollStats", "WatchedVault"]

@@ -1,0 +1,327 @@
+"""Every Prometheus metric of the daemon, registered on an injected CollectorRegistry."""
+
+# Rules:
+# - Never the global registry: `Metrics(registry)` registers everything on the one it is given.
+# - No per-vault or per-job labels: a label's values are bounded by subscriptions, kinds,
+#   statuses and states, so 10,000 vaults do not make 10,000 series.
+# - Scrape-time values (vault states, staleness, running jobs) are read from an `EstateView`
+#   by a Collector when Prometheus scrapes, never pushed from the hot path.
+# - Every metric here is listed in docs/operations.md; tests/test_ops.py checks both ways.
+
+from __future__ import annotations
+
+import platform
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Final, Protocol
+
+import aiohttp
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from monitor import __version__
+from monitor.core.budget import SUBSCRIPTION_GLOBAL_READS, SUBSCRIPTION_READS, TENANT_READS
+from monitor.core.jobs import JobStatus
+
+__all__ = [
+    "POLL_RESULTS",
+    "VAULT_STATES",
+    "EstateHealth",
+    "EstateView",
+    "Metrics",
+    "request_kind",
+    "status_class",
+]
+
+PREFIX: Final = "backup_monitor"
+TENANT: Final = "tenant"
+"""The `subscription` label of tenant-scoped requests (`GET /subscriptions`)."""
+
+POLL_RESULTS: Final = ("ok", "throttled", "forbidden", "not_found", "error")
+"""Values of `backup_monitor_polls_total{result}`."""
+VAULT_STATES: Final = ("pending", "ok", "failing", "forbidden")
+"""Values of `backup_monitor_vaults{state}`: not polled yet, last poll fine, failed, 403."""
+RATE_LIMIT_HEADERS: Final = {
+    SUBSCRIPTION_READS: "subscription_reads",
+    SUBSCRIPTION_GLOBAL_READS: "subscription_global_reads",
+    TENANT_READS: "tenant_reads",
+}
+"""ARM's remaining-reads headers → the `scope` label of `backup_monitor_arm_ratelimit_remaining`."""
+
+# Lags run from a second to minutes (an idle vault's interval plus the queue in front of it).
+LAG_BUCKETS_S: Final = (1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+# One poll is one request, or a few pages plus detail reads, each paced by the budget.
+POLL_BUCKETS_S: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+_SUBSCRIPTION: Final = re.compile(r"^/subscriptions/([^/]+)", re.IGNORECASE)
+_VAULT: Final = r"/resourcegroups/[^/]+/providers/microsoft\.recoveryservices/vaults/[^/]+"
+_KINDS: Final = (
+    (re.compile(r"^/subscriptions/?$"), "subscriptions_list"),
+    (
+        re.compile(r"^/subscriptions/[^/]+/providers/microsoft\.recoveryservices/vaults/?$"),
+        "vaults_list",
+    ),
+    (re.compile(rf"^/subscriptions/[^/]+{_VAULT}/?$"), "vault_get"),
+    (re.compile(rf"^/subscriptions/[^/]+{_VAULT}/backupjobs/?$"), "jobs_list"),
+    (re.compile(rf"^/subscriptions/[^/]+{_VAULT}/backupjobs/[^/]+/?$"), "job_get"),
+)
+
+
+def request_kind(path: str) -> tuple[str, str]:
+    """(subscription label, kind) of an ARM request path; unknown paths are kind `other`.
+
+    The subscription is lower-cased; tenant-scoped paths give `tenant`.
+    """
+    lowered = path.lower()
+    match = _SUBSCRIPTION.match(lowered)
+    subscription = match.group(1) if match else TENANT
+    for pattern, kind in _KINDS:
+        if pattern.match(lowered):
+            return subscription, kind
+    return subscription, "other"
+
+
+def status_class(status: int | None) -> str:
+    """`2xx`, `3xx`, `4xx`, `429` or `5xx` for an HTTP status; `error` for no answer (None)."""
+    if status is None:
+        return "error"
+    if status == 429:
+        return "429"
+    return f"{status // 100}xx"
+
+
+def _retry_after_s(raw: str | None) -> float:
+    try:
+        value = float(raw) if raw is not None else 0.0
+    except ValueError:
+        return 0.0
+    return value if value > 0 and value == value and value != float("inf") else 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EstateHealth:
+    """What the scheduler knows of the estate at one moment; read by /readyz and the Collector.
+
+    Attributes:
+        started: the first discovery finished and the dispatch loop runs.
+        stopping: a stop was requested.
+        dispatch_age_s: seconds since the dispatch loop last ticked (None before it started).
+        vaults_by_state: watched vaults per state (`VAULT_STATES`).
+        running_jobs: tracked jobs that are not in a terminal state.
+        oldest_poll_age_s: seconds since the least recently polled vault's last successful
+            poll (a vault never polled counts from when it started being watched); None when
+            no vault is watched.
+        stale_vaults: names of vaults whose last successful poll is older than their bound.
+        pending_vaults: names of vaults never polled successfully by this process.
+    """
+
+    started: bool
+    stopping: bool
+    dispatch_age_s: float | None
+    vaults_by_state: Mapping[str, int]
+    running_jobs: int
+    oldest_poll_age_s: float | None
+    stale_vaults: tuple[str, ...] = ()
+    pending_vaults: tuple[str, ...] = ()
+
+
+class EstateView(Protocol):
+    """Whatever can describe the estate now (the PollScheduler)."""
+
+    def estate_health(self) -> EstateHealth: ...
+
+
+class _EstateCollector(Collector):
+    def __init__(self) -> None:
+        self.views: list[EstateView] = []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        vaults = GaugeMetricFamily(f"{PREFIX}_vaults", "Watched vaults by state.", labels=["state"])
+        running = GaugeMetricFamily(
+            f"{PREFIX}_running_jobs", "Tracked jobs not yet in a terminal state."
+        )
+        oldest = GaugeMetricFamily(
+            f"{PREFIX}_oldest_poll_age_seconds",
+            "Seconds since the least recently polled vault was last polled successfully.",
+        )
+        stale = GaugeMetricFamily(
+            f"{PREFIX}_stale_vaults",
+            "Vaults not polled successfully within their bound (they keep /readyz at 503).",
+        )
+        health = self.views[-1].estate_health() if self.views else None
+        for state in VAULT_STATES:
+            count = health.vaults_by_state.get(state, 0) if health else 0
+            vaults.add_metric([state], float(count))
+        running.add_metric([], float(health.running_jobs if health else 0))
+        age = health.oldest_poll_age_s if health else None
+        oldest.add_metric([], float(age) if age is not None else 0.0)
+        stale.add_metric([], float(len(health.stale_vaults) if health else 0))
+        yield from (vaults, running, oldest, stale)
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return []  # values exist only at scrape time; nothing to check at registration
+
+
+class Metrics:
+    """Every metric of the daemon, registered on `registry` (never the global one).
+
+    The scheduler reports polls, events and checkpoint failures through the methods below; ARM
+    requests are counted by the aiohttp `TraceConfig` from `trace_config()`; scrape-time values
+    come from the `EstateView` given to `watch`.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.polls = Counter(
+            f"{PREFIX}_polls",
+            "Vault polls by subscription and result.",
+            ["subscription", "result"],
+            registry=registry,
+        )
+        self.arm_requests = Counter(
+            f"{PREFIX}_arm_requests",
+            "ARM requests by subscription (or tenant), kind and status class.",
+            ["subscription", "kind", "status_class"],
+            registry=registry,
+        )
+        self.arm_throttled = Counter(
+            f"{PREFIX}_arm_throttled",
+            "ARM 429 answers by subscription (or tenant).",
+            ["subscription"],
+            registry=registry,
+        )
+        self.arm_pause = Counter(
+            f"{PREFIX}_arm_throttle_pause_seconds",
+            "Seconds of Retry-After asked by ARM's 429 answers, by subscription (or tenant).",
+            ["subscription"],
+            registry=registry,
+        )
+        self.ratelimit_remaining = Gauge(
+            f"{PREFIX}_arm_ratelimit_remaining",
+            "ARM's last x-ms-ratelimit-remaining-* value, by subscription (or tenant) and scope.",
+            ["subscription", "scope"],
+            registry=registry,
+        )
+        self.events = Counter(
+            f"{PREFIX}_events",
+            "Events emitted, by the job status they report.",
+            ["status"],
+            registry=registry,
+        )
+        self.detection_lag = Histogram(
+            f"{PREFIX}_detection_lag_seconds",
+            "Event time minus the moment the job reached the status (terminal or first seen).",
+            ["phase"],
+            buckets=LAG_BUCKETS_S,
+            registry=registry,
+        )
+        self.poll_duration = Histogram(
+            f"{PREFIX}_poll_duration_seconds",
+            "Wall time of one vault poll, budget waits included.",
+            buckets=POLL_BUCKETS_S,
+            registry=registry,
+        )
+        self.checkpoint_failures = Counter(
+            f"{PREFIX}_checkpoint_write_failures",
+            "Checkpoint writes that failed (the vault's events may be emitted again).",
+            registry=registry,
+        )
+        self.build_info = Gauge(
+            f"{PREFIX}_build_info",
+            "Always 1; the version of backup-job-monitor and of Python as labels.",
+            ["version", "python"],
+            registry=registry,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        for phase in ("terminal", "running"):
+            self.detection_lag.labels(phase)
+        self._estate = _EstateCollector()
+        registry.register(self._estate)
+        self._subscriptions: set[str] = set()
+
+    # ------------------------------------------------------------------ scheduler hooks
+
+    def watch(self, view: EstateView) -> None:
+        """Read scrape-time values from `view` (the latest one given wins)."""
+        self._estate.views[:] = [view]
+
+    def subscription_seen(self, subscription_id: str) -> None:
+        """Create a subscription's series at zero, so rates and alerts work before a first 429."""
+        sub = subscription_id.lower()
+        if sub in self._subscriptions:
+            return
+        self._subscriptions.add(sub)
+        for result in POLL_RESULTS:
+            self.polls.labels(sub, result)
+        self.arm_throttled.labels(sub)
+        self.arm_pause.labels(sub)
+
+    def poll_finished(self, subscription_id: str, result: str, duration_s: float) -> None:
+        """One poll ended with `result` (one of `POLL_RESULTS`) after `duration_s`."""
+        self.polls.labels(subscription_id.lower(), result).inc()
+        self.poll_duration.observe(max(duration_s, 0.0))
+
+    def events_emitted(self, events: Iterable[Mapping[str, object]]) -> None:
+        """Count rendered schema-v1 events by status and record their detection lag."""
+        for event in events:
+            job = event.get("job")
+            raw = job.get("status") if isinstance(job, Mapping) else None
+            status = JobStatus.of(raw) if isinstance(raw, str) else None
+            label = status.value if status is not None and status.is_known else "other"
+            self.events.labels(label).inc()
+            lag = event.get("detection_lag_s")
+            if isinstance(lag, int | float) and status is not None:
+                phase = "terminal" if status.is_terminal else "running"
+                self.detection_lag.labels(phase).observe(max(float(lag), 0.0))
+
+    def checkpoint_failed(self) -> None:
+        """A checkpoint write failed."""
+        self.checkpoint_failures.inc()
+
+    # ------------------------------------------------------------------ ARM requests
+
+    def request_finished(
+        self, path: str, status: int | None, headers: Mapping[str, str] | None
+    ) -> None:
+        """Count one ARM request (status None: no answer) and read its rate-limit headers."""
+        subscription, kind = request_kind(path)
+        self.arm_requests.labels(subscription, kind, status_class(status)).inc()
+        if headers is None:
+            return
+        for header, scope in RATE_LIMIT_HEADERS.items():
+            raw = headers.get(header)
+            if raw is None:
+                continue
+            try:
+                self.ratelimit_remaining.labels(subscription, scope).set(float(raw))
+            except ValueError:
+                continue
+        if status == 429:
+            self.arm_throttled.labels(subscription).inc()
+            self.arm_pause.labels(subscription).inc(_retry_after_s(headers.get("Retry-After")))
+
+    def trace_config(self) -> aiohttp.TraceConfig:
+        """aiohttp hooks counting every request of a session (pass to `open_session`)."""
+        trace = aiohttp.TraceConfig()
+
+        async def on_end(
+            session: aiohttp.ClientSession,
+            context: SimpleNamespace,
+            params: aiohttp.TraceRequestEndParams,
+        ) -> None:
+            response = params.response
+            self.request_finished(params.url.path, response.status, response.headers)
+
+        async def on_exception(
+            session: aiohttp.ClientSession,
+            context: SimpleNamespace,
+            params: aiohttp.TraceRequestExceptionParams,
+        ) -> None:
+            self.request_finished(params.url.path, None, None)
+
+        trace.on_request_end.append(on_end)
+        trace.on_request_exception.append(on_exception)
+        return trace

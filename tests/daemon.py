@@ -1,0 +1,174 @@
+"""The daemon as a child process against the emulator, and judging it against ground truth.
+
+Shared by the end-to-end tests: test_daemon_e2e, test_shard_e2e and test_ops.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+import jsonschema
+import orjson
+
+from monitor.core.diff import event_id
+from monitor.core.jobs import JobStatus
+from monitor.emulator import Emulator
+from monitor.sinks import event_schema
+
+TERMINAL = {"Completed", "CompletedWithWarnings", "Failed", "Cancelled"}
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | Path):
+        return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return str(value)
+
+
+def write_config(
+    path: Path,
+    emu: Emulator,
+    state: Path,
+    *,
+    sections: Mapping[str, Mapping[str, object]] | None = None,
+    **poll: float,
+) -> Path:
+    """A config file for `emu`: short intervals, the ops server on a free loopback port.
+
+    `sections` adds or overrides keys of any section (e.g. `{"shard": {"count": 2}}`).
+    """
+    tables: dict[str, dict[str, object]] = {
+        "azure": {
+            "arm_endpoint": f"{emu.url}/",
+            "credential": "static",
+            "static_token": emu.token,
+            "allow_http_loopback": True,
+            "request_timeout_s": 5,
+        },
+        "poll": {
+            "active_interval_s": 2,
+            "idle_interval_s": 4,
+            "overlap_s": 30,
+            **poll,
+            "lookback_s": 3600,
+        },
+        "discovery": {"interval_s": 30},
+        "state": {"path": str(state)},
+        "log": {"format": "json"},
+        "ops": {"listen": "127.0.0.1:0"},
+    }
+    for name, values in (sections or {}).items():
+        tables.setdefault(name, {}).update(values)
+    lines: list[str] = []
+    for name, values in tables.items():
+        lines += [f"[{name}]", *(f"{key} = {_toml(value)}" for key, value in values.items())]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Daemon:
+    """`backup-monitor run` as a child process; stdout and stderr append to files."""
+
+    def __init__(
+        self, config: Path, events: Path, logs: Path, *, env: Mapping[str, str] | None = None
+    ) -> None:
+        self.config, self.events, self.logs = config, events, logs
+        self.env = dict(env) if env is not None else None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = None if self.env is None else {**os.environ, **self.env}
+        with self.events.open("ab") as out, self.logs.open("ab") as err:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "monitor", "run", "--config", str(self.config)],
+                stdout=out,
+                stderr=err,
+                env=env,
+            )
+
+    async def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        process = self.process
+        with anyio.fail_after(20):
+            return await anyio.to_thread.run_sync(process.wait)
+
+    def kill_if_running(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def read_events(self) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in self.events.read_bytes().splitlines() if line]
+
+    async def ops_url(self, timeout_s: float = 20) -> str:
+        """The base URL of this run's ops server, from its `ops.listening` log line."""
+        with anyio.fail_after(timeout_s):
+            while True:
+                ports = [r["port"] for r in self.read_logs() if r.get("event") == "ops.listening"]
+                if ports:
+                    return f"http://127.0.0.1:{ports[-1]}"
+                assert self.process is not None
+                assert self.process.poll() is None, self.read_logs()[-5:]
+                await anyio.sleep(0.1)
+
+    def read_logs(self) -> list[dict[str, Any]]:
+        rows = []
+        for line in self.logs.read_bytes().splitlines():
+            try:
+                rows.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                rows.append({"event": line.decode(errors="replace")})
+        return rows
+
+
+async def ground_truth(emu: Emulator) -> list[dict[str, Any]]:
+    async with aiohttp.ClientSession() as http, http.get(f"{emu.url}/_emulator/transitions") as r:
+        return list((await r.json())["transitions"])
+
+
+async def emulator_stats(emu: Emulator) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http, http.get(f"{emu.url}/_emulator/stats") as r:
+        return dict(await r.json())
+
+
+def at(row: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(str(row["at"]).replace("Z", "+00:00"))
+
+
+def judge(
+    events: list[dict[str, Any]],
+    truth: list[dict[str, Any]],
+    *,
+    cutoff: datetime,
+    skip_vaults: set[str] = frozenset(),  # type: ignore[assignment]
+) -> tuple[set[str], Counter[str], list[dict[str, Any]]]:
+    """Missing terminal event ids, emitted id counts, and emitted events the world never made.
+
+    Every event is also validated against the shipped JSON Schema.
+    """
+    validator = jsonschema.Draft202012Validator(event_schema())
+    for event in events:
+        validator.validate(event)
+    made = {event_id(t["vault_id"], t["job_id"], JobStatus.of(t["to"])) for t in truth}
+    expected = {
+        event_id(t["vault_id"], t["job_id"], JobStatus.of(t["to"]))
+        for t in truth
+        if t["to"] in TERMINAL and at(t) <= cutoff and t["vault_id"].lower() not in skip_vaults
+    }
+    emitted = Counter(str(e["event_id"]) for e in events)
+    invented = [e for e in events if e["event_id"] not in made]
+    return expected - set(emitted), emitted, invented

@@ -1,0 +1,236 @@
+"""The ops server and metrics: documented metrics in a live scrape, /healthz, /readyz."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+import pytest
+from multidict import CIMultiDict
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from monitor.config import OpsSettings
+from monitor.emulator import Emulator, EmulatorSettings, WorldSettings, running_emulator
+from monitor.errors import StartupError
+from monitor.metrics import EstateHealth, Metrics, request_kind, status_class
+from monitor.ops import readiness_problems, serve_ops
+from tests.daemon import Daemon, write_config
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
+SUB = "11111111-1111-1111-1111-111111111111"
+VAULT = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.RecoveryServices/vaults/v1"
+
+
+def documented_metrics() -> dict[str, tuple[str, frozenset[str]]]:
+    """name → (type, label names), from the metric table of docs/operations.md."""
+    rows: dict[str, tuple[str, frozenset[str]]] = {}
+    for line in DOCS.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 4 and cells[0].startswith("`backup_monitor_"):
+            labels = frozenset(re.findall(r"`([a-z_]+)`", cells[2]))
+            rows[cells[0].strip("`")] = (cells[1], labels)
+    return rows
+
+
+def scraped(text: str) -> dict[str, tuple[str, frozenset[str]]]:
+    """Documented-style name → (type, label names seen) of every backup_monitor_ family."""
+    found: dict[str, tuple[str, set[str]]] = {}
+    for family in text_string_to_metric_families(text):
+        # The text format shows a counter's `_created` series as a gauge family of its own.
+        if not family.name.startswith("backup_monitor_") or family.name.endswith("_created"):
+            continue
+        name = family.name + ("_total" if family.type == "counter" else "")
+        labels: set[str] = set()
+        for sample in family.samples:
+            if sample.name.endswith("_created"):
+                continue
+            labels.update(k for k in sample.labels if k != "le")
+        found[name] = (family.type, labels)
+    return {name: (kind, frozenset(labels)) for name, (kind, labels) in found.items()}
+
+
+class TestMetrics:
+    def test_request_kinds_from_paths(self) -> None:
+        """Each ARM path maps to its subscription (or tenant) and a bounded kind."""
+        assert request_kind("/subscriptions") == ("tenant", "subscriptions_list")
+        vaults = f"/subscriptions/{SUB.upper()}/providers/Microsoft.RecoveryServices/vaults"
+        assert request_kind(vaults) == (SUB, "vaults_list")
+        assert request_kind(VAULT) == (SUB, "vault_get")
+        assert request_kind(VAULT + "/backupJobs") == (SUB, "jobs_list")
+        assert request_kind(VAULT + "/backupJobs/7dd-1") == (SUB, "job_get")
+        assert request_kind("/providers/Microsoft.Foo") == ("tenant", "other")
+
+    def test_status_classes(self) -> None:
+        """429 has its own class; no answer is `error`."""
+        assert [status_class(s) for s in (200, 404, 429, 503, None)] == [
+            "2xx",
+            "4xx",
+            "429",
+            "5xx",
+            "error",
+        ]
+
+    def test_throttled_response_counts_pause_and_remaining(self) -> None:
+        """A 429 counts once and adds its Retry-After; remaining-reads headers become gauges."""
+        registry = CollectorRegistry()
+        metrics = Metrics(registry)
+        headers = CIMultiDict(
+            {"Retry-After": "7", "x-ms-ratelimit-remaining-subscription-reads": "12"}
+        )
+        metrics.request_finished(VAULT + "/backupJobs", 429, headers)
+        value = registry.get_sample_value
+        assert value("backup_monitor_arm_throttled_total", {"subscription": SUB}) == 1
+        assert value("backup_monitor_arm_throttle_pause_seconds_total", {"subscription": SUB}) == 7
+        labels = {"subscription": SUB, "scope": "subscription_reads"}
+        assert value("backup_monitor_arm_ratelimit_remaining", labels) == 12
+        labels = {"subscription": SUB, "kind": "jobs_list", "status_class": "429"}
+        assert value("backup_monitor_arm_requests_total", labels) == 1
+
+    def test_own_registry_only(self) -> None:
+        """Two Metrics on two registries do not collide (nothing goes to the global registry)."""
+        first, second = CollectorRegistry(), CollectorRegistry()
+        Metrics(first)
+        Metrics(second)
+        assert b"backup_monitor_build_info" in generate_latest(first)
+
+
+def health(**overrides: Any) -> EstateHealth:
+    base: dict[str, Any] = {
+        "started": True,
+        "stopping": False,
+        "dispatch_age_s": 1.0,
+        "vaults_by_state": {"ok": 2},
+        "running_jobs": 0,
+        "oldest_poll_age_s": 3.0,
+    }
+    return EstateHealth(**{**base, **overrides})
+
+
+class TestReadiness:
+    def test_ready_when_all_vaults_fresh(self) -> None:
+        """Started, ticking, nothing pending or stale: ready."""
+        assert readiness_problems(health()) == []
+
+    def test_reasons_name_the_vaults(self) -> None:
+        """Pending and stale vaults are named; a stale pending vault is only called stale."""
+        problems = readiness_problems(
+            health(stale_vaults=("a", "b"), pending_vaults=("b", "c"), stopping=True)
+        )
+        assert problems == [
+            "shutting down",
+            "1 vaults not polled successfully yet: c",
+            "2 vaults stale (not polled successfully within their bound): a, b",
+        ]
+
+    def test_stalled_dispatch_is_unhealthy(self) -> None:
+        """A dispatch loop silent for minutes fails health, hence readiness too."""
+        assert readiness_problems(health(dispatch_age_s=600.0))
+
+    async def test_port_in_use_is_a_startup_error(self) -> None:
+        """Binding a taken port fails with a message naming ops.listen."""
+        registry = CollectorRegistry()
+
+        class View:
+            def estate_health(self) -> EstateHealth:
+                return health()
+
+        async with anyio.create_task_group() as tg:
+            port = await tg.start(serve_ops, OpsSettings(listen="127.0.0.1:0"), registry, View())
+            with pytest.raises(StartupError, match=r"ops\.listen"):
+                await serve_ops(OpsSettings(listen=f"127.0.0.1:{port}"), registry, View())
+            tg.cancel_scope.cancel()
+
+
+async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, str]:
+    async with http.get(url) as response:
+        return response.status, await response.text()
+
+
+async def wait_for_status(
+    http: aiohttp.ClientSession,
+    url: str,
+    status: int,
+    timeout_s: float,
+    *,
+    mentioning: tuple[str, ...] = (),
+) -> str:
+    """Poll `url` until it answers `status` with a body that mentions every one of `mentioning`."""
+    with anyio.fail_after(timeout_s):
+        while True:
+            got, body = await get(http, url)
+            if got == status and all(word in body for word in mentioning):
+                return body
+            await anyio.sleep(0.25)
+
+
+@pytest.fixture
+async def emulator() -> Any:
+    settings = EmulatorSettings(
+        world=WorldSettings(seed=13, subscriptions=2, vaults_per_subscription=4)
+    )
+    async with running_emulator(settings) as emu:
+        yield emu
+
+
+async def test_daemon_metrics_health_and_readiness(emulator: Emulator, tmp_path: Path) -> None:
+    """Against the emulator: every documented metric in the scrape (and nothing undocumented);
+    /readyz 200 after the first full poll, then 503 naming the forbidden vaults once stale."""
+    config = write_config(
+        tmp_path / "monitor.toml",
+        emulator,
+        tmp_path / "state.sqlite",
+        active_interval_s=1,
+        idle_interval_s=2,
+        sections={"azure": {"request_timeout_s": 2}},
+    )
+    daemon = Daemon(config, tmp_path / "events.jsonl", tmp_path / "stderr.log")
+    forbidden = list(emulator.world.vaults.values())[:2]
+    deleted = list(emulator.world.vaults.values())[2]
+    try:
+        daemon.start()
+        base = await daemon.ops_url()
+        async with aiohttp.ClientSession() as http:
+            await wait_for_status(http, f"{base}/readyz", 200, timeout_s=20)
+            assert (await get(http, f"{base}/healthz"))[0] == 200
+            await anyio.sleep(2)  # a few more polls, so every labelled series exists
+            status, text = await get(http, f"{base}/metrics")
+            assert status == 200
+            documented, seen = documented_metrics(), scraped(text)
+            assert len(documented) >= 14
+            missing = sorted(set(documented) - set(seen))
+            assert not missing, f"documented but not exposed: {missing}"
+            undocumented = sorted(set(seen) - set(documented))
+            assert not undocumented, f"exposed but not in docs/operations.md: {undocumented}"
+            for name, (kind, labels) in documented.items():
+                assert seen[name] == (kind, labels), name
+
+            for vault in forbidden:
+                async with http.post(
+                    f"{emulator.url}/_emulator/vaults/forbid", json={"id": vault.id}
+                ):
+                    pass
+            async with http.delete(f"{emulator.url}/_emulator/vaults", params={"id": deleted.id}):
+                pass
+            names = tuple(v.name for v in forbidden)
+            body = await wait_for_status(
+                http, f"{base}/readyz", 503, timeout_s=30, mentioning=("stale", *names)
+            )
+            assert deleted.name not in body  # a 404 drops the vault: it is not stale
+            assert (await get(http, f"{base}/healthz"))[0] == 200
+            text = (await get(http, f"{base}/metrics"))[1]
+            assert 'backup_monitor_vaults{state="forbidden"} 2.0' in text
+        assert await daemon.stop() == 0
+    finally:
+        daemon.kill_if_running()
+
+
+def test_dashboard_uses_documented_metrics() -> None:
+    """Every metric the Grafana dashboard queries is in docs/operations.md's table."""
+    dashboard = (DOCS.parent.parent / "config" / "grafana" / "backup-job-monitor.json").read_text()
+    used = {re.sub(r"_bucket$", "", n) for n in re.findall(r"backup_monitor_[a-z_]+", dashboard)}
+    assert used
+    assert used <= set(documented_metrics()), used - set(documented_metrics())
