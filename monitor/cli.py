@@ -9,7 +9,7 @@ import random
 import signal
 import ssl
 import sys
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -60,34 +60,26 @@ EXIT_OK, EXIT_USAGE, EXIT_STARTUP = 0, 2, 3
 log = structlog.get_logger("monitor.cli")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _number(
+    convert: Callable[[str], float], noun: str, ok: Callable[[float], bool], bound: str
+) -> Callable[[str], Any]:
+    """An argparse `type` that converts with `convert` and checks `ok`, naming what is wrong."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {noun}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+
+    return parse
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
+_positive_int = _number(int, "a whole number", lambda v: v >= 1, "at least 1")
+_port = _number(int, "a port number", lambda v: 0 <= v <= 65535, "between 0 and 65535")
+_positive_float = _number(float, "a number", lambda v: v > 0, "> 0")
 
 
 def _add_world_options(parser: argparse.ArgumentParser, *, subscriptions: int, vaults: int) -> None:
