@@ -454,7 +454,10 @@ class PollScheduler:
         for key in removed:
             del after[key]
         removed += vanished
-        changed = [JobSnapshot.of(c.job) for c in changes]
+        # A job can change and leave the window in one poll (it ended after its start fell
+        # behind the window): checkpoint only its removal, or the store refuses the save.
+        gone = set(removed)
+        changed = [JobSnapshot.of(c.job) for c in changes if c.job.key not in gone]
         # Emit, then checkpoint; a stop request waits for both (bounded), never for one alone.
         with anyio.move_on_after(COMMIT_TIMEOUT_S, shield=True) as commit:
             if events:

@@ -1,0 +1,63 @@
+"""Scheduler regressions found by the estate benchmark, driven at the JobSource seam."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import anyio
+import pytest
+from structlog.testing import capture_logs
+
+from monitor.clock import SystemClock
+from monitor.scheduler import PollScheduler
+from monitor.store import MemoryCheckpointStore
+from tests.test_scheduler import (
+    SUB_A,
+    ListSink,
+    ScriptedSource,
+    job,
+    settings,
+    vault_ref,
+)
+
+pytestmark = pytest.mark.reliability
+
+
+async def test_job_finishing_after_it_left_the_window_is_emitted_once() -> None:
+    """A tracked job that ends after its start fell out of the window: one event, no crash.
+
+    Its terminal change and its removal from the window used to land in one checkpoint, which
+    the store refuses ("keys both changed and removed"): the poll failed after emitting, so
+    every later poll emitted the same event again and the vault never moved on.
+    """
+    vault = vault_ref(SUB_A, "v1")
+    source = ScriptedSource([vault])
+    started = datetime.now(UTC) - timedelta(seconds=0.3)
+    source.listed[vault.key] = [job(vault, "long", "InProgress", start=started)]
+    sink = ListSink()
+    scheduler = PollScheduler(
+        source=source,
+        store=MemoryCheckpointStore(),
+        sink=sink,
+        clock=SystemClock(),
+        settings=settings(lookback_s=1, overlap_s=0.1),
+        rng=random.Random(1),
+    )
+    with capture_logs() as logs:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(scheduler.run)
+            with anyio.fail_after(20):
+                while not sink.statuses("long"):  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
+                # The job's start is now older than the lookback: only a direct read finds it.
+                await anyio.sleep(1.2)
+                source.direct["long"] = job(vault, "long", "Completed", start=started)
+                while ("InProgress", "Completed") not in sink.statuses("long"):  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
+                polls = scheduler.stats.polls + scheduler.stats.failed_polls
+                while scheduler.stats.polls + scheduler.stats.failed_polls < polls + 2:  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
+            scheduler.stop()
+    assert sink.statuses("long").count(("InProgress", "Completed")) == 1
+    assert not [r for r in logs if r.get("event") == "poll.crashed"]
