@@ -962,6 +962,9 @@ async def scale_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 active_s=15,
                 idle_s=60,
                 lookback_s=90000,
+                overlap_s=300,
+                # Steady state is measured; a backfill would emit ~170,000 events first.
+                backfill=False,
             )
             daemon.start()
             await daemon.wait_started(timeout_s=300)

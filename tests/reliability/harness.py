@@ -72,15 +72,28 @@ class Daemon:
         self.config = write_config(tmp / "monitor.toml", emu, tmp / "state.sqlite", self.events)
         self.process: subprocess.Popen[bytes] | None = None
         self.incarnations: list[int] = []  # events-file line count at each start
+        self.log_offset = 0  # stderr-log size at the last start
 
     def start(self) -> None:
         self.incarnations.append(len(self.read_events()))
+        self.log_offset = self.logs.stat().st_size if self.logs.exists() else 0
         with self.logs.open("ab") as err:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "monitor", "run", "--config", str(self.config)],
                 stdout=subprocess.DEVNULL,
                 stderr=err,
             )
+
+    async def wait_started(self, timeout_s: float = 30.0) -> None:
+        """Until this incarnation logs `scheduler.started` (its signal handlers are in place).
+
+        A SIGTERM before that point meets Python's default action: the process dies with -15.
+        """
+        assert self.process is not None
+        with anyio.fail_after(timeout_s):
+            while b'"scheduler.started"' not in self.logs.read_bytes()[self.log_offset :]:
+                assert self.process.poll() is None, "the daemon exited while starting"
+                await anyio.sleep(0.05)
 
     async def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
         assert self.process is not None

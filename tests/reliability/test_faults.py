@@ -128,18 +128,19 @@ async def test_kill_loop(tmp_path: Path) -> None:
     """
     rng = random.Random(6)
     settings = EmulatorSettings(
-        world=WorldSettings(seed=33, subscriptions=1, vaults_per_subscription=5), page_size=3
+        world=WorldSettings(seed=33, subscriptions=1, vaults_per_subscription=12), page_size=3
     )
     async with running_emulator(settings) as emu:
         daemon = Daemon(tmp_path, emu)
         try:
             for _ in range(KILLS):
                 daemon.start()
-                await anyio.sleep(rng.uniform(0.8, 3.5))
+                await anyio.sleep(rng.uniform(1.0, 5.0))
                 assert await daemon.stop(signal.SIGKILL) == -signal.SIGKILL
                 await anyio.sleep(rng.uniform(0.0, 1.0))
             daemon.start()
             last_kill = now()
+            await daemon.wait_started()
             verdict = await wait_until_caught_up(daemon, emu, cutoff=last_kill)
             assert await daemon.stop() == 0
         finally:
