@@ -444,12 +444,14 @@ class PollScheduler:
         after = apply(watched.jobs, changes)
         for key in vanished:
             after.pop(key, None)
+        # ARM's $filter has whole seconds: the list also returns jobs that started in the
+        # second before `window_start`. Forgetting those would make every later poll whose
+        # window starts in the same second list them again as new jobs (duplicate events).
+        listed_from = window_start.replace(microsecond=0)
         removed = [
             key
             for key, snap in after.items()
-            if snap.status.is_terminal
-            and snap.start_at is not None
-            and snap.start_at < window_start
+            if snap.status.is_terminal and snap.start_at is not None and snap.start_at < listed_from
         ]
         for key in removed:
             del after[key]
