@@ -25,7 +25,7 @@ subscription against the budget and 429s (`/_emulator/stats`); detection lag of 
 transitions (event `time` − ground-truth `at`, joined on event_id); events missed, duplicated
 and wrong against `/_emulator/transitions`.
 
-Run: .venv/bin/python bench/estate.py --quick        (about 3 minutes)
+Run: .venv/bin/python bench/estate.py --quick        (about 4 minutes)
      .venv/bin/python bench/estate.py [--subscriptions 4 --vaults-per-subscription 60
                                        --duration 240 --faults 0.05] [--scale]
 """
@@ -790,6 +790,8 @@ async def estate_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 await half.daemon.stop()
             stopped = datetime.now(UTC)
             truth = await all_transitions(http, emu.url)
+            if args.keep:
+                (tmp / "transitions.json").write_bytes(orjson.dumps(truth))
             faults = await get_json(http, f"{emu.url}/_emulator/faults")
     finally:
         for half in halves:
@@ -820,7 +822,9 @@ async def estate_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         events = daemon.read_events()
         backfill_end = backfill_done_at(events, truth, run_start)
         # Steady state: after the first round of polls and after the backfill's detail reads.
-        first_round_s = half.active_s if half.name == "default" else v_per_sub / BUDGET_RATE
+        # First polls are spread over the first interval (idle vaults: the idle interval);
+        # without backfill a transition before a vault's first poll is recorded silently.
+        first_round_s = half.idle_s if half.name == "default" else 2 * round_s
         lag_from = max(run_start + timedelta(seconds=first_round_s), backfill_end)
         lag_from += timedelta(seconds=5)
         verdict = judge(
@@ -1153,7 +1157,7 @@ def main() -> None:
     parser.add_argument("--faults", type=float, default=0.0, help="total ARM fault rate, 0–1")
     parser.add_argument("--time-scale", type=float, default=300.0)
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--quick", action="store_true", help="4×40 vaults, 150 s: ~3.5 minutes")
+    parser.add_argument("--quick", action="store_true", help="4×40 vaults, 200 s: ~4 minutes")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--scale", action="store_true", help="also run the 10,000-vault point")
     parser.add_argument("--scale-only", action="store_true", help="run only the scale point")
@@ -1163,7 +1167,7 @@ def main() -> None:
     parser.add_argument("--scale-measure", type=float, default=120.0)
     args = parser.parse_args()
     if args.quick:
-        args.subscriptions, args.vaults_per_subscription, args.duration = 4, 40, 150.0
+        args.subscriptions, args.vaults_per_subscription, args.duration = 4, 40, 200.0
     if args.subscriptions < 2:
         parser.error("--subscriptions must be at least 2 (one half per regime)")
     pin(1)
