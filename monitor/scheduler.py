@@ -538,6 +538,8 @@ class PollScheduler:
         after = apply(watched.jobs, changes)
         for key in vanished:
             after.pop(key, None)
+        # `window_start` is whole seconds, as the $filter sends it: a job forgotten here cannot
+        # be listed again, so it is never re-emitted as new.
         removed = [
             key
             for key, snap in after.items()

@@ -10,6 +10,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from monitor.clock import SystemClock
+from monitor.core.jobs import BackupJob, VaultRef
 from monitor.scheduler import PollScheduler
 from monitor.store import MemoryCheckpointStore
 from tests.test_scheduler import (
@@ -61,3 +62,51 @@ async def test_job_finishing_after_it_left_the_window_is_emitted_once() -> None:
             scheduler.stop()
     assert sink.statuses("long").count(("InProgress", "Completed")) == 1
     assert not [r for r in logs if r.get("event") == "poll.crashed"]
+
+
+class WholeSecondSource(ScriptedSource):
+    """Lists as ARM does: the window's start is cut to whole seconds by the `$filter` format."""
+
+    async def list_jobs(
+        self, vault: VaultRef, start_at: datetime, end_at: datetime
+    ) -> list[BackupJob]:
+        return await super().list_jobs(vault, start_at.replace(microsecond=0), end_at)
+
+
+async def test_job_listed_from_the_second_before_the_window_is_emitted_once() -> None:
+    """A finished job from the second before the window start: one event, not one per poll.
+
+    The list returns it (whole-second filter) but it started before the exact window start; it
+    used to be forgotten after each poll, so the next poll in the same second saw it as new.
+    """
+    vault = vault_ref(SUB_A, "v1")
+    source = WholeSecondSource([vault])
+    sink = ListSink()
+    scheduler = PollScheduler(
+        source=source,
+        store=MemoryCheckpointStore(),
+        sink=sink,
+        clock=SystemClock(),
+        settings=settings(lookback_s=3600, overlap_s=0.5, active_interval_s=0.05),
+        rng=random.Random(1),
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(scheduler.run)
+        with anyio.fail_after(20):
+            while scheduler.stats.polls < 1:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+            # Keep a running job whose start pins the window start just after a finished job's.
+            base = datetime.now(UTC)
+            finished = job(vault, "done", "Completed", start=base.replace(microsecond=0))
+            runner = job(
+                vault,
+                "runner",
+                "InProgress",
+                start=base.replace(microsecond=0) + timedelta(seconds=0.7),
+            )
+            source.listed[vault.key] = [finished, runner]
+            polls = scheduler.stats.polls
+            while scheduler.stats.polls < polls + 10:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+        scheduler.stop()
+    assert sink.statuses("done") == [(None, "Completed")]

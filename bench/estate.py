@@ -1,0 +1,1233 @@
+"""The daemon against an emulated estate, judged by the emulator's ground truth, beside its peers.
+
+One emulator process (`backup-monitor emulator --profile estate`, HTTPS with a throwaway CA,
+pinned to core 0) serves every party of the run. The subscriptions are split in two halves,
+each watched by its own `backup-monitor run` process (pinned to core 1):
+
+- DEFAULT: default poll intervals (15 s active, 60 s idle); the budget does not bind.
+- BUDGET-BOUND: active = idle = 1 s with many vaults per subscription, so the read budget (not the
+  intervals) decides how often a vault is polled; its terminal-transition lag is compared with
+  the round-robin optimum V / 2r (DESIGN §9).
+
+Peers, on the same emulator, in the same run:
+
+- the official `azure-mgmt-recoveryservicesbackup` async client listing the same vault pages as
+  our `ArmClient`, both measured in this process with process CPU time around the lists only
+  (one shared aiohttp session and SSL context for the SDK, one client per subscription reused);
+- an `az backup job wait`-style poller on the DEFAULT half: every 30 s it lists each vault's
+  running jobs, and GETs every running job it knows every 30 s until it is terminal.
+
+Each party uses its own principal (its own token), so their ARM read buckets are separate, as
+for separate tools in one tenant. Figures: daemon CPU ms per vault poll (utime+stime from
+/proc/<pid>/stat between the daemon's `scheduler.started` log line and the stop, divided by the
+polls the daemon counts in its `shutdown.done` line) and peak RSS (VmHWM); reads/s per
+subscription against the budget and 429s (`/_emulator/stats`); detection lag of terminal
+transitions (event `time` − ground-truth `at`, joined on event_id); events missed, duplicated
+and wrong against `/_emulator/transitions`.
+
+Run: .venv/bin/python bench/estate.py --quick        (about 4 minutes)
+     .venv/bin/python bench/estate.py [--subscriptions 4 --vaults-per-subscription 60
+                                       --duration 240 --faults 0.05] [--scale]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import platform
+import shlex
+import shutil
+import signal
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+import structlog
+from yarl import URL
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from monitor.arm import ArmClient, open_session  # noqa: E402
+from monitor.clock import SystemClock  # noqa: E402
+from monitor.config import AzureSettings, BudgetSettings  # noqa: E402
+from monitor.core.budget import BudgetSettings as CoreBudgetSettings  # noqa: E402
+from monitor.core.diff import JobSnapshot, apply, diff_jobs, event_id  # noqa: E402
+from monitor.core.jobs import JobKey, JobStatus, VaultRef, build_jobs_filter  # noqa: E402
+from monitor.credentials import StaticTokenCredential, TokenCache  # noqa: E402
+from monitor.pacing import BudgetBook  # noqa: E402
+from monitor.sinks import encode_events, render_event  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+TERMINAL = {"Completed", "CompletedWithWarnings", "Failed", "Cancelled"}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+# The budget's sustained rate at defaults: read_fraction 0.5 of 25/s, less the 0.2 s burst
+# spread over the 10 s window (monitor/core/budget.py).
+BUDGET_RATE = CoreBudgetSettings().rate_per_s
+BUDGET_SHARE = CoreBudgetSettings().share_per_s
+AZ_WAIT_INTERVAL_S = 30.0
+# FaultSettings.mixed: every kind but foreign nextLinks, in equal shares.
+FAULT_KINDS = ("server_error", "latency", "drop", "truncate", "malformed", "expired_token")
+
+
+def pin(core: int) -> None:
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {core})
+
+
+# ---------------------------------------------------------------------------- processes
+
+
+def cpu_s(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    rest = stat[stat.rfind(")") + 2 :].split()
+    return (int(rest[11]) + int(rest[12])) / CLK_TCK
+
+
+def rss_hwm_mb(pid: int) -> float:
+    """Peak resident set size (VmHWM) in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def make_tls(tmp: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1: (ca, cert chain, key)."""
+    import trustme
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ca_path, chain, key = tmp / "ca.pem", tmp / "server.pem", tmp / "server.key"
+    ca.cert_pem.write_to_path(str(ca_path))
+    for i, blob in enumerate(cert.cert_chain_pems):
+        blob.write_to_path(str(chain), append=i > 0)
+    cert.private_key_pem.write_to_path(str(key))
+    return ca_path, chain, key
+
+
+@dataclass
+class EmulatorProcess:
+    process: subprocess.Popen[bytes]
+    banner: dict[str, str]
+    command: list[str]
+
+    @property
+    def url(self) -> str:
+        return self.banner["url"]
+
+
+def start_emulator(
+    *, subscriptions: int, vaults: int, time_scale: float, seed: int, tls: tuple[Path, Path, Path]
+) -> EmulatorProcess:
+    command = [
+        "backup-monitor", "emulator", "--port", "0", "--seed", str(seed),
+        "--subscriptions", str(subscriptions), "--vaults-per-subscription", str(vaults),
+        "--profile", "estate", "--time-scale", f"{time_scale:g}", "--page-size", "20",
+        "--tls-cert", str(tls[1]), "--tls-key", str(tls[2]),
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "monitor", *command[1:]],
+        stdout=subprocess.PIPE,
+        preexec_fn=lambda: pin(0),
+    )
+    assert process.stdout is not None
+    banner = orjson.loads(process.stdout.readline())
+    return EmulatorProcess(process=process, banner=banner, command=command)
+
+
+def write_config(
+    path: Path,
+    *,
+    url: str,
+    token: str,
+    ca: Path,
+    subscriptions: Sequence[str],
+    state: Path,
+    events: Path,
+    active_s: float,
+    idle_s: float,
+    lookback_s: float,
+    overlap_s: float = 30.0,
+    backfill: bool = True,
+) -> None:
+    subs = ", ".join(f'"{s}"' for s in subscriptions)
+    path.write_text(
+        "\n".join(
+            [
+                "[azure]",
+                f'arm_endpoint = "{url}/"',
+                'credential = "static"',
+                f'static_token = "{token}"',
+                f'ca_bundle = "{ca}"',
+                "request_timeout_s = 10",
+                "[discovery]",
+                f"subscriptions = [{subs}]",
+                "interval_s = 600",
+                "[poll]",
+                f"active_interval_s = {active_s}",
+                f"idle_interval_s = {idle_s}",
+                f"lookback_s = {lookback_s:.0f}",
+                # The estate runs `time_scale` times faster than life: the default 300 s overlap
+                # would re-list hours of scaled history on every poll.
+                f"overlap_s = {overlap_s:g}",
+                f"backfill = {'true' if backfill else 'false'}",
+                "[state]",
+                f'path = "{state}"',
+                "[events]",
+                f'sink = "{events}"',
+                "[ops]",
+                "enabled = false",
+                "[log]",
+                'format = "json"',
+                "",
+            ]
+        )
+    )
+
+
+class DaemonProcess:
+    """`backup-monitor run` pinned to core 1; CPU and RSS read from /proc."""
+
+    def __init__(self, name: str, config: Path, events: Path, logs: Path) -> None:
+        self.name, self.config, self.events, self.logs = name, config, events, logs
+        self.process: subprocess.Popen[bytes] | None = None
+        self.cpu_at_start = 0.0
+        self.started_at = 0.0
+        self.cpu_s = 0.0
+        self.rss_mb = 0.0
+        self.wall_s = 0.0
+
+    def start(self) -> None:
+        with self.logs.open("ab") as err:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "monitor", "run", "--config", str(self.config)],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                preexec_fn=lambda: pin(1),
+            )
+
+    async def wait_started(self, timeout_s: float = 120.0) -> None:
+        """Until the daemon logs `scheduler.started`; then the CPU baseline is read."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if any(r.get("event") == "scheduler.started" for r in self.read_logs()):
+                self.cpu_at_start = cpu_s(self.process.pid)
+                self.started_at = time.monotonic()
+                return
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} daemon exited: {self.logs.read_text()[-2000:]}")
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"{self.name} daemon did not start")
+
+    def sample(self) -> tuple[float, float]:
+        """(CPU seconds since `scheduler.started`, wall seconds since then)."""
+        assert self.process is not None
+        return cpu_s(self.process.pid) - self.cpu_at_start, time.monotonic() - self.started_at
+
+    async def stop(self) -> None:
+        assert self.process is not None
+        self.cpu_s, self.wall_s = self.sample()
+        self.rss_mb = rss_hwm_mb(self.process.pid)
+        self.process.send_signal(signal.SIGTERM)
+        process = self.process
+        await asyncio.to_thread(process.wait, 30)
+
+    def kill_if_running(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def read_logs(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        if not self.logs.exists():
+            return rows
+        for line in self.logs.read_bytes().splitlines():
+            try:
+                rows.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                rows.append({"event": line.decode(errors="replace")})
+        return rows
+
+    def read_events(self) -> list[dict[str, Any]]:
+        if not self.events.exists():
+            return []
+        return [orjson.loads(line) for line in self.events.read_bytes().splitlines() if line]
+
+    def polls(self) -> int:
+        done = [r for r in self.read_logs() if r.get("event") == "shutdown.done"]
+        return int(done[-1]["polls"]) if done else 0
+
+
+# ---------------------------------------------------------------------------- emulator API
+
+
+async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
+    async with http.get(url) as response:
+        response.raise_for_status()
+        return await response.json()
+
+
+async def mint(http: aiohttp.ClientSession, url: str, principal: str) -> str:
+    async with http.post(
+        f"{url}/_emulator/tokens", json={"principal": principal, "lifetime_s": 86400}
+    ) as response:
+        return str((await response.json())["token"])
+
+
+async def all_transitions(http: aiohttp.ClientSession, url: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    since = 0
+    while True:
+        page = await get_json(http, f"{url}/_emulator/transitions?since={since}&limit=100000")
+        rows += page["transitions"]
+        if not page["transitions"]:
+            return rows
+        since = page["next"]
+
+
+def parse_at(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# ---------------------------------------------------------------------------- judging
+
+
+@dataclass
+class Verdict:
+    expected: int = 0
+    emitted: int = 0
+    missed: int = 0
+    duplicates: int = 0
+    wrong: int = 0
+    lags: list[float] = field(default_factory=list)
+
+
+def judge(
+    events: list[dict[str, Any]],
+    truth: list[dict[str, Any]],
+    *,
+    vaults: set[str],
+    lag_from: datetime,
+    cutoff: datetime,
+    expect_from: datetime | None = None,
+) -> Verdict:
+    """Score a daemon's events against the world's transitions in its vaults.
+
+    Expected: every terminal transition in `vaults` at or before `cutoff` (the lookback covers
+    the whole history). Lag: terminal transitions after `lag_from` (steady state), event `time`
+    − ground-truth `at`.
+    """
+    mine = [t for t in truth if t["vault_id"].lower() in vaults]
+    at_of = {event_id(t["vault_id"], t["job_id"], JobStatus.of(t["to"])): t for t in mine}
+    expected = {
+        eid
+        for eid, t in at_of.items()
+        if t["to"] in TERMINAL
+        and parse_at(t["at"]) <= cutoff
+        and (expect_from is None or parse_at(t["at"]) >= expect_from)
+    }
+    emitted = Counter(str(e["event_id"]) for e in events)
+    verdict = Verdict(expected=len(expected), emitted=len(events))
+    verdict.missed = len(expected - set(emitted))
+    verdict.duplicates = sum(n - 1 for n in emitted.values() if n > 1)
+    seen: set[str] = set()
+    for e in events:
+        eid = str(e["event_id"])
+        t = at_of.get(eid)
+        job = e["job"]
+        if t is None or job["status"].lower() != t["to"].lower():
+            verdict.wrong += 1
+            continue
+        if eid in seen or t["to"] not in TERMINAL:
+            continue
+        seen.add(eid)
+        at = parse_at(t["at"])
+        if at >= lag_from:
+            verdict.lags.append((parse_at(e["time"]) - at).total_seconds())
+    return verdict
+
+
+def backfill_done_at(
+    events: list[dict[str, Any]], truth: list[dict[str, Any]], run_start: datetime
+) -> datetime:
+    """When the last event about a transition made before the daemon started was emitted."""
+    before = {
+        event_id(t["vault_id"], t["job_id"], JobStatus.of(t["to"]))
+        for t in truth
+        if parse_at(t["at"]) < run_start
+    }
+    times = [parse_at(e["time"]) for e in events if e["event_id"] in before]
+    return max(times, default=run_start)
+
+
+def lag_summary(lags: list[float]) -> dict[str, float]:
+    if not lags:
+        return {"n": 0, "mean": float("nan"), "p50": float("nan"), "p95": float("nan")}
+    ordered = sorted(lags)
+    return {
+        "n": len(ordered),
+        "mean": statistics.fmean(ordered),
+        "p50": ordered[len(ordered) // 2],
+        "p95": ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))],
+    }
+
+
+# ---------------------------------------------------------------------------- peer 1: SDK
+
+
+class _Token:
+    """An azure-core AsyncTokenCredential with one fixed token."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        from azure.core.credentials import AccessToken
+
+        return AccessToken(self._token, int(time.time()) + 86400)
+
+    async def close(self) -> None:
+        return None
+
+    async def __aenter__(self) -> _Token:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+class NullSink:
+    """Encodes events as the file sink would, and drops the bytes."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    async def emit(self, events: Sequence[dict[str, object]]) -> None:
+        self.bytes += len(encode_events(events))
+
+
+async def client_vs_sdk(
+    url: str, ca: Path, ours_token: str, sdk_token: str, subscriptions: list[str]
+) -> dict[str, Any]:
+    """CPU per page: our ArmClient vs the official SDK's async client, same pages, same process."""
+    from azure.core.pipeline.transport import AioHttpTransport
+    from azure.mgmt.recoveryservicesbackup.aio import RecoveryServicesBackupClient
+
+    clock = SystemClock()
+    import random
+
+    rng = random.Random(1)
+    azure = AzureSettings(
+        arm_endpoint=f"{url}/",
+        credential="static",
+        static_token=ours_token,
+        ca_bundle=ca,
+    )
+    ssl_context = ssl.create_default_context(cafile=str(ca))
+    now = datetime.now(UTC)
+    # The whole history of the world: most vaults fill one 20-job page, some two.
+    start, end = now - timedelta(days=3), now + timedelta(minutes=5)
+    flt = build_jobs_filter(start, end)
+    result: dict[str, Any] = {}
+    async with open_session(azure, ssl_context) as session:
+        tokens = TokenCache(StaticTokenCredential(ours_token), azure.token_scope, clock)
+        # Full ARM share for this principal: the pacing sleeps cost no CPU, only wall time.
+        budgets = BudgetBook(BudgetSettings(read_fraction=1.0), clock=clock, rng=rng)
+        arm = ArmClient(
+            session=session, tokens=tokens, azure=azure, budgets=budgets, clock=clock, rng=rng
+        )
+        vaults_by_sub = {s: await arm.list_vaults(s) for s in subscriptions}
+
+        async def ours_round(mode: str, known: dict[str, dict[JobKey, JobSnapshot]]) -> Any:
+            sink = NullSink()
+            counts: dict[str, float] = {"pages": 0, "jobs": 0, "events": 0}
+
+            async def one_sub(vaults: list[VaultRef]) -> None:
+                for vault in vaults:
+                    jobs = await arm.list_jobs(vault, start, end)
+                    counts["jobs"] += len(jobs)
+                    counts["pages"] += max(1, -(-len(jobs) // 20))
+                    if mode == "list":
+                        continue
+                    observed = clock.utcnow()
+                    before = known.get(vault.key, {})
+                    changes = diff_jobs(before, jobs, observed)
+                    events = [
+                        render_event(c, vault=vault, details=None, emitted_at=observed)
+                        for c in changes
+                    ]
+                    if events:
+                        await sink.emit(events)
+                    counts["events"] += len(events)
+                    known[vault.key] = apply(before, changes)
+
+            cpu0 = time.process_time()
+            await asyncio.gather(*(one_sub(v) for v in vaults_by_sub.values()))
+            counts["cpu_s"] = time.process_time() - cpu0
+            return counts
+
+        known: dict[str, dict[JobKey, JobSnapshot]] = {}
+        await ours_round("list", {})  # warm-up: connections, TLS, caches
+        ours_list = await ours_round("list", {})
+        ours_cold = await ours_round("poll", known)  # nothing known: every job is rendered
+        ours_steady = await ours_round("poll", known)  # known: only what changed is rendered
+
+    connector = aiohttp.TCPConnector(ssl=ssl_context, limit=100)
+    async with aiohttp.ClientSession(connector=connector) as shared:
+        transport = AioHttpTransport(session=shared, session_owner=False)
+        credential = _Token(sdk_token)
+        clients = {
+            s: RecoveryServicesBackupClient(
+                credential,
+                s,
+                base_url=url,
+                transport=transport,
+            )
+            for s in subscriptions
+        }
+
+        async def sdk_round() -> dict[str, float]:
+            counts = {"pages": 0, "jobs": 0}
+
+            async def one_sub(sub: str) -> None:
+                client = clients[sub]
+                for vault in vaults_by_sub[sub]:
+                    paged = client.backup_jobs.list(
+                        vault_name=vault.name, resource_group_name=vault.resource_group, filter=flt
+                    )
+                    async for page in paged.by_page():
+                        counts["pages"] += 1
+                        async for job in page:
+                            counts["jobs"] += 1
+                            read_fields(job)
+
+            cpu0 = time.process_time()
+            await asyncio.gather(*(one_sub(s) for s in subscriptions))
+            out: dict[str, float] = dict(counts)
+            out["cpu_s"] = time.process_time() - cpu0
+            return out
+
+        await sdk_round()  # warm-up
+        sdk = await sdk_round()
+        for client in clients.values():
+            await client.close()
+
+    parse = await parse_only(url, ssl_context, ours_token, vaults_by_sub, flt)
+
+    def per_page_ms(row: dict[str, float]) -> float:
+        return 1000 * row["cpu_s"] / max(1, row["pages"])
+
+    result = {
+        "vaults": sum(len(v) for v in vaults_by_sub.values()),
+        "ours_list": ours_list,
+        "ours_poll_cold": ours_cold,
+        "ours_poll_steady": ours_steady,
+        "sdk": sdk,
+        "ours_cpu_ms_per_page": per_page_ms(ours_list),
+        "ours_cpu_ms_per_poll_cold": per_page_ms(ours_cold),
+        "ours_cpu_ms_per_poll_steady": per_page_ms(ours_steady),
+        "sdk_cpu_ms_per_page": per_page_ms(sdk),
+        "jobs_per_page": ours_list["jobs"] / max(1, ours_list["pages"]),
+        "parse_only": parse,
+    }
+    result["cpu_ratio_vs_sdk"] = result["sdk_cpu_ms_per_page"] / result["ours_cpu_ms_per_page"]
+    result["cpu_ratio_vs_sdk_full_poll"] = (
+        result["sdk_cpu_ms_per_page"] / result["ours_cpu_ms_per_poll_cold"]
+    )
+    return result
+
+
+def read_fields(job: Any) -> None:
+    """Read what a monitor needs of one SDK job (the SDK's models deserialize on access)."""
+    p = job.properties
+    _ = (job.id, job.name, p.job_type, p.status, p.operation, p.entity_friendly_name)
+    _ = (p.start_time, p.end_time, p.backup_management_type, p.activity_id)
+    _ = getattr(p, "duration", None)
+
+
+async def parse_only(
+    url: str,
+    ssl_context: ssl.SSLContext,
+    token: str,
+    vaults_by_sub: dict[str, list[VaultRef]],
+    flt: str,
+    rounds: int = 20,
+) -> dict[str, float]:
+    """CPU per page of decoding and modelling the same page bytes, without any I/O.
+
+    Ours: orjson + `parse_jobs_page`. The SDK: json.loads (as azure-core's `response.json()`)
+    + its `_deserialize(List[JobResource], value)` + reading the fields a monitor needs.
+    """
+    import json
+    from typing import List  # noqa: UP035 (the SDK's own deserializer wants typing.List)
+
+    from azure.mgmt.recoveryservicesbackup import models as sdk_models
+    from azure.mgmt.recoveryservicesbackup._utils.model_base import _deserialize
+
+    from monitor.core.jobs import parse_jobs_page
+
+    headers = {"Authorization": f"Bearer {token}"}
+    bodies: list[tuple[VaultRef, bytes]] = []
+    connector = aiohttp.TCPConnector(ssl=ssl_context)
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
+        for vaults in vaults_by_sub.values():
+            for vault in vaults[:10]:
+                query = quote(flt, safe="")
+                link = f"{url}{vault.id}/backupJobs?api-version=2025-08-01&$filter={query}"
+                async with http.get(URL(link, encoded=True)) as response:
+                    if response.status == 200:
+                        bodies.append((vault, await response.read()))
+                await asyncio.sleep(0.1)
+    cpu0 = time.process_time()
+    for _ in range(rounds):
+        for vault, body in bodies:
+            parse_jobs_page(orjson.loads(body), vault)
+    ours = time.process_time() - cpu0
+    cpu0 = time.process_time()
+    for _ in range(rounds):
+        for _vault, body in bodies:
+            for job in _deserialize(List[sdk_models.JobResource], json.loads(body)["value"]):  # noqa: UP006
+                read_fields(job)
+    sdk = time.process_time() - cpu0
+    pages = rounds * max(1, len(bodies))
+    return {
+        "pages": pages,
+        "ours_ms_per_page": 1000 * ours / pages,
+        "sdk_ms_per_page": 1000 * sdk / pages,
+        "ratio": sdk / ours if ours > 0 else float("nan"),
+    }
+
+
+# ---------------------------------------------------------------------------- peer 2: az wait
+
+
+@dataclass
+class AzWaitPeer:
+    """`az backup job wait` on every running job: GET it every 30 s until terminal.
+
+    Running jobs are found by listing each vault's InProgress jobs every 30 s (one read per
+    vault); a job that starts and ends between two lists is never seen.
+    """
+
+    url: str
+    token: str
+    vaults: list[str]
+    reads: int = 0
+    errors: int = 0
+    detected: dict[str, float] = field(default_factory=dict)  # event id → lag-free time seen
+    seen_at: dict[str, datetime] = field(default_factory=dict)
+
+    async def run(self, seconds: float, ssl_context: ssl.SSLContext) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        api = "api-version=2025-08-01"
+        running: dict[tuple[str, str], float] = {}  # (vault, job) → next GET (monotonic)
+        deadline = time.monotonic() + seconds
+        connector = aiohttp.TCPConnector(ssl=ssl_context, limit=32)
+        async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
+
+            async def get(url: str) -> Any:
+                self.reads += 1
+                try:
+                    async with http.get(URL(url, encoded=True)) as response:
+                        if response.status != 200:
+                            self.errors += 1
+                            return None
+                        return await response.json()
+                except (aiohttp.ClientError, TimeoutError):
+                    self.errors += 1
+                    return None
+
+            async def lister() -> None:
+                spread = AZ_WAIT_INTERVAL_S / max(1, len(self.vaults))
+                while time.monotonic() < deadline:
+                    for vault in self.vaults:
+                        now = datetime.now(UTC)
+                        flt = build_jobs_filter(now - timedelta(days=3), now + timedelta(minutes=5))
+                        query = quote(f"{flt} and status eq 'InProgress'", safe="")
+                        body = await get(f"{self.url}{vault}/backupJobs?{api}&$filter={query}")
+                        for job in (body or {}).get("value", []):
+                            running.setdefault((vault, job["name"]), time.monotonic())
+                        await asyncio.sleep(spread)
+
+            async def waiter() -> None:
+                while time.monotonic() < deadline:
+                    now = time.monotonic()
+                    due = [k for k, at in running.items() if at <= now]
+                    for vault, job in due:
+                        body = await get(f"{self.url}{vault}/backupJobs/{job}?{api}")
+                        if body is None:
+                            running[(vault, job)] = time.monotonic() + AZ_WAIT_INTERVAL_S
+                            continue
+                        status = body["properties"]["status"]
+                        if status in TERMINAL:
+                            del running[(vault, job)]
+                            eid = event_id(vault, job, JobStatus.of(status))
+                            self.seen_at[eid] = datetime.now(UTC)
+                        else:
+                            running[(vault, job)] = time.monotonic() + AZ_WAIT_INTERVAL_S
+                    await asyncio.sleep(0.2)
+
+            await asyncio.gather(lister(), waiter())
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+@dataclass
+class Half:
+    name: str
+    subscriptions: list[str]
+    vaults: list[str]
+    daemon: DaemonProcess
+    active_s: float
+    idle_s: float
+
+
+async def estate_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    tls = make_tls(tmp)
+    emu = start_emulator(
+        subscriptions=args.subscriptions,
+        vaults=args.vaults_per_subscription,
+        time_scale=args.time_scale,
+        seed=args.seed,
+        tls=tls,
+    )
+    ssl_context = ssl.create_default_context(cafile=str(tls[0]))
+    halves: list[Half] = []
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context)) as http:
+            world = await get_json(http, f"{emu.url}/_emulator/world")
+            subs = [s["id"] for s in world["subscriptions"]]
+            vaults_of = {s["id"]: [v["id"] for v in s["vaults"]] for s in world["subscriptions"]}
+            jobs_now = sum(v["jobs"] for s in world["subscriptions"] for v in s["vaults"])
+            tokens = {p: await mint(http, emu.url, p) for p in ("bench-ours", "bench-sdk", "az")}
+            history_s = 86400 / args.time_scale
+            lookback_s = max(3600.0, 3 * history_s + 2 * args.duration)
+            split = max(1, len(subs) // 2)
+            for name, group, active_s, idle_s in (
+                ("default", subs[:split], 15.0, 60.0),
+                ("budget-bound", subs[split:], 1.0, 1.0),
+            ):
+                d = tmp / name
+                d.mkdir()
+                write_config(
+                    d / "monitor.toml",
+                    url=emu.url,
+                    token=emu.banner["token"],
+                    ca=tls[0],
+                    subscriptions=group,
+                    state=d / "state.sqlite",
+                    events=d / "events.jsonl",
+                    active_s=active_s,
+                    idle_s=idle_s,
+                    lookback_s=lookback_s,
+                    # Both halves measure steady polling: the history is recorded silently
+                    # (the first start's backfill is judged by tests/reliability and e2e).
+                    backfill=False,
+                )
+                daemon = DaemonProcess(
+                    name, d / "monitor.toml", d / "events.jsonl", d / "stderr.log"
+                )
+                vaults = [v.lower() for s in group for v in vaults_of[s]]
+                halves.append(Half(name, group, vaults, daemon, active_s, idle_s))
+
+            print(f"emulator up: {len(subs)} subscriptions, {len(vaults_of[subs[0]])} vaults each")
+            sdk = await client_vs_sdk(
+                emu.url, tls[0], tokens["bench-ours"], tokens["bench-sdk"], subs
+            )
+            print(
+                f"client vs SDK: ours {sdk['ours_cpu_ms_per_page']:.3f} ms/page, "
+                f"SDK {sdk['sdk_cpu_ms_per_page']:.3f} ms/page"
+            )
+            if args.faults > 0:
+                async with http.put(
+                    f"{emu.url}/_emulator/faults",
+                    json={
+                        **dict.fromkeys(FAULT_KINDS, args.faults / len(FAULT_KINDS)),
+                        "latency_s": 0.5,
+                    },
+                ) as r:
+                    r.raise_for_status()
+            await http.post(f"{emu.url}/_emulator/stats/reset")
+            for half in halves:
+                half.daemon.start()
+            for half in halves:
+                await half.daemon.wait_started()
+            run_start = datetime.now(UTC)
+            print(f"daemons started; running {args.duration:.0f} s with the az-wait peer")
+            peer = AzWaitPeer(emu.url, tokens["az"], list(vaults_of[subs[0]]))
+            samples: list[tuple[datetime, dict[str, Any], int]] = []
+
+            async def sample_stats() -> None:
+                # Every 5 s: the emulator's counters and the peer's reads, to cut windows later.
+                deadline = time.monotonic() + args.duration
+                while time.monotonic() < deadline:
+                    got = await get_json(http, f"{emu.url}/_emulator/stats")
+                    samples.append((datetime.now(UTC), got, peer.reads))
+                    await asyncio.sleep(5.0)
+
+            await asyncio.gather(peer.run(args.duration, ssl_context), sample_stats())
+            stats = await get_json(http, f"{emu.url}/_emulator/stats")
+            for half in halves:
+                await half.daemon.stop()
+            stopped = datetime.now(UTC)
+            truth = await all_transitions(http, emu.url)
+            if args.keep:
+                (tmp / "transitions.json").write_bytes(orjson.dumps(truth))
+            faults = await get_json(http, f"{emu.url}/_emulator/faults")
+    finally:
+        for half in halves:
+            half.daemon.kill_if_running()
+        emu.process.terminate()
+        emu.process.wait(timeout=20)
+
+    report: dict[str, Any] = {
+        "emulator_command": shlex.join(emu.command),
+        "time_scale": args.time_scale,
+        "jobs_in_world_at_start": jobs_now,
+        "client_vs_sdk": sdk,
+        "faults_injected": faults["injected"],
+    }
+    principal = "emulator-static-user"
+    by_principal = {(r["scope"], r["principal"]): r for r in stats["by_principal"]}
+    for half in halves:
+        daemon = half.daemon
+        polls = daemon.polls()
+        v_per_sub = len(half.vaults) / len(half.subscriptions)
+        rows = [by_principal.get((s, principal), {}) for s in half.subscriptions]
+        requests = sum(int(r.get("requests", 0)) for r in rows)
+        elapsed = daemon.wall_s
+        reads_per_poll = requests / max(1, polls)
+        # A transition is due once every vault has had time for a poll after it.
+        round_s = v_per_sub * reads_per_poll / BUDGET_RATE
+        margin = 5.0 + max(2 * round_s, half.idle_s if half.name == "default" else 0.0)
+        events = daemon.read_events()
+        backfill_end = backfill_done_at(events, truth, run_start)
+        # Steady state: after the first round of polls and after the backfill's detail reads.
+        # First polls are spread over the first interval (idle vaults: the idle interval);
+        # without backfill a transition before a vault's first poll is recorded silently.
+        first_round_s = half.idle_s if half.name == "default" else 2 * round_s
+        lag_from = max(run_start + timedelta(seconds=first_round_s), backfill_end)
+        lag_from += timedelta(seconds=5)
+        verdict = judge(
+            events,
+            truth,
+            vaults=set(half.vaults),
+            lag_from=lag_from,
+            # Without backfill, transitions before a vault's first poll are not expected.
+            expect_from=run_start + timedelta(seconds=first_round_s + 5),
+            cutoff=stopped - timedelta(seconds=margin),
+        )
+        rate_measured = requests / len(half.subscriptions) / max(1.0, elapsed)
+        report[half.name] = {
+            "subscriptions": len(half.subscriptions),
+            "vaults_per_subscription": v_per_sub,
+            "active_interval_s": half.active_s,
+            "idle_interval_s": half.idle_s,
+            "seconds": elapsed,
+            "polls": polls,
+            "daemon_cpu_s": daemon.cpu_s,
+            "cpu_ms_per_poll": 1000 * daemon.cpu_s / max(1, polls),
+            "cpu_percent_of_core": 100 * daemon.cpu_s / max(1e-9, elapsed),
+            "rss_mb": daemon.rss_mb,
+            "requests": requests,
+            "reads_per_poll": reads_per_poll,
+            "reads_per_s_per_subscription": rate_measured,
+            "peak_reads_per_s_per_subscription": max(
+                float(r.get("peak_per_s_10s", 0.0)) for r in rows
+            ),
+            "peak_reads_per_s_1s": max(float(r.get("peak_per_s_1s", 0.0)) for r in rows),
+            "throttled_429": sum(int(r.get("throttled_429", 0)) for r in rows),
+            "expected_terminal": verdict.expected,
+            "events": verdict.emitted,
+            "missed": verdict.missed,
+            "duplicates": verdict.duplicates,
+            "wrong": verdict.wrong,
+            "lag": lag_summary(verdict.lags),
+            "lag_measured_after_start_s": (lag_from - run_start).total_seconds(),
+            "backfill_done_after_start_s": (backfill_end - run_start).total_seconds(),
+            # Round robin over V vaults at r polls/s: a change waits V/(2r) on average.
+            "lag_optimum_s": v_per_sub / (2 * BUDGET_RATE),
+            "lag_optimum_measured_reads_s": v_per_sub * reads_per_poll / (2 * BUDGET_RATE),
+            "lag_optimum_measured_rate_s": v_per_sub / (2 * rate_measured / reads_per_poll)
+            if rate_measured > 0
+            else float("nan"),
+        }
+
+    # The az-wait peer watched the default half's first subscription. Both are compared over a
+    # window after the daemon's backfill (its first polls read every job of the lookback).
+    default = halves[0]
+    peer_vaults = {v.lower() for v in vaults_of[subs[0]]}
+    truth_by_id = {
+        event_id(t["vault_id"], t["job_id"], JobStatus.of(t["to"])): t
+        for t in truth
+        if t["vault_id"].lower() in peer_vaults
+    }
+    ours_all = default.daemon.read_events()
+    backfilled = [
+        parse_at(e["time"])
+        for e in ours_all
+        if e["event_id"] in truth_by_id and parse_at(truth_by_id[e["event_id"]]["at"]) < run_start
+    ]
+    backfill_end = max(backfilled, default=run_start)
+    earliest = max(run_start + timedelta(seconds=AZ_WAIT_INTERVAL_S + 5), backfill_end)
+    latest = stopped - timedelta(seconds=AZ_WAIT_INTERVAL_S + 5)
+    usable = [x for x in samples if earliest <= x[0] <= latest]
+    peer_report: dict[str, Any] = {"subscription": subs[0], "vaults": len(peer_vaults)}
+    if len(usable) >= 2:
+        (t0, s0, p0), (t1, s1, p1) = usable[0], usable[-1]
+
+        def ours_reads(stats_row: dict[str, Any]) -> int:
+            rows = {(r["scope"], r["principal"]): r for r in stats_row["by_principal"]}
+            return int(rows.get((subs[0], principal), {}).get("requests", 0))
+
+        in_window = {
+            eid
+            for eid, t in truth_by_id.items()
+            if t["to"] in TERMINAL and t0 <= parse_at(t["at"]) <= t1
+        }
+        peer_lags = [
+            (peer.seen_at[eid] - parse_at(truth_by_id[eid]["at"])).total_seconds()
+            for eid in in_window
+            if eid in peer.seen_at
+        ]
+        ours_events = {str(e["event_id"]): e for e in ours_all if e["event_id"] in in_window}
+        ours_lags = [
+            (parse_at(e["time"]) - parse_at(truth_by_id[eid]["at"])).total_seconds()
+            for eid, e in ours_events.items()
+        ]
+        reads_ours, reads_peer = ours_reads(s1) - ours_reads(s0), p1 - p0
+        peer_report.update(
+            window_s=(t1 - t0).total_seconds(),
+            window_starts_after_start_s=(t0 - run_start).total_seconds(),
+            terminal_transitions=len(in_window),
+            peer_detected=len(peer_lags),
+            peer_reads=reads_peer,
+            peer_errors=peer.errors,
+            peer_reads_per_detected=reads_peer / max(1, len(peer_lags)),
+            peer_lag=lag_summary(peer_lags),
+            ours_detected=len(ours_events),
+            ours_reads=reads_ours,
+            ours_reads_per_detected=reads_ours / max(1, len(ours_events)),
+            ours_lag=lag_summary(ours_lags),
+            note="reads made inside the window; terminal transitions whose `at` lies in it",
+        )
+    else:
+        peer_report["note"] = "run too short: no window after the backfill; use a longer duration"
+    report["az_wait_peer"] = peer_report
+    return report
+
+
+# ---------------------------------------------------------------------------- scale point
+
+
+async def scale_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """10,000 vaults over 200 subscriptions, default intervals, 24 h of history tracked."""
+    tls = make_tls(tmp)
+    subs_n, vaults_n = args.scale_subscriptions, args.scale_vaults_per_subscription
+    built = time.monotonic()
+    emu = start_emulator(subscriptions=subs_n, vaults=vaults_n, time_scale=1, seed=3, tls=tls)
+    build_s = time.monotonic() - built
+    d = tmp / "scale"
+    d.mkdir()
+    daemon = DaemonProcess("scale", d / "monitor.toml", d / "events.jsonl", d / "stderr.log")
+    ssl_context = ssl.create_default_context(cafile=str(tls[0]))
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context)) as http:
+            world = await get_json(http, f"{emu.url}/_emulator/world")
+            subs = [s["id"] for s in world["subscriptions"]]
+            jobs = sum(v["jobs"] for s in world["subscriptions"] for v in s["vaults"])
+            write_config(
+                d / "monitor.toml",
+                url=emu.url,
+                token=emu.banner["token"],
+                ca=tls[0],
+                subscriptions=subs,
+                state=d / "state.sqlite",
+                events=d / "events.jsonl",
+                active_s=15,
+                idle_s=60,
+                lookback_s=90000,
+                overlap_s=300,
+                # Steady state is measured; a backfill would emit ~170,000 events first.
+                backfill=False,
+            )
+            daemon.start()
+            await daemon.wait_started(timeout_s=300)
+            print(f"scale: {len(subs)} subscriptions, {jobs} jobs; warming up {args.scale_warmup}s")
+            await asyncio.sleep(args.scale_warmup)
+            cpu0, wall0 = daemon.sample()
+            await asyncio.sleep(args.scale_measure)
+            cpu1, wall1 = daemon.sample()
+            stats = await get_json(http, f"{emu.url}/_emulator/stats")
+            await daemon.stop()
+    finally:
+        daemon.kill_if_running()
+        emu.process.terminate()
+        emu.process.wait(timeout=30)
+    events = sum(1 for _ in daemon.events.open("rb")) if daemon.events.exists() else 0
+    peaks = [float(r["peak_per_s_10s"]) for s, r in stats["by_scope"].items() if s != "tenant"]
+    return {
+        "subscriptions": subs_n,
+        "vaults": subs_n * vaults_n,
+        "emulator_build_s": build_s,
+        "jobs_in_world": jobs,
+        "polls": daemon.polls(),
+        "events_emitted": events,
+        "warmup_s": args.scale_warmup,
+        "measured_s": wall1 - wall0,
+        "cpu_percent_of_core": 100 * (cpu1 - cpu0) / (wall1 - wall0),
+        "cpu_percent_including_backfill": 100 * daemon.cpu_s / daemon.wall_s,
+        "rss_mb": daemon.rss_mb,
+        "throttled_429": stats["throttled_429"],
+        "peak_reads_per_s_per_subscription": max(peaks) if peaks else 0.0,
+    }
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def fmt(value: float, digits: int = 2) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def print_table(result: dict[str, Any]) -> None:
+    print()
+    print(f"command:  {result['command']}")
+    print(f"machine:  {result['machine']}")
+    if "estate" in result:
+        r = result["estate"]
+        s = r["client_vs_sdk"]
+        print(f"emulator: {r['emulator_command']}")
+        rows: list[tuple[str, str, str]] = [
+            ("client CPU per page, request+parse (ms)", fmt(s["ours_cpu_ms_per_page"], 3), ""),
+            (
+                "client CPU per full poll, nothing known (ms)",
+                fmt(s["ours_cpu_ms_per_poll_cold"], 3),
+                "request, parse, diff, render+emit every job",
+            ),
+            (
+                "client CPU per full poll, steady (ms)",
+                fmt(s["ours_cpu_ms_per_poll_steady"], 3),
+                "request, parse, diff, render+emit changes",
+            ),
+            ("official SDK CPU per page (ms)", fmt(s["sdk_cpu_ms_per_page"], 3), ""),
+            (
+                "SDK / ours per page",
+                fmt(s["cpu_ratio_vs_sdk"], 1) + "×",
+                f"full poll (cold): {fmt(s['cpu_ratio_vs_sdk_full_poll'], 1)}×",
+            ),
+            ("jobs per page", fmt(s["jobs_per_page"], 1), f"{s['sdk']['pages']} SDK pages"),
+            (
+                "parse only, no I/O: ours / SDK (ms per page)",
+                f"{fmt(s['parse_only']['ours_ms_per_page'], 3)} / "
+                f"{fmt(s['parse_only']['sdk_ms_per_page'], 3)}",
+                f"SDK / ours {fmt(s['parse_only']['ratio'], 1)}×",
+            ),
+        ]
+        for name in ("default", "budget-bound"):
+            h = r[name]
+            tag = f"[{name}]"
+            lag = h["lag"]
+            rows += [
+                (
+                    f"{tag} vaults, intervals",
+                    f"{h['subscriptions']}×{h['vaults_per_subscription']:.0f}",
+                    f"active {h['active_interval_s']:g} s, idle {h['idle_interval_s']:g} s",
+                ),
+                (
+                    f"{tag} daemon CPU per vault poll (ms)",
+                    fmt(h["cpu_ms_per_poll"], 3),
+                    f"{h['polls']} polls, {fmt(h['cpu_percent_of_core'], 1)} % of a core",
+                ),
+                (f"{tag} daemon peak RSS (MiB)", fmt(h["rss_mb"], 1), ""),
+                (
+                    f"{tag} reads/s per subscription (mean, peak 10 s)",
+                    f"{fmt(h['reads_per_s_per_subscription'])}, "
+                    f"{fmt(h['peak_reads_per_s_per_subscription'])}",
+                    f"budget {fmt(BUDGET_RATE)} sustained, {fmt(BUDGET_SHARE)} over 10 s",
+                ),
+                (f"{tag} 429s", str(h["throttled_429"]), ""),
+                (f"{tag} reads per poll", fmt(h["reads_per_poll"], 3), ""),
+                (
+                    f"{tag} lag mean / p50 / p95 (s)",
+                    f"{fmt(lag['mean'])} / {fmt(lag['p50'])} / {fmt(lag['p95'])}",
+                    f"n={lag['n']}",
+                ),
+                (
+                    f"{tag} missed / duplicated / wrong",
+                    f"{h['missed']} / {h['duplicates']} / {h['wrong']}",
+                    f"of {h['expected_terminal']} terminal transitions, {h['events']} events",
+                ),
+            ]
+        b = r["budget-bound"]
+        opt = b["lag_optimum_s"]
+        rows += [
+            (
+                "[budget-bound] optimum V/2r (s)",
+                fmt(opt),
+                f"×reads/poll: {fmt(b['lag_optimum_measured_reads_s'])}; "
+                f"at measured rate: {fmt(b['lag_optimum_measured_rate_s'])}",
+            ),
+            (
+                "[budget-bound] lag mean / bar (1.15·V/2r + 0.2)",
+                fmt(b["lag"]["mean"] / (1.15 * opt + 0.2)),
+                f"mean / optimum: {fmt(b['lag']['mean'] / opt)}",
+            ),
+        ]
+        p = r["az_wait_peer"]
+        if "peer_lag" in p:
+            reads_ratio = p["peer_reads_per_detected"] / max(1e-9, p["ours_reads_per_detected"])
+            lag_ratio = p["peer_lag"]["mean"] / max(1e-9, p["ours_lag"]["mean"])
+            rows += [
+                (
+                    "az-wait peer: reads per detected terminal",
+                    fmt(p["peer_reads_per_detected"]),
+                    f"ours {fmt(p['ours_reads_per_detected'])} "
+                    f"(peer / ours {fmt(reads_ratio, 1)}×)",
+                ),
+                (
+                    "az-wait peer: lag mean / p95 (s)",
+                    f"{fmt(p['peer_lag']['mean'])} / {fmt(p['peer_lag']['p95'])}",
+                    f"ours {fmt(p['ours_lag']['mean'])} / {fmt(p['ours_lag']['p95'])} "
+                    f"(peer / ours {fmt(lag_ratio, 1)}×)",
+                ),
+                (
+                    "az-wait peer: detected / terminal transitions",
+                    f"{p['peer_detected']} / {p['terminal_transitions']}",
+                    f"ours {p['ours_detected']}; window {fmt(p['window_s'], 0)} s from "
+                    f"+{fmt(p['window_starts_after_start_s'], 0)} s",
+                ),
+            ]
+        else:
+            rows.append(("az-wait peer", "-", p["note"]))
+        if sum(r["faults_injected"].values()):
+            rows.append(("faults injected", str(sum(r["faults_injected"].values())), ""))
+    else:
+        rows = []
+    if "scale" in result:
+        sc = result["scale"]
+        rows += [
+            (
+                "[scale] vaults / subscriptions / jobs",
+                f"{sc['vaults']} / {sc['subscriptions']} / {sc['jobs_in_world']}",
+                f"emulator built in {fmt(sc['emulator_build_s'], 1)} s",
+            ),
+            (
+                "[scale] daemon CPU % of one core (steady)",
+                fmt(sc["cpu_percent_of_core"], 1),
+                f"over {fmt(sc['measured_s'], 0)} s after {sc['warmup_s']} s warm-up; "
+                f"with backfill {fmt(sc['cpu_percent_including_backfill'], 1)} %",
+            ),
+            ("[scale] daemon peak RSS (MiB)", fmt(sc["rss_mb"], 1), ""),
+            (
+                "[scale] 429s, peak reads/s per subscription",
+                f"{sc['throttled_429']}, {fmt(sc['peak_reads_per_s_per_subscription'])}",
+                f"{sc['polls']} polls, {sc['events_emitted']} events",
+            ),
+        ]
+    width = max(len(n) for n, _, _ in rows)
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>16}  {note}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscriptions", type=int, default=4)
+    parser.add_argument("--vaults-per-subscription", type=int, default=60)
+    parser.add_argument("--duration", type=float, default=240.0, help="seconds the daemons run")
+    parser.add_argument("--faults", type=float, default=0.0, help="total ARM fault rate, 0–1")
+    parser.add_argument("--time-scale", type=float, default=300.0)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--quick", action="store_true", help="4×40 vaults, 200 s: ~4 minutes")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--scale", action="store_true", help="also run the 10,000-vault point")
+    parser.add_argument("--scale-only", action="store_true", help="run only the scale point")
+    parser.add_argument("--scale-subscriptions", type=int, default=200)
+    parser.add_argument("--scale-vaults-per-subscription", type=int, default=50)
+    parser.add_argument("--scale-warmup", type=float, default=90.0)
+    parser.add_argument("--scale-measure", type=float, default=120.0)
+    args = parser.parse_args()
+    if args.quick:
+        args.subscriptions, args.vaults_per_subscription, args.duration = 4, 40, 200.0
+    if args.subscriptions < 2:
+        parser.error("--subscriptions must be at least 2 (one half per regime)")
+    pin(1)
+    # Our client logs through structlog: keep its debug lines out of the table.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    machine = (
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}"
+    )
+    result: dict[str, Any] = {
+        "command": shlex.join(["python", "bench/estate.py", *sys.argv[1:]]),
+        "machine": machine + "; emulator pinned to core 0, daemons and peers to core 1",
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+    }
+    tmp = tempfile.mkdtemp(prefix="bench-estate-")
+    if args.keep:
+        print(f"keeping configs, events and logs in {tmp}")
+    try:
+        if not args.scale_only:
+            result["estate"] = asyncio.run(estate_run(args, Path(tmp) / "estate"))
+        if args.scale or args.scale_only:
+            result["scale"] = asyncio.run(scale_run(args, Path(tmp) / "scale"))
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if "estate" in result:
+        r = result["estate"]
+        b, dflt = r["budget-bound"], r["default"]
+        result.update(
+            cpu_ms_per_poll=dflt["cpu_ms_per_poll"],
+            cpu_ms_per_poll_budget_bound=b["cpu_ms_per_poll"],
+            client_cpu_ms_per_page=r["client_vs_sdk"]["ours_cpu_ms_per_page"],
+            client_cpu_ms_per_full_poll=r["client_vs_sdk"]["ours_cpu_ms_per_poll_cold"],
+            sdk_cpu_ms_per_page=r["client_vs_sdk"]["sdk_cpu_ms_per_page"],
+            cpu_ratio_vs_sdk=r["client_vs_sdk"]["cpu_ratio_vs_sdk"],
+            throttled_429=dflt["throttled_429"] + b["throttled_429"],
+            peak_reads_per_s_per_subscription=max(
+                dflt["peak_reads_per_s_per_subscription"], b["peak_reads_per_s_per_subscription"]
+            ),
+            budget_reads_per_s=BUDGET_RATE,
+            lag_mean_s=b["lag"]["mean"],
+            lag_p95_s=b["lag"]["p95"],
+            lag_optimum_s=b["lag_optimum_s"],
+            lag_default_mean_s=dflt["lag"]["mean"],
+            missed=dflt["missed"] + b["missed"],
+            duplicates=dflt["duplicates"] + b["duplicates"],
+            wrong=dflt["wrong"] + b["wrong"],
+            rss_mb=max(dflt["rss_mb"], b["rss_mb"]),
+        )
+    if "scale" in result:
+        result.update(
+            scale_cpu_percent=result["scale"]["cpu_percent_of_core"],
+            scale_rss_mb=result["scale"]["rss_mb"],
+        )
+    RESULTS.mkdir(exist_ok=True)
+    name = "latest.json" if "estate" in result else "scale.json"
+    (RESULTS / name).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    print_table(result)
+    print(f"\nwritten: {RESULTS / name}")
+
+
+if __name__ == "__main__":
+    main()

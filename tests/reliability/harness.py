@@ -1,0 +1,238 @@
+"""The daemon as a child process against an in-process emulator, and the judge of its events.
+
+Kept apart from tests/test_daemon_e2e.py so that the reliability suite stands on its own.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+import jsonschema
+import orjson
+
+from monitor.core.diff import event_id
+from monitor.core.jobs import JobStatus
+from monitor.emulator import Emulator
+from monitor.sinks import event_schema
+
+TERMINAL = {"Completed", "CompletedWithWarnings", "Failed", "Cancelled"}
+LONG = os.environ.get("RELIABILITY_LONG") == "1"
+
+
+def write_config(path: Path, emu: Emulator, state: Path, events: Path) -> Path:
+    """Short intervals so a run of seconds sees many polls; events to a file."""
+    path.write_text(
+        "\n".join(
+            [
+                "[azure]",
+                f'arm_endpoint = "{emu.url}/"',
+                'credential = "static"',
+                f'static_token = "{emu.token}"',
+                "allow_http_loopback = true",
+                "request_timeout_s = 3",
+                "[poll]",
+                "active_interval_s = 1",
+                "idle_interval_s = 2",
+                "overlap_s = 30",
+                "lookback_s = 3600",
+                "[discovery]",
+                "interval_s = 30",
+                "[state]",
+                f'path = "{state}"',
+                "[events]",
+                f'sink = "{events}"',
+                "[ops]",
+                "enabled = false",
+                "[log]",
+                'format = "json"',
+                "",
+            ]
+        )
+    )
+    return path
+
+
+class Daemon:
+    """`backup-monitor run` as a child; events to a file sink, stderr to a log file."""
+
+    def __init__(self, tmp: Path, emu: Emulator) -> None:
+        self.events = tmp / "events.jsonl"
+        self.logs = tmp / "stderr.log"
+        self.config = write_config(tmp / "monitor.toml", emu, tmp / "state.sqlite", self.events)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.incarnations: list[int] = []  # events-file line count at each start
+        self.log_offset = 0  # stderr-log size at the last start
+
+    def start(self) -> None:
+        self.incarnations.append(len(self.read_events()))
+        self.log_offset = self.logs.stat().st_size if self.logs.exists() else 0
+        with self.logs.open("ab") as err:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "monitor", "run", "--config", str(self.config)],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+
+    async def wait_started(self, timeout_s: float = 30.0) -> None:
+        """Until this incarnation logs `scheduler.started` (its signal handlers are in place).
+
+        A SIGTERM before that point meets Python's default action: the process dies with -15.
+        """
+        assert self.process is not None
+        with anyio.fail_after(timeout_s):
+            while b'"scheduler.started"' not in self.logs.read_bytes()[self.log_offset :]:
+                assert self.process.poll() is None, "the daemon exited while starting"
+                await anyio.sleep(0.05)
+
+    async def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
+        assert self.process is not None
+        process = self.process
+        process.send_signal(sig)
+        with anyio.fail_after(30):
+            return await anyio.to_thread.run_sync(process.wait)
+
+    def kill_if_running(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def read_events(self) -> list[dict[str, Any]]:
+        if not self.events.exists():
+            return []
+        # A SIGKILL may leave a partial last line; it is not an event.
+        rows = []
+        for line in self.events.read_bytes().splitlines():
+            try:
+                rows.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                rows.append({"event_id": "<partial line>", "partial": True})
+        return rows
+
+    def read_logs(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        if self.logs.exists():
+            for line in self.logs.read_bytes().splitlines():
+                try:
+                    rows.append(orjson.loads(line))
+                except orjson.JSONDecodeError:
+                    rows.append({"event": line.decode(errors="replace")})
+        return rows
+
+
+async def ground_truth(emu: Emulator) -> list[dict[str, Any]]:
+    async with aiohttp.ClientSession() as http, http.get(f"{emu.url}/_emulator/transitions") as r:
+        return list((await r.json())["transitions"])
+
+
+def _at(row: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(str(row["at"]).replace("Z", "+00:00"))
+
+
+@dataclass
+class Verdict:
+    """What a run's events are worth against the ground truth."""
+
+    missing: set[str]
+    duplicates: dict[str, int]
+    wrong: list[dict[str, Any]]
+    events: int
+    duplicates_within_one_run: dict[str, int] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        return (
+            f"{len(self.missing)} missed, {sum(self.duplicates.values())} duplicated "
+            f"({sum(self.duplicates_within_one_run.values())} within one run), "
+            f"{len(self.wrong)} wrong, of {self.events} events"
+        )
+
+
+def judge(
+    daemon: Daemon,
+    truth: list[dict[str, Any]],
+    *,
+    cutoff: datetime,
+    skip_vaults: frozenset[str] = frozenset(),
+) -> Verdict:
+    """Missed terminal transitions up to `cutoff`, duplicated and wrong events.
+
+    Every event is validated against the shipped JSON Schema. A duplicate is extra copies of one
+    event id; `duplicates_within_one_run` counts those whose copies came from one incarnation of
+    the daemon (a restart cannot explain them).
+    """
+    events = daemon.read_events()
+    validator = jsonschema.Draft202012Validator(event_schema())
+    made = {event_id(t["vault_id"], t["job_id"], JobStatus.of(t["to"])): t for t in truth}
+    expected = {
+        eid
+        for eid, t in made.items()
+        if t["to"] in TERMINAL and _at(t) <= cutoff and t["vault_id"].lower() not in skip_vaults
+    }
+    ids = [str(e["event_id"]) for e in events if not e.get("partial")]
+    emitted = Counter(ids)
+    wrong = []
+    for e in events:
+        if e.get("partial"):
+            continue
+        validator.validate(e)
+        t = made.get(str(e["event_id"]))
+        if t is None or str(e["job"]["status"]).lower() != str(t["to"]).lower():
+            wrong.append(e)
+    within: Counter[str] = Counter()
+    bounds = [*daemon.incarnations, len(events)]
+    for lo, hi in pairwise(bounds):
+        for eid, n in Counter(str(e["event_id"]) for e in events[lo:hi]).items():
+            if n > 1:
+                within[eid] += n - 1
+    return Verdict(
+        missing=expected - set(emitted),
+        duplicates={eid: n - 1 for eid, n in emitted.items() if n > 1},
+        wrong=wrong,
+        events=len(events),
+        duplicates_within_one_run=dict(within),
+    )
+
+
+async def wait_until_caught_up(
+    daemon: Daemon,
+    emu: Emulator,
+    *,
+    cutoff: datetime,
+    skip_vaults: frozenset[str] = frozenset(),
+    timeout_s: float = 90.0,
+) -> Verdict:
+    """Until every terminal transition up to `cutoff` was emitted (or the timeout)."""
+    with anyio.move_on_after(timeout_s):
+        while True:
+            verdict = judge(daemon, await ground_truth(emu), cutoff=cutoff, skip_vaults=skip_vaults)
+            if not verdict.missing:
+                return verdict
+            await anyio.sleep(0.5)
+    return judge(daemon, await ground_truth(emu), cutoff=cutoff, skip_vaults=skip_vaults)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+__all__ = [
+    "LONG",
+    "Daemon",
+    "Verdict",
+    "ground_truth",
+    "judge",
+    "now",
+    "signal",
+    "wait_until_caught_up",
+    "write_config",
+]
