@@ -396,6 +396,7 @@ class PollScheduler:
             return
         started = self._clock.monotonic()
         vlog = log.bind(vault=vault.name, subscription=vault.subscription_id)
+        first = watched.polled_at is None
         try:
             reads = await self._poll(watched)
         except ArmThrottled as exc:
@@ -436,8 +437,14 @@ class PollScheduler:
         self._planner.set_rate(
             vault.subscription_id, self._source.rate_per_s(vault.subscription_id)
         )
+        # A first poll reads the details of every finished job in the lookback: it says nothing
+        # about what later polls cost, so it does not feed the planner's reads-per-poll estimate
+        # (which would stretch every interval, and push back every vault not yet polled).
         self._planner.mark_polled(
-            vault.key, started, running=watched.has_running_jobs, reads=float(reads)
+            vault.key,
+            started,
+            running=watched.has_running_jobs,
+            reads=None if first else float(reads),
         )
 
     def _measure(self, vault: VaultRef, result: str, started: float) -> None:

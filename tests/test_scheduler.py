@@ -252,3 +252,26 @@ async def test_one_vault_failing_does_not_stop_the_others(failure: Exception) ->
     if isinstance(failure, ArmThrottled):
         assert bad_polls == 1  # held for Retry-After (30 s), not retried meanwhile
         assert scheduler.stats.throttled == 1
+
+
+async def test_costly_first_polls_do_not_push_back_vaults_not_yet_polled() -> None:
+    """Backfill details make first polls cost 6 reads; the rest still get theirs in one interval."""
+    vaults = [vault_ref(SUB_A, f"v{n:02d}") for n in range(30)]
+    source = ScriptedSource(vaults)
+    source.rate_per_s = lambda subscription_id: 20.0  # type: ignore[method-assign]
+    for vault in vaults:  # five finished jobs each: five detail reads on the first poll
+        source.listed[vault.key] = [
+            job(vault, f"{vault.name}-{n}", "Completed", start=NOW - timedelta(minutes=n + 1))
+            for n in range(5)
+        ]
+    sink, store = ListSink(), MemoryCheckpointStore()
+    # 30 vaults at 1 read each fit 20 reads/s with a 1.5 s interval; at 6 reads each they would
+    # stretch it to 9 s if the first polls fed the estimate.
+    scheduler = make(source, store, sink, active_interval_s=1.5, idle_interval_s=1.5)
+    polled: set[str] = set()
+
+    def all_polled() -> bool:
+        polled.update(name for kind, name in source.calls if kind == "list")
+        return len(polled) == len(vaults)
+
+    await run_until(scheduler, all_polled, timeout_s=4.0)
