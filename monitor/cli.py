@@ -379,11 +379,17 @@ def _failed(kind: str, exc: BaseException) -> None:
     sys.stderr.write(f"backup-monitor: {kind}: {exc}\n")
 
 
-def run_guarded(body: Any, *args: Any) -> int:
-    """Run an async command; map configuration and startup failures to exit codes 2 and 3."""
+def run_guarded(body: Any, *args: Any, failure_code: int = EXIT_STARTUP) -> int:
+    """Run an async command and return its exit code.
+
+    The body's own int result is the code (None: 0); configuration errors give 2, startup
+    failures 3, and any other MonitorError `failure_code`, each with one line on stderr.
+    """
     code = EXIT_OK
     try:
-        anyio.run(body, *args)
+        result = anyio.run(body, *args)
+        if isinstance(result, int):
+            code = result
     except* ConfigError as group:
         _failed("configuration error", group.exceptions[0])
         code = EXIT_USAGE
@@ -392,7 +398,7 @@ def run_guarded(body: Any, *args: Any) -> int:
         code = EXIT_STARTUP
     except* MonitorError as group:
         _failed("failed", group.exceptions[0])
-        code = EXIT_STARTUP
+        code = failure_code
     return code
 
 
@@ -732,19 +738,7 @@ def run_jobs(args: argparse.Namespace) -> int:
     # One-shot commands keep stderr for their own lines: info logs only when asked for debug.
     level = settings.log.level if settings.log.level in ("debug", "error") else "warning"
     configure_logging(level, settings.log.format)
-    code = EXIT_OK
-    try:
-        code = anyio.run(jobs, request, settings)
-    except* ConfigError as group:
-        _failed("configuration error", group.exceptions[0])
-        code = EXIT_USAGE
-    except* StartupError as group:
-        _failed("startup failed", group.exceptions[0])
-        code = EXIT_STARTUP
-    except* MonitorError as group:
-        _failed("failed", group.exceptions[0])
-        code = EXIT_API_ERROR
-    return code
+    return run_guarded(jobs, request, settings, failure_code=EXIT_API_ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
