@@ -484,11 +484,15 @@ class PollScheduler:
 
     # ------------------------------------------------------------------------------ one poll
 
+    def _lookback_floor(self, now: datetime) -> datetime:
+        """The earliest job start any window reaches, in whole seconds as the $filter sends."""
+        return (now - timedelta(seconds=self._settings.poll.lookback_s)).replace(microsecond=0)
+
     def _window_start(self, watched: WatchedVault, now: datetime) -> datetime:
         poll = self._settings.poll
-        floor = now - timedelta(seconds=poll.lookback_s)
+        floor = self._lookback_floor(now)
         if watched.polled_at is None:
-            return floor.replace(microsecond=0)
+            return floor
         marks = [watched.polled_at]
         marks += [
             s.start_at
@@ -496,9 +500,7 @@ class PollScheduler:
             if not s.status.is_terminal and s.start_at is not None
         ]
         start = max(floor, min(marks) - timedelta(seconds=poll.overlap_s))
-        # The filter sends whole seconds: prune against the window ARM really applies, or a job
-        # that started in the truncated fraction is pruned, listed again and re-emitted as new.
-        return start.replace(microsecond=0)
+        return start.replace(microsecond=0)  # the filter sends whole seconds
 
     async def _poll(self, watched: WatchedVault) -> int:
         """Poll one vault; returns the reads it cost (pages are counted as one)."""
@@ -545,14 +547,16 @@ class PollScheduler:
         after = apply(watched.jobs, changes)
         for key in vanished:
             after.pop(key, None)
-        # `window_start` is whole seconds, as the $filter sends it: a job forgotten here cannot
-        # be listed again, so it is never re-emitted as new.
+        # Forget a finished job only once it started before the lookback floor, which only moves
+        # forward: no later window (nor one after a restart, nor one a late-listed job widens)
+        # can list it again, so it is never re-emitted as new.
+        forget_before = self._lookback_floor(observed_at)
         removed = [
             key
             for key, snap in after.items()
             if snap.status.is_terminal
             and snap.start_at is not None
-            and snap.start_at < window_start
+            and snap.start_at < forget_before
         ]
         for key in removed:
             del after[key]

@@ -275,3 +275,23 @@ async def test_costly_first_polls_do_not_push_back_vaults_not_yet_polled() -> No
         return len(polled) == len(vaults)
 
     await run_until(scheduler, all_polled, timeout_s=4.0)
+
+
+class WideSource(ScriptedSource):
+    """Lists more than the window asks for, as a window that moved back (a late job) would."""
+
+    async def list_jobs(
+        self, vault: VaultRef, start_at: datetime, end_at: datetime
+    ) -> list[BackupJob]:
+        return await super().list_jobs(vault, start_at - timedelta(minutes=30), end_at)
+
+
+async def test_finished_job_listed_again_after_the_window_moved_is_not_emitted_again() -> None:
+    """A finished job listed again by a wider window is still known: one event, not one per poll."""
+    vault = vault_ref(SUB_A, "v1")
+    source = WideSource([vault])
+    source.listed[vault.key] = [job(vault, "OLD", "Completed", start=NOW - timedelta(minutes=10))]
+    sink, store = ListSink(), MemoryCheckpointStore()
+    scheduler = make(source, store, sink, overlap_s=0.5)
+    await run_until(scheduler, lambda: scheduler.stats.polls >= 5)
+    assert sink.statuses("OLD") == [(None, "Completed")]
