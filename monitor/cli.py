@@ -307,15 +307,25 @@ async def open_monitor(
         )
 
 
-async def stop_on_signals(scheduler: PollScheduler, scope: anyio.CancelScope) -> None:
-    """First SIGTERM/SIGINT: stop scheduling and let polls finish; a second: stop at once."""
+async def stop_on_signals(
+    current: Callable[[], PollScheduler | None], scope: anyio.CancelScope
+) -> None:
+    """First SIGTERM/SIGINT: stop scheduling and let polls finish; a second: stop at once.
+
+    Before the scheduler exists (authenticating, opening the store) a signal stops at once:
+    nothing has been emitted that would need a checkpoint.
+    """
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
-            if scheduler.stopping:
-                log.warning("shutdown.forced", signal=signal.Signals(signum).name)
+            name = signal.Signals(signum).name
+            scheduler = current()
+            if scheduler is None or scheduler.stopping:
+                log.warning(
+                    "shutdown.forced" if scheduler else "shutdown.during_startup", signal=name
+                )
                 scope.cancel()
                 return
-            log.info("shutdown.requested", signal=signal.Signals(signum).name)
+            log.info("shutdown.requested", signal=name)
             scheduler.stop()
 
 
@@ -324,15 +334,20 @@ async def serve(settings: Settings) -> None:
     clock, rng = SystemClock(), random.Random()
     registry = CollectorRegistry()  # never prometheus_client.REGISTRY
     metrics = Metrics(registry)
-    async with (
-        open_monitor(settings, clock=clock, rng=rng, metrics=metrics) as scheduler,
-        anyio.create_task_group() as tg,
-    ):
-        if settings.ops.enabled:
-            await tg.start(serve_ops, settings.ops, registry, scheduler)
-        log.info("shard.assigned", index=settings.shard.index or 0, count=settings.shard.count)
-        tg.start_soon(stop_on_signals, scheduler, tg.cancel_scope)
-        await scheduler.run()
+    started: list[PollScheduler] = []
+    async with anyio.create_task_group() as tg:
+        # Signals are watched from the start, so a SIGTERM while authenticating exits 0 too.
+        tg.start_soon(stop_on_signals, lambda: started[0] if started else None, tg.cancel_scope)
+        async with open_monitor(settings, clock=clock, rng=rng, metrics=metrics) as scheduler:
+            started.append(scheduler)
+            async with anyio.create_task_group() as ops:
+                if settings.ops.enabled:
+                    await ops.start(serve_ops, settings.ops, registry, scheduler)
+                log.info(
+                    "shard.assigned", index=settings.shard.index or 0, count=settings.shard.count
+                )
+                await scheduler.run()
+                ops.cancel_scope.cancel()
         tg.cancel_scope.cancel()
 
 
@@ -456,7 +471,7 @@ async def demo(args: argparse.Namespace, out: TextIO) -> None:
             open_monitor(settings, clock=clock, rng=rng, sink=sink) as scheduler,
             anyio.create_task_group() as tg,
         ):
-            tg.start_soon(stop_on_signals, scheduler, tg.cancel_scope)
+            tg.start_soon(stop_on_signals, lambda: scheduler, tg.cancel_scope)
 
             async def stop_later() -> None:
                 await clock.sleep(args.duration)

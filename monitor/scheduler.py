@@ -143,6 +143,7 @@ class PollScheduler:
         self._slots = anyio.Semaphore(poll.max_concurrency)
         self._wake: anyio.CancelScope | None = None
         self._scheduling: anyio.CancelScope | None = None
+        self._startup: anyio.CancelScope | None = None
         self._stopping = False
         self.stats = PollStats()
 
@@ -154,9 +155,15 @@ class PollScheduler:
         Raises:
             StartupError: the first discovery found no way to reach ARM.
         """
-        self._checkpoints = await self._store.load()
-        vaults = await self._discover(first=True)
+        with anyio.CancelScope() as startup:
+            self._startup = startup
+            if self._stopping:
+                startup.cancel()
+            self._checkpoints = await self._store.load()
+            vaults = await self._discover(first=True)
+        self._startup = None
         if self._stopping:
+            log.info("shutdown.done", polls=0, events=0)
             return
         self._add(vaults)
         log.info("scheduler.started", vaults=len(self._watched))
@@ -175,10 +182,11 @@ class PollScheduler:
         log.info("shutdown.done", polls=self.stats.polls, events=self.stats.events)
 
     def stop(self) -> None:
-        """Stop scheduling; polls in flight finish (bounded), then `run` returns."""
+        """Stop: a first discovery under way is abandoned; polls in flight finish (bounded)."""
         self._stopping = True
-        if self._scheduling is not None:
-            self._scheduling.cancel()
+        for scope in (self._startup, self._scheduling):
+            if scope is not None:
+                scope.cancel()
 
     @property
     def stopping(self) -> bool:

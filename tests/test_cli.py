@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -240,3 +241,35 @@ def test_check_config_lists_what_it_would_watch(emulator_process: Started, tmp_p
     assert "configuration is valid" in out
     assert "5 vaults would be watched" in out
     assert out.count("rsv-000-") == 5
+
+
+def test_sigterm_during_the_first_discovery_exits_0(tmp_path: Path) -> None:
+    """A daemon stuck discovering (ARM accepts but never answers) stops on SIGTERM with 0."""
+    with socket.socket() as silent:  # accepts connections (backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        config = tmp_path / "monitor.toml"
+        config.write_text(
+            f'[azure]\narm_endpoint = "http://127.0.0.1:{port}/"\nallow_http_loopback = true\n'
+            'credential = "static"\nstatic_token = "t"\nrequest_timeout_s = 60\n'
+            '[ops]\nlisten = "127.0.0.1:0"\n[log]\nformat = "json"\n'
+        )
+        process = subprocess.Popen(
+            [*COMMAND, "run", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert process.stderr is not None
+            for line in process.stderr:  # wait until the ops server is up: discovery runs
+                if b"ops.listening" in line:
+                    break
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=10) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)
+            assert process.stderr is not None
+            process.stderr.close()
