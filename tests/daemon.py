@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -79,31 +79,65 @@ def write_config(
     return path
 
 
+def read_json_lines(
+    path: Path, *, unreadable: Callable[[bytes], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Every line of a JSON-lines file (none when it does not exist); `unreadable` stands in for
+    a line that is not JSON (a log line from elsewhere, or a write cut short by SIGKILL)."""
+    if not path.exists():
+        return []
+    rows: list[dict[str, Any]] = []
+    for line in path.read_bytes().splitlines():
+        if not line:
+            continue
+        try:
+            rows.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            rows.append(unreadable(line))
+    return rows
+
+
 class Daemon:
-    """`backup-monitor run` as a child process; stdout and stderr append to files."""
+    """`backup-monitor run` as a child process; stderr appends to `logs`.
+
+    Its stdout appends to `events` unless `stdout_to_events` is False (the config then names a
+    file sink of its own).
+    """
 
     def __init__(
-        self, config: Path, events: Path, logs: Path, *, env: Mapping[str, str] | None = None
+        self,
+        config: Path,
+        events: Path,
+        logs: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        stdout_to_events: bool = True,
     ) -> None:
         self.config, self.events, self.logs = config, events, logs
         self.env = dict(env) if env is not None else None
+        self.stdout_to_events = stdout_to_events
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = None if self.env is None else {**os.environ, **self.env}
-        with self.events.open("ab") as out, self.logs.open("ab") as err:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "monitor", "run", "--config", str(self.config)],
-                stdout=out,
-                stderr=err,
-                env=env,
-            )
+        with self.logs.open("ab") as err:
+            out = self.events.open("ab") if self.stdout_to_events else None
+            try:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "monitor", "run", "--config", str(self.config)],
+                    stdout=out if out is not None else subprocess.DEVNULL,
+                    stderr=err,
+                    env=env,
+                )
+            finally:
+                if out is not None:
+                    out.close()
 
     async def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
         assert self.process is not None
-        self.process.send_signal(sig)
         process = self.process
-        with anyio.fail_after(20):
+        process.send_signal(sig)
+        with anyio.fail_after(30):
             return await anyio.to_thread.run_sync(process.wait)
 
     def kill_if_running(self) -> None:
@@ -112,7 +146,10 @@ class Daemon:
             self.process.wait(timeout=10)
 
     def read_events(self) -> list[dict[str, Any]]:
-        return [orjson.loads(line) for line in self.events.read_bytes().splitlines() if line]
+        def refuse(line: bytes) -> dict[str, Any]:
+            raise AssertionError(f"not a JSON event line: {line[:200]!r}")
+
+        return read_json_lines(self.events, unreadable=refuse)
 
     async def ops_url(self, timeout_s: float = 20) -> str:
         """The base URL of this run's ops server, from its `ops.listening` log line."""
@@ -126,13 +163,7 @@ class Daemon:
                 await anyio.sleep(0.1)
 
     def read_logs(self) -> list[dict[str, Any]]:
-        rows = []
-        for line in self.logs.read_bytes().splitlines():
-            try:
-                rows.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                rows.append({"event": line.decode(errors="replace")})
-        return rows
+        return read_json_lines(self.logs, unreadable=lambda line: {"event": line.decode("replace")})
 
 
 async def ground_truth(emu: Emulator) -> list[dict[str, Any]]:

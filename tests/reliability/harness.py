@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,15 +14,15 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import anyio
 import jsonschema
-import orjson
 
 from monitor.core.diff import event_id
 from monitor.core.jobs import JobStatus
 from monitor.emulator import Emulator
 from monitor.sinks import event_schema
+from tests.daemon import Daemon as SharedDaemon
+from tests.daemon import at, ground_truth, read_json_lines
 
 TERMINAL = {"Completed", "CompletedWithWarnings", "Failed", "Cancelled"}
 LONG = os.environ.get("RELIABILITY_LONG") == "1"
@@ -63,80 +61,34 @@ def write_config(path: Path, emu: Emulator, state: Path, events: Path) -> Path:
     return path
 
 
-class Daemon:
-    """`backup-monitor run` as a child; events to a file sink, stderr to a log file."""
+class Daemon(SharedDaemon):
+    """The shared daemon with a file sink; remembers where each incarnation starts."""
 
     def __init__(self, tmp: Path, emu: Emulator) -> None:
-        self.events = tmp / "events.jsonl"
-        self.logs = tmp / "stderr.log"
-        self.config = write_config(tmp / "monitor.toml", emu, tmp / "state.sqlite", self.events)
-        self.process: subprocess.Popen[bytes] | None = None
+        events = tmp / "events.jsonl"
+        config = write_config(tmp / "monitor.toml", emu, tmp / "state.sqlite", events)
+        super().__init__(config, events, tmp / "stderr.log", stdout_to_events=False)
         self.incarnations: list[int] = []  # events-file line count at each start
         self.log_offset = 0  # stderr-log size at the last start
 
     def start(self) -> None:
         self.incarnations.append(len(self.read_events()))
         self.log_offset = self.logs.stat().st_size if self.logs.exists() else 0
-        with self.logs.open("ab") as err:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "monitor", "run", "--config", str(self.config)],
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
+        super().start()
 
     async def wait_started(self, timeout_s: float = 30.0) -> None:
-        """Until this incarnation logs `scheduler.started` (its signal handlers are in place).
-
-        A SIGTERM before that point meets Python's default action: the process dies with -15.
-        """
+        """Until this incarnation logs `scheduler.started` (it polls from then on)."""
         assert self.process is not None
         with anyio.fail_after(timeout_s):
             while b'"scheduler.started"' not in self.logs.read_bytes()[self.log_offset :]:
                 assert self.process.poll() is None, "the daemon exited while starting"
                 await anyio.sleep(0.05)
 
-    async def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
-        assert self.process is not None
-        process = self.process
-        process.send_signal(sig)
-        with anyio.fail_after(30):
-            return await anyio.to_thread.run_sync(process.wait)
-
-    def kill_if_running(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
     def read_events(self) -> list[dict[str, Any]]:
-        if not self.events.exists():
-            return []
         # A SIGKILL may leave a partial last line; it is not an event.
-        rows = []
-        for line in self.events.read_bytes().splitlines():
-            try:
-                rows.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                rows.append({"event_id": "<partial line>", "partial": True})
-        return rows
-
-    def read_logs(self) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
-        if self.logs.exists():
-            for line in self.logs.read_bytes().splitlines():
-                try:
-                    rows.append(orjson.loads(line))
-                except orjson.JSONDecodeError:
-                    rows.append({"event": line.decode(errors="replace")})
-        return rows
-
-
-async def ground_truth(emu: Emulator) -> list[dict[str, Any]]:
-    async with aiohttp.ClientSession() as http, http.get(f"{emu.url}/_emulator/transitions") as r:
-        return list((await r.json())["transitions"])
-
-
-def _at(row: dict[str, Any]) -> datetime:
-    return datetime.fromisoformat(str(row["at"]).replace("Z", "+00:00"))
+        return read_json_lines(
+            self.events, unreadable=lambda line: {"event_id": "<partial line>", "partial": True}
+        )
 
 
 @dataclass
@@ -176,7 +128,7 @@ def judge(
     expected = {
         eid
         for eid, t in made.items()
-        if t["to"] in TERMINAL and _at(t) <= cutoff and t["vault_id"].lower() not in skip_vaults
+        if t["to"] in TERMINAL and at(t) <= cutoff and t["vault_id"].lower() not in skip_vaults
     }
     ids = [str(e["event_id"]) for e in events if not e.get("partial")]
     emitted = Counter(ids)
