@@ -391,6 +391,9 @@ def resolve_shard(settings: Settings, hostname: str) -> Settings:
 
 
 def _failed(kind: str, exc: BaseException) -> None:
+    # Task groups nest: the message worth a line is the first error that is not a group.
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
     sys.stderr.write(f"backup-monitor: {kind}: {exc}\n")
 
 

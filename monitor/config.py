@@ -120,6 +120,9 @@ class DiscoverySettings:
     """fnmatch globs on vault name or resource id; matching vaults are never watched."""
     interval_s: float = 300.0
     """Seconds between two rediscoveries of subscriptions and vaults."""
+    startup_timeout_s: float = 300.0
+    """Seconds the first discovery keeps retrying while ARM answers only with 5xx, 429 or
+    transport failures; after that the daemon exits with code 3. 0: give up at the first."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -675,6 +678,7 @@ def _parse_discovery(table: Mapping[str, object]) -> DiscoverySettings:
         include=r.texts("include", ()),
         exclude=r.texts("exclude", ()),
         interval_s=r.seconds("interval_s", 300.0),
+        startup_timeout_s=r.seconds("startup_timeout_s", 300.0, allow_zero=True),
     )
 
 

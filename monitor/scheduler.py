@@ -31,7 +31,9 @@ from monitor.errors import (
     ArmError,
     ArmForbidden,
     ArmNotFound,
+    ArmServerError,
     ArmThrottled,
+    ArmTransportError,
     ForeignOriginError,
     ParseError,
     SinkError,
@@ -46,6 +48,10 @@ log = structlog.get_logger("monitor.scheduler")
 
 LIST_END_SLACK = timedelta(minutes=5)  # the window's end lies past now: clocks differ a little
 BACKOFF_BASE_S, BACKOFF_CAP_S = 2.0, 300.0
+DISCOVERY_BACKOFF_CAP_S = 60.0  # a discovery that missed something retries at least this often
+TRANSIENT: tuple[type[ArmError], ...] = (ArmServerError, ArmThrottled, ArmTransportError)
+"""ARM failures that may pass by themselves: retried. Any other (401, 403, 404, a foreign
+origin) stays until someone changes a role or the configuration."""
 FORBIDDEN_RETRY_S = 300.0
 SHUTDOWN_GRACE_S = 10.0
 COMMIT_TIMEOUT_S = 30.0
@@ -87,6 +93,20 @@ class WatchedVault:
     @property
     def has_running_jobs(self) -> bool:
         return any(not s.status.is_terminal for s in self.jobs.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    """What one discovery found, and the ARM calls that failed along the way."""
+
+    vaults: list[VaultRef]
+    reached: bool  # some discovery call got an answer from ARM (even a 404 or 403)
+    failures: tuple[ArmError, ...] = ()
+
+    @property
+    def retry_soon(self) -> bool:
+        """A call failed in a way that may pass: worth trying again before the interval."""
+        return any(isinstance(exc, TRANSIENT) for exc in self.failures)
 
 
 @dataclass(slots=True)
@@ -160,18 +180,18 @@ class PollScheduler:
             if self._stopping:
                 startup.cancel()
             self._checkpoints = await self._store.load()
-            vaults = await self._discover(first=True)
+            found = await self._first_discovery()
         self._startup = None
         if self._stopping:
             log.info("shutdown.done", polls=0, events=0)
             return
-        self._add(vaults)
+        self._add(found.vaults)
         log.info("scheduler.started", vaults=len(self._watched))
         async with anyio.create_task_group() as polls:
             with anyio.CancelScope() as scheduling:
                 self._scheduling = scheduling
                 async with anyio.create_task_group() as loops:
-                    loops.start_soon(self._discovery_loop, name="discovery")
+                    loops.start_soon(self._discovery_loop, found, name="discovery")
                     loops.start_soon(self._dispatch_loop, polls, name="dispatch")
                     self._started = True
                     task_status.started()
@@ -194,12 +214,15 @@ class PollScheduler:
         return self._stopping
 
     async def discover(self) -> list[VaultRef]:
-        """Every vault the configuration selects, as a first start would find them.
+        """Every vault the configuration selects, as a first start would find them (one try).
 
         Raises:
             StartupError: no discovery call reached ARM.
         """
-        return await self._discover(first=True)
+        found = await self._discover(first=True)
+        if not found.reached:
+            raise _unreachable(found)
+        return found.vaults
 
     @property
     def watched(self) -> Sequence[VaultRef]:
@@ -248,10 +271,44 @@ class PollScheduler:
 
     # ------------------------------------------------------------------------------ discovery
 
-    async def _discover(self, *, first: bool) -> list[VaultRef]:
+    async def _first_discovery(self) -> Discovery:
+        """Discover until some call reaches ARM; transient failures are retried with backoff.
+
+        Raises:
+            StartupError: a failure that will not pass by itself (401, 403, a foreign origin),
+                or `discovery.startup_timeout_s` spent on transient ones.
+        """
+        limit_s = self._settings.discovery.startup_timeout_s
+        began = self._clock.monotonic()
+        attempt = 0
+        while True:
+            found = await self._discover(first=True)
+            if found.reached:
+                return found
+            attempt += 1
+            elapsed_s = self._clock.monotonic() - began
+            delay_s = self._backoff_s(attempt - 1, cap_s=DISCOVERY_BACKOFF_CAP_S)
+            if not found.retry_soon or elapsed_s + delay_s > limit_s:
+                error = _unreachable(found)
+                if found.retry_soon:
+                    error = StartupError(
+                        f"{error}; gave up after {attempt} attempts in {elapsed_s:.0f} s "
+                        f"(discovery.startup_timeout_s = {limit_s:g})"
+                    )
+                raise error
+            log.warning(
+                "discovery.retrying",
+                attempt=attempt,
+                retry_in_s=round(delay_s, 1),
+                error=str(found.failures[-1]),
+            )
+            await self._clock.sleep(delay_s)
+
+    async def _discover(self, *, first: bool) -> Discovery:
         """Every vault the configuration asks for; subscriptions that fail keep what they had."""
         d = self._settings.discovery
         found: dict[str, VaultRef] = {}
+        failures: list[ArmError] = []
         vault_ids = [v for v in d.vaults if self._owns(parse_vault_id(v).subscription_id)]
         # A shard that owns none of the listed vaults or subscriptions has nothing to reach.
         reached = not vault_ids and not [s for s in d.subscriptions if s == "*" or self._owns(s)]
@@ -267,6 +324,7 @@ class PollScheduler:
                 reached = True
                 vault = parse_vault_id(vault_id)  # polls will report the 403 per vault
             except ArmError as exc:
+                failures.append(exc)
                 log.warning("discovery.vault_failed", vault_id=vault_id, error=str(exc))
                 known = self._watched.get(vault_id.lower())
                 vault = known.vault if known else parse_vault_id(vault_id)
@@ -277,8 +335,9 @@ class PollScheduler:
                 subscriptions = await self._source.list_subscriptions()
                 reached = True
             except ArmError as exc:
+                failures.append(exc)
                 if first and not d.vaults:
-                    raise StartupError(f"cannot list subscriptions: {exc}") from exc
+                    return Discovery(vaults=[], reached=False, failures=tuple(failures))
                 log.warning("discovery.subscriptions_failed", error=str(exc))
                 subscriptions = sorted({w.vault.subscription_id for w in self._watched.values()})
         subscriptions = [s for s in subscriptions if self._owns(s)]
@@ -287,15 +346,18 @@ class PollScheduler:
                 vaults = await self._source.list_vaults(sub)
                 reached = True
             except ArmError as exc:
+                failures.append(exc)
                 log.warning("discovery.subscription_failed", subscription=sub, error=str(exc))
                 vaults = [
                     w.vault for w in self._watched.values() if _same(w.vault.subscription_id, sub)
                 ]
             for vault in vaults:
                 found.setdefault(vault.key, vault)
-        if first and not reached:
-            raise StartupError("ARM unreachable: no discovery call succeeded")
-        return [v for v in found.values() if self._included(v)]
+        return Discovery(
+            vaults=[v for v in found.values() if self._included(v)],
+            reached=reached,
+            failures=tuple(failures),
+        )
 
     def _owns(self, subscription_id: str) -> bool:
         """Whether this shard owns the subscription (DESIGN §11: rendezvous hashing)."""
@@ -350,19 +412,28 @@ class PollScheduler:
             await self._store.forget(vault.key)
         self.stats.vaults = len(self._watched)
 
-    async def _discovery_loop(self) -> None:
+    async def _discovery_loop(self, last: Discovery) -> None:
+        """Rediscover every `interval_s`; sooner, with backoff, after a transient failure."""
+        interval_s = self._settings.discovery.interval_s
+        misses = 0
         while True:
-            await self._clock.sleep(self._settings.discovery.interval_s)
+            misses = misses + 1 if last.retry_soon else 0
+            delay_s = interval_s
+            if misses:
+                delay_s = min(interval_s, self._backoff_s(misses - 1, DISCOVERY_BACKOFF_CAP_S))
+                log.info("discovery.retry_scheduled", retry_in_s=round(delay_s, 1))
+            await self._clock.sleep(delay_s)
             try:
-                vaults = await self._discover(first=False)
+                last = await self._discover(first=False)
             except Exception:
                 log.exception("discovery.failed")
+                last = Discovery(vaults=[], reached=False)
                 continue
-            keys = {v.key for v in vaults}
+            keys = {v.key for v in last.vaults}
             for watched in list(self._watched.values()):
                 if watched.vault.key not in keys:
                     await self._drop(watched.vault, "no longer listed")
-            self._add(vaults)
+            self._add(last.vaults)
 
     # ------------------------------------------------------------------------------ dispatch
 
@@ -427,13 +498,17 @@ class PollScheduler:
         except (ArmError, ParseError) as exc:
             watched.state = "failing"
             self._measure(vault, "error", started)
-            self._fail(watched, vlog, exc, retry_s=self._backoff_s(watched), started=started)
+            self._fail(
+                watched, vlog, exc, retry_s=self._backoff_s(watched.failures), started=started
+            )
             return
         except Exception as exc:  # a bug must not stop the other vaults
             vlog.exception("poll.crashed")
             watched.state = "failing"
             self._measure(vault, "error", started)
-            self._fail(watched, vlog, exc, retry_s=self._backoff_s(watched), started=started)
+            self._fail(
+                watched, vlog, exc, retry_s=self._backoff_s(watched.failures), started=started
+            )
             return
         self._measure(vault, "ok", started)
         watched.state, watched.ok_at = "ok", started
@@ -460,8 +535,9 @@ class PollScheduler:
             duration_s = self._clock.monotonic() - started
             self._metrics.poll_finished(vault.subscription_id, result, duration_s)
 
-    def _backoff_s(self, watched: WatchedVault) -> float:
-        step: float = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** min(watched.failures, 20))
+    def _backoff_s(self, failures: int, cap_s: float = BACKOFF_CAP_S) -> float:
+        """Seconds to wait after `failures` failures in a row: doubling, capped, jittered."""
+        step: float = min(cap_s, BACKOFF_BASE_S * 2.0 ** min(failures, 20))
         return step * self._rng.uniform(0.5, 1.0)
 
     def _fail(
@@ -615,3 +691,9 @@ def _running(jobs: dict[JobKey, JobSnapshot]) -> int:
 
 
 __all__ = ["JobSource", "PollScheduler", "PollStats", "WatchedVault"]
+
+
+def _unreachable(found: Discovery) -> StartupError:
+    """Why no discovery call reached ARM, naming the last failure."""
+    last = f": {found.failures[-1]}" if found.failures else ""
+    return StartupError(f"ARM unreachable: no discovery call succeeded{last}")

@@ -134,8 +134,14 @@ class Daemon:
                     out.close()
 
     async def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
+        """Send `sig` and return the exit code; the daemon must still be running."""
         assert self.process is not None
         process = self.process
+        if process.poll() is not None:
+            raise AssertionError(
+                f"the daemon exited with {process.returncode} before {sig.name}; "
+                f"its last log lines: {self.read_logs()[-8:]}"
+            )
         process.send_signal(sig)
         with anyio.fail_after(30):
             return await anyio.to_thread.run_sync(process.wait)
@@ -153,17 +159,26 @@ class Daemon:
 
     async def ops_url(self, timeout_s: float = 20) -> str:
         """The base URL of this run's ops server, from its `ops.listening` log line."""
+        rows = await self.wait_for_log("ops.listening", timeout_s=timeout_s)
+        return f"http://127.0.0.1:{rows[-1]['port']}"
+
+    async def wait_for_log(
+        self, event: str, *, count: int = 1, timeout_s: float = 20
+    ) -> list[dict[str, Any]]:
+        """The log rows named `event` once there are `count` of them; the daemon must live."""
         with anyio.fail_after(timeout_s):
             while True:
-                ports = [r["port"] for r in self.read_logs() if r.get("event") == "ops.listening"]
-                if ports:
-                    return f"http://127.0.0.1:{ports[-1]}"
+                rows = [r for r in self.read_logs() if r.get("event") == event]
+                if len(rows) >= count:
+                    return rows
                 assert self.process is not None
                 assert self.process.poll() is None, self.read_logs()[-5:]
                 await anyio.sleep(0.1)
 
     def read_logs(self) -> list[dict[str, Any]]:
-        return read_json_lines(self.logs, unreadable=lambda line: {"event": line.decode("replace")})
+        return read_json_lines(
+            self.logs, unreadable=lambda line: {"event": line.decode(errors="replace")}
+        )
 
 
 async def ground_truth(emu: Emulator) -> list[dict[str, Any]]:

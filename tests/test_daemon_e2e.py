@@ -108,6 +108,68 @@ async def test_sigterm_restart_emits_no_duplicates(
     assert any(row.get("event") == "shutdown.done" for row in daemon.read_logs())
 
 
+async def test_arm_failing_at_start_is_waited_out(
+    daemon_files: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """Every ARM call answering 5xx at start: the daemon retries discovery instead of exiting,
+    and serves the estate once ARM recovers."""
+    config, events_path, logs = daemon_files
+    settings = EmulatorSettings(
+        world=WorldSettings(seed=4, subscriptions=1, vaults_per_subscription=3),
+        faults=FaultSettings(server_error=1.0),
+    )
+    async with running_emulator(settings) as emu, aiohttp.ClientSession() as http:
+        write_config(
+            config,
+            emu,
+            tmp_path / "state.sqlite",
+            sections={"discovery": {"startup_timeout_s": 120}},
+        )
+        daemon = Daemon(config, events_path, logs)
+        try:
+            daemon.start()
+            retries = await daemon.wait_for_log("discovery.retrying", count=2)
+            async with http.put(f"{emu.url}/_emulator/faults", json={"server_error": 0}) as r:
+                assert r.status == 200
+            await daemon.wait_for_log("scheduler.started", timeout_s=30)
+            while not daemon.read_events():  # noqa: ASYNC110 - the events file is the signal
+                await anyio.sleep(0.2)
+            assert await daemon.stop() == 0
+        finally:
+            daemon.kill_if_running()
+    assert all("503" in r["error"] or "500" in r["error"] or "504" in r["error"] for r in retries)
+    assert [r["attempt"] for r in retries[:2]] == [1, 2]
+
+
+async def test_arm_failing_past_the_startup_timeout_exits_3(
+    daemon_files: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """ARM answering only 5xx for longer than `discovery.startup_timeout_s`: exit 3, one line."""
+    config, events_path, logs = daemon_files
+    settings = EmulatorSettings(
+        world=WorldSettings(seed=4, subscriptions=1, vaults_per_subscription=1),
+        faults=FaultSettings(server_error=1.0),
+    )
+    async with running_emulator(settings) as emu:
+        write_config(
+            config, emu, tmp_path / "state.sqlite", sections={"discovery": {"startup_timeout_s": 3}}
+        )
+        daemon = Daemon(config, events_path, logs)
+        daemon.start()
+        assert daemon.process is not None
+        try:
+            with anyio.fail_after(30):
+                code = await anyio.to_thread.run_sync(daemon.process.wait)
+        finally:
+            daemon.kill_if_running()
+    assert code == 3
+    failure = [r["event"] for r in daemon.read_logs() if "startup failed" in str(r.get("event"))]
+    assert len(failure) == 1, daemon.read_logs()[-5:]
+    assert "gave up after" in failure[0]
+    assert "discovery.startup_timeout_s = 3" in failure[0]
+    assert not daemon.read_events()
+
+
 async def test_forbidden_and_deleted_vaults_do_not_disturb_others(
     daemon_files: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:

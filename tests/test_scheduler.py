@@ -11,12 +11,13 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
-from monitor.clock import SystemClock
+from monitor.clock import Clock, SystemClock
 from monitor.config import parse_settings
 from monitor.core.jobs import BackupJob, JobDetails, JobKey, JobStatus, VaultRef, parse_vault_id
-from monitor.errors import ArmNotFound, ArmThrottled
+from monitor.errors import ArmForbidden, ArmNotFound, ArmServerError, ArmThrottled, StartupError
 from monitor.scheduler import PollScheduler
 from monitor.store import MemoryCheckpointStore
+from tests.fakes import FakeClock
 
 SUB_A, SUB_B = "11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222"
 
@@ -55,12 +56,24 @@ class ScriptedSource:
         self.listed: dict[str, list[BackupJob]] = {v.key: [] for v in vaults}
         self.direct: dict[str, BackupJob] = {}
         self.failures: dict[str, Exception] = {}
+        self.discovery_failures: dict[str, list[Exception]] = {}
+        """Raised once each, in order, by discovery calls: key "*" for the subscription list,
+        else a subscription id."""
         self.calls: list[tuple[str, str]] = []
 
+    def _discovery_fails(self, key: str) -> None:
+        queued = self.discovery_failures.get(key)
+        if queued:
+            raise queued.pop(0)
+
     async def list_subscriptions(self) -> list[str]:
+        self.calls.append(("subscriptions", "*"))
+        self._discovery_fails("*")
         return sorted({v.subscription_id for v in self.vaults})
 
     async def list_vaults(self, subscription_id: str) -> list[VaultRef]:
+        self.calls.append(("vaults", subscription_id))
+        self._discovery_fails(subscription_id)
         return [v for v in self.vaults if v.subscription_id == subscription_id]
 
     async def get_vault(self, vault_id: str) -> VaultRef:
@@ -116,7 +129,7 @@ class ListSink:
         ]
 
 
-def settings(**poll: object) -> Any:
+def settings(*, discovery: Mapping[str, object] | None = None, **poll: object) -> Any:
     return parse_settings(
         {
             "azure": {
@@ -126,6 +139,7 @@ def settings(**poll: object) -> Any:
                 "static_token": "t",
             },
             "poll": {"active_interval_s": 0.05, "idle_interval_s": 0.1, "overlap_s": 1, **poll},
+            "discovery": dict(discovery or {}),
         }
     )
 
@@ -141,15 +155,27 @@ async def run_until(scheduler: PollScheduler, done: Any, timeout_s: float = 5.0)
         scheduler.stop()
 
 
-def make(source: ScriptedSource, store: MemoryCheckpointStore, sink: ListSink, **poll: object):
+def make(
+    source: ScriptedSource,
+    store: MemoryCheckpointStore,
+    sink: ListSink,
+    *,
+    clock: Clock | None = None,
+    discovery: Mapping[str, object] | None = None,
+    **poll: object,
+) -> PollScheduler:
     return PollScheduler(
         source=source,
         store=store,
         sink=sink,
-        clock=SystemClock(),
-        settings=settings(**poll),
+        clock=clock or SystemClock(),
+        settings=settings(discovery=discovery, **poll),
         rng=random.Random(1),
     )
+
+
+def server_error(url: str = "https://management.azure.com/subscriptions") -> ArmServerError:
+    return ArmServerError("503 ServiceUnavailable", url=url, status=503)
 
 
 NOW = datetime.now(UTC)
@@ -295,3 +321,80 @@ async def test_finished_job_listed_again_after_the_window_moved_is_not_emitted_a
     scheduler = make(source, store, sink, overlap_s=0.5)
     await run_until(scheduler, lambda: scheduler.stats.polls >= 5)
     assert sink.statuses("OLD") == [(None, "Completed")]
+
+
+async def test_first_discovery_retries_until_arm_answers() -> None:
+    """A 5xx on the first subscription list is retried (with a log line), then polling starts."""
+    vault = vault_ref(SUB_A, "v1")
+    source = ScriptedSource([vault])
+    source.discovery_failures["*"] = [server_error()]
+    source.listed[vault.key] = [job(vault, "J1", "InProgress", start=NOW)]
+    sink = ListSink()
+    with capture_logs() as logs:
+        await run_until(make(source, MemoryCheckpointStore(), sink), lambda: sink.events)
+    retries = [row for row in logs if row["event"] == "discovery.retrying"]
+    assert len(retries) == 1
+    assert "503" in retries[0]["error"]
+    assert 1.0 <= retries[0]["retry_in_s"] <= 2.0
+    assert source.calls[:2] == [("subscriptions", "*"), ("subscriptions", "*")]
+
+
+async def test_first_discovery_gives_up_after_startup_timeout() -> None:
+    """Only 5xx answers: backoff doubles until `startup_timeout_s` would pass, then exit 3."""
+    source = ScriptedSource([vault_ref(SUB_A, "v1")])
+    source.discovery_failures["*"] = [server_error() for _ in range(50)]
+    clock = FakeClock()
+    scheduler = make(
+        source,
+        MemoryCheckpointStore(),
+        ListSink(),
+        clock=clock,
+        discovery={"startup_timeout_s": 60},
+    )
+    with pytest.raises(StartupError) as caught:
+        await scheduler.run()
+    attempts = len(clock.sleeps) + 1
+    assert f"gave up after {attempts} attempts" in str(caught.value)
+    assert "discovery.startup_timeout_s = 60" in str(caught.value)
+    assert "503" in str(caught.value)
+    assert sum(clock.sleeps) <= 60
+    assert all(b > a for a, b in zip(clock.sleeps, clock.sleeps[1:], strict=False))
+    assert attempts >= 4
+
+
+@pytest.mark.parametrize("startup_timeout_s", [0, 300])
+async def test_first_discovery_stops_at_once_on_a_failure_that_will_not_pass(
+    startup_timeout_s: float,
+) -> None:
+    """A 403 on the subscription list is not retried, whatever the startup timeout."""
+    source = ScriptedSource([vault_ref(SUB_A, "v1")])
+    source.discovery_failures["*"] = [
+        ArmForbidden("403 AuthorizationFailed", url="https://x/subscriptions", status=403)
+    ]
+    clock = FakeClock()
+    scheduler = make(
+        source,
+        MemoryCheckpointStore(),
+        ListSink(),
+        clock=clock,
+        discovery={"startup_timeout_s": startup_timeout_s},
+    )
+    with pytest.raises(StartupError, match="ARM unreachable: no discovery call succeeded: 403"):
+        await scheduler.run()
+    assert clock.sleeps == []
+    assert source.calls == [("subscriptions", "*")]
+
+
+async def test_a_subscription_missed_by_discovery_is_retried_before_the_interval() -> None:
+    """One subscription's vault list fails at start: its vaults are watched seconds later, not
+    after `discovery.interval_s`."""
+    a, b = vault_ref(SUB_A, "va"), vault_ref(SUB_B, "vb")
+    source = ScriptedSource([a, b])
+    source.discovery_failures[SUB_B] = [server_error()]
+    source.listed[b.key] = [job(b, "JB", "InProgress", start=NOW)]
+    sink = ListSink()
+    scheduler = make(source, MemoryCheckpointStore(), sink, discovery={"interval_s": 300})
+    with capture_logs() as logs:
+        await run_until(scheduler, lambda: sink.statuses("JB"), timeout_s=10)
+    assert [c for c in source.calls if c[0] == "vaults"].count(("vaults", SUB_B)) == 2
+    assert any(row["event"] == "discovery.retry_scheduled" for row in logs)
