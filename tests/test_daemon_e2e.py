@@ -268,7 +268,9 @@ async def test_budget_holds_at_default_settings(
         daemon = Daemon(config, events_path, logs)
         try:
             daemon.start()
-            await anyio.sleep(22)
+            # Timed from the end of discovery, so a slow interpreter start does not count.
+            await daemon.wait_for_log("scheduler.started", timeout_s=30)
+            await anyio.sleep(20)
             assert await daemon.stop() == 0
         finally:
             daemon.kill_if_running()
