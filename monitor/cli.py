@@ -27,7 +27,13 @@ from monitor.clock import Clock, SystemClock
 from monitor.config import Settings, load_settings, parse_settings, shard_from_hostname
 from monitor.credentials import TokenCache, build_credential
 from monitor.demo import DemoSink, summarize
-from monitor.emulator import PROFILES, EmulatorSettings, WorldSettings, running_emulator
+from monitor.emulator import (
+    PROFILES,
+    EmulatorSettings,
+    FaultSettings,
+    WorldSettings,
+    running_emulator,
+)
 from monitor.emulator.runner import serve_until_signalled
 from monitor.emulator.throttle import ThrottleSettings
 from monitor.emulator.tour import run_tour
@@ -80,6 +86,20 @@ def _number(
 _positive_int = _number(int, "a whole number", lambda v: v >= 1, "at least 1")
 _port = _number(int, "a port number", lambda v: 0 <= v <= 65535, "between 0 and 65535")
 _positive_float = _number(float, "a number", lambda v: v > 0, "> 0")
+_probability = _number(float, "a number", lambda v: 0 <= v <= 1, "between 0 and 1")
+
+
+def _fault_arg(text: str) -> tuple[str, float]:
+    """`KIND=RATE` for --fault; the kind and range are checked against `FaultSettings`."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"must look like KIND=RATE, got {text!r}")
+    try:
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{name.strip()}: must be a number, got {value!r}"
+        ) from None
 
 
 def _add_world_options(parser: argparse.ArgumentParser, *, subscriptions: int, vaults: int) -> None:
@@ -145,6 +165,24 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         default=25.0,
         help="refill rate of each (subscription, principal) read bucket (default: 25)",
+    )
+    emulator.add_argument(
+        "--faults",
+        type=_probability,
+        default=0.0,
+        metavar="RATE",
+        help="total probability that an ARM request fails, spread over every fault kind but "
+        "foreign nextLinks (0.05: 5 %%; default: 0)",
+    )
+    emulator.add_argument(
+        "--fault",
+        type=_fault_arg,
+        action="append",
+        default=[],
+        metavar="KIND=RATE",
+        help="the probability of one fault kind, applied after --faults; repeatable. Kinds: "
+        + ", ".join(f.name for f in dataclasses.fields(FaultSettings) if f.name != "latency_s")
+        + "; latency_s=SECONDS sets the injected latency",
     )
     emulator.add_argument("--tls-cert", type=Path, help="PEM certificate chain; serve HTTPS")
     emulator.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
@@ -217,10 +255,24 @@ def _server_ssl(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
     return context
 
 
+def _emulator_faults(total: float, kinds: list[tuple[str, float]]) -> FaultSettings:
+    """--faults spread over every kind, then each --fault KIND=RATE.
+
+    Raises:
+        ValueError: an unknown kind or a rate out of range, naming --fault.
+    """
+    faults = FaultSettings.mixed(total) if total else FaultSettings()
+    try:
+        return faults.updated(dict(kinds))
+    except ValueError as exc:
+        raise ValueError(f"--fault: {exc}") from exc
+
+
 def run_emulator(args: argparse.Namespace, out: TextIO) -> int:
     """`backup-monitor emulator`: serve until signalled."""
     try:
         ssl_context = _server_ssl(args.tls_cert, args.tls_key)
+        faults = _emulator_faults(args.faults, args.fault)
     except ValueError as exc:
         sys.stderr.write(f"backup-monitor emulator: {exc}\n")
         return EXIT_USAGE
@@ -233,6 +285,7 @@ def run_emulator(args: argparse.Namespace, out: TextIO) -> int:
             time_scale=args.time_scale,
         ),
         throttle=ThrottleSettings(model=args.throttle_model, reads_per_s=args.reads_per_s),
+        faults=faults,
         page_size=args.page_size,
     )
 

@@ -119,6 +119,9 @@ async def test_emulator_serves_tls(
         (["emulator", "--subscriptions", "0"], "at least 1"),
         (["emulator", "--profile", "huge"], "invalid choice"),
         (["demo", "--duration", "-1"], "must be > 0"),
+        (["emulator", "--faults", "1.5"], "between 0 and 1"),
+        (["emulator", "--fault", "server_error"], "must look like KIND=RATE"),
+        (["emulator", "--fault", "drop=often"], "drop: must be a number"),
     ],
 )
 def test_bad_arguments_exit_2_naming_the_problem(
@@ -129,6 +132,46 @@ def test_bad_arguments_exit_2_naming_the_problem(
         main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("gremlins=0.1", "--fault: unknown fault 'gremlins'; known: drop, expired_token"),
+        ("drop=2", "--fault: drop: must be between 0 and 1, got 2.0"),
+    ],
+)
+def test_emulator_refuses_unknown_faults_and_rates_out_of_range(
+    fault: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad --fault exits 2 with one line naming it, before anything listens."""
+    assert main(["emulator", "--port", "0", "--fault", fault]) == 2
+    assert message in capsys.readouterr().err
+
+
+async def test_emulator_fault_options_set_its_fault_rates(
+    start_emulator: Callable[..., Started],
+) -> None:
+    """--faults spreads a total over every kind; each --fault then sets one kind."""
+    # drop and expired_token off, so the one ARM request below meets the 5xx for certain.
+    _, banner = start_emulator(
+        "--faults", "0.12", "--fault", "server_error=1", "--fault", "latency_s=2",
+        "--fault", "drop=0", "--fault", "expired_token=0",
+    )  # fmt: skip
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{banner['url']}/_emulator/faults") as r:
+            settings = (await r.json())["settings"]
+        headers = {"Authorization": f"Bearer {banner['token']}"}
+        async with http.get(
+            f"{banner['url']}/subscriptions?api-version=2022-12-01", headers=headers
+        ) as r:
+            assert r.status in (500, 503, 504)
+            assert "error" in await r.json()
+    assert settings["server_error"] == 1.0
+    assert settings["truncate"] == pytest.approx(0.02)
+    assert settings["drop"] == 0.0
+    assert settings["foreign_next_link"] == 0.0
+    assert settings["latency_s"] == 2.0
 
 
 def test_tls_options_go_together(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
