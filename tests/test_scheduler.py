@@ -339,18 +339,21 @@ async def test_first_discovery_retries_until_arm_answers() -> None:
     assert source.calls[:2] == [("subscriptions", "*"), ("subscriptions", "*")]
 
 
+def failing_start(
+    failures: list[Exception], startup_timeout_s: float
+) -> tuple[ScriptedSource, FakeClock, PollScheduler]:
+    """A scheduler on a virtual clock whose subscription list raises `failures`, in order."""
+    source = ScriptedSource([vault_ref(SUB_A, "v1")])
+    source.discovery_failures["*"] = failures
+    clock = FakeClock()
+    discovery = {"startup_timeout_s": startup_timeout_s}
+    scheduler = make(source, MemoryCheckpointStore(), ListSink(), clock=clock, discovery=discovery)
+    return source, clock, scheduler
+
+
 async def test_first_discovery_gives_up_after_startup_timeout() -> None:
     """Only 5xx answers: backoff doubles until `startup_timeout_s` would pass, then exit 3."""
-    source = ScriptedSource([vault_ref(SUB_A, "v1")])
-    source.discovery_failures["*"] = [server_error() for _ in range(50)]
-    clock = FakeClock()
-    scheduler = make(
-        source,
-        MemoryCheckpointStore(),
-        ListSink(),
-        clock=clock,
-        discovery={"startup_timeout_s": 60},
-    )
+    _, clock, scheduler = failing_start([server_error() for _ in range(50)], 60)
     with pytest.raises(StartupError) as caught:
         await scheduler.run()
     attempts = len(clock.sleeps) + 1
@@ -367,18 +370,8 @@ async def test_first_discovery_stops_at_once_on_a_failure_that_will_not_pass(
     startup_timeout_s: float,
 ) -> None:
     """A 403 on the subscription list is not retried, whatever the startup timeout."""
-    source = ScriptedSource([vault_ref(SUB_A, "v1")])
-    source.discovery_failures["*"] = [
-        ArmForbidden("403 AuthorizationFailed", url="https://x/subscriptions", status=403)
-    ]
-    clock = FakeClock()
-    scheduler = make(
-        source,
-        MemoryCheckpointStore(),
-        ListSink(),
-        clock=clock,
-        discovery={"startup_timeout_s": startup_timeout_s},
-    )
+    forbidden = ArmForbidden("403 AuthorizationFailed", url="https://x/subscriptions", status=403)
+    source, clock, scheduler = failing_start([forbidden], startup_timeout_s)
     with pytest.raises(StartupError, match="ARM unreachable: no discovery call succeeded: 403"):
         await scheduler.run()
     assert clock.sleeps == []
