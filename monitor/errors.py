@@ -112,3 +112,8 @@ class ArmTransportError(ArmError):
 
 class ForeignOriginError(ArmError):
     """A URL from ARM (nextLink, operation URL) points outside the configured ARM origin."""
+
+
+TRANSIENT_ARM_ERRORS: tuple[type[ArmError], ...] = (ArmServerError, ArmThrottled, ArmTransportError)
+"""ARM failures that may pass by themselves, so callers retry them with backoff. Any other (401
+after a refresh, 403, 404, a foreign origin) stays until a role or the configuration changes."""

@@ -43,14 +43,7 @@ from monitor.core.operations import (
     parse_operation_path,
     parse_operation_status,
 )
-from monitor.errors import (
-    ArmError,
-    ArmNotFound,
-    ArmServerError,
-    ArmThrottled,
-    ArmTransportError,
-    ParseError,
-)
+from monitor.errors import TRANSIENT_ARM_ERRORS, ArmError, ArmNotFound, ArmThrottled, ParseError
 from monitor.sinks import format_event_time, render_job, render_vault
 
 __all__ = [
@@ -864,14 +857,9 @@ async def _follow_operation(
                 f"backup-monitor jobs wait: {label}: not found: {describe_arm_error(exc)}"
             )
             return EXIT_NOT_FOUND
-        except (ArmThrottled, ArmServerError, ArmTransportError) as exc:
+        except TRANSIENT_ARM_ERRORS as exc:
             failures += 1
-            delay = _transient_delay(exc, failures)
-            console.problem(
-                f"backup-monitor jobs wait: {label}: {describe_arm_error(exc)}; "
-                f"retrying in {delay:.0f} s"
-            )
-            if not await _sleep(delay, deadline, console, lambda: f"{label}: retrying"):
+            if not await _retry_later(exc, failures, label, deadline, console):
                 return _timed_out(console, label, deadline, None)
             continue
         except ArmError as exc:
@@ -964,14 +952,9 @@ async def _wait_for_job(
                 f"backup-monitor jobs wait: {label}: not found: {describe_arm_error(exc)}"
             )
             return EXIT_NOT_FOUND
-        except (ArmThrottled, ArmServerError, ArmTransportError) as exc:
+        except TRANSIENT_ARM_ERRORS as exc:
             failures += 1
-            delay = _transient_delay(exc, failures)
-            console.problem(
-                f"backup-monitor jobs wait: {label}: {describe_arm_error(exc)}; "
-                f"retrying in {delay:.0f} s"
-            )
-            if not await _sleep(delay, deadline, console, lambda: f"{label}: retrying"):
+            if not await _retry_later(exc, failures, label, deadline, console):
                 return _timed_out(console, label, deadline, details)
             continue
         except ArmError as exc:
@@ -1018,10 +1001,19 @@ async def _wait_for_job(
             return _timed_out(console, label, deadline, details, output=output, vault=vault)
 
 
-def _transient_delay(exc: ArmError, failures: int) -> float:
+async def _retry_later(
+    exc: ArmError, failures: int, label: str, deadline: _Deadline, console: Console
+) -> bool:
+    """Say that reading `label` failed in a way that may pass, and sleep before the next try:
+    `Retry-After` for a 429, else doubling from 2 s. False when the deadline had passed."""
     if isinstance(exc, ArmThrottled):
-        return max(exc.retry_after_s, 1.0)
-    return min(2.0**failures, TRANSIENT_BACKOFF_CAP_S)
+        delay = max(exc.retry_after_s, 1.0)
+    else:
+        delay = min(2.0**failures, TRANSIENT_BACKOFF_CAP_S)
+    console.problem(
+        f"backup-monitor jobs wait: {label}: {describe_arm_error(exc)}; retrying in {delay:.0f} s"
+    )
+    return await _sleep(delay, deadline, console, lambda: f"{label}: retrying")
 
 
 async def _sleep(

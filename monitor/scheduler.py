@@ -28,12 +28,11 @@ from monitor.core.jobs import BackupJob, JobDetails, JobKey, VaultRef, parse_vau
 from monitor.core.plan import Planner, PlanSettings
 from monitor.core.shard import owner
 from monitor.errors import (
+    TRANSIENT_ARM_ERRORS,
     ArmError,
     ArmForbidden,
     ArmNotFound,
-    ArmServerError,
     ArmThrottled,
-    ArmTransportError,
     ForeignOriginError,
     ParseError,
     SinkError,
@@ -49,9 +48,6 @@ log = structlog.get_logger("monitor.scheduler")
 LIST_END_SLACK = timedelta(minutes=5)  # the window's end lies past now: clocks differ a little
 BACKOFF_BASE_S, BACKOFF_CAP_S = 2.0, 300.0
 DISCOVERY_BACKOFF_CAP_S = 60.0  # a discovery that missed something retries at least this often
-TRANSIENT: tuple[type[ArmError], ...] = (ArmServerError, ArmThrottled, ArmTransportError)
-"""ARM failures that may pass by themselves: retried. Any other (401, 403, 404, a foreign
-origin) stays until someone changes a role or the configuration."""
 FORBIDDEN_RETRY_S = 300.0
 SHUTDOWN_GRACE_S = 10.0
 COMMIT_TIMEOUT_S = 30.0
@@ -106,7 +102,7 @@ class Discovery:
     @property
     def retry_soon(self) -> bool:
         """A call failed in a way that may pass: worth trying again before the interval."""
-        return any(isinstance(exc, TRANSIENT) for exc in self.failures)
+        return any(isinstance(exc, TRANSIENT_ARM_ERRORS) for exc in self.failures)
 
 
 @dataclass(slots=True)
