@@ -63,6 +63,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from monitor.arm import ArmClient, open_session  # noqa: E402
+from monitor.cli import number_arg  # noqa: E402
 from monitor.clock import SystemClock  # noqa: E402
 from monitor.config import AzureSettings, BudgetSettings  # noqa: E402
 from monitor.core.budget import BudgetSettings as CoreBudgetSettings  # noqa: E402
@@ -1150,21 +1151,58 @@ def print_table(result: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--subscriptions", type=int, default=4)
-    parser.add_argument("--vaults-per-subscription", type=int, default=60)
-    parser.add_argument("--duration", type=float, default=240.0, help="seconds the daemons run")
-    parser.add_argument("--faults", type=float, default=0.0, help="total ARM fault rate, 0–1")
-    parser.add_argument("--time-scale", type=float, default=300.0)
-    parser.add_argument("--seed", type=int, default=11)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    count = number_arg(int, "a whole number", lambda v: v >= 1, "at least 1")
+    seconds = number_arg(float, "a number", lambda v: v > 0, "> 0")
+    parser.add_argument(
+        "--subscriptions",
+        type=count,
+        default=4,
+        help="subscriptions of the estate (≥ 2): the first half runs at default intervals, the "
+        "second in the budget-bound regime",
+    )
+    parser.add_argument(
+        "--vaults-per-subscription", type=count, default=60, help="vaults in each subscription"
+    )
+    parser.add_argument("--duration", type=seconds, default=240.0, help="seconds the daemons run")
+    parser.add_argument(
+        "--faults",
+        type=number_arg(float, "a number", lambda v: 0 <= v <= 1, "between 0 and 1"),
+        default=0.0,
+        help="total ARM fault rate, spread over every fault kind",
+    )
+    parser.add_argument(
+        "--time-scale",
+        type=seconds,
+        default=300.0,
+        help="the emulator's 'estate' profile runs this many times faster than real time",
+    )
+    parser.add_argument("--seed", type=int, default=11, help="the emulator's world seed")
     parser.add_argument("--quick", action="store_true", help="4×40 vaults, 200 s: ~4 minutes")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--scale", action="store_true", help="also run the 10,000-vault point")
     parser.add_argument("--scale-only", action="store_true", help="run only the scale point")
-    parser.add_argument("--scale-subscriptions", type=int, default=200)
-    parser.add_argument("--scale-vaults-per-subscription", type=int, default=50)
-    parser.add_argument("--scale-warmup", type=float, default=90.0)
-    parser.add_argument("--scale-measure", type=float, default=120.0)
+    parser.add_argument(
+        "--scale-subscriptions", type=count, default=200, help="subscriptions of the scale point"
+    )
+    parser.add_argument(
+        "--scale-vaults-per-subscription",
+        type=count,
+        default=50,
+        help="vaults per subscription of the scale point",
+    )
+    parser.add_argument(
+        "--scale-warmup",
+        type=seconds,
+        default=90.0,
+        help="seconds the scale point runs before it measures (first polls, checkpoints)",
+    )
+    parser.add_argument(
+        "--scale-measure", type=seconds, default=120.0, help="seconds the scale point measures"
+    )
     args = parser.parse_args()
     if args.quick:
         args.subscriptions, args.vaults_per_subscription, args.duration = 4, 40, 200.0

@@ -66,7 +66,7 @@ EXIT_OK, EXIT_USAGE, EXIT_STARTUP = 0, 2, 3
 log = structlog.get_logger("monitor.cli")
 
 
-def _number(
+def number_arg(
     convert: Callable[[str], float], noun: str, ok: Callable[[float], bool], bound: str
 ) -> Callable[[str], Any]:
     """An argparse `type` that converts with `convert` and checks `ok`, naming what is wrong."""
@@ -83,10 +83,10 @@ def _number(
     return parse
 
 
-_positive_int = _number(int, "a whole number", lambda v: v >= 1, "at least 1")
-_port = _number(int, "a port number", lambda v: 0 <= v <= 65535, "between 0 and 65535")
-_positive_float = _number(float, "a number", lambda v: v > 0, "> 0")
-_probability = _number(float, "a number", lambda v: 0 <= v <= 1, "between 0 and 1")
+_positive_int = number_arg(int, "a whole number", lambda v: v >= 1, "at least 1")
+_port = number_arg(int, "a port number", lambda v: 0 <= v <= 65535, "between 0 and 65535")
+_positive_float = number_arg(float, "a number", lambda v: v > 0, "> 0")
+_probability = number_arg(float, "a number", lambda v: 0 <= v <= 1, "between 0 and 1")
 
 
 def _fault_arg(text: str) -> tuple[str, float]:
