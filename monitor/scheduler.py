@@ -51,6 +51,12 @@ DISCOVERY_BACKOFF_CAP_S = 60.0  # a discovery that missed something retries at l
 FORBIDDEN_RETRY_S = 300.0
 SHUTDOWN_GRACE_S = 10.0
 COMMIT_TIMEOUT_S = 30.0
+CHECKPOINT_REFRESH_S = 300.0
+"""A poll that changed nothing skips the checkpoint unless the stored poll time is this old.
+
+The stored poll time only starts the first window after a restart; one that is older widens that
+window (jobs already checkpointed are not emitted again) and never loses a change, while most
+polls change nothing and would each cost a SQLite transaction."""
 HEARTBEAT_S = 5.0  # the dispatch loop ticks at least this often, so /healthz can tell it lives
 
 
@@ -79,6 +85,7 @@ class WatchedVault:
     vault: VaultRef
     jobs: dict[JobKey, JobSnapshot] = field(default_factory=dict)
     polled_at: datetime | None = None  # observed time of the last successful poll
+    saved_at: datetime | None = None  # the poll time the checkpoint store holds
     failures: int = 0
     reported: str | None = None  # the last problem logged, so a repeat is not logged again
     state: str = "pending"  # pending, ok, failing or forbidden (metrics.VAULT_STATES)
@@ -158,6 +165,7 @@ class PollScheduler:
         self._checkpoints: dict[str, VaultCheckpoint] = {}
         self._slots = anyio.Semaphore(poll.max_concurrency)
         self._wake: anyio.CancelScope | None = None
+        self._wake_at = 0.0  # monotonic time the dispatcher sleeps until, while it sleeps
         self._scheduling: anyio.CancelScope | None = None
         self._startup: anyio.CancelScope | None = None
         self._stopping = False
@@ -379,7 +387,7 @@ class PollScheduler:
             watched = WatchedVault(vault=vault, added_at=self._clock.monotonic())
             if checkpoint is not None:
                 watched.jobs = dict(checkpoint.jobs)
-                watched.polled_at = checkpoint.polled_at
+                watched.polled_at = watched.saved_at = checkpoint.polled_at
                 watched.running_jobs = _running(watched.jobs)
             self._watched[vault.key] = watched
             if self._metrics is not None:
@@ -434,7 +442,11 @@ class PollScheduler:
     # ------------------------------------------------------------------------------ dispatch
 
     def _wake_dispatcher(self) -> None:
-        if self._wake is not None:
+        """Wake the sleeping dispatcher if some vault is now due before it would wake."""
+        if self._wake is None:
+            return
+        due = self._planner.next_due()
+        if due is not None and due.at < self._wake_at:
             self._wake.cancel()
 
     async def _dispatch_loop(self, polls: TaskGroup) -> None:
@@ -445,16 +457,20 @@ class PollScheduler:
             if vault is None:
                 due = self._planner.next_due()
                 delay = self._settings.discovery.interval_s if due is None else due.at - now
+                delay = min(max(delay, 0.0), HEARTBEAT_S)
                 with anyio.CancelScope() as wake:
-                    self._wake = wake
-                    await self._clock.sleep(min(max(delay, 0.0), HEARTBEAT_S))
+                    self._wake, self._wake_at = wake, now + delay
+                    await self._clock.sleep(delay)
                 self._wake = None
                 continue
-            while True:
-                with anyio.move_on_after(HEARTBEAT_S):
-                    await self._slots.acquire()
-                    break
-                self._ticked_at = self._clock.monotonic()
+            if self._slots.value > 0:
+                self._slots.acquire_nowait()  # the common case: no scope, no timer
+            else:
+                while True:
+                    with anyio.move_on_after(HEARTBEAT_S):
+                        await self._slots.acquire()
+                        break
+                    self._ticked_at = self._clock.monotonic()
             polls.start_soon(self._poll_slot, vault, name=f"poll {vault.name}")
 
     async def _poll_slot(self, vault: VaultRef) -> None:
@@ -652,14 +668,16 @@ class PollScheduler:
                 self.stats.events += len(events)
                 if self._metrics is not None:
                     self._metrics.events_emitted(events)
-            try:
-                await self._store.save(
-                    vault.key, changed=changed, removed=removed, polled_at=observed_at
-                )
-            except StoreError:
-                if self._metrics is not None:
-                    self._metrics.checkpoint_failed()
-                raise
+            if changed or removed or _refresh_due(watched.saved_at, observed_at):
+                try:
+                    await self._store.save(
+                        vault.key, changed=changed, removed=removed, polled_at=observed_at
+                    )
+                except StoreError:
+                    if self._metrics is not None:
+                        self._metrics.checkpoint_failed()
+                    raise
+                watched.saved_at = observed_at
         if commit.cancelled_caught:
             raise SinkError(f"emitting and checkpointing took over {COMMIT_TIMEOUT_S:.0f}s")
         watched.jobs, watched.polled_at = after, observed_at
@@ -676,6 +694,11 @@ class PollScheduler:
         except (ArmError, ParseError) as exc:
             log.warning("details.failed", vault=vault.name, job_id=change.job.name, error=str(exc))
             return None, 1
+
+
+def _refresh_due(saved_at: datetime | None, now: datetime) -> bool:
+    """Whether an unchanged vault's stored poll time is missing or due (CHECKPOINT_REFRESH_S)."""
+    return saved_at is None or (now - saved_at).total_seconds() >= CHECKPOINT_REFRESH_S
 
 
 def _same(a: str, b: str) -> bool:

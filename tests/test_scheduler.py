@@ -11,6 +11,7 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
+import monitor.scheduler as scheduler_module
 from monitor.clock import Clock, SystemClock
 from monitor.config import parse_settings
 from monitor.core.jobs import BackupJob, JobDetails, JobKey, JobStatus, VaultRef, parse_vault_id
@@ -391,3 +392,74 @@ async def test_a_subscription_missed_by_discovery_is_retried_before_the_interval
         await run_until(scheduler, lambda: sink.statuses("JB"), timeout_s=10)
     assert [c for c in source.calls if c[0] == "vaults"].count(("vaults", SUB_B)) == 2
     assert any(row["event"] == "discovery.retry_scheduled" for row in logs)
+
+
+async def test_unchanged_polls_refresh_the_checkpoint_only_when_due(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A poll that changes nothing skips the checkpoint until the stored poll time is
+    CHECKPOINT_REFRESH_S old; a change is checkpointed by the poll that sees it."""
+    monkeypatch.setattr(scheduler_module, "CHECKPOINT_REFRESH_S", 3600.0)
+    vault = vault_ref(SUB_A, "v1")
+    source = ScriptedSource([vault])
+    source.listed[vault.key] = [job(vault, "J1", "Completed", start=NOW - timedelta(minutes=5))]
+    sink, store = ListSink(), MemoryCheckpointStore()
+    scheduler = make(source, store, sink)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(scheduler.run)
+        with anyio.fail_after(5):
+            while scheduler.stats.polls < 1:  # noqa: ASYNC110 - the scheduler is the signal
+                await anyio.sleep(0.01)
+            first = (await store.load())[vault.key].polled_at
+            assert first is not None
+            while scheduler.stats.polls < 6:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+            assert (await store.load())[vault.key].polled_at == first  # five polls, no writes
+            source.listed[vault.key].append(job(vault, "J2", "InProgress", start=datetime.now(UTC)))
+            while not sink.statuses("J2"):  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+            await anyio.sleep(0.05)
+            saved = (await store.load())[vault.key]
+            assert saved.polled_at is not None
+            assert saved.polled_at > first
+            assert {k.job_name for k in saved.jobs} == {"j1", "j2"}
+            monkeypatch.setattr(scheduler_module, "CHECKPOINT_REFRESH_S", 0.0)
+            polls = scheduler.stats.polls
+            while scheduler.stats.polls < polls + 2:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+            refreshed = (await store.load())[vault.key].polled_at
+            assert refreshed is not None
+            assert refreshed > saved.polled_at
+        scheduler.stop()
+
+
+async def test_restart_after_unrecorded_polls_emits_what_changed_meanwhile_once() -> None:
+    """An older stored poll time after a restart only widens the first window: a job that ran
+    while the monitor was down is emitted once, and nothing already emitted is repeated."""
+    vault = vault_ref(SUB_A, "v1")
+    source = ScriptedSource([vault])
+    source.listed[vault.key] = [job(vault, "J1", "Completed", start=NOW - timedelta(minutes=5))]
+    sink, store = ListSink(), MemoryCheckpointStore()
+    scheduler = make(source, store, sink)
+    await run_until(scheduler, lambda: scheduler.stats.polls >= 5)
+    source.listed[vault.key].append(job(vault, "J2", "Failed", start=datetime.now(UTC)))
+    restarted = make(source, store, sink)
+    await run_until(restarted, lambda: restarted.stats.polls >= 5)
+    assert [(e["job"]["id"], e["job"]["status"]) for e in sink.events] == [
+        ("J1", "Completed"),
+        ("J2", "Failed"),
+    ]
+
+
+async def test_an_empty_vaults_first_poll_is_checkpointed() -> None:
+    """A vault with no jobs changes nothing on its first poll, yet that poll is checkpointed:
+    after a restart its next job is news, not history recorded silently (backfill = false)."""
+    vault = vault_ref(SUB_A, "v1")
+    source = ScriptedSource([vault])
+    sink, store = ListSink(), MemoryCheckpointStore()
+    scheduler = make(source, store, sink, backfill=False)
+    await run_until(scheduler, lambda: scheduler.stats.polls >= 2)
+    assert vault.key in await store.load()
+    source.listed[vault.key] = [job(vault, "J1", "InProgress", start=datetime.now(UTC))]
+    await run_until(make(source, store, sink, backfill=False), lambda: sink.events)
+    assert sink.statuses("J1") == [(None, "InProgress")]
