@@ -34,6 +34,10 @@ class DemoSink:
             self.out.write(describe(event) + "\n")
         self.out.flush()
 
+    async def recent_events(self) -> list[dict[str, Any]]:
+        """A demo starts afresh: nothing to read back."""
+        return []
+
     async def aclose(self) -> None:
         self.out.flush()
 

@@ -19,7 +19,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Final, Literal, Protocol, TextIO, assert_never
+from typing import Any, Final, Literal, Protocol, TextIO, assert_never
 
 import anyio
 import orjson
@@ -122,6 +122,10 @@ class DiscardSink:
 
     async def emit(self, events: Sequence[Mapping[str, object]]) -> None:
         """Drop `events`."""
+
+    async def recent_events(self) -> list[dict[str, Any]]:
+        """Nothing was ever written."""
+        return []
 
     async def aclose(self) -> None:
         """Nothing to release."""

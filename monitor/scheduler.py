@@ -40,6 +40,7 @@ from monitor.errors import (
     StoreError,
 )
 from monitor.metrics import EstateHealth, Metrics
+from monitor.recovery import roll_forward
 from monitor.sinks import Sink, render_event
 from monitor.store import CheckpointStore, VaultCheckpoint
 
@@ -86,6 +87,7 @@ class WatchedVault:
     jobs: dict[JobKey, JobSnapshot] = field(default_factory=dict)
     polled_at: datetime | None = None  # observed time of the last successful poll
     saved_at: datetime | None = None  # the poll time the checkpoint store holds
+    unsaved: list[JobSnapshot] = field(default_factory=list)  # rolled forward, not yet stored
     failures: int = 0
     reported: str | None = None  # the last problem logged, so a repeat is not logged again
     state: str = "pending"  # pending, ok, failing or forbidden (metrics.VAULT_STATES)
@@ -163,6 +165,7 @@ class PollScheduler:
         )
         self._watched: dict[str, WatchedVault] = {}
         self._checkpoints: dict[str, VaultCheckpoint] = {}
+        self._unsaved: dict[str, list[JobSnapshot]] = {}
         self._slots = anyio.Semaphore(poll.max_concurrency)
         self._wake: anyio.CancelScope | None = None
         self._wake_at = 0.0  # monotonic time the dispatcher sleeps until, while it sleeps
@@ -183,7 +186,7 @@ class PollScheduler:
             self._startup = startup
             if self._stopping:
                 startup.cancel()
-            self._checkpoints = await self._store.load()
+            self._checkpoints = await self._recover(await self._store.load())
             found = await self._first_discovery()
         self._startup = None
         if self._stopping:
@@ -216,6 +219,24 @@ class PollScheduler:
     def stopping(self) -> bool:
         """True once `stop()` was called."""
         return self._stopping
+
+    async def _recover(self, stored: dict[str, VaultCheckpoint]) -> dict[str, VaultCheckpoint]:
+        """The stored checkpoints rolled forward to the sink's last events (see recovery.py)."""
+        try:
+            recent = await self._sink.recent_events()
+        except SinkError as exc:
+            log.warning("recovery.skipped", error=str(exc))
+            return stored
+        recovered = roll_forward(stored, recent)
+        self._unsaved = recovered.unsaved
+        if recovered.jobs:
+            log.info(
+                "recovery.rolled_forward",
+                jobs=recovered.jobs,
+                vaults=len(recovered.unsaved),
+                events_read=len(recent),
+            )
+        return recovered.checkpoints
 
     async def discover(self) -> list[VaultRef]:
         """Every vault the configuration selects, as a first start would find them (one try).
@@ -388,6 +409,7 @@ class PollScheduler:
             if checkpoint is not None:
                 watched.jobs = dict(checkpoint.jobs)
                 watched.polled_at = watched.saved_at = checkpoint.polled_at
+                watched.unsaved = self._unsaved.pop(vault.key, [])
                 watched.running_jobs = _running(watched.jobs)
             self._watched[vault.key] = watched
             if self._metrics is not None:
@@ -661,6 +683,10 @@ class PollScheduler:
         # behind the window): checkpoint only its removal, or the store refuses the save.
         gone = set(removed)
         changed = [JobSnapshot.of(c.job) for c in changes if c.job.key not in gone]
+        if watched.unsaved:  # rolled forward at start: the store does not hold them yet
+            merged = {s.key: s for s in watched.unsaved if s.key not in gone}
+            merged.update((s.key, s) for s in changed)
+            changed = list(merged.values())
         # Emit, then checkpoint; a stop request waits for both (bounded), never for one alone.
         with anyio.move_on_after(COMMIT_TIMEOUT_S, shield=True) as commit:
             if events:
@@ -677,7 +703,7 @@ class PollScheduler:
                     if self._metrics is not None:
                         self._metrics.checkpoint_failed()
                     raise
-                watched.saved_at = observed_at
+                watched.saved_at, watched.unsaved = observed_at, []
         if commit.cancelled_caught:
             raise SinkError(f"emitting and checkpointing took over {COMMIT_TIMEOUT_S:.0f}s")
         watched.jobs, watched.polled_at = after, observed_at

@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import stat
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -52,6 +54,9 @@ _SCHEMA_DIR: Final = "schema"
 _EVENT_SCHEMA_FILE: Final = "backup_job_event.v1.json"
 _CLOUDEVENT_SCHEMA_FILE: Final = "backup_job_cloudevent.v1.json"
 _LINE: Final = orjson.OPT_APPEND_NEWLINE
+RECOVERY_BYTES: Final = 4 * 1024 * 1024
+"""How much of an events file's end is read back at start (see `Sink.recent_events`): the
+batches of the polls in flight at a crash are the last lines written, and far smaller."""
 
 
 class Sink(Protocol):
@@ -68,9 +73,49 @@ class Sink(Protocol):
         """
         ...
 
+    async def recent_events(self) -> list[dict[str, Any]]:
+        """The events this sink wrote last (in earlier runs too), oldest first, as far as it can
+        read them back; [] when it cannot (a pipe, a terminal).
+
+        Read once at start: an event written just before a crash, whose checkpoint was never
+        written, is then known as emitted and not emitted again.
+        """
+        ...
+
     async def aclose(self) -> None:
         """Flush and release the sink; idempotent."""
         ...
+
+
+def read_recent_events(path: Path | str, max_bytes: int = RECOVERY_BYTES) -> list[dict[str, Any]]:
+    """The events in the last `max_bytes` of a JSON-lines file, oldest first.
+
+    CloudEvents are unwrapped to their `data`. Lines that are not events (a line cut by the start
+    of the window or by a crash mid-write, a line some other writer added) are skipped.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    with open(path, "rb") as file:
+        size = file.seek(0, os.SEEK_END)
+        start = max(0, size - max_bytes)
+        file.seek(start)
+        lines = file.read().split(b"\n")
+    if start > 0:
+        lines = lines[1:]  # most likely a part of a line
+    events: list[dict[str, Any]] = []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(value, dict) and value.get("specversion") and "data" in value:
+            value = value["data"]
+        if isinstance(value, dict) and value.get("event") == EVENT_TYPE:
+            events.append(value)
+    return events
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,6 +383,20 @@ class StdoutSink(_LineWriter):
     ) -> None:
         await self.aclose()
 
+    async def recent_events(self) -> list[dict[str, Any]]:
+        """See `Sink.recent_events`: read back only when the stream is a regular file (stdout
+        redirected to a file, on Linux); [] for a pipe or a terminal, or on any error."""
+        return await anyio.to_thread.run_sync(self._read_back, limiter=self._limiter)
+
+    def _read_back(self) -> list[dict[str, Any]]:
+        try:
+            fd = self._stream.fileno()
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return []
+            return read_recent_events(f"/proc/self/fd/{fd}")
+        except (OSError, ValueError, io.UnsupportedOperation):
+            return []
+
     async def emit(self, events: Sequence[Mapping[str, object]]) -> None:
         """See `Sink.emit`.
 
@@ -403,6 +462,19 @@ class FileSink(_LineWriter):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    async def recent_events(self) -> list[dict[str, Any]]:
+        """See `Sink.recent_events`: the last `RECOVERY_BYTES` of the file.
+
+        Raises:
+            SinkError: the file cannot be read back.
+        """
+        try:
+            return await anyio.to_thread.run_sync(
+                read_recent_events, self._path, limiter=self._limiter
+            )
+        except OSError as exc:
+            raise SinkError(f"cannot read back the events file {self._path}: {exc}") from exc
 
     async def emit(self, events: Sequence[Mapping[str, object]]) -> None:
         """See `Sink.emit`; also fsyncs the file when the sink was built with `fsync=True`.

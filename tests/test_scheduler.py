@@ -119,6 +119,9 @@ class ListSink:
     async def emit(self, events: Sequence[Mapping[str, object]]) -> None:
         self.events.extend(events)
 
+    async def recent_events(self) -> list[dict[str, Any]]:
+        return [dict(e) for e in self.events]
+
     async def aclose(self) -> None:
         pass
 
@@ -463,3 +466,25 @@ async def test_an_empty_vaults_first_poll_is_checkpointed() -> None:
     source.listed[vault.key] = [job(vault, "J1", "InProgress", start=datetime.now(UTC))]
     await run_until(make(source, store, sink, backfill=False), lambda: sink.events)
     assert sink.statuses("J1") == [(None, "InProgress")]
+
+
+async def test_events_written_before_a_crash_are_not_emitted_again() -> None:
+    """Killed after emitting but before checkpointing: the restart reads the sink back, emits
+    nothing twice, and checkpoints what it rolled forward with its first poll."""
+    vault = vault_ref(SUB_A, "v1")
+    source = ScriptedSource([vault])
+    source.listed[vault.key] = [job(vault, "J1", "InProgress", start=datetime.now(UTC))]
+    sink = ListSink()
+    await run_until(make(source, MemoryCheckpointStore(), sink), lambda: sink.events)
+    lost = MemoryCheckpointStore()  # the checkpoint that the crash prevented
+    with capture_logs() as logs:
+        restarted = make(source, lost, sink)
+        await run_until(restarted, lambda: restarted.stats.polls >= 3)
+    assert sink.statuses("J1") == [(None, "InProgress")]
+    assert any(row["event"] == "recovery.rolled_forward" and row["jobs"] == 1 for row in logs)
+    assert {k.job_name for k in (await lost.load())[vault.key].jobs} == {"j1"}
+    source.listed[vault.key] = [
+        job(vault, "J1", "Completed", start=source.listed[vault.key][0].start_at or NOW)
+    ]
+    await run_until(make(source, lost, sink), lambda: len(sink.events) == 2)
+    assert sink.statuses("J1") == [(None, "InProgress"), ("InProgress", "Completed")]

@@ -492,6 +492,25 @@ class TestStdoutSink:
         assert data.count(b"\n") == 3
         assert [orjson.loads(line) for line in data.splitlines()] == sample_events(3)
 
+    async def test_reads_back_a_regular_file_it_writes_to(self, tmp_path: Path) -> None:
+        """Redirected to a file (as `> events.jsonl` does), what it wrote is read back, earlier
+        runs' lines included, CloudEvents unwrapped."""
+        path = tmp_path / "out.jsonl"
+        path.write_bytes(encode_events(sample_events(2)))
+        with path.open("ab") as stream:
+            sink = StdoutSink(stream, format="cloudevents")
+            await sink.emit(sample_events(3)[2:])
+            assert await sink.recent_events() == sample_events(3)
+
+    async def test_reads_back_nothing_from_a_pipe_or_a_memory_stream(self) -> None:
+        """A pipe cannot be read back (and a stream without a descriptor neither): []."""
+        read_fd, write_fd = os.pipe()
+        with os.fdopen(read_fd, "rb"), os.fdopen(write_fd, "wb") as writer:
+            sink = StdoutSink(writer)
+            await sink.emit(sample_events(1))
+            assert await sink.recent_events() == []
+        assert await StdoutSink(io.BytesIO()).recent_events() == []
+
     async def test_default_is_stdout(self, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
         """Without a stream, events go to sys.stdout.buffer."""
         sink = StdoutSink()
@@ -579,6 +598,22 @@ class TestFileSink:
         torn, good = path.read_bytes().splitlines()
         assert torn == b'{"schema_version":1,"ev'
         assert orjson.loads(good) == sample_events(1)[0]
+
+    async def test_reads_back_what_it_wrote_past_a_torn_line(self, tmp_path: Path) -> None:
+        """`recent_events` gives the file's events, the torn line of a crash skipped."""
+        path = tmp_path / "out.jsonl"
+        path.write_bytes(encode_events(sample_events(1)) + b'{"schema_version":1,"ev')
+        async with FileSink(path) as sink:
+            await sink.emit(sample_events(3)[1:])
+            assert await sink.recent_events() == sample_events(3)
+
+    async def test_a_file_that_cannot_be_read_back_is_a_sink_error(self, tmp_path: Path) -> None:
+        """Removed under the sink (so it cannot be read back): SinkError naming the file."""
+        path = tmp_path / "out.jsonl"
+        async with FileSink(path) as sink:
+            path.unlink()
+            with pytest.raises(SinkError, match="cannot read back the events file"):
+                await sink.recent_events()
 
     async def test_unopenable_path(self, tmp_path: Path) -> None:
         """A path under a regular file fails at startup naming the path."""

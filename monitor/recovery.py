@@ -1,0 +1,103 @@
+"""What a crash can leave behind: events written whose checkpoint was not.
+
+The scheduler emits a poll's events, then checkpoints them. A SIGKILL (or a power loss) between
+the two leaves events in the sink that the checkpoint does not know, and the next start would
+emit them again. Where the sink can be read back (an events file, or stdout redirected to one),
+the next start rolls the checkpoint forward to the last events written, so nothing is emitted
+twice. Where it cannot (a pipe), delivery stays at-least-once and `event_id` tells the repeats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from monitor.core.diff import JobSnapshot
+from monitor.core.jobs import JobKey, JobStatus
+from monitor.store import VaultCheckpoint
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """The checkpoints rolled forward, and per vault the snapshots the store does not hold yet.
+
+    Attributes:
+        checkpoints: every vault's checkpoint, by vault key, with the events' job states applied
+            (a vault only the events know gets one with `polled_at` None).
+        unsaved: by vault key, the snapshots that differ from the store: the next checkpoint of
+            that vault must write them.
+    """
+
+    checkpoints: dict[str, VaultCheckpoint]
+    unsaved: dict[str, list[JobSnapshot]]
+
+    @property
+    def jobs(self) -> int:
+        """How many job states were rolled forward."""
+        return sum(len(snaps) for snaps in self.unsaved.values())
+
+
+def roll_forward(
+    checkpoints: Mapping[str, VaultCheckpoint], events: Iterable[Mapping[str, Any]]
+) -> Recovered:
+    """Apply the last emitted state of every job in `events` (oldest first) to `checkpoints`.
+
+    Events are emitted before their checkpoint is written, so a job's last emitted status is at
+    least as recent as its checkpointed one; the one exception (a terminal status checkpointed
+    silently, an older running status emitted) is kept as checkpointed: a terminal status is never
+    rolled back. Events that are not schema v1 job events, or lack a vault id, job id or status,
+    are ignored.
+    """
+    latest: dict[str, dict[JobKey, JobSnapshot]] = {}
+    for event in events:
+        found = _snapshot(event)
+        if found is not None:
+            vault_key, snap = found
+            latest.setdefault(vault_key, {})[snap.key] = snap
+    result = dict(checkpoints)
+    unsaved: dict[str, list[JobSnapshot]] = {}
+    for vault_key, snaps in latest.items():
+        known = checkpoints.get(vault_key)
+        jobs = dict(known.jobs) if known is not None else {}
+        fresh = [snap for snap in snaps.values() if _newer(jobs.get(snap.key), snap)]
+        if not fresh:
+            continue
+        for snap in fresh:
+            jobs[snap.key] = snap
+        result[vault_key] = VaultCheckpoint(
+            vault_key=vault_key, jobs=jobs, polled_at=known.polled_at if known else None
+        )
+        unsaved[vault_key] = fresh
+    return Recovered(checkpoints=result, unsaved=unsaved)
+
+
+def _newer(known: JobSnapshot | None, emitted: JobSnapshot) -> bool:
+    if known is None:
+        return True
+    if known.status == emitted.status:
+        return False
+    return not (known.status.is_terminal and not emitted.status.is_terminal)
+
+
+def _snapshot(event: Mapping[str, Any]) -> tuple[str, JobSnapshot] | None:
+    """The vault key and job snapshot an event records; None when it is not readable as one."""
+    job, vault = event.get("job"), event.get("vault")
+    if not isinstance(job, Mapping) or not isinstance(vault, Mapping):
+        return None
+    vault_id, job_id, status = vault.get("id"), job.get("id"), job.get("status")
+    if not all(isinstance(v, str) and v for v in (vault_id, job_id, status)):
+        return None
+    vault_key = str(vault_id).lower()
+    start_at: datetime | None = None
+    start = job.get("start_time")
+    if isinstance(start, str):
+        try:
+            start_at = datetime.fromisoformat(start)
+        except ValueError:
+            start_at = None
+        if start_at is not None and start_at.utcoffset() is None:
+            start_at = None
+    key = JobKey(vault_key=vault_key, job_name=str(job_id).lower())
+    return vault_key, JobSnapshot(key=key, status=JobStatus.of(str(status)), start_at=start_at)
