@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 import ssl
 import uuid
@@ -31,6 +30,7 @@ from yarl import URL
 from monitor import __version__
 from monitor.clock import Clock
 from monitor.config import AzureSettings, is_loopback_host
+from monitor.core.budget import parse_retry_after
 from monitor.core.jobs import (
     BackupJob,
     JobDetails,
@@ -662,11 +662,8 @@ def _check_segment(value: str, what: str) -> None:
 
 
 def _retry_after_s(raw: str | None, default: float) -> float:
-    try:
-        value = float(raw) if raw is not None else default
-    except ValueError:
-        return default
-    return value if math.isfinite(value) and value >= 0 else default
+    value = parse_retry_after(raw)
+    return default if value is None else value
 
 
 def _describe(exc: BaseException) -> str:

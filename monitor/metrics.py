@@ -23,7 +23,12 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from monitor import __version__
-from monitor.core.budget import SUBSCRIPTION_GLOBAL_READS, SUBSCRIPTION_READS, TENANT_READS
+from monitor.core.budget import (
+    SUBSCRIPTION_GLOBAL_READS,
+    SUBSCRIPTION_READS,
+    TENANT_READS,
+    parse_retry_after,
+)
 from monitor.core.jobs import JobStatus
 
 __all__ = [
@@ -94,11 +99,7 @@ def status_class(status: int | None) -> str:
 
 
 def _retry_after_s(raw: str | None) -> float:
-    try:
-        value = float(raw) if raw is not None else 0.0
-    except ValueError:
-        return 0.0
-    return value if value > 0 and value == value and value != float("inf") else 0.0
+    return parse_retry_after(raw) or 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -37,6 +37,9 @@ TENANT_READS: Final = "x-ms-ratelimit-remaining-tenant-reads"
 _SLACK: Final = 1e-9
 # A remaining count this large is not a count (or not ARM's); ignore it.
 _MAX_REMAINING: Final = 10_000_000
+MAX_RETRY_AFTER_S: Final = 3600.0
+"""The longest pause a `Retry-After` can ask for; ARM's longest window is an hour, and a larger
+value (a broken proxy, a typo) would otherwise silence a subscription for days."""
 
 
 class RateModel(StrEnum):
@@ -249,10 +252,10 @@ class RateBudget:
         pause does not end in a burst.
         Returns True when this starts a new pause (log it), False when it extends one.
         """
-        delay = _seconds(retry_after_s)
+        delay = parse_retry_after(retry_after_s)
         if delay is None:
             delay = self._settings.default_retry_after_s
-        jitter = jitter_s if math.isfinite(jitter_s) and jitter_s > 0.0 else 0.0
+        jitter = min(jitter_s, MAX_RETRY_AFTER_S) if jitter_s > 0.0 else 0.0  # False for NaN
         self._refill(now)
         is_new = now >= self._paused_until
         self._pause(now + delay + jitter)
@@ -310,11 +313,15 @@ def _remaining(headers: Mapping[str, str], name: str) -> int | None:
     return count if 0 <= count <= _MAX_REMAINING else None
 
 
-def _seconds(raw: float | str | None) -> float | None:
+def parse_retry_after(raw: float | str | None) -> float | None:
+    """A `Retry-After` in seconds, at most `MAX_RETRY_AFTER_S`; None when missing, negative,
+    infinite or not a number (ARM sends delta-seconds, never an HTTP date)."""
     if raw is None:
         return None
     try:
         value = float(raw)
     except (TypeError, ValueError):
         return None
-    return value if math.isfinite(value) and value >= 0.0 else None
+    if not math.isfinite(value) or value < 0.0:
+        return None
+    return min(value, MAX_RETRY_AFTER_S)

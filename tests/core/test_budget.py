@@ -10,12 +10,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from monitor.core.budget import (
+    MAX_RETRY_AFTER_S,
     SUBSCRIPTION_GLOBAL_READS,
     SUBSCRIPTION_READS,
     TENANT_READS,
     BudgetSettings,
     RateBudget,
     RateModel,
+    parse_retry_after,
 )
 
 EPS = 1e-6
@@ -120,6 +122,20 @@ class TestThrottled:
         budget = RateBudget(BudgetSettings(default_retry_after_s=4.0))
         budget.observe_throttled(garbage, now=0.0, jitter_s=math.nan)
         assert budget.paused_until() == 4.0
+
+    def test_a_huge_retry_after_or_jitter_pauses_at_most_an_hour_each(self) -> None:
+        """Found by the long fuzz: Retry-After 9e307 plus a jitter of 9e307 paused forever."""
+        budget = RateBudget()
+        budget.observe_throttled("8.98846567431158e+307", now=10.0, jitter_s=8.98e307)
+        assert budget.paused_until() == 10.0 + 2 * MAX_RETRY_AFTER_S
+        assert 2 * MAX_RETRY_AFTER_S <= budget.try_acquire(10.0) < 2 * MAX_RETRY_AFTER_S + 1
+
+    @pytest.mark.parametrize(
+        ("raw", "seconds"),
+        [("30", 30.0), ("0", 0.0), (" 2.5 ", 2.5), ("1e9", MAX_RETRY_AFTER_S), ("inf", None)],
+    )
+    def test_parse_retry_after(self, raw: str, seconds: float | None) -> None:
+        assert parse_retry_after(raw) == seconds
 
 
 class TestHeaders:
