@@ -23,6 +23,7 @@ from monitor.emulator import Emulator
 from monitor.sinks import event_schema
 from tests.daemon import Daemon as SharedDaemon
 from tests.daemon import at, ground_truth, read_json_lines
+from tests.daemon import write_config as shared_write_config
 
 TERMINAL = {"Completed", "CompletedWithWarnings", "Failed", "Cancelled"}
 LONG = os.environ.get("RELIABILITY_LONG") == "1"
@@ -30,35 +31,18 @@ LONG = os.environ.get("RELIABILITY_LONG") == "1"
 
 def write_config(path: Path, emu: Emulator, state: Path, events: Path) -> Path:
     """Short intervals so a run of seconds sees many polls; events to a file."""
-    path.write_text(
-        "\n".join(
-            [
-                "[azure]",
-                f'arm_endpoint = "{emu.url}/"',
-                'credential = "static"',
-                f'static_token = "{emu.token}"',
-                "allow_http_loopback = true",
-                "request_timeout_s = 3",
-                "[poll]",
-                "active_interval_s = 1",
-                "idle_interval_s = 2",
-                "overlap_s = 30",
-                "lookback_s = 3600",
-                "[discovery]",
-                "interval_s = 30",
-                "[state]",
-                f'path = "{state}"',
-                "[events]",
-                f'sink = "{events}"',
-                "[ops]",
-                "enabled = false",
-                "[log]",
-                'format = "json"',
-                "",
-            ]
-        )
+    return shared_write_config(
+        path,
+        emu,
+        state,
+        sections={
+            "azure": {"request_timeout_s": 3},
+            "events": {"sink": str(events)},
+            "ops": {"enabled": False},
+        },
+        active_interval_s=1,
+        idle_interval_s=2,
     )
-    return path
 
 
 class Daemon(SharedDaemon):
