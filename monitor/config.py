@@ -26,6 +26,7 @@ CredentialKind = Literal[
 EventFormat = Literal["json", "cloudevents"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["auto", "json", "console"]
+BackfillDetails = Literal["all", "not_succeeded", "none"]
 
 ENV_PREFIX = "BACKUP_MONITOR_"
 """Environment variables `BACKUP_MONITOR_<SECTION>__<KEY>` override the file's `[section] key`."""
@@ -103,6 +104,12 @@ class AzureSettings:
     """api-version for listing subscriptions (Microsoft.Resources)."""
     request_timeout_s: float = 30.0
     """Total timeout of one ARM request, in seconds."""
+    max_list_pages: int = 500
+    """Most pages one list call (jobs, vaults, subscriptions) follows before it fails."""
+    max_list_bytes: int = 64 * 1024 * 1024
+    """Most bytes of answers one list call reads, over all its pages, before it fails."""
+    max_response_bytes: int = 32 * 1024 * 1024
+    """Most bytes of one ARM answer; reading stops, and the call fails, past it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -137,12 +144,20 @@ class PollSettings:
     """How far back the first poll of a vault looks, in seconds."""
     overlap_s: float = 300.0
     """Seconds subtracted from the window start so that late or long jobs are not missed."""
-    max_concurrency: int = 16
-    """Most vault polls in flight at once."""
+    max_concurrency: int = 256
+    """Most vault polls in flight at once, over all subscriptions."""
+    max_concurrency_per_subscription: int = 8
+    """Most polls of one subscription's vaults in flight at once (its budget paces them)."""
     backfill: bool = True
     """On first start, emit jobs already in the lookback window (false: record them silently)."""
+    backfill_details: BackfillDetails = "not_succeeded"
+    """Which finished jobs a vault's first poll reads the details of: 'all', 'not_succeeded'
+    (failed, cancelled, with warnings, unknown: the ones whose errors matter) or 'none'."""
     detail_on_terminal: bool = True
     """Fetch a job's details once when it reaches a terminal state."""
+    detail_retry_s: float = 60.0
+    """Seconds a failed detail read is retried (in the poll, then on the next polls) before the
+    terminal event goes out without details; 0: never retried."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -633,6 +648,9 @@ def _parse_azure(table: Mapping[str, object]) -> AzureSettings:
         vaults_api_version=versions["vaults_api_version"],
         subscriptions_api_version=versions["subscriptions_api_version"],
         request_timeout_s=r.seconds("request_timeout_s", 30.0),
+        max_list_pages=r.integer("max_list_pages", 500, minimum=1),
+        max_list_bytes=r.integer("max_list_bytes", 64 * 1024 * 1024, minimum=1024 * 1024),
+        max_response_bytes=r.integer("max_response_bytes", 32 * 1024 * 1024, minimum=64 * 1024),
     )
     _check_credential(r, settings)
     return settings
@@ -695,9 +713,14 @@ def _parse_poll(table: Mapping[str, object]) -> PollSettings:
         idle_interval_s=idle,
         lookback_s=r.seconds("lookback_s", 86400.0),
         overlap_s=r.seconds("overlap_s", 300.0, allow_zero=True),
-        max_concurrency=r.integer("max_concurrency", 16, minimum=1),
+        max_concurrency=r.integer("max_concurrency", 256, minimum=1),
+        max_concurrency_per_subscription=r.integer(
+            "max_concurrency_per_subscription", 8, minimum=1
+        ),
         backfill=r.boolean("backfill", True),
+        backfill_details=r.choice("backfill_details", "not_succeeded", get_args(BackfillDetails)),
         detail_on_terminal=r.boolean("detail_on_terminal", True),
+        detail_retry_s=r.seconds("detail_retry_s", 60.0, allow_zero=True),
     )
 
 

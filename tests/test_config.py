@@ -49,7 +49,7 @@ class TestDefaults:
         assert s.azure.credential == "default"
         assert s.discovery.subscriptions == ("*",)
         assert (s.poll.active_interval_s, s.poll.idle_interval_s) == (15, 60)
-        assert (s.poll.lookback_s, s.poll.overlap_s, s.poll.max_concurrency) == (86400, 300, 16)
+        assert (s.poll.lookback_s, s.poll.overlap_s, s.poll.max_concurrency) == (86400, 300, 256)
         assert (s.budget.read_fraction, s.budget.floor, s.budget.reads_per_s) == (0.5, 50, 25)
         assert (s.events.format, s.events.sink) == ("json", "stdout")
         assert s.state.path == Path(".state/monitor.sqlite")
