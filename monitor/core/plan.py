@@ -44,6 +44,10 @@ class PlanSettings:
             vaults alone would use more, so that no vault starves (0 < share < 1).
         default_rate_per_s: a subscription's usable reads/s until `set_rate` says otherwise.
         reads_ewma_weight: weight of the newest observation in the reads-per-poll estimate.
+        max_in_flight_per_subscription: most vaults of one subscription handed out and not yet
+            put back; a subscription at the limit hands out nothing until one returns (None:
+            no limit). Its budget paces the reads; this keeps one subscription from taking
+            every worker while the others wait.
     """
 
     active_interval_s: float = 15.0
@@ -52,6 +56,7 @@ class PlanSettings:
     min_idle_share: float = 0.25
     default_rate_per_s: float = 12.5
     reads_ewma_weight: float = 0.2
+    max_in_flight_per_subscription: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,6 +154,7 @@ class _Subscription:
     versions: list[int] = field(default_factory=lambda: [0, 0])
     intervals: tuple[float, float] = (math.inf, math.inf)  # (idle, running)
     hold_until: float = -math.inf
+    in_flight: int = 0  # vaults handed out and not yet put back
 
 
 class Planner:
@@ -175,6 +181,9 @@ class Planner:
             raise ValueError("min_idle_share must be in (0, 1), reads_ewma_weight in (0, 1]")
         if not (s.reads_per_poll > 0 and s.default_rate_per_s > 0):
             raise ValueError("reads_per_poll and default_rate_per_s must be positive")
+        limit = s.max_in_flight_per_subscription
+        if limit is not None and limit < 1:
+            raise ValueError("max_in_flight_per_subscription must be at least 1 (or None)")
         self._settings = s
         self._vaults: dict[str, _Vault] = {}
         self._subs: dict[str, _Subscription] = {}
@@ -194,7 +203,14 @@ class Planner:
         """Start planning one vault; see `add_vaults`."""
         self.add_vaults((vault,), now, running=running)
 
-    def add_vaults(self, vaults: Iterable[VaultRef], now: float, *, running: bool = False) -> None:
+    def add_vaults(
+        self,
+        vaults: Iterable[VaultRef],
+        now: float,
+        *,
+        running: bool = False,
+        paced: bool = False,
+    ) -> None:
         """Start planning vaults; their first polls are spread over their first interval.
 
         The intervals are computed once all of `vaults` are counted, so add a discovery round
@@ -202,6 +218,11 @@ class Planner:
         Each vault's offset in the interval is a hash of its key, so the same estate always
         spreads the same way and a restart causes no thundering herd. Adding a known vault only
         refreshes its ref.
+
+        With `paced`, the first polls spread over the time the subscription's rate needs to
+        poll each of its vaults once (V·c/r), when that is shorter than the interval: vaults
+        nobody has polled for a while are served as fast as the budget allows, in the same
+        stable order, and still not all at once.
         """
         fresh: dict[str, VaultRef] = {}
         for vault in vaults:
@@ -225,8 +246,10 @@ class Planner:
         for sub in touched.values():
             self._replan(sub)
         for state in states:
-            interval = state.sub.intervals[cls]
-            state.key = now - interval * (1.0 - _phase(state.vault.key))
+            interval = spread = state.sub.intervals[cls]
+            if paced:
+                spread = min(interval, self._one_round_s(state.sub))
+            state.key = now - interval + spread * _phase(state.vault.key)
             self._push(state)
         for sub in touched.values():
             self._refresh(sub, _IDLE)
@@ -240,6 +263,8 @@ class Planner:
         state.seq = -1
         sub = state.sub
         sub.counts[_RUNNING if state.running else _IDLE] -= 1
+        if state.in_flight:
+            sub.in_flight -= 1  # its poll's mark_polled will find it gone
         self._replan(sub)
         self._refresh(sub, _IDLE)
         self._refresh(sub, _RUNNING)
@@ -301,11 +326,15 @@ class Planner:
         )
 
     def _poll_bound_s(self, sub: _Subscription) -> float:
-        s = self._settings
-        one_round_s = (
-            (sub.counts[_RUNNING] + sub.counts[_IDLE]) * sub.reads_per_poll / sub.rate_per_s
+        one_round_s = self._one_round_s(sub)
+        return max(self._settings.idle_interval_s, one_round_s / self._settings.min_idle_share) + (
+            one_round_s
         )
-        return max(s.idle_interval_s, one_round_s / s.min_idle_share) + one_round_s
+
+    @staticmethod
+    def _one_round_s(sub: _Subscription) -> float:
+        """Seconds the subscription's rate needs to poll each of its vaults once."""
+        return (sub.counts[_RUNNING] + sub.counts[_IDLE]) * sub.reads_per_poll / sub.rate_per_s
 
     # -------------------------------------------------------------------------------- decisions
 
@@ -333,7 +362,12 @@ class Planner:
         heapq.heappop(state.sub.heaps[cls])
         state.in_flight = True
         state.seq = -1
-        self._refresh(state.sub, cls)
+        state.sub.in_flight += 1
+        if self._at_limit(state.sub):
+            self._refresh(state.sub, _IDLE)
+            self._refresh(state.sub, _RUNNING)
+        else:
+            self._refresh(state.sub, cls)
         return state.vault
 
     def mark_polled(
@@ -369,7 +403,9 @@ class Planner:
             weight = self._settings.reads_ewma_weight
             sub.reads_per_poll += weight * (max(reads, 1.0) - sub.reads_per_poll)
             changed = True
-        state.in_flight = False
+        if state.in_flight:
+            state.in_flight = False
+            sub.in_flight -= 1
         state.key = polled_at
         self._push(state)
         if changed:
@@ -384,8 +420,10 @@ class Planner:
         if state is None or not state.in_flight:
             return False
         state.in_flight = False
+        state.sub.in_flight -= 1
         self._push(state)
-        self._refresh(state.sub, _RUNNING if state.running else _IDLE)
+        self._refresh(state.sub, _IDLE)
+        self._refresh(state.sub, _RUNNING)
         return True
 
     # -------------------------------------------------------------------------------- internals
@@ -432,13 +470,21 @@ class Planner:
         state = self._vaults.get(entry[2])
         return state is not None and state.seq == entry[1]
 
+    def _at_limit(self, sub: _Subscription) -> bool:
+        limit = self._settings.max_in_flight_per_subscription
+        return limit is not None and sub.in_flight >= limit
+
     def _refresh(self, sub: _Subscription, cls: int) -> None:
-        """Re-publish the due time of a class's head in the top-level heap."""
+        """Re-publish the due time of a class's head in the top-level heap.
+
+        A subscription at its in-flight limit publishes nothing: the old entries go stale, and
+        the vault that comes back (`mark_polled`, `release`) republishes both classes.
+        """
         heap = sub.heaps[cls]
         while heap and not self._live(heap[0]):
             heapq.heappop(heap)
         sub.versions[cls] += 1
-        if heap:
+        if heap and not self._at_limit(sub):
             due = max(heap[0][0] + sub.intervals[cls], sub.hold_until)
             entry = (due, 1 - cls, sub.versions[cls], sub.id, cls)
             heapq.heappush(self._global, entry)

@@ -374,3 +374,112 @@ class TestPlannerSimulation:
         # The budget's sustained rate: its 2.0/s share less the burst spread over 10 s.
         assert len(steady) / 3000.0 == pytest.approx(budgets[1].rate_per_s, rel=0.05)
         assert not math.isnan(times[0])
+
+
+class TestInFlightLimit:
+    def test_a_subscription_at_its_limit_lets_the_others_through(self) -> None:
+        """With a limit of 2, a third due vault of one subscription waits; another's goes first."""
+        planner = Planner(PlanSettings(max_in_flight_per_subscription=2))
+        a = [vault(1, n) for n in range(5)]
+        b = vault(2, 1)
+        planner.add_vaults(a, now=0.0)
+        planner.add_vault(b, now=0.0)
+        taken = [planner.take_due(1e6) for _ in range(3)]
+        assert None not in taken
+        assert sum(1 for v in taken if v is not None and v.subscription_id == sub_id(1)) == 2
+        assert b in taken
+        assert planner.take_due(1e6) is None  # subscription 1 is full, 2 has nothing left
+        first = next(v for v in taken if v is not None and v != b)
+        planner.mark_polled(first.key, 1e6)
+        again = planner.take_due(1e6)
+        assert again is not None and again.subscription_id == sub_id(1)
+
+    def test_removing_an_in_flight_vault_frees_its_place(self) -> None:
+        """A vault dropped while in flight does not keep its subscription's slot."""
+        planner = Planner(PlanSettings(max_in_flight_per_subscription=1))
+        vs = [vault(1, n) for n in range(3)]
+        planner.add_vaults(vs, now=0.0)
+        taken = planner.take_due(1e6)
+        assert taken is not None
+        assert planner.take_due(1e6) is None
+        planner.remove_vault(taken.key)
+        assert planner.take_due(1e6) is not None
+        assert not planner.mark_polled(taken.key, 1e6)  # gone: nothing to put back
+
+    def test_zero_limit_is_refused(self) -> None:
+        """A limit below one is a programming error."""
+        with pytest.raises(ValueError, match="max_in_flight_per_subscription"):
+            Planner(PlanSettings(max_in_flight_per_subscription=0))
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        limit=st.integers(1, 4),
+        sizes=st.lists(st.integers(1, 12), min_size=1, max_size=3),
+        ops=st.lists(st.tuples(st.sampled_from("tmrd"), st.integers(0, 1000)), max_size=200),
+    )
+    def test_in_flight_never_exceeds_the_limit_and_never_stalls(
+        self, limit: int, sizes: list[int], ops: list[tuple[str, int]]
+    ) -> None:
+        """Any mix of take, put back, release and remove keeps each subscription within its limit,
+        and a subscription below its limit with a due vault always hands one out."""
+        planner = Planner(PlanSettings(max_in_flight_per_subscription=limit))
+        for sub, size in enumerate(sizes, start=1):
+            planner.add_vaults([vault(sub, n) for n in range(size)], now=0.0)
+        in_flight: dict[str, set[str]] = defaultdict(set)
+        known = {
+            vault(sub, n).key: vault(sub, n)
+            for sub, size in enumerate(sizes, 1)
+            for n in range(size)
+        }
+        now = 0.0
+        for op, pick in ops:
+            now += 1.0
+            flying = sorted(k for keys in in_flight.values() for k in keys)
+            if op == "t":
+                taken = planner.take_due(now + 1e4)
+                if taken is not None:
+                    in_flight[taken.subscription_id].add(taken.key)
+                else:
+                    # Nothing handed out (everything is due by now + 1e4): every subscription
+                    # is at its limit or has all of its vaults in flight.
+                    for sub in {v.subscription_id for v in known.values()}:
+                        keys = in_flight[sub]
+                        mine = [k for k, v in known.items() if v.subscription_id == sub]
+                        assert len(keys) >= limit or len(mine) == len(keys), (sub, keys)
+            elif flying:
+                key = flying[pick % len(flying)]
+                in_flight[known[key].subscription_id].discard(key)
+                if op == "m":
+                    assert planner.mark_polled(key, now)
+                elif op == "r":
+                    assert planner.release(key)
+                else:
+                    assert planner.remove_vault(key)
+                    del known[key]
+            for keys in in_flight.values():
+                assert len(keys) <= limit
+
+
+class TestPacedFirstPolls:
+    def test_paced_first_polls_spread_over_one_budget_round(self) -> None:
+        """100 vaults at 12.5 reads/s, paced: all due within 100/12.5 = 8 s, still spread."""
+        planner = Planner()
+        planner.add_vaults([vault(1, n) for n in range(100)], now=0.0, paced=True)
+        dues = []
+        while (due := planner.next_due()) is not None:
+            assert planner.take_due(due.at) == due.vault
+            dues.append(due.at)
+        assert len(dues) == 100
+        assert max(dues) < 8.0
+        assert max(dues) - min(dues) > 6.0  # spread over the round, not a herd at t=0
+
+    def test_pacing_never_spreads_wider_than_the_interval(self) -> None:
+        """When one round takes longer than the interval, the interval bounds the spread."""
+        planner = Planner()
+        planner.add_vaults([vault(1, n) for n in range(2000)], now=0.0, paced=True)
+        interval = planner.plan_for(sub_id(1)).idle_interval_s
+        last = 0.0
+        while (due := planner.next_due()) is not None:
+            planner.take_due(due.at)
+            last = due.at
+        assert last < interval
