@@ -117,6 +117,8 @@ class EstateHealth:
             no vault is watched.
         stale_vaults: names of vaults whose last successful poll is older than their bound.
         pending_vaults: names of vaults never polled successfully by this process.
+        store_problem: the last checkpoint failure while the store fails (None: it works).
+        unsaved_vaults: vaults whose emitted changes the store does not hold yet.
     """
 
     started: bool
@@ -127,6 +129,8 @@ class EstateHealth:
     oldest_poll_age_s: float | None
     stale_vaults: tuple[str, ...] = ()
     pending_vaults: tuple[str, ...] = ()
+    store_problem: str | None = None
+    unsaved_vaults: int = 0
 
 
 class EstateView(Protocol):
@@ -152,6 +156,14 @@ class _EstateCollector(Collector):
             f"{PREFIX}_stale_vaults",
             "Vaults not polled successfully within their bound (they keep /readyz at 503).",
         )
+        store = GaugeMetricFamily(
+            f"{PREFIX}_checkpoint_store_failing",
+            "1 while checkpoint writes fail (emitted changes are kept in memory and retried).",
+        )
+        unsaved = GaugeMetricFamily(
+            f"{PREFIX}_unsaved_vaults",
+            "Vaults whose emitted changes the checkpoint store does not hold yet.",
+        )
         health = self.views[-1].estate_health() if self.views else None
         for state in VAULT_STATES:
             count = health.vaults_by_state.get(state, 0) if health else 0
@@ -160,7 +172,9 @@ class _EstateCollector(Collector):
         age = health.oldest_poll_age_s if health else None
         oldest.add_metric([], float(age) if age is not None else 0.0)
         stale.add_metric([], float(len(health.stale_vaults) if health else 0))
-        yield from (vaults, running, oldest, stale)
+        store.add_metric([], 1.0 if health is not None and health.store_problem else 0.0)
+        unsaved.add_metric([], float(health.unsaved_vaults if health else 0))
+        yield from (vaults, running, oldest, stale, store, unsaved)
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
         return []  # values exist only at scrape time; nothing to check at registration

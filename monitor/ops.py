@@ -67,6 +67,11 @@ def readiness_problems(health: EstateHealth) -> list[str]:
             f"{len(health.stale_vaults)} vaults stale (not polled successfully within their "
             f"bound): {_named(health.stale_vaults)}"
         )
+    if health.store_problem is not None:
+        problems.append(
+            f"checkpoints failing ({health.unsaved_vaults} vaults unsaved, kept in memory and "
+            f"retried): {health.store_problem}"
+        )
     return problems
 
 

@@ -4,6 +4,12 @@ Rules:
 - One task group owns everything; nothing is fire-and-forget.
 - A vault's events are emitted before its checkpoint is written (at-least-once); emit and save
   are shielded together, so a clean stop never emits without checkpointing.
+- What was emitted is never emitted again in this process: once a batch is out, the vault's
+  state moves on in memory, and a checkpoint that fails is retried with the next polls (the
+  changes it did not store are kept in `WatchedVault.unsaved`) until the store takes it.
+- One job's trouble is that job's: a failed direct read or detail read, or a job that cannot be
+  rendered, never fails the vault's poll. A terminal change whose details cannot be read is held
+  back (not applied, so the next poll sees it again) for up to `poll.detail_retry_s`.
 - One vault's failure (403, 404, timeouts, malformed pages) never touches another vault; a
   subscription's 429 pauses that subscription only.
 """
@@ -33,7 +39,6 @@ from monitor.errors import (
     ArmForbidden,
     ArmNotFound,
     ArmThrottled,
-    ForeignOriginError,
     ParseError,
     SinkError,
     StartupError,
@@ -50,6 +55,8 @@ LIST_END_SLACK = timedelta(minutes=5)  # the window's end lies past now: clocks 
 BACKOFF_BASE_S, BACKOFF_CAP_S = 2.0, 300.0
 DISCOVERY_BACKOFF_CAP_S = 60.0  # a discovery that missed something retries at least this often
 FORBIDDEN_RETRY_S = 300.0
+DETAIL_ATTEMPTS = 2  # detail reads within one poll before the change is held for the next
+DETAIL_RETRY_DELAY_S = 1.0  # between them (jittered)
 SHUTDOWN_GRACE_S = 10.0
 COMMIT_TIMEOUT_S = 30.0
 CHECKPOINT_REFRESH_S = 300.0
@@ -87,7 +94,13 @@ class WatchedVault:
     jobs: dict[JobKey, JobSnapshot] = field(default_factory=dict)
     polled_at: datetime | None = None  # observed time of the last successful poll
     saved_at: datetime | None = None  # the poll time the checkpoint store holds
-    unsaved: list[JobSnapshot] = field(default_factory=list)  # rolled forward, not yet stored
+    # What `jobs` holds and the store does not yet: rolled forward at start, or a failed save's.
+    unsaved: dict[JobKey, JobSnapshot] = field(default_factory=dict)
+    unsaved_removed: set[JobKey] = field(default_factory=set)
+    # Terminal changes held back while their details cannot be read: first failure (monotonic)
+    # and the job as last seen (its start keeps the window open; a vanished one is emitted).
+    held: dict[JobKey, tuple[float, BackupJob]] = field(default_factory=dict)
+    skipped: set[JobKey] = field(default_factory=set)  # jobs whose trouble was logged once
     failures: int = 0
     reported: str | None = None  # the last problem logged, so a repeat is not logged again
     state: str = "pending"  # pending, ok, failing or forbidden (metrics.VAULT_STATES)
@@ -123,6 +136,7 @@ class PollStats:
     events: int = 0
     throttled: int = 0
     vaults: int = 0
+    checkpoint_failures: int = 0
 
 
 class PollScheduler:
@@ -160,12 +174,15 @@ class PollScheduler:
         poll = settings.poll
         self._planner = Planner(
             PlanSettings(
-                active_interval_s=poll.active_interval_s, idle_interval_s=poll.idle_interval_s
+                active_interval_s=poll.active_interval_s,
+                idle_interval_s=poll.idle_interval_s,
+                max_in_flight_per_subscription=poll.max_concurrency_per_subscription,
             )
         )
         self._watched: dict[str, WatchedVault] = {}
         self._checkpoints: dict[str, VaultCheckpoint] = {}
         self._unsaved: dict[str, list[JobSnapshot]] = {}
+        self._store_problem: str | None = None  # the last checkpoint failure, until one succeeds
         self._slots = anyio.Semaphore(poll.max_concurrency)
         self._wake: anyio.CancelScope | None = None
         self._wake_at = 0.0  # monotonic time the dispatcher sleeps until, while it sleeps
@@ -292,6 +309,8 @@ class PollScheduler:
             oldest_poll_age_s=oldest,
             stale_vaults=tuple(sorted(stale)),
             pending_vaults=tuple(sorted(pending)),
+            store_problem=self._store_problem,
+            unsaved_vaults=sum(1 for w in self._watched.values() if w.unsaved or w.unsaved_removed),
         )
 
     # ------------------------------------------------------------------------------ discovery
@@ -409,7 +428,7 @@ class PollScheduler:
             if checkpoint is not None:
                 watched.jobs = dict(checkpoint.jobs)
                 watched.polled_at = watched.saved_at = checkpoint.polled_at
-                watched.unsaved = self._unsaved.pop(vault.key, [])
+                watched.unsaved = {s.key: s for s in self._unsaved.pop(vault.key, [])}
                 watched.running_jobs = _running(watched.jobs)
             self._watched[vault.key] = watched
             if self._metrics is not None:
@@ -422,10 +441,11 @@ class PollScheduler:
             )
         running = [v for v in fresh if self._watched[v.key].has_running_jobs]
         idle = [v for v in fresh if not self._watched[v.key].has_running_jobs]
+        # Paced: the first polls come as fast as each subscription's budget serves them.
         if running:
-            self._planner.add_vaults(running, now, running=True)
+            self._planner.add_vaults(running, now, running=True, paced=True)
         if idle:
-            self._planner.add_vaults(idle, now, running=False)
+            self._planner.add_vaults(idle, now, running=False, paced=True)
         self.stats.vaults = len(self._watched)
         self._wake_dispatcher()
 
@@ -523,13 +543,14 @@ class PollScheduler:
             self._measure(vault, "not_found", started)
             await self._drop(vault, f"404 {exc.code or 'NotFound'}")
             return
-        except (ArmForbidden, ForeignOriginError) as exc:
-            forbidden = isinstance(exc, ArmForbidden)
-            watched.state = "forbidden" if forbidden else "failing"
-            self._measure(vault, "forbidden" if forbidden else "error", started)
+        except ArmForbidden as exc:
+            watched.state = "forbidden"
+            self._measure(vault, "forbidden", started)
             self._fail(watched, vlog, exc, retry_s=FORBIDDEN_RETRY_S, started=started)
             return
-        except (ArmError, ParseError) as exc:
+        except (ArmError, ParseError, SinkError) as exc:
+            # ForeignOriginError among them: the link was refused (nothing sent); the next
+            # poll asks ARM afresh, on the normal backoff.
             watched.state = "failing"
             self._measure(vault, "error", started)
             self._fail(
@@ -617,51 +638,83 @@ class PollScheduler:
             for s in watched.jobs.values()
             if not s.status.is_terminal and s.start_at is not None
         ]
+        # A held change is not applied yet: the window keeps its job in view.
+        marks += [job.start_at for _, job in watched.held.values() if job.start_at is not None]
         start = max(floor, min(marks) - timedelta(seconds=poll.overlap_s))
         return start.replace(microsecond=0)  # the filter sends whole seconds
 
     async def _poll(self, watched: WatchedVault) -> int:
-        """Poll one vault; returns the reads it cost (pages are counted as one)."""
+        """Poll one vault; returns the reads it cost (pages are counted as one).
+
+        fetch (the list, then direct reads of tracked jobs it no longer shows) → diff → details
+        of terminal changes → emit → checkpoint.
+        """
         vault, clock = watched.vault, self._clock
         observed_at = clock.utcnow()
         window_start = self._window_start(watched, observed_at)
         jobs = await self._source.list_jobs(vault, window_start, observed_at + LIST_END_SLACK)
         reads = 1
         listed = {job.key for job in jobs}
-        details: dict[JobKey, JobDetails] = {}
+        details: dict[JobKey, JobDetails | None] = {}  # None: emit without (details are gone)
         vanished: list[JobKey] = []
-        for key, snap in watched.jobs.items():
-            if snap.status.is_terminal or key in listed:
-                continue
-            # A tracked running job left the list: read it directly.
+        unseen = [
+            key
+            for key, snap in watched.jobs.items()
+            if not snap.status.is_terminal and key not in listed
+        ]
+        unseen += [key for key in watched.held if key not in listed and key not in watched.jobs]
+        unreadable: set[JobKey] = set()
+        for key in unseen:
+            # A tracked running job (or a held change) left the list: read it directly.
+            reads += 1
+            held = watched.held.get(key)
             try:
                 found = await self._source.get_job(vault, key.job_name)
             except ArmNotFound:
-                vanished.append(key)
-                log.info("job.vanished", vault=vault.name, job_id=key.job_name)
+                if held is None:
+                    vanished.append(key)
+                    log.info("job.vanished", vault=vault.name, job_id=key.job_name)
+                else:  # its terminal state was seen; the job is gone, so are its details
+                    jobs.append(held[1])
+                    details[key] = None
                 continue
-            finally:
-                reads += 1
+            except ArmThrottled:
+                raise  # the whole subscription pauses; the next poll sees all of this again
+            except Exception as exc:
+                unreadable.add(key)  # still tracked as it was: the next poll reads it again
+                self._job_trouble(watched, key, "job.read_failed", exc)
+                continue
             details[key] = found
             jobs.append(found.job)
-        changes = diff_jobs(watched.jobs, jobs, observed_at)
+        changes = [
+            c for c in diff_jobs(watched.jobs, jobs, observed_at) if c.job.key not in unreadable
+        ]
         first_poll = watched.polled_at is None
         silent = first_poll and not self._settings.poll.backfill
         events: list[dict[str, object]] = []
+        held_back: set[JobKey] = set()
         for change in changes:
+            key = change.job.key
             if silent:
                 continue
-            detail = details.get(change.job.key)
-            if (
-                detail is None
-                and change.status.is_terminal
-                and self._settings.poll.detail_on_terminal
-            ):
-                detail, cost = await self._details(vault, change)
+            if key not in details and self._wants_details(change, first_poll=first_poll):
+                detail, cost, keep = await self._details(watched, change)
                 reads += cost
-            events.append(
-                render_event(change, vault=vault, details=detail, emitted_at=clock.utcnow())
-            )
+                if keep:
+                    held_back.add(key)
+                    continue
+                details[key] = detail
+            watched.held.pop(key, None)
+            try:
+                events.append(
+                    render_event(
+                        change, vault=vault, details=details.get(key), emitted_at=clock.utcnow()
+                    )
+                )
+            except Exception as exc:  # a job we cannot render is skipped, never the vault
+                self._job_trouble(watched, key, "job.render_failed", exc)
+        if held_back:
+            changes = [c for c in changes if c.job.key not in held_back]
         after = apply(watched.jobs, changes)
         for key in vanished:
             after.pop(key, None)
@@ -679,14 +732,6 @@ class PollScheduler:
         for key in removed:
             del after[key]
         removed += vanished
-        # A job can change and leave the window in one poll (it ended after its start fell
-        # behind the window): checkpoint only its removal, or the store refuses the save.
-        gone = set(removed)
-        changed = [JobSnapshot.of(c.job) for c in changes if c.job.key not in gone]
-        if watched.unsaved:  # rolled forward at start: the store does not hold them yet
-            merged = {s.key: s for s in watched.unsaved if s.key not in gone}
-            merged.update((s.key, s) for s in changed)
-            changed = list(merged.values())
         # Emit, then checkpoint; a stop request waits for both (bounded), never for one alone.
         with anyio.move_on_after(COMMIT_TIMEOUT_S, shield=True) as commit:
             if events:
@@ -694,32 +739,132 @@ class PollScheduler:
                 self.stats.events += len(events)
                 if self._metrics is not None:
                     self._metrics.events_emitted(events)
-            if changed or removed or _refresh_due(watched.saved_at, observed_at):
-                try:
-                    await self._store.save(
-                        vault.key, changed=changed, removed=removed, polled_at=observed_at
-                    )
-                except StoreError:
-                    if self._metrics is not None:
-                        self._metrics.checkpoint_failed()
-                    raise
-                watched.saved_at, watched.unsaved = observed_at, []
+            # Out: the vault's state moves on now, whatever the store does next.
+            watched.jobs, watched.polled_at = after, observed_at
+            # A job can change and leave the window in one poll (it ended after its start fell
+            # behind the window): checkpoint only its removal, or the store refuses the save.
+            for change in changes:
+                snap = JobSnapshot.of(change.job)
+                if snap.key in after:
+                    watched.unsaved[snap.key] = snap
+                    watched.unsaved_removed.discard(snap.key)
+            for key in removed:
+                watched.unsaved.pop(key, None)
+                watched.unsaved_removed.add(key)
+            if (
+                watched.unsaved
+                or watched.unsaved_removed
+                or _refresh_due(watched.saved_at, observed_at)
+            ):
+                await self._checkpoint(watched, observed_at)
         if commit.cancelled_caught:
             raise SinkError(f"emitting and checkpointing took over {COMMIT_TIMEOUT_S:.0f}s")
-        watched.jobs, watched.polled_at = after, observed_at
         return reads
 
-    async def _details(
-        self, vault: VaultRef, change: JobStateChanged
-    ) -> tuple[JobDetails | None, int]:
-        """The details of a job that reached a terminal state; None (emit without) on failure."""
+    async def _checkpoint(self, watched: WatchedVault, polled_at: datetime) -> None:
+        """Store what the vault's state holds and the store does not; a failure is kept for
+        the next poll to retry (never re-emitted), counted, and shown by /readyz."""
         try:
-            return await self._source.get_job(vault, change.job.name), 1
-        except ArmThrottled:
-            raise  # nothing emitted yet: the next poll sees the same change again
-        except (ArmError, ParseError) as exc:
-            log.warning("details.failed", vault=vault.name, job_id=change.job.name, error=str(exc))
-            return None, 1
+            await self._store.save(
+                watched.vault.key,
+                changed=list(watched.unsaved.values()),
+                removed=list(watched.unsaved_removed),
+                polled_at=polled_at,
+            )
+        except StoreError as exc:
+            self.stats.checkpoint_failures += 1
+            if self._metrics is not None:
+                self._metrics.checkpoint_failed()
+            if self._store_problem != str(exc):
+                log.warning(
+                    "checkpoint.failed",
+                    vault=watched.vault.name,
+                    error=str(exc),
+                    unsaved_jobs=len(watched.unsaved) + len(watched.unsaved_removed),
+                )
+            self._store_problem = str(exc)
+            return
+        watched.saved_at = polled_at
+        watched.unsaved, watched.unsaved_removed = {}, set()
+        if self._store_problem is not None:
+            log.info("checkpoint.recovered", vault=watched.vault.name)
+            self._store_problem = None
+
+    def _wants_details(self, change: JobStateChanged, *, first_poll: bool) -> bool:
+        """Whether a change needs its job's details read: terminal, and on a vault's first
+        poll only as `poll.backfill_details` says (a day of history is one read per job)."""
+        poll = self._settings.poll
+        if not (change.status.is_terminal and poll.detail_on_terminal):
+            return False
+        if not first_poll:
+            return True
+        if poll.backfill_details == "all":
+            return True
+        return poll.backfill_details == "not_succeeded" and change.status.outcome != "succeeded"
+
+    async def _details(
+        self, watched: WatchedVault, change: JobStateChanged
+    ) -> tuple[JobDetails | None, int, bool]:
+        """Read the details of a job that reached a terminal state.
+
+        Returns the details (None: emit without), the reads spent, and whether to hold the
+        change back for the next poll (a failure that may pass, within `detail_retry_s`).
+        """
+        vault, job = watched.vault, change.job
+        retry_s = self._settings.poll.detail_retry_s
+        reads = 0
+        error: Exception | None = None
+        for attempt in range(DETAIL_ATTEMPTS if retry_s > 0 else 1):
+            if attempt:
+                await self._clock.sleep(DETAIL_RETRY_DELAY_S * self._rng.uniform(0.5, 1.0))
+            reads += 1
+            try:
+                return await self._source.get_job(vault, job.name), reads, False
+            except ArmThrottled:
+                raise  # nothing emitted yet: the next poll sees the same change again
+            except ArmNotFound as exc:
+                error = exc  # the job is gone: its details will not come back
+                break
+            except (ArmForbidden, ParseError) as exc:
+                error = exc
+                break
+            except Exception as exc:  # 5xx, transport, a body that is not a job: may pass
+                error = exc
+        now = self._clock.monotonic()
+        since = watched.held.get(job.key, (now, job))[0]
+        if retry_s > 0 and isinstance(error, TRANSIENT_ARM_ERRORS) and now - since < retry_s:
+            if job.key not in watched.held:
+                log.info(
+                    "details.retrying",
+                    vault=vault.name,
+                    job_id=job.name,
+                    status=job.status.value,
+                    error=str(error),
+                    retry_for_s=retry_s,
+                )
+            watched.held[job.key] = (since, job)
+            return None, reads, True
+        log.warning(
+            "details.gave_up",
+            vault=vault.name,
+            job_id=job.name,
+            status=job.status.value,
+            error=str(error),
+            tried_for_s=round(now - since, 1),
+        )
+        return None, reads, False
+
+    def _job_trouble(self, watched: WatchedVault, key: JobKey, event: str, exc: Exception) -> None:
+        """Log one job's trouble once per job (not per poll); the vault goes on."""
+        if key in watched.skipped:
+            return
+        watched.skipped.add(key)
+        log.warning(
+            event,
+            vault=watched.vault.name,
+            job_id=key.job_name,
+            error=f"{type(exc).__name__}: {exc}",
+        )
 
 
 def _refresh_due(saved_at: datetime | None, now: datetime) -> bool:

@@ -15,7 +15,15 @@ import monitor.scheduler as scheduler_module
 from monitor.clock import Clock, SystemClock
 from monitor.config import parse_settings
 from monitor.core.jobs import BackupJob, JobDetails, JobKey, JobStatus, VaultRef, parse_vault_id
-from monitor.errors import ArmForbidden, ArmNotFound, ArmServerError, ArmThrottled, StartupError
+from monitor.errors import (
+    ArmForbidden,
+    ArmNotFound,
+    ArmServerError,
+    ArmThrottled,
+    ForeignOriginError,
+    StartupError,
+    StoreError,
+)
 from monitor.scheduler import PollScheduler
 from monitor.store import MemoryCheckpointStore
 from tests.fakes import FakeClock
@@ -297,7 +305,9 @@ async def test_costly_first_polls_do_not_push_back_vaults_not_yet_polled() -> No
     sink, store = ListSink(), MemoryCheckpointStore()
     # 30 vaults at 1 read each fit 20 reads/s with a 1.5 s interval; at 6 reads each they would
     # stretch it to 9 s if the first polls fed the estimate.
-    scheduler = make(source, store, sink, active_interval_s=1.5, idle_interval_s=1.5)
+    scheduler = make(
+        source, store, sink, active_interval_s=1.5, idle_interval_s=1.5, backfill_details="all"
+    )
     polled: set[str] = set()
 
     def all_polled() -> bool:
@@ -488,3 +498,298 @@ async def test_events_written_before_a_crash_are_not_emitted_again() -> None:
     ]
     await run_until(make(source, lost, sink), lambda: len(sink.events) == 2)
     assert sink.statuses("J1") == [(None, "InProgress"), ("InProgress", "Completed")]
+
+
+# ------------------------------------------------------------------------------ hardening (#9)
+
+
+class FailingStore(MemoryCheckpointStore):
+    """The in-memory store, whose saves fail while `failing` is set (a full state volume)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing = False
+        self.failed_saves = 0
+
+    async def save(self, vault_key: str, **kwargs: Any) -> None:
+        if self.failing:
+            self.failed_saves += 1
+            raise StoreError("cannot write checkpoint: [Errno 28] No space left on device")
+        await super().save(vault_key, **kwargs)
+
+
+class FlakyDetails(ScriptedSource):
+    """Detail reads of the jobs named in `failing` answer 503 (or raise what is given)."""
+
+    def __init__(self, vaults: Sequence[VaultRef]) -> None:
+        super().__init__(vaults)
+        self.failing: dict[str, Exception] = {}
+        self.in_flight: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
+        self.list_delay_s = 0.0
+
+    async def get_job(self, vault: VaultRef, job_name: str) -> JobDetails:
+        failure = self.failing.get(job_name.lower())
+        if failure is not None:
+            self.calls.append(("get", job_name))
+            raise failure
+        found = await super().get_job(vault, job_name)
+        return JobDetails(
+            job=found.job,
+            errors=(),
+            tasks=(),
+            property_bag={"Read": "directly"},
+            progress_percentage=None,
+            estimated_remaining_s=None,
+            dynamic_error_message=None,
+        )
+
+    async def list_jobs(
+        self, vault: VaultRef, start_at: datetime, end_at: datetime
+    ) -> list[BackupJob]:
+        sub = vault.subscription_id
+        self.in_flight[sub] = self.in_flight.get(sub, 0) + 1
+        self.peak[sub] = max(self.peak.get(sub, 0), self.in_flight[sub])
+        try:
+            if self.list_delay_s:
+                await anyio.sleep(self.list_delay_s)
+            return await super().list_jobs(vault, start_at, end_at)
+        finally:
+            self.in_flight[sub] -= 1
+
+
+class TestFailingCheckpoint:
+    async def test_a_failing_store_never_makes_an_event_go_out_twice(self) -> None:
+        """While saves fail, each change is emitted once; once the store works, it holds all."""
+        vault = vault_ref(SUB_A, "v1")
+        source = ScriptedSource([vault])
+        start = NOW - timedelta(seconds=20)
+        source.listed[vault.key] = [job(vault, "J1", "InProgress", start=start)]
+        sink, store = ListSink(), FailingStore()
+        store.failing = True
+        scheduler = make(source, store, sink)
+        with capture_logs() as logs:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(scheduler.run)
+                with anyio.fail_after(10):
+                    while store.failed_saves < 3:  # noqa: ASYNC110
+                        await anyio.sleep(0.02)
+                    health = scheduler.estate_health()
+                    assert health.store_problem is not None
+                    assert "No space left" in health.store_problem
+                    assert health.unsaved_vaults == 1
+                    source.listed[vault.key] = [job(vault, "J1", "Completed", start=start)]
+                    while len(sink.events) < 2 or store.failed_saves < 6:  # noqa: ASYNC110
+                        await anyio.sleep(0.02)
+                    store.failing = False
+                    while scheduler.estate_health().store_problem is not None:  # noqa: ASYNC110
+                        await anyio.sleep(0.02)
+                    polls = scheduler.stats.polls
+                    while scheduler.stats.polls < polls + 3:  # noqa: ASYNC110
+                        await anyio.sleep(0.02)
+                scheduler.stop()
+        assert sink.statuses("J1") == [(None, "InProgress"), ("InProgress", "Completed")]
+        stored = (await store.load())[vault.key]
+        assert [s.status.value for s in stored.jobs.values()] == ["Completed"]
+        assert scheduler.estate_health().unsaved_vaults == 0
+        events = [row["event"] for row in logs]
+        assert events.count("checkpoint.failed") == 1  # once per problem, not per poll
+        assert events.count("checkpoint.recovered") == 1
+        assert "poll.failed" not in events
+        assert "poll.crashed" not in events
+
+    async def test_changes_kept_in_memory_survive_a_restart_through_the_store(self) -> None:
+        """What a failed save left in memory is written by a later save: a restart re-emits none."""
+        vault = vault_ref(SUB_A, "v1")
+        source = ScriptedSource([vault])
+        start = NOW - timedelta(seconds=20)
+        source.listed[vault.key] = [job(vault, "J1", "Failed", start=start)]
+        sink, store = ListSink(), FailingStore()
+        store.failing = True
+        first = make(source, store, sink)
+
+        async def stored() -> bool:
+            return vault.key in await store.load()
+
+        with capture_logs():
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(first.run)
+                with anyio.fail_after(10):
+                    while store.failed_saves < 3:  # noqa: ASYNC110
+                        await anyio.sleep(0.02)
+                    store.failing = False  # the volume was freed: no poll has changes any more
+                    while not await stored():  # noqa: ASYNC110
+                        await anyio.sleep(0.02)
+                first.stop()
+        assert sink.statuses("J1") == [(None, "Failed")]
+        again = ListSink()
+        second = make(source, store, again)
+        await run_until(second, lambda: second.stats.polls >= 2)
+        assert again.events == []
+
+
+class TestDetailRetry:
+    async def test_details_that_come_back_in_time_go_out_with_the_event(self) -> None:
+        """A terminal change whose detail read fails is held, then emitted once with details."""
+        vault = vault_ref(SUB_A, "v1")
+        source = FlakyDetails([vault])
+        start = NOW - timedelta(seconds=20)
+        source.listed[vault.key] = [job(vault, "J1", "InProgress", start=start)]
+        sink, store = ListSink(), MemoryCheckpointStore()
+        scheduler = make(source, store, sink, detail_retry_s=30)
+        with capture_logs() as logs:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(scheduler.run)
+                with anyio.fail_after(10):
+                    while not sink.events:  # noqa: ASYNC110
+                        await anyio.sleep(0.02)
+                    source.failing["j1"] = server_error(f"{vault.id}/backupJobs/J1")
+                    source.listed[vault.key] = [job(vault, "J1", "Failed", start=start)]
+                    while source.calls.count(("get", "J1")) < 4:  # noqa: ASYNC110
+                        await anyio.sleep(0.02)
+                    assert len(sink.events) == 1  # held back, not sent without details
+                    del source.failing["j1"]
+                    while len(sink.events) < 2:  # noqa: ASYNC110
+                        await anyio.sleep(0.02)
+                scheduler.stop()
+        assert sink.statuses("J1") == [(None, "InProgress"), ("InProgress", "Failed")]
+        assert sink.events[1]["job"]["properties"] == {"Read": "directly"}
+        events = [row["event"] for row in logs]
+        assert events.count("details.retrying") == 1
+        assert "details.gave_up" not in events
+        assert scheduler.estate_health().vaults_by_state == {"ok": 1}
+
+    async def test_details_that_never_come_go_out_without_after_detail_retry_s(self) -> None:
+        """Past detail_retry_s the event goes out without details, and a log line says so."""
+        vault = vault_ref(SUB_A, "v1")
+        source = FlakyDetails([vault])
+        start = NOW - timedelta(seconds=20)
+        source.listed[vault.key] = [job(vault, "J1", "Failed", start=start)]
+        source.failing["j1"] = server_error()
+        sink, store = ListSink(), MemoryCheckpointStore()
+        scheduler = make(source, store, sink, detail_retry_s=0.5, backfill_details="all")
+        with capture_logs() as logs:
+            await run_until(scheduler, lambda: sink.events and scheduler.stats.polls >= 3)
+        assert sink.statuses("J1") == [(None, "Failed")]
+        assert "properties" not in sink.events[0]["job"]
+        gave_up = [row for row in logs if row["event"] == "details.gave_up"]
+        assert len(gave_up) == 1
+        assert gave_up[0]["job_id"] == "J1"
+        assert gave_up[0]["tried_for_s"] >= 0.5
+
+    async def test_a_held_job_that_leaves_the_list_is_still_emitted(self) -> None:
+        """A first-seen finished job held for details, then gone from the list, is read directly."""
+        vault = vault_ref(SUB_A, "v1")
+        source = FlakyDetails([vault])
+        finished = job(vault, "J1", "Failed", start=NOW - timedelta(seconds=20))
+        source.listed[vault.key] = [finished]
+        source.failing["j1"] = server_error()
+        sink, store = ListSink(), MemoryCheckpointStore()
+        scheduler = make(source, store, sink, detail_retry_s=30, backfill_details="all")
+        with capture_logs():
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(scheduler.run)
+                with anyio.fail_after(10):
+                    while source.calls.count(("get", "J1")) < 2:  # noqa: ASYNC110
+                        await anyio.sleep(0.02)
+                    source.listed[vault.key] = []
+                    source.direct["j1"] = finished
+                    del source.failing["j1"]
+                    while not sink.events:  # noqa: ASYNC110
+                        await anyio.sleep(0.02)
+                scheduler.stop()
+        assert sink.statuses("J1") == [(None, "Failed")]
+        assert sink.events[0]["job"]["properties"] == {"Read": "directly"}
+
+
+class TestOneJobsTrouble:
+    async def test_a_direct_read_that_crashes_is_that_jobs_problem(self) -> None:
+        """A tracked job whose direct read raises (as `evil/name` did) never fails the vault."""
+        vault = vault_ref(SUB_A, "v1")
+        source = FlakyDetails([vault])
+        start = NOW - timedelta(seconds=20)
+        source.listed[vault.key] = [
+            job(vault, "evil", "InProgress", start=start),
+            job(vault, "J2", "InProgress", start=start),
+        ]
+        sink, store = ListSink(), MemoryCheckpointStore()
+        scheduler = make(source, store, sink)
+        with capture_logs() as logs:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(scheduler.run)
+                with anyio.fail_after(10):
+                    while len(sink.events) < 2:  # noqa: ASYNC110
+                        await anyio.sleep(0.02)
+                    source.failing["evil"] = ValueError("job_name must be one path segment")
+                    source.listed[vault.key] = [job(vault, "J2", "Failed", start=start)]
+                    while len(sink.events) < 3:  # noqa: ASYNC110
+                        await anyio.sleep(0.02)
+                    polls = scheduler.stats.polls
+                    while scheduler.stats.polls < polls + 3:  # noqa: ASYNC110
+                        await anyio.sleep(0.02)
+                scheduler.stop()
+        assert sink.statuses("J2") == [(None, "InProgress"), ("InProgress", "Failed")]
+        assert scheduler.estate_health().vaults_by_state == {"ok": 1}
+        events = [row["event"] for row in logs]
+        assert events.count("job.read_failed") == 1
+        assert "poll.crashed" not in events
+        assert "poll.failed" not in events
+
+    async def test_a_refused_next_link_is_retried_on_the_normal_backoff(self) -> None:
+        """A foreign nextLink fails the poll, which is retried in seconds, not 300 s."""
+        vault = vault_ref(SUB_A, "v1")
+        source = ScriptedSource([vault])
+        source.failures[vault.key] = ForeignOriginError(
+            "refused to send the ARM token to https://evil.example", url="https://evil.example/x"
+        )
+        sink, store = ListSink(), MemoryCheckpointStore()
+        scheduler = make(source, store, sink)
+        with capture_logs() as logs:
+            await run_until(scheduler, lambda: scheduler.stats.failed_polls >= 1)
+        failed = [row for row in logs if row["event"] == "poll.failed"]
+        assert failed
+        assert failed[0]["retry_in_s"] <= scheduler_module.BACKOFF_BASE_S
+        assert scheduler.estate_health().vaults_by_state == {"failing": 1}
+
+
+class TestFirstRound:
+    async def test_polls_in_flight_are_limited_per_subscription(self) -> None:
+        """With max_concurrency_per_subscription = 2, one subscription never has 3 polls at once,
+        while two subscriptions together use more than 2 workers."""
+        vaults = [vault_ref(sub, f"v{n}") for sub in (SUB_A, SUB_B) for n in range(6)]
+        source = FlakyDetails(vaults)
+        source.list_delay_s = 0.1
+        sink, store = ListSink(), MemoryCheckpointStore()
+        scheduler = make(source, store, sink, max_concurrency_per_subscription=2)
+        await run_until(scheduler, lambda: scheduler.stats.polls >= 24)
+        assert source.peak == {SUB_A: 2, SUB_B: 2}
+
+    @pytest.mark.parametrize(
+        ("backfill_details", "read"),
+        [
+            ("not_succeeded", {"F1", "W1", "C1"}),
+            ("all", {"S1", "S2", "F1", "W1", "C1"}),
+            ("none", set()),
+        ],
+    )
+    async def test_backfilled_jobs_read_details_only_where_they_matter(
+        self, backfill_details: str, read: set[str]
+    ) -> None:
+        """A first poll reads the details of failed, warned and cancelled jobs by default."""
+        vault = vault_ref(SUB_A, "v1")
+        source = ScriptedSource([vault])
+        statuses = {
+            "S1": "Completed",
+            "S2": "Completed",
+            "F1": "Failed",
+            "W1": "CompletedWithWarnings",
+            "C1": "Cancelled",
+        }
+        source.listed[vault.key] = [
+            job(vault, name, status, start=NOW - timedelta(minutes=n + 1))
+            for n, (name, status) in enumerate(statuses.items())
+        ]
+        sink, store = ListSink(), MemoryCheckpointStore()
+        scheduler = make(source, store, sink, backfill_details=backfill_details)
+        await run_until(scheduler, lambda: len(sink.events) == 5)
+        assert {name for kind, name in source.calls if kind == "get"} == read

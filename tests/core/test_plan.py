@@ -392,7 +392,8 @@ class TestInFlightLimit:
         first = next(v for v in taken if v is not None and v != b)
         planner.mark_polled(first.key, 1e6)
         again = planner.take_due(1e6)
-        assert again is not None and again.subscription_id == sub_id(1)
+        assert again is not None
+        assert again.subscription_id == sub_id(1)
 
     def test_removing_an_in_flight_vault_frees_its_place(self) -> None:
         """A vault dropped while in flight does not keep its subscription's slot."""
@@ -442,10 +443,10 @@ class TestInFlightLimit:
                 else:
                     # Nothing handed out (everything is due by now + 1e4): every subscription
                     # is at its limit or has all of its vaults in flight.
-                    for sub in {v.subscription_id for v in known.values()}:
-                        keys = in_flight[sub]
-                        mine = [k for k, v in known.items() if v.subscription_id == sub]
-                        assert len(keys) >= limit or len(mine) == len(keys), (sub, keys)
+                    for sub_key in {v.subscription_id for v in known.values()}:
+                        keys = in_flight[sub_key]
+                        mine = [k for k, v in known.items() if v.subscription_id == sub_key]
+                        assert len(keys) >= limit or len(mine) == len(keys), (sub_key, keys)
             elif flying:
                 key = flying[pick % len(flying)]
                 in_flight[known[key].subscription_id].discard(key)
