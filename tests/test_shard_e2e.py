@@ -69,7 +69,9 @@ async def test_two_shards_emit_every_transition_once(tmp_path: Path) -> None:
         try:
             for daemon in daemons:
                 daemon.start()
-            await anyio.sleep(14)
+            for daemon in daemons:  # signal only once each says it polls
+                await daemon.wait_for_log("scheduler.started", timeout_s=30)
+            await anyio.sleep(12)  # the world moves on while both shards watch it
             for daemon in daemons:
                 assert await daemon.stop(signal.SIGTERM) == 0
         finally:
