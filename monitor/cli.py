@@ -24,7 +24,13 @@ from prometheus_client import CollectorRegistry
 from monitor import __version__
 from monitor.arm import ArmClient, make_ssl_context, open_session
 from monitor.clock import Clock, SystemClock
-from monitor.config import Settings, load_settings, parse_settings, shard_from_hostname
+from monitor.config import (
+    Settings,
+    UnknownVariable,
+    load_settings_with_warnings,
+    parse_settings,
+    shard_from_hostname,
+)
 from monitor.credentials import TokenCache, build_credential
 from monitor.demo import DemoSink, summarize
 from monitor.emulator import (
@@ -419,7 +425,21 @@ async def check(settings: Settings, out: TextIO) -> None:
 
 
 def _load(args: argparse.Namespace) -> Settings:
-    return resolve_shard(load_settings(args.config, os.environ), os.environ.get("HOSTNAME", ""))
+    return _load_with_warnings(args)[0]
+
+
+def _load_with_warnings(
+    args: argparse.Namespace,
+) -> tuple[Settings, tuple[UnknownVariable, ...]]:
+    loaded = load_settings_with_warnings(args.config, os.environ)
+    settings = resolve_shard(loaded.settings, os.environ.get("HOSTNAME", ""))
+    return settings, loaded.unknown_variables
+
+
+def _warn_unknown_variables(unknown: Sequence[UnknownVariable]) -> None:
+    """One warning per `BACKUP_MONITOR_*` variable that names no setting (logging is set up)."""
+    for item in unknown:
+        log.warning("config.unknown_variable", variable=item.variable, suggestion=item.suggestion)
 
 
 def resolve_shard(settings: Settings, hostname: str) -> Settings:
@@ -476,22 +496,24 @@ def run_guarded(body: Any, *args: Any, failure_code: int = EXIT_STARTUP) -> int:
 def run_daemon(args: argparse.Namespace) -> int:
     """`backup-monitor run`."""
     try:
-        settings = _load(args)
+        settings, unknown = _load_with_warnings(args)
     except ConfigError as exc:
         _failed("configuration error", exc)
         return EXIT_USAGE
     configure_logging(settings.log.level, settings.log.format)
+    _warn_unknown_variables(unknown)
     return run_guarded(serve, settings)
 
 
 def run_check(args: argparse.Namespace, out: TextIO) -> int:
     """`backup-monitor check-config`."""
     try:
-        settings = _load(args)
+        settings, unknown = _load_with_warnings(args)
     except ConfigError as exc:
         _failed("configuration error", exc)
         return EXIT_USAGE
     configure_logging(settings.log.level, settings.log.format)
+    _warn_unknown_variables(unknown)
     out.write("configuration is valid\n")
     return run_guarded(check, settings, out)
 

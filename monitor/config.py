@@ -10,6 +10,7 @@ import re
 import tomllib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, TypeVar, cast, get_args, get_origin, get_type_hints
@@ -68,6 +69,15 @@ CLOUD_PRESETS: Mapping[CloudName, CloudPreset] = MappingProxyType(
 
 _SECRET = MappingProxyType({"secret": True})
 
+DAY_S = 86400
+"""One day in seconds: the upper bound of most intervals and timeouts."""
+MIB = 1024 * 1024
+
+
+def _bounds(minimum: float, maximum: float) -> Mapping[str, object]:
+    """Field metadata: the inclusive range `_Reader` enforces (see `BOUNDS`)."""
+    return MappingProxyType({"minimum": minimum, "maximum": maximum})
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AzureSettings:
@@ -102,13 +112,13 @@ class AzureSettings:
     """api-version for listing Microsoft.RecoveryServices vaults."""
     subscriptions_api_version: str = "2022-12-01"
     """api-version for listing subscriptions (Microsoft.Resources)."""
-    request_timeout_s: float = 30.0
+    request_timeout_s: float = field(default=30.0, metadata=_bounds(1, 600))
     """Total timeout of one ARM request, in seconds."""
-    max_list_pages: int = 500
+    max_list_pages: int = field(default=500, metadata=_bounds(1, 100_000))
     """Most pages one list call (jobs, vaults, subscriptions) follows before it fails."""
-    max_list_bytes: int = 64 * 1024 * 1024
+    max_list_bytes: int = field(default=64 * MIB, metadata=_bounds(MIB, 4096 * MIB))
     """Most bytes of answers one list call reads, over all its pages, before it fails."""
-    max_response_bytes: int = 32 * 1024 * 1024
+    max_response_bytes: int = field(default=32 * MIB, metadata=_bounds(64 * 1024, 1024 * MIB))
     """Most bytes of one ARM answer; reading stops, and the call fails, past it."""
 
 
@@ -125,9 +135,9 @@ class DiscoverySettings:
     """fnmatch globs on vault name or resource id; if any, only matching vaults are watched."""
     exclude: tuple[str, ...] = ()
     """fnmatch globs on vault name or resource id; matching vaults are never watched."""
-    interval_s: float = 300.0
+    interval_s: float = field(default=300.0, metadata=_bounds(1, DAY_S))
     """Seconds between two rediscoveries of subscriptions and vaults."""
-    startup_timeout_s: float = 300.0
+    startup_timeout_s: float = field(default=300.0, metadata=_bounds(0, DAY_S))
     """Seconds the first discovery keeps retrying while ARM answers only with 5xx, 429 or
     transport failures; after that the daemon exits with code 3. 0: give up at the first."""
 
@@ -136,17 +146,18 @@ class DiscoverySettings:
 class PollSettings:
     """`[poll]`: how often each vault's job list is read and how far back it looks."""
 
-    active_interval_s: float = 15.0
+    active_interval_s: float = field(default=15.0, metadata=_bounds(1, DAY_S))
     """Target seconds between polls of a vault with a running job (≤ idle_interval_s)."""
-    idle_interval_s: float = 60.0
+    idle_interval_s: float = field(default=60.0, metadata=_bounds(1, DAY_S))
     """Target seconds between polls of a vault with no running job."""
-    lookback_s: float = 86400.0
-    """How far back the first poll of a vault looks, in seconds."""
-    overlap_s: float = 300.0
+    lookback_s: float = field(default=86400.0, metadata=_bounds(60, 30 * DAY_S))
+    """How far back the first poll of a vault looks, in seconds; at most the 30 days that
+    Azure's own tools allow one job-list window (reference: Window limits)."""
+    overlap_s: float = field(default=300.0, metadata=_bounds(0, DAY_S))
     """Seconds subtracted from the window start so that late or long jobs are not missed."""
-    max_concurrency: int = 256
+    max_concurrency: int = field(default=256, metadata=_bounds(1, 4096))
     """Most vault polls in flight at once, over all subscriptions."""
-    max_concurrency_per_subscription: int = 8
+    max_concurrency_per_subscription: int = field(default=8, metadata=_bounds(1, 256))
     """Most polls of one subscription's vaults in flight at once (its budget paces them)."""
     backfill: bool = True
     """On first start, emit jobs already in the lookback window (false: record them silently)."""
@@ -155,7 +166,7 @@ class PollSettings:
     (failed, cancelled, with warnings, unknown: the ones whose errors matter) or 'none'."""
     detail_on_terminal: bool = True
     """Fetch a job's details once when it reaches a terminal state."""
-    detail_retry_s: float = 60.0
+    detail_retry_s: float = field(default=60.0, metadata=_bounds(0, 3600))
     """Seconds a failed detail read is retried (in the poll, then on the next polls) before the
     terminal event goes out without details; 0: never retried."""
 
@@ -166,11 +177,11 @@ class BudgetSettings:
 
     read_fraction: float = 0.5
     """Fraction of the per-principal refill rate the monitor spends, in (0, 1]."""
-    floor: int = 50
+    floor: int = field(default=50, metadata=_bounds(0, 99_999))
     """When ARM's remaining-reads header falls under this, slow down (others share the bucket)."""
-    reads_per_s: float = 25.0
+    reads_per_s: float = field(default=25.0, metadata=_bounds(0.01, 1000))
     """ARM's per-principal refill rate, reads per second; lower it for hourly-model clouds."""
-    bucket_size: int = 250
+    bucket_size: int = field(default=250, metadata=_bounds(1, 100_000))
     """ARM's per-principal bucket size, in reads (must exceed floor)."""
 
 
@@ -216,9 +227,9 @@ class OpsSettings:
 class ShardSettings:
     """`[shard]`: this process's share of the estate, split by subscription."""
 
-    index: int | None = None
+    index: int | None = field(default=None, metadata=_bounds(0, 1023))
     """This shard's index in [0, count); unset = taken from the pod's ordinal (or 0)."""
-    count: int = 1
+    count: int = field(default=1, metadata=_bounds(1, 1024))
     """Number of shards."""
 
 
@@ -280,6 +291,21 @@ SECTIONS: Mapping[str, type] = MappingProxyType(
 )
 """Section name → its settings class, in file order."""
 
+BOUNDS: Mapping[str, tuple[float, float]] = MappingProxyType(
+    {
+        f"{name}.{f.name}": (
+            cast(float, f.metadata["minimum"]),
+            cast(float, f.metadata["maximum"]),
+        )
+        for name, cls in SECTIONS.items()
+        for f in dataclasses.fields(cls)
+        if "minimum" in f.metadata
+    }
+)
+"""Dotted key → its inclusive (minimum, maximum): every duration and count has one; ints for
+integer keys. Some keys have a further rule against another key (active ≤ idle interval,
+floor < bucket_size, shard index < count)."""
+
 
 def section_keys(section: str) -> tuple[str, ...]:
     """The key names of one section, in declaration order."""
@@ -316,18 +342,54 @@ def parse_settings(mapping: Mapping[str, object]) -> Settings:
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnknownVariable:
+    """A `BACKUP_MONITOR_*` environment variable that names no setting; it was not applied."""
+
+    variable: str
+    """The variable's name (its value is never kept: it may be a secret)."""
+    suggestion: str | None
+    """The known variable whose name is closest to it, when one is close."""
+
+    def __str__(self) -> str:
+        hint = (
+            f"did you mean {self.suggestion}?"
+            if self.suggestion
+            else f"settings are {ENV_PREFIX}<SECTION>__<KEY>"
+        )
+        return f"{self.variable}: names no setting, ignored; {hint}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadedSettings:
+    """What `load_settings_with_warnings` found: the settings, and what the caller should log."""
+
+    settings: Settings
+    unknown_variables: tuple[UnknownVariable, ...] = ()
+    """Prefixed environment variables that name no setting, in name order."""
+
+
 def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
+    """`load_settings_with_warnings(path, environ).settings`, for callers that log nothing."""
+    return load_settings_with_warnings(path, environ).settings
+
+
+def load_settings_with_warnings(path: Path | None, environ: Mapping[str, str]) -> LoadedSettings:
     """Read the TOML file at `path` (None: no file), apply environment overrides, and validate.
 
     An override `BACKUP_MONITOR_<SECTION>__<KEY>=value` replaces `[section] key`. Its value is
     taken verbatim for text keys; for list keys it is a TOML array or comma-separated text; for
     other keys it is parsed as a TOML value (`10`, `0.5`, `true`), else kept as text (and then
-    rejected by validation). Variables with the prefix but without `__` are left to the CLI.
+    rejected by validation). A variable with the prefix that names no known section and key
+    (`BACKUP_MONITOR_POLL_ACTIVE`, a misspelt key, an unknown section) is not applied; it is
+    returned in `unknown_variables`, with the closest known variable, for the caller to warn
+    about. Nothing here logs: config stays pure.
 
     Raises:
         ConfigError: the file is missing, unreadable or not TOML (the key is the file path), an
-            override variable is malformed (the key is the variable), or validation fails (the
-            key is the dotted key path, and the problem names the variable when one set it).
+            override variable is malformed (`BACKUP_MONITOR_POLL__`, `BACKUP_MONITOR_A__B__C`:
+            the key is the variable), or validation fails (the key is the dotted key path, and
+            the problem names the variable when one set it).
     """
     data: dict[str, object] = {}
     if path is not None:
@@ -344,9 +406,9 @@ def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
             raise ConfigError(str(path), "not UTF-8 text") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(str(path), f"invalid TOML: {exc}") from None
-    sources = _apply_environment(data, environ)
+    sources, unknown = _apply_environment(data, environ)
     try:
-        return parse_settings(data)
+        return LoadedSettings(settings=parse_settings(data), unknown_variables=unknown)
     except ConfigError as exc:
         var = next(
             (v for k, v in sources.items() if k == exc.key or k.startswith(exc.key + ".")), None
@@ -365,22 +427,45 @@ def shard_from_hostname(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _apply_environment(data: dict[str, object], environ: Mapping[str, str]) -> dict[str, str]:
-    """Merge overrides into `data` in place; returns dotted key → variable name."""
+def _apply_environment(
+    data: dict[str, object], environ: Mapping[str, str]
+) -> tuple[dict[str, str], tuple[UnknownVariable, ...]]:
+    """Merge overrides into `data` in place; returns dotted key → variable name, and the
+    prefixed variables that name no setting."""
     sources: dict[str, str] = {}
+    unknown: list[UnknownVariable] = []
     for var in sorted(environ):
-        if not var.startswith(ENV_PREFIX) or "__" not in var[len(ENV_PREFIX) :]:
+        if not var.startswith(ENV_PREFIX):
             continue
-        parts = var[len(ENV_PREFIX) :].split("__")
-        if len(parts) != 2 or not all(parts):
+        name = var[len(ENV_PREFIX) :]
+        parts = name.split("__")
+        if len(parts) > 1 and (len(parts) != 2 or not all(parts)):
             raise ConfigError(var, f"expected {ENV_PREFIX}<SECTION>__<KEY>")
-        section, key = parts[0].lower(), parts[1].lower()
+        section, key = parts[0].lower(), parts[-1].lower()
+        if len(parts) == 1 or section not in SECTIONS or key not in section_keys(section):
+            unknown.append(UnknownVariable(variable=var, suggestion=_closest_variable(name)))
+            continue
         table = data.setdefault(section, {})
         if not isinstance(table, dict):
             continue  # the file's own value for this section is not a table; validation says so
         table[key] = _env_value(section, key, environ[var])
         sources[f"{section}.{key}"] = var
-    return sources
+    return sources, tuple(unknown)
+
+
+def _closest_variable(name: str) -> str | None:
+    """The known override variable closest to `name` (the part after the prefix), if any.
+
+    Compared without case and underscores, so a single `_` for `__`, or a shortened key
+    (`POLL_ACTIVE`), still finds its variable.
+    """
+    known = {
+        (section + key).replace("_", ""): f"{ENV_PREFIX}{section.upper()}__{key.upper()}"
+        for section in SECTIONS
+        for key in section_keys(section)
+    }
+    close = difflib.get_close_matches(name.lower().replace("_", ""), known, n=1, cutoff=0.6)
+    return known[close[0]] if close else None
 
 
 def _env_value(section: str, key: str, raw: str) -> object:
@@ -417,6 +502,7 @@ def _env_kind(section: str, key: str) -> Literal["text", "list", "toml"]:
 # One section at a time
 
 _T = TypeVar("_T")
+_N = TypeVar("_N", int, float)
 
 
 def _suggest(word: str, known: Collection[str]) -> str:
@@ -477,25 +563,33 @@ class _Reader:
     def boolean(self, key: str, default: bool) -> bool:
         return cast(bool, self._get(key, default, lambda v: isinstance(v, bool), "true or false"))
 
-    def integer(self, key: str, default: int, *, minimum: int) -> int:
-        value = cast(int, self._get(key, default, _is_int, "an integer"))
+    def _in_bounds(self, key: str, value: _N) -> _N:
+        """`value` if it is within the key's `BOUNDS` entry, else a ConfigError naming both."""
+        minimum, maximum = BOUNDS[self.path(key)]
         if value < minimum:
-            raise self.error(key, f"must be >= {minimum}, got {value}")
+            raise self.error(key, f"must be >= {_figure(minimum)}, got {_figure(value)}")
+        if value > maximum:
+            raise self.error(key, f"must be <= {_figure(maximum)}, got {_figure(value)}")
         return value
 
-    def optional_integer(self, key: str, *, minimum: int) -> int | None:
+    def integer(self, key: str, default: int) -> int:
+        """An integer within the key's bounds."""
+        return self._in_bounds(key, cast(int, self._get(key, default, _is_int, "an integer")))
+
+    def optional_integer(self, key: str) -> int | None:
         if key not in self._table:
             return None
-        return self.integer(key, 0, minimum=minimum)
+        return self.integer(key, 0)
 
-    def seconds(self, key: str, default: float, *, allow_zero: bool = False) -> float:
+    def seconds(self, key: str, default: float) -> float:
+        """A finite number of seconds within the key's bounds."""
         value = self._finite(key, self._get(key, default, _is_number, "a number of seconds"))
-        if value < 0 or (value == 0 and not allow_zero):
-            raise self.error(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {value:g}")
-        return value
+        return self._in_bounds(key, value)
 
     def number(self, key: str, default: float) -> float:
-        return self._finite(key, self._get(key, default, _is_number, "a number"))
+        """A finite number; within the key's bounds when it has an entry in `BOUNDS`."""
+        value = self._finite(key, self._get(key, default, _is_number, "a number"))
+        return self._in_bounds(key, value) if self.path(key) in BOUNDS else value
 
     def _finite(self, key: str, value: object) -> float:
         try:
@@ -535,6 +629,17 @@ class _Reader:
             if not item.strip():
                 raise self.error(f"{key}[{i}]", "must not be empty")
         return tuple(item.strip() for item in items)
+
+
+def _figure(value: float) -> str:
+    """A number as an error shows it: whole numbers without '.0', others as Python writes
+    them (1e-09, 1e+300), and integers too long to read in scientific notation."""
+    if isinstance(value, int):
+        text = str(value)
+        return text if len(text) <= 20 else f"{Decimal(value):.3e}"
+    if value.is_integer() and abs(value) < 1e16:
+        return str(int(value))
+    return repr(value)
 
 
 def _is_int(value: object) -> bool:
@@ -648,9 +753,9 @@ def _parse_azure(table: Mapping[str, object]) -> AzureSettings:
         vaults_api_version=versions["vaults_api_version"],
         subscriptions_api_version=versions["subscriptions_api_version"],
         request_timeout_s=r.seconds("request_timeout_s", 30.0),
-        max_list_pages=r.integer("max_list_pages", 500, minimum=1),
-        max_list_bytes=r.integer("max_list_bytes", 64 * 1024 * 1024, minimum=1024 * 1024),
-        max_response_bytes=r.integer("max_response_bytes", 32 * 1024 * 1024, minimum=64 * 1024),
+        max_list_pages=r.integer("max_list_pages", 500),
+        max_list_bytes=r.integer("max_list_bytes", 64 * MIB),
+        max_response_bytes=r.integer("max_response_bytes", 32 * MIB),
     )
     _check_credential(r, settings)
     return settings
@@ -696,7 +801,7 @@ def _parse_discovery(table: Mapping[str, object]) -> DiscoverySettings:
         include=r.texts("include", ()),
         exclude=r.texts("exclude", ()),
         interval_s=r.seconds("interval_s", 300.0),
-        startup_timeout_s=r.seconds("startup_timeout_s", 300.0, allow_zero=True),
+        startup_timeout_s=r.seconds("startup_timeout_s", 300.0),
     )
 
 
@@ -706,21 +811,20 @@ def _parse_poll(table: Mapping[str, object]) -> PollSettings:
     idle = r.seconds("idle_interval_s", 60.0)
     if active > idle:
         raise r.error(
-            "active_interval_s", f"must be <= poll.idle_interval_s ({idle:g}), got {active:g}"
+            "active_interval_s",
+            f"must be <= poll.idle_interval_s ({_figure(idle)}), got {_figure(active)}",
         )
     return PollSettings(
         active_interval_s=active,
         idle_interval_s=idle,
         lookback_s=r.seconds("lookback_s", 86400.0),
-        overlap_s=r.seconds("overlap_s", 300.0, allow_zero=True),
-        max_concurrency=r.integer("max_concurrency", 256, minimum=1),
-        max_concurrency_per_subscription=r.integer(
-            "max_concurrency_per_subscription", 8, minimum=1
-        ),
+        overlap_s=r.seconds("overlap_s", 300.0),
+        max_concurrency=r.integer("max_concurrency", 256),
+        max_concurrency_per_subscription=r.integer("max_concurrency_per_subscription", 8),
         backfill=r.boolean("backfill", True),
         backfill_details=r.choice("backfill_details", "not_succeeded", get_args(BackfillDetails)),
         detail_on_terminal=r.boolean("detail_on_terminal", True),
-        detail_retry_s=r.seconds("detail_retry_s", 60.0, allow_zero=True),
+        detail_retry_s=r.seconds("detail_retry_s", 60.0),
     )
 
 
@@ -730,10 +834,8 @@ def _parse_budget(table: Mapping[str, object]) -> BudgetSettings:
     if not 0 < fraction <= 1:
         raise r.error("read_fraction", f"must be in (0, 1], got {fraction:g}")
     reads_per_s = r.number("reads_per_s", 25.0)
-    if reads_per_s <= 0:
-        raise r.error("reads_per_s", f"must be > 0, got {reads_per_s:g}")
-    floor = r.integer("floor", 50, minimum=0)
-    bucket_size = r.integer("bucket_size", 250, minimum=1)
+    floor = r.integer("floor", 50)
+    bucket_size = r.integer("bucket_size", 250)
     if floor >= bucket_size:
         raise r.error("floor", f"must be < budget.bucket_size ({bucket_size}), got {floor}")
     return BudgetSettings(
@@ -790,8 +892,8 @@ def _parse_ops(table: Mapping[str, object]) -> OpsSettings:
 
 def _parse_shard(table: Mapping[str, object]) -> ShardSettings:
     r = _Reader("shard", table)
-    count = r.integer("count", 1, minimum=1)
-    index = r.optional_integer("index", minimum=0)
+    count = r.integer("count", 1)
+    index = r.optional_integer("index")
     if index is not None and index >= count:
         raise r.error("index", f"must be < shard.count ({count}), got {index}")
     return ShardSettings(index=index, count=count)

@@ -4,24 +4,35 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 import re
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import get_args, get_type_hints
 
+import anyio
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.config import (
+    BOUNDS,
     CLOUD_PRESETS,
     SECTIONS,
     Settings,
+    UnknownVariable,
     load_settings,
+    load_settings_with_warnings,
     parse_settings,
     section_keys,
     shard_from_hostname,
 )
+from monitor.emulator import EmulatorSettings, WorldSettings, running_emulator
 from monitor.errors import ConfigError
+from tests.daemon import Daemon, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "monitor.example.toml"
@@ -191,9 +202,9 @@ class TestRanges:
     @pytest.mark.parametrize(
         ("mapping", "message"),
         [
-            ({"poll": {"active_interval_s": 0}}, "poll.active_interval_s: must be > 0, got 0"),
-            ({"poll": {"idle_interval_s": -1}}, "poll.idle_interval_s: must be > 0, got -1"),
-            ({"poll": {"lookback_s": 0}}, "poll.lookback_s: must be > 0, got 0"),
+            ({"poll": {"active_interval_s": 0}}, "poll.active_interval_s: must be >= 1, got 0"),
+            ({"poll": {"idle_interval_s": -1}}, "poll.idle_interval_s: must be >= 1, got -1"),
+            ({"poll": {"lookback_s": 0}}, "poll.lookback_s: must be >= 60, got 0"),
             ({"poll": {"overlap_s": -0.5}}, "poll.overlap_s: must be >= 0, got -0.5"),
             ({"poll": {"max_concurrency": 0}}, "poll.max_concurrency: must be >= 1, got 0"),
             (
@@ -208,15 +219,15 @@ class TestRanges:
                 {"poll": {"lookback_s": float("nan")}},
                 "poll.lookback_s: must be a finite number, got nan",
             ),
-            ({"discovery": {"interval_s": 0}}, "discovery.interval_s: must be > 0, got 0"),
-            ({"azure": {"request_timeout_s": 0}}, "azure.request_timeout_s: must be > 0, got 0"),
+            ({"discovery": {"interval_s": 0}}, "discovery.interval_s: must be >= 1, got 0"),
+            ({"azure": {"request_timeout_s": 0}}, "azure.request_timeout_s: must be >= 1, got 0"),
             ({"budget": {"read_fraction": 0}}, "budget.read_fraction: must be in (0, 1], got 0"),
             (
                 {"budget": {"read_fraction": 1.5}},
                 "budget.read_fraction: must be in (0, 1], got 1.5",
             ),
             ({"budget": {"floor": -1}}, "budget.floor: must be >= 0, got -1"),
-            ({"budget": {"reads_per_s": 0}}, "budget.reads_per_s: must be > 0, got 0"),
+            ({"budget": {"reads_per_s": 0}}, "budget.reads_per_s: must be >= 0.01, got 0"),
             ({"budget": {"bucket_size": 0}}, "budget.bucket_size: must be >= 1, got 0"),
             (
                 {"budget": {"floor": 250}},
@@ -243,6 +254,169 @@ class TestRanges:
             }
         )
         assert (s.budget.read_fraction, s.shard.index) == (1.0, 3)
+
+
+# Every bounded key, once just under its minimum and once just over its maximum.
+BOUND_VIOLATIONS = [
+    ("azure.request_timeout_s", 0.5, "must be >= 1, got 0.5"),
+    ("azure.request_timeout_s", 601, "must be <= 600, got 601"),
+    ("azure.max_list_pages", 0, "must be >= 1, got 0"),
+    ("azure.max_list_pages", 100_001, "must be <= 100000, got 100001"),
+    ("azure.max_list_bytes", 1_048_575, "must be >= 1048576, got 1048575"),
+    ("azure.max_list_bytes", 4_294_967_297, "must be <= 4294967296, got 4294967297"),
+    ("azure.max_response_bytes", 65_535, "must be >= 65536, got 65535"),
+    ("azure.max_response_bytes", 1_073_741_825, "must be <= 1073741824, got 1073741825"),
+    ("discovery.interval_s", 0.999, "must be >= 1, got 0.999"),
+    ("discovery.interval_s", 86_401, "must be <= 86400, got 86401"),
+    ("discovery.startup_timeout_s", -1, "must be >= 0, got -1"),
+    ("discovery.startup_timeout_s", 86_400.5, "must be <= 86400, got 86400.5"),
+    ("poll.active_interval_s", 1e-9, "must be >= 1, got 1e-09"),
+    ("poll.active_interval_s", 86_401, "must be <= 86400, got 86401"),
+    ("poll.idle_interval_s", 0.5, "must be >= 1, got 0.5"),
+    ("poll.idle_interval_s", 1e300, "must be <= 86400, got 1e+300"),
+    ("poll.lookback_s", 59.9, "must be >= 60, got 59.9"),
+    ("poll.lookback_s", 2_592_001, "must be <= 2592000, got 2592001"),
+    ("poll.overlap_s", -1e-9, "must be >= 0, got -1e-09"),
+    ("poll.overlap_s", 86_401, "must be <= 86400, got 86401"),
+    ("poll.max_concurrency", 0, "must be >= 1, got 0"),
+    ("poll.max_concurrency", 4097, "must be <= 4096, got 4097"),
+    ("poll.max_concurrency_per_subscription", 0, "must be >= 1, got 0"),
+    ("poll.max_concurrency_per_subscription", 257, "must be <= 256, got 257"),
+    ("poll.detail_retry_s", -0.5, "must be >= 0, got -0.5"),
+    ("poll.detail_retry_s", 3601, "must be <= 3600, got 3601"),
+    ("budget.floor", -1, "must be >= 0, got -1"),
+    ("budget.floor", 100_000, "must be <= 99999, got 100000"),
+    ("budget.reads_per_s", 0.001, "must be >= 0.01, got 0.001"),
+    ("budget.reads_per_s", 1000.5, "must be <= 1000, got 1000.5"),
+    ("budget.bucket_size", 0, "must be >= 1, got 0"),
+    ("budget.bucket_size", 100_001, "must be <= 100000, got 100001"),
+    ("shard.index", -1, "must be >= 0, got -1"),
+    ("shard.index", 1024, "must be <= 1023, got 1024"),
+    ("shard.count", 0, "must be >= 1, got 0"),
+    ("shard.count", 1025, "must be <= 1024, got 1025"),
+]
+
+# The other keys a bounded key is compared with, set so that only its own bounds can refuse it.
+PARTNERS: Mapping[str, Mapping[str, object]] = {
+    "poll.active_interval_s": {"idle_interval_s": 86_400},
+    "poll.idle_interval_s": {"active_interval_s": 1},
+    "budget.floor": {"bucket_size": 100_000},
+    "budget.bucket_size": {"floor": 0},
+    "shard.index": {"count": 1024},
+}
+
+
+def with_value(path: str, value: object) -> dict[str, dict[str, object]]:
+    """A mapping that sets `path` to `value`, and its partners so that they cannot object."""
+    section, key = path.split(".")
+    return {section: {**PARTNERS.get(path, {}), key: value}}
+
+
+def is_integer_key(path: str) -> bool:
+    section, key = path.split(".")
+    hint = get_type_hints(SECTIONS[section])[key]
+    return float not in (hint, *get_args(hint))
+
+
+class TestBounds:
+    @pytest.mark.parametrize(("path", "value", "problem"), BOUND_VIOLATIONS)
+    def test_each_bound_refuses_with_one_line(self, path: str, value: float, problem: str) -> None:
+        """A value just past either bound names the key, the bound and the value."""
+        assert error_of(with_value(path, value)) == f"{path}: {problem}"
+
+    def test_the_table_covers_both_bounds_of_every_bounded_key(self) -> None:
+        """BOUND_VIOLATIONS has a low and a high row for every key of BOUNDS, and nothing else."""
+        rows = {(path, ">=" in problem) for path, _, problem in BOUND_VIOLATIONS}
+        assert rows == {(path, low) for path in BOUNDS for low in (True, False)}
+
+    def test_every_duration_and_count_is_bounded(self) -> None:
+        """Every int key, and every float key but read_fraction (in (0, 1]), has bounds."""
+        numeric = {
+            f"{name}.{f.name}"
+            for name, cls in SECTIONS.items()
+            for f, hint in ((f, get_type_hints(cls)[f.name]) for f in dataclasses.fields(cls))
+            if {int, float} & {hint, *get_args(hint)}
+        }
+        assert numeric - set(BOUNDS) == {"budget.read_fraction"}
+        assert set(BOUNDS) <= numeric
+
+    def test_defaults_are_inside_their_bounds(self) -> None:
+        """No default is refused by its own bounds."""
+        defaults = Settings()
+        for path, (low, high) in BOUNDS.items():
+            section, key = path.split(".")
+            value = getattr(getattr(defaults, section), key)
+            assert value is None or low <= value <= high, path
+
+    def test_both_bounds_are_allowed(self) -> None:
+        """The bounds themselves are inside (inclusive)."""
+        for path, (low, high) in BOUNDS.items():
+            for value in (low, high):
+                section, key = path.split(".")
+                parsed = parse_settings(with_value(path, value))
+                assert getattr(getattr(parsed, section), key) == value, path
+
+    def test_huge_integer_is_shown_short(self) -> None:
+        """A 31-digit count is refused in one short line."""
+        assert error_of({"poll": {"max_concurrency": 10**30}}) == (
+            "poll.max_concurrency: must be <= 4096, got 1.000e+30"
+        )
+
+    def test_the_example_states_every_bound(self) -> None:
+        """config/monitor.example.toml writes `# MIN .. MAX` after every bounded key."""
+        stated: dict[str, tuple[float, float]] = {}
+        section = ""
+        for line in EXAMPLE.read_text(encoding="utf-8").splitlines():
+            if header := re.fullmatch(r"\[(\w+)\]", line.strip()):
+                section = header.group(1)
+            elif row := re.match(r"#? ?(\w+) = [^#]*# ([\d.]+) \.\. ([\d.]+)\b", line):
+                stated[f"{section}.{row[1]}"] = (float(row[2]), float(row[3]))
+        assert stated == {path: (float(low), float(high)) for path, (low, high) in BOUNDS.items()}
+
+
+@st.composite
+def inside(draw: st.DrawFn) -> tuple[str, float]:
+    path = draw(st.sampled_from(sorted(BOUNDS)))
+    low, high = BOUNDS[path]
+    if is_integer_key(path):
+        return path, draw(st.integers(int(low), int(high)))
+    return path, draw(st.integers(math.ceil(low), int(high)) | st.floats(low, high))
+
+
+@st.composite
+def outside(draw: st.DrawFn) -> tuple[str, float]:
+    path = draw(st.sampled_from(sorted(BOUNDS)))
+    low, high = BOUNDS[path]
+    if is_integer_key(path):
+        return path, draw(
+            st.integers(max_value=int(low) - 1) | st.integers(min_value=int(high) + 1)
+        )
+    return path, draw(
+        st.floats(max_value=low, exclude_max=True, allow_nan=False, allow_infinity=False)
+        | st.floats(min_value=high, exclude_min=True, allow_nan=False, allow_infinity=False)
+        | st.integers(min_value=-(10**300), max_value=math.ceil(low) - 1)
+        | st.integers(min_value=int(high) + 1, max_value=10**300)
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(inside())
+def test_any_value_inside_the_bounds_parses(case: tuple[str, float]) -> None:
+    """A finite value within a key's bounds is taken as given."""
+    path, value = case
+    section, key = path.split(".")
+    assert getattr(getattr(parse_settings(with_value(path, value)), section), key) == value
+
+
+@settings(max_examples=300, deadline=None)
+@given(outside())
+def test_any_value_outside_the_bounds_is_refused(case: tuple[str, float]) -> None:
+    """A finite value beyond a key's bounds raises ConfigError naming that key and the bound."""
+    path, value = case
+    with pytest.raises(ConfigError) as info:
+        parse_settings(with_value(path, value))
+    assert info.value.key == path
+    assert re.fullmatch(r"must be [<>]= [\d.]+, got \S+", info.value.problem)
 
 
 class TestEnums:
@@ -640,7 +814,7 @@ class TestEnvironment:
         with pytest.raises(ConfigError) as info:
             load_settings(None, {"BACKUP_MONITOR_POLL__ACTIVE_INTERVAL_S": "0"})
         assert str(info.value) == (
-            "poll.active_interval_s: must be > 0, got 0 "
+            "poll.active_interval_s: must be >= 1, got 0 "
             "(set by BACKUP_MONITOR_POLL__ACTIVE_INTERVAL_S)"
         )
         with pytest.raises(ConfigError) as info:
@@ -649,16 +823,87 @@ class TestEnvironment:
             "poll.max_concurrency: must be an integer, got str 'lots'"
         )
 
-    def test_unknown_names_in_the_environment(self) -> None:
-        """Misspelt sections and keys from the environment are caught like the file's."""
-        with pytest.raises(ConfigError) as info:
-            load_settings(None, {"BACKUP_MONITOR_POL__ACTIVE_INTERVAL_S": "10"})
-        assert str(info.value) == (
-            "pol: unknown section; did you mean 'poll'? "
-            "(set by BACKUP_MONITOR_POL__ACTIVE_INTERVAL_S)"
+    @pytest.mark.parametrize(
+        "var",
+        [
+            "BACKUP_MONITOR_POLL_ACTIVE",  # one underscore, and the key cut short
+            "BACKUP_MONITOR_POLL_ACTIVE_INTERVAL_S",  # one underscore
+            "BACKUP_MONITOR_POLL__ACTIV_INTERVAL_S",  # a misspelt key
+            "BACKUP_MONITOR_POLL__ACTIVE_INTERVL_S",
+            "BACKUP_MONITOR_POL__ACTIVE_INTERVAL_S",  # an unknown section
+            "BACKUP_MONITOR_SCHEDULE__ACTIVE_INTERVAL_S",
+        ],
+    )
+    def test_a_variable_naming_no_setting_is_a_warning(self, var: str) -> None:
+        """A typo is not applied, not an error: one warning with the variable it likely meant."""
+        loaded = load_settings_with_warnings(None, {var: "5", "UNRELATED": "x"})
+        assert loaded.settings == Settings()
+        assert loaded.unknown_variables == (
+            UnknownVariable(variable=var, suggestion="BACKUP_MONITOR_POLL__ACTIVE_INTERVAL_S"),
         )
-        with pytest.raises(ConfigError, match=r"^poll\.active_intervl_s: unknown key"):
-            load_settings(None, {"BACKUP_MONITOR_POLL__ACTIVE_INTERVL_S": "10"})
+        assert str(loaded.unknown_variables[0]) == (
+            f"{var}: names no setting, ignored; "
+            "did you mean BACKUP_MONITOR_POLL__ACTIVE_INTERVAL_S?"
+        )
+        assert load_settings(None, {var: "5"}) == Settings()
+
+    def test_a_variable_like_no_setting_gets_no_suggestion(self) -> None:
+        """With nothing close, the warning says what the names look like."""
+        (unknown,) = load_settings_with_warnings(
+            None, {"BACKUP_MONITOR_CONFIG": "/etc/m.toml"}
+        ).unknown_variables
+        assert unknown == UnknownVariable(variable="BACKUP_MONITOR_CONFIG", suggestion=None)
+        assert str(unknown) == (
+            "BACKUP_MONITOR_CONFIG: names no setting, ignored; "
+            "settings are BACKUP_MONITOR_<SECTION>__<KEY>"
+        )
+
+    def test_a_typo_beside_the_real_variable_changes_nothing(self) -> None:
+        """The valid override applies; each typo is reported once, in name order."""
+        loaded = load_settings_with_warnings(
+            None,
+            {
+                "BACKUP_MONITOR_POLL__ACTIVE_INTERVAL_S": "10",
+                "BACKUP_MONITOR_POLL_ACTIVE_INTERVAL_S": "99999",
+                "BACKUP_MONITOR_LOG_LEVEL": "debug",
+            },
+        )
+        assert (loaded.settings.poll.active_interval_s, loaded.settings.log.level) == (10, "info")
+        assert [(u.variable, u.suggestion) for u in loaded.unknown_variables] == [
+            ("BACKUP_MONITOR_LOG_LEVEL", "BACKUP_MONITOR_LOG__LEVEL"),
+            ("BACKUP_MONITOR_POLL_ACTIVE_INTERVAL_S", "BACKUP_MONITOR_POLL__ACTIVE_INTERVAL_S"),
+        ]
+
+    @pytest.mark.parametrize("case", [str.upper, str.lower])
+    def test_every_setting_variable_is_known(self, case: Callable[[str], str]) -> None:
+        """The variable of every key of every section applies and gives no warning."""
+        unset = {"tenant_id": SUB, "client_id": SUB, "client_secret": "s", "static_token": "t"}
+        unset |= {"ca_bundle": "ca.pem", "index": "0"}
+        environ = {}
+        for name, table in Settings().redacted().items():
+            for key, default in table.items():
+                if isinstance(default, bool):
+                    text = str(default).lower()
+                elif isinstance(default, list):
+                    text = ",".join(default)
+                else:
+                    text = unset.get(key, str(default))
+                environ[f"BACKUP_MONITOR_{case(name)}__{case(key)}"] = text
+        assert len(environ) == sum(len(section_keys(name)) for name in SECTIONS)
+        loaded = load_settings_with_warnings(None, environ)
+        assert loaded.unknown_variables == ()
+        assert (loaded.settings.azure.tenant_id, loaded.settings.shard.index) == (SUB, 0)
+
+    def test_other_variables_are_not_warned_about(self) -> None:
+        """Valid overrides and variables without the exact prefix give no warning."""
+        env = {
+            "BACKUP_MONITOR_POLL__ACTIVE_INTERVAL_S": "10",
+            "BACKUP_MONITOR_AZURE__API_VERSION": "2024-04-01",
+            "backup_monitor_poll_active": "1",
+            "BACKUP_MONITORING": "1",
+            "HOSTNAME": "monitor-0",
+        }
+        assert load_settings_with_warnings(None, env).unknown_variables == ()
 
     @pytest.mark.parametrize(
         "var", ["BACKUP_MONITOR_POLL__", "BACKUP_MONITOR___X", "BACKUP_MONITOR_A__B__C"]
@@ -669,8 +914,8 @@ class TestEnvironment:
             load_settings(None, {var: "1"})
         assert str(info.value) == f"{var}: expected BACKUP_MONITOR_<SECTION>__<KEY>"
 
-    def test_prefixed_variables_without_double_underscore_are_left_alone(self) -> None:
-        """BACKUP_MONITOR_CONFIG and friends belong to the CLI."""
+    def test_prefixed_variables_without_double_underscore_are_not_errors(self) -> None:
+        """The CLI reads no BACKUP_MONITOR_* variable of its own: such a name is only warned of."""
         assert load_settings(None, {"BACKUP_MONITOR_CONFIG": "/etc/m.toml"}) == Settings()
 
     def test_file_section_that_is_not_a_table_is_still_reported(self, tmp_path: Path) -> None:
@@ -679,6 +924,64 @@ class TestEnvironment:
         path.write_text("poll = 1\n")
         with pytest.raises(ConfigError, match=r"^poll: must be a table, got int 1$"):
             load_settings(path, {"BACKUP_MONITOR_POLL__BACKFILL": "true"})
+
+
+# -- as a process --------------------------------------------------------------------------
+
+SMALL_ESTATE = EmulatorSettings(
+    world=WorldSettings(seed=5, subscriptions=1, vaults_per_subscription=2)
+)
+
+
+def unknown_variable_rows(stderr: bytes) -> list[dict[str, object]]:
+    rows = [orjson.loads(line) for line in stderr.splitlines() if line.startswith(b"{")]
+    return [r for r in rows if r.get("event") == "config.unknown_variable"]
+
+
+async def test_check_config_warns_of_a_misspelt_variable_and_passes(tmp_path: Path) -> None:
+    """`check-config` with BACKUP_MONITOR_POLL_ACTIVE set: one warning line on stderr, exit 0."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUP_MONITOR_")}
+    env["BACKUP_MONITOR_POLL_ACTIVE"] = "1"
+    async with running_emulator(SMALL_ESTATE) as emu:
+        config = write_config(tmp_path / "monitor.toml", emu, tmp_path / "state.sqlite")
+        command = [sys.executable, "-m", "monitor", "check-config", "--config", str(config)]
+        with anyio.fail_after(60):
+            result = await anyio.run_process(command, env=env, check=False)
+    assert result.returncode == 0, result.stderr.decode()
+    assert "configuration is valid" in result.stdout.decode()
+    (row,) = unknown_variable_rows(result.stderr)
+    assert (row["level"], row["variable"], row["suggestion"]) == (
+        "warning",
+        "BACKUP_MONITOR_POLL_ACTIVE",
+        "BACKUP_MONITOR_POLL__ACTIVE_INTERVAL_S",
+    )
+    assert result.stderr.count(b"BACKUP_MONITOR_POLL_ACTIVE") == 1
+
+
+async def test_the_daemon_starts_despite_a_misspelt_variable(tmp_path: Path) -> None:
+    """`run` with a misspelt key in a variable warns once, before it starts, and runs."""
+    async with running_emulator(SMALL_ESTATE) as emu:
+        config = write_config(tmp_path / "monitor.toml", emu, tmp_path / "state.sqlite")
+        daemon = Daemon(
+            config,
+            tmp_path / "events.jsonl",
+            tmp_path / "stderr.log",
+            env={"BACKUP_MONITOR_POLL__ACTIV_INTERVAL_S": "1"},
+        )
+        daemon.start()
+        try:
+            await daemon.wait_for_log("scheduler.started", timeout_s=30)
+            assert await daemon.stop() == 0
+        finally:
+            daemon.kill_if_running()
+    events = [row.get("event") for row in daemon.read_logs()]
+    assert events.count("config.unknown_variable") == 1
+    assert events.index("config.unknown_variable") < events.index("scheduler.started")
+    (row,) = unknown_variable_rows(daemon.logs.read_bytes())
+    assert (row["variable"], row["suggestion"]) == (
+        "BACKUP_MONITOR_POLL__ACTIV_INTERVAL_S",
+        "BACKUP_MONITOR_POLL__ACTIVE_INTERVAL_S",
+    )
 
 
 # -- property tests -------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -142,7 +143,9 @@ class ListSink:
 
 
 def settings(*, discovery: Mapping[str, object] | None = None, **poll: object) -> Any:
-    return parse_settings(
+    """Valid settings with `poll` set on top, unvalidated: these tests run in real time and
+    poll every 50 ms, below the 1 s an operator may configure."""
+    parsed = parse_settings(
         {
             "azure": {
                 "arm_endpoint": "http://127.0.0.1:1/",
@@ -150,10 +153,12 @@ def settings(*, discovery: Mapping[str, object] | None = None, **poll: object) -
                 "credential": "static",
                 "static_token": "t",
             },
-            "poll": {"active_interval_s": 0.05, "idle_interval_s": 0.1, "overlap_s": 1, **poll},
             "discovery": dict(discovery or {}),
         }
     )
+    fast: dict[str, Any] = {"active_interval_s": 0.05, "idle_interval_s": 0.1, "overlap_s": 1}
+    fast |= poll
+    return dataclasses.replace(parsed, poll=dataclasses.replace(parsed.poll, **fast))
 
 
 async def run_until(scheduler: PollScheduler, done: Any, timeout_s: float = 5.0) -> None:
