@@ -529,7 +529,7 @@ class PollScheduler:
             self._measure(vault, "forbidden" if forbidden else "error", started)
             self._fail(watched, vlog, exc, retry_s=FORBIDDEN_RETRY_S, started=started)
             return
-        except (ArmError, ParseError) as exc:
+        except (ArmError, ParseError, SinkError) as exc:
             watched.state = "failing"
             self._measure(vault, "error", started)
             self._fail(
