@@ -48,7 +48,8 @@ def mounted_tmpfs(where: Path, *, size: str) -> Iterator[Path]:
     command = ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        unavailable(f"cannot mount a tmpfs at {where}: {done.stderr.strip() or done.returncode}")
+        why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[0]
+        unavailable(f"cannot mount a tmpfs (needs root): {why}")
     try:
         yield where
     finally:
