@@ -342,7 +342,7 @@ async def open_monitor(
             build_checkpoint_store(settings.state)
         )
         if sink is None:
-            sink = await stack.enter_async_context(build_sink(settings.events))
+            sink = await stack.enter_async_context(build_sink(settings.events, observer=metrics))
         assert sink is not None
         tokens = TokenCache(credential, settings.azure.token_scope, clock)
         await tokens.token()

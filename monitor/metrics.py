@@ -244,6 +244,14 @@ class Metrics:
             "Checkpoint writes that failed (the vault's events may be emitted again).",
             registry=registry,
         )
+        self.sink_failures = Counter(
+            f"{PREFIX}_sink_write_failures",
+            "Event batches a sink failed to write (rolled back where it can; the poll retries).",
+            ["sink"],
+            registry=registry,
+        )
+        for sink in ("file", "stdout"):
+            self.sink_failures.labels(sink)
         self.build_info = Gauge(
             f"{PREFIX}_build_info",
             "Always 1; the version of backup-job-monitor and of Python as labels.",
@@ -295,6 +303,10 @@ class Metrics:
     def checkpoint_failed(self) -> None:
         """A checkpoint write failed."""
         self.checkpoint_failures.inc()
+
+    def sink_write_failed(self, sink: str) -> None:
+        """A sink (`file` or `stdout`) failed to write a batch (a `sinks.SinkObserver`)."""
+        self.sink_failures.labels(sink).inc()
 
     # ------------------------------------------------------------------ ARM requests
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import io
 import os
 import tomllib
+from collections import Counter
+from collections.abc import Iterator, MutableMapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
+from prometheus_client import CollectorRegistry
 from referencing import Registry, Resource
+from structlog.testing import capture_logs
 
 from monitor.config import EventsSettings
 from monitor.core.diff import JobStateChanged, diff_jobs, event_id
@@ -34,6 +39,7 @@ from monitor.core.jobs import (
     parse_vault_id,
 )
 from monitor.errors import SinkError, StartupError
+from monitor.metrics import Metrics
 from monitor.sinks import (
     FileSink,
     StdoutSink,
@@ -46,6 +52,7 @@ from monitor.sinks import (
     to_cloudevent,
 )
 from tests.core import payloads as p
+from tests.tmpfs import PAGE, fill, mounted_tmpfs, set_append_only
 
 REPO = Path(__file__).resolve().parent.parent
 EVENT_SCHEMA = event_schema()
@@ -643,3 +650,206 @@ class TestFileSink:
         assert isinstance(built, FileSink)
         assert built.path == tmp_path / "e.jsonl"
         assert not built.path.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Full disks: a real 64 KiB tmpfs, filled with a ballast file and freed
+
+
+@pytest.fixture
+def volume(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs of this test's own (skipped where mounting is not permitted)."""
+    with mounted_tmpfs(tmp_path / "volume", size="64k") as where:
+        yield where
+
+
+def distinct_events(count: int) -> list[dict[str, object]]:
+    """`count` events of distinct jobs (so distinct event_ids), rendered as the daemon does."""
+    items = [
+        p.job_item(f"7ddead57-0000-4000-8000-{i:012d}", status="Completed") for i in range(count)
+    ]
+    jobs = parse_jobs_page(p.page(*items), VAULT).jobs
+    return [
+        render_event(c, vault=VAULT, details=None, emitted_at=EMITTED_AT)
+        for c in diff_jobs({}, jobs, EMITTED_AT)
+    ]
+
+
+def read_lines(path: Path) -> tuple[list[dict[str, Any]], list[bytes]]:
+    """The file's event lines, and its lines that are not JSON."""
+    events: list[dict[str, Any]] = []
+    others: list[bytes] = []
+    for line in path.read_bytes().splitlines():
+        try:
+            events.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            others.append(line)
+    return events, others
+
+
+def failures(registry: CollectorRegistry, sink: str) -> float | None:
+    return registry.get_sample_value("backup_monitor_sink_write_failures_total", {"sink": sink})
+
+
+def named(logs: Sequence[MutableMapping[str, Any]], event: str) -> list[MutableMapping[str, Any]]:
+    return [row for row in logs if row["event"] == event]
+
+
+class CuttingStream(io.BytesIO):
+    """Takes half of the first write, then fails as a full disk would."""
+
+    cut = True
+
+    def write(self, data: Any) -> int:
+        if self.cut:
+            self.cut = False
+            super().write(bytes(data[: len(data) // 2]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().write(data)
+
+
+class TestFullDisk:
+    """A batch is all or nothing in a file; retries never write an event_id twice."""
+
+    async def test_a_batch_cut_by_a_full_disk_is_rolled_back(self, volume: Path) -> None:
+        """A batch the disk cuts is truncated away, counted, logged once; once space is back the
+        retry writes it whole, each event once."""
+        path = volume / "events.jsonl"
+        events = distinct_events(30)
+        first, batch = events[:5], events[5:]
+        registry = CollectorRegistry()
+        async with FileSink(path, observer=Metrics(registry)) as sink:
+            await sink.emit(first)
+            before = path.read_bytes()
+            ballast = fill(volume, leave_pages=1)
+            room = PAGE + (-len(before)) % PAGE  # one free page and the rest of the last one
+            assert len(encode_events(batch)) > room  # the disk cuts the batch
+            with capture_logs() as logs:
+                for _ in range(2):
+                    with pytest.raises(SinkError, match="No space left on device"):
+                        await sink.emit(batch)
+                    assert path.read_bytes() == before
+                ballast.unlink()
+                await sink.emit(batch)
+        assert path.read_bytes() == before + encode_events(batch)
+        assert [r["bytes_rolled_back"] for r in named(logs, "sink.write_failed")] == [room]
+        failed = named(logs, "sink.write_failed")[0]
+        assert (failed["sink"], failed["path"], failed["log_level"]) == (
+            "file",
+            str(path),
+            "warning",
+        )
+        assert "rollback_error" not in failed
+        assert [r["failed_writes"] for r in named(logs, "sink.recovered")] == [2]
+        assert failures(registry, "file") == 2
+        assert failures(registry, "stdout") == 0
+
+    async def test_a_batch_that_cannot_be_cut_back_is_never_written_twice(
+        self, volume: Path
+    ) -> None:
+        """Append-only file (truncate refused) on a full disk: the cut batch stays; the retry
+        reads it back, ends its torn line, and writes only the events not there yet."""
+        path = volume / "events.jsonl"
+        path.touch()
+        set_append_only(path, True)
+        events = distinct_events(33)
+        first, batch, fresh = events[:5], events[5:30], events[30:]
+        registry = CollectorRegistry()
+        try:
+            async with FileSink(path, observer=Metrics(registry)) as sink:
+                await sink.emit(first)
+                before = len(path.read_bytes())
+                ballast = fill(volume, leave_pages=1)
+                with capture_logs() as logs:
+                    with pytest.raises(SinkError, match="cannot roll the batch back"):
+                        await sink.emit(batch)
+                    left = path.read_bytes()[before:]
+                    assert 0 < len(left) < len(encode_events(batch))
+                    ballast.unlink()
+                    await sink.emit(batch + fresh)  # the poll's retry, and another vault's news
+        finally:
+            set_append_only(path, False)
+        written, others = read_lines(path)
+        assert written == first + batch + fresh  # in order, each event once
+        torn = len(left) - (left.rfind(b"\n") + 1)
+        assert others == ([left[-torn:]] if torn else [])
+        failed = named(logs, "sink.write_failed")
+        assert len(failed) == 1
+        assert failed[0]["bytes_rolled_back"] == 0
+        assert "Operation not permitted" in failed[0]["rollback_error"]
+        whole = left.count(b"\n")
+        assert [(r["events"], r["torn_bytes"]) for r in named(logs, "sink.tail_read_back")] == [
+            (whole, torn)
+        ]
+        assert [r["events"] for r in named(logs, "sink.already_written")] == [whole]
+        assert failures(registry, "file") == 1
+
+    async def test_an_event_cut_just_before_its_newline_counts_as_written(
+        self, volume: Path
+    ) -> None:
+        """The disk fills one byte short of an event's newline and the file cannot be cut: the
+        newline that ends it makes it a written event, so the retry does not write it again."""
+        path = volume / "events.jsonl"
+        batch = distinct_events(3)
+        line = encode_events(batch[:1])
+        # A line that is no event, sized so that the first page has room for `line` minus "\n".
+        path.write_bytes(b"#" * (PAGE - len(line)) + b"\n")
+        set_append_only(path, True)
+        try:
+            async with FileSink(path) as sink:
+                ballast = fill(volume)
+                with capture_logs() as logs:
+                    with pytest.raises(SinkError, match="No space left on device"):
+                        await sink.emit(batch)
+                    assert path.read_bytes()[PAGE - len(line) + 1 :] == line[:-1]
+                    ballast.unlink()
+                    await sink.emit(batch)
+        finally:
+            set_append_only(path, False)
+        written, others = read_lines(path)
+        assert written == batch
+        assert others == [b"#" * (PAGE - len(line))]
+        assert [(r["events"], r["torn_bytes"]) for r in named(logs, "sink.tail_read_back")] == [
+            (1, len(line) - 1)
+        ]
+        assert [r["events"] for r in named(logs, "sink.already_written")] == [1]
+
+    async def test_stdout_into_a_full_file_repeats_the_cut_lines_intact(self, volume: Path) -> None:
+        """Stdout cannot roll back: the cut batch's whole lines come again (same event_id), the
+        cut line is ended, and every event of the retry is intact; counted and logged once."""
+        path = volume / "out.jsonl"
+        events = distinct_events(30)
+        first, batch = events[:5], events[5:]
+        registry = CollectorRegistry()
+        with path.open("ab") as stream:
+            sink = StdoutSink(stream, observer=Metrics(registry))
+            await sink.emit(first)
+            ballast = fill(volume, leave_pages=1)
+            with capture_logs() as logs:
+                with pytest.raises(SinkError, match="No space left on device"):
+                    await sink.emit(batch)
+                cut = path.read_bytes()[len(encode_events(first)) :]
+                ballast.unlink()
+                await sink.emit(batch)
+                await sink.aclose()
+        written, others = read_lines(path)
+        whole = cut.count(b"\n")
+        assert written == first + batch[:whole] + batch
+        assert others == ([cut[cut.rfind(b"\n") + 1 :]] if not cut.endswith(b"\n") else [])
+        assert max(Counter(e["event_id"] for e in written).values()) == 2
+        failed = named(logs, "sink.write_failed")
+        assert [(r["sink"], r["bytes_rolled_back"]) for r in failed] == [("stdout", 0)]
+        assert len(named(logs, "sink.recovered")) == 1
+        assert failures(registry, "stdout") == 1
+
+    async def test_a_stream_without_a_descriptor_starts_the_retry_on_a_new_line(self) -> None:
+        """An in-memory stream cut half-way: the retry starts with a newline, so the cut line
+        cannot swallow its first event."""
+        stream = CuttingStream()
+        batch = distinct_events(3)
+        sink = StdoutSink(stream)
+        with pytest.raises(SinkError, match="No space left on device"):
+            await sink.emit(batch)
+        half = stream.getvalue()
+        await sink.emit(batch)
+        assert stream.getvalue() == half + b"\n" + encode_events(batch)
