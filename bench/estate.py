@@ -25,7 +25,15 @@ subscription against the budget and 429s (`/_emulator/stats`); detection lag of 
 transitions (event `time` − ground-truth `at`, joined on event_id); events missed, duplicated
 and wrong against `/_emulator/transitions`.
 
+FIRST ROUND (part of the full run, not of --quick): a second emulator (`--profile demo`, 20
+subscriptions × 100 vaults) and one daemon with default settings and a fresh state. The round
+runs from the daemon's `scheduler.started` line to the last read the emulator served a vault's
+first poll (`/_emulator/reads`); the daemon's /metrics (`backup_monitor_vaults{state="ok"}`)
+only says when to stop waiting. Its minimum: each subscription's reads in that round (discovery
+and every vault's first poll) through its own budget from a full bucket, the slowest one.
+
 Run: .venv/bin/python bench/estate.py --quick        (about 4 minutes)
+     .venv/bin/python bench/estate.py --first-round  (about 4 minutes)
      .venv/bin/python bench/estate.py [--subscriptions 4 --vaults-per-subscription 60
                                        --duration 240 --faults 0.05] [--scale]
 """
@@ -1135,6 +1143,7 @@ def first_round_report(
         if row is not None:
             row["discovery_reads"] += int(r["served"])
     done_s: list[float] = []
+    latest: list[dict[str, Any]] = []
     for vault, sub in sub_of.items():
         row = per_sub[sub.lower()]
         row["vaults"] += 1
@@ -1150,6 +1159,15 @@ def first_round_report(
         at = (parse_at(first["last_at"]) - started).total_seconds()
         done_s.append(at)
         row["done_s"] = max(row["done_s"], at)
+        latest.append(
+            {
+                "vault_id": got["vault_id"],
+                "started_s": (parse_at(first["started_at"]) - started).total_seconds(),
+                "done_s": at,
+                "reads": int(first["reads"]),
+                "throttled_429": int(got["throttled_429"]),
+            }
+        )
     for r in stats["by_principal"]:
         row = per_sub.get(str(r["scope"]).lower())
         if row is not None and r["principal"] == STATIC_PRINCIPAL:
@@ -1193,6 +1211,11 @@ def first_round_report(
         },
         "polled_share_by_s": {str(t): share_by(t) for t in (30, 60, 120, 180)},
         "throttled_429": int(stats["throttled_429"]),
+        # Every read served by the round's end, second polls of early vaults included.
+        "reads_by_end_per_subscription": statistics.fmean(
+            r["reads_by_end"] for r in per_sub.values()
+        ),
+        "last_vaults": sorted(latest, key=lambda v: -v["done_s"])[:5],
         "by_subscription": sorted(per_sub.values(), key=lambda r: str(r["subscription"])),
     }
 
@@ -1411,6 +1434,7 @@ def print_table(result: dict[str, Any]) -> None:
         ratio = "-" if fr["ratio"] is None else fmt(fr["ratio"]) + "×"
         round_s = "-" if fr["round_s"] is None else fmt(fr["round_s"], 1)
         daemon_s = "-" if fr["daemon_round_s"] is None else fmt(fr["daemon_round_s"], 1)
+        last = fr["last_vaults"][0] if fr["last_vaults"] else None
         shares = ", ".join(f"{t} s: {100 * v:.0f} %" for t, v in fr["polled_share_by_s"].items())
         rows += [
             (
@@ -1435,6 +1459,16 @@ def print_table(result: dict[str, Any]) -> None:
                 f"{per_sub['min']} / {fmt(per_sub['mean'], 0)} / {per_sub['max']}",
                 f"per vault {fmt(fr['reads_per_vault'])}: {fmt(fr['pages_per_vault'])} pages, "
                 f"{fmt(fr['detail_reads_per_vault'])} detail GETs",
+            ),
+            (
+                "[first round] reads served by the round's end, per subscription",
+                fmt(fr["reads_by_end_per_subscription"], 0),
+                "mean; first polls and the second polls of vaults polled early",
+            ),
+            (
+                "[first round] last vault: first poll started / done (s)",
+                f"{fmt(last['started_s'], 1)} / {fmt(last['done_s'], 1)}" if last else "-",
+                f"{last['reads']} reads" if last else "",
             ),
             ("[first round] vaults polled by", "", shares),
             ("[first round] 429s", str(fr["throttled_429"]), ""),
