@@ -25,7 +25,15 @@ subscription against the budget and 429s (`/_emulator/stats`); detection lag of 
 transitions (event `time` − ground-truth `at`, joined on event_id); events missed, duplicated
 and wrong against `/_emulator/transitions`.
 
+FIRST ROUND (part of the full run, not of --quick): a second emulator (`--profile demo`, 20
+subscriptions × 100 vaults) and one daemon with default settings and a fresh state. The round
+runs from the daemon's `scheduler.started` line to the last read the emulator served a vault's
+first poll (`/_emulator/reads`); the daemon's /metrics (`backup_monitor_vaults{state="ok"}`)
+only says when to stop waiting. Its minimum: each subscription's reads in that round (discovery
+and every vault's first poll) through its own budget from a full bucket, the slowest one.
+
 Run: .venv/bin/python bench/estate.py --quick        (about 4 minutes)
+     .venv/bin/python bench/estate.py --first-round  (about 4 minutes)
      .venv/bin/python bench/estate.py [--subscriptions 4 --vaults-per-subscription 60
                                        --duration 240 --faults 0.05] [--scale]
 """
@@ -67,10 +75,12 @@ from monitor.cli import number_arg  # noqa: E402
 from monitor.clock import SystemClock  # noqa: E402
 from monitor.config import AzureSettings, BudgetSettings  # noqa: E402
 from monitor.core.budget import BudgetSettings as CoreBudgetSettings  # noqa: E402
+from monitor.core.budget import RateBudget  # noqa: E402
 from monitor.core.diff import JobSnapshot, apply, diff_jobs, event_id  # noqa: E402
 from monitor.core.jobs import JobKey, JobStatus, VaultRef, build_jobs_filter  # noqa: E402
 from monitor.credentials import StaticTokenCredential, TokenCache  # noqa: E402
-from monitor.pacing import BudgetBook  # noqa: E402
+from monitor.emulator.server import STATIC_PRINCIPAL  # noqa: E402
+from monitor.pacing import BudgetBook, core_settings  # noqa: E402
 from monitor.sinks import encode_events, render_event  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -135,12 +145,18 @@ class EmulatorProcess:
 
 
 def start_emulator(
-    *, subscriptions: int, vaults: int, time_scale: float, seed: int, tls: tuple[Path, Path, Path]
+    *,
+    subscriptions: int,
+    vaults: int,
+    time_scale: float,
+    seed: int,
+    tls: tuple[Path, Path, Path],
+    profile: str = "estate",
 ) -> EmulatorProcess:
     command = [
         "backup-monitor", "emulator", "--port", "0", "--seed", str(seed),
         "--subscriptions", str(subscriptions), "--vaults-per-subscription", str(vaults),
-        "--profile", "estate", "--time-scale", f"{time_scale:g}", "--page-size", "20",
+        "--profile", profile, "--time-scale", f"{time_scale:g}", "--page-size", "20",
         "--tls-cert", str(tls[1]), "--tls-key", str(tls[2]),
     ]  # fmt: skip
     process = subprocess.Popen(
@@ -211,6 +227,7 @@ class DaemonProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.cpu_at_start = 0.0
         self.started_at = 0.0
+        self.started_wall: datetime | None = None  # the `scheduler.started` line's timestamp
         self.cpu_s = 0.0
         self.rss_mb = 0.0
         self.wall_s = 0.0
@@ -229,9 +246,11 @@ class DaemonProcess:
         assert self.process is not None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if any(r.get("event") == "scheduler.started" for r in self.read_logs()):
+            started = [r for r in self.read_logs() if r.get("event") == "scheduler.started"]
+            if started:
                 self.cpu_at_start = cpu_s(self.process.pid)
                 self.started_at = time.monotonic()
+                self.started_wall = parse_at(str(started[0]["timestamp"]))
                 return
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} daemon exited: {self.logs.read_text()[-2000:]}")
@@ -275,6 +294,13 @@ class DaemonProcess:
     def polls(self) -> int:
         done = [r for r in self.read_logs() if r.get("event") == "shutdown.done"]
         return int(done[-1]["polls"]) if done else 0
+
+    def ops_port(self) -> int:
+        """The port the ops server bound (`[ops] listen` with port 0), from `ops.listening`."""
+        for r in self.read_logs():
+            if r.get("event") == "ops.listening":
+                return int(r["port"])
+        raise RuntimeError(f"{self.name} daemon logged no ops.listening line")
 
 
 # ---------------------------------------------------------------------------- emulator API
@@ -807,7 +833,7 @@ async def estate_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "client_vs_sdk": sdk,
         "faults_injected": faults["injected"],
     }
-    principal = "emulator-static-user"
+    principal = STATIC_PRINCIPAL
     by_principal = {(r["scope"], r["principal"]): r for r in stats["by_principal"]}
     for half in halves:
         daemon = half.daemon
@@ -935,6 +961,263 @@ async def estate_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         peer_report["note"] = "run too short: no window after the backfill; use a longer duration"
     report["az_wait_peer"] = peer_report
     return report
+
+
+# ---------------------------------------------------------------------------- first round
+
+FIRST_ROUND_BAR = 1.5
+"""The first round may take at most this many times the minimum its reads allow (issue 9)."""
+METRICS_EVERY_S = 0.5
+
+
+def budget_figures() -> tuple[float, float]:
+    """(bucket capacity in reads, sustained reads/s) of one subscription's budget at defaults.
+
+    Built exactly as the daemon builds it (`[budget]` defaults through `pacing.core_settings`):
+    the bucket starts full at its first read, every read waits for a whole token (no debt).
+    """
+    budget = RateBudget(core_settings(BudgetSettings()))
+    return budget.capacity, budget.rate_per_s
+
+
+def minimum_s(reads: int, capacity: float, rate_per_s: float) -> float:
+    """The shortest time `reads` reads can take from a full bucket: the n-th read waits until
+    `capacity + rate·t − (n − 1) ≥ 1`, so the last one goes at `(reads − capacity) / rate`."""
+    return max(0.0, reads - capacity) / rate_per_s
+
+
+def write_first_round_config(
+    path: Path,
+    *,
+    url: str,
+    token: str,
+    ca: Path,
+    subscriptions: Sequence[str],
+    state: Path,
+    events: Path,
+) -> None:
+    """Default `[poll]`, `[budget]` and `[discovery]` settings; ops on a free port (port 0)."""
+    subs = ", ".join(f'"{s}"' for s in subscriptions)
+    path.write_text(
+        "\n".join(
+            [
+                "[azure]",
+                f'arm_endpoint = "{url}/"',
+                'credential = "static"',
+                f'static_token = "{token}"',
+                f'ca_bundle = "{ca}"',
+                "[discovery]",
+                f"subscriptions = [{subs}]",
+                "[state]",
+                f'path = "{state}"',
+                "[events]",
+                f'sink = "{events}"',
+                "[ops]",
+                'listen = "127.0.0.1:0"',
+                "[log]",
+                'format = "json"',
+                "",
+            ]
+        )
+    )
+
+
+async def vault_states(http: aiohttp.ClientSession, port: int) -> dict[str, float]:
+    """`backup_monitor_vaults{state=…}` from the daemon's /metrics."""
+    async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+        response.raise_for_status()
+        text = await response.text()
+    states: dict[str, float] = {}
+    prefix = 'backup_monitor_vaults{state="'
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            label, value = line[len(prefix) :].split('"} ')
+            states[label] = float(value)
+    return states
+
+
+async def first_round_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """A fresh state, default settings: time until the emulator saw every vault's first poll."""
+    tls = make_tls(tmp)
+    subs_n = args.first_round_subscriptions
+    vaults_n = args.first_round_vaults_per_subscription
+    emu = start_emulator(
+        subscriptions=subs_n, vaults=vaults_n, time_scale=1, seed=args.seed, tls=tls, profile="demo"
+    )
+    d = tmp / "first-round"
+    d.mkdir()
+    daemon = DaemonProcess("first-round", d / "monitor.toml", d / "events.jsonl", d / "stderr.log")
+    ssl_context = ssl.create_default_context(cafile=str(tls[0]))
+    timeline: list[tuple[float, float]] = []  # (s after scheduler.started, vaults ok per daemon)
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context)) as http:
+            world = await get_json(http, f"{emu.url}/_emulator/world")
+            subs = [s["id"] for s in world["subscriptions"]]
+            sub_of = {v["id"].lower(): s["id"] for s in world["subscriptions"] for v in s["vaults"]}
+            jobs = sum(v["jobs"] for s in world["subscriptions"] for v in s["vaults"])
+            write_first_round_config(
+                d / "monitor.toml",
+                url=emu.url,
+                token=emu.banner["token"],
+                ca=tls[0],
+                subscriptions=subs,
+                state=d / "state.sqlite",
+                events=d / "events.jsonl",
+            )
+            daemon.start()
+            await daemon.wait_started(timeout_s=300)
+            assert daemon.started_wall is not None
+            port = daemon.ops_port()
+            print(f"first round: {len(subs)} subscriptions, {len(sub_of)} vaults, {jobs} jobs")
+            deadline = time.monotonic() + args.first_round_timeout
+            report_at = 30.0
+            while True:
+                states = await vault_states(http, port)
+                elapsed = (datetime.now(UTC) - daemon.started_wall).total_seconds()
+                timeline.append((elapsed, states.get("ok", 0.0)))
+                if states.get("ok", 0.0) >= len(sub_of) or time.monotonic() > deadline:
+                    break
+                if elapsed >= report_at:
+                    print(f"  +{elapsed:.0f} s: {states.get('ok', 0.0):.0f} vaults polled")
+                    report_at += 30.0
+                await asyncio.sleep(METRICS_EVERY_S)
+            reads = await get_json(http, f"{emu.url}/_emulator/reads?principal={STATIC_PRINCIPAL}")
+            stats = await get_json(http, f"{emu.url}/_emulator/stats")
+            await daemon.stop()
+    finally:
+        daemon.kill_if_running()
+        emu.process.terminate()
+        emu.process.wait(timeout=30)
+    report = first_round_report(
+        reads, stats, started=daemon.started_wall, sub_of=sub_of, subscriptions=subs
+    )
+    done = [t for t, ok in timeline if ok >= len(sub_of)]
+    report.update(
+        emulator_command=shlex.join(emu.command),
+        jobs_in_world_at_start=jobs,
+        timeout_s=args.first_round_timeout,
+        daemon_round_s=done[0] if done else None,
+        daemon_polls=daemon.polls(),
+        daemon_rss_mb=daemon.rss_mb,
+        daemon_cpu_s=daemon.cpu_s,
+    )
+    return report
+
+
+def first_round_report(
+    reads: dict[str, Any],
+    stats: dict[str, Any],
+    *,
+    started: datetime | None,
+    sub_of: dict[str, str],
+    subscriptions: list[str],
+) -> dict[str, Any]:
+    """The round time and the budget's minimum for the reads each subscription's round made.
+
+    A vault's first poll is done at the last read the emulator served it before its second
+    poll began (`/_emulator/reads`); the round ends with the last of them and starts at the
+    daemon's `scheduler.started` line. A subscription's reads are its discovery reads and every
+    read of its vaults' first polls; the minimum is that of the slowest subscription, as
+    subscriptions are paced by their own budgets, in parallel.
+    """
+    assert started is not None
+    capacity, rate = budget_figures()
+    rows = {str(r["vault_id"]).lower(): r for r in reads["vaults"]}
+    per_sub: dict[str, dict[str, Any]] = {
+        s.lower(): {
+            "subscription": s,
+            "vaults": 0,
+            "vaults_polled": 0,
+            "discovery_reads": 0,
+            "first_poll_reads": 0,
+            "pages": 0,
+            "detail_reads": 0,
+            "reads_by_end": 0,
+            "throttled_429": 0,
+            "done_s": 0.0,
+        }
+        for s in subscriptions
+    }
+    for r in reads["outside_vaults"]:
+        row = per_sub.get(str(r["scope"]).lower())
+        if row is not None:
+            row["discovery_reads"] += int(r["served"])
+    done_s: list[float] = []
+    latest: list[dict[str, Any]] = []
+    for vault, sub in sub_of.items():
+        row = per_sub[sub.lower()]
+        row["vaults"] += 1
+        got = rows.get(vault)
+        first = None if got is None else got["first_poll"]
+        if got is None or first is None:
+            continue
+        row["vaults_polled"] += 1
+        row["discovery_reads"] += int(got["before_first_poll"])
+        row["first_poll_reads"] += int(first["reads"])
+        row["pages"] += int(first["pages"])
+        row["detail_reads"] += int(first["jobs"])
+        at = (parse_at(first["last_at"]) - started).total_seconds()
+        done_s.append(at)
+        row["done_s"] = max(row["done_s"], at)
+        latest.append(
+            {
+                "vault_id": got["vault_id"],
+                "started_s": (parse_at(first["started_at"]) - started).total_seconds(),
+                "done_s": at,
+                "reads": int(first["reads"]),
+                "throttled_429": int(got["throttled_429"]),
+            }
+        )
+    for r in stats["by_principal"]:
+        row = per_sub.get(str(r["scope"]).lower())
+        if row is not None and r["principal"] == STATIC_PRINCIPAL:
+            row["reads_by_end"] += int(r["served"])
+            row["throttled_429"] += int(r["throttled_429"])
+    for row in per_sub.values():
+        row["reads"] = row["discovery_reads"] + row["first_poll_reads"]
+        row["minimum_s"] = minimum_s(row["reads"], capacity, rate)
+    slowest = max(per_sub.values(), key=lambda r: r["minimum_s"])
+    vaults = len(sub_of)
+    polled = len(done_s)
+    round_s = max(done_s) if polled == vaults and done_s else None
+    ordered = sorted(done_s)
+
+    def share_by(seconds: float) -> float:
+        return sum(1 for t in ordered if t <= seconds) / max(1, vaults)
+
+    reads_of = [r["reads"] for r in per_sub.values()]
+    return {
+        "subscriptions": len(subscriptions),
+        "vaults": vaults,
+        "vaults_polled": polled,
+        "round_s": round_s,
+        "minimum_s": slowest["minimum_s"],
+        "ratio": None if round_s is None else round_s / max(1e-9, slowest["minimum_s"]),
+        "bar": FIRST_ROUND_BAR,
+        "slowest_subscription": slowest["subscription"],
+        "budget_capacity_reads": capacity,
+        "budget_reads_per_s": rate,
+        "reads_per_subscription": {
+            "min": min(reads_of),
+            "mean": statistics.fmean(reads_of),
+            "max": max(reads_of),
+        },
+        "reads_per_vault": sum(reads_of) / max(1, vaults),
+        "pages_per_vault": sum(r["pages"] for r in per_sub.values()) / max(1, vaults),
+        "detail_reads_per_vault": sum(r["detail_reads"] for r in per_sub.values()) / max(1, vaults),
+        "vault_done_s": {
+            "p50": ordered[len(ordered) // 2] if ordered else None,
+            "p90": ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))] if ordered else None,
+        },
+        "polled_share_by_s": {str(t): share_by(t) for t in (30, 60, 120, 180)},
+        "throttled_429": int(stats["throttled_429"]),
+        # Every read served by the round's end, second polls of early vaults included.
+        "reads_by_end_per_subscription": statistics.fmean(
+            r["reads_by_end"] for r in per_sub.values()
+        ),
+        "last_vaults": sorted(latest, key=lambda v: -v["done_s"])[:5],
+        "by_subscription": sorted(per_sub.values(), key=lambda r: str(r["subscription"])),
+    }
 
 
 # ---------------------------------------------------------------------------- scale point
@@ -1145,6 +1428,51 @@ def print_table(result: dict[str, Any]) -> None:
                 f"{sc['polls']} polls, {sc['events_emitted']} events",
             ),
         ]
+    if "first_round" in result:
+        fr = result["first_round"]
+        per_sub = fr["reads_per_subscription"]
+        ratio = "-" if fr["ratio"] is None else fmt(fr["ratio"]) + "×"
+        round_s = "-" if fr["round_s"] is None else fmt(fr["round_s"], 1)
+        daemon_s = "-" if fr["daemon_round_s"] is None else fmt(fr["daemon_round_s"], 1)
+        last = fr["last_vaults"][0] if fr["last_vaults"] else None
+        shares = ", ".join(f"{t} s: {100 * v:.0f} %" for t, v in fr["polled_share_by_s"].items())
+        rows += [
+            (
+                "[first round] vaults / subscriptions / jobs",
+                f"{fr['vaults']} / {fr['subscriptions']} / {fr['jobs_in_world_at_start']}",
+                f"{fr['vaults_polled']} polled; demo profile, fresh state, default settings",
+            ),
+            (
+                "[first round] time to poll every vault once (s)",
+                round_s,
+                f"emulator's last first-poll read; the daemon's /metrics said so at {daemon_s} s",
+            ),
+            (
+                "[first round] minimum the budget allows (s)",
+                fmt(fr["minimum_s"], 1),
+                f"slowest subscription: (reads − {fmt(fr['budget_capacity_reads'], 1)}) / "
+                f"{fmt(fr['budget_reads_per_s'])} reads/s",
+            ),
+            ("[first round] round / minimum", ratio, f"bar {fmt(fr['bar'], 1)}×"),
+            (
+                "[first round] reads per subscription (min / mean / max)",
+                f"{per_sub['min']} / {fmt(per_sub['mean'], 0)} / {per_sub['max']}",
+                f"per vault {fmt(fr['reads_per_vault'])}: {fmt(fr['pages_per_vault'])} pages, "
+                f"{fmt(fr['detail_reads_per_vault'])} detail GETs",
+            ),
+            (
+                "[first round] reads served by the round's end, per subscription",
+                fmt(fr["reads_by_end_per_subscription"], 0),
+                "mean; first polls and the second polls of vaults polled early",
+            ),
+            (
+                "[first round] last vault: first poll started / done (s)",
+                f"{fmt(last['started_s'], 1)} / {fmt(last['done_s'], 1)}" if last else "-",
+                f"{last['reads']} reads" if last else "",
+            ),
+            ("[first round] vaults polled by", "", shares),
+            ("[first round] 429s", str(fr["throttled_429"]), ""),
+        ]
     width = max(len(n) for n, _, _ in rows)
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>16}  {note}")
@@ -1203,6 +1531,31 @@ def main() -> None:
     parser.add_argument(
         "--scale-measure", type=seconds, default=120.0, help="seconds the scale point measures"
     )
+    parser.add_argument(
+        "--first-round",
+        action="store_true",
+        help="run only the first-round point (part of the full run; not of --quick): a fresh "
+        "state over the demo profile, time until every vault was polled once against the "
+        "minimum the read budget allows for the reads that round made",
+    )
+    parser.add_argument(
+        "--first-round-subscriptions",
+        type=count,
+        default=20,
+        help="subscriptions of the first-round point",
+    )
+    parser.add_argument(
+        "--first-round-vaults-per-subscription",
+        type=count,
+        default=100,
+        help="vaults per subscription of the first-round point",
+    )
+    parser.add_argument(
+        "--first-round-timeout",
+        type=number_arg(float, "a number", lambda v: 10 <= v <= 3600, "between 10 and 3600"),
+        default=900.0,
+        help="seconds the first-round point waits for every vault's first poll before it gives up",
+    )
     args = parser.parse_args()
     if args.quick:
         args.subscriptions, args.vaults_per_subscription, args.duration = 4, 40, 200.0
@@ -1223,9 +1576,13 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="bench-estate-")
     if args.keep:
         print(f"keeping configs, events and logs in {tmp}")
+    run_estate = not (args.scale_only or args.first_round)
+    run_first_round = args.first_round or not (args.quick or args.scale_only)
     try:
-        if not args.scale_only:
+        if run_estate:
             result["estate"] = asyncio.run(estate_run(args, Path(tmp) / "estate"))
+        if run_first_round:
+            result["first_round"] = asyncio.run(first_round_run(args, Path(tmp) / "first-round"))
         if args.scale or args.scale_only:
             result["scale"] = asyncio.run(scale_run(args, Path(tmp) / "scale"))
     finally:
@@ -1260,8 +1617,21 @@ def main() -> None:
             scale_cpu_percent=result["scale"]["cpu_percent_of_core"],
             scale_rss_mb=result["scale"]["rss_mb"],
         )
+    if "first_round" in result:
+        fr = result["first_round"]
+        result.update(
+            first_round_s=fr["round_s"],
+            first_round_minimum_s=fr["minimum_s"],
+            first_round_ratio=fr["ratio"],
+            first_round_throttled_429=fr["throttled_429"],
+        )
     RESULTS.mkdir(exist_ok=True)
-    name = "latest.json" if "estate" in result else "scale.json"
+    if "estate" in result:
+        name = "latest.json"
+    elif "first_round" in result:
+        name = "first_round.json"
+    else:
+        name = "scale.json"
     (RESULTS / name).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     print_table(result)
     print(f"\nwritten: {RESULTS / name}")

@@ -23,6 +23,7 @@ from monitor.emulator import filters
 from monitor.emulator.clock import WorldClock
 from monitor.emulator.faults import Fault, FaultInjector, FaultSettings
 from monitor.emulator.identity import TokenIssuer
+from monitor.emulator.reads import ReadKind, ReadLog
 from monitor.emulator.throttle import Throttle, ThrottleSettings, Verdict
 from monitor.emulator.wire import (
     JSON,
@@ -127,6 +128,7 @@ class ArmSurface:
         self.faults = FaultInjector(settings.faults, settings.fault_seed)
         self.issuer = TokenIssuer(settings.world.tenant_id)
         self.foreign = ForeignOrigin()
+        self.reads = ReadLog()
         self.base_url = ""  # set once the server is bound
         self.static_token = self.issuer.issue(
             STATIC_PRINCIPAL, expires_at=clock.utcnow().timestamp() + 10 * 365 * 86400
@@ -211,6 +213,8 @@ class ArmSurface:
             wall=now.timestamp(),
         )
         headers.update(verdict.headers)
+        if request.method == "GET":
+            self._log_read(route, params, scope, check.principal, verdict.allowed, now)
         if not verdict.allowed:
             raise self._throttled(verdict, scope, check.principal)
         faults = self.faults
@@ -254,6 +258,38 @@ class ArmSurface:
             if m is not None and verb == method:
                 return handler, {k: v for k, v in m.groupdict().items() if v is not None}
         return None
+
+    def _log_read(
+        self,
+        route: tuple[Handler, dict[str, str]] | None,
+        params: dict[str, str],
+        scope: str,
+        principal: str,
+        served: bool,
+        now: datetime,
+    ) -> None:
+        """Count a GET in the read log, against its vault when its path names one."""
+        handler, match = route if route is not None else (None, {})
+        vault_key = None
+        if "vault" in match:
+            vault_key = (
+                f"/subscriptions/{match['sub']}/resourcegroups/{match['rg']}"
+                f"/providers/microsoft.recoveryservices/vaults/{match['vault']}"
+            ).lower()
+        if handler is ArmSurface._jobs:
+            kind = ReadKind.NEXT_PAGE if "$skiptoken" in params else ReadKind.FIRST_PAGE
+        elif handler is ArmSurface._job:
+            kind = ReadKind.JOB
+        else:
+            kind = ReadKind.OTHER
+        self.reads.record(
+            principal=principal,
+            scope=scope,
+            vault_key=vault_key,
+            kind=kind,
+            served=served,
+            at=now,
+        )
 
     def _correlation_headers(self, request: web.Request) -> dict[str, str]:
         request_id = str(uuid.uuid4())
@@ -604,6 +640,7 @@ class ControlSurface:
             web.get("/_emulator/transitions", self.transitions),
             web.get("/_emulator/stats", self.stats),
             web.post("/_emulator/stats/reset", self.reset_stats),
+            web.get("/_emulator/reads", self.read_log),
             web.get("/_emulator/world", self.world_summary),
             web.post("/_emulator/vaults", self.add_vault),
             web.delete("/_emulator/vaults", self.delete_vault),
@@ -765,7 +802,46 @@ class ControlSurface:
 
     async def reset_stats(self, request: web.Request) -> web.Response:
         self.arm.throttle.reset_stats()
+        self.arm.reads.reset()
         return web.json_response({"reset": True})
+
+    async def read_log(self, request: web.Request) -> web.Response:
+        """Reads per (principal, vault), each vault's first poll, and reads outside vaults.
+
+        `?principal=P` keeps only that principal's rows.
+        """
+        wanted = request.query.get("principal")
+        world = self.arm.world
+        vaults = []
+        for (principal, key), r in sorted(self.arm.reads.vaults.items()):
+            if wanted is not None and principal != wanted:
+                continue
+            vault = world.vaults.get(key)
+            vaults.append(
+                {
+                    "principal": principal,
+                    "vault_id": vault.id if vault is not None else key,
+                    "subscription_id": vault.subscription_id if vault is not None else r.scope,
+                    "served": r.served,
+                    "throttled_429": r.throttled,
+                    "before_first_poll": r.before_first_poll,
+                    "lists": r.lists,
+                    "pages": r.pages,
+                    "jobs": r.jobs,
+                    "first_poll": None if r.first_poll is None else r.first_poll.as_json(),
+                }
+            )
+        outside = [
+            {
+                "principal": principal,
+                "scope": scope,
+                "served": r.served,
+                "throttled_429": r.throttled,
+            }
+            for (principal, scope), r in sorted(self.arm.reads.outside.items())
+            if wanted is None or principal == wanted
+        ]
+        return _raw_json({"vaults": vaults, "outside_vaults": outside})
 
     async def world_summary(self, request: web.Request) -> web.Response:
         now = self._now()

@@ -19,6 +19,7 @@ from monitor.emulator import (
     WorldSettings,
     running_emulator,
 )
+from monitor.emulator.server import STATIC_PRINCIPAL
 from monitor.emulator.world import Vault
 
 API = "api-version=2025-08-01"
@@ -450,6 +451,84 @@ class TestGroundTruth:
         assert rows[0]["to"] == "InProgress"
         assert rows[0]["at"].endswith("Z")
         assert len(rows) <= len(emu.world.transitions)
+
+    async def test_read_log_splits_each_vaults_first_poll(
+        self, emu: Emulator, http: aiohttp.ClientSession
+    ) -> None:
+        """/_emulator/reads counts a first poll from its first page up to the next first page."""
+        vault = busiest(emu)
+        other = (await control(http, emu, "POST", "/_emulator/tokens", json={"principal": "p2"}))[
+            "token"
+        ]
+        assert (await get(http, emu, f"{vault.id}?{API}"))[0] == 200
+        url: str | None = f"{vault.id}/backupJobs?{API}&$filter={WINDOW}"
+        pages = 0
+        while url:
+            status, _, body = await get(http, emu, url)
+            assert status == 200
+            pages += 1
+            url = body.get("nextLink")
+        assert pages >= 2
+        job = vault.jobs[0].name
+        assert (await get(http, emu, f"{vault.id}/backupJobs/{job}?{API}"))[0] == 200
+        # A second poll: its reads are not the first poll's.
+        assert (await get(http, emu, f"{vault.id}/backupJobs?{API}&$filter={WINDOW}"))[0] == 200
+        assert (await get(http, emu, f"{vault.id}/backupJobs/{job}?{API}"))[0] == 200
+        vaults_url = f"/subscriptions/{vault.subscription_id}/providers/Microsoft.RecoveryServices"
+        assert (await get(http, emu, f"{vaults_url}/vaults?{API}"))[0] == 200
+        listed = await get(http, emu, f"{vault.id}/backupJobs?{API}&$filter={WINDOW}", other)
+        assert listed[0] == 200
+
+        log = await control(
+            http, emu, "GET", "/_emulator/reads", params={"principal": STATIC_PRINCIPAL}
+        )
+        (row,) = log["vaults"]
+        assert row["vault_id"] == vault.id
+        assert row["subscription_id"] == vault.subscription_id
+        assert row["served"] == 1 + pages + 1 + 2
+        assert (row["before_first_poll"], row["lists"], row["pages"], row["jobs"]) == (
+            1,
+            2,
+            pages + 1,
+            2,
+        )
+        first = row["first_poll"]
+        assert (first["reads"], first["pages"], first["jobs"]) == (pages + 1, pages, 1)
+        assert first["started_at"] <= first["last_at"]
+        assert log["outside_vaults"] == [
+            {
+                "principal": STATIC_PRINCIPAL,
+                "scope": vault.subscription_id,
+                "served": 1,
+                "throttled_429": 0,
+            }
+        ]
+        everyone = await control(http, emu, "GET", "/_emulator/reads")
+        theirs = [r for r in everyone["vaults"] if r["principal"] == "p2"]
+        assert [(r["served"], r["first_poll"]["reads"]) for r in theirs] == [(1, 1)]
+        await control(http, emu, "POST", "/_emulator/stats/reset")
+        assert await control(http, emu, "GET", "/_emulator/reads") == {
+            "vaults": [],
+            "outside_vaults": [],
+        }
+
+    async def test_read_log_counts_429s_apart(self, http: aiohttp.ClientSession) -> None:
+        """A throttled GET is counted as a 429 of its vault, not as a read of its first poll."""
+        settings = EmulatorSettings(
+            world=WorldSettings(subscriptions=1, vaults_per_subscription=1),
+            throttle=ThrottleSettings(reads_bucket=2, reads_per_s=0.01),
+        )
+        async with running_emulator(settings) as emu:
+            vault = next(iter(emu.world.vaults.values()))
+            statuses = [
+                (await get(http, emu, f"{vault.id}/backupJobs?{API}&$filter={WINDOW}"))[0]
+                for _ in range(3)
+            ]
+            assert statuses == [200, 200, 429]
+            log = await control(http, emu, "GET", "/_emulator/reads")
+            (row,) = log["vaults"]
+            assert (row["served"], row["throttled_429"], row["lists"]) == (2, 1, 2)
+            assert row["first_poll"]["reads"] == 1
 
     async def test_correlation_headers(self, emu: Emulator, http: aiohttp.ClientSession) -> None:
         """Every ARM answer has request, correlation and routing ids; the caller's id is echoed."""
