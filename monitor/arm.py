@@ -36,8 +36,11 @@ from monitor.core.jobs import (
     JobDetails,
     VaultRef,
     build_jobs_filter,
+    check_path_segment,
+    check_subscription_id,
     parse_job_details,
     parse_jobs_page,
+    parse_subscriptions_page,
     parse_vault_id,
     parse_vaults_page,
 )
@@ -165,13 +168,6 @@ _P = TypeVar("_P", bound=_Page)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class _SubscriptionsPage:
-    ids: tuple[str, ...]
-    skipped: tuple[ParseError, ...]
-    next_link: str | None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class OperationReply:
     """ARM's 2xx answer to a GET of an async-operation URL (see `ArmClient.get_operation`).
 
@@ -247,7 +243,9 @@ class ArmClient:
     async def list_subscriptions(self) -> list[str]:
         """Every subscription the identity can see, except Disabled and Deleted ones.
 
-        Tenant-scoped (`GET /subscriptions`), paged; ids are lower-cased, each listed once.
+        Tenant-scoped (`GET /subscriptions`), paged; ids are lower-cased, each listed once. An
+        item whose id is not a GUID is logged (`arm.subscription_skipped`, with its JSON path)
+        and skipped.
 
         Raises:
             ArmError: any subclass, as mapped by the status (see the module rules);
@@ -255,22 +253,22 @@ class ArmClient:
         """
         url = self._url("/subscriptions", {"api-version": self._azure.subscriptions_api_version})
         ids: dict[str, None] = {}
-        for page in await self._paged(url, _parse_subscriptions_page, "arm.subscription_skipped"):
+        for page in await self._paged(url, parse_subscriptions_page, "arm.subscription_skipped"):
             ids.update(dict.fromkeys(page.ids))
         return list(ids)
 
     async def list_vaults(self, subscription_id: str) -> list[VaultRef]:
         """Every Recovery Services vault in a subscription, with its location.
 
-        Paged; an item that is not a vault is logged (`arm.vault_skipped`, with its JSON path)
-        and skipped.
+        Paged; an item that is not a vault, or whose id holds a name that is not one safe URL
+        path segment, is logged (`arm.vault_skipped`, with its JSON path) and skipped.
 
         Raises:
-            ValueError: `subscription_id` is empty or holds a '/' (nothing is sent).
+            ParseError: `subscription_id` is not a GUID (nothing is sent).
             ArmNotFound: the subscription does not exist (or is not visible).
             ArmError: any other subclass, as mapped by the status.
         """
-        _check_segment(subscription_id, "subscription_id")
+        check_subscription_id(subscription_id, path="subscription_id")
         url = self._url(
             f"/subscriptions/{subscription_id}/providers/Microsoft.RecoveryServices/vaults",
             {"api-version": self._azure.vaults_api_version},
@@ -340,12 +338,13 @@ class ArmClient:
         """One job with its error details, tasks and property bag.
 
         Raises:
-            ValueError: `job_name` is empty or holds a '/' (nothing is sent).
+            ParseError: `job_name` is not one safe URL path segment (nothing is sent). The
+                parsers and the command line refuse such names before they get here.
             ArmNotFound: the job or the vault is gone.
             ArmTransportError: the answer is not a job (the message names the JSON path).
             ArmError: any other subclass, as mapped by the status.
         """
-        _check_segment(job_name, "job_name")
+        check_path_segment(job_name, "job name", path="job_name")
         reply = await self._get(
             self._url(f"{vault.id}/backupJobs/{job_name}", {"api-version": self._azure.api_version})
         )
@@ -656,11 +655,6 @@ def _arm_error(body: bytes) -> tuple[str | None, str | None]:
     )
 
 
-def _check_segment(value: str, what: str) -> None:
-    if not value or "/" in value or value.strip() != value:
-        raise ValueError(f"{what} must be one non-empty path segment, got {value!r}")
-
-
 def _retry_after_s(raw: str | None, default: float) -> float:
     value = parse_retry_after(raw)
     return default if value is None else value
@@ -669,43 +663,3 @@ def _retry_after_s(raw: str | None, default: float) -> float:
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _parse_subscriptions_page(payload: object) -> _SubscriptionsPage:
-    """One page of `GET /subscriptions`; malformed items are skipped with their JSON path.
-
-    Raises:
-        ParseError: the payload is not an object with a list `value`, or `nextLink` is present
-            and not a string.
-    """
-    if not isinstance(payload, dict):
-        raise ParseError("", f"expected an object, got {type(payload).__name__}")
-    items = payload.get("value")
-    if not isinstance(items, list):
-        raise ParseError("value", "missing or not a list")
-    next_link = payload.get("nextLink")
-    if next_link is not None and not isinstance(next_link, str):
-        raise ParseError("nextLink", "expected a string")
-    ids: list[str] = []
-    skipped: list[ParseError] = []
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            skipped.append(ParseError(f"value[{index}]", "expected an object"))
-            continue
-        sub = item.get("subscriptionId")
-        if not isinstance(sub, str) or not sub.strip():
-            whole = item.get("id")
-            parts = whole.split("/") if isinstance(whole, str) else []
-            if len(parts) == 3 and parts[0] == "" and parts[1].lower() == "subscriptions":
-                sub = parts[2]
-            else:
-                skipped.append(
-                    ParseError(f"value[{index}].subscriptionId", "missing, and no usable id")
-                )
-                continue
-        state = item.get("state")
-        # Warned and PastDue subscriptions are still readable; only these cannot be read.
-        if isinstance(state, str) and state.lower() in ("disabled", "deleted"):
-            continue
-        ids.append(sub.strip().lower())
-    return _SubscriptionsPage(ids=tuple(ids), skipped=tuple(skipped), next_link=next_link or None)

@@ -667,7 +667,7 @@ job and vault objects (docs/events.md); previous_status is always null here.
         "--subscription",
         action="append",
         metavar="ID",
-        help="every vault of this subscription (repeatable)",
+        help="every vault of this subscription, given as its GUID (repeatable)",
     )
     listing.add_argument(
         "--status",
@@ -821,7 +821,8 @@ def run_jobs(args: argparse.Namespace) -> int:
     try:
         request = parse_jobs_request(args)
     except UsageError as exc:
-        sys.stderr.write(f"backup-monitor jobs: {exc}\n")
+        command = f"jobs {args.jobs_command}" if args.jobs_command else "jobs"
+        sys.stderr.write(f"backup-monitor {command}: {exc}\n")
         return EXIT_USAGE
     try:
         settings = _load(args)

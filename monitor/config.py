@@ -16,7 +16,8 @@ from types import MappingProxyType
 from typing import Literal, TypeVar, cast, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
-from monitor.errors import ConfigError
+from monitor.core.jobs import parse_vault_id
+from monitor.errors import ConfigError, ParseError
 
 # Rule: nothing here reads os.environ or the clock; the environment arrives as a mapping.
 
@@ -786,6 +787,10 @@ def _parse_discovery(table: Mapping[str, object]) -> DiscoverySettings:
             raise r.error(f"vaults[{i}]", f"must look like {_VAULT_ID_SHAPE}, got {vault!r}")
         if not _GUID.fullmatch(match.group("sub")):
             raise r.error(f"vaults[{i}]", f"subscription must be a GUID, got {match['sub']!r}")
+        try:  # the names go into URL paths: the same check as for the vaults ARM lists
+            parse_vault_id(vault.rstrip("/"))
+        except ParseError as exc:
+            raise r.error(f"vaults[{i}]", exc.problem) from None
     vaults = tuple(v.rstrip("/") for v in vaults)
     subscriptions = r.texts("subscriptions", () if vaults else ("*",))
     if "*" in subscriptions and len(subscriptions) > 1:

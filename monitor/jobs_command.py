@@ -33,6 +33,8 @@ from monitor.core.jobs import (
     JobDetails,
     JobStatus,
     VaultRef,
+    check_path_segment,
+    check_subscription_id,
     parse_duration_s,
     parse_vault_id,
 )
@@ -69,7 +71,8 @@ __all__ = [
 EXIT_OK: Final = 0
 """list/show: done. wait: the job ended Completed."""
 EXIT_USAGE: Final = 2
-"""A bad argument (vault id, operation URL, time window); also bad configuration."""
+"""A bad argument (vault, job or subscription id, operation URL, time window); also bad
+configuration."""
 EXIT_API_ERROR: Final = 4
 """An ARM call failed (403, 5xx, transport, refused origin); list: some vault could not be read
 (every other vault's jobs were still printed)."""
@@ -351,28 +354,51 @@ class WaitRequest:
     output: Output
 
 
-def _vault_arg(text: str) -> VaultRef:
+def _vault_arg(text: str, argument: str) -> VaultRef:
+    """The vault `argument` names; its subscription, resource group and name are checked as
+    `parse_vault_id` checks ARM's (a GUID, and single safe path segments)."""
     try:
         return parse_vault_id(text.strip())
     except ParseError as exc:
         raise UsageError(
-            f"not a Recovery Services vault resource id: {text!r}: {exc.problem}"
+            f"{argument}: not a Recovery Services vault resource id: {exc.problem}: {text!r}"
         ) from None
 
 
-def _job_arg(text: str) -> str:
+def _job_arg(text: str, vault: VaultRef, argument: str = "JOB_ID") -> str:
+    """The job name `argument` gives: a name, or a job resource id of `vault`.
+
+    A resource id must be `{vault}/backupJobs/{name}` for the vault given beside it (any
+    casing), so `../../etc/passwd` is refused rather than read as the job `passwd`.
+    """
     name = text.strip()
-    if "/" in name:  # a job resource id: its last segment is the job name
-        name = name.rstrip("/").rsplit("/", 1)[-1]
-    if not name:
-        raise UsageError(f"not a job id: {text!r}")
-    return name
+    if "/" in name:
+        prefix = vault.key + "/backupjobs/"
+        given = name.rstrip("/")
+        if given[: len(prefix)].lower() != prefix or "/" in given[len(prefix) :]:
+            raise UsageError(
+                f"{argument}: a job name, or the resource id of a job in {vault.id} "
+                f"({vault.id}/backupJobs/NAME), got {text!r}"
+            )
+        name = given[len(prefix) :]
+    try:
+        return check_path_segment(name, "job name")
+    except ParseError as exc:
+        raise UsageError(f"{argument}: {exc.problem}") from None
+
+
+def _subscription_arg(text: str) -> str:
+    sub = text.strip()
+    try:
+        return check_subscription_id(sub).lower()
+    except ParseError:
+        raise UsageError(f"--subscription: must be a subscription GUID, got {text!r}") from None
 
 
 def _list_request(args: argparse.Namespace) -> ListRequest:
     return ListRequest(
-        vaults=tuple(_vault_arg(v) for v in args.vault or ()),
-        subscriptions=tuple(s.strip().lower() for s in args.subscription or ()),
+        vaults=tuple(_vault_arg(v, "--vault") for v in args.vault or ()),
+        subscriptions=tuple(_subscription_arg(s) for s in args.subscription or ()),
         statuses=frozenset(args.status or ()),
         operations=tuple(o.strip().lower() for o in args.operation or ()),
         types=tuple(t.strip().lower() for t in args.type or ()),
@@ -383,9 +409,8 @@ def _list_request(args: argparse.Namespace) -> ListRequest:
 
 
 def _show_request(args: argparse.Namespace) -> ShowRequest:
-    return ShowRequest(
-        vault=_vault_arg(args.vault_id), job_name=_job_arg(args.job_id), output=args.output
-    )
+    vault = _vault_arg(args.vault_id, "VAULT_ID")
+    return ShowRequest(vault=vault, job_name=_job_arg(args.job_id, vault), output=args.output)
 
 
 def _wait_request(args: argparse.Namespace) -> WaitRequest:
@@ -409,9 +434,10 @@ def _wait_request(args: argparse.Namespace) -> WaitRequest:
         )
     if args.vault_id is None or args.job_id is None:
         raise UsageError("give VAULT_ID JOB_ID, or --operation-url URL")
+    vault = _vault_arg(args.vault_id, "VAULT_ID")
     return WaitRequest(
-        vault=_vault_arg(args.vault_id),
-        job_name=_job_arg(args.job_id),
+        vault=vault,
+        job_name=_job_arg(args.job_id, vault),
         operation_url=None,
         operation=None,
         timeout_s=args.timeout,
@@ -428,8 +454,9 @@ def parse_jobs_request(args: argparse.Namespace) -> JobsRequest:
     Done before anything connects, so a bad argument exits 2 even without a credential.
 
     Raises:
-        UsageError: no sub-command, a malformed vault id or operation URL, or both a job and
-            an operation URL given to `wait`.
+        UsageError: no sub-command; a malformed vault id, job id, subscription id or operation
+            URL (the message names the argument); or both a job and an operation URL given to
+            `wait`.
     """
     match args.jobs_command:
         case "list":

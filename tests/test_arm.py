@@ -12,18 +12,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import anyio
 import pytest
+from hypothesis import example, given, settings
 from structlog.testing import capture_logs
+from yarl import URL
 
 import monitor.arm
 from monitor.arm import ArmClient, arm_origin, make_ssl_context, open_session
 from monitor.clock import SystemClock
 from monitor.config import AzureSettings, BudgetSettings
-from monitor.core.jobs import VaultRef, parse_vault_id
+from monitor.core.jobs import VaultRef, check_path_segment, parse_vault_id
 from monitor.credentials import StaticTokenCredential, TokenCache, build_credential
 from monitor.emulator import (
     Emulator,
@@ -43,8 +45,10 @@ from monitor.errors import (
     ArmTransportError,
     ConfigError,
     ForeignOriginError,
+    ParseError,
 )
 from monitor.pacing import BudgetBook
+from tests.core.strategies import segment_text
 from tests.fakes import CountingCredential
 from tests.test_credentials import SCOPE
 
@@ -260,6 +264,18 @@ class TestJobs:
         with pytest.raises(ArmNotFound) as caught:
             await h.client.get_job(vault, str(uuid.UUID(int=7)))
         assert caught.value.code == "BMSUserErrorJobNotFound"
+
+    async def test_unsafe_names_are_refused_before_sending(self, h: Harness) -> None:
+        """A job name or subscription id that is not one safe path segment is a ParseError
+        (not a ValueError that would escape a poll), and nothing is sent."""
+        vault = h.vault()
+        for name in ("evil/name", "..", "a?b", "../../../../etc/passwd", ""):
+            with pytest.raises(ParseError, match="job name"):
+                await h.client.get_job(vault, name)
+        for sub in ("../../x", "abc", ""):
+            with pytest.raises(ParseError, match="subscription id must be a GUID"):
+                await h.client.list_vaults(sub)
+        assert h.sent == []
 
 
 class TestAuthentication:
@@ -577,14 +593,46 @@ def test_the_client_only_ever_sends_get() -> None:
     assert session_calls == {"get"}
 
 
-def test_subscription_states_that_can_still_be_read_are_kept() -> None:
-    """Enabled, Warned and PastDue subscriptions are watched; Disabled and Deleted are not."""
-    payload = {
-        "value": [
-            {"subscriptionId": f"0000000{n}-0000-0000-0000-000000000000", "state": state}
-            for n, state in enumerate(["Enabled", "Warned", "PastDue", "Disabled", "Deleted"])
-        ]
-        + [{"id": "/subscriptions/00000009-0000-0000-0000-000000000000"}]
-    }
-    page = monitor.arm._parse_subscriptions_page(payload)
-    assert [s[:8] for s in page.ids] == ["00000000", "00000001", "00000002", "00000009"]
+def _url_builder() -> ArmClient:
+    """An ArmClient used only to build URLs: it is never asked to send, so it has no session."""
+    clock = SystemClock()
+    return ArmClient(
+        session=cast(aiohttp.ClientSession, None),
+        tokens=TokenCache(StaticTokenCredential("t"), SCOPE, clock),
+        azure=AzureSettings(arm_endpoint="https://management.azure.com/"),
+        budgets=BudgetBook(BudgetSettings(), clock=clock, rng=random.Random(1)),
+        clock=clock,
+        rng=random.Random(2),
+    )
+
+
+_BUILDER = _url_builder()
+_VAULT = parse_vault_id(
+    "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg"
+    "/providers/Microsoft.RecoveryServices/vaults/v1"
+)
+
+
+@settings(max_examples=500)
+@given(segment_text)
+@example(".")
+@example("..")
+@example("evil/name")
+@example("%2e%2e")
+@example("a;b")
+@example("a?b#c")
+def test_an_accepted_name_is_exactly_one_segment_of_the_url(name: str) -> None:
+    """Whatever check_path_segment accepts, ArmClient's URL building puts into exactly one path
+    segment that reads back as the name, and the query stays the api-version alone."""
+    try:
+        check_path_segment(name, "job name")
+    except ParseError:
+        return
+    plain = _BUILDER._url(f"{_VAULT.id}/backupJobs/x", {"api-version": "2025-08-01"})
+    built = _BUILDER._url(f"{_VAULT.id}/backupJobs/{name}", {"api-version": "2025-08-01"})
+    for url in (built, URL(str(built)), URL(f"https://h{built.raw_path}?{built.raw_query_string}")):
+        assert len(url.raw_parts) == len(plain.raw_parts)
+        assert url.parts[-1] == name
+        assert url.parts[:-1] == plain.parts[:-1]
+        assert dict(url.query) == {"api-version": "2025-08-01"}
+        assert url.fragment == ""

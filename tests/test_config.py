@@ -605,6 +605,19 @@ class TestDiscovery:
             f"Microsoft.RecoveryServices/vaults/<name>, got {bad!r}"
         )
 
+    @pytest.mark.parametrize(
+        ("name", "problem"),
+        [
+            ("..", "vault name is a dot segment: '..'"),
+            ("v?x", "vault name holds '?' (U+003F), which a path segment cannot hold: 'v?x'"),
+            ("v%2F", "vault name holds '%' (U+0025), which a path segment cannot hold: 'v%2F'"),
+        ],
+    )
+    def test_vault_names_must_be_one_safe_path_segment(self, name: str, problem: str) -> None:
+        """A configured vault's names are checked as those ARM lists: each one safe segment."""
+        bad = VAULT.rsplit("/", 1)[0] + "/" + name
+        assert error_of({"discovery": {"vaults": [bad]}}) == f"discovery.vaults[0]: {problem}"
+
     def test_vault_subscription_must_be_a_guid(self) -> None:
         """The subscription segment of a vault id is a GUID."""
         bad = VAULT.replace(SUB, "sub-1")

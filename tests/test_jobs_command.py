@@ -36,6 +36,9 @@ from monitor.jobs_command import (
     EXIT_OK,
     EXIT_TIMED_OUT,
     EXIT_USAGE,
+    ListRequest,
+    ShowRequest,
+    UsageError,
     parse_jobs_request,
     run_jobs_command,
 )
@@ -264,6 +267,113 @@ class TestList:
         assert "not a Recovery Services vault resource id" in run.err
         run = await cli("jobs")
         assert run.code == EXIT_USAGE
+
+
+GUID = "00000000-0000-0000-0000-000000000001"
+VAULT_ID = f"/subscriptions/{GUID}/resourceGroups/rg/providers/Microsoft.RecoveryServices/vaults/v1"
+JOB = "7ddead57-0000-4000-8000-000000000009"
+
+
+class TestArguments:
+    """Every identifier an argument puts into a URL path is checked before anything connects."""
+
+    @pytest.mark.parametrize(
+        ("argv", "message"),
+        [
+            (
+                ["list", "--subscription", "../../x"],
+                "--subscription: must be a subscription GUID, got '../../x'",
+            ),
+            (["list", "--subscription", "abc"], "--subscription: must be a subscription GUID"),
+            (["list", "--subscription", GUID, "--subscription", ""], "--subscription: must be a"),
+            (
+                ["list", "--vault", VAULT_ID.replace("/v1", "/..")],
+                "--vault: not a Recovery Services vault resource id: vault name is a dot segment",
+            ),
+            (
+                ["list", "--vault", VAULT_ID.replace(GUID, "../../x")],
+                "--vault: not a Recovery Services vault resource id",
+            ),
+            (
+                ["show", VAULT_ID.replace("/v1", "/v?1"), JOB],
+                "VAULT_ID: not a Recovery Services vault resource id: vault name holds '?'",
+            ),
+            (
+                ["show", VAULT_ID, "../../../../etc/passwd"],
+                f"JOB_ID: a job name, or the resource id of a job in {VAULT_ID}",
+            ),
+            (
+                ["show", VAULT_ID, VAULT_ID.replace("/v1", "/v2") + f"/backupJobs/{JOB}"],
+                "JOB_ID: a job name, or the resource id of a job in",
+            ),
+            (["show", VAULT_ID, f"{VAULT_ID}/backupJobs/a/b"], "JOB_ID: a job name, or the"),
+            (["show", VAULT_ID, f"{VAULT_ID}/backupJobs/.."], "JOB_ID: job name is a dot segment"),
+            (["show", VAULT_ID, "a?b"], "JOB_ID: job name holds '?' (U+003F)"),
+            (["show", VAULT_ID, "a%2F"], "JOB_ID: job name holds '%'"),
+            (["show", VAULT_ID, "  "], "JOB_ID: job name is empty"),
+            (["wait", VAULT_ID, "evil\\name"], "JOB_ID: job name holds '\\\\'"),
+            (["wait", VAULT_ID, "a\u202eb"], "JOB_ID: job name holds '\\u202e' (U+202E)"),
+        ],
+    )
+    def test_bad_identifier_is_a_usage_error_naming_the_argument(
+        self, argv: list[str], message: str
+    ) -> None:
+        """A subscription that is not a GUID, or a vault or job name that is not one safe path
+        segment, is a UsageError whose message starts with the argument's name."""
+        args = build_parser().parse_args(["jobs", *argv])
+        with pytest.raises(UsageError) as info:
+            parse_jobs_request(args)
+        assert str(info.value).startswith(message.split(":", 1)[0] + ":")
+        assert message in str(info.value)
+
+    @pytest.mark.parametrize(
+        ("job_arg", "name"),
+        [
+            (JOB, JOB),
+            (f"  {JOB} ", JOB),
+            (f"{VAULT_ID}/backupJobs/{JOB}", JOB),
+            (f"{VAULT_ID.upper()}/BACKUPJOBS/{JOB}/", JOB),
+            ("a;b", "a;b"),
+        ],
+    )
+    def test_a_job_is_a_name_or_a_resource_id_in_the_vault(self, job_arg: str, name: str) -> None:
+        """JOB_ID is a job name or, in any casing, the resource id of a job of VAULT_ID."""
+        args = build_parser().parse_args(["jobs", "show", VAULT_ID, job_arg])
+        request = parse_jobs_request(args)
+        assert isinstance(request, ShowRequest)
+        assert request.job_name == name
+
+    def test_subscriptions_are_lower_cased(self) -> None:
+        """--subscription takes a GUID in any casing and reads it lower-cased."""
+        args = build_parser().parse_args(["jobs", "list", "--subscription", GUID.upper()])
+        request = parse_jobs_request(args)
+        assert isinstance(request, ListRequest)
+        assert request.subscriptions == (GUID,)
+
+    async def test_a_path_in_an_argument_exits_2_with_one_line_and_sends_nothing(
+        self, emu: Emulator, config: Path, cli: Callable[..., Any], ca_pem_path: str
+    ) -> None:
+        """Items 8 and 10 of issue 9: `--subscription ../../x` and `jobs show VAULT
+        ../../../../etc/passwd` exit 2 with one line (no traceback), and ARM sees no request."""
+        vault = live_vaults(emu)[0]
+        before = (await stats(emu, ca_pem_path))["requests"]
+        run = await cli("jobs", "list", "--config", str(config), "--subscription", "../../x")
+        assert (run.code, run.err_lines) == (
+            EXIT_USAGE,
+            [
+                "backup-monitor jobs list: --subscription: "
+                "must be a subscription GUID, got '../../x'"
+            ],
+        )
+        run = await cli("jobs", "list", "--config", str(config), "--subscription", "abc")
+        assert run.code == EXIT_USAGE
+        assert len(run.err_lines) == 1
+        run = await cli("jobs", "show", "--config", str(config), vault.id, "../../../../etc/passwd")
+        assert run.code == EXIT_USAGE
+        assert len(run.err_lines) == 1
+        assert run.err_lines[0].startswith("backup-monitor jobs show: JOB_ID: a job name, or ")
+        assert run.out == ""
+        assert (await stats(emu, ca_pem_path))["requests"] == before
 
 
 class TestShow:
@@ -502,15 +612,12 @@ async def stats(emu: Emulator, ca_pem_path: str) -> Any:
 
 def test_render_job_is_the_event_job_object() -> None:
     """render_job gives exactly the `job` object render_event writes (one renderer, two uses)."""
-    vault = parse_vault_id(
-        "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/"
-        "Microsoft.RecoveryServices/vaults/v1"
-    )
     world = World(
         WorldSettings(seed=3, subscriptions=1, vaults_per_subscription=1),
         datetime(2026, 11, 25, 10, 0, tzinfo=UTC),
     )
     wjob = next(j for v in world.vaults.values() for j in v.jobs if j.is_terminal)
+    vault = parse_vault_id(wjob.vault.id)  # a job parses only against its own vault
     details = parse_job_details(job_json(wjob, world.now, details=True), vault)
     change = JobStateChanged(
         vault_key=vault.key,

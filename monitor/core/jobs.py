@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from typing import ClassVar, Final
 from monitor.errors import ParseError
 
 __all__ = [
+    "MAX_SEGMENT_CHARS",
     "BackupJob",
     "JobAction",
     "JobDetails",
@@ -25,20 +27,117 @@ __all__ = [
     "JobStatus",
     "JobTask",
     "JobsPage",
+    "SubscriptionsPage",
     "VaultRef",
     "VaultsPage",
     "build_jobs_filter",
+    "check_path_segment",
+    "check_subscription_id",
     "format_filter_time",
     "parse_arm_time",
     "parse_duration_s",
     "parse_job_details",
     "parse_jobs_page",
+    "parse_subscriptions_page",
     "parse_vault_id",
     "parse_vaults_page",
 ]
 
 # Years below this mean "unset": DateTime.MinValue (0001-01-01) and Backup's 2001-01-01.
 SENTINEL_YEAR_BELOW: Final = 2002
+
+# --------------------------------------------------------------------------------------------
+# Identifiers that go into URL paths
+
+MAX_SEGMENT_CHARS: Final = 260
+"""The longest value accepted as one path segment. The names that reach our URLs are far shorter
+(vault names 2–50 characters, resource groups 1–90, job names 36-character GUIDs); 260 leaves room
+for any real one and bounds what a hostile page can put into a URL or a log line."""
+
+# '/' and '\' split a path (some servers read '\' as '/'), '?' and '#' end it, '%' would be
+# read as an escape by whatever decodes the path a second time, and C0 controls and DEL are
+# never part of a name. ';' is allowed: Backup's container and item names hold it.
+_UNSAFE_ASCII: Final = re.compile(r"[\x00-\x1f\x7f/\\?#%]")
+# Beyond ASCII: C1 controls, format characters (bidi overrides and isolates, zero-width
+# characters, the BOM: they make a name print as something it is not), lone surrogates (not
+# encodable as UTF-8) and the line and paragraph separators. Letters of any script, right-to-left
+# ones included, are allowed: the URL percent-encodes them.
+_UNSAFE_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_DOT_SEGMENTS: Final = frozenset({".", ".."})
+_GUID: Final = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII | re.IGNORECASE
+)
+
+
+def check_path_segment(value: object, what: str, *, path: str = "") -> str:
+    """Return `value` when it is safe as exactly one segment of an ARM URL path.
+
+    Refused: a non-string; the empty string; more than MAX_SEGMENT_CHARS characters; `.` and
+    `..`; leading or trailing whitespace; `/`, `\\`, `?`, `#`, `%`; control characters (C0, DEL,
+    C1), format characters (Unicode category Cf: bidi overrides, zero-width characters), lone
+    surrogates, U+2028 and U+2029; and any value whose NFKC form holds one of those characters or
+    is a dot segment (full-width `／` or `．．`, which a normalising server would read as `/` or
+    `..`). Everything else is allowed, letters of every script included: the URL
+    percent-encodes it, so an accepted value is one segment however it is quoted.
+
+    Args:
+        value: the identifier as parsed (an ARM payload's field, a command-line argument).
+        what: what it is, for the message: `"job name"`, `"vault name"`, `"resource group"`.
+        path: the ParseError's path (a JSON path such as `name`, or an argument's name).
+
+    Raises:
+        ParseError: (named `path`) the value is not safe; the message names `what`, the problem
+            and an excerpt of the value.
+    """
+    if type(value) is not str:
+        raise ParseError(path, f"{what}: expected a string, got {type(value).__name__}")
+    problem = _segment_problem(value)
+    if problem is not None:
+        raise ParseError(path, f"{what} {problem}: {_excerpt(value)}")
+    return value
+
+
+def check_subscription_id(value: object, *, path: str = "") -> str:
+    """Return `value` when it is a subscription id: a GUID (any casing; returned as given).
+
+    Raises:
+        ParseError: (named `path`) not a string, or not a GUID.
+    """
+    if type(value) is not str or _GUID.fullmatch(value) is None:
+        raise ParseError(path, f"subscription id must be a GUID, got {_excerpt(value)}")
+    return value
+
+
+def _segment_problem(value: str) -> str | None:
+    """Why `value` is not one safe path segment, or None."""
+    if not value:
+        return "is empty"
+    if len(value) > MAX_SEGMENT_CHARS:
+        return f"is {len(value)} characters long, more than {MAX_SEGMENT_CHARS}"
+    if value in _DOT_SEGMENTS:
+        return "is a dot segment"
+    if value[0].isspace() or value[-1].isspace():
+        return "has leading or trailing whitespace"
+    bad = _UNSAFE_ASCII.search(value)
+    if bad is not None:
+        return f"holds {_char_name(bad.group())}"
+    if value.isascii():
+        return None  # the common case: GUIDs and ARM names
+    for char in value:
+        if char > "\x7f" and unicodedata.category(char) in _UNSAFE_CATEGORIES:
+            return f"holds {_char_name(char)}"
+    folded = unicodedata.normalize("NFKC", value)
+    if folded in _DOT_SEGMENTS:
+        return f"normalises (NFKC) to the dot segment {folded!r}"
+    bad = _UNSAFE_ASCII.search(folded)
+    if bad is not None:
+        return f"normalises (NFKC) to a value that holds {_char_name(bad.group())}"
+    return None
+
+
+def _char_name(char: str) -> str:
+    return f"{char!r} (U+{ord(char):04X}), which a path segment cannot hold"
+
 
 # --------------------------------------------------------------------------------------------
 # Vaults
@@ -89,8 +188,10 @@ def parse_vault_id(resource_id: str, *, location: str | None = None) -> VaultRef
         location: the vault's region, when the caller knows it.
 
     Raises:
-        ParseError: (path `resource_id`) the id is not a string or not a vault id; the message
-            names the segment that is wrong.
+        ParseError: (path `resource_id`) the id is not a string or not a vault id: a fixed
+            segment is wrong, the subscription id is not a GUID, or the resource group or the
+            vault name is not one safe path segment (`check_path_segment`); the message names
+            the segment that is wrong.
     """
     if not isinstance(resource_id, str):
         raise ParseError("resource_id", f"expected a string, got {type(resource_id).__name__}")
@@ -109,9 +210,9 @@ def parse_vault_id(resource_id: str, *, location: str | None = None) -> VaultRef
     ):
         if got.lower() != want:
             raise ParseError("resource_id", f"expected segment {want!r}, got {_excerpt(got)}")
-    for got, what in ((sub, "subscription id"), (rg, "resource group"), (name, "vault name")):
-        if not got or got.strip() != got:
-            raise ParseError("resource_id", f"empty or padded {what}: {_excerpt(got)}")
+    check_subscription_id(sub, path="resource_id")
+    check_path_segment(rg, "resource group", path="resource_id")
+    check_path_segment(name, "vault name", path="resource_id")
     return VaultRef(
         id=resource_id,
         key=resource_id.lower(),
@@ -159,6 +260,73 @@ def _parse_vault_item(item: object) -> VaultRef:
         return parse_vault_id(resource_id, location=location)
     except ParseError as exc:
         raise ParseError("id", exc.problem) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Subscriptions
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubscriptionsPage:
+    """One page of `GET /subscriptions`: readable ids (lower-cased), skipped items, next link."""
+
+    ids: tuple[str, ...]
+    skipped: tuple[ParseError, ...]
+    next_link: str | None
+
+    @property
+    def has_next_page(self) -> bool:
+        """True when ARM gave a `nextLink` to follow."""
+        return self.next_link is not None
+
+
+# Warned and PastDue subscriptions are still readable; only these cannot be read.
+_UNREADABLE_STATES: Final = frozenset({"disabled", "deleted"})
+
+
+def parse_subscriptions_page(payload: object) -> SubscriptionsPage:
+    """Parse one page of `GET /subscriptions`.
+
+    An item's id is its `subscriptionId`, or, when that is absent or empty, the last segment of
+    its `id` (`/subscriptions/{id}`). An item that is not an object, or whose id is not a GUID
+    (`check_subscription_id`), is skipped and reported in `skipped` with its JSON path, e.g.
+    `value[2].subscriptionId`. Disabled and Deleted subscriptions are left out without a word.
+
+    Raises:
+        ParseError: the payload is not an object with a list `value`, or `nextLink` is present
+            and not a string.
+    """
+    items, next_link = _page_items(payload)
+    ids: list[str] = []
+    skipped: list[ParseError] = []
+    for index, item in enumerate(items):
+        try:
+            sub = _parse_subscription_item(item)
+        except ParseError as exc:
+            skipped.append(_at(f"value[{index}]", exc))
+            continue
+        if sub is not None:
+            ids.append(sub)
+    return SubscriptionsPage(ids=tuple(ids), skipped=tuple(skipped), next_link=next_link)
+
+
+def _parse_subscription_item(item: object) -> str | None:
+    """The item's lower-cased subscription id; None for a subscription that cannot be read."""
+    if not isinstance(item, dict):
+        raise ParseError("", f"expected an object, got {type(item).__name__}")
+    given = item.get("subscriptionId")
+    if given is not None and given != "":
+        sub = check_subscription_id(given, path="subscriptionId")
+    else:
+        whole = item.get("id")
+        parts = whole.split("/") if isinstance(whole, str) else []
+        if len(parts) != 3 or parts[0] != "" or parts[1].lower() != "subscriptions":
+            raise ParseError("subscriptionId", "missing, and no /subscriptions/{id} in id")
+        sub = check_subscription_id(parts[2], path="id")
+    state = item.get("state")
+    if isinstance(state, str) and state.lower() in _UNREADABLE_STATES:
+        return None
+    return sub.lower()
 
 
 # --------------------------------------------------------------------------------------------
@@ -399,7 +567,9 @@ def parse_jobs_page(payload: object, vault: VaultRef) -> JobsPage:
     """Parse one page of `GET .../vaults/{v}/backupJobs`.
 
     A malformed item is skipped and reported in `skipped` as a ParseError whose path names it,
-    e.g. `value[3].properties.status`; it never fails the page. `next_link` is returned verbatim
+    e.g. `value[3].properties.status`; it never fails the page. Malformed includes a `name` that
+    is not one safe URL path segment (`check_path_segment`: it would go into the details URL)
+    and an `id` that is not under `{vault}/backupJobs/`. `next_link` is returned verbatim
     (absent, null or empty means None); it must be followed as given, never rebuilt.
 
     Raises:
@@ -496,9 +666,13 @@ def _parse_job(item: object, vault_key: str) -> BackupJob:
     name = item.get("name")
     if type(name) is not str or not name:
         raise ParseError("name", "missing, empty or not a string")
+    check_path_segment(name, "job name", path="name")  # it goes into the details URL
     resource_id = item.get("id")
     if type(resource_id) is not str:
         raise ParseError("id", "missing or not a string")
+    prefix = vault_key + "/backupjobs/"
+    if resource_id[: len(prefix)].lower() != prefix:
+        raise ParseError("id", f"not a job of the vault {vault_key}: {_excerpt(resource_id)}")
     props = item.get("properties")
     if type(props) is not dict:
         raise ParseError("properties", "missing or not an object")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from monitor.core.jobs import VaultRef, parse_vault_id
+from monitor.core.jobs import VaultRef, check_path_segment, parse_vault_id
 from monitor.errors import ParseError
 
 __all__ = [
@@ -151,7 +151,9 @@ def parse_operation_status(payload: object) -> OperationStatus:
     shape gives no job ids. An `error` that is not an object is ignored.
 
     Raises:
-        ParseError: the payload is not an object, or `status` is missing or not a string.
+        ParseError: the payload is not an object, `status` is missing or not a string, or a job
+            id is not one safe URL path segment (`check_path_segment`: it goes into the job's
+            URL).
     """
     if not isinstance(payload, dict):
         raise ParseError("", f"expected an object, got {type(payload).__name__}")
@@ -163,10 +165,13 @@ def parse_operation_status(payload: object) -> OperationStatus:
     if isinstance(props, dict):
         one = props.get("jobId")
         if isinstance(one, str) and one:
-            job_ids.append(one)
+            job_ids.append(check_path_segment(one, "job name", path="properties.jobId"))
         many = props.get("jobIds")
         if isinstance(many, list):
-            job_ids.extend(j for j in many if isinstance(j, str) and j and j not in job_ids)
+            for index, entry in enumerate(many):
+                if isinstance(entry, str) and entry and entry not in job_ids:
+                    path = f"properties.jobIds[{index}]"
+                    job_ids.append(check_path_segment(entry, "job name", path=path))
     code: str | None = None
     message: str | None = None
     error = payload.get("error")

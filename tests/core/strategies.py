@@ -48,3 +48,20 @@ job_like: st.SearchStrategy[Any] = st.fixed_dictionaries(
         "properties": st.dictionaries(PROPERTY_KEYS, json_values, max_size=8) | json_values,
     },
 )
+
+# Characters a path segment may never hold, each named in the refusal by its code point.
+UNSAFE_SEGMENT_CHARS = [
+    "/", "\\", "?", "#", "%", "\x00", "\t", "\n", "\r", "\x1b", "\x7f", "\x85", "\u2028",
+    "\u2029", "\u202e", "\u2066", "\u200b", "\u200f", "\ufeff", "\ud800",
+]  # fmt: skip
+
+# Text for identifiers: any code point, weighted towards what URLs and paths treat specially
+# (the refused characters, dots, spaces, the sub-delimiters a path keeps, full-width look-alikes).
+segment_text: st.SearchStrategy[str] = st.text(
+    alphabet=st.characters(codec=None)
+    | st.sampled_from(
+        [*UNSAFE_SEGMENT_CHARS, ".", " ", ";", "+", "&", "=", ":", "@", "(", ")", "'", "~"]
+    )
+    | st.sampled_from(["\uff0f", "\uff0e", "\uff05", "\u2100", "\u00a0", "\u3000"]),
+    max_size=300,
+)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -12,22 +13,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.core.jobs import (
+    MAX_SEGMENT_CHARS,
     BackupJob,
     JobAction,
     JobKey,
     JobStatus,
     build_jobs_filter,
+    check_path_segment,
+    check_subscription_id,
     format_filter_time,
     parse_arm_time,
     parse_duration_s,
     parse_job_details,
     parse_jobs_page,
+    parse_subscriptions_page,
     parse_vault_id,
     parse_vaults_page,
 )
 from monitor.errors import ParseError
 from tests.core import payloads as p
-from tests.core.strategies import job_like, json_values
+from tests.core.strategies import UNSAFE_SEGMENT_CHARS, job_like, json_values, segment_text
 
 VAULT = parse_vault_id(p.VAULT_ID)
 
@@ -63,6 +68,17 @@ class TestVaultIds:
             (p.VAULT_ID.replace("/Subscriptions/", "/Subs/"), "subscriptions"),
             (p.VAULT_ID.replace(p.SUB, ""), "subscription id"),
             ("subscriptions" + p.VAULT_ID, "segments"),
+            (p.VAULT_ID.replace(p.SUB, "abc"), "subscription id must be a GUID, got 'abc'"),
+            (p.VAULT_ID.replace(p.SUB, ".."), "subscription id must be a GUID"),
+            (p.VAULT_ID.replace("rg-backup", ".."), "resource group is a dot segment"),
+            (p.VAULT_ID.replace("rg-backup", " rg"), "resource group has leading or trailing"),
+            (p.VAULT_ID.replace("/v1", "/.."), "vault name is a dot segment"),
+            (p.VAULT_ID.replace("/v1", "/v?1"), "vault name holds '?' (U+003F)"),
+            (p.VAULT_ID.replace("/v1", "/v#1"), "vault name holds '#'"),
+            (p.VAULT_ID.replace("/v1", "/v%2F1"), "vault name holds '%'"),
+            (p.VAULT_ID.replace("/v1", "/v\\1"), "vault name holds '\\\\'"),
+            (p.VAULT_ID.replace("/v1", "/v\n1"), "vault name holds '\\n' (U+000A)"),
+            (p.VAULT_ID.replace("/v1", "/" + "v" * 261), "261 characters long"),
         ],
     )
     def test_bad_ids_name_the_problem(self, resource_id: str, problem: str) -> None:
@@ -99,6 +115,182 @@ class TestVaultIds:
         assert [e.path for e in page.skipped] == ["value[2].id", "value[3].type", "value[4]"]
         assert page.next_link == p.NEXT_LINK
         assert page.has_next_page
+
+    def test_hostile_vault_names_are_skipped_with_their_path(self) -> None:
+        """A listed vault whose name is not one safe path segment is skipped as `value[i].id`."""
+        names = ["v1", "..", ".", "a?b", "a#b", "a\\b", "a\nb", "a%2Fb", "x" * 5000, "\u202ev"]
+        payload = {
+            "value": [
+                {
+                    "id": p.VAULT_ID.replace("/v1", f"/{n}"),
+                    "type": "Microsoft.RecoveryServices/vaults",
+                }
+                for n in names
+            ]
+            + [
+                {
+                    "id": p.VAULT_ID.replace("/v1", "/a/b"),
+                    "type": "Microsoft.RecoveryServices/vaults",
+                }
+            ]
+        }
+        page = parse_vaults_page(payload)
+        assert [v.name for v in page.vaults] == ["v1"]
+        assert [e.path for e in page.skipped] == [
+            f"value[{i}].id" for i in range(1, len(names) + 1)
+        ]
+        assert "segments" in page.skipped[-1].problem
+
+
+class TestSubscriptionsPage:
+    def test_states_that_can_still_be_read_are_kept(self) -> None:
+        """Enabled, Warned and PastDue subscriptions are kept; Disabled and Deleted are not."""
+        payload = {
+            "value": [
+                {"subscriptionId": f"0000000{n}-0000-0000-0000-000000000000", "state": state}
+                for n, state in enumerate(["Enabled", "Warned", "PastDue", "Disabled", "Deleted"])
+            ]
+            + [{"id": "/subscriptions/00000009-0000-0000-0000-000000000000"}]
+        }
+        page = parse_subscriptions_page(payload)
+        assert [s[:8] for s in page.ids] == ["00000000", "00000001", "00000002", "00000009"]
+        assert page.skipped == ()
+        assert page.next_link is None
+
+    def test_ids_that_are_not_guids_are_skipped_with_their_path(self) -> None:
+        """A subscription id that is not a GUID never reaches a URL: skipped with its JSON path."""
+        guid = "0000000A-0000-0000-0000-00000000000B"
+        payload = {
+            "value": [
+                {"subscriptionId": "../../x"},
+                {"subscriptionId": "abc"},
+                {"subscriptionId": 7},
+                {"subscriptionId": f" {guid}"},
+                {"id": "/subscriptions/not-a-guid"},
+                {"id": "/subscriptions/a/b"},
+                {},
+                "nope",
+                {"subscriptionId": guid, "state": "Enabled"},
+            ],
+            "nextLink": p.NEXT_LINK,
+        }
+        page = parse_subscriptions_page(payload)
+        assert page.ids == (guid.lower(),)
+        assert [e.path for e in page.skipped] == [
+            "value[0].subscriptionId",
+            "value[1].subscriptionId",
+            "value[2].subscriptionId",
+            "value[3].subscriptionId",
+            "value[4].id",
+            "value[5].subscriptionId",
+            "value[6].subscriptionId",
+            "value[7]",
+        ]
+        assert "must be a GUID, got '../../x'" in page.skipped[0].problem
+        assert page.next_link == p.NEXT_LINK
+
+    @pytest.mark.parametrize("payload", [None, [], {"value": {}}, {"value": [], "nextLink": 3}])
+    def test_bad_page_raises(self, payload: object) -> None:
+        """A payload that is not an object with a list `value` (or a bad nextLink) raises."""
+        with pytest.raises(ParseError):
+            parse_subscriptions_page(payload)
+
+
+class TestPathSegments:
+    @pytest.mark.parametrize(
+        "value",
+        [
+            "7ddead57-0000-4000-8000-000000000001",
+            "a;b",  # Backup's container and item names hold ';'
+            "IaasVMContainer;iaasvmcontainerv2;rg;vm1",
+            "rg(prod)_1.2",
+            "...",
+            "a b",
+            "גיבוי-יומי",  # right-to-left letters are letters
+            "نسخة احتياطية",
+            "バックアップ",
+            "x" * MAX_SEGMENT_CHARS,
+        ],
+    )
+    def test_accepted(self, value: str) -> None:
+        """GUIDs, ARM's names and letters of any script (right-to-left too) are accepted as is."""
+        assert check_path_segment(value, "job name") is value
+
+    @pytest.mark.parametrize(
+        ("value", "problem"),
+        [
+            ("", "job name is empty: ''"),
+            (".", "job name is a dot segment: '.'"),
+            ("..", "job name is a dot segment: '..'"),
+            (" a", "job name has leading or trailing whitespace"),
+            ("a\u3000", "job name has leading or trailing whitespace"),
+            ("\n", "job name has leading or trailing whitespace"),
+            ("x" * 5000, f"job name is 5000 characters long, more than {MAX_SEGMENT_CHARS}"),
+            ("evil/name", "job name holds '/' (U+002F), which a path segment cannot hold"),
+            ("a\u202eb", "job name holds '\\u202e' (U+202E)"),
+            ("\uff0e\uff0e", "normalises (NFKC) to the dot segment '..'"),
+            ("a\uff0fb", "normalises (NFKC) to a value that holds '/'"),
+            ("\u2100", "normalises (NFKC) to a value that holds '/'"),  # ℀ is a/c
+        ],
+    )
+    def test_refused_with_the_problem_named(self, value: str, problem: str) -> None:
+        """A refused value raises ParseError at the given path, naming what is wrong with it."""
+        with pytest.raises(ParseError) as info:
+            check_path_segment(value, "job name", path="name")
+        assert info.value.path == "name"
+        assert problem in info.value.problem
+
+    @pytest.mark.parametrize("value", [None, 7, ["a"], {"a": 1}, True])
+    def test_non_strings_are_refused(self, value: object) -> None:
+        """Anything but a string is refused, naming its type."""
+        with pytest.raises(ParseError, match=type(value).__name__):
+            check_path_segment(value, "job name")
+
+    @settings(max_examples=500)
+    @given(segment_text)
+    def test_accepted_values_hold_nothing_a_path_reads(self, value: str) -> None:
+        """Whatever is accepted is non-empty, bounded, not a dot segment, unpadded, and holds no
+        separator, escape, control or format character, also after NFKC normalisation."""
+        problem: str | None = None
+        try:
+            check_path_segment(value, "job name")
+        except ParseError as exc:
+            problem = exc.problem
+        if problem is not None:
+            assert problem.startswith("job name ")
+            return
+        assert 0 < len(value) <= MAX_SEGMENT_CHARS
+        assert value.strip() == value
+        for form in (value, unicodedata.normalize("NFKC", value)):
+            assert form not in (".", "..")
+            assert not set(form) & {"/", "\\", "?", "#", "%"}
+        assert all(unicodedata.category(c) not in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in value)
+
+    @settings(max_examples=300)
+    @given(
+        st.text(alphabet=st.characters(categories=["L", "N"]), min_size=2, max_size=200),
+        st.sampled_from(UNSAFE_SEGMENT_CHARS),
+        st.data(),
+    )
+    def test_one_unsafe_character_anywhere_inside_is_named(
+        self, letters: str, bad: str, data: st.DataObject
+    ) -> None:
+        """Letters and digits of any script pass; one unsafe character put inside them fails,
+        and the message names its code point."""
+        assert check_path_segment(letters, "vault name") == letters
+        at = data.draw(st.integers(min_value=1, max_value=len(letters) - 1))
+        with pytest.raises(ParseError) as info:
+            check_path_segment(letters[:at] + bad + letters[at:], "vault name")
+        assert f"(U+{ord(bad):04X})" in info.value.problem
+
+    @pytest.mark.parametrize(
+        "value", ["", "abc", "../../x", "00000000-0000-0000-0000-00000000000", " " + p.SUB, None]
+    )
+    def test_subscription_ids_must_be_guids(self, value: object) -> None:
+        """A subscription id is a GUID, nothing else; the message quotes what was given."""
+        with pytest.raises(ParseError, match="subscription id must be a GUID, got "):
+            check_subscription_id(value)
+        assert check_subscription_id(p.SUB.upper()) == p.SUB.upper()
 
 
 class TestJobTypes:
@@ -271,6 +463,72 @@ class TestMalformedItems:
         assert len(parsed.jobs) == 3
         (error,) = parsed.skipped
         assert error.path == f"value[3].{path}"
+
+    @pytest.mark.parametrize(
+        ("name", "problem"),
+        [
+            ("evil/name", "holds '/'"),
+            ("..", "dot segment"),
+            (".", "dot segment"),
+            ("a?b", "holds '?'"),
+            ("a#b", "holds '#'"),
+            ("a\\b", "holds '\\\\'"),
+            ("a%2e", "holds '%'"),
+            ("a\nb", "holds '\\n'"),
+            ("a\x00b", "holds '\\x00'"),
+            ("a\u2028b", "holds '\\u2028'"),
+            ("a\u202eb", "holds '\\u202e'"),
+            (" a", "whitespace"),
+            ("x" * 5000, "5000 characters long"),
+        ],
+    )
+    def test_unsafe_job_name_skipped_with_path(self, name: str, problem: str) -> None:
+        """A job whose name cannot be one URL path segment is skipped as `value[i].name`."""
+        hostile = p.job_item("x", status="Completed")
+        hostile["name"] = name
+        parsed = parse_jobs_page(p.page(p.IAAS_COMPLETED, hostile, p.WORKLOAD_FAILED), VAULT)
+        assert [j.name for j in parsed.jobs] == [
+            p.IAAS_COMPLETED["name"],
+            p.WORKLOAD_FAILED["name"],
+        ]
+        (error,) = parsed.skipped
+        assert error.path == "value[1].name"
+        assert error.problem.startswith("job name ")
+        assert problem in error.problem
+
+    @pytest.mark.parametrize("name", ["a;b", "גיבוי", "ジョブ", "a b", "x" * MAX_SEGMENT_CHARS])
+    def test_unusual_but_safe_job_names_are_kept(self, name: str) -> None:
+        """';', spaces and letters of any script (right-to-left too) are kept verbatim."""
+        item = p.job_item(name, status="Completed")
+        job = only_job(item)
+        assert job.name == name
+        assert job.key.job_name == name.lower()
+
+    @pytest.mark.parametrize(
+        "resource_id",
+        [
+            p.VAULT_ID.replace("/v1", "/v2") + "/backupJobs/x",
+            p.VAULT_ID + "/backupJobsX/x",
+            p.VAULT_ID,
+            "/x",
+            "",
+        ],
+    )
+    def test_job_of_another_vault_is_skipped(self, resource_id: str) -> None:
+        """A job whose `id` is not under `{vault}/backupJobs/` is skipped as `value[i].id`."""
+        item = p.job_item("x")
+        item["id"] = resource_id
+        parsed = parse_jobs_page(p.page(item, p.IAAS_COMPLETED), VAULT)
+        assert len(parsed.jobs) == 1
+        (error,) = parsed.skipped
+        assert error.path == "value[0].id"
+        assert "not a job of the vault" in error.problem
+
+    def test_job_id_in_any_casing_of_its_vault_is_kept(self) -> None:
+        """The vault prefix of a job's `id` is compared case-insensitively."""
+        item = p.job_item("x")
+        item["id"] = item["id"].lower().replace("/subscriptions/", "/SUBSCRIPTIONS/")
+        assert only_job(item).resource_id == item["id"]
 
     def test_non_object_item(self) -> None:
         """A non-object item is skipped with the bare index as path."""

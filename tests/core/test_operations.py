@@ -107,3 +107,28 @@ def test_many_job_ids_and_bad_shapes() -> None:
         parse_operation_status({"properties": {}})
     with pytest.raises(ParseError):
         parse_operation_status([])
+
+
+@pytest.mark.parametrize(
+    ("properties", "path"),
+    [
+        ({"jobId": "../../../etc/passwd"}, "properties.jobId"),
+        ({"jobId": "j1?x=1"}, "properties.jobId"),
+        ({"jobIds": ["a", ".."]}, "properties.jobIds[1]"),
+        ({"jobIds": ["a\nb"]}, "properties.jobIds[0]"),
+    ],
+)
+def test_a_job_id_that_is_not_one_path_segment_is_refused(
+    properties: dict[str, object], path: str
+) -> None:
+    """A job id the operation names goes into the job's URL: an unsafe one is a ParseError."""
+    with pytest.raises(ParseError) as info:
+        parse_operation_status({"status": "Succeeded", "properties": properties})
+    assert info.value.path == path
+    assert info.value.problem.startswith("job name ")
+
+
+def test_an_operation_url_naming_an_unsafe_vault_is_refused() -> None:
+    """The vault part of an operation URL is checked as every vault id is."""
+    with pytest.raises(ParseError, match="vault name is a dot segment"):
+        parse_operation_path(VAULT.replace("/v1", "/..") + "/backupOperations/op1")
