@@ -680,6 +680,12 @@ class PollScheduler:
                 continue
             except ArmThrottled:
                 raise  # the whole subscription pauses; the next poll sees all of this again
+            except ParseError as exc:
+                # Its name was refused before sending (a checkpoint older than the check that
+                # now skips such names): it can never be read, so it is forgotten.
+                vanished.append(key)
+                self._job_trouble(watched, key, "job.unreadable", exc)
+                continue
             except Exception as exc:
                 unreadable.add(key)  # still tracked as it was: the next poll reads it again
                 self._job_trouble(watched, key, "job.read_failed", exc)

@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 import monitor.scheduler as scheduler_module
 from monitor.clock import Clock, SystemClock
 from monitor.config import parse_settings
+from monitor.core.diff import JobSnapshot
 from monitor.core.jobs import BackupJob, JobDetails, JobKey, JobStatus, VaultRef, parse_vault_id
 from monitor.errors import (
     ArmForbidden,
@@ -22,6 +23,7 @@ from monitor.errors import (
     ArmServerError,
     ArmThrottled,
     ForeignOriginError,
+    ParseError,
     StartupError,
     StoreError,
 )
@@ -739,6 +741,31 @@ class TestOneJobsTrouble:
         assert events.count("job.read_failed") == 1
         assert "poll.crashed" not in events
         assert "poll.failed" not in events
+
+    async def test_a_tracked_job_whose_name_is_refused_is_forgotten(self) -> None:
+        """A checkpoint from before names were checked may track `evil/name`: it is dropped
+        once, logged, and the vault goes on."""
+        vault = vault_ref(SUB_A, "v1")
+        source = FlakyDetails([vault])
+        store = MemoryCheckpointStore()
+        evil = job(vault, "evil/name", "InProgress", start=NOW - timedelta(seconds=20))
+        await store.save(
+            vault.key,
+            changed=[JobSnapshot.of(evil)],
+            removed=[],
+            polled_at=NOW - timedelta(seconds=5),
+        )
+        source.failing["evil/name"] = ParseError("name", "'/' is not allowed in a path segment")
+        source.listed[vault.key] = [job(vault, "J2", "Completed", start=NOW - timedelta(seconds=9))]
+        sink = ListSink()
+        scheduler = make(source, store, sink)
+        with capture_logs() as logs:
+            await run_until(scheduler, lambda: sink.events and scheduler.stats.polls >= 3)
+        assert sink.statuses("J2") == [(None, "Completed")]
+        assert [k.job_name for k in (await store.load())[vault.key].jobs] == ["j2"]
+        assert [row["event"] for row in logs].count("job.unreadable") == 1
+        assert source.calls.count(("get", "evil/name")) == 1
+        assert scheduler.estate_health().vaults_by_state == {"ok": 1}
 
     async def test_a_refused_next_link_is_retried_on_the_normal_backoff(self) -> None:
         """A foreign nextLink fails the poll, which is retried in seconds, not 300 s."""
