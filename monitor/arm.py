@@ -8,6 +8,9 @@
 #   nextLinks) is checked before anything is sent.
 # - Every request spends one read of its scope's budget first, and every response's headers
 #   (any status) are fed back to that budget.
+# - Nothing ARM sends is read without a bound: each answer stops at azure.max_response_bytes
+#   (checked while reading), each list call at azure.max_list_pages pages and
+#   azure.max_list_bytes bytes; passing one raises ArmLimitExceeded naming the key.
 
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from typing import Final, Protocol, TypeVar
 from urllib.parse import quote
 
 import aiohttp
+import anyio
 import orjson
 import structlog
 from multidict import CIMultiDictProxy
@@ -44,11 +48,13 @@ from monitor.core.jobs import (
     parse_vault_id,
     parse_vaults_page,
 )
+from monitor.core.json_depth import MAX_DEPTH, is_too_deep, loads_bounded
 from monitor.credentials import TokenCache
 from monitor.errors import (
     ArmAuthError,
     ArmError,
     ArmForbidden,
+    ArmLimitExceeded,
     ArmNotFound,
     ArmServerError,
     ArmThrottled,
@@ -147,13 +153,56 @@ def arm_origin(url: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Reply:
-    """A 2xx answer: its decoded JSON and where it came from."""
+    """A 2xx answer: its decoded JSON, its size and where it came from."""
 
     payload: object
     url: URL
     status: int
     request_id: str | None
     correlation_id: str | None
+    size: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _BodyCap:
+    """How many bytes the next answer may have, and the setting that says so.
+
+    For a page of a list call whose remaining `azure.max_list_bytes` is less than
+    `azure.max_response_bytes`, the list's cap binds: `listing` is the list's first URL,
+    `read` and `pages` what the call read before this page.
+    """
+
+    allowed: int
+    key: str
+    setting: int
+    listing: URL | None = None
+    read: int = 0
+    pages: int = 0
+
+    def exceeded(
+        self, url: URL, got: int, *, declared: bool, response: aiohttp.ClientResponse
+    ) -> ArmLimitExceeded:
+        size = f"its Content-Length is {got} bytes" if declared else f"{got} bytes read so far"
+        if self.listing is None:
+            text = (
+                f"stopped reading ARM's answer to GET {url}: {size}, more than the cap "
+                f"{self.key} ({self.setting} bytes)"
+            )
+        else:
+            text = (
+                f"stopped paging GET {self.listing}: page {self.pages + 1} ({size}) takes the "
+                f"list past the cap {self.key} ({self.setting} bytes; {self.read} bytes read "
+                f"over {self.pages} pages before it)"
+            )
+        return ArmLimitExceeded(
+            text,
+            url=str(url),
+            cap=self.key,
+            limit=self.setting,
+            status=response.status,
+            request_id=response.headers.get("x-ms-request-id"),
+            correlation_id=response.headers.get("x-ms-correlation-request-id"),
+        )
 
 
 class _Page(Protocol):
@@ -234,6 +283,14 @@ class ArmClient:
         self._rng = rng
         self._origin = origin
         self._base = azure.arm_endpoint.rstrip("/")
+        self._response_cap = _BodyCap(
+            allowed=azure.max_response_bytes,
+            key="azure.max_response_bytes",
+            setting=azure.max_response_bytes,
+        )
+        # Decoding around a too-deep value is pure Python (seconds for tens of MiB): one at a
+        # time, off the event loop.
+        self._deep_json = anyio.CapacityLimiter(1)
 
     def __repr__(self) -> str:
         return f"ArmClient(origin={str(self._origin)!r})"
@@ -393,7 +450,7 @@ class ArmClient:
             if 200 <= status < 300 and not body.strip():
                 payload: object = None
             else:
-                payload = self._reply(target, scope, status, headers, body).payload
+                payload = (await self._reply(target, scope, status, headers, body)).payload
             raw_retry = headers.get("Retry-After")
             retry_after_s = _retry_after_s(raw_retry, -1.0) if raw_retry is not None else None
             return OperationReply(
@@ -452,12 +509,19 @@ class ArmClient:
 
         Each item a parser skipped is logged as `skipped_event` with `context`, the page
         number and the item's JSON path.
+
+        Raises:
+            ArmLimitExceeded: the call would read more than `azure.max_list_pages` pages or
+                `azure.max_list_bytes` bytes (nothing more is requested or read).
         """
+        first = url
         pages: list[_P] = []
+        read = 0
         seen = {str(url)}
         referrer: URL | None = None
         while True:
-            reply = await self._get(url, referrer=referrer)
+            reply = await self._get(url, referrer=referrer, cap=self._list_cap(first, read, pages))
+            read += reply.size
             try:
                 page = parse(reply.payload)
             except ParseError as exc:
@@ -473,6 +537,28 @@ class ArmClient:
             pages.append(page)
             if not page.next_link:
                 return pages
+            if len(pages) >= self._azure.max_list_pages:
+                raise ArmLimitExceeded(
+                    f"stopped paging GET {first}: {len(pages)} pages read, the cap "
+                    f"azure.max_list_pages (ARM still sent a nextLink)",
+                    url=str(url),
+                    cap="azure.max_list_pages",
+                    limit=self._azure.max_list_pages,
+                    status=reply.status,
+                    request_id=reply.request_id,
+                    correlation_id=reply.correlation_id,
+                )
+            if read >= self._azure.max_list_bytes:
+                raise ArmLimitExceeded(
+                    f"stopped paging GET {first}: {read} bytes read over {len(pages)} pages, "
+                    f"the cap azure.max_list_bytes (ARM still sent a nextLink)",
+                    url=str(url),
+                    cap="azure.max_list_bytes",
+                    limit=self._azure.max_list_bytes,
+                    status=reply.status,
+                    request_id=reply.request_id,
+                    correlation_id=reply.correlation_id,
+                )
             referrer, url = url, self._next_url(url, page.next_link)
             if str(url) in seen:
                 raise ArmTransportError(
@@ -484,7 +570,23 @@ class ArmClient:
                 )
             seen.add(str(url))
 
-    async def _get(self, url: URL, *, referrer: URL | None = None) -> _Reply:
+    def _list_cap(self, first: URL, read: int, pages: Sequence[object]) -> _BodyCap:
+        """The cap on the next page of a list call that has read `read` bytes so far."""
+        left = self._azure.max_list_bytes - read
+        if left >= self._response_cap.allowed:
+            return self._response_cap
+        return _BodyCap(
+            allowed=left,
+            key="azure.max_list_bytes",
+            setting=self._azure.max_list_bytes,
+            listing=first,
+            read=read,
+            pages=len(pages),
+        )
+
+    async def _get(
+        self, url: URL, *, referrer: URL | None = None, cap: _BodyCap | None = None
+    ) -> _Reply:
         """GET `url` as ARM JSON: origin check, budget, token, one retry after a 401."""
         self._check_origin(url, referrer=referrer)
         scope = scope_of_path(url.path)
@@ -492,7 +594,7 @@ class ArmClient:
         for attempt in (1, 2):
             await self._budgets.acquire(scope)
             token = await self._tokens.token(force_refresh=attempt > 1, rejected=rejected)
-            status, headers, body = await self._send(url, token, scope)
+            status, headers, body = await self._send(url, token, scope, cap)
             if status == 401 and attempt == 1:
                 code, _ = _arm_error(body)
                 log.info(
@@ -503,13 +605,22 @@ class ArmClient:
                 )
                 rejected = token
                 continue
-            return self._reply(url, scope, status, headers, body)
+            return await self._reply(url, scope, status, headers, body)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _send(
-        self, url: URL, token: str, scope: str
+        self, url: URL, token: str, scope: str, cap: _BodyCap | None = None
     ) -> tuple[int, CIMultiDictProxy[str], bytes]:
-        """One GET; the only place a request leaves the process. Returns status, headers, body."""
+        """One GET; the only place a request leaves the process. Returns status, headers, body.
+
+        The body is read up to `cap` (by default `azure.max_response_bytes`): a Content-Length
+        above it is refused before reading, and a chunked or compressed body is read in chunks
+        and cut off once it passes the cap; either way the connection is dropped.
+
+        Raises:
+            ArmLimitExceeded: the body is bigger than `cap`.
+            ArmTransportError: no answer, or the body broke off.
+        """
         request_headers = {
             "Authorization": f"Bearer {token}",
             "Accept": "application/json",
@@ -525,7 +636,7 @@ class ArmClient:
                 # Fed before the body is read, so a truncated answer still paces the scope.
                 self._budgets.observe(scope, response.headers)
                 try:
-                    body = await response.read()
+                    body = await _read_body(response, url, cap or self._response_cap)
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     raise ArmTransportError(
                         f"ARM's answer to GET {url} broke off after "
@@ -551,7 +662,7 @@ class ArmClient:
                 url=str(url),
             ) from exc
 
-    def _reply(
+    async def _reply(
         self,
         url: URL,
         scope: str,
@@ -568,15 +679,20 @@ class ArmClient:
             try:
                 payload = orjson.loads(body)
             except orjson.JSONDecodeError as exc:
-                kind = headers.get("Content-Type", "no content type")
-                raise ArmTransportError(
-                    f"ARM answered {status} to GET {url} with a body that is not JSON "
-                    f"({kind}, {len(body)} bytes; request id {ids['request_id']})",
-                    url=str(url),
-                    status=status,
-                    **ids,
-                ) from exc
-            return _Reply(payload=payload, url=url, status=status, **ids)
+                problem: orjson.JSONDecodeError | None = exc
+                if is_too_deep(exc):
+                    payload, problem = await self._decode_too_deep(url, body, ids)
+                if problem is not None:
+                    kind = headers.get("Content-Type", "no content type")
+                    deep = "nested deeper than 1024 levels, and " if problem is not exc else ""
+                    raise ArmTransportError(
+                        f"ARM answered {status} to GET {url} with a body that is {deep}not JSON "
+                        f"({kind}, {len(body)} bytes; request id {ids['request_id']})",
+                        url=str(url),
+                        status=status,
+                        **ids,
+                    ) from problem
+            return _Reply(payload=payload, url=url, status=status, size=len(body), **ids)
         code, message = _arm_error(body)
         request_id, correlation_id = ids["request_id"], ids["correlation_id"]
         text = (
@@ -621,6 +737,31 @@ class ArmClient:
             correlation_id=correlation_id,
         )
 
+    async def _decode_too_deep(
+        self, url: URL, body: bytes, ids: Mapping[str, str | None]
+    ) -> tuple[object, orjson.JSONDecodeError | None]:
+        """Decode a body orjson refused as too deep, each too-deep value replaced by null.
+
+        The parsers then keep or skip the items that held one by their own rules; the
+        replaced values are logged once per answer (`arm.json_too_deep`, with their paths).
+        Returns the payload, or the decode error when the rest is not JSON either.
+        """
+        try:
+            bounded = await anyio.to_thread.run_sync(
+                loads_bounded, body, limiter=self._deep_json, abandon_on_cancel=True
+            )
+        except orjson.JSONDecodeError as exc:
+            return None, exc
+        log.warning(
+            "arm.json_too_deep",
+            url=str(url),
+            max_depth=MAX_DEPTH,
+            replaced=bounded.removed_count,
+            paths=list(bounded.removed),
+            request_id=ids["request_id"],
+        )
+        return bounded.value, None
+
     def _shape_error(self, reply: _Reply, what: str, exc: ParseError) -> ArmTransportError:
         return ArmTransportError(
             f"ARM answered GET {reply.url} with JSON that is not {what}: {exc} "
@@ -630,6 +771,44 @@ class ArmClient:
             request_id=reply.request_id,
             correlation_id=reply.correlation_id,
         )
+
+
+async def _read_body(response: aiohttp.ClientResponse, url: URL, cap: _BodyCap) -> bytes:
+    """The body of `response`, at most `cap.allowed` bytes (decoded, when compressed).
+
+    Raises:
+        ArmLimitExceeded: the body is bigger; the connection is dropped, not read to its end.
+    """
+    length = response.content_length
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if length is not None and encoding == "identity":
+        # The common case: one read of a size known and allowed up front.
+        if length > cap.allowed:
+            _drop(response)
+            raise cap.exceeded(url, length, declared=True, response=response)
+        return await response.read()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > cap.allowed:
+            _drop(response)
+            raise cap.exceeded(url, size, declared=False, response=response)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _drop(response: aiohttp.ClientResponse) -> None:
+    """Drop the connection of `response` now, without reading the rest of its body.
+
+    Aborted rather than closed: a TLS close waits (in the background, up to asyncio's shutdown
+    timeout) for the server's answer to close_notify, from a server already misbehaving.
+    """
+    connection = response.connection
+    transport = connection.transport if connection is not None else None
+    if transport is not None:
+        transport.abort()
+    response.close()
 
 
 def _arm_error(body: bytes) -> tuple[str | None, str | None]:

@@ -45,6 +45,7 @@ from monitor.emulator.throttle import ThrottleSettings
 from monitor.emulator.tour import run_tour
 from monitor.errors import ConfigError, MonitorError, StartupError
 from monitor.jobs_command import (
+    DEFAULT_LIST_TIMEOUT_S,
     EXIT_API_ERROR,
     EXIT_CANCELLED,
     EXIT_COMPLETED_WITH_WARNINGS,
@@ -602,7 +603,8 @@ JOBS_EXIT_CODES = f"""exit codes:
   {EXIT_COMPLETED_WITH_WARNINGS}  wait: CompletedWithWarnings
   {EXIT_FAILED}  wait: Failed (or the operation failed)
   {EXIT_CANCELLED}  wait: Cancelled (or the operation was canceled)
-  {EXIT_TIMED_OUT}  wait: --timeout passed first
+  {EXIT_TIMED_OUT}  list: --timeout passed before every vault was read (nothing printed);
+      wait: --timeout passed before the job ended
   {EXIT_NOT_FOUND}  show/wait: the job, vault or operation does not exist (404)
 """
 
@@ -640,7 +642,9 @@ def _add_jobs_parser(commands: Any) -> None:
             "the given subscriptions, or (by default) every vault the configuration watches "
             "(its include/exclude globs apply to that default only). Vaults are read "
             "concurrently under the same per-subscription read budget as the daemon. A vault "
-            "that cannot be read is reported on stderr as one line; the others still print."
+            "that cannot be read is reported on stderr as one line; the others still print. "
+            "The whole command has --timeout; when it passes first, one line names the vaults "
+            "not read yet and nothing is printed."
         ),
         epilog="""examples:
   backup-monitor jobs list --config monitor.toml                  # last 24 h, every vault
@@ -702,6 +706,14 @@ job and vault objects (docs/events.md); previous_status is always null here.
     )
     listing.add_argument(
         "--output", choices=("table", "json", "jsonl"), default="table", help="default: table"
+    )
+    listing.add_argument(
+        "--timeout",
+        type=duration_arg,
+        default=DEFAULT_LIST_TIMEOUT_S,
+        metavar="DURATION",
+        help="give up after this long, discovery included (90s, 30m, PT1H); exit "
+        f"{EXIT_TIMED_OUT}; default {DEFAULT_LIST_TIMEOUT_S:.0f}s",
     )
 
     show = sub.add_parser(

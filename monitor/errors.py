@@ -13,6 +13,7 @@
         ├── ArmThrottled          429: the subscription's budget pauses for retry_after_s
         ├── ArmServerError        5xx: retried with backoff
         ├── ArmTransportError     timeouts, dropped connections, truncated bodies
+        │   └── ArmLimitExceeded  a list call or an answer passed an [azure] cap; names the key
         └── ForeignOriginError    a nextLink or operation URL outside the configured ARM origin
 
 Rule: this module imports nothing from `monitor`.
@@ -108,6 +109,35 @@ class ArmServerError(ArmError):
 
 class ArmTransportError(ArmError):
     """No usable response: timeout, dropped connection, truncated or malformed body."""
+
+
+class ArmLimitExceeded(ArmTransportError):
+    """A list call read more pages or bytes, or one answer was bigger, than `[azure]` allows.
+
+    Raised by ArmClient before the rest is read or requested. Attributes: `cap`, the setting's
+    key path (`azure.max_list_pages`, `azure.max_list_bytes`, `azure.max_response_bytes`),
+    named in the message too; `limit`, its value.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str,
+        cap: str,
+        limit: int,
+        status: int | None = None,
+        request_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            url=url,
+            status=status,
+            request_id=request_id,
+            correlation_id=correlation_id,
+        )
+        self.cap, self.limit = cap, limit
 
 
 class ForeignOriginError(ArmError):

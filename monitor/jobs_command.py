@@ -49,6 +49,7 @@ from monitor.errors import TRANSIENT_ARM_ERRORS, ArmError, ArmNotFound, ArmThrot
 from monitor.sinks import format_event_time, render_job, render_vault
 
 __all__ = [
+    "DEFAULT_LIST_TIMEOUT_S",
     "EXIT_API_ERROR",
     "EXIT_CANCELLED",
     "EXIT_COMPLETED_WITH_WARNINGS",
@@ -82,6 +83,8 @@ EXIT_FAILED: Final = 11
 EXIT_CANCELLED: Final = 12
 """wait: the job ended Cancelled, or the operation was canceled."""
 EXIT_TIMED_OUT: Final = 13
+"""list: --timeout passed before every vault was read (nothing is printed); wait: --timeout
+passed before the job ended."""
 EXIT_NOT_FOUND: Final = 14
 """show/wait: the job, its vault or the operation does not exist (ARM answered 404)."""
 
@@ -94,6 +97,10 @@ _EXIT_BY_STATUS: Final = {
 
 LIST_CONCURRENCY: Final = 8
 """Vaults read at the same time by `jobs list`; the subscription budgets pace them further."""
+DEFAULT_LIST_TIMEOUT_S: Final = 300.0
+"""`jobs list --timeout` when not given: the whole command, discovery included."""
+LIST_TIMEOUT_NAMES: Final = 10
+"""Vaults named in the timeout line of `jobs list`; the rest are counted."""
 DEFAULT_SINCE: Final = timedelta(hours=24)
 JOB_APPEAR_GRACE_S: Final = 30.0
 """After an operation names its job, a 404 for that job is retried this long (ARM lists new
@@ -331,6 +338,7 @@ class ListRequest:
     since: timedelta | datetime
     until: timedelta | datetime | None
     output: Output
+    timeout_s: float = DEFAULT_LIST_TIMEOUT_S
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -405,6 +413,7 @@ def _list_request(args: argparse.Namespace) -> ListRequest:
         since=args.since if args.since is not None else DEFAULT_SINCE,
         until=args.until,
         output=args.output,
+        timeout_s=args.timeout,
     )
 
 
@@ -527,6 +536,10 @@ class _ListState:
     rows: list[tuple[BackupJob, VaultRef]] = field(default_factory=list)
     done: int = 0
     failed: int = 0
+    finding: str = "the watched vaults"
+    """What discovery is reading while no vault is known yet (for the timeout line)."""
+    unread: dict[str, VaultRef] = field(default_factory=dict)
+    """Vaults whose jobs have not been read yet, by key."""
 
 
 async def list_command(
@@ -543,6 +556,10 @@ async def list_command(
     its read budget). A vault (or subscription) that cannot be read is reported on stderr as
     one line and the others are still printed; the exit code is then EXIT_API_ERROR.
 
+    The whole command, discovery included, has `request.timeout_s`: when it passes first,
+    nothing is printed on stdout, one stderr line names the timeout and the vaults not read
+    yet, and the exit code is EXIT_TIMED_OUT.
+
     Raises:
         UsageError: the window ends before it starts, or starts in the future.
         StartupError: from `discover`, when no discovery call reached ARM.
@@ -554,9 +571,33 @@ async def list_command(
         raise UsageError(f"--until {_when(until_at)} is before --since {_when(since_at)}")
     if since_at > now:
         raise UsageError(f"--since {_when(since_at)} is in the future")
+    state = _ListState()
+    started = clock.monotonic()
+    with anyio.move_on_after(request.timeout_s) as deadline:
+        code = await _list_within(
+            request, since_at, until_at, state, reader=reader, discover=discover, console=console
+        )
+    if deadline.cancelled_caught:
+        console.clear()
+        console.problem(_list_timed_out(request.timeout_s, clock.monotonic() - started, state))
+        return EXIT_TIMED_OUT
+    return code
+
+
+async def _list_within(
+    request: ListRequest,
+    since_at: datetime,
+    until_at: datetime,
+    state: _ListState,
+    *,
+    reader: JobReader,
+    discover: Discover,
+    console: Console,
+) -> int:
     failed_scopes = 0
     vaults: dict[str, VaultRef] = {v.key: v for v in request.vaults}
     for sub in request.subscriptions:
+        state.finding = f"the vaults of subscription {sub}"
         try:
             found = await reader.list_vaults(sub)
         except ArmError as exc:
@@ -568,10 +609,11 @@ async def list_command(
         for vault in found:
             vaults.setdefault(vault.key, vault)
     if not request.vaults and not request.subscriptions:
+        state.finding = "the watched vaults"
         for vault in await discover():
             vaults.setdefault(vault.key, vault)
 
-    state = _ListState()
+    state.unread = dict(vaults)
     total = len(vaults)
     limiter = anyio.CapacityLimiter(LIST_CONCURRENCY)
 
@@ -590,6 +632,7 @@ async def list_command(
                 )
             else:
                 state.rows.extend((job, vault) for job in jobs if _selected(job, request))
+            state.unread.pop(vault.key, None)
             state.done += 1
             draw()
 
@@ -608,6 +651,24 @@ async def list_command(
             f"{_when(until_at)}{failed}"
         )
     return EXIT_API_ERROR if state.failed or failed_scopes else EXIT_OK
+
+
+def _list_timed_out(timeout_s: float, elapsed_s: float, state: _ListState) -> str:
+    """The one stderr line of a `jobs list` whose --timeout passed."""
+    head = (
+        f"backup-monitor jobs list: timed out after {_human_s(elapsed_s)} "
+        f"(--timeout {_human_s(timeout_s)}); nothing printed"
+    )
+    if state.done == 0 and not state.unread:
+        return f"{head}: still finding {state.finding}"
+    if not state.unread:
+        return f"{head}: every vault was read, the timeout passed before printing"
+    unread = list(state.unread.values())
+    total = state.done + len(unread)
+    names = ", ".join(v.name for v in unread[:LIST_TIMEOUT_NAMES])
+    more = len(unread) - LIST_TIMEOUT_NAMES
+    names += f" and {more} more" if more > 0 else ""
+    return f"{head}: {len(unread)} of {total} vaults not read: {names}"
 
 
 def _resolve(spec: timedelta | datetime, now: datetime) -> datetime:

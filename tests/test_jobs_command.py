@@ -28,6 +28,7 @@ from monitor.emulator import Emulator, EmulatorSettings, WorldSettings, running_
 from monitor.emulator.wire import job_json
 from monitor.emulator.world import COMPLETED, FAILED, Job, Vault, World
 from monitor.jobs_command import (
+    DEFAULT_LIST_TIMEOUT_S,
     EXIT_API_ERROR,
     EXIT_CANCELLED,
     EXIT_COMPLETED_WITH_WARNINGS,
@@ -43,6 +44,7 @@ from monitor.jobs_command import (
     run_jobs_command,
 )
 from monitor.sinks import event_schema, render_event, render_job
+from tests import hostile_arm
 
 SETTINGS = EmulatorSettings(
     world=WorldSettings(seed=21, subscriptions=2, vaults_per_subscription=3)
@@ -374,6 +376,57 @@ class TestArguments:
         assert run.err_lines[0].startswith("backup-monitor jobs show: JOB_ID: a job name, or ")
         assert run.out == ""
         assert (await stats(emu, ca_pem_path))["requests"] == before
+class TestListTimeout:
+    async def test_a_list_that_pages_forever_stops_at_the_timeout_with_one_line(
+        self,
+        server_ssl_context: ssl.SSLContext,
+        ca_pem_path: str,
+        tmp_path: Path,
+        cli: Callable[..., Any],
+    ) -> None:
+        """A vault paging forever, slowly: exit 13 at --timeout, one line naming it, no output."""
+        pagers = {
+            "slow": hostile_arm.endless(delay_s=0.25),
+            "quick": hostile_arm.listing(
+                lambda name: [hostile_arm.job_item(name, "0000000c-0000-4000-8000-000000000000")]
+            ),
+        }
+        async with hostile_arm.running_hostile_arm(pagers, ssl_context=server_ssl_context) as arm:
+            config = tmp_path / "monitor.toml"
+            config.write_text(
+                f'[azure]\narm_endpoint = "{arm.url}/"\ncredential = "static"\n'
+                f'static_token = "{hostile_arm.TOKEN}"\nca_bundle = "{ca_pem_path}"\n'
+            )
+            with anyio.fail_after(60):
+                run = await cli(
+                    "jobs",
+                    "list",
+                    "--config",
+                    str(config),
+                    "--vault",
+                    hostile_arm.vault_id("quick"),
+                    "--vault",
+                    hostile_arm.vault_id("slow"),
+                    "--timeout",
+                    "2s",
+                )
+        assert run.code == EXIT_TIMED_OUT, run.err
+        assert run.out == ""
+        (line,) = run.err_lines
+        assert line.startswith("backup-monitor jobs list: timed out after ")
+        assert "(--timeout 2s); nothing printed: 1 of 2 vaults not read: slow" in line
+        assert arm.requests["slow"] > 1, "it was paging when the timeout passed"
+        assert arm.requests["quick"] == 1
+
+    def test_the_timeout_defaults_to_five_minutes_and_must_be_positive(self) -> None:
+        """Without --timeout a list has 300 s; --timeout 0 is a usage error naming the option."""
+        args = build_parser().parse_args(["jobs", "list"])
+        request = parse_jobs_request(args)
+        assert isinstance(request, ListRequest)
+        assert request.timeout_s == DEFAULT_LIST_TIMEOUT_S == 300
+        with pytest.raises(SystemExit) as caught:
+            build_parser().parse_args(["jobs", "list", "--timeout", "0"])
+        assert caught.value.code == EXIT_USAGE
 
 
 class TestShow:
