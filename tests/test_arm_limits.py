@@ -118,7 +118,7 @@ class TestPageCap:
                         "max_list_pages": 3,
                     },
                     "discovery": {"vaults": [vault_id("endless"), vault_id("good")]},
-                    "poll": {"active_interval_s": 0.2, "idle_interval_s": 0.2},
+                    "poll": {"active_interval_s": 1, "idle_interval_s": 1},
                 }
             )
             clock = SystemClock()

@@ -494,7 +494,6 @@ async def test_a_job_named_with_a_slash_does_not_stop_its_vault(
     assert stub.job_names_asked() <= {G_FAILED, G_LATER}
 
 
-@pytest.mark.xfail(strict=True, reason="decoder depth: i9-arm")
 async def test_a_100000_deep_property_bag_does_not_hide_the_page(
     tmp_path: Path, server_ssl_context: ssl.SSLContext, ca_pem_path: str, daemon_in: Any
 ) -> None:

@@ -376,6 +376,8 @@ class TestArguments:
         assert run.err_lines[0].startswith("backup-monitor jobs show: JOB_ID: a job name, or ")
         assert run.out == ""
         assert (await stats(emu, ca_pem_path))["requests"] == before
+
+
 class TestListTimeout:
     async def test_a_list_that_pages_forever_stops_at_the_timeout_with_one_line(
         self,
