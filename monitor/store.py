@@ -336,7 +336,8 @@ class StateFileLock:
 
 
 def _holder_pid(fd: int) -> str:
-    """The PID the holder wrote into the lock file, or "unknown" (written a moment later)."""
+    """The PID the holder wrote into the lock file, or "unknown" in the moment between its
+    flock and its write (or its release and its exit)."""
     try:
         text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
     except OSError:
