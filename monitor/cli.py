@@ -201,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Run the daemon: discover vaults, poll their jobs within the ARM read budget, write "
             "one JSON event per job state change to the configured sink, checkpoint, repeat. "
             "Stops cleanly on SIGTERM or SIGINT. Exit codes: 0 stopped, 2 bad configuration, "
-            "3 startup failure (no credential, ARM unreachable)."
+            "3 startup failure (no credential, ARM unreachable, the state file unusable or in use "
+            "by another process)."
         ),
     )
     _add_config_option(run)
@@ -210,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate the configuration, authenticate, discover, and print what would be watched",
         description=(
             "Validate the configuration, obtain a token, discover vaults and print them, without "
-            "polling. Exit codes: 0 fine, 2 bad configuration, 3 cannot authenticate or reach ARM."
+            "polling. The state file is checked but not locked, so this runs beside the daemon. "
+            "Exit codes: 0 fine, 2 bad configuration, 3 cannot authenticate or reach ARM."
         ),
     )
     _add_config_option(check)
@@ -322,14 +324,17 @@ async def open_monitor(
     rng: random.Random,
     sink: Sink | None = None,
     metrics: Metrics | None = None,
+    lock_state: bool = True,
 ) -> AsyncIterator[PollScheduler]:
     """Build every long-lived object of the daemon, authenticated; closes them on exit.
 
     With `metrics`, ARM requests are counted through the session's trace hooks and the
-    scheduler reports to it.
+    scheduler reports to it. With `lock_state` (the daemon) the state file is locked for as
+    long as this is open; without it (`check-config`) it is opened beside its owner.
 
     Raises:
-        StartupError: no token could be obtained, or the store or sink cannot be opened.
+        StartupError: no token could be obtained, the store or sink cannot be opened, or
+            another process holds the state file's lock.
     """
     async with AsyncExitStack() as stack:
         credential = build_credential(settings.azure)
@@ -340,7 +345,7 @@ async def open_monitor(
             open_session(settings.azure, ssl_context, trace_configs=traces)
         )
         store: CheckpointStore = await stack.enter_async_context(
-            build_checkpoint_store(settings.state)
+            build_checkpoint_store(settings.state, exclusive=lock_state)
         )
         if sink is None:
             sink = await stack.enter_async_context(build_sink(settings.events, observer=metrics))
@@ -412,9 +417,13 @@ async def serve(settings: Settings) -> None:
 
 
 async def check(settings: Settings, out: TextIO) -> None:
-    """Authenticate and discover; print what would be watched."""
+    """Authenticate and discover; print what would be watched.
+
+    The state file is opened (so an unusable one fails here as it would in `run`) but not
+    locked: check-config runs beside the daemon that owns it.
+    """
     clock, rng = SystemClock(), random.Random()
-    async with open_monitor(settings, clock=clock, rng=rng) as scheduler:
+    async with open_monitor(settings, clock=clock, rng=rng, lock_state=False) as scheduler:
         vaults = await scheduler.discover()
     out.write(f"authenticated against {settings.azure.arm_endpoint}\n")
     for vault in sorted(vaults, key=lambda v: v.key):

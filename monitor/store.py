@@ -5,11 +5,15 @@
 #   state before the call or entirely the state after it.
 # - Every sqlite3 call runs in a worker thread behind one CapacityLimiter(1), so the event loop
 #   never blocks on the disk and the connection is never used by two threads at once.
+# - One process owns a state file: the daemon's store holds an exclusive flock on `<file>.lock`
+#   from before it opens the database until after it has closed it (`StateFileLock`).
 # - Datetimes are stored as ISO 8601 UTC text with microseconds (`2026-11-25T10:00:00.000000Z`);
 #   statuses as their string (canonical for known values) and read back with `JobStatus.of`.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +35,7 @@ __all__ = [
     "CheckpointStore",
     "MemoryCheckpointStore",
     "SqliteCheckpointStore",
+    "StateFileLock",
     "VaultCheckpoint",
     "build_checkpoint_store",
 ]
@@ -248,36 +253,141 @@ _UPSERT_JOB: Final = (
 _DELETE_JOB: Final = "DELETE FROM jobs WHERE vault_key = ? AND job_name = ?"
 
 
+class StateFileLock:
+    """An exclusive `flock` on `<state file>.lock`: one process at a time owns a state file.
+
+    The kernel drops the lock when its holder ends, however it ends (SIGTERM, SIGKILL, OOM
+    kill), so it is never stale and needs no clean-up. The lock file itself stays: deleting it
+    would let a process that opened the old file and one that created a new one both hold "the"
+    lock. After locking, the holder writes its PID into the file so that the next process can
+    name it. The methods do blocking I/O: call them from a worker thread.
+    """
+
+    def __init__(self, state_path: Path) -> None:
+        self._state_path = Path(state_path)
+        self._path = self._state_path.with_name(self._state_path.name + ".lock")
+        self._fd: int | None = None
+
+    @property
+    def path(self) -> Path:
+        """The lock file, next to the state file."""
+        return self._path
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock."""
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        """Take the lock at once or fail; the state file's directory must exist.
+
+        Raises:
+            RuntimeError: this object already holds the lock.
+            StartupError: another process holds it (the message names the state file, the
+                holder's PID as it wrote it, and the lock file), or the lock file cannot be
+                opened, locked or written.
+        """
+        if self._fd is not None:
+            raise RuntimeError(f"{self._path} is already held by this process")
+        try:
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot open the lock file {self._path} of the state file {self._state_path}: "
+                f"{exc.strerror or exc}"
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder_pid(fd)
+            os.close(fd)
+            raise StartupError(
+                f"state file {self._state_path} is in use by another backup-monitor "
+                f"(pid {holder}; lock {self._path}); stop that process or give this one its "
+                "own [state] path"
+            ) from None
+        except OSError as exc:
+            os.close(fd)
+            raise StartupError(
+                f"cannot lock {self._path} for the state file {self._state_path}: "
+                f"{exc.strerror or exc}"
+            ) from exc
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            os.close(fd)
+            raise StartupError(
+                f"cannot write the lock file {self._path}: {exc.strerror or exc}"
+            ) from exc
+        self._fd = fd
+
+    def release(self) -> None:
+        """Empty the lock file and drop the lock; idempotent."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            os.ftruncate(fd, 0)  # name no PID once the holder has gone
+        except OSError:
+            pass  # the PID stays behind; the next holder overwrites it
+        finally:
+            os.close(fd)  # closing the only descriptor releases the flock
+
+
+def _holder_pid(fd: int) -> str:
+    """The PID the holder wrote into the lock file, or "unknown" in the moment between its
+    flock and its write (or its release and its exit)."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return "unknown"
+    return text if text.isdigit() else "unknown"
+
+
 class SqliteCheckpointStore:
     """A `CheckpointStore` in one SQLite file; survives restarts and SIGKILL at any moment.
 
     Use it as `async with SqliteCheckpointStore(path) as store:`; the constructor does no I/O.
     Opening creates the parent directory and the schema when the file is new, and refuses a
     file written by a newer version (or a SQLite file that is not ours) without touching it.
+
+    With `exclusive=True` (the daemon) the store holds a `StateFileLock` while it is open, so
+    a second process on the same file fails to open it instead of emitting every event again.
+    `exclusive=False` opens the file beside its owner (`check-config`), without the lock.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, exclusive: bool = True) -> None:
         self._path = Path(path)
         self._limiter = anyio.CapacityLimiter(1)
         self._conn: sqlite3.Connection | None = None
+        self._lock = StateFileLock(self._path) if exclusive else None
 
     @property
     def path(self) -> Path:
         """The SQLite file."""
         return self._path
 
+    @property
+    def lock_path(self) -> Path | None:
+        """The lock file this store holds while open; None when not exclusive."""
+        return None if self._lock is None else self._lock.path
+
     async def __aenter__(self) -> Self:
-        """Open (and if needed create) the state file.
+        """Open (and if needed create) the state file; when exclusive, lock it first.
 
         Raises:
             RuntimeError: the store is already open.
-            StartupError: the directory cannot be created, the file cannot be opened, is not a
-                SQLite database, is not a backup-job-monitor state file, or has a newer schema
-                version; the message names the file (and the versions).
+            StartupError: another process holds the state file's lock (the message names the
+                file and the holder's PID), the directory cannot be created, the file cannot be
+                opened, is not a SQLite database, is not a backup-job-monitor state file, or has
+                a newer schema version; the message names the file (and the versions).
         """
         if self._conn is not None:
             raise RuntimeError(f"{self._path} is already open")
-        self._conn = await anyio.to_thread.run_sync(_open, self._path, limiter=self._limiter)
+        self._conn = await anyio.to_thread.run_sync(
+            _open, self._path, self._lock, limiter=self._limiter
+        )
         return self
 
     async def __aexit__(
@@ -289,11 +399,12 @@ class SqliteCheckpointStore:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection (checkpointing the WAL into the main file); idempotent."""
+        """Close the connection (checkpointing the WAL into the main file), then release the
+        lock, so the next owner finds the file whole; idempotent."""
         conn, self._conn = self._conn, None
         if conn is not None:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
+                await anyio.to_thread.run_sync(_close, conn, self._lock, limiter=self._limiter)
 
     async def load(self) -> dict[str, VaultCheckpoint]:
         """See `CheckpointStore.load`.
@@ -373,13 +484,24 @@ class SqliteCheckpointStore:
             raise StoreError(f"{self._path}: {exc}") from exc
 
 
-def _open(path: Path) -> sqlite3.Connection:
+def _open(path: Path, lock: StateFileLock | None) -> sqlite3.Connection:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StartupError(
             f"cannot create the state directory {path.parent}: {exc.strerror or exc}"
         ) from exc
+    if lock is not None:
+        lock.acquire()  # before SQLite touches the file: the owner may be writing it
+    try:
+        return _connect(path)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _connect(path: Path) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
@@ -393,6 +515,14 @@ def _open(path: Path) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _close(conn: sqlite3.Connection, lock: StateFileLock | None) -> None:
+    try:
+        conn.close()
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _prepare(conn: sqlite3.Connection, path: Path) -> None:
@@ -474,9 +604,13 @@ def _load(conn: sqlite3.Connection) -> dict[str, VaultCheckpoint]:
 
 
 def build_checkpoint_store(
-    settings: StateSettings,
+    settings: StateSettings, *, exclusive: bool = True
 ) -> MemoryCheckpointStore | SqliteCheckpointStore:
-    """The store `[state] path` asks for, not yet opened; open it with `async with`."""
+    """The store `[state] path` asks for, not yet opened; open it with `async with`.
+
+    `exclusive` (SQLite only; `:memory:` is private to the process anyway): hold the state
+    file's lock while open. Only the daemon's own store should.
+    """
     if settings.path == ":memory:":
         return MemoryCheckpointStore()
-    return SqliteCheckpointStore(settings.path)
+    return SqliteCheckpointStore(settings.path, exclusive=exclusive)

@@ -97,6 +97,22 @@ def read_json_lines(
     return rows
 
 
+async def exit_code(process: subprocess.Popen[bytes], *, timeout_s: float) -> int:
+    """The process's exit code once it has exited; TimeoutError after `timeout_s` (the waiting
+    thread is abandoned then, so the deadline holds while the process lives on)."""
+    with anyio.fail_after(timeout_s):
+        return await anyio.to_thread.run_sync(process.wait, abandon_on_cancel=True)
+
+
+def catches(pid: int, sig: signal.Signals) -> bool:
+    """Whether process `pid` has a handler for `sig` (Linux: SigCgt in /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name == "SigCgt":
+            return bool(int(value, 16) >> (sig - 1) & 1)
+    raise AssertionError(f"/proc/{pid}/status has no SigCgt line")
+
+
 class Daemon:
     """`backup-monitor run` as a child process; stderr appends to `logs`.
 
@@ -143,8 +159,24 @@ class Daemon:
                 f"its last log lines: {self.read_logs()[-8:]}"
             )
         process.send_signal(sig)
-        with anyio.fail_after(30):
-            return await anyio.to_thread.run_sync(process.wait)
+        return await exit_code(process, timeout_s=30)
+
+    async def wait(self, timeout_s: float = 30) -> int:
+        """The exit code once the daemon has exited by itself, within `timeout_s`."""
+        assert self.process is not None
+        return await exit_code(self.process, timeout_s=timeout_s)
+
+    async def wait_until_catching(self, sig: signal.Signals, *, timeout_s: float = 20) -> None:
+        """Until the kernel shows a handler for `sig` in the daemon (Linux: /proc/PID/status
+        SigCgt); the daemon must live."""
+        assert self.process is not None
+        process = self.process
+        with anyio.fail_after(timeout_s):
+            while True:
+                assert process.poll() is None, self.read_logs()[-5:]
+                if catches(process.pid, sig):
+                    return
+                await anyio.sleep(0.002)
 
     def kill_if_running(self) -> None:
         if self.process is not None and self.process.poll() is None:

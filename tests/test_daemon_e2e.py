@@ -47,17 +47,22 @@ async def test_every_terminal_transition_once_across_restarts(
     write_config(config, estate, tmp_path / "state.sqlite")
     daemon = Daemon(config, events_path, logs)
     try:
+        # Each run is timed from its own start-up line (the log file collects all three runs),
+        # so a slow interpreter start under load shortens no run.
         daemon.start()
+        await daemon.wait_for_log("scheduler.started", count=1, timeout_s=60)
         await anyio.sleep(12)
         assert await daemon.stop(signal.SIGTERM) == 0
         after_sigterm = len(daemon.read_events())
         await anyio.sleep(4)  # the world moves on while the monitor is down
         daemon.start()
+        await daemon.wait_for_log("scheduler.started", count=2, timeout_s=60)
         await anyio.sleep(10)
         assert await daemon.stop(signal.SIGKILL) == -signal.SIGKILL
         before_kill = len(daemon.read_events())
         await anyio.sleep(3)
         daemon.start()
+        await daemon.wait_for_log("scheduler.started", count=3, timeout_s=60)
         await anyio.sleep(14)
         assert await daemon.stop(signal.SIGTERM) == 0
     finally:
@@ -89,8 +94,10 @@ async def test_sigterm_restart_emits_no_duplicates(
         write_config(config, emu, tmp_path / "state.sqlite")
         daemon = Daemon(config, events_path, logs)
         try:
-            for _ in range(2):
+            for run in (1, 2):
                 daemon.start()
+                # SIGTERM only once the daemon says it runs, never after a guessed delay.
+                await daemon.wait_for_log("scheduler.started", count=run, timeout_s=60)
                 await anyio.sleep(8)
                 assert await daemon.stop(signal.SIGTERM) == 0
         finally:
@@ -131,8 +138,9 @@ async def test_arm_failing_at_start_is_waited_out(
             async with http.put(f"{emu.url}/_emulator/faults", json={"server_error": 0}) as r:
                 assert r.status == 200
             await daemon.wait_for_log("scheduler.started", timeout_s=30)
-            while not daemon.read_events():  # noqa: ASYNC110 - the events file is the signal
-                await anyio.sleep(0.2)
+            with anyio.fail_after(30):
+                while not daemon.read_events():  # noqa: ASYNC110 - the events file is the signal
+                    await anyio.sleep(0.2)
             assert await daemon.stop() == 0
         finally:
             daemon.kill_if_running()
@@ -155,10 +163,8 @@ async def test_arm_failing_past_the_startup_timeout_exits_3(
         )
         daemon = Daemon(config, events_path, logs)
         daemon.start()
-        assert daemon.process is not None
         try:
-            with anyio.fail_after(30):
-                code = await anyio.to_thread.run_sync(daemon.process.wait)
+            code = await daemon.wait(timeout_s=30)
         finally:
             daemon.kill_if_running()
     assert code == 3
@@ -183,6 +189,7 @@ async def test_forbidden_and_deleted_vaults_do_not_disturb_others(
         forbidden, deleted = list(emu.world.vaults.values())[:2]
         try:
             daemon.start()
+            await daemon.wait_for_log("scheduler.started", timeout_s=60)
             await anyio.sleep(5)
             async with http.post(f"{emu.url}/_emulator/vaults/forbid", json={"id": forbidden.id}):
                 pass
@@ -228,6 +235,7 @@ async def test_foreign_next_link_is_refused_and_gets_no_token(
         daemon = Daemon(config, events_path, logs)
         try:
             daemon.start()
+            await daemon.wait_for_log("scheduler.started", timeout_s=60)
             await anyio.sleep(6)
             assert await daemon.stop() == 0
         finally:

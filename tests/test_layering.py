@@ -27,6 +27,8 @@ RANKS = {
     "monitor.ops": 5,
     "monitor.jobs_command": 5,
     "monitor.cli": 6,
+    "monitor.entry": 7,  # installs signal handlers, then imports monitor.cli
+    "monitor.__main__": 8,
 }
 CORE_FORBIDDEN = {"anyio", "aiohttp", "structlog", "sqlite3", "asyncio", "time", "os"}
 
@@ -96,3 +98,19 @@ def test_emulator_shares_no_parsing_with_the_client(path: Path) -> None:
 def test_errors_imports_nothing_from_monitor() -> None:
     """errors.py is the root of the graph."""
     assert not {m for m in imported_modules(PACKAGE / "errors.py") if m.startswith("monitor")}
+
+
+@pytest.mark.parametrize(
+    ("module", "allowed"),
+    [
+        ("__init__.py", {"__future__"}),
+        ("__main__.py", {"__future__", "monitor.entry"}),
+        ("entry.py", {"__future__", "os", "signal", "sys"}),
+    ],
+)
+def test_the_entry_path_imports_nothing_heavy(module: str, allowed: set[str]) -> None:
+    """Up to the signal handlers a process imports only the standard library's os, signal, sys."""
+    tree = ast.parse((PACKAGE / module).read_text(encoding="utf-8"))
+    top_level = {alias.name for n in tree.body if isinstance(n, ast.Import) for alias in n.names}
+    top_level |= {n.module or "" for n in tree.body if isinstance(n, ast.ImportFrom)}
+    assert top_level <= allowed, f"{module} imports {sorted(top_level - allowed)} at module level"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import signal
 import sqlite3
@@ -28,6 +29,7 @@ from monitor.store import (
     CheckpointStore,
     MemoryCheckpointStore,
     SqliteCheckpointStore,
+    StateFileLock,
     VaultCheckpoint,
     build_checkpoint_store,
 )
@@ -312,6 +314,79 @@ class TestSqlite:
                 await store.__aenter__()
         await store.aclose()  # idempotent
 
+    async def test_second_store_on_the_same_file_is_refused(self, tmp_path: Path) -> None:
+        """While one store holds the file, another fails naming the file, PID and lock file;
+        closing the first releases the lock and empties the lock file."""
+        path = tmp_path / "monitor.sqlite"
+        async with SqliteCheckpointStore(path) as owner:
+            await owner.save(V1, changed=[snap("a")], removed=[], polled_at=AT)
+            lock = path.with_name("monitor.sqlite.lock")
+            assert owner.lock_path == lock
+            assert lock.read_text() == f"{os.getpid()}\n"
+            second = SqliteCheckpointStore(path)
+            with pytest.raises(StartupError) as info:
+                await second.__aenter__()
+            assert str(info.value) == (
+                f"state file {path} is in use by another backup-monitor (pid {os.getpid()}; "
+                f"lock {lock}); stop that process or give this one its own [state] path"
+            )
+            with pytest.raises(RuntimeError, match="not open"):
+                await second.load()
+            async with SqliteCheckpointStore(path, exclusive=False) as beside:  # check-config
+                assert beside.lock_path is None
+                assert set(await beside.load()) == {V1}
+            assert await owner.load()  # the refused and the unlocked store left it intact
+        assert lock.read_text() == ""
+        async with SqliteCheckpointStore(path) as next_owner:
+            assert set(await next_owner.load()) == {V1}
+            assert lock.read_text() == f"{os.getpid()}\n"
+
+    async def test_a_failed_open_releases_the_lock(self, tmp_path: Path) -> None:
+        """A state file refused at open (not SQLite) does not keep its lock held."""
+        path = tmp_path / "monitor.sqlite"
+        path.write_bytes(b"certainly not a database" * 100)
+        for _ in range(2):  # the second attempt fails the same way, not with "in use"
+            with pytest.raises(StartupError, match="cannot open the state file"):
+                async with SqliteCheckpointStore(path):
+                    pass
+
+    def test_lock_of_a_killed_holder_is_not_stale(self, tmp_path: Path) -> None:
+        """A holder SIGKILLed with the lock held leaves no lock behind; its PID is replaced."""
+        path = tmp_path / "monitor.sqlite"
+        code = (
+            "import sys\n"
+            "from pathlib import Path\n"
+            "from monitor.store import StateFileLock\n"
+            "lock = StateFileLock(Path(sys.argv[1]))\n"
+            "lock.acquire()\n"
+            "print('locked', flush=True)\n"
+            "sys.stdin.read()\n"
+        )
+        holder = subprocess.Popen(
+            [sys.executable, "-c", code, str(path)],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline() == b"locked\n"
+            with pytest.raises(
+                StartupError, match=f"in use by another backup-monitor \\(pid {holder.pid};"
+            ):
+                anyio.run(_load, path)
+        finally:
+            holder.kill()
+            holder.communicate(timeout=10)
+        lock = StateFileLock(path)
+        lock.acquire()
+        try:
+            assert lock.held
+            assert lock.path.read_text() == f"{os.getpid()}\n"
+        finally:
+            lock.release()
+        assert not lock.held
+
     def test_build_checkpoint_store(self, tmp_path: Path) -> None:
         """`:memory:` builds the memory store, a path the SQLite one (unopened)."""
         assert isinstance(
@@ -320,7 +395,13 @@ class TestSqlite:
         built = build_checkpoint_store(StateSettings(path=tmp_path / "x.sqlite"))
         assert isinstance(built, SqliteCheckpointStore)
         assert built.path == tmp_path / "x.sqlite"
+        assert built.lock_path == tmp_path / "x.sqlite.lock"
         assert not built.path.exists()
+        unlocked = build_checkpoint_store(
+            StateSettings(path=tmp_path / "x.sqlite"), exclusive=False
+        )
+        assert isinstance(unlocked, SqliteCheckpointStore)
+        assert unlocked.lock_path is None
 
 
 def test_sigkill_at_any_moment_leaves_a_whole_generation(tmp_path: Path) -> None:
