@@ -38,6 +38,7 @@ from monitor.core.jobs import (
     parse_duration_s,
     parse_vault_id,
 )
+from monitor.core.json_depth import limit_depth
 from monitor.core.operations import (
     OperationKind,
     OperationRef,
@@ -314,12 +315,15 @@ def _when(moment: datetime | None) -> str:
     return "-" if moment is None else format_event_time(moment)
 
 
-def _dumps(value: object) -> str:
-    return orjson.dumps(value).decode()
+def _dumps(value: object, option: int = 0) -> str:
+    try:
+        return orjson.dumps(value, option=option).decode()
+    except TypeError:  # nested deeper than orjson writes (254): cut like a too-deep answer
+        return orjson.dumps(limit_depth(value), option=option).decode()
 
 
 def _pretty(value: object) -> str:
-    return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
+    return _dumps(value, orjson.OPT_INDENT_2)
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ __all__ = [
     "MAX_REPORTED_PATHS",
     "BoundedJson",
     "is_too_deep",
+    "limit_depth",
     "loads_bounded",
 ]
 
@@ -107,6 +108,43 @@ def loads_bounded(text: bytes, *, max_depth: int = MAX_DEPTH) -> BoundedJson:
         removed=tuple(scan.removed),
         removed_count=scan.count,
     )
+
+
+def limit_depth(value: object, *, max_depth: int = MAX_DEPTH) -> object:
+    """A copy of decoded JSON with every array or object nested deeper than `max_depth`
+    replaced by None; depth counts as in `loads_bounded` (the root is at depth 1).
+
+    For writing back what was read: orjson decodes 1024 levels but encodes only 254, so a
+    value between the two cannot be written as it is. Iterative, like the scan.
+
+    Raises:
+        ValueError: `max_depth` is not between 1 and 1023.
+    """
+    if not 1 <= max_depth < ORJSON_MAX_DEPTH:
+        raise ValueError(f"max_depth must be between 1 and {ORJSON_MAX_DEPTH - 1}, got {max_depth}")
+    if not isinstance(value, dict | list):
+        return value
+    root: dict[object, object] | list[object] = {} if isinstance(value, dict) else []
+    stack: list[
+        tuple[dict[object, object] | list[object], dict[object, object] | list[object], int]
+    ]
+    stack = [(value, root, 1)]
+    while stack:
+        source, target, depth = stack.pop()
+        items = source.items() if isinstance(source, dict) else enumerate(source)
+        for key, item in items:
+            child: object = item
+            if isinstance(item, dict | list):
+                if depth >= max_depth:
+                    child = None
+                else:
+                    child = {} if isinstance(item, dict) else []
+                    stack.append((item, child, depth + 1))  # type: ignore[arg-type]
+            if isinstance(target, dict):
+                target[key] = child
+            else:
+                target.append(child)
+    return root
 
 
 class _Scan:

@@ -19,6 +19,7 @@ from monitor.core.json_depth import (
     MAX_REPORTED_PATHS,
     ORJSON_MAX_DEPTH,
     is_too_deep,
+    limit_depth,
     loads_bounded,
 )
 
@@ -339,3 +340,25 @@ class TestMalformed:
             with pytest.raises(orjson.JSONDecodeError) as caught:
                 orjson.loads(text)
             assert is_too_deep(caught.value) is deep
+
+
+class TestLimitDepth:
+    def test_a_value_too_deep_to_write_becomes_writable(self) -> None:
+        """A 1,000-deep object (decodable, not encodable by orjson) is cut at the limit."""
+        text = b'{"a":' * 1000 + b"1" + b"}" * 1000
+        value = orjson.loads(text)
+        with pytest.raises(TypeError):
+            orjson.dumps(value)
+        cut = limit_depth(value, max_depth=3)
+        assert cut == {"a": {"a": {"a": None}}}
+        assert orjson.loads(orjson.dumps(limit_depth(value))) == loads_bounded(text).value
+
+    @given(doc=documents)
+    def test_a_shallow_value_is_copied_unchanged(self, doc: object) -> None:
+        """Within the limit the copy equals the value (lists keep their order)."""
+        assert limit_depth(doc, max_depth=1023) == doc
+
+    def test_the_limit_is_checked(self) -> None:
+        """A limit outside 1..1023 is refused, as for loads_bounded."""
+        with pytest.raises(ValueError, match="max_depth"):
+            limit_depth({}, max_depth=0)
