@@ -434,10 +434,6 @@ async def check(settings: Settings, out: TextIO) -> None:
     out.write(f"{len(vaults)} vaults would be watched\n")
 
 
-def _load(args: argparse.Namespace) -> Settings:
-    return _load_with_warnings(args)[0]
-
-
 def _load_with_warnings(
     args: argparse.Namespace,
 ) -> tuple[Settings, tuple[UnknownVariable, ...]]:
@@ -846,13 +842,14 @@ def run_jobs(args: argparse.Namespace) -> int:
         sys.stderr.write(f"backup-monitor {command}: {exc}\n")
         return EXIT_USAGE
     try:
-        settings = _load(args)
+        settings, unknown = _load_with_warnings(args)
     except ConfigError as exc:
         _failed("configuration error", exc)
         return EXIT_USAGE
     # One-shot commands keep stderr for their own lines: info logs only when asked for debug.
     level = settings.log.level if settings.log.level in ("debug", "error") else "warning"
     configure_logging(level, settings.log.format)
+    _warn_unknown_variables(unknown)
     return run_guarded(jobs, request, settings, failure_code=EXIT_API_ERROR)
 
 

@@ -971,6 +971,21 @@ async def test_check_config_warns_of_a_misspelt_variable_and_passes(tmp_path: Pa
     assert result.stderr.count(b"BACKUP_MONITOR_POLL_ACTIVE") == 1
 
 
+async def test_jobs_list_warns_of_a_misspelt_variable_and_answers(tmp_path: Path) -> None:
+    """`jobs list` with BACKUP_MONITOR_POLL_ACTIVE set: the same one warning, and its answer."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUP_MONITOR_")}
+    env["BACKUP_MONITOR_POLL_ACTIVE"] = "1"
+    async with running_emulator(SMALL_ESTATE) as emu:
+        config = write_config(tmp_path / "monitor.toml", emu, tmp_path / "state.sqlite")
+        command = [sys.executable, "-m", "monitor", "jobs", "list", "--config", str(config)]
+        with anyio.fail_after(60):
+            result = await anyio.run_process(command, env=env, check=False)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout  # the table of jobs
+    (row,) = unknown_variable_rows(result.stderr)
+    assert row["suggestion"] == "BACKUP_MONITOR_POLL__ACTIVE_INTERVAL_S"
+
+
 async def test_the_daemon_starts_despite_a_misspelt_variable(tmp_path: Path) -> None:
     """`run` with a misspelt key in a variable warns once, before it starts, and runs."""
     async with running_emulator(SMALL_ESTATE) as emu:
