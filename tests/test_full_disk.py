@@ -127,3 +127,79 @@ async def test_full_events_volume_neither_loses_nor_repeats(volume: Path, tmp_pa
     assert not [r for r in logs if "exception" in r or "exc_info" in r]
     # The vaults whose batch was refused failed their poll as an ordinary failure.
     assert sink_poll_failures(daemon)
+
+
+async def metric(http: aiohttp.ClientSession, base: str, name: str) -> float:
+    return (await scrape(http, base))[(name, "")]
+
+
+async def test_full_state_volume_neither_loses_nor_repeats(volume: Path, tmp_path: Path) -> None:
+    """State volume filled mid-run, then freed: events keep flowing, none twice; /readyz and the
+    gauges say the store fails; afterwards the store holds what was emitted and nothing is
+    missed."""
+    events_path = tmp_path / "events.jsonl"
+    state_path = volume / "state.sqlite"
+    settings = EmulatorSettings(
+        world=WorldSettings(seed=10, subscriptions=2, vaults_per_subscription=4)
+    )
+    async with running_emulator(settings) as emu, aiohttp.ClientSession() as http:
+        config = write_config(tmp_path / "monitor.toml", emu, state_path)
+        daemon = Daemon(config, events_path, tmp_path / "stderr.log")
+        try:
+            daemon.start()
+            base = await daemon.ops_url(timeout_s=30)
+            await daemon.wait_for_log("scheduler.started", timeout_s=30)
+            with anyio.fail_after(30):
+                while not daemon.read_events():  # noqa: ASYNC110 - the events file is the signal
+                    await anyio.sleep(0.2)
+            ballast = fill(volume)
+            await daemon.wait_for_log("checkpoint.failed", timeout_s=60)
+            emitted_when_full = len(daemon.read_events())
+            with anyio.fail_after(60):
+                # Saves keep failing while the world moves on and events keep going out.
+                while (  # noqa: ASYNC110 - the daemon's metrics and events file are the signal
+                    await metric(http, base, "backup_monitor_checkpoint_write_failures_total") < 5
+                    or len(daemon.read_events()) <= emitted_when_full
+                ):
+                    await anyio.sleep(0.2)
+            assert await metric(http, base, "backup_monitor_checkpoint_store_failing") == 1
+            async with http.get(f"{base}/readyz") as response:
+                assert response.status == 503
+                assert "checkpoints failing" in await response.text()
+            ballast.unlink()
+            freed_at = datetime.now(UTC)
+            await daemon.wait_for_log("checkpoint.recovered", timeout_s=60)
+            with anyio.fail_after(120):
+                while True:
+                    asked_at = datetime.now(UTC)
+                    age_s = await metric(http, base, "backup_monitor_oldest_poll_age_seconds")
+                    unsaved = await metric(http, base, "backup_monitor_unsaved_vaults")
+                    all_polled_since = asked_at - timedelta(seconds=age_s)
+                    if unsaved == 0 and all_polled_since > freed_at + timedelta(seconds=1):
+                        break
+                    await anyio.sleep(0.5)
+            assert await metric(http, base, "backup_monitor_checkpoint_store_failing") == 0
+            assert await daemon.stop() == 0
+            # A restart reads the store the freed volume now holds: it emits nothing again.
+            daemon.start()
+            await daemon.wait_for_log("scheduler.started", count=2, timeout_s=30)
+            await daemon.wait_for_log("ops.listening", count=2, timeout_s=30)
+            base = await daemon.ops_url()
+            with anyio.fail_after(60):  # ready: every vault polled since the restart
+                while True:
+                    async with http.get(f"{base}/readyz") as response:
+                        if response.status == 200:
+                            break
+                    await anyio.sleep(0.5)
+            assert await daemon.stop() == 0
+        finally:
+            daemon.kill_if_running()
+        truth = await ground_truth(emu)
+    events = daemon.read_events()
+    missing, emitted, invented = judge(events, truth, cutoff=all_polled_since)
+    assert not missing, f"{len(missing)} terminal transitions never emitted"
+    assert not invented, invented[:3]
+    assert max(emitted.values()) == 1, {eid: n for eid, n in emitted.items() if n > 1}
+    logs = daemon.read_logs()
+    assert not [r for r in logs if r.get("event") in ("poll.crashed", "poll.failed")]
+    assert [r["event"] for r in logs].count("checkpoint.failed") == 1
