@@ -420,10 +420,13 @@ async def check(settings: Settings, out: TextIO) -> None:
     """Authenticate and discover; print what would be watched.
 
     The state file is opened (so an unusable one fails here as it would in `run`) but not
-    locked: check-config runs beside the daemon that owns it.
+    locked, and the events file is not opened at all: check-config runs beside the daemon that
+    owns both, and opening an events file for appending may end a line the daemon is writing.
     """
     clock, rng = SystemClock(), random.Random()
-    async with open_monitor(settings, clock=clock, rng=rng, lock_state=False) as scheduler:
+    async with open_monitor(
+        settings, clock=clock, rng=rng, sink=DiscardSink(), lock_state=False
+    ) as scheduler:
         vaults = await scheduler.discover()
     out.write(f"authenticated against {settings.azure.arm_endpoint}\n")
     for vault in sorted(vaults, key=lambda v: v.key):

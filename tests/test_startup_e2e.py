@@ -144,6 +144,26 @@ class TestOneOwnerPerStateFile:
             owner.kill_if_running()
         assert state.with_name("monitor.sqlite.lock").read_text() == ""  # released at exit
 
+    async def test_check_config_leaves_the_events_file_alone(
+        self, emu: Emulator, tmp_path: Path
+    ) -> None:
+        """check-config does not open the events file: a line the daemon is writing (no newline
+        yet) is not ended by it."""
+        events = tmp_path / "events.jsonl"
+        events.write_bytes(b'{"event": "backup_job.state_changed", "half": ')
+        config = write_config(
+            tmp_path / "monitor.toml",
+            emu,
+            tmp_path / "monitor.sqlite",
+            sections={"events": {"sink": events}},
+        )
+        with anyio.fail_after(60):
+            result = await anyio.run_process(
+                [*COMMAND, "check-config", "--config", str(config)], check=False
+            )
+        assert result.returncode == 0, result.stderr.decode()
+        assert events.read_bytes() == b'{"event": "backup_job.state_changed", "half": '
+
     async def test_memory_state_takes_no_lock(self, emu: Emulator, tmp_path: Path) -> None:
         """Two daemons with `[state] path = ":memory:"` both run: there is no file to share."""
         config = write_config(
