@@ -1026,13 +1026,13 @@ scalars = (
     | st.datetimes()
     | st.dates()
 )
-junk = st.recursive(
-    scalars,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=10,
-)
+
+
+def _nested(inner: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+    return st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+
+
+junk = st.recursive(scalars, _nested, max_leaves=10)
 tables = st.dictionaries(st.sampled_from(ALL_KEYS) | st.text(max_size=12), junk, max_size=6)
 mappings = st.dictionaries(
     st.sampled_from(sorted(SECTIONS)) | st.text(max_size=10), tables | junk, max_size=5

@@ -5,9 +5,12 @@
 # How it works (DESIGN §7). Vaults of one subscription fall in two classes, running (a job is
 # in progress) and idle. Within a class every vault has the same interval, so ordering the class
 # by last-poll time orders it by due time, whatever the interval is: each class is a heap keyed
-# by last-poll time, and the interval is applied when the class's head is read. A small top-level
-# heap holds one entry per (subscription, class), keyed by the head's due time; entries are
-# invalidated by version numbers and skipped lazily. Every decision is O(log n + log s).
+# by last-poll time, and the interval is applied when the class's head is read. A vault never
+# polled yet sits in a third class, fresh, keyed by the absolute time its first poll is due: a
+# stretch of the intervals (say, early first polls found running jobs) never pushes back a vault
+# nobody has polled. A small top-level heap holds one entry per (subscription, class), keyed by
+# the head's due time; entries are invalidated by version numbers and skipped lazily. Every
+# decision is O(log n + log s).
 #
 # Intervals per subscription are computed from counts in O(1): at the configured intervals when
 # the subscription's rate allows; otherwise idle vaults stretch first, running vaults stretch only
@@ -29,6 +32,8 @@ __all__ = ["Due", "PlanSettings", "Planner", "SubscriptionPlan", "plan_intervals
 
 _IDLE: Final = 0
 _RUNNING: Final = 1
+_FRESH: Final = 2  # never polled: keyed by the due time itself (its class interval is 0)
+_CLASSES: Final = (_IDLE, _RUNNING, _FRESH)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -137,9 +142,10 @@ class _Vault:
     vault: VaultRef
     sub: _Subscription
     running: bool
-    key: float  # last poll start (or a virtual one spreading the first poll); due = key + interval
+    key: float  # last poll start (due = key + interval); while fresh, the first poll's due time
     seq: int = 0
     in_flight: bool = False
+    fresh: bool = True  # not polled yet (counted as running or idle all the same)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -148,11 +154,9 @@ class _Subscription:
     rate_per_s: float
     reads_per_poll: float
     counts: list[int] = field(default_factory=lambda: [0, 0])
-    heaps: tuple[list[tuple[float, int, str]], list[tuple[float, int, str]]] = field(
-        default_factory=lambda: ([], [])
-    )
-    versions: list[int] = field(default_factory=lambda: [0, 0])
-    intervals: tuple[float, float] = (math.inf, math.inf)  # (idle, running)
+    heaps: tuple[list[tuple[float, int, str]], ...] = field(default_factory=lambda: ([], [], []))
+    versions: list[int] = field(default_factory=lambda: [0, 0, 0])
+    intervals: tuple[float, float, float] = (math.inf, math.inf, 0.0)  # (idle, running, fresh)
     hold_until: float = -math.inf
     in_flight: int = 0  # vaults handed out and not yet put back
 
@@ -246,14 +250,13 @@ class Planner:
         for sub in touched.values():
             self._replan(sub)
         for state in states:
-            interval = spread = state.sub.intervals[cls]
+            spread = state.sub.intervals[cls]
             if paced:
-                spread = min(interval, self._one_round_s(state.sub))
-            state.key = now - interval + spread * _phase(state.vault.key)
+                spread = min(spread, self._one_round_s(state.sub))
+            state.key = now + spread * _phase(state.vault.key)
             self._push(state)
         for sub in touched.values():
-            self._refresh(sub, _IDLE)
-            self._refresh(sub, _RUNNING)
+            self._refresh_all(sub)
 
     def remove_vault(self, vault_key: str) -> bool:
         """Stop planning a vault (e.g. it was deleted); returns whether it was known."""
@@ -266,8 +269,7 @@ class Planner:
         if state.in_flight:
             sub.in_flight -= 1  # its poll's mark_polled will find it gone
         self._replan(sub)
-        self._refresh(sub, _IDLE)
-        self._refresh(sub, _RUNNING)
+        self._refresh_all(sub)
         return True
 
     def set_running(self, vault_key: str, running: bool) -> None:
@@ -286,8 +288,7 @@ class Planner:
         if not state.in_flight:
             self._push(state)
         self._replan(sub)
-        self._refresh(sub, _IDLE)
-        self._refresh(sub, _RUNNING)
+        self._refresh_all(sub)
 
     # ---------------------------------------------------------------------------- subscriptions
 
@@ -308,8 +309,7 @@ class Planner:
         """Hand out no vault of this subscription before `until` (e.g. a 429 pause)."""
         sub = self._subscription(subscription_id)
         sub.hold_until = until
-        self._refresh(sub, _IDLE)
-        self._refresh(sub, _RUNNING)
+        self._refresh_all(sub)
 
     def plan_for(self, subscription_id: str) -> SubscriptionPlan:
         """The current plan of a subscription (for metrics, logs and tests)."""
@@ -358,14 +358,13 @@ class Planner:
         if top is None or top[0] > now:
             return None
         state = top[1]
-        cls = _RUNNING if state.running else _IDLE
+        cls = _class_of(state)
         heapq.heappop(state.sub.heaps[cls])
         state.in_flight = True
         state.seq = -1
         state.sub.in_flight += 1
         if self._at_limit(state.sub):
-            self._refresh(state.sub, _IDLE)
-            self._refresh(state.sub, _RUNNING)
+            self._refresh_all(state.sub)
         else:
             self._refresh(state.sub, cls)
         return state.vault
@@ -406,12 +405,12 @@ class Planner:
         if state.in_flight:
             state.in_flight = False
             sub.in_flight -= 1
+        state.fresh = False
         state.key = polled_at
         self._push(state)
         if changed:
             self._replan(sub)
-        self._refresh(sub, _IDLE)
-        self._refresh(sub, _RUNNING)
+        self._refresh_all(sub)
         return True
 
     def release(self, vault_key: str) -> bool:
@@ -422,8 +421,7 @@ class Planner:
         state.in_flight = False
         state.sub.in_flight -= 1
         self._push(state)
-        self._refresh(state.sub, _IDLE)
-        self._refresh(state.sub, _RUNNING)
+        self._refresh_all(state.sub)
         return True
 
     # -------------------------------------------------------------------------------- internals
@@ -448,15 +446,15 @@ class Planner:
             rate_per_s=sub.rate_per_s,
             reads_per_poll=sub.reads_per_poll,
         )
-        if (idle, active) != sub.intervals:
-            sub.intervals = (idle, active)
+        if (idle, active) != sub.intervals[:2]:
+            sub.intervals = (idle, active, 0.0)
             self._refresh(sub, _IDLE)
             self._refresh(sub, _RUNNING)
 
     def _push(self, state: _Vault) -> None:
         self._seq += 1
         state.seq = self._seq
-        heap = state.sub.heaps[_RUNNING if state.running else _IDLE]
+        heap = state.sub.heaps[_class_of(state)]
         heapq.heappush(heap, (state.key, self._seq, state.vault.key))
         if len(heap) > 64 + 4 * len(self._vaults):
             self._compact(heap)
@@ -473,6 +471,10 @@ class Planner:
     def _at_limit(self, sub: _Subscription) -> bool:
         limit = self._settings.max_in_flight_per_subscription
         return limit is not None and sub.in_flight >= limit
+
+    def _refresh_all(self, sub: _Subscription) -> None:
+        for cls in _CLASSES:
+            self._refresh(sub, cls)
 
     def _refresh(self, sub: _Subscription, cls: int) -> None:
         """Re-publish the due time of a class's head in the top-level heap.
@@ -506,6 +508,12 @@ class Planner:
                 continue
             return due, self._vaults[heap[0][2]]
         return None
+
+
+def _class_of(state: _Vault) -> int:
+    if state.fresh:
+        return _FRESH
+    return _RUNNING if state.running else _IDLE
 
 
 def _phase(vault_key: str) -> float:

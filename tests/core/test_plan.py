@@ -484,3 +484,22 @@ class TestPacedFirstPolls:
             planner.take_due(due.at)
             last = due.at
         assert last < interval
+
+    def test_a_stretch_of_the_intervals_does_not_push_back_vaults_never_polled(self) -> None:
+        """Early first polls that find running jobs stretch the idle interval (40 s → 160 s);
+        the vaults not polled yet still come due within the round they were paced over."""
+        planner = Planner(PlanSettings(active_interval_s=2, idle_interval_s=4))
+        vs = [vault(1, n) for n in range(500)]
+        planner.set_rate(sub_id(1), 12.5)
+        planner.add_vaults(vs, now=0.0, paced=True)
+        first_poll: dict[str, float] = {}
+        while (due := planner.next_due()) is not None and due.at <= 60.0:
+            taken = planner.take_due(due.at)
+            assert taken is not None
+            first_poll.setdefault(taken.key, due.at)
+            # One vault in four turns out to have a running job.
+            running = int(taken.name[1:]) % 4 == 0
+            planner.mark_polled(taken.key, due.at, running=running)
+        assert planner.plan_for(sub_id(1)).idle_interval_s > 100.0  # the stretch happened
+        assert len(first_poll) == 500
+        assert max(first_poll.values()) < 500 / 12.5  # every first poll within its round
