@@ -55,7 +55,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -178,45 +178,66 @@ def write_config(
     subscriptions: Sequence[str],
     state: Path,
     events: Path,
+    poll: Mapping[str, float | bool] | None = None,
+    ops_listen: str | None = None,
+) -> None:
+    """A daemon config for the emulator at `url`, with `[poll]` keys as given.
+
+    `poll` None leaves `[poll]`, `[discovery] interval_s` and `request_timeout_s` at their
+    defaults (the first round measures those); otherwise the estate's scaled runs set them.
+    `ops_listen` None disables the ops server.
+    """
+    subs = ", ".join(f'"{s}"' for s in subscriptions)
+    lines = [
+        "[azure]",
+        f'arm_endpoint = "{url}/"',
+        'credential = "static"',
+        f'static_token = "{token}"',
+        f'ca_bundle = "{ca}"',
+        *([] if poll is None else ["request_timeout_s = 10"]),
+        "[discovery]",
+        f"subscriptions = [{subs}]",
+        *([] if poll is None else ["interval_s = 600"]),
+    ]
+    if poll is not None:
+        lines.append("[poll]")
+        for key, value in poll.items():
+            shown = ("true" if value else "false") if isinstance(value, bool) else f"{value:g}"
+            lines.append(f"{key} = {shown}")
+    lines += [
+        "[state]",
+        f'path = "{state}"',
+        "[events]",
+        f'sink = "{events}"',
+        "[ops]",
+        *(["enabled = false"] if ops_listen is None else [f'listen = "{ops_listen}"']),
+        "[log]",
+        'format = "json"',
+        "",
+    ]
+    path.write_text("\n".join(lines))
+
+
+def estate_poll(
+    *,
     active_s: float,
     idle_s: float,
     lookback_s: float,
     overlap_s: float = 30.0,
     backfill: bool = True,
-) -> None:
-    subs = ", ".join(f'"{s}"' for s in subscriptions)
-    path.write_text(
-        "\n".join(
-            [
-                "[azure]",
-                f'arm_endpoint = "{url}/"',
-                'credential = "static"',
-                f'static_token = "{token}"',
-                f'ca_bundle = "{ca}"',
-                "request_timeout_s = 10",
-                "[discovery]",
-                f"subscriptions = [{subs}]",
-                "interval_s = 600",
-                "[poll]",
-                f"active_interval_s = {active_s}",
-                f"idle_interval_s = {idle_s}",
-                f"lookback_s = {lookback_s:.0f}",
-                # The estate runs `time_scale` times faster than life: the default 300 s overlap
-                # would re-list hours of scaled history on every poll.
-                f"overlap_s = {overlap_s:g}",
-                f"backfill = {'true' if backfill else 'false'}",
-                "[state]",
-                f'path = "{state}"',
-                "[events]",
-                f'sink = "{events}"',
-                "[ops]",
-                "enabled = false",
-                "[log]",
-                'format = "json"',
-                "",
-            ]
-        )
-    )
+) -> dict[str, float | bool]:
+    """The `[poll]` keys of a scaled estate run.
+
+    The estate runs `time_scale` times faster than life: the default 300 s overlap would re-list
+    hours of scaled history on every poll, hence `overlap_s`.
+    """
+    return {
+        "active_interval_s": active_s,
+        "idle_interval_s": idle_s,
+        "lookback_s": round(lookback_s),
+        "overlap_s": overlap_s,
+        "backfill": backfill,
+    }
 
 
 class DaemonProcess:
@@ -763,12 +784,14 @@ async def estate_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                     subscriptions=group,
                     state=d / "state.sqlite",
                     events=d / "events.jsonl",
-                    active_s=active_s,
-                    idle_s=idle_s,
-                    lookback_s=lookback_s,
-                    # Both halves measure steady polling: the history is recorded silently
-                    # (the first start's backfill is judged by tests/reliability and e2e).
-                    backfill=False,
+                    poll=estate_poll(
+                        active_s=active_s,
+                        idle_s=idle_s,
+                        lookback_s=lookback_s,
+                        # Both halves measure steady polling: the history is recorded silently
+                        # (the first start's backfill is judged by tests/reliability and e2e).
+                        backfill=False,
+                    ),
                 )
                 daemon = DaemonProcess(
                     name, d / "monitor.toml", d / "events.jsonl", d / "stderr.log"
@@ -986,42 +1009,6 @@ def minimum_s(reads: int, capacity: float, rate_per_s: float) -> float:
     return max(0.0, reads - capacity) / rate_per_s
 
 
-def write_first_round_config(
-    path: Path,
-    *,
-    url: str,
-    token: str,
-    ca: Path,
-    subscriptions: Sequence[str],
-    state: Path,
-    events: Path,
-) -> None:
-    """Default `[poll]`, `[budget]` and `[discovery]` settings; ops on a free port (port 0)."""
-    subs = ", ".join(f'"{s}"' for s in subscriptions)
-    path.write_text(
-        "\n".join(
-            [
-                "[azure]",
-                f'arm_endpoint = "{url}/"',
-                'credential = "static"',
-                f'static_token = "{token}"',
-                f'ca_bundle = "{ca}"',
-                "[discovery]",
-                f"subscriptions = [{subs}]",
-                "[state]",
-                f'path = "{state}"',
-                "[events]",
-                f'sink = "{events}"',
-                "[ops]",
-                'listen = "127.0.0.1:0"',
-                "[log]",
-                'format = "json"',
-                "",
-            ]
-        )
-    )
-
-
 async def vault_states(http: aiohttp.ClientSession, port: int) -> dict[str, float]:
     """`backup_monitor_vaults{state=…}` from the daemon's /metrics."""
     async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
@@ -1055,7 +1042,7 @@ async def first_round_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]
             subs = [s["id"] for s in world["subscriptions"]]
             sub_of = {v["id"].lower(): s["id"] for s in world["subscriptions"] for v in s["vaults"]}
             jobs = sum(v["jobs"] for s in world["subscriptions"] for v in s["vaults"])
-            write_first_round_config(
+            write_config(  # default [poll], [budget] and [discovery]; ops on a free port
                 d / "monitor.toml",
                 url=emu.url,
                 token=emu.banner["token"],
@@ -1063,6 +1050,7 @@ async def first_round_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]
                 subscriptions=subs,
                 state=d / "state.sqlite",
                 events=d / "events.jsonl",
+                ops_listen="127.0.0.1:0",
             )
             daemon.start()
             await daemon.wait_started(timeout_s=300)
@@ -1247,12 +1235,14 @@ async def scale_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 subscriptions=subs,
                 state=d / "state.sqlite",
                 events=d / "events.jsonl",
-                active_s=15,
-                idle_s=60,
-                lookback_s=90000,
-                overlap_s=300,
-                # Steady state is measured; a backfill would emit ~170,000 events first.
-                backfill=False,
+                poll=estate_poll(
+                    active_s=15,
+                    idle_s=60,
+                    lookback_s=90000,
+                    overlap_s=300,
+                    # Steady state is measured; a backfill would emit ~170,000 events first.
+                    backfill=False,
+                ),
             )
             daemon.start()
             await daemon.wait_started(timeout_s=300)

@@ -537,28 +537,22 @@ class ArmClient:
             pages.append(page)
             if not page.next_link:
                 return pages
-            if len(pages) >= self._azure.max_list_pages:
-                raise ArmLimitExceeded(
-                    f"stopped paging GET {first}: {len(pages)} pages read, the cap "
-                    f"azure.max_list_pages (ARM still sent a nextLink)",
-                    url=str(url),
-                    cap="azure.max_list_pages",
-                    limit=self._azure.max_list_pages,
-                    status=reply.status,
-                    request_id=reply.request_id,
-                    correlation_id=reply.correlation_id,
-                )
-            if read >= self._azure.max_list_bytes:
-                raise ArmLimitExceeded(
-                    f"stopped paging GET {first}: {read} bytes read over {len(pages)} pages, "
-                    f"the cap azure.max_list_bytes (ARM still sent a nextLink)",
-                    url=str(url),
-                    cap="azure.max_list_bytes",
-                    limit=self._azure.max_list_bytes,
-                    status=reply.status,
-                    request_id=reply.request_id,
-                    correlation_id=reply.correlation_id,
-                )
+            for cap, limit, used, what in (
+                ("max_list_pages", self._azure.max_list_pages, len(pages), f"{len(pages)} pages"),
+                ("max_list_bytes", self._azure.max_list_bytes, read, f"{read} bytes"),
+            ):
+                if used >= limit:
+                    over = "" if cap == "max_list_pages" else f" over {len(pages)} pages"
+                    raise ArmLimitExceeded(
+                        f"stopped paging GET {first}: {what} read{over}, the cap azure.{cap} "
+                        f"(ARM still sent a nextLink)",
+                        url=str(url),
+                        cap=f"azure.{cap}",
+                        limit=limit,
+                        status=reply.status,
+                        request_id=reply.request_id,
+                        correlation_id=reply.correlation_id,
+                    )
             referrer, url = url, self._next_url(url, page.next_link)
             if str(url) in seen:
                 raise ArmTransportError(
