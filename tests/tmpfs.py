@@ -1,7 +1,7 @@
 """A small tmpfs mounted for one test, filled and freed for real: full-disk tests (Linux, root).
 
 Mounting needs root (or CAP_SYS_ADMIN). Where it is not permitted the tests that need it are
-skipped with the reason, unless `BACKUP_MONITOR_TEST_REQUIRE_TMPFS=1` is set (as `.ci/run`
+skipped with the reason, unless `TESTS_REQUIRE_TMPFS=1` is set (as `.ci/run`
 does): then they fail, so CI cannot skip them silently.
 """
 
@@ -20,7 +20,7 @@ from typing import NoReturn
 
 import pytest
 
-REQUIRE_ENV = "BACKUP_MONITOR_TEST_REQUIRE_TMPFS"
+REQUIRE_ENV = "TESTS_REQUIRE_TMPFS"
 PAGE = 4096
 """tmpfs allocates whole pages: a write into the last page of a file needs no free space."""
 
