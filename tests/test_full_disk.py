@@ -179,6 +179,9 @@ async def test_full_state_volume_neither_loses_nor_repeats(volume: Path, tmp_pat
                         break
                     await anyio.sleep(0.5)
             assert await metric(http, base, "backup_monitor_checkpoint_store_failing") == 0
+            failed_saves = await metric(
+                http, base, "backup_monitor_checkpoint_write_failures_total"
+            )
             assert await daemon.stop() == 0
             # A restart reads the store the freed volume now holds: it emits nothing again.
             daemon.start()
@@ -202,4 +205,9 @@ async def test_full_state_volume_neither_loses_nor_repeats(volume: Path, tmp_pat
     assert max(emitted.values()) == 1, {eid: n for eid, n in emitted.items() if n > 1}
     logs = daemon.read_logs()
     assert not [r for r in logs if r.get("event") in ("poll.crashed", "poll.failed")]
-    assert [r["event"] for r in logs].count("checkpoint.failed") == 1
+    # Logged once per problem (SQLite may name the same full disk in more than one way), never
+    # once per failed save.
+    problems = [r["error"] for r in logs if r.get("event") == "checkpoint.failed"]
+    assert problems
+    assert all(a != b for a, b in itertools.pairwise(problems)), problems
+    assert len(problems) < failed_saves
