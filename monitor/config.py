@@ -540,10 +540,17 @@ def _table(name: str, value: object) -> Mapping[str, object]:
 
 
 class _Reader:
-    """Typed access to one section's table; every error names `section.key`."""
+    """Typed access to one section's table; every error names `section.key`.
+
+    An absent key takes the default of its field in the section's settings class
+    (`SECTIONS[section]`), so each default is written once, on the field. A caller passes
+    `default=` only for a derived default, one that depends on another key, and says so in a
+    comment (tests/test_config.py lists the keys that may).
+    """
 
     def __init__(self, section: str, table: Mapping[str, object]) -> None:
         self._section, self._table = section, table
+        self._defaults = {f.name: f.default for f in dataclasses.fields(SECTIONS[section])}
 
     def path(self, key: str) -> str:
         return f"{self._section}.{key}"
@@ -551,9 +558,20 @@ class _Reader:
     def error(self, key: str, problem: str) -> ConfigError:
         return ConfigError(self.path(key), problem)
 
-    def _get(self, key: str, default: _T, check: Callable[[object], bool], what: str) -> object:
+    def field_default(self, key: str) -> object:
+        """The default declared on the field `key` of the section's settings class."""
+        default = self._defaults.get(key, dataclasses.MISSING)
+        if default is dataclasses.MISSING:
+            cls = SECTIONS[self._section].__name__
+            raise TypeError(f"{self.path(key)}: {cls} has no field {key!r} with a default")
+        return default
+
+    def _get(
+        self, key: str, check: Callable[[object], bool], what: str, default: object = None
+    ) -> object:
+        """The table's value for `key`, checked; absent: `default`, or the field's if None."""
         if key not in self._table:
-            return default
+            return self.field_default(key) if default is None else default
         value = self._table[key]
         if not check(value):
             secret = _is_secret_key(self._section, key)
@@ -561,8 +579,8 @@ class _Reader:
             raise self.error(key, f"must be {what}, got {got}")
         return value
 
-    def boolean(self, key: str, default: bool) -> bool:
-        return cast(bool, self._get(key, default, lambda v: isinstance(v, bool), "true or false"))
+    def boolean(self, key: str) -> bool:
+        return cast(bool, self._get(key, lambda v: isinstance(v, bool), "true or false"))
 
     def _in_bounds(self, key: str, value: _N) -> _N:
         """`value` if it is within the key's `BOUNDS` entry, else a ConfigError naming both."""
@@ -573,23 +591,24 @@ class _Reader:
             raise self.error(key, f"must be <= {_figure(maximum)}, got {_figure(value)}")
         return value
 
-    def integer(self, key: str, default: int) -> int:
+    def integer(self, key: str) -> int:
         """An integer within the key's bounds."""
-        return self._in_bounds(key, cast(int, self._get(key, default, _is_int, "an integer")))
+        return self._in_bounds(key, cast(int, self._get(key, _is_int, "an integer")))
 
     def optional_integer(self, key: str) -> int | None:
+        """An integer within the key's bounds; absent: the field's default (None)."""
         if key not in self._table:
-            return None
-        return self.integer(key, 0)
+            return cast("int | None", self.field_default(key))
+        return self.integer(key)
 
-    def seconds(self, key: str, default: float) -> float:
+    def seconds(self, key: str) -> float:
         """A finite number of seconds within the key's bounds."""
-        value = self._finite(key, self._get(key, default, _is_number, "a number of seconds"))
+        value = self._finite(key, self._get(key, _is_number, "a number of seconds"))
         return self._in_bounds(key, value)
 
-    def number(self, key: str, default: float) -> float:
+    def number(self, key: str) -> float:
         """A finite number; within the key's bounds when it has an entry in `BOUNDS`."""
-        value = self._finite(key, self._get(key, default, _is_number, "a number"))
+        value = self._finite(key, self._get(key, _is_number, "a number"))
         return self._in_bounds(key, value) if self.path(key) in BOUNDS else value
 
     def _finite(self, key: str, value: object) -> float:
@@ -601,19 +620,23 @@ class _Reader:
             raise self.error(key, f"must be a finite number, got {number}")
         return number
 
-    def text(self, key: str, default: str) -> str:
-        value = cast(str, self._get(key, default, lambda v: isinstance(v, str), "a string"))
+    def text(self, key: str, *, default: str | None = None) -> str:
+        """A non-blank string; absent: `default`, else the field's (a Path default as text)."""
+        value = self._get(key, lambda v: isinstance(v, str), "a string", default)
+        value = str(value) if isinstance(value, Path) else cast(str, value)
         if not value.strip():
             raise self.error(key, "must not be empty")
         return value
 
     def optional_text(self, key: str) -> str | None:
+        """A non-blank string; absent: the field's default (None)."""
         if key not in self._table:
-            return None
-        return self.text(key, "")
+            return cast("str | None", self.field_default(key))
+        return self.text(key)
 
-    def choice(self, key: str, default: _T, choices: tuple[_T, ...]) -> _T:
-        value = self.text(key, cast(str, default))
+    def choice(self, key: str, choices: tuple[_T, ...]) -> _T:
+        """One of `choices`, matched without case; absent: the field's default."""
+        value = self.text(key)
         for option in choices:
             if cast(str, option).lower() == value.lower():
                 return option
@@ -623,8 +646,9 @@ class _Reader:
             hint = ""
         raise self.error(key, f"must be one of {listed}, got {value!r}{hint}")
 
-    def texts(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        value = self._get(key, default, _is_text_list, "a list of strings")
+    def texts(self, key: str, *, default: tuple[str, ...] | None = None) -> tuple[str, ...]:
+        """A list of non-blank strings, stripped; absent: `default`, else the field's."""
+        value = self._get(key, _is_text_list, "a list of strings", default)
         items = tuple(cast("list[str] | tuple[str, ...]", value))
         for i, item in enumerate(items):
             if not item.strip():
@@ -708,16 +732,18 @@ def _check_url(r: _Reader, key: str, url: str, *, allow_http_loopback: bool) -> 
 
 def _parse_azure(table: Mapping[str, object]) -> AzureSettings:
     r = _Reader("azure", table)
-    cloud = r.choice("cloud", "AzureCloud", get_args(CloudName))
+    cloud = r.choice("cloud", get_args(CloudName))
     preset = CLOUD_PRESETS[cloud]
-    allow_http = r.boolean("allow_http_loopback", False)
-    arm = r.text("arm_endpoint", preset.arm_endpoint)
+    allow_http = r.boolean("allow_http_loopback")
+    # Derived defaults: arm_endpoint, authority and token_scope come from the chosen cloud's
+    # preset (the fields' defaults are AzureCloud's).
+    arm = r.text("arm_endpoint", default=preset.arm_endpoint)
     arm = _check_url(r, "arm_endpoint", arm, allow_http_loopback=allow_http)
     if not arm.endswith("/"):
         arm += "/"
-    authority = r.text("authority", preset.authority)
+    authority = r.text("authority", default=preset.authority)
     authority = _check_url(r, "authority", authority, allow_http_loopback=allow_http)
-    credential = r.choice("credential", "default", get_args(CredentialKind))
+    credential = r.choice("credential", get_args(CredentialKind))
     tenant_id = r.optional_text("tenant_id")
     if tenant_id is not None and not (_GUID.fullmatch(tenant_id) or _DOMAIN.fullmatch(tenant_id)):
         raise r.error("tenant_id", f"must be a GUID or a domain name, got {tenant_id!r}")
@@ -728,12 +754,8 @@ def _parse_azure(table: Mapping[str, object]) -> AzureSettings:
     static_token = r.optional_text("static_token")
     ca_bundle = r.optional_text("ca_bundle")
     versions = {}
-    for key, default in (
-        ("api_version", "2025-08-01"),
-        ("vaults_api_version", "2025-08-01"),
-        ("subscriptions_api_version", "2022-12-01"),
-    ):
-        versions[key] = r.text(key, default)
+    for key in ("api_version", "vaults_api_version", "subscriptions_api_version"):
+        versions[key] = r.text(key)
         if not _API_VERSION.fullmatch(versions[key]):
             raise r.error(
                 key, f"must look like 2025-08-01 or 2025-08-01-preview, got {versions[key]!r}"
@@ -742,7 +764,7 @@ def _parse_azure(table: Mapping[str, object]) -> AzureSettings:
         cloud=cloud,
         arm_endpoint=arm,
         authority=authority,
-        token_scope=r.text("token_scope", preset.token_scope),
+        token_scope=r.text("token_scope", default=preset.token_scope),
         credential=credential,
         tenant_id=tenant_id,
         client_id=client_id,
@@ -753,10 +775,10 @@ def _parse_azure(table: Mapping[str, object]) -> AzureSettings:
         api_version=versions["api_version"],
         vaults_api_version=versions["vaults_api_version"],
         subscriptions_api_version=versions["subscriptions_api_version"],
-        request_timeout_s=r.seconds("request_timeout_s", 30.0),
-        max_list_pages=r.integer("max_list_pages", 500),
-        max_list_bytes=r.integer("max_list_bytes", 64 * MIB),
-        max_response_bytes=r.integer("max_response_bytes", 32 * MIB),
+        request_timeout_s=r.seconds("request_timeout_s"),
+        max_list_pages=r.integer("max_list_pages"),
+        max_list_bytes=r.integer("max_list_bytes"),
+        max_response_bytes=r.integer("max_response_bytes"),
     )
     _check_credential(r, settings)
     return settings
@@ -780,7 +802,7 @@ def _check_credential(r: _Reader, s: AzureSettings) -> None:
 
 def _parse_discovery(table: Mapping[str, object]) -> DiscoverySettings:
     r = _Reader("discovery", table)
-    vaults = r.texts("vaults", ())
+    vaults = r.texts("vaults")
     for i, vault in enumerate(vaults):
         match = _VAULT_ID.fullmatch(vault)
         if not match:
@@ -792,7 +814,8 @@ def _parse_discovery(table: Mapping[str, object]) -> DiscoverySettings:
         except ParseError as exc:
             raise r.error(f"vaults[{i}]", exc.problem) from None
     vaults = tuple(v.rstrip("/") for v in vaults)
-    subscriptions = r.texts("subscriptions", () if vaults else ("*",))
+    # Derived default: with vaults listed, only they are watched (); else the field's ('*',).
+    subscriptions = r.texts("subscriptions", default=()) if vaults else r.texts("subscriptions")
     if "*" in subscriptions and len(subscriptions) > 1:
         raise r.error("subscriptions", "'*' (all visible subscriptions) must be the only entry")
     for i, sub in enumerate(subscriptions):
@@ -803,17 +826,17 @@ def _parse_discovery(table: Mapping[str, object]) -> DiscoverySettings:
     return DiscoverySettings(
         subscriptions=tuple(s.lower() for s in subscriptions),
         vaults=vaults,
-        include=r.texts("include", ()),
-        exclude=r.texts("exclude", ()),
-        interval_s=r.seconds("interval_s", 300.0),
-        startup_timeout_s=r.seconds("startup_timeout_s", 300.0),
+        include=r.texts("include"),
+        exclude=r.texts("exclude"),
+        interval_s=r.seconds("interval_s"),
+        startup_timeout_s=r.seconds("startup_timeout_s"),
     )
 
 
 def _parse_poll(table: Mapping[str, object]) -> PollSettings:
     r = _Reader("poll", table)
-    active = r.seconds("active_interval_s", 15.0)
-    idle = r.seconds("idle_interval_s", 60.0)
+    active = r.seconds("active_interval_s")
+    idle = r.seconds("idle_interval_s")
     if active > idle:
         raise r.error(
             "active_interval_s",
@@ -822,25 +845,25 @@ def _parse_poll(table: Mapping[str, object]) -> PollSettings:
     return PollSettings(
         active_interval_s=active,
         idle_interval_s=idle,
-        lookback_s=r.seconds("lookback_s", 86400.0),
-        overlap_s=r.seconds("overlap_s", 300.0),
-        max_concurrency=r.integer("max_concurrency", 256),
-        max_concurrency_per_subscription=r.integer("max_concurrency_per_subscription", 8),
-        backfill=r.boolean("backfill", True),
-        backfill_details=r.choice("backfill_details", "not_succeeded", get_args(BackfillDetails)),
-        detail_on_terminal=r.boolean("detail_on_terminal", True),
-        detail_retry_s=r.seconds("detail_retry_s", 60.0),
+        lookback_s=r.seconds("lookback_s"),
+        overlap_s=r.seconds("overlap_s"),
+        max_concurrency=r.integer("max_concurrency"),
+        max_concurrency_per_subscription=r.integer("max_concurrency_per_subscription"),
+        backfill=r.boolean("backfill"),
+        backfill_details=r.choice("backfill_details", get_args(BackfillDetails)),
+        detail_on_terminal=r.boolean("detail_on_terminal"),
+        detail_retry_s=r.seconds("detail_retry_s"),
     )
 
 
 def _parse_budget(table: Mapping[str, object]) -> BudgetSettings:
     r = _Reader("budget", table)
-    fraction = r.number("read_fraction", 0.5)
+    fraction = r.number("read_fraction")
     if not 0 < fraction <= 1:
         raise r.error("read_fraction", f"must be in (0, 1], got {fraction:g}")
-    reads_per_s = r.number("reads_per_s", 25.0)
-    floor = r.integer("floor", 50)
-    bucket_size = r.integer("bucket_size", 250)
+    reads_per_s = r.number("reads_per_s")
+    floor = r.integer("floor")
+    bucket_size = r.integer("bucket_size")
     if floor >= bucket_size:
         raise r.error("floor", f"must be < budget.bucket_size ({bucket_size}), got {floor}")
     return BudgetSettings(
@@ -850,16 +873,16 @@ def _parse_budget(table: Mapping[str, object]) -> BudgetSettings:
 
 def _parse_events(table: Mapping[str, object]) -> EventsSettings:
     r = _Reader("events", table)
-    sink = r.text("sink", "stdout")
+    sink = r.text("sink")
     return EventsSettings(
-        format=r.choice("format", "json", get_args(EventFormat)),
+        format=r.choice("format", get_args(EventFormat)),
         sink="stdout" if sink == "stdout" else Path(sink),
     )
 
 
 def _parse_state(table: Mapping[str, object]) -> StateSettings:
     r = _Reader("state", table)
-    path = r.text("path", ".state/monitor.sqlite")
+    path = r.text("path")
     return StateSettings(path=":memory:" if path == ":memory:" else Path(path))
 
 
@@ -887,17 +910,17 @@ def _split_listen(listen: str) -> tuple[str, int]:
 
 def _parse_ops(table: Mapping[str, object]) -> OpsSettings:
     r = _Reader("ops", table)
-    listen = r.text("listen", "127.0.0.1:9464")
+    listen = r.text("listen")
     try:
         _split_listen(listen)
     except ValueError as exc:
         raise r.error("listen", str(exc)) from None
-    return OpsSettings(listen=listen, enabled=r.boolean("enabled", True))
+    return OpsSettings(listen=listen, enabled=r.boolean("enabled"))
 
 
 def _parse_shard(table: Mapping[str, object]) -> ShardSettings:
     r = _Reader("shard", table)
-    count = r.integer("count", 1)
+    count = r.integer("count")
     index = r.optional_integer("index")
     if index is not None and index >= count:
         raise r.error("index", f"must be < shard.count ({count}), got {index}")
@@ -907,6 +930,6 @@ def _parse_shard(table: Mapping[str, object]) -> ShardSettings:
 def _parse_log(table: Mapping[str, object]) -> LogSettings:
     r = _Reader("log", table)
     return LogSettings(
-        level=r.choice("level", "info", get_args(LogLevel)),
-        format=r.choice("format", "auto", get_args(LogFormat)),
+        level=r.choice("level", get_args(LogLevel)),
+        format=r.choice("format", get_args(LogFormat)),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import math
@@ -48,6 +49,38 @@ def error_of(mapping: Mapping[str, object]) -> str:
     return str(info.value)
 
 
+DERIVED_DEFAULTS = {
+    "azure.arm_endpoint",  # the three: from the chosen cloud's preset
+    "azure.authority",
+    "azure.token_scope",
+    "discovery.subscriptions",  # () when discovery.vaults is given
+}
+"""The keys whose reader call in config.py passes `default=`; every other default is the field's."""
+
+
+def reader_calls() -> list[tuple[str, str, ast.Call]]:
+    """Every call of a `_Reader` method that reads a key in config.py's `_parse_<section>`
+    functions: the dotted key (`section.?` when not a literal), the method and the call."""
+    tree = ast.parse((ROOT / "monitor" / "config.py").read_text(encoding="utf-8"))
+    reader = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "_Reader")
+    methods = {
+        n.name for n in reader.body if isinstance(n, ast.FunctionDef) and n.name[0] != "_"
+    } - {"path", "error", "field_default"}
+    calls = []
+    for func in tree.body:
+        if not (isinstance(func, ast.FunctionDef) and func.name.startswith("_parse_")):
+            continue
+        section = func.name.removeprefix("_parse_")
+        for node in ast.walk(func):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            if node.func.attr in methods and isinstance(node.func.value, ast.Name):
+                key = node.args[0]
+                name = str(key.value) if isinstance(key, ast.Constant) else "?"
+                calls.append((f"{section}.{name}", node.func.attr, node))
+    return calls
+
+
 class TestDefaults:
     def test_empty_mapping_gives_the_documented_defaults(self) -> None:
         """Every default named in the design holds."""
@@ -75,6 +108,15 @@ class TestDefaults:
         preset = CLOUD_PRESETS[s.cloud]
         assert (s.arm_endpoint, s.authority) == (preset.arm_endpoint, preset.authority)
         assert s.token_scope == preset.arm_endpoint + ".default"
+
+    def test_every_default_is_written_once_on_its_field(self) -> None:
+        """No reader call in config.py passes a default, but the derived ones listed here."""
+        calls = reader_calls()
+        assert len(calls) > 40  # the walk found the readers
+        extra = {key for key, method, call in calls if len(call.args) > 1 + (method == "choice")}
+        assert not extra, f"positional default passed for {sorted(extra)}"
+        given = {key for key, _, call in calls if any(k.arg == "default" for k in call.keywords)}
+        assert given == DERIVED_DEFAULTS
 
     def test_us_government_preset(self) -> None:
         """The sovereign presets carry the endpoints of reference e.3."""
