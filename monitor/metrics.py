@@ -29,7 +29,7 @@ from monitor.core.budget import (
     TENANT_READS,
     parse_retry_after,
 )
-from monitor.core.jobs import JobStatus
+from monitor.events import EmittedEvent
 
 __all__ = [
     "POLL_RESULTS",
@@ -287,18 +287,14 @@ class Metrics:
         self.polls.labels(subscription_id.lower(), result).inc()
         self.poll_duration.observe(max(duration_s, 0.0))
 
-    def events_emitted(self, events: Iterable[Mapping[str, object]]) -> None:
-        """Count rendered schema-v1 events by status and record their detection lag."""
+    def events_emitted(self, events: Iterable[EmittedEvent]) -> None:
+        """Count emitted events by status (`other` for an unknown one) and record their lag."""
         for event in events:
-            job = event.get("job")
-            raw = job.get("status") if isinstance(job, Mapping) else None
-            status = JobStatus.of(raw) if isinstance(raw, str) else None
-            label = status.value if status is not None and status.is_known else "other"
-            self.events.labels(label).inc()
-            lag = event.get("detection_lag_s")
-            if isinstance(lag, int | float) and status is not None:
+            status = event.status
+            self.events.labels(status.value if status.is_known else "other").inc()
+            if event.detection_lag_s is not None:
                 phase = "terminal" if status.is_terminal else "running"
-                self.detection_lag.labels(phase).observe(max(float(lag), 0.0))
+                self.detection_lag.labels(phase).observe(max(event.detection_lag_s, 0.0))
 
     def checkpoint_failed(self) -> None:
         """A checkpoint write failed."""

@@ -44,9 +44,10 @@ from monitor.errors import (
     StartupError,
     StoreError,
 )
+from monitor.events import EmittedEvent, render_event
 from monitor.metrics import EstateHealth, Metrics
 from monitor.recovery import roll_forward
-from monitor.sinks import Sink, render_event
+from monitor.sinks import Sink
 from monitor.store import CheckpointStore, VaultCheckpoint
 
 log = structlog.get_logger("monitor.scheduler")
@@ -744,7 +745,7 @@ class PollScheduler:
                 await self._sink.emit(events)
                 self.stats.events += len(events)
                 if self._metrics is not None:
-                    self._metrics.events_emitted(events)
+                    self._metrics.events_emitted([EmittedEvent.of(e) for e in events])
             # Out: the vault's state moves on now, whatever the store does next.
             watched.jobs, watched.polled_at = after, observed_at
             # A job can change and leave the window in one poll (it ended after its start fell

@@ -15,6 +15,7 @@ RANKS = {
     "monitor.core": 1,
     "monitor.config": 2,
     "monitor.clock": 2,
+    "monitor.events": 2,  # the event codec: imports config (EventFormat), core and errors
     "monitor.metrics": 2,
     "monitor.arm": 3,
     "monitor.credentials": 3,

@@ -14,8 +14,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.config import OpsSettings
+from monitor.core.jobs import JobStatus
 from monitor.emulator import Emulator, EmulatorSettings, WorldSettings, running_emulator
 from monitor.errors import StartupError
+from monitor.events import EmittedEvent
 from monitor.metrics import EstateHealth, Metrics, request_kind, status_class
 from monitor.ops import readiness_problems, serve_ops
 from tests.daemon import Daemon, write_config
@@ -89,6 +91,28 @@ class TestMetrics:
         assert value("backup_monitor_arm_ratelimit_remaining", labels) == 12
         labels = {"subscription": SUB, "kind": "jobs_list", "status_class": "429"}
         assert value("backup_monitor_arm_requests_total", labels) == 1
+
+    def test_events_count_by_status_and_lag_by_phase(self) -> None:
+        """Known statuses are their own label, others `other`; a lag goes to its phase, >= 0."""
+        registry = CollectorRegistry()
+        metrics = Metrics(registry)
+        metrics.events_emitted(
+            [
+                EmittedEvent(status=JobStatus.COMPLETED, detection_lag_s=2.5),
+                EmittedEvent(status=JobStatus.IN_PROGRESS, detection_lag_s=-1.0),
+                EmittedEvent(status=JobStatus.of("Paused")),
+                EmittedEvent(status=JobStatus.COMPLETED),
+            ]
+        )
+        value = registry.get_sample_value
+        assert value("backup_monitor_events_total", {"status": "Completed"}) == 2
+        assert value("backup_monitor_events_total", {"status": "InProgress"}) == 1
+        assert value("backup_monitor_events_total", {"status": "other"}) == 1
+        terminal, running = {"phase": "terminal"}, {"phase": "running"}
+        assert value("backup_monitor_detection_lag_seconds_count", terminal) == 1
+        assert value("backup_monitor_detection_lag_seconds_sum", terminal) == 2.5
+        assert value("backup_monitor_detection_lag_seconds_count", running) == 1
+        assert value("backup_monitor_detection_lag_seconds_sum", running) == 0.0
 
     def test_own_registry_only(self) -> None:
         """Two Metrics on two registries do not collide (nothing goes to the global registry)."""
