@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 import anyio
+import orjson
 import pytest
 from multidict import CIMultiDict
 from prometheus_client import CollectorRegistry, generate_latest
@@ -18,7 +19,8 @@ from monitor.core.jobs import JobStatus
 from monitor.emulator import Emulator, EmulatorSettings, WorldSettings, running_emulator
 from monitor.errors import StartupError
 from monitor.events import EmittedEvent
-from monitor.metrics import EstateHealth, Metrics, request_kind, status_class
+from monitor.health import EstateHealth, VaultState
+from monitor.metrics import Metrics, request_kind, status_class
 from monitor.ops import readiness_problems, serve_ops
 from tests.daemon import Daemon, write_config
 
@@ -127,7 +129,7 @@ def health(**overrides: Any) -> EstateHealth:
         "started": True,
         "stopping": False,
         "dispatch_age_s": 1.0,
-        "vaults_by_state": {"ok": 2},
+        "vaults_by_state": {VaultState.OK: 2},
         "running_jobs": 0,
         "oldest_poll_age_s": 3.0,
     }
@@ -167,6 +169,28 @@ class TestReadiness:
             with pytest.raises(StartupError, match=r"ops\.listen"):
                 await serve_ops(OpsSettings(listen=f"127.0.0.1:{port}"), registry, View())
             tg.cancel_scope.cancel()
+
+
+async def test_vault_states_are_plain_labels_and_keys() -> None:
+    """Each VaultState is its `state` label on /metrics and its key in /readyz's `vaults`."""
+    registry = CollectorRegistry()
+    states = {VaultState.OK: 2, VaultState.FORBIDDEN: 1}
+
+    class View:
+        def estate_health(self) -> EstateHealth:
+            return health(vaults_by_state=states)
+
+    Metrics(registry).watch(View())
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(serve_ops, OpsSettings(listen="127.0.0.1:0"), registry, View())
+        async with aiohttp.ClientSession() as http:
+            status, body = await get(http, f"http://127.0.0.1:{port}/readyz")
+        tg.cancel_scope.cancel()
+    assert status == 200
+    assert orjson.loads(body)["vaults"] == {"ok": 2, "forbidden": 1}
+    value = registry.get_sample_value
+    labels = ["pending", "ok", "failing", "forbidden"]
+    assert [value("backup_monitor_vaults", {"state": s}) for s in labels] == [0, 2, 0, 1]
 
 
 async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, str]:
