@@ -80,8 +80,8 @@ from monitor.core.diff import JobSnapshot, apply, diff_jobs, event_id  # noqa: E
 from monitor.core.jobs import JobKey, JobStatus, VaultRef, build_jobs_filter  # noqa: E402
 from monitor.credentials import StaticTokenCredential, TokenCache  # noqa: E402
 from monitor.emulator.server import STATIC_PRINCIPAL  # noqa: E402
+from monitor.events import encode_events, render_event  # noqa: E402
 from monitor.pacing import BudgetBook, core_settings  # noqa: E402
-from monitor.sinks import encode_events, render_event  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 TERMINAL = {"Completed", "CompletedWithWarnings", "Failed", "Cancelled"}

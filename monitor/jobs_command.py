@@ -47,7 +47,7 @@ from monitor.core.operations import (
     parse_operation_status,
 )
 from monitor.errors import TRANSIENT_ARM_ERRORS, ArmError, ArmNotFound, ArmThrottled, ParseError
-from monitor.sinks import format_event_time, render_job, render_vault
+from monitor.events import format_event_time, render_job, render_vault
 
 __all__ = [
     "DEFAULT_LIST_TIMEOUT_S",

@@ -13,9 +13,8 @@ from __future__ import annotations
 import platform
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Final, Protocol
+from typing import Final
 
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -29,13 +28,11 @@ from monitor.core.budget import (
     TENANT_READS,
     parse_retry_after,
 )
-from monitor.core.jobs import JobStatus
+from monitor.events import EmittedEvent
+from monitor.health import EstateView, VaultState
 
 __all__ = [
     "POLL_RESULTS",
-    "VAULT_STATES",
-    "EstateHealth",
-    "EstateView",
     "Metrics",
     "request_kind",
     "status_class",
@@ -47,8 +44,6 @@ TENANT: Final = "tenant"
 
 POLL_RESULTS: Final = ("ok", "throttled", "forbidden", "not_found", "error")
 """Values of `backup_monitor_polls_total{result}`."""
-VAULT_STATES: Final = ("pending", "ok", "failing", "forbidden")
-"""Values of `backup_monitor_vaults{state}`: not polled yet, last poll fine, failed, 403."""
 RATE_LIMIT_HEADERS: Final = {
     SUBSCRIPTION_READS: "subscription_reads",
     SUBSCRIPTION_GLOBAL_READS: "subscription_global_reads",
@@ -102,43 +97,6 @@ def _retry_after_s(raw: str | None) -> float:
     return parse_retry_after(raw) or 0.0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EstateHealth:
-    """What the scheduler knows of the estate at one moment; read by /readyz and the Collector.
-
-    Attributes:
-        started: the first discovery finished and the dispatch loop runs.
-        stopping: a stop was requested.
-        dispatch_age_s: seconds since the dispatch loop last ticked (None before it started).
-        vaults_by_state: watched vaults per state (`VAULT_STATES`).
-        running_jobs: tracked jobs that are not in a terminal state.
-        oldest_poll_age_s: seconds since the least recently polled vault's last successful
-            poll (a vault never polled counts from when it started being watched); None when
-            no vault is watched.
-        stale_vaults: names of vaults whose last successful poll is older than their bound.
-        pending_vaults: names of vaults never polled successfully by this process.
-        store_problem: the last checkpoint failure while the store fails (None: it works).
-        unsaved_vaults: vaults whose emitted changes the store does not hold yet.
-    """
-
-    started: bool
-    stopping: bool
-    dispatch_age_s: float | None
-    vaults_by_state: Mapping[str, int]
-    running_jobs: int
-    oldest_poll_age_s: float | None
-    stale_vaults: tuple[str, ...] = ()
-    pending_vaults: tuple[str, ...] = ()
-    store_problem: str | None = None
-    unsaved_vaults: int = 0
-
-
-class EstateView(Protocol):
-    """Whatever can describe the estate now (the PollScheduler)."""
-
-    def estate_health(self) -> EstateHealth: ...
-
-
 class _EstateCollector(Collector):
     def __init__(self) -> None:
         self.views: list[EstateView] = []
@@ -165,9 +123,9 @@ class _EstateCollector(Collector):
             "Vaults whose emitted changes the checkpoint store does not hold yet.",
         )
         health = self.views[-1].estate_health() if self.views else None
-        for state in VAULT_STATES:
+        for state in VaultState:
             count = health.vaults_by_state.get(state, 0) if health else 0
-            vaults.add_metric([state], float(count))
+            vaults.add_metric([state.value], float(count))
         running.add_metric([], float(health.running_jobs if health else 0))
         age = health.oldest_poll_age_s if health else None
         oldest.add_metric([], float(age) if age is not None else 0.0)
@@ -287,18 +245,14 @@ class Metrics:
         self.polls.labels(subscription_id.lower(), result).inc()
         self.poll_duration.observe(max(duration_s, 0.0))
 
-    def events_emitted(self, events: Iterable[Mapping[str, object]]) -> None:
-        """Count rendered schema-v1 events by status and record their detection lag."""
+    def events_emitted(self, events: Iterable[EmittedEvent]) -> None:
+        """Count emitted events by status (`other` for an unknown one) and record their lag."""
         for event in events:
-            job = event.get("job")
-            raw = job.get("status") if isinstance(job, Mapping) else None
-            status = JobStatus.of(raw) if isinstance(raw, str) else None
-            label = status.value if status is not None and status.is_known else "other"
-            self.events.labels(label).inc()
-            lag = event.get("detection_lag_s")
-            if isinstance(lag, int | float) and status is not None:
+            status = event.status
+            self.events.labels(status.value if status.is_known else "other").inc()
+            if event.detection_lag_s is not None:
                 phase = "terminal" if status.is_terminal else "running"
-                self.detection_lag.labels(phase).observe(max(float(lag), 0.0))
+                self.detection_lag.labels(phase).observe(max(event.detection_lag_s, 0.0))
 
     def checkpoint_failed(self) -> None:
         """A checkpoint write failed."""

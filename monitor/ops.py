@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from monitor.config import OpsSettings
 from monitor.errors import StartupError
-from monitor.metrics import EstateHealth, EstateView
+from monitor.health import EstateHealth, EstateView
 
 __all__ = ["HEALTH_STALL_S", "build_ops_app", "health_problems", "readiness_problems", "serve_ops"]
 
@@ -82,7 +82,7 @@ def _answer(
     if ready is not None:
         body["stale_vaults"] = list(health.stale_vaults[:MAX_NAMED_VAULTS])
         body["pending_vaults"] = len(health.pending_vaults)
-        body["vaults"] = dict(health.vaults_by_state)
+        body["vaults"] = {str(state): n for state, n in health.vaults_by_state.items()}
     return web.Response(
         body=orjson.dumps(body) + b"\n",
         status=200 if not problems else 503,

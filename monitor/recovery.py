@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from monitor.core.diff import JobSnapshot
-from monitor.core.jobs import JobKey, JobStatus
+from monitor.core.jobs import JobKey
+from monitor.events import recorded_state
 from monitor.store import VaultCheckpoint
 
 
@@ -48,11 +48,11 @@ def roll_forward(
     least as recent as its checkpointed one; the one exception (a terminal status checkpointed
     silently, an older running status emitted) is kept as checkpointed: a terminal status is never
     rolled back. Events that are not schema v1 job events, or lack a vault id, job id or status,
-    are ignored.
+    are ignored (the events module reads them: `monitor.events.recorded_state`).
     """
     latest: dict[str, dict[JobKey, JobSnapshot]] = {}
     for event in events:
-        found = _snapshot(event)
+        found = recorded_state(event)
         if found is not None:
             vault_key, snap = found
             latest.setdefault(vault_key, {})[snap.key] = snap
@@ -79,25 +79,3 @@ def _newer(known: JobSnapshot | None, emitted: JobSnapshot) -> bool:
     if known.status == emitted.status:
         return False
     return not (known.status.is_terminal and not emitted.status.is_terminal)
-
-
-def _snapshot(event: Mapping[str, Any]) -> tuple[str, JobSnapshot] | None:
-    """The vault key and job snapshot an event records; None when it is not readable as one."""
-    job, vault = event.get("job"), event.get("vault")
-    if not isinstance(job, Mapping) or not isinstance(vault, Mapping):
-        return None
-    vault_id, job_id, status = vault.get("id"), job.get("id"), job.get("status")
-    if not all(isinstance(v, str) and v for v in (vault_id, job_id, status)):
-        return None
-    vault_key = str(vault_id).lower()
-    start_at: datetime | None = None
-    start = job.get("start_time")
-    if isinstance(start, str):
-        try:
-            start_at = datetime.fromisoformat(start)
-        except ValueError:
-            start_at = None
-        if start_at is not None and start_at.utcoffset() is None:
-            start_at = None
-    key = JobKey(vault_key=vault_key, job_name=str(job_id).lower())
-    return vault_key, JobSnapshot(key=key, status=JobStatus.of(str(status)), start_at=start_at)

@@ -44,9 +44,11 @@ from monitor.errors import (
     StartupError,
     StoreError,
 )
-from monitor.metrics import EstateHealth, Metrics
+from monitor.events import EmittedEvent, render_event
+from monitor.health import EstateHealth, VaultState
+from monitor.metrics import Metrics
 from monitor.recovery import roll_forward
-from monitor.sinks import Sink, render_event
+from monitor.sinks import Sink
 from monitor.store import CheckpointStore, VaultCheckpoint
 
 log = structlog.get_logger("monitor.scheduler")
@@ -103,7 +105,7 @@ class WatchedVault:
     skipped: set[JobKey] = field(default_factory=set)  # jobs whose trouble was logged once
     failures: int = 0
     reported: str | None = None  # the last problem logged, so a repeat is not logged again
-    state: str = "pending"  # pending, ok, failing or forbidden (metrics.VAULT_STATES)
+    state: VaultState = VaultState.PENDING
     added_at: float = 0.0  # monotonic time it started being watched
     ok_at: float | None = None  # monotonic start of its last successful poll in this process
     running_jobs: int = 0  # tracked jobs not in a terminal state, after the last poll
@@ -282,7 +284,7 @@ class PollScheduler:
         now = self._clock.monotonic()
         slack_s = self._settings.azure.request_timeout_s
         bounds: dict[str, float] = {}
-        states: dict[str, int] = {}
+        states: dict[VaultState, int] = {}
         stale: list[str] = []
         pending: list[str] = []
         oldest: float | None = None
@@ -544,14 +546,14 @@ class PollScheduler:
             await self._drop(vault, f"404 {exc.code or 'NotFound'}")
             return
         except ArmForbidden as exc:
-            watched.state = "forbidden"
+            watched.state = VaultState.FORBIDDEN
             self._measure(vault, "forbidden", started)
             self._fail(watched, vlog, exc, retry_s=FORBIDDEN_RETRY_S, started=started)
             return
         except (ArmError, ParseError, SinkError) as exc:
             # ForeignOriginError among them: the link was refused (nothing sent); the next
             # poll asks ARM afresh, on the normal backoff.
-            watched.state = "failing"
+            watched.state = VaultState.FAILING
             self._measure(vault, "error", started)
             self._fail(
                 watched, vlog, exc, retry_s=self._backoff_s(watched.failures), started=started
@@ -559,14 +561,14 @@ class PollScheduler:
             return
         except Exception as exc:  # a bug must not stop the other vaults
             vlog.exception("poll.crashed")
-            watched.state = "failing"
+            watched.state = VaultState.FAILING
             self._measure(vault, "error", started)
             self._fail(
                 watched, vlog, exc, retry_s=self._backoff_s(watched.failures), started=started
             )
             return
         self._measure(vault, "ok", started)
-        watched.state, watched.ok_at = "ok", started
+        watched.state, watched.ok_at = VaultState.OK, started
         watched.running_jobs = _running(watched.jobs)
         if watched.reported is not None:
             vlog.info("poll.recovered", after_failures=watched.failures)
@@ -744,7 +746,7 @@ class PollScheduler:
                 await self._sink.emit(events)
                 self.stats.events += len(events)
                 if self._metrics is not None:
-                    self._metrics.events_emitted(events)
+                    self._metrics.events_emitted([EmittedEvent.of(e) for e in events])
             # Out: the vault's state moves on now, whatever the store does next.
             watched.jobs, watched.polled_at = after, observed_at
             # A job can change and leave the window in one poll (it ended after its start fell

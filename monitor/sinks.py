@@ -1,8 +1,9 @@
-"""Schema v1 events: rendering, the CloudEvents envelope, and the sinks that write JSON lines."""
+"""The sinks: where schema v1 events are written as JSON lines (stdout or a file), and read back."""
 
 # Rules:
-# - The event is a public contract (DESIGN §5, docs/events.md, schema/backup_job_event.v1.json):
-#   keys in the order written here, times as `YYYY-MM-DDTHH:MM:SS.mmmZ`, nothing else.
+# - Sinks do I/O only: the bytes they write are `monitor.events.encode_events`', and what they
+#   read back is decoded there. Nothing here knows the event's fields beyond its `event_id`,
+#   which the events module reads for them.
 # - A sink writes a whole batch and flushes before `emit` returns, or raises SinkError; the
 #   caller checkpoints only after `emit` returned (emit-then-checkpoint: at-least-once).
 # - A file sink's batch is all or nothing (truncated back on failure), and no event_id is
@@ -20,52 +21,34 @@ import io
 import os
 import stat
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
-from importlib import resources
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, ClassVar, Final, Protocol, Self, TypeVar
 
 import anyio
 import anyio.to_thread
-import orjson
 import structlog
 
 from monitor.config import EventFormat, EventsSettings
-from monitor.core.diff import JobStateChanged, event_id
-from monitor.core.jobs import BackupJob, JobDetails, JobStatus, VaultRef
 from monitor.errors import SinkError, StartupError
+from monitor.events import (
+    decode_events,
+    encode_events,
+    event_id_of,
+    read_recent_events,
+)
 
 __all__ = [
-    "EVENT_SCHEMA_VERSION",
-    "EVENT_TYPE",
     "FileSink",
     "Sink",
     "SinkObserver",
     "StdoutSink",
     "build_sink",
-    "cloudevent_schema",
-    "encode_events",
-    "event_schema",
-    "format_event_time",
-    "render_event",
-    "render_job",
-    "render_vault",
-    "to_cloudevent",
 ]
 
-EVENT_SCHEMA_VERSION: Final = 1
-EVENT_TYPE: Final = "backup_job.state_changed"
-_SCHEMA_DIR: Final = "schema"
-_EVENT_SCHEMA_FILE: Final = "backup_job_event.v1.json"
-_CLOUDEVENT_SCHEMA_FILE: Final = "backup_job_cloudevent.v1.json"
-_LINE: Final = orjson.OPT_APPEND_NEWLINE
 _NEWLINE: Final = 0x0A
 _T = TypeVar("_T")
-RECOVERY_BYTES: Final = 4 * 1024 * 1024
-"""How much of an events file's end is read back at start (see `Sink.recent_events`): the
-batches of the polls in flight at a crash are the last lines written, and far smaller."""
 
 log = structlog.get_logger("monitor.sinks")
 
@@ -96,244 +79,6 @@ class Sink(Protocol):
     async def aclose(self) -> None:
         """Flush and release the sink; idempotent."""
         ...
-
-
-def read_recent_events(path: Path | str, max_bytes: int = RECOVERY_BYTES) -> list[dict[str, Any]]:
-    """The events in the last `max_bytes` of a JSON-lines file, oldest first.
-
-    CloudEvents are unwrapped to their `data`. Lines that are not events (a line cut by the start
-    of the window or by a crash mid-write, a line some other writer added) are skipped.
-
-    Raises:
-        OSError: the file cannot be read.
-    """
-    with open(path, "rb") as file:
-        size = file.seek(0, os.SEEK_END)
-        start = max(0, size - max_bytes)
-        file.seek(start)
-        lines = file.read().split(b"\n")
-    if start > 0:
-        lines = lines[1:]  # most likely a part of a line
-    return _events_in(lines)
-
-
-def _events_in(lines: Iterable[bytes]) -> list[dict[str, Any]]:
-    """The schema v1 events among JSON lines, CloudEvents unwrapped; other lines skipped."""
-    events: list[dict[str, Any]] = []
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            value = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(value, dict) and value.get("specversion") and "data" in value:
-            value = value["data"]
-        if isinstance(value, dict) and value.get("event") == EVENT_TYPE:
-            events.append(value)
-    return events
-
-
-# --------------------------------------------------------------------------------------------
-# Rendering
-
-
-def format_event_time(moment: datetime) -> str:
-    """An instant as the event's time format: UTC, milliseconds (truncated), `Z`.
-
-    Raises:
-        ValueError: `moment` is naive.
-    """
-    return _format(_truncated_utc(moment))
-
-
-def render_job(
-    job: BackupJob,
-    *,
-    details: JobDetails | None = None,
-    previous_status: JobStatus | None = None,
-) -> dict[str, object]:
-    """Render a job as the event's `job` object (schema v1, `$defs/job`; see docs/events.md).
-
-    `details`, when given, adds `errors`, `tasks` and `properties` (all three or none);
-    `previous_status` is written canonically, or null. Known statuses are written in their
-    canonical casing; times as `YYYY-MM-DDTHH:MM:SS.mmmZ`, durations in seconds (ms precision).
-
-    Raises:
-        ValueError: `details` is about another job.
-    """
-    if details is not None and details.job.key != job.key:
-        raise ValueError(f"render_job: details of {details.job.key} for job {job.key}")
-    status = JobStatus.of(job.status.value)
-    start = None if job.start_at is None else _truncated_utc(job.start_at)
-    end = None if job.end_at is None else _truncated_utc(job.end_at)
-    job_out: dict[str, object] = {
-        "id": job.name,
-        "resource_id": job.resource_id,
-        "type": job.job_type,
-        "operation": job.operation,
-        "backup_management_type": job.backup_management_type,
-        "entity": job.entity,
-        "status": status.value,
-        "previous_status": (
-            None if previous_status is None else JobStatus.of(previous_status.value).value
-        ),
-        "outcome": status.outcome,
-        "start_time": None if start is None else _format(start),
-        "end_time": None if end is None else _format(end),
-        "duration_s": _seconds(job.duration_s),
-    }
-    if details is not None:
-        job_out["errors"] = [
-            {"code": e.code, "message": e.message, "recommendations": list(e.recommendations)}
-            for e in details.errors
-        ]
-        job_out["tasks"] = [
-            {
-                "name": t.name,
-                "status": None if t.status is None else JobStatus.of(t.status.value).value,
-                "duration_s": _seconds(t.duration_s),
-            }
-            for t in details.tasks
-        ]
-        job_out["properties"] = dict(details.property_bag)
-    return job_out
-
-
-def render_vault(vault: VaultRef) -> dict[str, object]:
-    """Render a vault as the event's `vault` object (schema v1, `$defs/vault`)."""
-    return {
-        "id": vault.id,
-        "name": vault.name,
-        "resource_group": vault.resource_group,
-        "subscription_id": vault.subscription_id,
-        "location": vault.location,
-    }
-
-
-def render_event(
-    change: JobStateChanged,
-    *,
-    vault: VaultRef,
-    details: JobDetails | None,
-    emitted_at: datetime,
-) -> dict[str, object]:
-    """Render one state change as a schema v1 event (see docs/events.md).
-
-    Base job fields come from `change.job` (the list item that produced the change); `details`,
-    when the job's details were fetched, adds `errors`, `tasks` and `properties`. Those three
-    keys are omitted when `details` is None, so consumers can tell "not fetched" from "none".
-    `detection_lag_s` is `time − end_time` for a terminal status, `time − start_time` for a first
-    sighting of a non-terminal one, computed on the millisecond values written, and omitted
-    otherwise or when that time is unknown.
-
-    Raises:
-        ValueError: `vault` is not the change's vault, `details` is about another job, or
-            `emitted_at` is naive.
-    """
-    job = change.job
-    if vault.key != change.vault_key:
-        raise ValueError(f"render_event: vault {vault.key!r} is not {change.vault_key!r}")
-    if details is not None and details.job.key != job.key:
-        raise ValueError(f"render_event: details of {details.job.key} for job {job.key}")
-    status = JobStatus.of(job.status.value)  # canonical casing for known statuses
-    previous = change.previous_status
-    emitted = _truncated_utc(emitted_at)
-    start = None if job.start_at is None else _truncated_utc(job.start_at)
-    end = None if job.end_at is None else _truncated_utc(job.end_at)
-    job_out = render_job(job, details=details, previous_status=previous)
-
-    event: dict[str, object] = {
-        "schema_version": EVENT_SCHEMA_VERSION,
-        "event": EVENT_TYPE,
-        # The same hash as change.event_id, over the canonical status text that is emitted.
-        "event_id": event_id(change.vault_key, job.name, status.value),
-        "time": _format(emitted),
-        "job": job_out,
-        "vault": render_vault(vault),
-    }
-    reached = end if status.is_terminal else start if previous is None else None
-    if reached is not None:
-        event["detection_lag_s"] = round((emitted - reached).total_seconds(), 3)
-    return event
-
-
-def to_cloudevent(event: Mapping[str, object]) -> dict[str, object]:
-    """Wrap a schema v1 event as a CloudEvents 1.0 structured-mode JSON event.
-
-    `id` is the event_id, `source` the vault id, `subject` the job id, `type` and `time` the
-    event's own; the event itself is `data` (`datacontenttype: application/json`).
-
-    Raises:
-        ValueError: `event` is not a rendered schema v1 event.
-    """
-    job, vault = event.get("job"), event.get("vault")
-    if not isinstance(job, Mapping) or not isinstance(vault, Mapping):
-        raise ValueError("to_cloudevent: not a schema v1 event (no job or vault object)")
-    return {
-        "specversion": "1.0",
-        "id": event["event_id"],
-        "source": vault["id"],
-        "subject": job["id"],
-        "type": event["event"],
-        "time": event["time"],
-        "datacontenttype": "application/json",
-        "data": event,
-    }
-
-
-def encode_events(events: Sequence[Mapping[str, object]], *, format: EventFormat = "json") -> bytes:
-    """Serialise events as JSON lines (`\\n`-terminated UTF-8), optionally as CloudEvents.
-
-    Raises:
-        SinkError: an event holds a value JSON cannot represent (or is not a v1 event, for
-            cloudevents); nothing of the batch should be written.
-    """
-    try:
-        if format == "cloudevents":
-            return b"".join(orjson.dumps(to_cloudevent(e), option=_LINE) for e in events)
-        return b"".join(orjson.dumps(e, option=_LINE) for e in events)
-    except (TypeError, ValueError, KeyError) as exc:
-        raise SinkError(f"cannot serialise an event: {exc}") from exc
-
-
-def _truncated_utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"event times must be timezone-aware, got naive {moment.isoformat()}")
-    utc = moment.astimezone(UTC)
-    return utc - timedelta(microseconds=utc.microsecond % 1000)
-
-
-def _format(utc: datetime) -> str:
-    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
-
-
-def _seconds(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
-
-
-# --------------------------------------------------------------------------------------------
-# Schemas
-
-
-def event_schema() -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of a schema v1 event, as shipped in the package."""
-    return _read_schema(_EVENT_SCHEMA_FILE)
-
-
-def cloudevent_schema() -> dict[str, Any]:
-    """The JSON Schema of the CloudEvents envelope; its `data` refers to `event_schema()`'s $id."""
-    return _read_schema(_CLOUDEVENT_SCHEMA_FILE)
-
-
-def _read_schema(name: str) -> dict[str, Any]:
-    data = (
-        resources.files(__package__ or "monitor").joinpath(_SCHEMA_DIR).joinpath(name).read_bytes()
-    )
-    schema = orjson.loads(data)
-    if not isinstance(schema, dict):  # pragma: no cover - the shipped files are objects
-        raise TypeError(f"{name} is not a JSON object")
-    return schema
 
 
 # --------------------------------------------------------------------------------------------
@@ -595,7 +340,7 @@ class FileSink(_LineWriter):
         await self.aclose()
 
     async def recent_events(self) -> list[dict[str, Any]]:
-        """See `Sink.recent_events`: the last `RECOVERY_BYTES` of the file.
+        """See `Sink.recent_events`: the last `monitor.events.RECOVERY_BYTES` of the file.
 
         Raises:
             SinkError: the file cannot be read back.
@@ -623,7 +368,7 @@ class FileSink(_LineWriter):
             raise RuntimeError(f"{self._path} is not open; use `async with FileSink`")
         if not events:
             return
-        lines = [(_event_id_of(e), encode_events([e], format=self._format)) for e in events]
+        lines = [(event_id_of(e), encode_events([e], format=self._format)) for e in events]
         read_back, skipped = await self._run(functools.partial(self._append, file, lines))
         if read_back is not None:
             log.info("sink.tail_read_back", sink=self.kind, path=str(self._path), **read_back)
@@ -704,9 +449,9 @@ class FileSink(_LineWriter):
             if self._fsync:
                 os.fsync(fd)
         found = {
-            str(event["event_id"])
-            for event in _events_in(complete.split(b"\n"))
-            if isinstance(event.get("event_id"), str)
+            eid
+            for event in decode_events(complete.split(b"\n"))
+            if (eid := event_id_of(event)) is not None
         }
         self._orphan_ids.update(found)
         self._unknown_from = None
@@ -714,11 +459,6 @@ class FileSink(_LineWriter):
 
     def _describe(self) -> str:
         return str(self._path)
-
-
-def _event_id_of(event: Mapping[str, object]) -> str | None:
-    value = event.get("event_id")
-    return value if isinstance(value, str) else None
 
 
 def _open_append(path: Path) -> IO[bytes]:

@@ -23,7 +23,7 @@ import orjson
 from monitor.core.diff import event_id
 from monitor.core.jobs import JobStatus
 from monitor.emulator import Emulator
-from monitor.sinks import event_schema
+from monitor.events import event_schema
 
 TERMINAL = {"Completed", "CompletedWithWarnings", "Failed", "Cancelled"}
 

@@ -22,7 +22,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from monitor.sinks import event_schema
+from monitor.events import event_schema
 from tests.daemon import Daemon
 
 SUB = "5a1e0000-0000-4000-8000-000000000001"

@@ -27,6 +27,7 @@ from monitor.core.jobs import JobStatus, parse_job_details, parse_vault_id
 from monitor.emulator import Emulator, EmulatorSettings, WorldSettings, running_emulator
 from monitor.emulator.wire import job_json
 from monitor.emulator.world import COMPLETED, FAILED, Job, Vault, World
+from monitor.events import event_schema, render_event, render_job
 from monitor.jobs_command import (
     DEFAULT_LIST_TIMEOUT_S,
     EXIT_API_ERROR,
@@ -43,7 +44,6 @@ from monitor.jobs_command import (
     parse_jobs_request,
     run_jobs_command,
 )
-from monitor.sinks import event_schema, render_event, render_job
 from tests import hostile_arm
 
 SETTINGS = EmulatorSettings(

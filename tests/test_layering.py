@@ -23,6 +23,8 @@ RANKS = {
     "monitor.core.*": 1,
     "monitor.config": 2,
     "monitor.clock": 2,
+    "monitor.events": 2,  # the event codec: imports config (EventFormat), core and errors
+    "monitor.health": 2,
     "monitor.metrics": 2,
     "monitor.arm": 3,
     "monitor.credentials": 3,

@@ -8,15 +8,19 @@ from typing import Any
 
 import aiohttp
 import anyio
+import orjson
 import pytest
 from multidict import CIMultiDict
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.config import OpsSettings
+from monitor.core.jobs import JobStatus
 from monitor.emulator import Emulator, EmulatorSettings, WorldSettings, running_emulator
 from monitor.errors import StartupError
-from monitor.metrics import EstateHealth, Metrics, request_kind, status_class
+from monitor.events import EmittedEvent
+from monitor.health import EstateHealth, VaultState
+from monitor.metrics import Metrics, request_kind, status_class
 from monitor.ops import readiness_problems, serve_ops
 from tests.daemon import Daemon, write_config
 
@@ -90,6 +94,28 @@ class TestMetrics:
         labels = {"subscription": SUB, "kind": "jobs_list", "status_class": "429"}
         assert value("backup_monitor_arm_requests_total", labels) == 1
 
+    def test_events_count_by_status_and_lag_by_phase(self) -> None:
+        """Known statuses are their own label, others `other`; a lag goes to its phase, >= 0."""
+        registry = CollectorRegistry()
+        metrics = Metrics(registry)
+        metrics.events_emitted(
+            [
+                EmittedEvent(status=JobStatus.COMPLETED, detection_lag_s=2.5),
+                EmittedEvent(status=JobStatus.IN_PROGRESS, detection_lag_s=-1.0),
+                EmittedEvent(status=JobStatus.of("Paused")),
+                EmittedEvent(status=JobStatus.COMPLETED),
+            ]
+        )
+        value = registry.get_sample_value
+        assert value("backup_monitor_events_total", {"status": "Completed"}) == 2
+        assert value("backup_monitor_events_total", {"status": "InProgress"}) == 1
+        assert value("backup_monitor_events_total", {"status": "other"}) == 1
+        terminal, running = {"phase": "terminal"}, {"phase": "running"}
+        assert value("backup_monitor_detection_lag_seconds_count", terminal) == 1
+        assert value("backup_monitor_detection_lag_seconds_sum", terminal) == 2.5
+        assert value("backup_monitor_detection_lag_seconds_count", running) == 1
+        assert value("backup_monitor_detection_lag_seconds_sum", running) == 0.0
+
     def test_own_registry_only(self) -> None:
         """Two Metrics on two registries do not collide (nothing goes to the global registry)."""
         first, second = CollectorRegistry(), CollectorRegistry()
@@ -103,7 +129,7 @@ def health(**overrides: Any) -> EstateHealth:
         "started": True,
         "stopping": False,
         "dispatch_age_s": 1.0,
-        "vaults_by_state": {"ok": 2},
+        "vaults_by_state": {VaultState.OK: 2},
         "running_jobs": 0,
         "oldest_poll_age_s": 3.0,
     }
@@ -143,6 +169,28 @@ class TestReadiness:
             with pytest.raises(StartupError, match=r"ops\.listen"):
                 await serve_ops(OpsSettings(listen=f"127.0.0.1:{port}"), registry, View())
             tg.cancel_scope.cancel()
+
+
+async def test_vault_states_are_plain_labels_and_keys() -> None:
+    """Each VaultState is its `state` label on /metrics and its key in /readyz's `vaults`."""
+    registry = CollectorRegistry()
+    states = {VaultState.OK: 2, VaultState.FORBIDDEN: 1}
+
+    class View:
+        def estate_health(self) -> EstateHealth:
+            return health(vaults_by_state=states)
+
+    Metrics(registry).watch(View())
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(serve_ops, OpsSettings(listen="127.0.0.1:0"), registry, View())
+        async with aiohttp.ClientSession() as http:
+            status, body = await get(http, f"http://127.0.0.1:{port}/readyz")
+        tg.cancel_scope.cancel()
+    assert status == 200
+    assert orjson.loads(body)["vaults"] == {"ok": 2, "forbidden": 1}
+    value = registry.get_sample_value
+    labels = ["pending", "ok", "failing", "forbidden"]
+    assert [value("backup_monitor_vaults", {"state": s}) for s in labels] == [0, 2, 0, 1]
 
 
 async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, str]:

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from monitor.core.diff import JobSnapshot
 from monitor.core.jobs import JobKey, JobStatus
+from monitor.events import read_recent_events, to_cloudevent
 from monitor.recovery import roll_forward
-from monitor.sinks import read_recent_events, to_cloudevent
 from monitor.store import VaultCheckpoint
 
 VAULT = (

@@ -39,11 +39,8 @@ from monitor.core.jobs import (
     parse_vault_id,
 )
 from monitor.errors import SinkError, StartupError
-from monitor.metrics import Metrics
-from monitor.sinks import (
-    FileSink,
-    StdoutSink,
-    build_sink,
+from monitor.events import (
+    EmittedEvent,
     cloudevent_schema,
     encode_events,
     event_schema,
@@ -51,6 +48,8 @@ from monitor.sinks import (
     render_event,
     to_cloudevent,
 )
+from monitor.metrics import Metrics
+from monitor.sinks import FileSink, StdoutSink, build_sink
 from tests.core import payloads as p
 from tests.tmpfs import PAGE, fill, mounted_tmpfs, set_append_only
 
@@ -256,6 +255,21 @@ class TestRenderedEvents:
         assert envelope["subject"] == change.job.name
         assert envelope["time"] == event["time"]
         assert envelope["data"] is event
+
+    @settings(max_examples=100, deadline=None)
+    @given(case=changes())
+    def test_emitted_event_is_what_the_event_says(
+        self, case: tuple[JobStateChanged, VaultRef, JobDetails | None, datetime]
+    ) -> None:
+        """EmittedEvent.of gives a rendered event's canonical status and its lag, or None."""
+        change, vault, details, emitted_at = case
+        event = render_event(change, vault=vault, details=details, emitted_at=emitted_at)
+        emitted = EmittedEvent.of(event)
+        job = event["job"]
+        assert isinstance(job, dict)
+        assert emitted.status == JobStatus.of(change.job.status.value)
+        assert emitted.status.value == job["status"]
+        assert emitted.detection_lag_s == event.get("detection_lag_s")
 
     def test_failed_job_with_details(self) -> None:
         """A parsed failed job with details renders the fields DESIGN §5 shows."""

@@ -20,7 +20,7 @@ import jsonschema
 from monitor.core.diff import event_id
 from monitor.core.jobs import JobStatus
 from monitor.emulator import Emulator
-from monitor.sinks import event_schema
+from monitor.events import event_schema
 from tests.daemon import Daemon as SharedDaemon
 from tests.daemon import at, ground_truth, read_json_lines
 from tests.daemon import write_config as shared_write_config

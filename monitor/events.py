@@ -1,0 +1,353 @@
+"""The one codec of the public event contract: schema v1 events, their wire form and read-back."""
+
+# Rules:
+# - The event is a public contract (DESIGN §5, docs/events.md, schema/backup_job_event.v1.json):
+#   keys in the order written here, times as `YYYY-MM-DDTHH:MM:SS.mmmZ`, nothing else.
+# - This is the only module that knows the wire schema. Sinks write the bytes `encode_events`
+#   makes; recovery reads job states through `recorded_state`, metrics count `EmittedEvent`s.
+# - Nothing here logs, awaits or reads the clock; the only I/O is reading the shipped schemas
+#   and `read_recent_events`' synchronous read of a file's end (sinks run it in a thread).
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+
+from monitor.config import EventFormat
+from monitor.core.diff import JobSnapshot, JobStateChanged, event_id
+from monitor.core.jobs import BackupJob, JobDetails, JobKey, JobStatus, VaultRef
+from monitor.errors import SinkError
+
+__all__ = [
+    "EVENT_SCHEMA_VERSION",
+    "EVENT_TYPE",
+    "RECOVERY_BYTES",
+    "EmittedEvent",
+    "cloudevent_schema",
+    "decode_events",
+    "encode_events",
+    "event_id_of",
+    "event_schema",
+    "format_event_time",
+    "read_recent_events",
+    "recorded_state",
+    "render_event",
+    "render_job",
+    "render_vault",
+    "to_cloudevent",
+]
+
+EVENT_SCHEMA_VERSION: Final = 1
+EVENT_TYPE: Final = "backup_job.state_changed"
+_SCHEMA_DIR: Final = "schema"
+_EVENT_SCHEMA_FILE: Final = "backup_job_event.v1.json"
+_CLOUDEVENT_SCHEMA_FILE: Final = "backup_job_cloudevent.v1.json"
+_LINE: Final = orjson.OPT_APPEND_NEWLINE
+RECOVERY_BYTES: Final = 4 * 1024 * 1024
+"""How much of an events file's end is read back at start (see `Sink.recent_events`): the
+batches of the polls in flight at a crash are the last lines written, and far smaller."""
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+
+
+def format_event_time(moment: datetime) -> str:
+    """An instant as the event's time format: UTC, milliseconds (truncated), `Z`.
+
+    Raises:
+        ValueError: `moment` is naive.
+    """
+    return _format(_truncated_utc(moment))
+
+
+def render_job(
+    job: BackupJob,
+    *,
+    details: JobDetails | None = None,
+    previous_status: JobStatus | None = None,
+) -> dict[str, object]:
+    """Render a job as the event's `job` object (schema v1, `$defs/job`; see docs/events.md).
+
+    `details`, when given, adds `errors`, `tasks` and `properties` (all three or none);
+    `previous_status` is written canonically, or null. Known statuses are written in their
+    canonical casing; times as `YYYY-MM-DDTHH:MM:SS.mmmZ`, durations in seconds (ms precision).
+
+    Raises:
+        ValueError: `details` is about another job.
+    """
+    if details is not None and details.job.key != job.key:
+        raise ValueError(f"render_job: details of {details.job.key} for job {job.key}")
+    status = JobStatus.of(job.status.value)
+    start = None if job.start_at is None else _truncated_utc(job.start_at)
+    end = None if job.end_at is None else _truncated_utc(job.end_at)
+    job_out: dict[str, object] = {
+        "id": job.name,
+        "resource_id": job.resource_id,
+        "type": job.job_type,
+        "operation": job.operation,
+        "backup_management_type": job.backup_management_type,
+        "entity": job.entity,
+        "status": status.value,
+        "previous_status": (
+            None if previous_status is None else JobStatus.of(previous_status.value).value
+        ),
+        "outcome": status.outcome,
+        "start_time": None if start is None else _format(start),
+        "end_time": None if end is None else _format(end),
+        "duration_s": _seconds(job.duration_s),
+    }
+    if details is not None:
+        job_out["errors"] = [
+            {"code": e.code, "message": e.message, "recommendations": list(e.recommendations)}
+            for e in details.errors
+        ]
+        job_out["tasks"] = [
+            {
+                "name": t.name,
+                "status": None if t.status is None else JobStatus.of(t.status.value).value,
+                "duration_s": _seconds(t.duration_s),
+            }
+            for t in details.tasks
+        ]
+        job_out["properties"] = dict(details.property_bag)
+    return job_out
+
+
+def render_vault(vault: VaultRef) -> dict[str, object]:
+    """Render a vault as the event's `vault` object (schema v1, `$defs/vault`)."""
+    return {
+        "id": vault.id,
+        "name": vault.name,
+        "resource_group": vault.resource_group,
+        "subscription_id": vault.subscription_id,
+        "location": vault.location,
+    }
+
+
+def render_event(
+    change: JobStateChanged,
+    *,
+    vault: VaultRef,
+    details: JobDetails | None,
+    emitted_at: datetime,
+) -> dict[str, object]:
+    """Render one state change as a schema v1 event (see docs/events.md).
+
+    Base job fields come from `change.job` (the list item that produced the change); `details`,
+    when the job's details were fetched, adds `errors`, `tasks` and `properties`. Those three
+    keys are omitted when `details` is None, so consumers can tell "not fetched" from "none".
+    `detection_lag_s` is `time − end_time` for a terminal status, `time − start_time` for a first
+    sighting of a non-terminal one, computed on the millisecond values written, and omitted
+    otherwise or when that time is unknown.
+
+    Raises:
+        ValueError: `vault` is not the change's vault, `details` is about another job, or
+            `emitted_at` is naive.
+    """
+    job = change.job
+    if vault.key != change.vault_key:
+        raise ValueError(f"render_event: vault {vault.key!r} is not {change.vault_key!r}")
+    if details is not None and details.job.key != job.key:
+        raise ValueError(f"render_event: details of {details.job.key} for job {job.key}")
+    status = JobStatus.of(job.status.value)  # canonical casing for known statuses
+    previous = change.previous_status
+    emitted = _truncated_utc(emitted_at)
+    start = None if job.start_at is None else _truncated_utc(job.start_at)
+    end = None if job.end_at is None else _truncated_utc(job.end_at)
+    job_out = render_job(job, details=details, previous_status=previous)
+
+    event: dict[str, object] = {
+        "schema_version": EVENT_SCHEMA_VERSION,
+        "event": EVENT_TYPE,
+        # The same hash as change.event_id, over the canonical status text that is emitted.
+        "event_id": event_id(change.vault_key, job.name, status.value),
+        "time": _format(emitted),
+        "job": job_out,
+        "vault": render_vault(vault),
+    }
+    reached = end if status.is_terminal else start if previous is None else None
+    if reached is not None:
+        event["detection_lag_s"] = round((emitted - reached).total_seconds(), 3)
+    return event
+
+
+def to_cloudevent(event: Mapping[str, object]) -> dict[str, object]:
+    """Wrap a schema v1 event as a CloudEvents 1.0 structured-mode JSON event.
+
+    `id` is the event_id, `source` the vault id, `subject` the job id, `type` and `time` the
+    event's own; the event itself is `data` (`datacontenttype: application/json`).
+
+    Raises:
+        ValueError: `event` is not a rendered schema v1 event.
+    """
+    job, vault = event.get("job"), event.get("vault")
+    if not isinstance(job, Mapping) or not isinstance(vault, Mapping):
+        raise ValueError("to_cloudevent: not a schema v1 event (no job or vault object)")
+    return {
+        "specversion": "1.0",
+        "id": event["event_id"],
+        "source": vault["id"],
+        "subject": job["id"],
+        "type": event["event"],
+        "time": event["time"],
+        "datacontenttype": "application/json",
+        "data": event,
+    }
+
+
+def encode_events(events: Sequence[Mapping[str, object]], *, format: EventFormat = "json") -> bytes:
+    """Serialise events as JSON lines (`\\n`-terminated UTF-8), optionally as CloudEvents.
+
+    Raises:
+        SinkError: an event holds a value JSON cannot represent (or is not a v1 event, for
+            cloudevents); nothing of the batch should be written.
+    """
+    try:
+        if format == "cloudevents":
+            return b"".join(orjson.dumps(to_cloudevent(e), option=_LINE) for e in events)
+        return b"".join(orjson.dumps(e, option=_LINE) for e in events)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise SinkError(f"cannot serialise an event: {exc}") from exc
+
+
+def _truncated_utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"event times must be timezone-aware, got naive {moment.isoformat()}")
+    utc = moment.astimezone(UTC)
+    return utc - timedelta(microseconds=utc.microsecond % 1000)
+
+
+def _format(utc: datetime) -> str:
+    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+# --------------------------------------------------------------------------------------------
+# Schemas
+
+
+def event_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a schema v1 event, as shipped in the package."""
+    return _read_schema(_EVENT_SCHEMA_FILE)
+
+
+def cloudevent_schema() -> dict[str, Any]:
+    """The JSON Schema of the CloudEvents envelope; its `data` refers to `event_schema()`'s $id."""
+    return _read_schema(_CLOUDEVENT_SCHEMA_FILE)
+
+
+def _read_schema(name: str) -> dict[str, Any]:
+    data = (
+        resources.files(__package__ or "monitor").joinpath(_SCHEMA_DIR).joinpath(name).read_bytes()
+    )
+    schema = orjson.loads(data)
+    if not isinstance(schema, dict):  # pragma: no cover - the shipped files are objects
+        raise TypeError(f"{name} is not a JSON object")
+    return schema
+
+
+# --------------------------------------------------------------------------------------------
+# Read-back
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmittedEvent:
+    """What the metrics count of one emitted event: the status it reports and its lag.
+
+    Attributes:
+        status: the job's status as written (canonical casing for known statuses).
+        detection_lag_s: the event's `detection_lag_s`; None where the event has none.
+    """
+
+    status: JobStatus
+    detection_lag_s: float | None = None
+
+    @classmethod
+    def of(cls, event: Mapping[str, object]) -> EmittedEvent:
+        """What a rendered event (from `render_event`) reports; an event without a job status
+        reports the empty, unknown status and no lag."""
+        job = event.get("job")
+        raw = job.get("status") if isinstance(job, Mapping) else None
+        if not isinstance(raw, str):
+            return cls(status=JobStatus.of(""))
+        lag = event.get("detection_lag_s")
+        return cls(
+            status=JobStatus.of(raw),
+            detection_lag_s=float(lag) if isinstance(lag, int | float) else None,
+        )
+
+
+def recorded_state(event: Mapping[str, Any]) -> tuple[str, JobSnapshot] | None:
+    """The vault key and job snapshot an event records; None when it is not readable as one
+    (no vault id, job id or status). A start time that is not an aware ISO time is None."""
+    job, vault = event.get("job"), event.get("vault")
+    if not isinstance(job, Mapping) or not isinstance(vault, Mapping):
+        return None
+    vault_id, job_id, status = vault.get("id"), job.get("id"), job.get("status")
+    if not all(isinstance(v, str) and v for v in (vault_id, job_id, status)):
+        return None
+    vault_key = str(vault_id).lower()
+    start_at: datetime | None = None
+    start = job.get("start_time")
+    if isinstance(start, str):
+        try:
+            start_at = datetime.fromisoformat(start)
+        except ValueError:
+            start_at = None
+        if start_at is not None and start_at.utcoffset() is None:
+            start_at = None
+    key = JobKey(vault_key=vault_key, job_name=str(job_id).lower())
+    return vault_key, JobSnapshot(key=key, status=JobStatus.of(str(status)), start_at=start_at)
+
+
+def event_id_of(event: Mapping[str, object]) -> str | None:
+    """An event's `event_id`; None when it has none."""
+    value = event.get("event_id")
+    return value if isinstance(value, str) else None
+
+
+def read_recent_events(path: Path | str, max_bytes: int = RECOVERY_BYTES) -> list[dict[str, Any]]:
+    """The events in the last `max_bytes` of a JSON-lines file, oldest first.
+
+    CloudEvents are unwrapped to their `data`. Lines that are not events (a line cut by the start
+    of the window or by a crash mid-write, a line some other writer added) are skipped.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    with open(path, "rb") as file:
+        size = file.seek(0, os.SEEK_END)
+        start = max(0, size - max_bytes)
+        file.seek(start)
+        lines = file.read().split(b"\n")
+    if start > 0:
+        lines = lines[1:]  # most likely a part of a line
+    return decode_events(lines)
+
+
+def decode_events(lines: Iterable[bytes]) -> list[dict[str, Any]]:
+    """The schema v1 events among JSON lines, CloudEvents unwrapped; other lines skipped."""
+    events: list[dict[str, Any]] = []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(value, dict) and value.get("specversion") and "data" in value:
+            value = value["data"]
+        if isinstance(value, dict) and value.get("event") == EVENT_TYPE:
+            events.append(value)
+    return events
