@@ -8,6 +8,10 @@
 #   nextLinks) is checked before anything is sent.
 # - Every request spends one read of its scope's budget first, and every response's headers
 #   (any status) are fed back to that budget.
+# - Every request that left the process is reported once to the ArmObserver, if one is given,
+#   with the kind its caller knew (never re-derived from the URL), answered or not.
+# - A response's Retry-After is parsed once, in `_send`; the budget, the errors, the operation
+#   replies and the observer all get those seconds.
 # - Nothing ARM sends is read without a bound: each answer stops at azure.max_response_bytes
 #   (checked while reading), each list call at azure.max_list_pages pages and
 #   azure.max_list_bytes bytes; passing one raises ArmLimitExceeded naming the key.
@@ -20,6 +24,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Final, Protocol, TypeVar
 from urllib.parse import quote
@@ -65,7 +70,15 @@ from monitor.errors import (
 )
 from monitor.pacing import BudgetBook, scope_of_path
 
-__all__ = ["ArmClient", "OperationReply", "arm_origin", "make_ssl_context", "open_session"]
+__all__ = [
+    "ArmCallKind",
+    "ArmClient",
+    "ArmObserver",
+    "OperationReply",
+    "arm_origin",
+    "make_ssl_context",
+    "open_session",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -77,6 +90,53 @@ _MAX_MESSAGE: Final = 300
 # Characters left as they are in a resource-id path; everything else is percent-encoded once.
 _PATH_SAFE: Final = "/()!$&'*+,;=:@-._~"
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+class ArmCallKind(StrEnum):
+    """What one ARM request reads, as its caller knew it (the `kind` an ArmObserver is told)."""
+
+    SUBSCRIPTIONS_LIST = "subscriptions_list"
+    """A page of `GET /subscriptions` (tenant-scoped)."""
+    VAULTS_LIST = "vaults_list"
+    """A page of a subscription's Recovery Services vaults."""
+    VAULT_GET = "vault_get"
+    """One vault."""
+    JOBS_LIST = "jobs_list"
+    """A page of a vault's backup jobs (the first or a nextLink)."""
+    JOB_GET = "job_get"
+    """One backup job with its details."""
+    OTHER = "other"
+    """Anything else (an async-operation URL)."""
+
+
+class ArmObserver(Protocol):
+    """Told of every request an ArmClient sent, once each, when it ended (metrics).
+
+    Called synchronously on the event loop: it must be quick and must not raise.
+    """
+
+    def arm_call_finished(
+        self,
+        *,
+        scope: str,
+        kind: ArmCallKind,
+        status: int | None,
+        duration_s: float,
+        headers: Mapping[str, str] | None,
+        retry_after_s: float | None,
+    ) -> None:
+        """One request ended.
+
+        Args:
+            scope: its budget scope: the lower-cased subscription id, or `"tenant"`.
+            kind: what it read.
+            status: the HTTP status, or None when no answer came (connection failure, timeout
+                or cancellation before the headers).
+            duration_s: from sending to the end of the body (or the failure), on the client's
+                clock.
+            headers: the response headers (None without an answer).
+            retry_after_s: the answer's `Retry-After` in seconds, when present and readable.
+        """
 
 
 def make_ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
@@ -108,7 +168,7 @@ def open_session(
 
     TLS is verified with `ssl_context` (see `make_ssl_context`); each request may take
     `azure.request_timeout_s` in total; statuses are never raised, ArmClient maps them.
-    `trace_configs` are aiohttp request hooks (metrics, tests).
+    `trace_configs` are aiohttp request hooks (tests); ArmClient's `observer` reports calls.
     """
     connector = aiohttp.TCPConnector(
         ssl=ssl_context, limit=CONNECTION_LIMIT, ttl_dns_cache=DNS_CACHE_TTL_S
@@ -149,6 +209,16 @@ def arm_origin(url: str) -> str:
     and `https://Management.Azure.com/x` have the same origin.
     """
     return str(_Origin.of(URL(url)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What `_send` got back: any status, the headers, the body and its parsed Retry-After."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    retry_after_s: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,9 +318,10 @@ class ArmClient:
         tokens: the ARM token cache.
         azure: endpoint, api-versions and transport settings.
         budgets: the shared read budgets.
-        clock: times each request, for the messages of transport errors (the budgets wait on
-            their own clock, normally the same one).
+        clock: times each request, for the messages of transport errors and the observer's
+            durations (the budgets wait on their own clock, normally the same one).
         rng: draws `x-ms-client-request-id` values.
+        observer: told of every request sent (kind, status, duration); None reports nothing.
 
     Raises:
         ConfigError: (`azure.arm_endpoint`) the endpoint is not https, or plain http to a
@@ -266,6 +337,7 @@ class ArmClient:
         budgets: BudgetBook,
         clock: Clock,
         rng: random.Random,
+        observer: ArmObserver | None = None,
     ) -> None:
         endpoint = URL(azure.arm_endpoint)
         origin = _Origin.of(endpoint)
@@ -281,6 +353,7 @@ class ArmClient:
         self._budgets = budgets
         self._clock = clock
         self._rng = rng
+        self._observer = observer
         self._origin = origin
         self._base = azure.arm_endpoint.rstrip("/")
         self._response_cap = _BodyCap(
@@ -310,7 +383,13 @@ class ArmClient:
         """
         url = self._url("/subscriptions", {"api-version": self._azure.subscriptions_api_version})
         ids: dict[str, None] = {}
-        for page in await self._paged(url, parse_subscriptions_page, "arm.subscription_skipped"):
+        pages = await self._paged(
+            url,
+            ArmCallKind.SUBSCRIPTIONS_LIST,
+            parse_subscriptions_page,
+            "arm.subscription_skipped",
+        )
+        for page in pages:
             ids.update(dict.fromkeys(page.ids))
         return list(ids)
 
@@ -331,7 +410,11 @@ class ArmClient:
             {"api-version": self._azure.vaults_api_version},
         )
         pages = await self._paged(
-            url, parse_vaults_page, "arm.vault_skipped", subscription=subscription_id
+            url,
+            ArmCallKind.VAULTS_LIST,
+            parse_vaults_page,
+            "arm.vault_skipped",
+            subscription=subscription_id,
         )
         return [vault for page in pages for vault in page.vaults]
 
@@ -347,7 +430,8 @@ class ArmClient:
         """
         wanted = parse_vault_id(vault_id)
         reply = await self._get(
-            self._url(wanted.id, {"api-version": self._azure.vaults_api_version})
+            self._url(wanted.id, {"api-version": self._azure.vaults_api_version}),
+            ArmCallKind.VAULT_GET,
         )
         payload = reply.payload
         try:
@@ -387,7 +471,11 @@ class ArmClient:
             },
         )
         pages = await self._paged(
-            url, lambda p: parse_jobs_page(p, vault), "arm.job_skipped", vault=vault.id
+            url,
+            ArmCallKind.JOBS_LIST,
+            lambda p: parse_jobs_page(p, vault),
+            "arm.job_skipped",
+            vault=vault.id,
         )
         return [job for page in pages for job in page.jobs]
 
@@ -403,7 +491,10 @@ class ArmClient:
         """
         check_path_segment(job_name, "job name", path="job_name")
         reply = await self._get(
-            self._url(f"{vault.id}/backupJobs/{job_name}", {"api-version": self._azure.api_version})
+            self._url(
+                f"{vault.id}/backupJobs/{job_name}", {"api-version": self._azure.api_version}
+            ),
+            ArmCallKind.JOB_GET,
         )
         try:
             details = parse_job_details(reply.payload, vault)
@@ -443,22 +534,20 @@ class ArmClient:
         for attempt in (1, 2):
             await self._budgets.acquire(scope)
             token = await self._tokens.token(force_refresh=attempt > 1, rejected=rejected)
-            status, headers, body = await self._send(target, token, scope)
-            if status == 401 and attempt == 1:
+            answer = await self._send(target, token, scope, ArmCallKind.OTHER)
+            if answer.status == 401 and attempt == 1:
                 rejected = token
                 continue
-            if 200 <= status < 300 and not body.strip():
+            if 200 <= answer.status < 300 and not answer.body.strip():
                 payload: object = None
             else:
-                payload = (await self._reply(target, scope, status, headers, body)).payload
-            raw_retry = headers.get("Retry-After")
-            retry_after_s = _retry_after_s(raw_retry, -1.0) if raw_retry is not None else None
+                payload = (await self._reply(target, scope, answer)).payload
             return OperationReply(
-                status=status,
+                status=answer.status,
                 payload=payload,
-                retry_after_s=None if retry_after_s is None or retry_after_s < 0 else retry_after_s,
-                location=headers.get("Location"),
-                request_id=headers.get("x-ms-request-id"),
+                retry_after_s=answer.retry_after_s,
+                location=answer.headers.get("Location"),
+                request_id=answer.headers.get("x-ms-request-id"),
             )
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -503,7 +592,12 @@ class ArmClient:
     # ------------------------------------------------------------------ requests
 
     async def _paged(
-        self, url: URL, parse: Callable[[object], _P], skipped_event: str, **context: str
+        self,
+        url: URL,
+        kind: ArmCallKind,
+        parse: Callable[[object], _P],
+        skipped_event: str,
+        **context: str,
     ) -> list[_P]:
         """Every page from `url` on, parsed; follows nextLink until there is none.
 
@@ -520,7 +614,8 @@ class ArmClient:
         seen = {str(url)}
         referrer: URL | None = None
         while True:
-            reply = await self._get(url, referrer=referrer, cap=self._list_cap(first, read, pages))
+            body_cap = self._list_cap(first, read, pages)
+            reply = await self._get(url, kind, referrer=referrer, cap=body_cap)
             read += reply.size
             try:
                 page = parse(reply.payload)
@@ -579,7 +674,12 @@ class ArmClient:
         )
 
     async def _get(
-        self, url: URL, *, referrer: URL | None = None, cap: _BodyCap | None = None
+        self,
+        url: URL,
+        kind: ArmCallKind,
+        *,
+        referrer: URL | None = None,
+        cap: _BodyCap | None = None,
     ) -> _Reply:
         """GET `url` as ARM JSON: origin check, budget, token, one retry after a 401."""
         self._check_origin(url, referrer=referrer)
@@ -588,28 +688,34 @@ class ArmClient:
         for attempt in (1, 2):
             await self._budgets.acquire(scope)
             token = await self._tokens.token(force_refresh=attempt > 1, rejected=rejected)
-            status, headers, body = await self._send(url, token, scope, cap)
-            if status == 401 and attempt == 1:
-                code, _ = _arm_error(body)
+            answer = await self._send(url, token, scope, kind, cap)
+            if answer.status == 401 and attempt == 1:
+                code, _ = _arm_error(answer.body)
                 log.info(
                     "arm.token_rejected",
                     url=str(url),
                     code=code,
-                    request_id=headers.get("x-ms-request-id"),
+                    request_id=answer.headers.get("x-ms-request-id"),
                 )
                 rejected = token
                 continue
-            return await self._reply(url, scope, status, headers, body)
+            return await self._reply(url, scope, answer)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _send(
-        self, url: URL, token: str, scope: str, cap: _BodyCap | None = None
-    ) -> tuple[int, CIMultiDictProxy[str], bytes]:
-        """One GET; the only place a request leaves the process. Returns status, headers, body.
+        self,
+        url: URL,
+        token: str,
+        scope: str,
+        kind: ArmCallKind,
+        cap: _BodyCap | None = None,
+    ) -> _Answer:
+        """One GET; the only place a request leaves the process. Any status is returned.
 
         The body is read up to `cap` (by default `azure.max_response_bytes`): a Content-Length
         above it is refused before reading, and a chunked or compressed body is read in chunks
-        and cut off once it passes the cap; either way the connection is dropped.
+        and cut off once it passes the cap; either way the connection is dropped. However it
+        ends, the request is reported once to the observer as `kind`.
 
         Raises:
             ArmLimitExceeded: the body is bigger than `cap`.
@@ -623,12 +729,17 @@ class ArmClient:
             "x-ms-return-client-request-id": "true",
         }
         started = self._clock.monotonic()
+        status: int | None = None
+        headers: CIMultiDictProxy[str] | None = None
+        retry_after_s: float | None = None
         try:
             async with self._session.get(
                 url, headers=request_headers, allow_redirects=False
             ) as response:
+                status, headers = response.status, response.headers
+                retry_after_s = parse_retry_after(headers.get("Retry-After"))
                 # Fed before the body is read, so a truncated answer still paces the scope.
-                self._budgets.observe(scope, response.headers)
+                self._budgets.observe(scope, headers)
                 try:
                     body = await _read_body(response, url, cap or self._response_cap)
                 except (aiohttp.ClientError, TimeoutError) as exc:
@@ -640,7 +751,7 @@ class ArmClient:
                         request_id=response.headers.get("x-ms-request-id"),
                         correlation_id=response.headers.get("x-ms-correlation-request-id"),
                     ) from exc
-                return response.status, response.headers, body
+                return _Answer(status, headers, body, retry_after_s)
         except ArmError:
             raise
         except aiohttp.ClientSSLError as exc:
@@ -655,16 +766,20 @@ class ArmClient:
                 f"{_describe(exc)}",
                 url=str(url),
             ) from exc
+        finally:
+            if self._observer is not None:
+                self._observer.arm_call_finished(
+                    scope=scope,
+                    kind=kind,
+                    status=status,
+                    duration_s=self._clock.monotonic() - started,
+                    headers=headers,
+                    retry_after_s=retry_after_s,
+                )
 
-    async def _reply(
-        self,
-        url: URL,
-        scope: str,
-        status: int,
-        headers: CIMultiDictProxy[str],
-        body: bytes,
-    ) -> _Reply:
+    async def _reply(self, url: URL, scope: str, answer: _Answer) -> _Reply:
         """Decode a 2xx answer, or raise the ArmError its status maps to."""
+        status, headers, body = answer.status, answer.headers, answer.body
         ids = {
             "request_id": headers.get("x-ms-request-id"),
             "correlation_id": headers.get("x-ms-correlation-request-id"),
@@ -694,9 +809,9 @@ class ArmClient:
             f"{message or '(no message)'} (request id {request_id})"
         )
         if status == 429:
-            raw = headers.get("Retry-After")
-            retry_after_s = _retry_after_s(raw, self._budgets.default_retry_after_s(scope))
-            if self._budgets.throttled(scope, raw):
+            asked = answer.retry_after_s
+            retry_after_s = self._budgets.default_retry_after_s(scope) if asked is None else asked
+            if self._budgets.throttled(scope, asked):
                 log.warning(
                     "arm.throttled",
                     scope=scope,
@@ -826,11 +941,6 @@ def _arm_error(body: bytes) -> tuple[str | None, str | None]:
         code if isinstance(code, str) and code else None,
         message if isinstance(message, str) and message else None,
     )
-
-
-def _retry_after_s(raw: str | None, default: float) -> float:
-    value = parse_retry_after(raw)
-    return default if value is None else value
 
 
 def _describe(exc: BaseException) -> str:

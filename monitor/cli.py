@@ -328,7 +328,7 @@ async def open_monitor(
 ) -> AsyncIterator[PollScheduler]:
     """Build every long-lived object of the daemon, authenticated; closes them on exit.
 
-    With `metrics`, ARM requests are counted through the session's trace hooks and the
+    With `metrics`, the ARM client reports each request to it (as its observer) and the
     scheduler reports to it. With `lock_state` (the daemon) the state file is locked for as
     long as this is open; without it (`check-config`) it is opened beside its owner.
 
@@ -340,10 +340,7 @@ async def open_monitor(
         credential = build_credential(settings.azure)
         stack.push_async_callback(credential.close)
         ssl_context = make_ssl_context(settings.azure.ca_bundle)
-        traces = (metrics.trace_config(),) if metrics is not None else ()
-        session = await stack.enter_async_context(
-            open_session(settings.azure, ssl_context, trace_configs=traces)
-        )
+        session = await stack.enter_async_context(open_session(settings.azure, ssl_context))
         store: CheckpointStore = await stack.enter_async_context(
             build_checkpoint_store(settings.state, exclusive=lock_state)
         )
@@ -360,6 +357,7 @@ async def open_monitor(
             budgets=budgets,
             clock=clock,
             rng=rng,
+            observer=metrics,
         )
         yield PollScheduler(
             source=arm,

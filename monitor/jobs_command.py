@@ -27,7 +27,7 @@ from yarl import URL
 
 from monitor.arm import OperationReply
 from monitor.clock import Clock
-from monitor.core.cadence import next_job_poll_s, next_operation_poll_s
+from monitor.core.cadence import backoff_s, next_job_poll_s, next_operation_poll_s
 from monitor.core.jobs import (
     BackupJob,
     JobDetails,
@@ -1105,7 +1105,7 @@ async def _retry_later(
     if isinstance(exc, ArmThrottled):
         delay = max(exc.retry_after_s, 1.0)
     else:
-        delay = min(2.0**failures, TRANSIENT_BACKOFF_CAP_S)
+        delay = backoff_s(failures - 1, cap_s=TRANSIENT_BACKOFF_CAP_S)
     console.problem(
         f"backup-monitor jobs wait: {label}: {describe_arm_error(exc)}; retrying in {delay:.0f} s"
     )

@@ -7,16 +7,15 @@
 # - Scrape-time values (vault states, staleness, running jobs) are read from an `EstateView`
 #   by a Collector when Prometheus scrapes, never pushed from the hot path.
 # - Every metric here is listed in docs/operations.md; tests/test_ops.py checks both ways.
+# - Plain Prometheus: ARM requests arrive through `arm_call_finished` (the ArmClient's
+#   observer, with the kind and scope it knew), never from HTTP hooks or URL shapes.
 
 from __future__ import annotations
 
 import platform
-import re
 from collections.abc import Iterable, Iterator, Mapping
-from types import SimpleNamespace
 from typing import Final
 
-import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -26,7 +25,6 @@ from monitor.core.budget import (
     SUBSCRIPTION_GLOBAL_READS,
     SUBSCRIPTION_READS,
     TENANT_READS,
-    parse_retry_after,
 )
 from monitor.events import EmittedEvent
 from monitor.health import EstateView, VaultState
@@ -34,13 +32,10 @@ from monitor.health import EstateView, VaultState
 __all__ = [
     "POLL_RESULTS",
     "Metrics",
-    "request_kind",
     "status_class",
 ]
 
 PREFIX: Final = "backup_monitor"
-TENANT: Final = "tenant"
-"""The `subscription` label of tenant-scoped requests (`GET /subscriptions`)."""
 
 POLL_RESULTS: Final = ("ok", "throttled", "forbidden", "not_found", "error")
 """Values of `backup_monitor_polls_total{result}`."""
@@ -56,33 +51,6 @@ LAG_BUCKETS_S: Final = (1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600
 # One poll is one request, or a few pages plus detail reads, each paced by the budget.
 POLL_BUCKETS_S: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
-_SUBSCRIPTION: Final = re.compile(r"^/subscriptions/([^/]+)", re.IGNORECASE)
-_VAULT: Final = r"/resourcegroups/[^/]+/providers/microsoft\.recoveryservices/vaults/[^/]+"
-_KINDS: Final = (
-    (re.compile(r"^/subscriptions/?$"), "subscriptions_list"),
-    (
-        re.compile(r"^/subscriptions/[^/]+/providers/microsoft\.recoveryservices/vaults/?$"),
-        "vaults_list",
-    ),
-    (re.compile(rf"^/subscriptions/[^/]+{_VAULT}/?$"), "vault_get"),
-    (re.compile(rf"^/subscriptions/[^/]+{_VAULT}/backupjobs/?$"), "jobs_list"),
-    (re.compile(rf"^/subscriptions/[^/]+{_VAULT}/backupjobs/[^/]+/?$"), "job_get"),
-)
-
-
-def request_kind(path: str) -> tuple[str, str]:
-    """(subscription label, kind) of an ARM request path; unknown paths are kind `other`.
-
-    The subscription is lower-cased; tenant-scoped paths give `tenant`.
-    """
-    lowered = path.lower()
-    match = _SUBSCRIPTION.match(lowered)
-    subscription = match.group(1) if match else TENANT
-    for pattern, kind in _KINDS:
-        if pattern.match(lowered):
-            return subscription, kind
-    return subscription, "other"
-
 
 def status_class(status: int | None) -> str:
     """`2xx`, `3xx`, `4xx`, `429` or `5xx` for an HTTP status; `error` for no answer (None)."""
@@ -91,10 +59,6 @@ def status_class(status: int | None) -> str:
     if status == 429:
         return "429"
     return f"{status // 100}xx"
-
-
-def _retry_after_s(raw: str | None) -> float:
-    return parse_retry_after(raw) or 0.0
 
 
 class _EstateCollector(Collector):
@@ -142,8 +106,8 @@ class Metrics:
     """Every metric of the daemon, registered on `registry` (never the global one).
 
     The scheduler reports polls, events and checkpoint failures through the methods below; ARM
-    requests are counted by the aiohttp `TraceConfig` from `trace_config()`; scrape-time values
-    come from the `EstateView` given to `watch`.
+    requests arrive through `arm_call_finished` (an `arm.ArmObserver`: pass this object as the
+    ArmClient's `observer`); scrape-time values come from the `EstateView` given to `watch`.
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -264,45 +228,33 @@ class Metrics:
 
     # ------------------------------------------------------------------ ARM requests
 
-    def request_finished(
-        self, path: str, status: int | None, headers: Mapping[str, str] | None
+    def arm_call_finished(
+        self,
+        *,
+        scope: str,
+        kind: str,
+        status: int | None,
+        duration_s: float,
+        headers: Mapping[str, str] | None,
+        retry_after_s: float | None,
     ) -> None:
-        """Count one ARM request (status None: no answer) and read its rate-limit headers."""
-        subscription, kind = request_kind(path)
-        self.arm_requests.labels(subscription, kind, status_class(status)).inc()
+        """Count one ARM request (an `arm.ArmObserver`) and read its rate-limit headers.
+
+        `scope` (a lower-cased subscription id, or `tenant`) is the `subscription` label;
+        status None (no answer) is the `error` class. A 429 adds `retry_after_s` (0 when ARM
+        gave none) to the pause counter. The duration is not recorded.
+        """
+        self.arm_requests.labels(scope, kind, status_class(status)).inc()
         if headers is None:
             return
-        for header, scope in RATE_LIMIT_HEADERS.items():
+        for header, label in RATE_LIMIT_HEADERS.items():
             raw = headers.get(header)
             if raw is None:
                 continue
             try:
-                self.ratelimit_remaining.labels(subscription, scope).set(float(raw))
+                self.ratelimit_remaining.labels(scope, label).set(float(raw))
             except ValueError:
                 continue
         if status == 429:
-            self.arm_throttled.labels(subscription).inc()
-            self.arm_pause.labels(subscription).inc(_retry_after_s(headers.get("Retry-After")))
-
-    def trace_config(self) -> aiohttp.TraceConfig:
-        """aiohttp hooks counting every request of a session (pass to `open_session`)."""
-        trace = aiohttp.TraceConfig()
-
-        async def on_end(
-            session: aiohttp.ClientSession,
-            context: SimpleNamespace,
-            params: aiohttp.TraceRequestEndParams,
-        ) -> None:
-            response = params.response
-            self.request_finished(params.url.path, response.status, response.headers)
-
-        async def on_exception(
-            session: aiohttp.ClientSession,
-            context: SimpleNamespace,
-            params: aiohttp.TraceRequestExceptionParams,
-        ) -> None:
-            self.request_finished(params.url.path, None, None)
-
-        trace.on_request_end.append(on_end)
-        trace.on_request_exception.append(on_exception)
-        return trace
+            self.arm_throttled.labels(scope).inc()
+            self.arm_pause.labels(scope).inc(retry_after_s or 0.0)

@@ -110,13 +110,16 @@ class BudgetBook:
         """Feed one response's headers (any status) to `scope`'s budget."""
         self.budget(scope).observe_headers(headers, self._clock.monotonic())
 
-    def throttled(self, scope: str, retry_after: str | float | None) -> bool:
-        """Pause all of `scope` after a 429 for `retry_after` (raw header text is fine) + jitter.
+    def throttled(self, scope: str, retry_after_s: float | None) -> bool:
+        """Pause all of `scope` after a 429 for `retry_after_s` + jitter.
 
+        `retry_after_s` is the answer's Retry-After as `parse_retry_after` read it (ArmClient
+        parses each answer's header once); None pauses for `default_retry_after_s`.
         Returns True when this starts a new pause (log it once), False when it extends one.
         """
         jitter_s = self._rng.uniform(0.0, MAX_THROTTLE_JITTER_S)
-        return self.budget(scope).observe_throttled(retry_after, self._clock.monotonic(), jitter_s)
+        now = self._clock.monotonic()
+        return self.budget(scope).observe_throttled(retry_after_s, now, jitter_s)
 
     def delay_s(self, scope: str) -> float:
         """Seconds before `scope` would grant a read now (0.0: at once); spends nothing."""

@@ -29,6 +29,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from monitor.clock import Clock
 from monitor.config import Settings
+from monitor.core.cadence import backoff_s
 from monitor.core.diff import JobSnapshot, JobStateChanged, apply, diff_jobs
 from monitor.core.jobs import BackupJob, JobDetails, JobKey, VaultRef, parse_vault_id
 from monitor.core.plan import Planner, PlanSettings
@@ -54,7 +55,7 @@ from monitor.store import CheckpointStore, VaultCheckpoint
 log = structlog.get_logger("monitor.scheduler")
 
 LIST_END_SLACK = timedelta(minutes=5)  # the window's end lies past now: clocks differ a little
-BACKOFF_BASE_S, BACKOFF_CAP_S = 2.0, 300.0
+BACKOFF_CAP_S = 300.0
 DISCOVERY_BACKOFF_CAP_S = 60.0  # a discovery that missed something retries at least this often
 FORBIDDEN_RETRY_S = 300.0
 DETAIL_ATTEMPTS = 2  # detail reads within one poll before the change is held for the next
@@ -594,8 +595,7 @@ class PollScheduler:
 
     def _backoff_s(self, failures: int, cap_s: float = BACKOFF_CAP_S) -> float:
         """Seconds to wait after `failures` failures in a row: doubling, capped, jittered."""
-        step: float = min(cap_s, BACKOFF_BASE_S * 2.0 ** min(failures, 20))
-        return step * self._rng.uniform(0.5, 1.0)
+        return backoff_s(failures, cap_s=cap_s) * self._rng.uniform(0.5, 1.0)
 
     def _fail(
         self,

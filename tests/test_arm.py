@@ -6,8 +6,8 @@ import ast
 import random
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,11 +18,19 @@ import aiohttp
 import anyio
 import pytest
 from hypothesis import example, given, settings
+from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 from yarl import URL
 
 import monitor.arm
-from monitor.arm import ArmClient, arm_origin, make_ssl_context, open_session
+from monitor.arm import (
+    ArmCallKind,
+    ArmClient,
+    ArmObserver,
+    arm_origin,
+    make_ssl_context,
+    open_session,
+)
 from monitor.clock import SystemClock
 from monitor.config import AzureSettings, BudgetSettings
 from monitor.core.jobs import VaultRef, check_path_segment, parse_vault_id
@@ -47,6 +55,7 @@ from monitor.errors import (
     ForeignOriginError,
     ParseError,
 )
+from monitor.metrics import Metrics
 from monitor.pacing import BudgetBook
 from tests.core.strategies import segment_text
 from tests.fakes import CountingCredential
@@ -113,6 +122,7 @@ async def harness(
     credential: Any = None,
     ca_bundle: Path | bool | None = True,
     arm_endpoint: Callable[[Emulator], str] = lambda emu: emu.url + "/",
+    observer: ArmObserver | None = None,
 ) -> AsyncIterator[Harness]:
     """An emulator over TLS and an ArmClient trusting its CA (unless `ca_bundle` says otherwise)."""
     bundle = Path(ca_pem_path) if ca_bundle is True else (ca_bundle or None)
@@ -142,6 +152,7 @@ async def harness(
                 budgets=budgets,
                 clock=clock,
                 rng=random.Random(4),
+                observer=observer,
             )
             yield Harness(emu=emu, client=client, budgets=budgets, control=control, sent=sent)
 
@@ -577,6 +588,141 @@ class TestBudget:
         # arrival jitter between the client's grant and the server's clock.
         assert stats["peak_per_s_1s"] <= capacity + rate + 1
         assert stats["peak_per_s_10s"] <= 12.5 + 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """One `arm_call_finished` report."""
+
+    scope: str
+    kind: ArmCallKind
+    status: int | None
+    duration_s: float
+    headers: dict[str, str] | None
+    retry_after_s: float | None
+
+
+@dataclass
+class Recorder:
+    """An ArmObserver that keeps every report."""
+
+    calls: list[Observed] = field(default_factory=list)
+
+    def arm_call_finished(
+        self,
+        *,
+        scope: str,
+        kind: ArmCallKind,
+        status: int | None,
+        duration_s: float,
+        headers: Mapping[str, str] | None,
+        retry_after_s: float | None,
+    ) -> None:
+        copied = None if headers is None else dict(headers)
+        self.calls.append(Observed(scope, kind, status, duration_s, copied, retry_after_s))
+
+
+class TestObserver:
+    async def test_each_request_is_reported_once_with_its_kind_and_status(
+        self, ca_pem_path: str, server_ssl_context: ssl.SSLContext
+    ) -> None:
+        """Every request sent is one report naming its scope, kind and status (None: no answer)."""
+        recorder = Recorder()
+        async with harness(ca_pem_path, server_ssl_context, observer=recorder) as h:
+
+            async def reports(call: Callable[[], Awaitable[object]]) -> list[tuple[Any, ...]]:
+                """(scope, kind, status) of what `call` reported; one per request it sent."""
+                calls, sent = len(recorder.calls), len(h.sent)
+                with anyio.fail_after(10), suppress(ArmError):
+                    await call()
+                new = recorder.calls[calls:]
+                assert len(new) == len(h.sent) - sent
+                assert all(c.duration_s >= 0 for c in new)
+                return [(c.scope, c.kind, c.status) for c in new]
+
+            vault = h.vault()
+            sub = vault.subscription_id.lower()
+            finished = next(j for j in h.emu.world.vaults[vault.key].jobs if j.end_at is not None)
+            start, end = window(h.emu)
+            operation = f"{h.emu.url}{vault.id}/backupOperations/nope?api-version=2021-12-01"
+
+            assert await reports(h.client.list_subscriptions) == [
+                ("tenant", "subscriptions_list", 200)
+            ]
+            assert (
+                await reports(lambda: h.client.list_vaults(vault.subscription_id))
+                == [(sub, "vaults_list", 200)] * 2
+            )  # three vaults, two per page
+            assert await reports(lambda: h.client.get_vault(vault.id)) == [(sub, "vault_get", 200)]
+            pages = await reports(lambda: h.client.list_jobs(vault, start, end))
+            assert len(pages) > 2
+            assert pages == [(sub, "jobs_list", 200)] * len(pages)
+            assert await reports(lambda: h.client.get_job(vault, finished.name)) == [
+                (sub, "job_get", 200)
+            ]
+            assert await reports(lambda: h.client.get_job(vault, "nope")) == [(sub, "job_get", 404)]
+            assert await reports(lambda: h.client.get_operation(operation)) == [(sub, "other", 404)]
+            await h.put_faults(expired_token=1.0)
+            assert (
+                await reports(lambda: h.client.get_vault(vault.id)) == [(sub, "vault_get", 401)] * 2
+            )  # refreshed once, rejected again
+            await h.put_faults(expired_token=0.0, truncate=1.0)
+            assert await reports(lambda: h.client.get_vault(vault.id)) == [
+                (sub, "vault_get", 200)
+            ]  # the body broke off after the status
+            await h.put_faults(truncate=0.0, drop=1.0)
+            assert await reports(lambda: h.client.get_vault(vault.id)) == [(sub, "vault_get", None)]
+            assert recorder.calls[-1].headers is None
+            assert len(recorder.calls) == len(h.sent)
+
+    async def test_metrics_count_what_arm_served_and_the_429_with_its_retry_after(
+        self, ca_pem_path: str, server_ssl_context: ssl.SSLContext
+    ) -> None:
+        """Metrics as the observer: ARM's request count, the 429, its Retry-After, the gauges."""
+        settings = EmulatorSettings(
+            world=WorldSettings(seed=5, subscriptions=2, vaults_per_subscription=3),
+            throttle=ThrottleSettings(reads_bucket=3, reads_per_s=0.1),
+        )
+        budget = BudgetSettings(read_fraction=1.0, floor=0)
+        registry = CollectorRegistry()
+        async with harness(
+            ca_pem_path,
+            server_ssl_context,
+            settings=settings,
+            budget=budget,
+            observer=Metrics(registry),
+        ) as h:
+            vault = h.vault()
+
+            async def until_throttled() -> ArmThrottled:
+                while True:
+                    try:
+                        await h.client.get_vault(vault.id)
+                    except ArmThrottled as exc:
+                        return exc
+
+            with anyio.fail_after(10):
+                throttled = await until_throttled()
+            stats = (await h.stats())["by_scope"][vault.subscription_id]
+        sub = vault.subscription_id.lower()
+
+        def value(name: str, **labels: str) -> float | None:
+            return registry.get_sample_value(f"backup_monitor_{name}", labels)
+
+        requests = {"subscription": sub, "kind": "vault_get"}
+        assert value("arm_requests_total", **requests, status_class="2xx") == stats["served"]
+        assert value("arm_requests_total", **requests, status_class="429") == 1
+        assert stats["throttled_429"] == 1
+        assert value("arm_throttled_total", subscription=sub) == 1
+        pause = value("arm_throttle_pause_seconds_total", subscription=sub)
+        assert pause == throttled.retry_after_s >= 1
+        remaining = value("arm_ratelimit_remaining", subscription=sub, scope="subscription_reads")
+        assert remaining == 0  # the emulator's per-principal bucket, empty at the 429
+        shared = value(
+            "arm_ratelimit_remaining", subscription=sub, scope="subscription_global_reads"
+        )
+        assert shared is not None
+        assert shared > 0
 
 
 def test_the_client_only_ever_sends_get() -> None:

@@ -20,13 +20,12 @@ from monitor.emulator import Emulator, EmulatorSettings, WorldSettings, running_
 from monitor.errors import StartupError
 from monitor.events import EmittedEvent
 from monitor.health import EstateHealth, VaultState
-from monitor.metrics import Metrics, request_kind, status_class
+from monitor.metrics import Metrics, status_class
 from monitor.ops import readiness_problems, serve_ops
 from tests.daemon import Daemon, write_config
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
 SUB = "11111111-1111-1111-1111-111111111111"
-VAULT = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.RecoveryServices/vaults/v1"
 
 
 def documented_metrics() -> dict[str, tuple[str, frozenset[str]]]:
@@ -58,16 +57,6 @@ def scraped(text: str) -> dict[str, tuple[str, frozenset[str]]]:
 
 
 class TestMetrics:
-    def test_request_kinds_from_paths(self) -> None:
-        """Each ARM path maps to its subscription (or tenant) and a bounded kind."""
-        assert request_kind("/subscriptions") == ("tenant", "subscriptions_list")
-        vaults = f"/subscriptions/{SUB.upper()}/providers/Microsoft.RecoveryServices/vaults"
-        assert request_kind(vaults) == (SUB, "vaults_list")
-        assert request_kind(VAULT) == (SUB, "vault_get")
-        assert request_kind(VAULT + "/backupJobs") == (SUB, "jobs_list")
-        assert request_kind(VAULT + "/backupJobs/7dd-1") == (SUB, "job_get")
-        assert request_kind("/providers/Microsoft.Foo") == ("tenant", "other")
-
     def test_status_classes(self) -> None:
         """429 has its own class; no answer is `error`."""
         assert [status_class(s) for s in (200, 404, 429, 503, None)] == [
@@ -85,7 +74,14 @@ class TestMetrics:
         headers = CIMultiDict(
             {"Retry-After": "7", "x-ms-ratelimit-remaining-subscription-reads": "12"}
         )
-        metrics.request_finished(VAULT + "/backupJobs", 429, headers)
+        metrics.arm_call_finished(
+            scope=SUB,
+            kind="jobs_list",
+            status=429,
+            duration_s=0.2,
+            headers=headers,
+            retry_after_s=7.0,
+        )
         value = registry.get_sample_value
         assert value("backup_monitor_arm_throttled_total", {"subscription": SUB}) == 1
         assert value("backup_monitor_arm_throttle_pause_seconds_total", {"subscription": SUB}) == 7
@@ -115,6 +111,27 @@ class TestMetrics:
         assert value("backup_monitor_detection_lag_seconds_sum", terminal) == 2.5
         assert value("backup_monitor_detection_lag_seconds_count", running) == 1
         assert value("backup_monitor_detection_lag_seconds_sum", running) == 0.0
+
+    def test_no_answer_and_a_bare_429(self) -> None:
+        """No answer is the `error` class; a 429 without Retry-After pauses 0 s in the counter."""
+        registry = CollectorRegistry()
+        metrics = Metrics(registry)
+        metrics.subscription_seen(SUB)
+        for status, headers in ((None, None), (429, CIMultiDict())):
+            metrics.arm_call_finished(
+                scope=SUB,
+                kind="vault_get",
+                status=status,
+                duration_s=1.0,
+                headers=headers,
+                retry_after_s=None,
+            )
+        value = registry.get_sample_value
+        labels = {"subscription": SUB, "kind": "vault_get"}
+        assert value("backup_monitor_arm_requests_total", {**labels, "status_class": "error"}) == 1
+        assert value("backup_monitor_arm_requests_total", {**labels, "status_class": "429"}) == 1
+        assert value("backup_monitor_arm_throttled_total", {"subscription": SUB}) == 1
+        assert value("backup_monitor_arm_throttle_pause_seconds_total", {"subscription": SUB}) == 0
 
     def test_own_registry_only(self) -> None:
         """Two Metrics on two registries do not collide (nothing goes to the global registry)."""

@@ -63,8 +63,8 @@ async def test_a_429_pauses_one_subscription_in_any_case() -> None:
     """A 429 pauses that subscription (whatever the id's case) and no other scope."""
     clock = FakeClock()
     budgets = book(clock)
-    assert budgets.throttled(SUB.upper(), "3") is True
-    assert budgets.throttled(SUB, "3") is False
+    assert budgets.throttled(SUB.upper(), 3.0) is True
+    assert budgets.throttled(SUB, 3.0) is False
     assert budgets.throttle_count(SUB) == 1
     assert 3.0 <= budgets.delay_s(SUB) <= 4.0 + 1e-9
     assert budgets.delay_s("tenant") == 0.0

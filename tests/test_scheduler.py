@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 import monitor.scheduler as scheduler_module
 from monitor.clock import Clock, SystemClock
 from monitor.config import parse_settings
+from monitor.core.cadence import BACKOFF_BASE_S
 from monitor.core.diff import JobSnapshot
 from monitor.core.jobs import BackupJob, JobDetails, JobKey, JobStatus, VaultRef, parse_vault_id
 from monitor.errors import (
@@ -780,7 +781,7 @@ class TestOneJobsTrouble:
             await run_until(scheduler, lambda: scheduler.stats.failed_polls >= 1)
         failed = [row for row in logs if row["event"] == "poll.failed"]
         assert failed
-        assert failed[0]["retry_in_s"] <= scheduler_module.BACKOFF_BASE_S
+        assert failed[0]["retry_in_s"] <= BACKOFF_BASE_S
         assert scheduler.estate_health().vaults_by_state == {"failing": 1}
 
 

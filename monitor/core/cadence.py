@@ -1,4 +1,4 @@
-"""When `jobs wait` reads next: the adaptive poll delays for a job and for an async operation."""
+"""When to read next: `jobs wait`'s adaptive delays for a job and an operation, and the backoff."""
 
 # Rules: nothing here awaits, sleeps or reads the clock; callers pass what they know.
 #
@@ -12,6 +12,10 @@
 # estimated end), or ARM gives none while the job is Cancelling, delays restart short and double
 # (2, 4, 8, … s). Without any estimate (job types other than VMs), the delay is a quarter of the
 # job's age: short for a job that just started, long for one that has run for hours.
+#
+# `backoff_s` is the one backoff after failures in a row, for the scheduler's polls, discovery
+# and `jobs wait`: it doubles from BACKOFF_BASE_S up to the caller's cap; callers that jitter it
+# multiply by their own draw.
 
 from __future__ import annotations
 
@@ -20,11 +24,13 @@ from typing import Final
 from monitor.core.jobs import JobStatus
 
 __all__ = [
+    "BACKOFF_BASE_S",
     "END_MARGIN_S",
     "MAX_DELAY_S",
     "MIN_DELAY_S",
     "OPERATION_DEFAULT_DELAY_S",
     "OPERATION_MAX_DELAY_S",
+    "backoff_s",
     "next_job_poll_s",
     "next_operation_poll_s",
 ]
@@ -39,6 +45,10 @@ AGE_FRACTION: Final = 0.25
 """Without an estimate, wait this fraction of the job's age."""
 OPERATION_DEFAULT_DELAY_S: Final = 3.0
 """Between two reads of an operation that gave no Retry-After (the CLI uses 5 s)."""
+BACKOFF_BASE_S: Final = 2.0
+"""The wait after a first failure; each further failure in a row doubles it, up to a cap."""
+# 2 s · 2**20 is 24 days, past any cap; the exponent stops there so a count never overflows.
+_MAX_DOUBLINGS: Final = 20
 OPERATION_MIN_DELAY_S: Final = 1.0
 OPERATION_MAX_DELAY_S: Final = 10.0
 """Retry-After of an operation is capped here: trigger-backup answers say 60 s, while the job
@@ -87,6 +97,15 @@ def next_operation_poll_s(retry_after_s: float | None) -> float:
     if retry_after_s is None:
         return OPERATION_DEFAULT_DELAY_S
     return _clamp(retry_after_s, OPERATION_MIN_DELAY_S, OPERATION_MAX_DELAY_S)
+
+
+def backoff_s(failures: int, *, cap_s: float, base_s: float = BACKOFF_BASE_S) -> float:
+    """Seconds to wait after `failures` earlier failures in a row: `base_s` doubling, to `cap_s`.
+
+    0 gives `base_s` (the wait after a first failure), 1 twice that, and so on; a negative count
+    counts as 0. No jitter: a caller that spreads its retries multiplies by its own draw.
+    """
+    return min(cap_s, base_s * 2.0 ** min(max(failures, 0), _MAX_DOUBLINGS))
 
 
 def _clamp(value: float, low: float, high: float) -> float:

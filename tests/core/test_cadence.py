@@ -1,4 +1,4 @@
-"""Tests of the adaptive poll delays of `jobs wait` in monitor.core.cadence."""
+"""Tests of the adaptive poll delays of `jobs wait` and of the backoff in monitor.core.cadence."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from monitor.core.cadence import (
+    BACKOFF_BASE_S,
     END_MARGIN_S,
     MAX_DELAY_S,
     MIN_DELAY_S,
     OPERATION_DEFAULT_DELAY_S,
     OPERATION_MAX_DELAY_S,
+    backoff_s,
     next_job_poll_s,
     next_operation_poll_s,
 )
@@ -79,3 +81,20 @@ def test_operation_retry_after_is_honoured_up_to_the_cap(retry_after) -> None:
         assert delay == OPERATION_DEFAULT_DELAY_S
     else:
         assert delay == min(max(retry_after, 1.0), OPERATION_MAX_DELAY_S)
+
+
+@given(st.integers(min_value=-5, max_value=10_000), st.floats(min_value=0.5, max_value=1e6))
+def test_backoff_doubles_from_the_base_up_to_the_cap(failures: int, cap_s: float) -> None:
+    """Each failure doubles the wait from 2 s, never past the cap, never overflowing."""
+    delay = backoff_s(failures, cap_s=cap_s)
+    assert 0 < delay <= cap_s
+    if failures <= 0:  # a negative count counts as none
+        assert delay == min(BACKOFF_BASE_S, cap_s)
+    else:
+        assert delay == min(2 * backoff_s(failures - 1, cap_s=cap_s), cap_s)
+
+
+def test_backoff_of_jobs_wait_and_the_scheduler() -> None:
+    """`jobs wait` doubles from 2 s to 60 s; the scheduler's polls to 300 s."""
+    assert [backoff_s(n, cap_s=60.0) for n in range(7)] == [2, 4, 8, 16, 32, 60, 60]
+    assert backoff_s(10**9, cap_s=300.0) == 300.0
