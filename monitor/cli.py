@@ -24,27 +24,8 @@ from prometheus_client import CollectorRegistry
 from monitor import __version__
 from monitor.arm import ArmClient, make_ssl_context, open_session
 from monitor.clock import Clock, SystemClock
-from monitor.config import (
-    Settings,
-    UnknownVariable,
-    load_settings_with_warnings,
-    parse_settings,
-    shard_from_hostname,
-)
-from monitor.credentials import TokenCache, build_credential
-from monitor.demo import DemoSink, summarize
-from monitor.emulator import (
-    PROFILES,
-    EmulatorSettings,
-    FaultSettings,
-    WorldSettings,
-    running_emulator,
-)
-from monitor.emulator.runner import serve_until_signalled
-from monitor.emulator.throttle import ThrottleSettings
-from monitor.emulator.tour import run_tour
-from monitor.errors import ConfigError, MonitorError, StartupError
-from monitor.jobs_command import (
+from monitor.commands.demo import DemoSink, summarize
+from monitor.commands.jobs import (
     DEFAULT_LIST_TIMEOUT_S,
     EXIT_API_ERROR,
     EXIT_CANCELLED,
@@ -61,6 +42,25 @@ from monitor.jobs_command import (
     status_arg,
     time_arg,
 )
+from monitor.config import (
+    Settings,
+    UnknownVariable,
+    load_settings_with_warnings,
+    parse_settings,
+    shard_from_hostname,
+)
+from monitor.credentials import TokenCache, build_credential
+from monitor.emulator import (
+    PROFILES,
+    EmulatorSettings,
+    FaultSettings,
+    WorldSettings,
+    running_emulator,
+)
+from monitor.emulator.runner import serve_until_signalled
+from monitor.emulator.throttle import ThrottleSettings
+from monitor.emulator.tour import run_tour
+from monitor.errors import ConfigError, MonitorError, StartupError
 from monitor.logs import configure_logging
 from monitor.metrics import Metrics
 from monitor.ops import serve_ops

@@ -21,13 +21,7 @@ import pytest
 
 from monitor.cli import build_parser, open_arm
 from monitor.clock import SystemClock
-from monitor.config import load_settings
-from monitor.core.diff import JobStateChanged
-from monitor.core.jobs import JobStatus, parse_job_details, parse_vault_id
-from monitor.emulator import Emulator, EmulatorSettings, WorldSettings, running_emulator
-from monitor.emulator.wire import job_json
-from monitor.emulator.world import COMPLETED, FAILED, Job, Vault, World
-from monitor.jobs_command import (
+from monitor.commands.jobs import (
     DEFAULT_LIST_TIMEOUT_S,
     EXIT_API_ERROR,
     EXIT_CANCELLED,
@@ -43,6 +37,12 @@ from monitor.jobs_command import (
     parse_jobs_request,
     run_jobs_command,
 )
+from monitor.config import load_settings
+from monitor.core.diff import JobStateChanged
+from monitor.core.jobs import JobStatus, parse_job_details, parse_vault_id
+from monitor.emulator import Emulator, EmulatorSettings, WorldSettings, running_emulator
+from monitor.emulator.wire import job_json
+from monitor.emulator.world import COMPLETED, FAILED, Job, Vault, World
 from monitor.sinks import event_schema, render_event, render_job
 from tests import hostile_arm
 

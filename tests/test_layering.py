@@ -23,9 +23,10 @@ RANKS = {
     "monitor.sinks": 3,
     "monitor.logs": 3,
     "monitor.scheduler": 4,
-    "monitor.demo": 6,
     "monitor.ops": 5,
-    "monitor.jobs_command": 5,
+    "monitor.commands.jobs": 5,
+    "monitor.commands.demo": 6,
+    "monitor.commands": 5,
     "monitor.cli": 6,
     "monitor.entry": 7,  # installs signal handlers, then imports monitor.cli
     "monitor.__main__": 8,
