@@ -21,8 +21,7 @@ import pytest
 
 from monitor.cli import build_parser, open_arm
 from monitor.clock import SystemClock
-from monitor.commands.jobs import (
-    DEFAULT_LIST_TIMEOUT_S,
+from monitor.commands.exits import (
     EXIT_API_ERROR,
     EXIT_CANCELLED,
     EXIT_COMPLETED_WITH_WARNINGS,
@@ -31,12 +30,11 @@ from monitor.commands.jobs import (
     EXIT_OK,
     EXIT_TIMED_OUT,
     EXIT_USAGE,
-    ListRequest,
-    ShowRequest,
-    UsageError,
-    parse_jobs_request,
-    run_jobs_command,
 )
+from monitor.commands.jobs import parse_jobs_request, run_jobs_command
+from monitor.commands.jobs_common import UsageError
+from monitor.commands.jobs_list import DEFAULT_LIST_TIMEOUT_S, ListRequest
+from monitor.commands.jobs_show import ShowRequest
 from monitor.config import load_settings
 from monitor.core.diff import JobStateChanged
 from monitor.core.jobs import JobStatus, parse_job_details, parse_vault_id

@@ -1,0 +1,387 @@
+"""`backup-monitor jobs wait`: block until a job, or the job of an operation, ends."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from yarl import URL
+
+from monitor.clock import Clock
+from monitor.commands.console import (
+    Console,
+    _dumps,
+    _human_s,
+    _record,
+    _vault_label,
+    describe_arm_error,
+)
+from monitor.commands.exits import (
+    EXIT_API_ERROR,
+    EXIT_CANCELLED,
+    EXIT_COMPLETED_WITH_WARNINGS,
+    EXIT_FAILED,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_TIMED_OUT,
+)
+from monitor.commands.jobs_common import JobReader, Output, UsageError, _job_arg, _vault_arg
+from monitor.core.cadence import next_job_poll_s, next_operation_poll_s
+from monitor.core.jobs import JobDetails, JobStatus, VaultRef
+from monitor.core.operations import (
+    OperationKind,
+    OperationRef,
+    OperationState,
+    parse_operation_path,
+    parse_operation_status,
+)
+from monitor.errors import TRANSIENT_ARM_ERRORS, ArmError, ArmNotFound, ArmThrottled, ParseError
+
+_EXIT_BY_STATUS: Final = {
+    JobStatus.COMPLETED: EXIT_OK,
+    JobStatus.COMPLETED_WITH_WARNINGS: EXIT_COMPLETED_WITH_WARNINGS,
+    JobStatus.FAILED: EXIT_FAILED,
+    JobStatus.CANCELLED: EXIT_CANCELLED,
+}
+
+JOB_APPEAR_GRACE_S: Final = 30.0
+"""After an operation names its job, a 404 for that job is retried this long (ARM lists new
+jobs a few seconds late; the Azure CLI waits 10 s)."""
+TRANSIENT_BACKOFF_CAP_S: Final = 60.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WaitRequest:
+    """`jobs wait VAULT_ID JOB_ID` or `jobs wait --operation-url URL`."""
+
+    vault: VaultRef | None
+    job_name: str | None
+    operation_url: str | None
+    operation: OperationRef | None
+    timeout_s: float | None
+    output: Output
+
+
+def _wait_request(args: argparse.Namespace) -> WaitRequest:
+    if args.operation_url is not None:
+        if args.vault_id is not None or args.job_id is not None:
+            raise UsageError("give either VAULT_ID JOB_ID or --operation-url, not both")
+        url = URL(args.operation_url.strip(), encoded=True)
+        if not url.is_absolute():
+            raise UsageError(f"--operation-url must be an absolute URL, got {args.operation_url!r}")
+        try:
+            operation = parse_operation_path(url.path)
+        except ParseError as exc:
+            raise UsageError(f"--operation-url: {exc.problem}") from None
+        return WaitRequest(
+            vault=operation.vault,
+            job_name=None,
+            operation_url=str(url),
+            operation=operation,
+            timeout_s=args.timeout,
+            output=args.output,
+        )
+    if args.vault_id is None or args.job_id is None:
+        raise UsageError("give VAULT_ID JOB_ID, or --operation-url URL")
+    vault = _vault_arg(args.vault_id, "VAULT_ID")
+    return WaitRequest(
+        vault=vault,
+        job_name=_job_arg(args.job_id, vault),
+        operation_url=None,
+        operation=None,
+        timeout_s=args.timeout,
+        output=args.output,
+    )
+
+
+class _Deadline:
+    def __init__(self, clock: Clock, timeout_s: float | None) -> None:
+        self.clock = clock
+        self.started = clock.monotonic()
+        self.at = math.inf if timeout_s is None else self.started + timeout_s
+
+    @property
+    def elapsed_s(self) -> float:
+        return self.clock.monotonic() - self.started
+
+    @property
+    def left_s(self) -> float:
+        return self.at - self.clock.monotonic()
+
+
+@dataclass(frozen=True, slots=True)
+class _Resolved:
+    vault: VaultRef
+    job_name: str
+
+
+async def wait_command(
+    request: WaitRequest, *, reader: JobReader, clock: Clock, console: Console
+) -> int:
+    """`jobs wait`: follow the operation URL to its job (if given), then wait for the job's end.
+
+    Returns the EXIT_* code of the job's final status (Completed 0, CompletedWithWarnings 10,
+    Failed 11, Cancelled 12), EXIT_TIMED_OUT when `timeout_s` passed first, EXIT_NOT_FOUND on a
+    404, EXIT_FAILED/EXIT_CANCELLED when the operation itself failed or was canceled, and
+    EXIT_API_ERROR for any other ARM error. Throttling, 5xx and transport errors are retried
+    (with backoff) until the timeout.
+    """
+    deadline = _Deadline(clock, request.timeout_s)
+    if request.operation is not None and request.operation_url is not None:
+        resolved = await _follow_operation(
+            request.operation_url, request.operation, reader, deadline, console
+        )
+        if isinstance(resolved, int):
+            return resolved
+        vault, job_name, grace_s = resolved.vault, resolved.job_name, JOB_APPEAR_GRACE_S
+    else:
+        assert request.vault is not None
+        assert request.job_name is not None
+        vault, job_name, grace_s = request.vault, request.job_name, 0.0
+    return await _wait_for_job(
+        vault,
+        job_name,
+        reader=reader,
+        deadline=deadline,
+        console=console,
+        output=request.output,
+        grace_s=grace_s,
+    )
+
+
+async def _follow_operation(
+    url: str,
+    ref: OperationRef,
+    reader: JobReader,
+    deadline: _Deadline,
+    console: Console,
+) -> _Resolved | int:
+    """The job an async operation created, or an exit code when it did not create one."""
+    label = f"operation {ref.operation_id} in {_vault_label(ref.vault)}"
+    target = url
+    failures = 0
+    while True:
+        try:
+            reply = await reader.get_operation(target)
+        except ArmNotFound as exc:
+            console.problem(
+                f"backup-monitor jobs wait: {label}: not found: {describe_arm_error(exc)}"
+            )
+            return EXIT_NOT_FOUND
+        except TRANSIENT_ARM_ERRORS as exc:
+            failures += 1
+            if not await _retry_later(exc, failures, label, deadline, console):
+                return _timed_out(console, label, deadline, None)
+            continue
+        except ArmError as exc:
+            console.problem(f"backup-monitor jobs wait: {label}: {describe_arm_error(exc)}")
+            return EXIT_API_ERROR
+        failures = 0
+        state = "InProgress"
+        done_without_body = reply.status != 202 and reply.payload is None
+        if done_without_body and ref.kind is OperationKind.RESULT and target == url:
+            target = _status_url(url, ref)
+            continue
+        if reply.status == 202:
+            if reply.location and ref.kind is OperationKind.RESULT:
+                target = reply.location  # checked against the ARM origin by get_operation
+        elif reply.payload is not None:
+            try:
+                status = parse_operation_status(reply.payload)
+            except ParseError as exc:
+                if ref.kind is OperationKind.RESULT and target == url:
+                    target = _status_url(url, ref)  # a result body without a status
+                    continue
+                console.problem(
+                    f"backup-monitor jobs wait: {label}: ARM's answer is not an "
+                    f"OperationStatus: {exc} (request id {reply.request_id})"
+                )
+                return EXIT_API_ERROR
+            state = status.raw_status
+            if status.state is OperationState.SUCCEEDED:
+                if not status.job_ids:
+                    console.problem(
+                        f"backup-monitor jobs wait: {label}: Succeeded without naming a job "
+                        f"(no properties.jobId; request id {reply.request_id})"
+                    )
+                    return EXIT_API_ERROR
+                if len(status.job_ids) > 1:
+                    console.problem(
+                        f"backup-monitor jobs wait: {label} started {len(status.job_ids)} "
+                        f"jobs ({', '.join(status.job_ids)}); waiting for the first"
+                    )
+                return _Resolved(vault=ref.vault, job_name=status.job_ids[0])
+            if status.state in (OperationState.FAILED, OperationState.CANCELED):
+                why = " ".join(p for p in (status.error_code, status.error_message) if p)
+                console.problem(
+                    f"backup-monitor jobs wait: {label}: {status.raw_status}"
+                    + (f": {why}" if why else "")
+                )
+                return EXIT_FAILED if status.state is OperationState.FAILED else EXIT_CANCELLED
+        delay = next_operation_poll_s(reply.retry_after_s)
+
+        def line(state: str = state) -> str:
+            return f"{label}: {state}  elapsed {_human_s(deadline.elapsed_s)}"
+
+        if not await _sleep(delay, deadline, console, line):
+            return _timed_out(console, label, deadline, None)
+
+
+def _status_url(url: str, ref: OperationRef) -> str:
+    """The operation's status resource (`operationsStatus/{id}`), where a finished operation
+    names its job; same origin and query as the Location URL it is derived from."""
+    given = URL(url, encoded=True)
+    return str(given.with_path(ref.status_path).with_query(given.raw_query_string))
+
+
+async def _wait_for_job(
+    vault: VaultRef,
+    job_name: str,
+    *,
+    reader: JobReader,
+    deadline: _Deadline,
+    console: Console,
+    output: Output,
+    grace_s: float,
+) -> int:
+    label = f"job {job_name} in {_vault_label(vault)}"
+    details: JobDetails | None = None
+    overdue_reads = 0
+    expected_end_at: float | None = None
+    failures = 0
+    first_read_at = deadline.clock.monotonic()
+    while True:
+        try:
+            details = await reader.get_job(vault, job_name)
+        except ArmNotFound as exc:
+            if deadline.clock.monotonic() - first_read_at < grace_s:
+                delay = 3.0
+                if not await _sleep(delay, deadline, console, lambda: f"{label}: not listed yet"):
+                    return _timed_out(console, label, deadline, details)
+                continue
+            console.problem(
+                f"backup-monitor jobs wait: {label}: not found: {describe_arm_error(exc)}"
+            )
+            return EXIT_NOT_FOUND
+        except TRANSIENT_ARM_ERRORS as exc:
+            failures += 1
+            if not await _retry_later(exc, failures, label, deadline, console):
+                return _timed_out(console, label, deadline, details)
+            continue
+        except ArmError as exc:
+            console.problem(f"backup-monitor jobs wait: {label}: {describe_arm_error(exc)}")
+            return EXIT_API_ERROR
+        failures = 0
+        job = details.job
+        if job.status.is_terminal:
+            console.clear()
+            _print_final(details, vault, output, console, deadline)
+            return _EXIT_BY_STATUS[JobStatus.of(job.status.value)]
+        now = deadline.clock.monotonic()
+        estimate = details.estimated_remaining_s
+        if (
+            job.status == JobStatus.CANCELLING
+            or (expected_end_at is not None and now >= expected_end_at)
+            or (estimate is not None and estimate <= 0)
+        ):
+            overdue_reads += 1
+        delay = next_job_poll_s(
+            status=job.status,
+            estimated_remaining_s=estimate,
+            age_s=job.duration_s,
+            overdue_reads=overdue_reads,
+        )
+        trusted = overdue_reads == 0 and estimate is not None and estimate > 0
+        expected_end_at = now + estimate if trusted and estimate is not None else None
+        read_at = now
+
+        def line(
+            details: JobDetails = details, read_at: float = read_at, delay: float = delay
+        ) -> str:
+            since_read = deadline.clock.monotonic() - read_at
+            parts = [f"{details.job.status.value}", f"elapsed {_human_s(deadline.elapsed_s)}"]
+            if details.progress_percentage is not None:
+                parts.append(f"{details.progress_percentage:.0f} %")
+            if details.estimated_remaining_s is not None:
+                left = max(details.estimated_remaining_s - since_read, 0.0)
+                parts.append(f"about {_human_s(left)} left")
+            parts.append(f"next read in {_human_s(max(delay - since_read, 0.0))}")
+            return f"{label}: " + "  ".join(parts)
+
+        if deadline.left_s <= 0 or not await _sleep(delay, deadline, console, line):
+            return _timed_out(console, label, deadline, details, output=output, vault=vault)
+
+
+async def _retry_later(
+    exc: ArmError, failures: int, label: str, deadline: _Deadline, console: Console
+) -> bool:
+    """Say that reading `label` failed in a way that may pass, and sleep before the next try:
+    `Retry-After` for a 429, else doubling from 2 s. False when the deadline had passed."""
+    if isinstance(exc, ArmThrottled):
+        delay = max(exc.retry_after_s, 1.0)
+    else:
+        delay = min(2.0**failures, TRANSIENT_BACKOFF_CAP_S)
+    console.problem(
+        f"backup-monitor jobs wait: {label}: {describe_arm_error(exc)}; retrying in {delay:.0f} s"
+    )
+    return await _sleep(delay, deadline, console, lambda: f"{label}: retrying")
+
+
+async def _sleep(
+    seconds: float, deadline: _Deadline, console: Console, line: Callable[[], str]
+) -> bool:
+    """Sleep `seconds`, but not past the deadline, redrawing the progress line every second.
+
+    Returns False when the deadline had already passed (nothing slept). When the sleep is cut
+    short by the deadline, True is returned so that the caller reads once more at the deadline.
+    """
+    left = deadline.left_s
+    if left <= 0:
+        return False
+    end = deadline.clock.monotonic() + min(seconds, left)
+    while (remaining := end - deadline.clock.monotonic()) > 0:
+        console.status(line())
+        await deadline.clock.sleep(min(remaining, 1.0) if console.progress else remaining)
+    return True
+
+
+def _timed_out(
+    console: Console,
+    label: str,
+    deadline: _Deadline,
+    details: JobDetails | None,
+    *,
+    output: Output = "text",
+    vault: VaultRef | None = None,
+) -> int:
+    last = "" if details is None else f"; last status {details.job.status.value}"
+    if details is not None and details.progress_percentage is not None:
+        last += f" ({details.progress_percentage:.0f} %)"
+    console.problem(
+        f"backup-monitor jobs wait: {label}: timed out after {_human_s(deadline.elapsed_s)}{last}"
+    )
+    if details is not None and vault is not None and output == "json":
+        console.result(_dumps(_record(details.job, vault, details)))
+    return EXIT_TIMED_OUT
+
+
+def _print_final(
+    details: JobDetails, vault: VaultRef, output: Output, console: Console, deadline: _Deadline
+) -> None:
+    if output == "json":
+        console.result(_dumps(_record(details.job, vault, details)))
+        return
+    job = details.job
+    what = f"{job.operation or job.job_type} of {job.entity or '-'}"
+    console.result(
+        f"{job.status.value}: job {job.name} ({what}) in vault {vault.name}, "
+        f"ran {_human_s(job.duration_s)}, waited {_human_s(deadline.elapsed_s)}"
+    )
+    for e in details.errors:
+        head = " ".join(p for p in (e.code, e.title) if p)
+        console.result(f"  {head + ': ' if head else ''}{e.message or '(no message)'}")
+        for r in e.recommendations:
+            console.result(f"    → {r}")
