@@ -19,7 +19,7 @@ import jsonschema
 import orjson
 import pytest
 
-from monitor.cli import build_parser, open_arm
+from monitor.cli import build_parser
 from monitor.clock import SystemClock
 from monitor.commands.exits import (
     EXIT_API_ERROR,
@@ -31,7 +31,7 @@ from monitor.commands.exits import (
     EXIT_TIMED_OUT,
     EXIT_USAGE,
 )
-from monitor.commands.jobs import parse_jobs_request, run_jobs_command
+from monitor.commands.jobs import open_arm, parse_jobs_request, run_jobs_command
 from monitor.commands.jobs_common import UsageError
 from monitor.commands.jobs_list import DEFAULT_LIST_TIMEOUT_S, ListRequest
 from monitor.commands.jobs_show import ShowRequest

@@ -27,9 +27,12 @@ RANKS = {
     "monitor.commands.exits": 5,
     "monitor.commands.console": 5,
     "monitor.commands.jobs_common": 5,
+    "monitor.commands.common": 5,
     "monitor.commands.jobs_list": 6,
     "monitor.commands.jobs_show": 6,
     "monitor.commands.jobs_wait": 6,
+    "monitor.commands.run": 6,
+    "monitor.commands.emulator": 6,
     "monitor.commands.jobs": 7,
     "monitor.commands.demo": 7,
     "monitor.commands": 5,  # the package itself; its modules are ranked above

@@ -9,6 +9,8 @@ EXIT_OK: Final = 0
 EXIT_USAGE: Final = 2
 """A bad argument (vault, job or subscription id, operation URL, time window); also bad
 configuration."""
+EXIT_STARTUP: Final = 3
+"""Startup failed: no credential or token, ARM unreachable, the state file unusable or locked."""
 EXIT_API_ERROR: Final = 4
 """An ARM call failed (403, 5xx, transport, refused origin); list: some vault could not be read
 (every other vault's jobs were still printed)."""

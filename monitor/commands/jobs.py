@@ -12,9 +12,21 @@
 from __future__ import annotations
 
 import argparse
-from typing import TextIO, assert_never
+import random
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, TextIO, assert_never
 
-from monitor.clock import Clock
+from monitor.arm import ArmClient, make_ssl_context, open_session
+from monitor.clock import Clock, SystemClock
+from monitor.commands.common import (
+    DiscardSink,
+    _failed,
+    _load_with_warnings,
+    _warn_unknown_variables,
+    run_guarded,
+)
 from monitor.commands.console import Console, _is_terminal
 from monitor.commands.exits import (
     EXIT_API_ERROR,
@@ -27,7 +39,7 @@ from monitor.commands.exits import (
     EXIT_USAGE,
 )
 from monitor.commands.jobs_common import (
-    DiscardSink,
+    JOBS_EXIT_CODES,
     Discover,
     JobReader,
     UsageError,
@@ -39,10 +51,18 @@ from monitor.commands.jobs_list import (
     DEFAULT_LIST_TIMEOUT_S,
     ListRequest,
     _list_request,
+    add_list_parser,
     list_command,
 )
-from monitor.commands.jobs_show import ShowRequest, _show_request, show_command
-from monitor.commands.jobs_wait import WaitRequest, _wait_request, wait_command
+from monitor.commands.jobs_show import ShowRequest, _show_request, add_show_parser, show_command
+from monitor.commands.jobs_wait import WaitRequest, _wait_request, add_wait_parser, wait_command
+from monitor.config import Settings
+from monitor.credentials import TokenCache, build_credential
+from monitor.errors import ConfigError
+from monitor.logs import configure_logging
+from monitor.pacing import BudgetBook
+from monitor.scheduler import PollScheduler
+from monitor.store import MemoryCheckpointStore
 
 __all__ = [
     "DEFAULT_LIST_TIMEOUT_S",
@@ -130,3 +150,103 @@ async def run_jobs_command(
         return EXIT_USAGE
     finally:
         console.clear()
+
+
+JOBS_EXAMPLES = """examples:
+  VAULT=/subscriptions/SUB/resourceGroups/RG/providers/Microsoft.RecoveryServices/vaults/NAME
+  backup-monitor jobs list --config monitor.toml --status failed --since 24h
+  backup-monitor jobs list --vault "$VAULT" --since 7d --output jsonl
+  backup-monitor jobs show "$VAULT" 7ddead57-0000-4000-8000-000000000009
+  backup-monitor jobs wait "$VAULT" 7ddead57-0000-4000-8000-000000000009 --timeout 2h
+  backup-monitor jobs wait --operation-url "$AZURE_ASYNC_OPERATION" --timeout 90m
+"""
+
+
+def _add_jobs_parser(commands: Any) -> None:
+    """The `jobs` command and its `list`, `show` and `wait` sub-commands."""
+    raw = argparse.RawDescriptionHelpFormatter
+    jobs = commands.add_parser(
+        "jobs",
+        help="one-shot commands: list jobs, show one job, wait for a job or an operation",
+        description=(
+            "One-shot answers with the daemon's own client, configuration and read budget: "
+            "list the jobs of many vaults, show one job in full, or block until a job (or a "
+            "trigger-backup operation URL) ends."
+        ),
+        epilog=JOBS_EXAMPLES + "\n" + JOBS_EXIT_CODES,
+        formatter_class=raw,
+    )
+    sub = jobs.add_subparsers(dest="jobs_command", metavar="{list,show,wait}")
+
+    add_list_parser(sub)
+    add_show_parser(sub)
+    add_wait_parser(sub)
+
+
+@asynccontextmanager
+async def open_arm(
+    settings: Settings, *, clock: Clock, rng: random.Random
+) -> AsyncIterator[ArmClient]:
+    """An authenticated ArmClient with the daemon's budgets, for one-shot commands; closes it.
+
+    Raises:
+        StartupError: no token could be obtained.
+        ConfigError: the ARM endpoint or CA bundle is unusable.
+    """
+    async with AsyncExitStack() as stack:
+        credential = build_credential(settings.azure)
+        stack.push_async_callback(credential.close)
+        ssl_context = make_ssl_context(settings.azure.ca_bundle)
+        session = await stack.enter_async_context(open_session(settings.azure, ssl_context))
+        tokens = TokenCache(credential, settings.azure.token_scope, clock)
+        await tokens.token()
+        yield ArmClient(
+            session=session,
+            tokens=tokens,
+            azure=settings.azure,
+            budgets=BudgetBook(settings.budget, clock=clock, rng=rng),
+            clock=clock,
+            rng=rng,
+        )
+
+
+async def jobs(request: JobsRequest, settings: Settings) -> int:
+    """`backup-monitor jobs …` against ARM; returns its exit code."""
+    clock, rng = SystemClock(), random.Random()
+    async with open_arm(settings, clock=clock, rng=rng) as arm:
+        discovery = PollScheduler(
+            source=arm,
+            store=MemoryCheckpointStore(),
+            sink=DiscardSink(),
+            clock=clock,
+            settings=settings,
+            rng=rng,
+        )
+        return await run_jobs_command(
+            request,
+            reader=arm,
+            discover=discovery.discover,
+            clock=clock,
+            out=sys.stdout,
+            err=sys.stderr,
+        )
+
+
+def run_jobs(args: argparse.Namespace) -> int:
+    """`backup-monitor jobs list|show|wait`; exit codes in `JOBS_EXIT_CODES`."""
+    try:
+        request = parse_jobs_request(args)
+    except UsageError as exc:
+        command = f"jobs {args.jobs_command}" if args.jobs_command else "jobs"
+        sys.stderr.write(f"backup-monitor {command}: {exc}\n")
+        return EXIT_USAGE
+    try:
+        settings, unknown = _load_with_warnings(args)
+    except ConfigError as exc:
+        _failed("configuration error", exc)
+        return EXIT_USAGE
+    # One-shot commands keep stderr for their own lines: info logs only when asked for debug.
+    level = settings.log.level if settings.log.level in ("debug", "error") else "warning"
+    configure_logging(level, settings.log.format)
+    _warn_unknown_variables(unknown)
+    return run_guarded(jobs, request, settings, failure_code=EXIT_API_ERROR)

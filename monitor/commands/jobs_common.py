@@ -5,11 +5,19 @@ from __future__ import annotations
 import argparse
 import math
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Literal, Protocol
+from typing import Final, Literal, Protocol
 
 from monitor.arm import OperationReply
+from monitor.commands.exits import (
+    EXIT_API_ERROR,
+    EXIT_CANCELLED,
+    EXIT_COMPLETED_WITH_WARNINGS,
+    EXIT_FAILED,
+    EXIT_NOT_FOUND,
+    EXIT_TIMED_OUT,
+)
 from monitor.core.jobs import (
     BackupJob,
     JobDetails,
@@ -39,20 +47,6 @@ class JobReader(Protocol):
 
 
 Discover = Callable[[], Awaitable[list[VaultRef]]]
-
-
-class DiscardSink:
-    """A `Sink` that drops everything: the daemon's discovery is reused without emitting."""
-
-    async def emit(self, events: Sequence[Mapping[str, object]]) -> None:
-        """Drop `events`."""
-
-    async def recent_events(self) -> list[dict[str, Any]]:
-        """Nothing was ever written."""
-        return []
-
-    async def aclose(self) -> None:
-        """Nothing to release."""
 
 
 class UsageError(Exception):
@@ -176,3 +170,18 @@ def _job_arg(text: str, vault: VaultRef, argument: str = "JOB_ID") -> str:
         return check_path_segment(name, "job name")
     except ParseError as exc:
         raise UsageError(f"{argument}: {exc.problem}") from None
+
+
+JOBS_EXIT_CODES = f"""exit codes:
+  0   list/show: done; wait: the job ended Completed
+  2   bad arguments or configuration
+  3   startup failure (no token, ARM unreachable)
+  {EXIT_API_ERROR}   an ARM call failed (403, 5xx, transport, foreign origin); list: some vault
+      or subscription could not be read (the others were printed)
+  {EXIT_COMPLETED_WITH_WARNINGS}  wait: CompletedWithWarnings
+  {EXIT_FAILED}  wait: Failed (or the operation failed)
+  {EXIT_CANCELLED}  wait: Cancelled (or the operation was canceled)
+  {EXIT_TIMED_OUT}  list: --timeout passed before every vault was read (nothing printed);
+      wait: --timeout passed before the job ended
+  {EXIT_NOT_FOUND}  show/wait: the job, vault or operation does not exist (404)
+"""

@@ -6,11 +6,12 @@ import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 import anyio
 
 from monitor.clock import Clock
+from monitor.commands.common import _add_config_option
 from monitor.commands.console import (
     Console,
     _columns,
@@ -23,7 +24,17 @@ from monitor.commands.console import (
     describe_arm_error,
 )
 from monitor.commands.exits import EXIT_API_ERROR, EXIT_OK, EXIT_TIMED_OUT
-from monitor.commands.jobs_common import Discover, JobReader, Output, UsageError, _vault_arg
+from monitor.commands.jobs_common import (
+    JOBS_EXIT_CODES,
+    Discover,
+    JobReader,
+    Output,
+    UsageError,
+    _vault_arg,
+    duration_arg,
+    status_arg,
+    time_arg,
+)
 from monitor.core.jobs import BackupJob, JobStatus, VaultRef, check_subscription_id
 from monitor.errors import ArmError, ParseError
 
@@ -268,3 +279,89 @@ def _print_rows(
     )
     for line in _columns(table):
         console.result(line)
+
+
+def add_list_parser(sub: Any) -> None:
+    """The `jobs list` command."""
+    raw = argparse.RawDescriptionHelpFormatter
+    listing = sub.add_parser(
+        "list",
+        help="jobs that started in a time window, across vaults, filtered",
+        description=(
+            "List the jobs that started in [--since, --until] in the given vaults, the vaults of "
+            "the given subscriptions, or (by default) every vault the configuration watches "
+            "(its include/exclude globs apply to that default only). Vaults are read "
+            "concurrently under the same per-subscription read budget as the daemon. A vault "
+            "that cannot be read is reported on stderr as one line; the others still print. "
+            "The whole command has --timeout; when it passes first, one line names the vaults "
+            "not read yet and nothing is printed."
+        ),
+        epilog="""examples:
+  backup-monitor jobs list --config monitor.toml                  # last 24 h, every vault
+  backup-monitor jobs list --status failed --status cancelled --since 7d
+  backup-monitor jobs list --subscription 00000000-0000-0000-0000-000000000001 \\
+      --type AzureIaasVM --operation backup --output json
+  backup-monitor jobs list --vault "$VAULT" --since 2026-11-24T00:00:00Z --until 2026-11-25
+
+json and jsonl records are {"job": {...}, "vault": {...}}, named as the event schema's
+job and vault objects (docs/events.md); previous_status is always null here.
+
+"""
+        + JOBS_EXIT_CODES,
+        formatter_class=raw,
+    )
+    _add_config_option(listing)
+    listing.add_argument(
+        "--vault",
+        action="append",
+        metavar="RESOURCE_ID",
+        help="a vault's resource id (repeatable)",
+    )
+    listing.add_argument(
+        "--subscription",
+        action="append",
+        metavar="ID",
+        help="every vault of this subscription, given as its GUID (repeatable)",
+    )
+    listing.add_argument(
+        "--status",
+        action="append",
+        type=status_arg,
+        metavar="STATUS",
+        help="InProgress, Cancelling, Completed, CompletedWithWarnings, Failed, Cancelled "
+        "(any casing; repeatable)",
+    )
+    listing.add_argument(
+        "--operation",
+        action="append",
+        metavar="OPERATION",
+        help="e.g. Backup (also matches 'Backup (Log)'), Restore (repeatable)",
+    )
+    listing.add_argument(
+        "--type",
+        action="append",
+        metavar="TYPE",
+        help="job type (AzureIaaSVMJob, MabJob, …) or backup management type (AzureIaasVM, "
+        "AzureWorkload, MAB, …) (repeatable)",
+    )
+    listing.add_argument(
+        "--since",
+        type=time_arg,
+        default=None,
+        metavar="WHEN",
+        help="a duration ago (24h, 90m, 7d) or ISO 8601 (UTC when no offset); default 24h",
+    )
+    listing.add_argument(
+        "--until", type=time_arg, default=None, metavar="WHEN", help="as --since; default now"
+    )
+    listing.add_argument(
+        "--output", choices=("table", "json", "jsonl"), default="table", help="default: table"
+    )
+    listing.add_argument(
+        "--timeout",
+        type=duration_arg,
+        default=DEFAULT_LIST_TIMEOUT_S,
+        metavar="DURATION",
+        help="give up after this long, discovery included (90s, 30m, PT1H); exit "
+        f"{EXIT_TIMED_OUT}; default {DEFAULT_LIST_TIMEOUT_S:.0f}s",
+    )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from typing import Any
 
+from monitor.commands.common import _add_config_option
 from monitor.commands.console import (
     Console,
     _columns,
@@ -16,7 +18,7 @@ from monitor.commands.console import (
     describe_arm_error,
 )
 from monitor.commands.exits import EXIT_API_ERROR, EXIT_NOT_FOUND, EXIT_OK
-from monitor.commands.jobs_common import JobReader, Output, _job_arg, _vault_arg
+from monitor.commands.jobs_common import JOBS_EXIT_CODES, JobReader, Output, _job_arg, _vault_arg
 from monitor.core.jobs import JobDetails, VaultRef
 from monitor.errors import ArmError, ArmNotFound
 from monitor.sinks import format_event_time
@@ -159,3 +161,27 @@ def _text_view(details: JobDetails, vault: VaultRef) -> list[str]:
         width = max(len(k) for k in details.property_bag)
         lines.extend(f"  {k.ljust(width)}  {v}" for k, v in details.property_bag.items())
     return lines
+
+
+def add_show_parser(sub: Any) -> None:
+    """The `jobs show` command."""
+    raw = argparse.RawDescriptionHelpFormatter
+    show = sub.add_parser(
+        "show",
+        help="one job in full: errors with recommendations, tasks, property bag",
+        description="Show one job with its error details, tasks and property bag.",
+        epilog="""examples:
+  backup-monitor jobs show "$VAULT" 7ddead57-0000-4000-8000-000000000009
+  backup-monitor jobs show "$VAULT" "$JOB" --output json | jq .extended.errors
+
+json: {"job": {...}, "vault": {...}} as in the event schema, plus "extended" (activity id,
+actions, progress, estimated remaining time, error titles, task times, ARM's properties).
+
+"""
+        + JOBS_EXIT_CODES,
+        formatter_class=raw,
+    )
+    _add_config_option(show)
+    show.add_argument("vault_id", metavar="VAULT_ID", help="the vault's resource id")
+    show.add_argument("job_id", metavar="JOB_ID", help="the job's name (GUID) or resource id")
+    show.add_argument("--output", choices=("text", "json"), default="text", help="default: text")

@@ -6,11 +6,12 @@ import argparse
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from yarl import URL
 
 from monitor.clock import Clock
+from monitor.commands.common import _add_config_option
 from monitor.commands.console import (
     Console,
     _dumps,
@@ -28,7 +29,15 @@ from monitor.commands.exits import (
     EXIT_OK,
     EXIT_TIMED_OUT,
 )
-from monitor.commands.jobs_common import JobReader, Output, UsageError, _job_arg, _vault_arg
+from monitor.commands.jobs_common import (
+    JOBS_EXIT_CODES,
+    JobReader,
+    Output,
+    UsageError,
+    _job_arg,
+    _vault_arg,
+    duration_arg,
+)
 from monitor.core.cadence import next_job_poll_s, next_operation_poll_s
 from monitor.core.jobs import JobDetails, JobStatus, VaultRef
 from monitor.core.operations import (
@@ -385,3 +394,49 @@ def _print_final(
         console.result(f"  {head + ': ' if head else ''}{e.message or '(no message)'}")
         for r in e.recommendations:
             console.result(f"    → {r}")
+
+
+def add_wait_parser(sub: Any) -> None:
+    """The `jobs wait` command."""
+    raw = argparse.RawDescriptionHelpFormatter
+    wait = sub.add_parser(
+        "wait",
+        help="block until a job (or a trigger-backup operation's job) ends",
+        description=(
+            "Wait until the job ends and exit with a code that says how it ended. With "
+            "--operation-url, first follow the Azure-AsyncOperation (…/operationsStatus/{id}, "
+            "…/backupOperations/{id}) or Location (…/operationResults/{id}) URL that a "
+            "trigger-backup call returned until it names its job. Retry-After is honoured up to "
+            "10 s. The job is read adaptively: once its estimated remaining time has passed "
+            "(VM jobs give one), else after a quarter of its age, between 2 s and 60 s apart; "
+            "throttling and 5xx answers are retried until --timeout. Progress is shown on "
+            "stderr when it is a terminal."
+        ),
+        epilog="""examples:
+  backup-monitor jobs wait "$VAULT" "$JOB"
+  backup-monitor jobs wait "$VAULT" "$JOB" --timeout 2h --output json
+  # the Azure-AsyncOperation header of a trigger-backup POST (Location works too):
+  backup-monitor jobs wait --operation-url "$AZURE_ASYNC_OPERATION" --timeout 90m
+
+"""
+        + JOBS_EXIT_CODES,
+        formatter_class=raw,
+    )
+    _add_config_option(wait)
+    wait.add_argument("vault_id", nargs="?", metavar="VAULT_ID", help="the vault's resource id")
+    wait.add_argument(
+        "job_id", nargs="?", metavar="JOB_ID", help="the job's name (GUID) or resource id"
+    )
+    wait.add_argument(
+        "--operation-url",
+        metavar="URL",
+        help="an Azure-AsyncOperation or Location URL from a trigger-backup call",
+    )
+    wait.add_argument(
+        "--timeout",
+        type=duration_arg,
+        default=None,
+        metavar="DURATION",
+        help="give up after this long (90s, 30m, 2h, PT1H); default: wait as long as it takes",
+    )
+    wait.add_argument("--output", choices=("text", "json"), default="text", help="default: text")
