@@ -10,7 +10,7 @@ from monitor import __version__
 from monitor.commands.demo import add_demo_parser, run_demo
 from monitor.commands.emulator import add_emulator_parser, run_emulator
 from monitor.commands.exits import EXIT_USAGE
-from monitor.commands.jobs import _add_jobs_parser, run_jobs
+from monitor.commands.jobs import add_jobs_parser, run_jobs
 from monitor.commands.run import add_run_parsers, run_check, run_daemon
 
 
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_emulator_parser(commands)
     add_run_parsers(commands)
     add_demo_parser(commands)
-    _add_jobs_parser(commands)
+    add_jobs_parser(commands)
     return parser
 
 

@@ -42,27 +42,27 @@ def number_arg(
     return parse
 
 
-_positive_int = number_arg(int, "a whole number", lambda v: v >= 1, "at least 1")
-_positive_float = number_arg(float, "a number", lambda v: v > 0, "> 0")
+positive_int = number_arg(int, "a whole number", lambda v: v >= 1, "at least 1")
+positive_float = number_arg(float, "a number", lambda v: v > 0, "> 0")
 
 
-def _add_world_options(parser: argparse.ArgumentParser, *, subscriptions: int, vaults: int) -> None:
+def add_world_options(parser: argparse.ArgumentParser, *, subscriptions: int, vaults: int) -> None:
     parser.add_argument("--seed", type=int, default=1, help="world seed (default: 1)")
     parser.add_argument(
         "--subscriptions",
-        type=_positive_int,
+        type=positive_int,
         default=subscriptions,
         help=f"simulated subscriptions (default: {subscriptions})",
     )
     parser.add_argument(
         "--vaults-per-subscription",
-        type=_positive_int,
+        type=positive_int,
         default=vaults,
         help=f"vaults in each subscription (default: {vaults})",
     )
 
 
-def _add_config_option(parser: argparse.ArgumentParser) -> None:
+def add_config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         type=Path,
@@ -74,7 +74,7 @@ def _add_config_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _load_with_warnings(
+def load_with_warnings(
     args: argparse.Namespace,
 ) -> tuple[Settings, tuple[UnknownVariable, ...]]:
     loaded = load_settings_with_warnings(args.config, os.environ)
@@ -82,7 +82,7 @@ def _load_with_warnings(
     return settings, loaded.unknown_variables
 
 
-def _warn_unknown_variables(unknown: Sequence[UnknownVariable]) -> None:
+def warn_unknown_variables(unknown: Sequence[UnknownVariable]) -> None:
     """One warning per `BACKUP_MONITOR_*` variable that names no setting (logging is set up)."""
     for item in unknown:
         log.warning("config.unknown_variable", variable=item.variable, suggestion=item.suggestion)
@@ -109,7 +109,7 @@ def resolve_shard(settings: Settings, hostname: str) -> Settings:
     return dataclasses.replace(settings, shard=dataclasses.replace(shard, index=index))
 
 
-def _failed(kind: str, exc: BaseException) -> None:
+def report_failure(kind: str, exc: BaseException) -> None:
     # Task groups nest: the message worth a line is the first error that is not a group.
     while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]
@@ -128,13 +128,13 @@ def run_guarded(body: Any, *args: Any, failure_code: int = EXIT_STARTUP) -> int:
         if isinstance(result, int):
             code = result
     except* ConfigError as group:
-        _failed("configuration error", group.exceptions[0])
+        report_failure("configuration error", group.exceptions[0])
         code = EXIT_USAGE
     except* StartupError as group:
-        _failed("startup failed", group.exceptions[0])
+        report_failure("startup failed", group.exceptions[0])
         code = EXIT_STARTUP
     except* MonitorError as group:
-        _failed("failed", group.exceptions[0])
+        report_failure("failed", group.exceptions[0])
         code = failure_code
     return code
 

@@ -71,11 +71,11 @@ def describe_arm_error(exc: ArmError) -> str:
     return " ".join(str(exc).replace(f" to GET {exc.url}", "").split())
 
 
-def _vault_label(vault: VaultRef) -> str:
+def vault_label(vault: VaultRef) -> str:
     return f"vault {vault.name} ({vault.id})"
 
 
-def _human_s(seconds: float | None) -> str:
+def human_s(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     total = round(seconds)
@@ -91,29 +91,29 @@ def _human_s(seconds: float | None) -> str:
     return f"{days}d{hours:02d}h"
 
 
-def _when(moment: datetime | None) -> str:
+def time_text(moment: datetime | None) -> str:
     return "-" if moment is None else format_event_time(moment)
 
 
-def _dumps(value: object, option: int = 0) -> str:
+def to_json(value: object, option: int = 0) -> str:
     try:
         return orjson.dumps(value, option=option).decode()
     except TypeError:  # nested deeper than orjson writes (254): cut like a too-deep answer
         return orjson.dumps(limit_depth(value), option=option).decode()
 
 
-def _pretty(value: object) -> str:
-    return _dumps(value, orjson.OPT_INDENT_2)
+def to_pretty_json(value: object) -> str:
+    return to_json(value, orjson.OPT_INDENT_2)
 
 
-def _is_terminal(stream: TextIO) -> bool:
+def stream_is_terminal(stream: TextIO) -> bool:
     try:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
 
 
-def _columns(rows: Iterable[Sequence[str]]) -> list[str]:
+def columns(rows: Iterable[Sequence[str]]) -> list[str]:
     materialised = [list(r) for r in rows]
     widths = [max(len(r[i]) for r in materialised) for i in range(len(materialised[0]))]
     return [
@@ -121,7 +121,7 @@ def _columns(rows: Iterable[Sequence[str]]) -> list[str]:
     ]
 
 
-def _record(
+def job_record(
     job: BackupJob, vault: VaultRef, details: JobDetails | None = None
 ) -> dict[str, object]:
     return {"job": render_job(job, details=details), "vault": render_vault(vault)}

@@ -20,7 +20,7 @@ import aiohttp
 import anyio
 
 from monitor.clock import SystemClock
-from monitor.commands.common import _add_world_options, _positive_float, run_guarded
+from monitor.commands.common import add_world_options, positive_float, run_guarded
 from monitor.commands.exits import EXIT_OK
 from monitor.commands.run import open_monitor, stop_on_signals
 from monitor.config import parse_settings
@@ -152,9 +152,9 @@ def add_demo_parser(commands: Any) -> None:
         ),
     )
     demo.add_argument(
-        "--duration", type=_positive_float, default=60.0, help="seconds to run (default: 60)"
+        "--duration", type=positive_float, default=60.0, help="seconds to run (default: 60)"
     )
-    _add_world_options(demo, subscriptions=2, vaults=4)
+    add_world_options(demo, subscriptions=2, vaults=4)
     demo.add_argument(
         "--tour",
         action="store_true",

@@ -12,7 +12,7 @@ from typing import Any, TextIO
 import anyio
 import orjson
 
-from monitor.commands.common import _add_world_options, _positive_float, _positive_int, number_arg
+from monitor.commands.common import add_world_options, number_arg, positive_float, positive_int
 from monitor.commands.exits import EXIT_OK, EXIT_USAGE
 from monitor.emulator import PROFILES, EmulatorSettings, FaultSettings, WorldSettings
 from monitor.emulator.runner import serve_until_signalled
@@ -50,7 +50,7 @@ def add_emulator_parser(commands: Any) -> None:
         "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)"
     )
     emulator.add_argument("--port", type=_port, default=8443, help="port; 0 picks a free one")
-    _add_world_options(emulator, subscriptions=2, vaults=5)
+    add_world_options(emulator, subscriptions=2, vaults=5)
     emulator.add_argument(
         "--profile",
         choices=sorted(PROFILES),
@@ -59,11 +59,11 @@ def add_emulator_parser(commands: Any) -> None:
     )
     emulator.add_argument(
         "--time-scale",
-        type=_positive_float,
+        type=positive_float,
         default=1.0,
         help="divide every schedule and duration by this (60 runs a day in 24 minutes)",
     )
-    emulator.add_argument("--page-size", type=_positive_int, default=20, help="jobs per page")
+    emulator.add_argument("--page-size", type=positive_int, default=20, help="jobs per page")
     emulator.add_argument(
         "--throttle-model",
         choices=("bucket", "hourly"),
@@ -72,7 +72,7 @@ def add_emulator_parser(commands: Any) -> None:
     )
     emulator.add_argument(
         "--reads-per-s",
-        type=_positive_float,
+        type=positive_float,
         default=25.0,
         help="refill rate of each (subscription, principal) read bucket (default: 25)",
     )

@@ -22,12 +22,12 @@ from monitor.arm import ArmClient, make_ssl_context, open_session
 from monitor.clock import Clock, SystemClock
 from monitor.commands.common import (
     DiscardSink,
-    _failed,
-    _load_with_warnings,
-    _warn_unknown_variables,
+    load_with_warnings,
+    report_failure,
     run_guarded,
+    warn_unknown_variables,
 )
-from monitor.commands.console import Console, _is_terminal
+from monitor.commands.console import Console, stream_is_terminal
 from monitor.commands.exits import (
     EXIT_API_ERROR,
     EXIT_CANCELLED,
@@ -50,12 +50,12 @@ from monitor.commands.jobs_common import (
 from monitor.commands.jobs_list import (
     DEFAULT_LIST_TIMEOUT_S,
     ListRequest,
-    _list_request,
     add_list_parser,
     list_command,
+    list_request,
 )
-from monitor.commands.jobs_show import ShowRequest, _show_request, add_show_parser, show_command
-from monitor.commands.jobs_wait import WaitRequest, _wait_request, add_wait_parser, wait_command
+from monitor.commands.jobs_show import ShowRequest, add_show_parser, show_command, show_request
+from monitor.commands.jobs_wait import WaitRequest, add_wait_parser, wait_command, wait_request
 from monitor.config import Settings
 from monitor.credentials import TokenCache, build_credential
 from monitor.errors import ConfigError
@@ -101,11 +101,11 @@ def parse_jobs_request(args: argparse.Namespace) -> JobsRequest:
     """
     match args.jobs_command:
         case "list":
-            return _list_request(args)
+            return list_request(args)
         case "show":
-            return _show_request(args)
+            return show_request(args)
         case "wait":
-            return _wait_request(args)
+            return wait_request(args)
         case _:
             raise UsageError("name a command: jobs list, jobs show or jobs wait (see --help)")
 
@@ -132,7 +132,7 @@ async def run_jobs_command(
     Raises:
         StartupError: discovery reached no ARM endpoint at all.
     """
-    console = Console(out, err, progress=_is_terminal(err))
+    console = Console(out, err, progress=stream_is_terminal(err))
     try:
         match request:
             case ListRequest():
@@ -162,7 +162,7 @@ JOBS_EXAMPLES = """examples:
 """
 
 
-def _add_jobs_parser(commands: Any) -> None:
+def add_jobs_parser(commands: Any) -> None:
     """The `jobs` command and its `list`, `show` and `wait` sub-commands."""
     raw = argparse.RawDescriptionHelpFormatter
     jobs = commands.add_parser(
@@ -241,12 +241,12 @@ def run_jobs(args: argparse.Namespace) -> int:
         sys.stderr.write(f"backup-monitor {command}: {exc}\n")
         return EXIT_USAGE
     try:
-        settings, unknown = _load_with_warnings(args)
+        settings, unknown = load_with_warnings(args)
     except ConfigError as exc:
-        _failed("configuration error", exc)
+        report_failure("configuration error", exc)
         return EXIT_USAGE
     # One-shot commands keep stderr for their own lines: info logs only when asked for debug.
     level = settings.log.level if settings.log.level in ("debug", "error") else "warning"
     configure_logging(level, settings.log.format)
-    _warn_unknown_variables(unknown)
+    warn_unknown_variables(unknown)
     return run_guarded(jobs, request, settings, failure_code=EXIT_API_ERROR)

@@ -139,7 +139,7 @@ def status_arg(text: str) -> JobStatus:
     return status
 
 
-def _vault_arg(text: str, argument: str) -> VaultRef:
+def vault_arg(text: str, argument: str) -> VaultRef:
     """The vault `argument` names; its subscription, resource group and name are checked as
     `parse_vault_id` checks ARM's (a GUID, and single safe path segments)."""
     try:
@@ -150,7 +150,7 @@ def _vault_arg(text: str, argument: str) -> VaultRef:
         ) from None
 
 
-def _job_arg(text: str, vault: VaultRef, argument: str = "JOB_ID") -> str:
+def job_arg(text: str, vault: VaultRef, argument: str = "JOB_ID") -> str:
     """The job name `argument` gives: a name, or a job resource id of `vault`.
 
     A resource id must be `{vault}/backupJobs/{name}` for the vault given beside it (any

@@ -11,17 +11,17 @@ from typing import Any, Final
 import anyio
 
 from monitor.clock import Clock
-from monitor.commands.common import _add_config_option
+from monitor.commands.common import add_config_option
 from monitor.commands.console import (
     Console,
-    _columns,
-    _dumps,
-    _human_s,
-    _pretty,
-    _record,
-    _vault_label,
-    _when,
+    columns,
     describe_arm_error,
+    human_s,
+    job_record,
+    time_text,
+    to_json,
+    to_pretty_json,
+    vault_label,
 )
 from monitor.commands.exits import EXIT_API_ERROR, EXIT_OK, EXIT_TIMED_OUT
 from monitor.commands.jobs_common import (
@@ -30,10 +30,10 @@ from monitor.commands.jobs_common import (
     JobReader,
     Output,
     UsageError,
-    _vault_arg,
     duration_arg,
     status_arg,
     time_arg,
+    vault_arg,
 )
 from monitor.core.jobs import BackupJob, JobStatus, VaultRef, check_subscription_id
 from monitor.errors import ArmError, ParseError
@@ -70,9 +70,9 @@ def _subscription_arg(text: str) -> str:
         raise UsageError(f"--subscription: must be a subscription GUID, got {text!r}") from None
 
 
-def _list_request(args: argparse.Namespace) -> ListRequest:
+def list_request(args: argparse.Namespace) -> ListRequest:
     return ListRequest(
-        vaults=tuple(_vault_arg(v, "--vault") for v in args.vault or ()),
+        vaults=tuple(vault_arg(v, "--vault") for v in args.vault or ()),
         subscriptions=tuple(_subscription_arg(s) for s in args.subscription or ()),
         statuses=frozenset(args.status or ()),
         operations=tuple(o.strip().lower() for o in args.operation or ()),
@@ -121,9 +121,9 @@ async def list_command(
     since_at = _resolve(request.since, now)
     until_at = now if request.until is None else _resolve(request.until, now)
     if until_at < since_at:
-        raise UsageError(f"--until {_when(until_at)} is before --since {_when(since_at)}")
+        raise UsageError(f"--until {time_text(until_at)} is before --since {time_text(since_at)}")
     if since_at > now:
-        raise UsageError(f"--since {_when(since_at)} is in the future")
+        raise UsageError(f"--since {time_text(since_at)} is in the future")
     state = _ListState()
     started = clock.monotonic()
     with anyio.move_on_after(request.timeout_s) as deadline:
@@ -181,7 +181,7 @@ async def _list_within(
             except ArmError as exc:
                 state.failed += 1
                 console.problem(
-                    f"backup-monitor jobs list: {_vault_label(vault)}: {describe_arm_error(exc)}"
+                    f"backup-monitor jobs list: {vault_label(vault)}: {describe_arm_error(exc)}"
                 )
             else:
                 state.rows.extend((job, vault) for job in jobs if _selected(job, request))
@@ -200,8 +200,8 @@ async def _list_within(
     if console.progress:
         failed = f"; {state.failed} could not be read" if state.failed else ""
         console.problem(
-            f"{len(rows)} jobs in {total} vaults that started between {_when(since_at)} and "
-            f"{_when(until_at)}{failed}"
+            f"{len(rows)} jobs in {total} vaults that started between {time_text(since_at)} and "
+            f"{time_text(until_at)}{failed}"
         )
     return EXIT_API_ERROR if state.failed or failed_scopes else EXIT_OK
 
@@ -209,8 +209,8 @@ async def _list_within(
 def _list_timed_out(timeout_s: float, elapsed_s: float, state: _ListState) -> str:
     """The one stderr line of a `jobs list` whose --timeout passed."""
     head = (
-        f"backup-monitor jobs list: timed out after {_human_s(elapsed_s)} "
-        f"(--timeout {_human_s(timeout_s)}); nothing printed"
+        f"backup-monitor jobs list: timed out after {human_s(elapsed_s)} "
+        f"(--timeout {human_s(timeout_s)}); nothing printed"
     )
     if state.done == 0 and not state.unread:
         return f"{head}: still finding {state.finding}"
@@ -256,11 +256,11 @@ def _print_rows(
     rows: Sequence[tuple[BackupJob, VaultRef]], output: Output, console: Console
 ) -> None:
     if output == "json":
-        console.result(_pretty([_record(job, vault) for job, vault in rows]))
+        console.result(to_pretty_json([job_record(job, vault) for job, vault in rows]))
         return
     if output == "jsonl":
         for job, vault in rows:
-            console.result(_dumps(_record(job, vault)))
+            console.result(to_json(job_record(job, vault)))
         return
     header = ("STARTED (UTC)", "STATUS", "DURATION", "OPERATION", "TYPE", "ENTITY", "VAULT", "JOB")
     table = [header]
@@ -268,7 +268,7 @@ def _print_rows(
         (
             "-" if job.start_at is None else f"{job.start_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}",
             job.status.value,
-            _human_s(job.duration_s),
+            human_s(job.duration_s),
             job.operation or "-",
             job.job_type,
             job.entity or "-",
@@ -277,7 +277,7 @@ def _print_rows(
         )
         for job, vault in rows
     )
-    for line in _columns(table):
+    for line in columns(table):
         console.result(line)
 
 
@@ -310,7 +310,7 @@ job and vault objects (docs/events.md); previous_status is always null here.
         + JOBS_EXIT_CODES,
         formatter_class=raw,
     )
-    _add_config_option(listing)
+    add_config_option(listing)
     listing.add_argument(
         "--vault",
         action="append",

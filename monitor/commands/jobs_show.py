@@ -6,19 +6,19 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
-from monitor.commands.common import _add_config_option
+from monitor.commands.common import add_config_option
 from monitor.commands.console import (
     Console,
-    _columns,
-    _human_s,
-    _pretty,
-    _record,
-    _vault_label,
-    _when,
+    columns,
     describe_arm_error,
+    human_s,
+    job_record,
+    time_text,
+    to_pretty_json,
+    vault_label,
 )
 from monitor.commands.exits import EXIT_API_ERROR, EXIT_NOT_FOUND, EXIT_OK
-from monitor.commands.jobs_common import JOBS_EXIT_CODES, JobReader, Output, _job_arg, _vault_arg
+from monitor.commands.jobs_common import JOBS_EXIT_CODES, JobReader, Output, job_arg, vault_arg
 from monitor.core.jobs import JobDetails, VaultRef
 from monitor.errors import ArmError, ArmNotFound
 from monitor.sinks import format_event_time
@@ -33,9 +33,9 @@ class ShowRequest:
     output: Output
 
 
-def _show_request(args: argparse.Namespace) -> ShowRequest:
-    vault = _vault_arg(args.vault_id, "VAULT_ID")
-    return ShowRequest(vault=vault, job_name=_job_arg(args.job_id, vault), output=args.output)
+def show_request(args: argparse.Namespace) -> ShowRequest:
+    vault = vault_arg(args.vault_id, "VAULT_ID")
+    return ShowRequest(vault=vault, job_name=job_arg(args.job_id, vault), output=args.output)
 
 
 async def show_command(request: ShowRequest, *, reader: JobReader, console: Console) -> int:
@@ -47,17 +47,17 @@ async def show_command(request: ShowRequest, *, reader: JobReader, console: Cons
         details = await reader.get_job(request.vault, request.job_name)
     except ArmNotFound as exc:
         console.problem(
-            f"backup-monitor jobs show: job {request.job_name} in {_vault_label(request.vault)}: "
+            f"backup-monitor jobs show: job {request.job_name} in {vault_label(request.vault)}: "
             f"not found: {describe_arm_error(exc)}"
         )
         return EXIT_NOT_FOUND
     except ArmError as exc:
         console.problem(
-            f"backup-monitor jobs show: {_vault_label(request.vault)}: {describe_arm_error(exc)}"
+            f"backup-monitor jobs show: {vault_label(request.vault)}: {describe_arm_error(exc)}"
         )
         return EXIT_API_ERROR
     if request.output == "json":
-        console.result(_pretty(_full_record(details, request.vault)))
+        console.result(to_pretty_json(_full_record(details, request.vault)))
     else:
         console.result("\n".join(_text_view(details, request.vault)))
     return EXIT_OK
@@ -65,7 +65,7 @@ async def show_command(request: ShowRequest, *, reader: JobReader, console: Cons
 
 def _full_record(details: JobDetails, vault: VaultRef) -> dict[str, object]:
     """The event-schema `job` and `vault` objects, plus `extended`: what the schema leaves out."""
-    record = _record(details.job, vault, details)
+    record = job_record(details.job, vault, details)
     job = details.job
     record["extended"] = {
         "activity_id": job.activity_id,
@@ -114,9 +114,9 @@ def _text_view(details: JobDetails, vault: VaultRef) -> list[str]:
             f"subscription {vault.subscription_id})",
         ),
         ("Status", status),
-        ("Started", _when(job.start_at)),
-        ("Ended", _when(job.end_at)),
-        ("Duration", _human_s(job.duration_s)),
+        ("Started", time_text(job.start_at)),
+        ("Ended", time_text(job.end_at)),
+        ("Duration", human_s(job.duration_s)),
     ]
     if details.progress_percentage is not None and not job.status.is_terminal:
         left = details.estimated_remaining_s
@@ -124,7 +124,7 @@ def _text_view(details: JobDetails, vault: VaultRef) -> list[str]:
             (
                 "Progress",
                 f"{details.progress_percentage:.0f} %"
-                + ("" if left is None else f"  (about {_human_s(left)} left)"),
+                + ("" if left is None else f"  (about {human_s(left)} left)"),
             )
         )
     if job.actions:
@@ -150,12 +150,12 @@ def _text_view(details: JobDetails, vault: VaultRef) -> list[str]:
             (
                 t.name,
                 "-" if t.status is None else t.status.value,
-                _human_s(t.duration_s),
+                human_s(t.duration_s),
                 "" if t.progress_percentage is None else f"{t.progress_percentage:.0f} %",
             )
             for t in details.tasks
         ]
-        lines.extend("  " + line for line in _columns(task_rows))
+        lines.extend("  " + line for line in columns(task_rows))
     if details.property_bag:
         lines += ["", "Properties"]
         width = max(len(k) for k in details.property_bag)
@@ -181,7 +181,7 @@ actions, progress, estimated remaining time, error titles, task times, ARM's pro
         + JOBS_EXIT_CODES,
         formatter_class=raw,
     )
-    _add_config_option(show)
+    add_config_option(show)
     show.add_argument("vault_id", metavar="VAULT_ID", help="the vault's resource id")
     show.add_argument("job_id", metavar="JOB_ID", help="the job's name (GUID) or resource id")
     show.add_argument("--output", choices=("text", "json"), default="text", help="default: text")

@@ -11,14 +11,14 @@ from typing import Any, Final
 from yarl import URL
 
 from monitor.clock import Clock
-from monitor.commands.common import _add_config_option
+from monitor.commands.common import add_config_option
 from monitor.commands.console import (
     Console,
-    _dumps,
-    _human_s,
-    _record,
-    _vault_label,
     describe_arm_error,
+    human_s,
+    job_record,
+    to_json,
+    vault_label,
 )
 from monitor.commands.exits import (
     EXIT_API_ERROR,
@@ -34,9 +34,9 @@ from monitor.commands.jobs_common import (
     JobReader,
     Output,
     UsageError,
-    _job_arg,
-    _vault_arg,
     duration_arg,
+    job_arg,
+    vault_arg,
 )
 from monitor.core.cadence import next_job_poll_s, next_operation_poll_s
 from monitor.core.jobs import JobDetails, JobStatus, VaultRef
@@ -74,7 +74,7 @@ class WaitRequest:
     output: Output
 
 
-def _wait_request(args: argparse.Namespace) -> WaitRequest:
+def wait_request(args: argparse.Namespace) -> WaitRequest:
     if args.operation_url is not None:
         if args.vault_id is not None or args.job_id is not None:
             raise UsageError("give either VAULT_ID JOB_ID or --operation-url, not both")
@@ -95,10 +95,10 @@ def _wait_request(args: argparse.Namespace) -> WaitRequest:
         )
     if args.vault_id is None or args.job_id is None:
         raise UsageError("give VAULT_ID JOB_ID, or --operation-url URL")
-    vault = _vault_arg(args.vault_id, "VAULT_ID")
+    vault = vault_arg(args.vault_id, "VAULT_ID")
     return WaitRequest(
         vault=vault,
-        job_name=_job_arg(args.job_id, vault),
+        job_name=job_arg(args.job_id, vault),
         operation_url=None,
         operation=None,
         timeout_s=args.timeout,
@@ -169,7 +169,7 @@ async def _follow_operation(
     console: Console,
 ) -> _Resolved | int:
     """The job an async operation created, or an exit code when it did not create one."""
-    label = f"operation {ref.operation_id} in {_vault_label(ref.vault)}"
+    label = f"operation {ref.operation_id} in {vault_label(ref.vault)}"
     target = url
     failures = 0
     while True:
@@ -233,7 +233,7 @@ async def _follow_operation(
         delay = next_operation_poll_s(reply.retry_after_s)
 
         def line(state: str = state) -> str:
-            return f"{label}: {state}  elapsed {_human_s(deadline.elapsed_s)}"
+            return f"{label}: {state}  elapsed {human_s(deadline.elapsed_s)}"
 
         if not await _sleep(delay, deadline, console, line):
             return _timed_out(console, label, deadline, None)
@@ -256,7 +256,7 @@ async def _wait_for_job(
     output: Output,
     grace_s: float,
 ) -> int:
-    label = f"job {job_name} in {_vault_label(vault)}"
+    label = f"job {job_name} in {vault_label(vault)}"
     details: JobDetails | None = None
     overdue_reads = 0
     expected_end_at: float | None = None
@@ -311,13 +311,13 @@ async def _wait_for_job(
             details: JobDetails = details, read_at: float = read_at, delay: float = delay
         ) -> str:
             since_read = deadline.clock.monotonic() - read_at
-            parts = [f"{details.job.status.value}", f"elapsed {_human_s(deadline.elapsed_s)}"]
+            parts = [f"{details.job.status.value}", f"elapsed {human_s(deadline.elapsed_s)}"]
             if details.progress_percentage is not None:
                 parts.append(f"{details.progress_percentage:.0f} %")
             if details.estimated_remaining_s is not None:
                 left = max(details.estimated_remaining_s - since_read, 0.0)
-                parts.append(f"about {_human_s(left)} left")
-            parts.append(f"next read in {_human_s(max(delay - since_read, 0.0))}")
+                parts.append(f"about {human_s(left)} left")
+            parts.append(f"next read in {human_s(max(delay - since_read, 0.0))}")
             return f"{label}: " + "  ".join(parts)
 
         if deadline.left_s <= 0 or not await _sleep(delay, deadline, console, line):
@@ -370,10 +370,10 @@ def _timed_out(
     if details is not None and details.progress_percentage is not None:
         last += f" ({details.progress_percentage:.0f} %)"
     console.problem(
-        f"backup-monitor jobs wait: {label}: timed out after {_human_s(deadline.elapsed_s)}{last}"
+        f"backup-monitor jobs wait: {label}: timed out after {human_s(deadline.elapsed_s)}{last}"
     )
     if details is not None and vault is not None and output == "json":
-        console.result(_dumps(_record(details.job, vault, details)))
+        console.result(to_json(job_record(details.job, vault, details)))
     return EXIT_TIMED_OUT
 
 
@@ -381,13 +381,13 @@ def _print_final(
     details: JobDetails, vault: VaultRef, output: Output, console: Console, deadline: _Deadline
 ) -> None:
     if output == "json":
-        console.result(_dumps(_record(details.job, vault, details)))
+        console.result(to_json(job_record(details.job, vault, details)))
         return
     job = details.job
     what = f"{job.operation or job.job_type} of {job.entity or '-'}"
     console.result(
         f"{job.status.value}: job {job.name} ({what}) in vault {vault.name}, "
-        f"ran {_human_s(job.duration_s)}, waited {_human_s(deadline.elapsed_s)}"
+        f"ran {human_s(job.duration_s)}, waited {human_s(deadline.elapsed_s)}"
     )
     for e in details.errors:
         head = " ".join(p for p in (e.code, e.title) if p)
@@ -422,7 +422,7 @@ def add_wait_parser(sub: Any) -> None:
         + JOBS_EXIT_CODES,
         formatter_class=raw,
     )
-    _add_config_option(wait)
+    add_config_option(wait)
     wait.add_argument("vault_id", nargs="?", metavar="VAULT_ID", help="the vault's resource id")
     wait.add_argument(
         "job_id", nargs="?", metavar="JOB_ID", help="the job's name (GUID) or resource id"

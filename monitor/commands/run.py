@@ -17,11 +17,11 @@ from monitor.arm import ArmClient, make_ssl_context, open_session
 from monitor.clock import Clock, SystemClock
 from monitor.commands.common import (
     DiscardSink,
-    _add_config_option,
-    _failed,
-    _load_with_warnings,
-    _warn_unknown_variables,
+    add_config_option,
+    load_with_warnings,
+    report_failure,
     run_guarded,
+    warn_unknown_variables,
 )
 from monitor.commands.exits import EXIT_USAGE
 from monitor.config import Settings
@@ -51,7 +51,7 @@ def add_run_parsers(commands: Any) -> None:
             "by another process)."
         ),
     )
-    _add_config_option(run)
+    add_config_option(run)
     check = commands.add_parser(
         "check-config",
         help="validate the configuration, authenticate, discover, and print what would be watched",
@@ -61,7 +61,7 @@ def add_run_parsers(commands: Any) -> None:
             "Exit codes: 0 fine, 2 bad configuration, 3 cannot authenticate or reach ARM."
         ),
     )
-    _add_config_option(check)
+    add_config_option(check)
 
 
 @asynccontextmanager
@@ -188,23 +188,23 @@ async def check(settings: Settings, out: TextIO) -> None:
 def run_daemon(args: argparse.Namespace) -> int:
     """`backup-monitor run`."""
     try:
-        settings, unknown = _load_with_warnings(args)
+        settings, unknown = load_with_warnings(args)
     except ConfigError as exc:
-        _failed("configuration error", exc)
+        report_failure("configuration error", exc)
         return EXIT_USAGE
     configure_logging(settings.log.level, settings.log.format)
-    _warn_unknown_variables(unknown)
+    warn_unknown_variables(unknown)
     return run_guarded(serve, settings)
 
 
 def run_check(args: argparse.Namespace, out: TextIO) -> int:
     """`backup-monitor check-config`."""
     try:
-        settings, unknown = _load_with_warnings(args)
+        settings, unknown = load_with_warnings(args)
     except ConfigError as exc:
-        _failed("configuration error", exc)
+        report_failure("configuration error", exc)
         return EXIT_USAGE
     configure_logging(settings.log.level, settings.log.format)
-    _warn_unknown_variables(unknown)
+    warn_unknown_variables(unknown)
     out.write("configuration is valid\n")
     return run_guarded(check, settings, out)
