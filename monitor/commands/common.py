@@ -47,6 +47,7 @@ positive_float = number_arg(float, "a number", lambda v: v > 0, "> 0")
 
 
 def add_world_options(parser: argparse.ArgumentParser, *, subscriptions: int, vaults: int) -> None:
+    """--seed, --subscriptions and --vaults-per-subscription of a simulated estate."""
     parser.add_argument("--seed", type=int, default=1, help="world seed (default: 1)")
     parser.add_argument(
         "--subscriptions",
@@ -63,6 +64,7 @@ def add_world_options(parser: argparse.ArgumentParser, *, subscriptions: int, va
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:
+    """--config, for the commands that read the daemon's configuration."""
     parser.add_argument(
         "--config",
         type=Path,
@@ -77,6 +79,12 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
 def load_with_warnings(
     args: argparse.Namespace,
 ) -> tuple[Settings, tuple[UnknownVariable, ...]]:
+    """The settings of `--config` and the environment, shard resolved, and the unknown
+    `BACKUP_MONITOR_*` variables to warn about once logging is set up.
+
+    Raises:
+        ConfigError: the file or a variable is unusable; the message names the key.
+    """
     loaded = load_settings_with_warnings(args.config, os.environ)
     settings = resolve_shard(loaded.settings, os.environ.get("HOSTNAME", ""))
     return settings, loaded.unknown_variables
@@ -110,6 +118,7 @@ def resolve_shard(settings: Settings, hostname: str) -> Settings:
 
 
 def report_failure(kind: str, exc: BaseException) -> None:
+    """One line on stderr: `backup-monitor: KIND: the first error that is not a group`."""
     # Task groups nest: the message worth a line is the first error that is not a group.
     while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]

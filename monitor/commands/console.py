@@ -72,10 +72,12 @@ def describe_arm_error(exc: ArmError) -> str:
 
 
 def vault_label(vault: VaultRef) -> str:
+    """How a line names a vault: its name and resource id."""
     return f"vault {vault.name} ({vault.id})"
 
 
 def human_s(seconds: float | None) -> str:
+    """A duration as `42s`, `3m05s`, `2h10m` or `3d04h`; None as `-`."""
     if seconds is None:
         return "-"
     total = round(seconds)
@@ -92,10 +94,12 @@ def human_s(seconds: float | None) -> str:
 
 
 def time_text(moment: datetime | None) -> str:
+    """A moment as the events write it (UTC, ISO 8601); None as `-`."""
     return "-" if moment is None else format_event_time(moment)
 
 
 def to_json(value: object, option: int = 0) -> str:
+    """`value` as JSON text; nesting deeper than orjson writes is cut."""
     try:
         return orjson.dumps(value, option=option).decode()
     except TypeError:  # nested deeper than orjson writes (254): cut like a too-deep answer
@@ -103,10 +107,12 @@ def to_json(value: object, option: int = 0) -> str:
 
 
 def to_pretty_json(value: object) -> str:
+    """`to_json`, indented by two spaces."""
     return to_json(value, orjson.OPT_INDENT_2)
 
 
 def stream_is_terminal(stream: TextIO) -> bool:
+    """Whether `stream` is a terminal (False for anything without a usable `isatty`)."""
     try:
         return stream.isatty()
     except (AttributeError, ValueError):
@@ -114,6 +120,7 @@ def stream_is_terminal(stream: TextIO) -> bool:
 
 
 def columns(rows: Iterable[Sequence[str]]) -> list[str]:
+    """`rows` as lines of left-aligned columns two spaces apart."""
     materialised = [list(r) for r in rows]
     widths = [max(len(r[i]) for r in materialised) for i in range(len(materialised[0]))]
     return [
@@ -124,4 +131,5 @@ def columns(rows: Iterable[Sequence[str]]) -> list[str]:
 def job_record(
     job: BackupJob, vault: VaultRef, details: JobDetails | None = None
 ) -> dict[str, object]:
+    """The event schema's `job` and `vault` objects of one job (a json/jsonl record)."""
     return {"job": render_job(job, details=details), "vault": render_vault(vault)}

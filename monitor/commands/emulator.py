@@ -13,7 +13,7 @@ import anyio
 import orjson
 
 from monitor.commands.common import add_world_options, number_arg, positive_float, positive_int
-from monitor.commands.exits import EXIT_OK, EXIT_USAGE
+from monitor.commands.exits import EXIT_OK, EXIT_STARTUP, EXIT_USAGE
 from monitor.emulator import PROFILES, EmulatorSettings, FaultSettings, WorldSettings
 from monitor.emulator.runner import serve_until_signalled
 from monitor.emulator.throttle import ThrottleSettings
@@ -159,5 +159,5 @@ def run_emulator(args: argparse.Namespace, out: TextIO) -> int:
         sys.stderr.write(
             f"backup-monitor emulator: cannot listen on {args.host}:{args.port}: {exc}\n"
         )
-        return 3
+        return EXIT_STARTUP
     return EXIT_OK

@@ -1,14 +1,15 @@
-"""The process exit codes of the `backup-monitor` commands."""
+"""The process exit codes of every `backup-monitor` command (re-exported by `monitor.cli`)."""
 
 from __future__ import annotations
 
 from typing import Final
 
 EXIT_OK: Final = 0
-"""list/show: done. wait: the job ended Completed."""
+"""run, emulator, demo: stopped; check-config: fine; list/show: done; wait: the job ended
+Completed."""
 EXIT_USAGE: Final = 2
-"""A bad argument (vault, job or subscription id, operation URL, time window); also bad
-configuration."""
+"""A bad argument (vault, job or subscription id, operation URL, time window, TLS files, fault
+rates) or bad configuration."""
 EXIT_STARTUP: Final = 3
 """Startup failed: no credential or token, ARM unreachable, the state file unusable or locked."""
 EXIT_API_ERROR: Final = 4

@@ -1,4 +1,4 @@
-"""The one-shot commands `jobs list`, `jobs show` and `jobs wait`, on the daemon's ARM client."""
+"""`backup-monitor jobs`: its parser, and one `list`, `show` or `wait` on the daemon's client."""
 
 # Rules:
 # - Results go to stdout; diagnostics, progress and every API error go to stderr, one line each,
@@ -7,7 +7,8 @@
 #   else is written there.
 # - Every read goes through the injected `JobReader` (the ArmClient in production): its origin
 #   check, its per-subscription budget and its error mapping; nothing here talks HTTP.
-# - The process exit code is one of the EXIT_* constants below (documented in README.md).
+# - The process exit code is one of the EXIT_* constants of `monitor.commands.exits`
+#   (documented in README.md).
 
 from __future__ import annotations
 
@@ -28,32 +29,9 @@ from monitor.commands.common import (
     warn_unknown_variables,
 )
 from monitor.commands.console import Console, stream_is_terminal
-from monitor.commands.exits import (
-    EXIT_API_ERROR,
-    EXIT_CANCELLED,
-    EXIT_COMPLETED_WITH_WARNINGS,
-    EXIT_FAILED,
-    EXIT_NOT_FOUND,
-    EXIT_OK,
-    EXIT_TIMED_OUT,
-    EXIT_USAGE,
-)
-from monitor.commands.jobs_common import (
-    JOBS_EXIT_CODES,
-    Discover,
-    JobReader,
-    UsageError,
-    duration_arg,
-    status_arg,
-    time_arg,
-)
-from monitor.commands.jobs_list import (
-    DEFAULT_LIST_TIMEOUT_S,
-    ListRequest,
-    add_list_parser,
-    list_command,
-    list_request,
-)
+from monitor.commands.exits import EXIT_API_ERROR, EXIT_USAGE
+from monitor.commands.jobs_common import JOBS_EXIT_CODES, Discover, JobReader, UsageError
+from monitor.commands.jobs_list import ListRequest, add_list_parser, list_command, list_request
 from monitor.commands.jobs_show import ShowRequest, add_show_parser, show_command, show_request
 from monitor.commands.jobs_wait import WaitRequest, add_wait_parser, wait_command, wait_request
 from monitor.config import Settings
@@ -64,33 +42,11 @@ from monitor.pacing import BudgetBook
 from monitor.scheduler import PollScheduler
 from monitor.store import MemoryCheckpointStore
 
-__all__ = [
-    "DEFAULT_LIST_TIMEOUT_S",
-    "EXIT_API_ERROR",
-    "EXIT_CANCELLED",
-    "EXIT_COMPLETED_WITH_WARNINGS",
-    "EXIT_FAILED",
-    "EXIT_NOT_FOUND",
-    "EXIT_OK",
-    "EXIT_TIMED_OUT",
-    "EXIT_USAGE",
-    "DiscardSink",
-    "JobReader",
-    "JobsRequest",
-    "UsageError",
-    "duration_arg",
-    "parse_jobs_request",
-    "run_jobs_command",
-    "status_arg",
-    "time_arg",
-]
-
-
 JobsRequest = ListRequest | ShowRequest | WaitRequest
 
 
 def parse_jobs_request(args: argparse.Namespace) -> JobsRequest:
-    """The typed request of `jobs list|show|wait` as parsed by `monitor.cli`, checked.
+    """The typed request of `jobs list|show|wait` as parsed by `add_jobs_parser`, checked.
 
     Done before anything connects, so a bad argument exits 2 even without a credential.
 

@@ -71,6 +71,11 @@ def _subscription_arg(text: str) -> str:
 
 
 def list_request(args: argparse.Namespace) -> ListRequest:
+    """The `ListRequest` of parsed `jobs list` arguments.
+
+    Raises:
+        UsageError: a malformed --vault or --subscription; the message names it.
+    """
     return ListRequest(
         vaults=tuple(vault_arg(v, "--vault") for v in args.vault or ()),
         subscriptions=tuple(_subscription_arg(s) for s in args.subscription or ()),

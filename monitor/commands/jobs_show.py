@@ -34,6 +34,11 @@ class ShowRequest:
 
 
 def show_request(args: argparse.Namespace) -> ShowRequest:
+    """The `ShowRequest` of parsed `jobs show` arguments.
+
+    Raises:
+        UsageError: a malformed VAULT_ID or JOB_ID; the message names it.
+    """
     vault = vault_arg(args.vault_id, "VAULT_ID")
     return ShowRequest(vault=vault, job_name=job_arg(args.job_id, vault), output=args.output)
 

@@ -75,6 +75,11 @@ class WaitRequest:
 
 
 def wait_request(args: argparse.Namespace) -> WaitRequest:
+    """The `WaitRequest` of parsed `jobs wait` arguments.
+
+    Raises:
+        UsageError: a malformed VAULT_ID, JOB_ID or --operation-url, or both forms given.
+    """
     if args.operation_url is not None:
         if args.vault_id is not None or args.job_id is not None:
             raise UsageError("give either VAULT_ID JOB_ID or --operation-url, not both")
