@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from yarl import URL
 
@@ -48,6 +48,8 @@ from monitor.core.operations import (
     parse_operation_status,
 )
 from monitor.errors import TRANSIENT_ARM_ERRORS, ArmError, ArmNotFound, ArmThrottled, ParseError
+
+_T = TypeVar("_T")
 
 _EXIT_BY_STATUS: Final = {
     JobStatus.COMPLETED: EXIT_OK,
@@ -176,24 +178,13 @@ async def _follow_operation(
     """The job an async operation created, or an exit code when it did not create one."""
     label = f"operation {ref.operation_id} in {vault_label(ref.vault)}"
     target = url
-    failures = 0
+    reads = _Reads(label, deadline, console)
     while True:
-        try:
-            reply = await reader.get_operation(target)
-        except ArmNotFound as exc:
-            console.problem(
-                f"backup-monitor jobs wait: {label}: not found: {describe_arm_error(exc)}"
-            )
-            return EXIT_NOT_FOUND
-        except TRANSIENT_ARM_ERRORS as exc:
-            failures += 1
-            if not await _retry_later(exc, failures, label, deadline, console):
-                return _timed_out(console, label, deadline, None)
+        reply = await reads.attempt(reader.get_operation(target))
+        if reply is None:
             continue
-        except ArmError as exc:
-            console.problem(f"backup-monitor jobs wait: {label}: {describe_arm_error(exc)}")
-            return EXIT_API_ERROR
-        failures = 0
+        if isinstance(reply, _Stop):
+            return reply.code
         state = "InProgress"
         done_without_body = reply.status != 202 and reply.payload is None
         if done_without_body and ref.kind is OperationKind.RESULT and target == url:
@@ -265,30 +256,14 @@ async def _wait_for_job(
     details: JobDetails | None = None
     overdue_reads = 0
     expected_end_at: float | None = None
-    failures = 0
-    first_read_at = deadline.clock.monotonic()
+    reads = _Reads(label, deadline, console, not_found_grace_s=grace_s)
     while True:
-        try:
-            details = await reader.get_job(vault, job_name)
-        except ArmNotFound as exc:
-            if deadline.clock.monotonic() - first_read_at < grace_s:
-                delay = 3.0
-                if not await _sleep(delay, deadline, console, lambda: f"{label}: not listed yet"):
-                    return _timed_out(console, label, deadline, details)
-                continue
-            console.problem(
-                f"backup-monitor jobs wait: {label}: not found: {describe_arm_error(exc)}"
-            )
-            return EXIT_NOT_FOUND
-        except TRANSIENT_ARM_ERRORS as exc:
-            failures += 1
-            if not await _retry_later(exc, failures, label, deadline, console):
-                return _timed_out(console, label, deadline, details)
+        read = await reads.attempt(reader.get_job(vault, job_name), last=details)
+        if read is None:
             continue
-        except ArmError as exc:
-            console.problem(f"backup-monitor jobs wait: {label}: {describe_arm_error(exc)}")
-            return EXIT_API_ERROR
-        failures = 0
+        if isinstance(read, _Stop):
+            return read.code
+        details = read
         job = details.job
         if job.status.is_terminal:
             console.clear()
@@ -327,6 +302,60 @@ async def _wait_for_job(
 
         if deadline.left_s <= 0 or not await _sleep(delay, deadline, console, line):
             return _timed_out(console, label, deadline, details, output=output, vault=vault)
+
+
+@dataclass(frozen=True, slots=True)
+class _Stop:
+    """The wait ends with `code`; the line that says why is written."""
+
+    code: int
+
+
+class _Reads:
+    """Every ARM read of `jobs wait` and the one place that says what its errors mean.
+
+    A 404 ends the wait (EXIT_NOT_FOUND), except within `not_found_grace_s` of the first read,
+    when the read is repeated 3 s later. Throttling, 5xx and transport errors are retried with
+    backoff until the deadline (then EXIT_TIMED_OUT). Any other ARM error ends the wait
+    (EXIT_API_ERROR).
+    """
+
+    def __init__(
+        self, label: str, deadline: _Deadline, console: Console, *, not_found_grace_s: float = 0.0
+    ) -> None:
+        self.label, self.deadline, self.console = label, deadline, console
+        self.not_found_grace_s = not_found_grace_s
+        self.first_read_at = deadline.clock.monotonic()
+        self.failures = 0
+
+    async def attempt(
+        self, read: Awaitable[_T], *, last: JobDetails | None = None
+    ) -> _T | _Stop | None:
+        """The answer of `read`; None when it is to be read again (any wait before that is
+        over); `_Stop` when the wait ends here. `last`: the job as last read, for the timeout
+        line."""
+        label, deadline, console = self.label, self.deadline, self.console
+        try:
+            answer = await read
+        except ArmNotFound as exc:
+            if deadline.clock.monotonic() - self.first_read_at < self.not_found_grace_s:
+                if not await _sleep(3.0, deadline, console, lambda: f"{label}: not listed yet"):
+                    return _Stop(_timed_out(console, label, deadline, last))
+                return None
+            console.problem(
+                f"backup-monitor jobs wait: {label}: not found: {describe_arm_error(exc)}"
+            )
+            return _Stop(EXIT_NOT_FOUND)
+        except TRANSIENT_ARM_ERRORS as exc:
+            self.failures += 1
+            if not await _retry_later(exc, self.failures, label, deadline, console):
+                return _Stop(_timed_out(console, label, deadline, last))
+            return None
+        except ArmError as exc:
+            console.problem(f"backup-monitor jobs wait: {label}: {describe_arm_error(exc)}")
+            return _Stop(EXIT_API_ERROR)
+        self.failures = 0
+        return answer
 
 
 async def _retry_later(
