@@ -1,7 +1,7 @@
-"""`backup-monitor`: the top-level parser, the exit codes and `main`; the commands are in
-`monitor.commands`, one module each.
+"""`main`, the top-level parser and the exit codes of `backup-monitor`.
 
-The exit codes are defined in `monitor.commands.exits` (the commands return them, and a module
+The commands are in `monitor.commands`, one module each, and each adds its own sub-parser. The
+exit codes are defined in `monitor.commands.exits` (the commands return them, and a module
 of `monitor.commands` may not import this one) and re-exported here, the one place that lists
 them all.
 """
