@@ -71,8 +71,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from monitor.arm import ArmClient, open_session  # noqa: E402
-from monitor.cli import number_arg  # noqa: E402
 from monitor.clock import SystemClock  # noqa: E402
+from monitor.commands.common import number_arg  # noqa: E402
 from monitor.config import AzureSettings, BudgetSettings  # noqa: E402
 from monitor.core.budget import BudgetSettings as CoreBudgetSettings  # noqa: E402
 from monitor.core.budget import RateBudget  # noqa: E402

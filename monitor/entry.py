@@ -6,10 +6,10 @@ azure-identity, structlog, …) takes a few hundred milliseconds; with the defau
 SIGTERM in that time killed the process (exit 143) and a SIGINT printed a traceback. Here, for
 the commands that run until signalled (`run`, `emulator`, `demo`), either signal makes the
 process exit 0 at once until the command's own signal handling takes over (the daemon's anyio
-signal receiver, see `monitor.cli.stop_on_signals`): nothing has been emitted yet, so there is
-nothing to finish, flush or checkpoint, and a lock held by then is dropped by the kernel. The
-one-shot commands (`check-config`, `jobs …`) keep the default handlers: stopped early they have
-not succeeded, and `jobs wait` exiting 0 would say the job completed.
+signal receiver, see `monitor.commands.run.stop_on_signals`): nothing has been emitted yet, so
+there is nothing to finish, flush or checkpoint, and a lock held by then is dropped by the
+kernel. The one-shot commands (`check-config`, `jobs …`) keep the default handlers: stopped early
+they have not succeeded, and `jobs wait` exiting 0 would say the job completed.
 
 Rule: only the standard library (signal, sys, os) is imported at module level; the CLI is
 imported inside `main`, after the handlers are in place.

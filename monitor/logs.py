@@ -14,7 +14,8 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from monitor.config import LogFormat, LogLevel
 
-# Rule: only cli.py calls configure_logging. Diagnostics never go to stdout: stdout carries events.
+# Rule: only the commands (monitor/commands/) call configure_logging. Diagnostics never go to
+# stdout: stdout carries events.
 
 REDACTED = "***"
 

@@ -7,7 +7,7 @@ import random
 import ssl
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,17 +19,10 @@ import jsonschema
 import orjson
 import pytest
 
-from monitor.cli import build_parser, open_arm
+from monitor.arm import OperationReply
+from monitor.cli import build_parser
 from monitor.clock import SystemClock
-from monitor.config import load_settings
-from monitor.core.diff import JobStateChanged
-from monitor.core.jobs import JobStatus, parse_job_details, parse_vault_id
-from monitor.emulator import Emulator, EmulatorSettings, WorldSettings, running_emulator
-from monitor.emulator.wire import job_json
-from monitor.emulator.world import COMPLETED, FAILED, Job, Vault, World
-from monitor.events import event_schema, render_event, render_job
-from monitor.jobs_command import (
-    DEFAULT_LIST_TIMEOUT_S,
+from monitor.commands.exits import (
     EXIT_API_ERROR,
     EXIT_CANCELLED,
     EXIT_COMPLETED_WITH_WARNINGS,
@@ -38,13 +31,21 @@ from monitor.jobs_command import (
     EXIT_OK,
     EXIT_TIMED_OUT,
     EXIT_USAGE,
-    ListRequest,
-    ShowRequest,
-    UsageError,
-    parse_jobs_request,
-    run_jobs_command,
 )
+from monitor.commands.jobs import open_arm, parse_jobs_request, run_jobs_command
+from monitor.commands.jobs_common import UsageError
+from monitor.commands.jobs_list import DEFAULT_LIST_TIMEOUT_S, ListRequest
+from monitor.commands.jobs_show import ShowRequest
+from monitor.config import load_settings
+from monitor.core.diff import JobStateChanged
+from monitor.core.jobs import JobDetails, JobStatus, VaultRef, parse_job_details, parse_vault_id
+from monitor.emulator import Emulator, EmulatorSettings, WorldSettings, running_emulator
+from monitor.emulator.wire import job_json
+from monitor.emulator.world import COMPLETED, FAILED, Job, Vault, World
+from monitor.errors import ArmError, ArmForbidden, ArmNotFound, ArmServerError, ArmThrottled
+from monitor.events import event_schema, render_event, render_job
 from tests import hostile_arm
+from tests.fakes import FakeClock
 
 SETTINGS = EmulatorSettings(
     world=WorldSettings(seed=21, subscriptions=2, vaults_per_subscription=3)
@@ -635,6 +636,160 @@ class TestWait:
         record_property("wait_measurement", measured)
         assert reads < bar, measured
         assert 0 <= late_s <= 5, measured
+
+
+OPERATION_ID = "0000000f-0000-4000-8000-000000000001"
+JOB_NAME = "0000000c-0000-4000-8000-000000000001"
+ARM_URL = "https://management.azure.com"
+
+
+def arm_error(kind: type[ArmError], status: int, **extra: Any) -> ArmError:
+    """An error as `ArmClient` raises it for `status` (its message names the URL it read)."""
+    url = f"{ARM_URL}/read"
+    text = f"ARM answered {status} Code{status} to GET {url}: message (request id r{status})"
+    if kind is ArmThrottled:
+        return ArmThrottled(text, url=url, code=f"Code{status}", **extra)
+    return kind(text, url=url, status=status, code=f"Code{status}", **extra)
+
+
+class ScriptedReader:
+    """A `JobReader` whose reads answer in turn from a script (the last answer repeats); an
+    exception in the script is raised."""
+
+    def __init__(self, *, operations: Sequence[object] = (), jobs: Sequence[object] = ()) -> None:
+        self.scripts = {"operation": list(operations), "job": list(jobs)}
+        self.reads = {"operation": 0, "job": 0}
+
+    def _answer(self, read: str) -> Any:
+        script = self.scripts[read]
+        answer = script[min(self.reads[read], len(script) - 1)]
+        self.reads[read] += 1
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    async def list_vaults(self, subscription_id: str) -> list[VaultRef]:
+        raise AssertionError("jobs wait lists no vaults")
+
+    async def list_jobs(self, vault: VaultRef, start_at: datetime, end_at: datetime) -> list[Any]:
+        raise AssertionError("jobs wait lists no jobs")
+
+    async def get_job(self, vault: VaultRef, job_name: str) -> JobDetails:
+        assert (vault.name, job_name) == ("v1", JOB_NAME)
+        answer: JobDetails = self._answer("job")
+        return answer
+
+    async def get_operation(self, url: str) -> OperationReply:
+        answer: OperationReply = self._answer("operation")
+        return answer
+
+
+def completed_job() -> JobDetails:
+    vault = parse_vault_id(hostile_arm.vault_id("v1"))
+    return parse_job_details(hostile_arm.job_item("v1", JOB_NAME), vault)
+
+
+def operation_succeeded() -> OperationReply:
+    payload = {"status": "Succeeded", "properties": {"jobId": JOB_NAME}}
+    return OperationReply(
+        status=200, payload=payload, retry_after_s=None, location=None, request_id="r200"
+    )
+
+
+async def wait_with(reader: ScriptedReader, clock: FakeClock, *argv: str) -> Run:
+    """`jobs wait ARGV…` on `reader` in virtual time; stderr is not a terminal."""
+    out, err = io.StringIO(), io.StringIO()
+    request = parse_jobs_request(build_parser().parse_args(["jobs", "wait", *argv]))
+
+    async def nothing() -> list[VaultRef]:
+        return []
+
+    code = await run_jobs_command(
+        request, reader=reader, discover=nothing, clock=clock, out=out, err=err
+    )
+    return Run(code, out.getvalue(), err.getvalue())
+
+
+class TestWaitReads:
+    """Both reads of `jobs wait`, the operation's and the job's, meet ARM's errors alike."""
+
+    OPERATION = f"{ARM_URL}{hostile_arm.vault_id('v1')}/backupOperations/{OPERATION_ID}?{API}"
+
+    async def test_transient_errors_of_either_read_are_retried_with_backoff(self) -> None:
+        """429 waits its Retry-After, 5xx doubles from 2 s per read, and the wait goes on."""
+        reader = ScriptedReader(
+            operations=[
+                arm_error(ArmThrottled, 429, retry_after_s=7.0),
+                arm_error(ArmServerError, 503),
+                operation_succeeded(),
+            ],
+            jobs=[arm_error(ArmServerError, 500), completed_job()],
+        )
+        clock = FakeClock()
+        run = await wait_with(reader, clock, "--operation-url", self.OPERATION, "--timeout", "1h")
+        assert run.code == EXIT_OK, run.err
+        assert run.out.startswith(f"Completed: job {JOB_NAME} ")
+        assert clock.sleeps == [7.0, 4.0, 2.0]
+        assert [line.rsplit("; ", 1)[1] for line in run.err_lines] == [
+            "retrying in 7 s",
+            "retrying in 4 s",
+            "retrying in 2 s",
+        ]
+        assert run.err_lines[0].startswith(f"backup-monitor jobs wait: operation {OPERATION_ID} ")
+        assert run.err_lines[2].startswith(f"backup-monitor jobs wait: job {JOB_NAME} ")
+
+    async def test_transient_errors_until_the_deadline_time_out(self) -> None:
+        """5xx answers until --timeout passes exit 13 after one last read at the deadline."""
+        reader = ScriptedReader(operations=[arm_error(ArmServerError, 503)])
+        clock = FakeClock()
+        run = await wait_with(reader, clock, "--operation-url", self.OPERATION, "--timeout", "10s")
+        assert run.code == EXIT_TIMED_OUT
+        assert clock.sleeps == [2.0, 4.0, 4.0]
+        assert reader.reads["operation"] == 4
+        assert run.err_lines[-1].endswith(": timed out after 10s")
+
+    @pytest.mark.parametrize(
+        ("error", "code"),
+        [
+            (arm_error(ArmNotFound, 404), EXIT_NOT_FOUND),
+            (arm_error(ArmForbidden, 403), EXIT_API_ERROR),
+        ],
+    )
+    @pytest.mark.parametrize("read", ["operation", "job"])
+    async def test_a_lasting_error_ends_the_wait_at_once(
+        self, read: str, error: ArmError, code: int
+    ) -> None:
+        """A 404 or a 403 of either read is one stderr line and its exit code, with no retry."""
+        if read == "operation":
+            reader = ScriptedReader(operations=[error])
+            argv = ["--operation-url", self.OPERATION]
+        else:
+            reader = ScriptedReader(jobs=[error])
+            argv = [hostile_arm.vault_id("v1"), JOB_NAME]
+        clock = FakeClock()
+        run = await wait_with(reader, clock, *argv)
+        assert run.code == code
+        assert reader.reads[read] == 1
+        assert clock.sleeps == []
+        (line,) = run.err_lines
+        assert line.endswith(
+            f"ARM answered {error.status} Code{error.status}: message (request id r{error.status})"
+        )
+        assert (": not found: " in line) == (code == EXIT_NOT_FOUND)
+
+    async def test_the_job_an_operation_names_may_be_missing_for_30_s(self) -> None:
+        """A 404 for the operation's job is read again every 3 s for 30 s, then exits 14."""
+        reader = ScriptedReader(
+            operations=[operation_succeeded()], jobs=[arm_error(ArmNotFound, 404)]
+        )
+        clock = FakeClock()
+        run = await wait_with(reader, clock, "--operation-url", self.OPERATION)
+        assert run.code == EXIT_NOT_FOUND
+        assert clock.sleeps == [3.0] * 10
+        assert reader.reads["job"] == 11
+        (line,) = run.err_lines
+        assert f"job {JOB_NAME} in vault v1 " in line
+        assert ": not found: " in line
 
 
 async def fresh_long_vm_job(emu: Emulator, *, min_s: float, max_s: float) -> Job:

@@ -35,11 +35,21 @@ RANKS = {
     "monitor.logs": 3,
     "monitor.scheduler": 4,
     "monitor.ops": 5,
-    "monitor.jobs_command": 5,
-    "monitor.demo": 6,
-    "monitor.cli": 6,
-    "monitor.entry": 7,  # installs signal handlers, then imports monitor.cli
-    "monitor.__main__": 8,
+    "monitor.commands.exits": 5,
+    "monitor.commands.console": 5,
+    "monitor.commands.jobs_common": 5,
+    "monitor.commands.common": 5,
+    "monitor.commands.jobs_list": 6,
+    "monitor.commands.jobs_show": 6,
+    "monitor.commands.jobs_wait": 6,
+    "monitor.commands.run": 6,
+    "monitor.commands.emulator": 6,
+    "monitor.commands.jobs": 7,
+    "monitor.commands.demo": 7,
+    "monitor.commands": 5,  # the package itself; its modules are ranked above
+    "monitor.cli": 8,
+    "monitor.entry": 9,  # installs signal handlers, then imports monitor.cli
+    "monitor.__main__": 10,
 }
 CORE_FORBIDDEN = {"anyio", "aiohttp", "structlog", "sqlite3", "asyncio", "time", "os"}
 

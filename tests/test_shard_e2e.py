@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from monitor.cli import resolve_shard
+from monitor.commands.common import resolve_shard
 from monitor.config import parse_settings
 from monitor.core.shard import owner
 from monitor.emulator import EmulatorSettings, WorldSettings, running_emulator

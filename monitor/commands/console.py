@@ -1,0 +1,135 @@
+"""The terminal of the one-shot commands: results on stdout, one line per problem on stderr."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import TextIO
+
+import orjson
+
+from monitor.core.jobs import BackupJob, JobDetails, VaultRef
+from monitor.core.json_depth import limit_depth
+from monitor.errors import ArmError
+from monitor.events import format_event_time, render_job, render_vault
+
+
+class Console:
+    """stdout for results; stderr for diagnostics and, on a terminal, one live progress line."""
+
+    def __init__(self, out: TextIO, err: TextIO, *, progress: bool) -> None:
+        self.out, self.err, self.progress = out, err, progress
+        self._drawn = False
+        self._out_closed = False
+
+    def result(self, text: str) -> None:
+        """Write `text` (newline added) to stdout; once the reader went away, drop it.
+
+        A closed pipe (`… | head`) is not an error of the command: the exit code still says how
+        the command went.
+        """
+        if self._out_closed:
+            return
+        try:
+            self.out.write(text + "\n")
+            self.out.flush()
+        except BrokenPipeError:
+            self._out_closed = True
+            # Point the descriptor at /dev/null so that the interpreter's final flush is quiet.
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self.out.fileno())
+                os.close(devnull)
+
+    def problem(self, text: str) -> None:
+        """Write one diagnostic line to stderr (whitespace runs collapsed), above the progress."""
+        self.clear()
+        self.err.write(" ".join(text.split()) + "\n")
+        self.err.flush()
+
+    def status(self, text: str) -> None:
+        """Redraw the progress line (terminal only)."""
+        if not self.progress:
+            return
+        self.err.write("\r\x1b[K" + text)
+        self.err.flush()
+        self._drawn = True
+
+    def clear(self) -> None:
+        """Erase the progress line, if one is drawn."""
+        if self._drawn:
+            self.err.write("\r\x1b[K")
+            self.err.flush()
+            self._drawn = False
+
+
+def describe_arm_error(exc: ArmError) -> str:
+    """ARM's status, error code, message and request id in one line, without the URL when the
+    caller names the resource already."""
+    return " ".join(str(exc).replace(f" to GET {exc.url}", "").split())
+
+
+def vault_label(vault: VaultRef) -> str:
+    """How a line names a vault: its name and resource id."""
+    return f"vault {vault.name} ({vault.id})"
+
+
+def human_s(seconds: float | None) -> str:
+    """A duration as `42s`, `3m05s`, `2h10m` or `3d04h`; None as `-`."""
+    if seconds is None:
+        return "-"
+    total = round(seconds)
+    if total < 60:
+        return f"{total}s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def time_text(moment: datetime | None) -> str:
+    """A moment as the events write it (UTC, ISO 8601); None as `-`."""
+    return "-" if moment is None else format_event_time(moment)
+
+
+def to_json(value: object, option: int = 0) -> str:
+    """`value` as JSON text; nesting deeper than orjson writes is cut."""
+    try:
+        return orjson.dumps(value, option=option).decode()
+    except TypeError:  # nested deeper than orjson writes (254): cut like a too-deep answer
+        return orjson.dumps(limit_depth(value), option=option).decode()
+
+
+def to_pretty_json(value: object) -> str:
+    """`to_json`, indented by two spaces."""
+    return to_json(value, orjson.OPT_INDENT_2)
+
+
+def stream_is_terminal(stream: TextIO) -> bool:
+    """Whether `stream` is a terminal (False for anything without a usable `isatty`)."""
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def columns(rows: Iterable[Sequence[str]]) -> list[str]:
+    """`rows` as lines of left-aligned columns two spaces apart."""
+    materialised = [list(r) for r in rows]
+    widths = [max(len(r[i]) for r in materialised) for i in range(len(materialised[0]))]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in materialised
+    ]
+
+
+def job_record(
+    job: BackupJob, vault: VaultRef, details: JobDetails | None = None
+) -> dict[str, object]:
+    """The event schema's `job` and `vault` objects of one job (a json/jsonl record)."""
+    return {"job": render_job(job, details=details), "vault": render_vault(vault)}

@@ -1,0 +1,163 @@
+"""`backup-monitor emulator`: serve a simulated ARM + Recovery Services estate until signalled."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import ssl
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio
+import orjson
+
+from monitor.commands.common import add_world_options, number_arg, positive_float, positive_int
+from monitor.commands.exits import EXIT_OK, EXIT_STARTUP, EXIT_USAGE
+from monitor.emulator import PROFILES, EmulatorSettings, FaultSettings, WorldSettings
+from monitor.emulator.runner import serve_until_signalled
+from monitor.emulator.throttle import ThrottleSettings
+
+_port = number_arg(int, "a port number", lambda v: 0 <= v <= 65535, "between 0 and 65535")
+_probability = number_arg(float, "a number", lambda v: 0 <= v <= 1, "between 0 and 1")
+
+
+def _fault_arg(text: str) -> tuple[str, float]:
+    """`KIND=RATE` for --fault; the kind and range are checked against `FaultSettings`."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"must look like KIND=RATE, got {text!r}")
+    try:
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{name.strip()}: must be a number, got {value!r}"
+        ) from None
+
+
+def add_emulator_parser(commands: Any) -> None:
+    """The `emulator` command."""
+    emulator = commands.add_parser(
+        "emulator",
+        help="serve a simulated ARM + Recovery Services estate",
+        description=(
+            "Serve a seeded, simulated Azure Resource Manager + Recovery Services estate. "
+            'Prints one JSON line first ({"url", "token", "tenant_id", ...}), then serves until '
+            "SIGTERM or SIGINT."
+        ),
+    )
+    emulator.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)"
+    )
+    emulator.add_argument("--port", type=_port, default=8443, help="port; 0 picks a free one")
+    add_world_options(emulator, subscriptions=2, vaults=5)
+    emulator.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="demo",
+        help="demo: jobs of seconds to a minute; estate: daily schedules (default: demo)",
+    )
+    emulator.add_argument(
+        "--time-scale",
+        type=positive_float,
+        default=1.0,
+        help="divide every schedule and duration by this (60 runs a day in 24 minutes)",
+    )
+    emulator.add_argument("--page-size", type=positive_int, default=20, help="jobs per page")
+    emulator.add_argument(
+        "--throttle-model",
+        choices=("bucket", "hourly"),
+        default="bucket",
+        help="ARM's token bucket (public cloud) or hourly counters (sovereign clouds)",
+    )
+    emulator.add_argument(
+        "--reads-per-s",
+        type=positive_float,
+        default=25.0,
+        help="refill rate of each (subscription, principal) read bucket (default: 25)",
+    )
+    emulator.add_argument(
+        "--faults",
+        type=_probability,
+        default=0.0,
+        metavar="RATE",
+        help="total probability that an ARM request fails, spread over every fault kind but "
+        "foreign nextLinks (0.05: 5 %%; default: 0)",
+    )
+    emulator.add_argument(
+        "--fault",
+        type=_fault_arg,
+        action="append",
+        default=[],
+        metavar="KIND=RATE",
+        help="the probability of one fault kind, applied after --faults; repeatable. Kinds: "
+        + ", ".join(f.name for f in dataclasses.fields(FaultSettings) if f.name != "latency_s")
+        + "; latency_s=SECONDS sets the injected latency",
+    )
+    emulator.add_argument("--tls-cert", type=Path, help="PEM certificate chain; serve HTTPS")
+    emulator.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
+
+
+def _server_ssl(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ValueError("--tls-cert and --tls-key go together")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"--tls-cert/--tls-key: cannot load {cert} and {key}: {exc}") from exc
+    return context
+
+
+def _emulator_faults(total: float, kinds: list[tuple[str, float]]) -> FaultSettings:
+    """--faults spread over every kind, then each --fault KIND=RATE.
+
+    Raises:
+        ValueError: an unknown kind or a rate out of range, naming --fault.
+    """
+    faults = FaultSettings.mixed(total) if total else FaultSettings()
+    try:
+        return faults.updated(dict(kinds))
+    except ValueError as exc:
+        raise ValueError(f"--fault: {exc}") from exc
+
+
+def run_emulator(args: argparse.Namespace, out: TextIO) -> int:
+    """`backup-monitor emulator`: serve until signalled."""
+    try:
+        ssl_context = _server_ssl(args.tls_cert, args.tls_key)
+        faults = _emulator_faults(args.faults, args.fault)
+    except ValueError as exc:
+        sys.stderr.write(f"backup-monitor emulator: {exc}\n")
+        return EXIT_USAGE
+    settings = EmulatorSettings(
+        world=WorldSettings(
+            seed=args.seed,
+            subscriptions=args.subscriptions,
+            vaults_per_subscription=args.vaults_per_subscription,
+            profile=PROFILES[args.profile],
+            time_scale=args.time_scale,
+        ),
+        throttle=ThrottleSettings(model=args.throttle_model, reads_per_s=args.reads_per_s),
+        faults=faults,
+        page_size=args.page_size,
+    )
+
+    def announce(banner: dict[str, str]) -> None:
+        out.write(orjson.dumps(banner).decode() + "\n")
+        out.flush()
+
+    try:
+        anyio.run(
+            lambda: serve_until_signalled(
+                settings, host=args.host, port=args.port, ssl_context=ssl_context, announce=announce
+            )
+        )
+    except OSError as exc:
+        sys.stderr.write(
+            f"backup-monitor emulator: cannot listen on {args.host}:{args.port}: {exc}\n"
+        )
+        return EXIT_STARTUP
+    return EXIT_OK

@@ -1,0 +1,208 @@
+"""`backup-monitor run` and `check-config`: the daemon, and its start-up without the polling."""
+
+from __future__ import annotations
+
+import argparse
+import random
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, TextIO
+
+import anyio
+import structlog
+from prometheus_client import CollectorRegistry
+
+from monitor.arm import ArmClient, make_ssl_context, open_session
+from monitor.clock import Clock, SystemClock
+from monitor.commands.common import (
+    DiscardSink,
+    add_config_option,
+    load_with_warnings,
+    report_failure,
+    run_guarded,
+    warn_unknown_variables,
+)
+from monitor.commands.exits import EXIT_USAGE
+from monitor.config import Settings
+from monitor.credentials import TokenCache, build_credential
+from monitor.errors import ConfigError
+from monitor.logs import configure_logging
+from monitor.metrics import Metrics
+from monitor.ops import serve_ops
+from monitor.pacing import BudgetBook
+from monitor.scheduler import PollScheduler
+from monitor.sinks import Sink, build_sink
+from monitor.store import CheckpointStore, build_checkpoint_store
+
+log = structlog.get_logger(__name__)
+
+
+def add_run_parsers(commands: Any) -> None:
+    """The `run` and `check-config` commands."""
+    run = commands.add_parser(
+        "run",
+        help="watch every configured vault and emit one JSON event per job state change",
+        description=(
+            "Run the daemon: discover vaults, poll their jobs within the ARM read budget, write "
+            "one JSON event per job state change to the configured sink, checkpoint, repeat. "
+            "Stops cleanly on SIGTERM or SIGINT. Exit codes: 0 stopped, 2 bad configuration, "
+            "3 startup failure (no credential, ARM unreachable, the state file unusable or in use "
+            "by another process)."
+        ),
+    )
+    add_config_option(run)
+    check = commands.add_parser(
+        "check-config",
+        help="validate the configuration, authenticate, discover, and print what would be watched",
+        description=(
+            "Validate the configuration, obtain a token, discover vaults and print them, without "
+            "polling. The state file is checked but not locked, so this runs beside the daemon. "
+            "Exit codes: 0 fine, 2 bad configuration, 3 cannot authenticate or reach ARM."
+        ),
+    )
+    add_config_option(check)
+
+
+@asynccontextmanager
+async def open_monitor(
+    settings: Settings,
+    *,
+    clock: Clock,
+    rng: random.Random,
+    sink: Sink | None = None,
+    metrics: Metrics | None = None,
+    lock_state: bool = True,
+) -> AsyncIterator[PollScheduler]:
+    """Build every long-lived object of the daemon, authenticated; closes them on exit.
+
+    With `metrics`, the ARM client reports each request to it (as its observer) and the
+    scheduler reports to it. With `lock_state` (the daemon) the state file is locked for as
+    long as this is open; without it (`check-config`) it is opened beside its owner.
+
+    Raises:
+        StartupError: no token could be obtained, the store or sink cannot be opened, or
+            another process holds the state file's lock.
+    """
+    async with AsyncExitStack() as stack:
+        credential = build_credential(settings.azure)
+        stack.push_async_callback(credential.close)
+        ssl_context = make_ssl_context(settings.azure.ca_bundle)
+        session = await stack.enter_async_context(open_session(settings.azure, ssl_context))
+        store: CheckpointStore = await stack.enter_async_context(
+            build_checkpoint_store(settings.state, exclusive=lock_state)
+        )
+        if sink is None:
+            sink = await stack.enter_async_context(build_sink(settings.events, observer=metrics))
+        assert sink is not None
+        tokens = TokenCache(credential, settings.azure.token_scope, clock)
+        await tokens.token()
+        budgets = BudgetBook(settings.budget, clock=clock, rng=rng)
+        arm = ArmClient(
+            session=session,
+            tokens=tokens,
+            azure=settings.azure,
+            budgets=budgets,
+            clock=clock,
+            rng=rng,
+            observer=metrics,
+        )
+        yield PollScheduler(
+            source=arm,
+            store=store,
+            sink=sink,
+            clock=clock,
+            settings=settings,
+            rng=rng,
+            metrics=metrics,
+        )
+
+
+async def stop_on_signals(
+    current: Callable[[], PollScheduler | None], scope: anyio.CancelScope
+) -> None:
+    """First SIGTERM/SIGINT: stop scheduling and let polls finish; a second: stop at once.
+
+    Before the scheduler exists (authenticating, opening the store) a signal stops at once:
+    nothing has been emitted that would need a checkpoint.
+    """
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            scheduler = current()
+            if scheduler is None or scheduler.stopping:
+                log.warning(
+                    "shutdown.forced" if scheduler else "shutdown.during_startup", signal=name
+                )
+                scope.cancel()
+                return
+            log.info("shutdown.requested", signal=name)
+            scheduler.stop()
+
+
+async def serve(settings: Settings) -> None:
+    """The daemon: run until a signal stops it; the ops server runs beside it when enabled."""
+    clock, rng = SystemClock(), random.Random()
+    registry = CollectorRegistry()  # never prometheus_client.REGISTRY
+    metrics = Metrics(registry)
+    started: list[PollScheduler] = []
+    async with anyio.create_task_group() as tg:
+        # Signals are watched from the start, so a SIGTERM while authenticating exits 0 too.
+        tg.start_soon(stop_on_signals, lambda: started[0] if started else None, tg.cancel_scope)
+        async with open_monitor(settings, clock=clock, rng=rng, metrics=metrics) as scheduler:
+            started.append(scheduler)
+            async with anyio.create_task_group() as ops:
+                if settings.ops.enabled:
+                    await ops.start(serve_ops, settings.ops, registry, scheduler)
+                log.info(
+                    "shard.assigned", index=settings.shard.index or 0, count=settings.shard.count
+                )
+                await scheduler.run()
+                ops.cancel_scope.cancel()
+        tg.cancel_scope.cancel()
+
+
+async def check(settings: Settings, out: TextIO) -> None:
+    """Authenticate and discover; print what would be watched.
+
+    The state file is opened (so an unusable one fails here as it would in `run`) but not
+    locked, and the events file is not opened at all: check-config runs beside the daemon that
+    owns both, and opening an events file for appending may end a line the daemon is writing.
+    """
+    clock, rng = SystemClock(), random.Random()
+    async with open_monitor(
+        settings, clock=clock, rng=rng, sink=DiscardSink(), lock_state=False
+    ) as scheduler:
+        vaults = await scheduler.discover()
+    out.write(f"authenticated against {settings.azure.arm_endpoint}\n")
+    for vault in sorted(vaults, key=lambda v: v.key):
+        out.write(
+            f"{vault.subscription_id}  {vault.resource_group:<24} {vault.name:<28} "
+            f"{vault.location or '-'}\n"
+        )
+    out.write(f"{len(vaults)} vaults would be watched\n")
+
+
+def run_daemon(args: argparse.Namespace) -> int:
+    """`backup-monitor run`."""
+    try:
+        settings, unknown = load_with_warnings(args)
+    except ConfigError as exc:
+        report_failure("configuration error", exc)
+        return EXIT_USAGE
+    configure_logging(settings.log.level, settings.log.format)
+    warn_unknown_variables(unknown)
+    return run_guarded(serve, settings)
+
+
+def run_check(args: argparse.Namespace, out: TextIO) -> int:
+    """`backup-monitor check-config`."""
+    try:
+        settings, unknown = load_with_warnings(args)
+    except ConfigError as exc:
+        report_failure("configuration error", exc)
+        return EXIT_USAGE
+    configure_logging(settings.log.level, settings.log.format)
+    warn_unknown_variables(unknown)
+    out.write("configuration is valid\n")
+    return run_guarded(check, settings, out)
