@@ -16,7 +16,6 @@ Rules:
 
 from __future__ import annotations
 
-import fnmatch
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,9 +30,9 @@ from monitor.clock import Clock
 from monitor.config import Settings
 from monitor.core.cadence import backoff_s
 from monitor.core.diff import JobSnapshot, JobStateChanged, apply, diff_jobs
-from monitor.core.jobs import BackupJob, JobDetails, JobKey, VaultRef, parse_vault_id
+from monitor.core.jobs import BackupJob, JobDetails, JobKey, VaultRef
 from monitor.core.plan import Planner, PlanSettings
-from monitor.core.shard import owner
+from monitor.discovery import Discovery, VaultDiscovery, VaultSource
 from monitor.errors import (
     TRANSIENT_ARM_ERRORS,
     ArmError,
@@ -42,7 +41,6 @@ from monitor.errors import (
     ArmThrottled,
     ParseError,
     SinkError,
-    StartupError,
     StoreError,
 )
 from monitor.events import EmittedEvent, render_event
@@ -56,7 +54,6 @@ log = structlog.get_logger("monitor.scheduler")
 
 LIST_END_SLACK = timedelta(minutes=5)  # the window's end lies past now: clocks differ a little
 BACKOFF_CAP_S = 300.0
-DISCOVERY_BACKOFF_CAP_S = 60.0  # a discovery that missed something retries at least this often
 FORBIDDEN_RETRY_S = 300.0
 DETAIL_ATTEMPTS = 2  # detail reads within one poll before the change is held for the next
 DETAIL_RETRY_DELAY_S = 1.0  # between them (jittered)
@@ -71,14 +68,8 @@ polls change nothing and would each cost a SQLite transaction."""
 HEARTBEAT_S = 5.0  # the dispatch loop ticks at least this often, so /healthz can tell it lives
 
 
-class JobSource(Protocol):
-    """Where jobs come from: `ArmClient` in production, anything with these calls in tests."""
-
-    async def list_subscriptions(self) -> list[str]: ...
-
-    async def list_vaults(self, subscription_id: str) -> list[VaultRef]: ...
-
-    async def get_vault(self, vault_id: str) -> VaultRef: ...
+class JobSource(VaultSource, Protocol):
+    """Where jobs come from: `ArmClient` in production; the vault reads are `VaultSource`'s."""
 
     async def list_jobs(
         self, vault: VaultRef, start_at: datetime, end_at: datetime
@@ -114,20 +105,6 @@ class WatchedVault:
     @property
     def has_running_jobs(self) -> bool:
         return any(not s.status.is_terminal for s in self.jobs.values())
-
-
-@dataclass(frozen=True, slots=True)
-class Discovery:
-    """What one discovery found, and the ARM calls that failed along the way."""
-
-    vaults: list[VaultRef]
-    reached: bool  # some discovery call got an answer from ARM (even a 404 or 403)
-    failures: tuple[ArmError, ...] = ()
-
-    @property
-    def retry_soon(self) -> bool:
-        """A call failed in a way that may pass: worth trying again before the interval."""
-        return any(isinstance(exc, TRANSIENT_ARM_ERRORS) for exc in self.failures)
 
 
 @dataclass(slots=True)
@@ -174,6 +151,7 @@ class PollScheduler:
         if metrics is not None:
             metrics.watch(self)
         self._clock, self._settings, self._rng = clock, settings, rng
+        self._discovery = VaultDiscovery(source, settings, clock, rng)
         poll = settings.poll
         self._planner = Planner(
             PlanSettings(
@@ -207,7 +185,7 @@ class PollScheduler:
             if self._stopping:
                 startup.cancel()
             self._checkpoints = await self._recover(await self._store.load())
-            found = await self._first_discovery()
+            found = await self._discovery.first()
         self._startup = None
         if self._stopping:
             log.info("shutdown.done", polls=0, events=0)
@@ -258,17 +236,6 @@ class PollScheduler:
             )
         return recovered.checkpoints
 
-    async def discover(self) -> list[VaultRef]:
-        """Every vault the configuration selects, as a first start would find them (one try).
-
-        Raises:
-            StartupError: no discovery call reached ARM.
-        """
-        found = await self._discover(first=True)
-        if not found.reached:
-            raise _unreachable(found)
-        return found.vaults
-
     @property
     def watched(self) -> Sequence[VaultRef]:
         """The vaults being watched now."""
@@ -316,112 +283,7 @@ class PollScheduler:
             unsaved_vaults=sum(1 for w in self._watched.values() if w.unsaved or w.unsaved_removed),
         )
 
-    # ------------------------------------------------------------------------------ discovery
-
-    async def _first_discovery(self) -> Discovery:
-        """Discover until some call reaches ARM; transient failures are retried with backoff.
-
-        Raises:
-            StartupError: a failure that will not pass by itself (401, 403, a foreign origin),
-                or `discovery.startup_timeout_s` spent on transient ones.
-        """
-        limit_s = self._settings.discovery.startup_timeout_s
-        began = self._clock.monotonic()
-        attempt = 0
-        while True:
-            found = await self._discover(first=True)
-            if found.reached:
-                return found
-            attempt += 1
-            elapsed_s = self._clock.monotonic() - began
-            delay_s = self._backoff_s(attempt - 1, cap_s=DISCOVERY_BACKOFF_CAP_S)
-            if not found.retry_soon or elapsed_s + delay_s > limit_s:
-                error = _unreachable(found)
-                if found.retry_soon:
-                    error = StartupError(
-                        f"{error}; gave up after {attempt} attempts in {elapsed_s:.0f} s "
-                        f"(discovery.startup_timeout_s = {limit_s:g})"
-                    )
-                raise error
-            log.warning(
-                "discovery.retrying",
-                attempt=attempt,
-                retry_in_s=round(delay_s, 1),
-                error=str(found.failures[-1]),
-            )
-            await self._clock.sleep(delay_s)
-
-    async def _discover(self, *, first: bool) -> Discovery:
-        """Every vault the configuration asks for; subscriptions that fail keep what they had."""
-        d = self._settings.discovery
-        found: dict[str, VaultRef] = {}
-        failures: list[ArmError] = []
-        vault_ids = [v for v in d.vaults if self._owns(parse_vault_id(v).subscription_id)]
-        # A shard that owns none of the listed vaults or subscriptions has nothing to reach.
-        reached = not vault_ids and not [s for s in d.subscriptions if s == "*" or self._owns(s)]
-        for vault_id in vault_ids:
-            try:
-                vault = await self._source.get_vault(vault_id)
-                reached = True
-            except ArmNotFound:
-                log.warning("discovery.vault_not_found", vault_id=vault_id)
-                reached = True
-                continue
-            except ArmForbidden:
-                reached = True
-                vault = parse_vault_id(vault_id)  # polls will report the 403 per vault
-            except ArmError as exc:
-                failures.append(exc)
-                log.warning("discovery.vault_failed", vault_id=vault_id, error=str(exc))
-                known = self._watched.get(vault_id.lower())
-                vault = known.vault if known else parse_vault_id(vault_id)
-            found[vault.key] = vault
-        subscriptions: Iterable[str] = d.subscriptions
-        if tuple(d.subscriptions) == ("*",):
-            try:
-                subscriptions = await self._source.list_subscriptions()
-                reached = True
-            except ArmError as exc:
-                failures.append(exc)
-                if first and not d.vaults:
-                    return Discovery(vaults=[], reached=False, failures=tuple(failures))
-                log.warning("discovery.subscriptions_failed", error=str(exc))
-                subscriptions = sorted({w.vault.subscription_id for w in self._watched.values()})
-        subscriptions = [s for s in subscriptions if self._owns(s)]
-        for sub in subscriptions:
-            try:
-                vaults = await self._source.list_vaults(sub)
-                reached = True
-            except ArmError as exc:
-                failures.append(exc)
-                log.warning("discovery.subscription_failed", subscription=sub, error=str(exc))
-                vaults = [
-                    w.vault for w in self._watched.values() if _same(w.vault.subscription_id, sub)
-                ]
-            for vault in vaults:
-                found.setdefault(vault.key, vault)
-        return Discovery(
-            vaults=[v for v in found.values() if self._included(v)],
-            reached=reached,
-            failures=tuple(failures),
-        )
-
-    def _owns(self, subscription_id: str) -> bool:
-        """Whether this shard owns the subscription (DESIGN §11: rendezvous hashing)."""
-        shard = self._settings.shard
-        return shard.count == 1 or owner(subscription_id, shard.count) == (shard.index or 0)
-
-    def _included(self, vault: VaultRef) -> bool:
-        d = self._settings.discovery
-
-        def hit(patterns: Iterable[str]) -> bool:
-            return any(
-                fnmatch.fnmatch(vault.name.lower(), p.lower())
-                or fnmatch.fnmatch(vault.key, p.lower())
-                for p in patterns
-            )
-
-        return (not d.include or hit(d.include)) and not hit(d.exclude)
+    # ------------------------------------- the watched set (what to watch: monitor/discovery.py)
 
     def _add(self, vaults: Iterable[VaultRef]) -> None:
         fresh = [v for v in vaults if v.key not in self._watched]
@@ -469,11 +331,12 @@ class PollScheduler:
             misses = misses + 1 if last.retry_soon else 0
             delay_s = interval_s
             if misses:
-                delay_s = min(interval_s, self._backoff_s(misses - 1, DISCOVERY_BACKOFF_CAP_S))
+                delay_s = min(interval_s, self._discovery.backoff_s(misses - 1))
                 log.info("discovery.retry_scheduled", retry_in_s=round(delay_s, 1))
             await self._clock.sleep(delay_s)
             try:
-                last = await self._discover(first=False)
+                known = {key: w.vault for key, w in self._watched.items()}
+                last = await self._discovery.discover(known, first=False)
             except Exception:
                 log.exception("discovery.failed")
                 last = Discovery(vaults=[], reached=False)
@@ -880,18 +743,8 @@ def _refresh_due(saved_at: datetime | None, now: datetime) -> bool:
     return saved_at is None or (now - saved_at).total_seconds() >= CHECKPOINT_REFRESH_S
 
 
-def _same(a: str, b: str) -> bool:
-    return a.lower() == b.lower()
-
-
 def _running(jobs: dict[JobKey, JobSnapshot]) -> int:
     return sum(1 for s in jobs.values() if not s.status.is_terminal)
 
 
 __all__ = ["JobSource", "PollScheduler", "PollStats", "WatchedVault"]
-
-
-def _unreachable(found: Discovery) -> StartupError:
-    """Why no discovery call reached ARM, naming the last failure."""
-    last = f": {found.failures[-1]}" if found.failures else ""
-    return StartupError(f"ARM unreachable: no discovery call succeeded{last}")

@@ -32,6 +32,7 @@ RANKS = {
     "monitor.store": 3,
     "monitor.recovery": 3,  # imports monitor.store (3); monitor.scheduler (4) imports it
     "monitor.sinks": 3,
+    "monitor.discovery": 3,  # its source is a Protocol, not monitor.arm; the scheduler (4) uses it
     "monitor.logs": 3,
     "monitor.scheduler": 4,
     "monitor.ops": 5,

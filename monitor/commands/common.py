@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -146,17 +146,3 @@ def run_guarded(body: Any, *args: Any, failure_code: int = EXIT_STARTUP) -> int:
         report_failure("failed", group.exceptions[0])
         code = failure_code
     return code
-
-
-class DiscardSink:
-    """A `Sink` that drops everything: the daemon's discovery is reused without emitting."""
-
-    async def emit(self, events: Sequence[Mapping[str, object]]) -> None:
-        """Drop `events`."""
-
-    async def recent_events(self) -> list[dict[str, Any]]:
-        """Nothing was ever written."""
-        return []
-
-    async def aclose(self) -> None:
-        """Nothing to release."""

@@ -22,7 +22,6 @@ from typing import Any, TextIO, assert_never
 from monitor.arm import ArmClient, make_ssl_context, open_session
 from monitor.clock import Clock, SystemClock
 from monitor.commands.common import (
-    DiscardSink,
     load_with_warnings,
     report_failure,
     run_guarded,
@@ -36,11 +35,10 @@ from monitor.commands.jobs_show import ShowRequest, add_show_parser, show_comman
 from monitor.commands.jobs_wait import WaitRequest, add_wait_parser, wait_command, wait_request
 from monitor.config import Settings
 from monitor.credentials import TokenCache, build_credential
+from monitor.discovery import VaultDiscovery
 from monitor.errors import ConfigError
 from monitor.logs import configure_logging
 from monitor.pacing import BudgetBook
-from monitor.scheduler import PollScheduler
-from monitor.store import MemoryCheckpointStore
 
 JobsRequest = ListRequest | ShowRequest | WaitRequest
 
@@ -170,18 +168,11 @@ async def jobs(request: JobsRequest, settings: Settings) -> int:
     """`backup-monitor jobs …` against ARM; returns its exit code."""
     clock, rng = SystemClock(), random.Random()
     async with open_arm(settings, clock=clock, rng=rng) as arm:
-        discovery = PollScheduler(
-            source=arm,
-            store=MemoryCheckpointStore(),
-            sink=DiscardSink(),
-            clock=clock,
-            settings=settings,
-            rng=rng,
-        )
+        discovery = VaultDiscovery(arm, settings, clock, rng)
         return await run_jobs_command(
             request,
             reader=arm,
-            discover=discovery.discover,
+            discover=discovery.discover_once,
             clock=clock,
             out=sys.stdout,
             err=sys.stderr,

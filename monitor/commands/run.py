@@ -7,6 +7,7 @@ import random
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import anyio
@@ -16,7 +17,6 @@ from prometheus_client import CollectorRegistry
 from monitor.arm import ArmClient, make_ssl_context, open_session
 from monitor.clock import Clock, SystemClock
 from monitor.commands.common import (
-    DiscardSink,
     add_config_option,
     load_with_warnings,
     report_failure,
@@ -26,6 +26,7 @@ from monitor.commands.common import (
 from monitor.commands.exits import EXIT_USAGE
 from monitor.config import Settings
 from monitor.credentials import TokenCache, build_credential
+from monitor.discovery import VaultDiscovery
 from monitor.errors import ConfigError
 from monitor.logs import configure_logging
 from monitor.metrics import Metrics
@@ -64,26 +65,26 @@ def add_run_parsers(commands: Any) -> None:
     add_config_option(check)
 
 
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    """What `_open` opened: the ARM client, the checkpoint store and the sink (if asked for)."""
+
+    arm: ArmClient
+    store: CheckpointStore
+    sink: Sink | None
+
+
 @asynccontextmanager
-async def open_monitor(
+async def _open(
     settings: Settings,
     *,
     clock: Clock,
     rng: random.Random,
-    sink: Sink | None = None,
-    metrics: Metrics | None = None,
-    lock_state: bool = True,
-) -> AsyncIterator[PollScheduler]:
-    """Build every long-lived object of the daemon, authenticated; closes them on exit.
-
-    With `metrics`, the ARM client reports each request to it (as its observer) and the
-    scheduler reports to it. With `lock_state` (the daemon) the state file is locked for as
-    long as this is open; without it (`check-config`) it is opened beside its owner.
-
-    Raises:
-        StartupError: no token could be obtained, the store or sink cannot be opened, or
-            another process holds the state file's lock.
-    """
+    metrics: Metrics | None,
+    lock_state: bool,
+    with_sink: bool,
+) -> AsyncIterator[_Opened]:
+    """Credential, session, state file, sink (`with_sink`), token and ARM client, in that order."""
     async with AsyncExitStack() as stack:
         credential = build_credential(settings.azure)
         stack.push_async_callback(credential.close)
@@ -92,9 +93,9 @@ async def open_monitor(
         store: CheckpointStore = await stack.enter_async_context(
             build_checkpoint_store(settings.state, exclusive=lock_state)
         )
-        if sink is None:
+        sink: Sink | None = None
+        if with_sink:
             sink = await stack.enter_async_context(build_sink(settings.events, observer=metrics))
-        assert sink is not None
         tokens = TokenCache(credential, settings.azure.token_scope, clock)
         await tokens.token()
         budgets = BudgetBook(settings.budget, clock=clock, rng=rng)
@@ -107,9 +108,37 @@ async def open_monitor(
             rng=rng,
             observer=metrics,
         )
+        yield _Opened(arm=arm, store=store, sink=sink)
+
+
+@asynccontextmanager
+async def open_monitor(
+    settings: Settings,
+    *,
+    clock: Clock,
+    rng: random.Random,
+    sink: Sink | None = None,
+    metrics: Metrics | None = None,
+) -> AsyncIterator[PollScheduler]:
+    """Build every long-lived object of the daemon, authenticated; closes them on exit.
+
+    With `metrics`, the ARM client reports each request to it (as its observer) and the
+    scheduler reports to it. Without `sink`, the configured one is opened. The state file is
+    locked for as long as this is open.
+
+    Raises:
+        StartupError: no token could be obtained, the store or sink cannot be opened, or
+            another process holds the state file's lock.
+    """
+    async with _open(
+        settings, clock=clock, rng=rng, metrics=metrics, lock_state=True, with_sink=sink is None
+    ) as opened:
+        if sink is None:
+            sink = opened.sink
+        assert sink is not None
         yield PollScheduler(
-            source=arm,
-            store=store,
+            source=opened.arm,
+            store=opened.store,
             sink=sink,
             clock=clock,
             settings=settings,
@@ -170,10 +199,10 @@ async def check(settings: Settings, out: TextIO) -> None:
     owns both, and opening an events file for appending may end a line the daemon is writing.
     """
     clock, rng = SystemClock(), random.Random()
-    async with open_monitor(
-        settings, clock=clock, rng=rng, sink=DiscardSink(), lock_state=False
-    ) as scheduler:
-        vaults = await scheduler.discover()
+    async with _open(
+        settings, clock=clock, rng=rng, metrics=None, lock_state=False, with_sink=False
+    ) as opened:
+        vaults = await VaultDiscovery(opened.arm, settings, clock, rng).discover_once()
     out.write(f"authenticated against {settings.azure.arm_endpoint}\n")
     for vault in sorted(vaults, key=lambda v: v.key):
         out.write(

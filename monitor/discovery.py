@@ -1,0 +1,210 @@
+"""Which vaults this process watches: listing, include/exclude, shard ownership, start-up retry.
+
+Used by the scheduler (`run`), by `check-config` and by `jobs list`. It reads ARM through the
+`VaultSource` protocol below, not through `monitor.arm`, and never reaches into the scheduler:
+what a failed listing keeps is passed in as `known`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+from monitor.clock import Clock
+from monitor.config import Settings
+from monitor.core.cadence import backoff_s
+from monitor.core.jobs import VaultRef, parse_vault_id
+from monitor.core.shard import owner
+from monitor.errors import (
+    TRANSIENT_ARM_ERRORS,
+    ArmError,
+    ArmForbidden,
+    ArmNotFound,
+    StartupError,
+)
+
+log = structlog.get_logger("monitor.scheduler")
+
+DISCOVERY_BACKOFF_CAP_S = 60.0  # a discovery that missed something retries at least this often
+
+
+class VaultSource(Protocol):
+    """The ARM reads discovery makes (`monitor.arm.ArmClient` is one)."""
+
+    async def list_subscriptions(self) -> list[str]: ...
+
+    async def list_vaults(self, subscription_id: str) -> list[VaultRef]: ...
+
+    async def get_vault(self, vault_id: str) -> VaultRef: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    """What one discovery found, and the ARM calls that failed along the way."""
+
+    vaults: list[VaultRef]
+    reached: bool  # some discovery call got an answer from ARM (even a 404 or 403)
+    failures: tuple[ArmError, ...] = ()
+
+    @property
+    def retry_soon(self) -> bool:
+        """A call failed in a way that may pass: worth trying again before the interval."""
+        return any(isinstance(exc, TRANSIENT_ARM_ERRORS) for exc in self.failures)
+
+
+class VaultDiscovery:
+    """Finds every vault the configuration selects for this shard.
+
+    Args:
+        source: the ARM reads (the ARM client).
+        settings: the parsed configuration (`[discovery]` and `[shard]`).
+        clock: time and sleep, for the start-up retry.
+        rng: jitter for that retry's backoff.
+    """
+
+    def __init__(
+        self, source: VaultSource, settings: Settings, clock: Clock, rng: random.Random
+    ) -> None:
+        self._source, self._settings, self._clock, self._rng = source, settings, clock, rng
+
+    async def discover_once(self) -> list[VaultRef]:
+        """Every vault the configuration selects, as a first start would find them (one try).
+
+        Raises:
+            StartupError: no discovery call reached ARM.
+        """
+        found = await self.discover({}, first=True)
+        if not found.reached:
+            raise unreachable(found)
+        return found.vaults
+
+    async def first(self) -> Discovery:
+        """Discover until some call reaches ARM; transient failures are retried with backoff.
+
+        Raises:
+            StartupError: a failure that will not pass by itself (401, 403, a foreign origin),
+                or `discovery.startup_timeout_s` spent on transient ones.
+        """
+        limit_s = self._settings.discovery.startup_timeout_s
+        began = self._clock.monotonic()
+        attempt = 0
+        while True:
+            found = await self.discover({}, first=True)
+            if found.reached:
+                return found
+            attempt += 1
+            elapsed_s = self._clock.monotonic() - began
+            delay_s = self.backoff_s(attempt - 1)
+            if not found.retry_soon or elapsed_s + delay_s > limit_s:
+                error = unreachable(found)
+                if found.retry_soon:
+                    error = StartupError(
+                        f"{error}; gave up after {attempt} attempts in {elapsed_s:.0f} s "
+                        f"(discovery.startup_timeout_s = {limit_s:g})"
+                    )
+                raise error
+            log.warning(
+                "discovery.retrying",
+                attempt=attempt,
+                retry_in_s=round(delay_s, 1),
+                error=str(found.failures[-1]),
+            )
+            await self._clock.sleep(delay_s)
+
+    def backoff_s(self, misses: int) -> float:
+        """Seconds to wait after `misses` discoveries in a row missed something (jittered)."""
+        return backoff_s(misses, cap_s=DISCOVERY_BACKOFF_CAP_S) * self._rng.uniform(0.5, 1.0)
+
+    async def discover(self, known: Mapping[str, VaultRef], *, first: bool) -> Discovery:
+        """Every vault the configuration asks for; what fails keeps what `known` had.
+
+        Args:
+            known: the vaults watched now, by `VaultRef.key`; a vault or subscription whose
+                read fails keeps these.
+            first: the first discovery: a failed subscription listing with no explicit vaults
+                ends it unreached instead of keeping `known`.
+        """
+        d = self._settings.discovery
+        found: dict[str, VaultRef] = {}
+        failures: list[ArmError] = []
+        vault_ids = [v for v in d.vaults if self._owns(parse_vault_id(v).subscription_id)]
+        # A shard that owns none of the listed vaults or subscriptions has nothing to reach.
+        reached = not vault_ids and not [s for s in d.subscriptions if s == "*" or self._owns(s)]
+        for vault_id in vault_ids:
+            try:
+                vault = await self._source.get_vault(vault_id)
+                reached = True
+            except ArmNotFound:
+                log.warning("discovery.vault_not_found", vault_id=vault_id)
+                reached = True
+                continue
+            except ArmForbidden:
+                reached = True
+                vault = parse_vault_id(vault_id)  # polls will report the 403 per vault
+            except ArmError as exc:
+                failures.append(exc)
+                log.warning("discovery.vault_failed", vault_id=vault_id, error=str(exc))
+                vault = known.get(vault_id.lower()) or parse_vault_id(vault_id)
+            found[vault.key] = vault
+        subscriptions: Iterable[str] = d.subscriptions
+        if tuple(d.subscriptions) == ("*",):
+            try:
+                subscriptions = await self._source.list_subscriptions()
+                reached = True
+            except ArmError as exc:
+                failures.append(exc)
+                if first and not d.vaults:
+                    return Discovery(vaults=[], reached=False, failures=tuple(failures))
+                log.warning("discovery.subscriptions_failed", error=str(exc))
+                subscriptions = sorted({v.subscription_id for v in known.values()})
+        subscriptions = [s for s in subscriptions if self._owns(s)]
+        for sub in subscriptions:
+            try:
+                vaults = await self._source.list_vaults(sub)
+                reached = True
+            except ArmError as exc:
+                failures.append(exc)
+                log.warning("discovery.subscription_failed", subscription=sub, error=str(exc))
+                vaults = [v for v in known.values() if _same(v.subscription_id, sub)]
+            for vault in vaults:
+                found.setdefault(vault.key, vault)
+        return Discovery(
+            vaults=[v for v in found.values() if self._included(v)],
+            reached=reached,
+            failures=tuple(failures),
+        )
+
+    def _owns(self, subscription_id: str) -> bool:
+        """Whether this shard owns the subscription (DESIGN §11: rendezvous hashing)."""
+        shard = self._settings.shard
+        return shard.count == 1 or owner(subscription_id, shard.count) == (shard.index or 0)
+
+    def _included(self, vault: VaultRef) -> bool:
+        d = self._settings.discovery
+
+        def hit(patterns: Iterable[str]) -> bool:
+            return any(
+                fnmatch.fnmatch(vault.name.lower(), p.lower())
+                or fnmatch.fnmatch(vault.key, p.lower())
+                for p in patterns
+            )
+
+        return (not d.include or hit(d.include)) and not hit(d.exclude)
+
+
+def unreachable(found: Discovery) -> StartupError:
+    """Why no discovery call reached ARM, naming the last failure."""
+    last = f": {found.failures[-1]}" if found.failures else ""
+    return StartupError(f"ARM unreachable: no discovery call succeeded{last}")
+
+
+def _same(a: str, b: str) -> bool:
+    return a.lower() == b.lower()
+
+
+__all__ = ["DISCOVERY_BACKOFF_CAP_S", "Discovery", "VaultDiscovery", "VaultSource", "unreachable"]
