@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +16,11 @@ import structlog
 from monitor.commands.exits import EXIT_OK, EXIT_STARTUP, EXIT_USAGE
 from monitor.config import (
     Settings,
-    UnknownVariable,
     load_settings_with_warnings,
     shard_from_hostname,
 )
 from monitor.errors import ConfigError, MonitorError, StartupError
+from monitor.logs import configure_logging
 
 log = structlog.get_logger(__name__)
 
@@ -76,24 +76,27 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_with_warnings(
-    args: argparse.Namespace,
-) -> tuple[Settings, tuple[UnknownVariable, ...]]:
-    """The settings of `--config` and the environment, shard resolved, and the unknown
-    `BACKUP_MONITOR_*` variables to warn about once logging is set up.
+def settings_for(args: argparse.Namespace, *, one_shot: bool = False) -> Settings | None:
+    """The settings of `--config` and the environment, shard resolved, with logging set up and
+    one warning per `BACKUP_MONITOR_*` variable that names no setting.
 
-    Raises:
-        ConfigError: the file or a variable is unusable; the message names the key.
+    A configuration error is reported (one line on stderr) and gives None: exit with
+    EXIT_USAGE. `one_shot` commands keep stderr for their own lines: they log info only when
+    `[log] level` asks for debug.
     """
-    loaded = load_settings_with_warnings(args.config, os.environ)
-    settings = resolve_shard(loaded.settings, os.environ.get("HOSTNAME", ""))
-    return settings, loaded.unknown_variables
-
-
-def warn_unknown_variables(unknown: Sequence[UnknownVariable]) -> None:
-    """One warning per `BACKUP_MONITOR_*` variable that names no setting (logging is set up)."""
-    for item in unknown:
+    try:
+        loaded = load_settings_with_warnings(args.config, os.environ)
+        settings = resolve_shard(loaded.settings, os.environ.get("HOSTNAME", ""))
+    except ConfigError as exc:
+        report_failure("configuration error", exc)
+        return None
+    level = settings.log.level
+    if one_shot and level not in ("debug", "error"):
+        level = "warning"
+    configure_logging(level, settings.log.format)
+    for item in loaded.unknown_variables:
         log.warning("config.unknown_variable", variable=item.variable, suggestion=item.suggestion)
+    return settings
 
 
 def resolve_shard(settings: Settings, hostname: str) -> Settings:

@@ -22,10 +22,8 @@ from typing import Any, TextIO, assert_never
 from monitor.arm import ArmClient, make_ssl_context, open_session
 from monitor.clock import Clock, SystemClock
 from monitor.commands.common import (
-    load_with_warnings,
-    report_failure,
     run_guarded,
-    warn_unknown_variables,
+    settings_for,
 )
 from monitor.commands.console import Console, stream_is_terminal
 from monitor.commands.exits import EXIT_API_ERROR, EXIT_USAGE
@@ -36,8 +34,6 @@ from monitor.commands.jobs_wait import WaitRequest, add_wait_parser, wait_comman
 from monitor.config import Settings
 from monitor.credentials import TokenCache, build_credential
 from monitor.discovery import VaultDiscovery
-from monitor.errors import ConfigError
-from monitor.logs import configure_logging
 from monitor.pacing import BudgetBook
 
 JobsRequest = ListRequest | ShowRequest | WaitRequest
@@ -187,13 +183,7 @@ def run_jobs(args: argparse.Namespace) -> int:
         command = f"jobs {args.jobs_command}" if args.jobs_command else "jobs"
         sys.stderr.write(f"backup-monitor {command}: {exc}\n")
         return EXIT_USAGE
-    try:
-        settings, unknown = load_with_warnings(args)
-    except ConfigError as exc:
-        report_failure("configuration error", exc)
+    settings = settings_for(args, one_shot=True)
+    if settings is None:
         return EXIT_USAGE
-    # One-shot commands keep stderr for their own lines: info logs only when asked for debug.
-    level = settings.log.level if settings.log.level in ("debug", "error") else "warning"
-    configure_logging(level, settings.log.format)
-    warn_unknown_variables(unknown)
     return run_guarded(jobs, request, settings, failure_code=EXIT_API_ERROR)

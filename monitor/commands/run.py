@@ -18,17 +18,13 @@ from monitor.arm import ArmClient, make_ssl_context, open_session
 from monitor.clock import Clock, SystemClock
 from monitor.commands.common import (
     add_config_option,
-    load_with_warnings,
-    report_failure,
     run_guarded,
-    warn_unknown_variables,
+    settings_for,
 )
 from monitor.commands.exits import EXIT_USAGE
 from monitor.config import Settings
 from monitor.credentials import TokenCache, build_credential
 from monitor.discovery import VaultDiscovery
-from monitor.errors import ConfigError
-from monitor.logs import configure_logging
 from monitor.metrics import Metrics
 from monitor.ops import serve_ops
 from monitor.pacing import BudgetBook
@@ -214,24 +210,16 @@ async def check(settings: Settings, out: TextIO) -> None:
 
 def run_daemon(args: argparse.Namespace) -> int:
     """`backup-monitor run`."""
-    try:
-        settings, unknown = load_with_warnings(args)
-    except ConfigError as exc:
-        report_failure("configuration error", exc)
+    settings = settings_for(args)
+    if settings is None:
         return EXIT_USAGE
-    configure_logging(settings.log.level, settings.log.format)
-    warn_unknown_variables(unknown)
     return run_guarded(serve, settings)
 
 
 def run_check(args: argparse.Namespace, out: TextIO) -> int:
     """`backup-monitor check-config`."""
-    try:
-        settings, unknown = load_with_warnings(args)
-    except ConfigError as exc:
-        report_failure("configuration error", exc)
+    settings = settings_for(args)
+    if settings is None:
         return EXIT_USAGE
-    configure_logging(settings.log.level, settings.log.format)
-    warn_unknown_variables(unknown)
     out.write("configuration is valid\n")
     return run_guarded(check, settings, out)
