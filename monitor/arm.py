@@ -551,10 +551,6 @@ class ArmClient:
             )
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def rate_per_s(self, subscription_id: str) -> float:
-        """The read rate the subscription's budget grants now (for the planner)."""
-        return self._budgets.rate_per_s(subscription_id)
-
     # ------------------------------------------------------------------ URLs
 
     @staticmethod

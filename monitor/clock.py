@@ -27,6 +27,11 @@ class Clock(Protocol):
         """Suspend the caller for `seconds` (≤ 0: just yield); cancellable."""
         ...
 
+    def deadline_after(self, seconds: float) -> float:
+        """The deadline of a cancel scope that ends `seconds` from now (on the event loop's
+        clock, which `anyio.CancelScope(deadline=...)` reads)."""
+        ...
+
 
 class SystemClock:
     """The real clock: `time.monotonic`, `datetime.now(UTC)` and `anyio.sleep`."""
@@ -44,3 +49,7 @@ class SystemClock:
     async def sleep(self, seconds: float) -> None:
         """`anyio.sleep(max(seconds, 0))`."""
         await anyio.sleep(max(seconds, 0.0))
+
+    def deadline_after(self, seconds: float) -> float:
+        """`anyio.current_time() + seconds`."""
+        return anyio.current_time() + seconds

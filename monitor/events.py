@@ -311,6 +311,11 @@ def recorded_state(event: Mapping[str, Any]) -> tuple[str, JobSnapshot] | None:
     return vault_key, JobSnapshot(key=key, status=JobStatus.of(str(status)), start_at=start_at)
 
 
+def recorded_states(events: Iterable[Mapping[str, Any]]) -> list[tuple[str, JobSnapshot]]:
+    """The `recorded_state` of each event that has one, in order (for `core.recovery`)."""
+    return [found for event in events if (found := recorded_state(event)) is not None]
+
+
 def event_id_of(event: Mapping[str, object]) -> str | None:
     """An event's `event_id`; None when it has none."""
     value = event.get("event_id")

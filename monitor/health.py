@@ -8,12 +8,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-__all__ = ["EstateHealth", "EstateView", "VaultState"]
+from monitor.core.jobs import VaultRef
+from monitor.core.tracker import VaultJobs
+
+__all__ = ["EstateHealth", "EstateView", "VaultState", "WatchedHealth"]
 
 
 class VaultState(StrEnum):
@@ -58,6 +61,74 @@ class EstateHealth:
     pending_vaults: tuple[str, ...] = ()
     store_problem: str | None = None
     unsaved_vaults: int = 0
+
+    @classmethod
+    def of(
+        cls,
+        watched: Iterable[WatchedHealth],
+        *,
+        now: float,
+        bound_s: Callable[[str], float],
+        started: bool,
+        stopping: bool,
+        ticked_at: float | None,
+        store_problem: str | None,
+    ) -> EstateHealth:
+        """The estate's health at monotonic `now`.
+
+        A vault is stale when its last successful poll in this process (or, never polled, the
+        moment it started being watched) is older than `bound_s` of its (lower-cased)
+        subscription id.
+        """
+        bounds: dict[str, float] = {}
+        states: dict[VaultState, int] = {}
+        stale: list[str] = []
+        pending: list[str] = []
+        oldest: float | None = None
+        running = unsaved = 0
+        for w in watched:
+            states[w.state] = states.get(w.state, 0) + 1
+            running += w.running_jobs
+            unsaved += w.known.has_unsaved
+            sub = w.vault.subscription_id.lower()
+            bound = bounds.get(sub)
+            if bound is None:
+                bound = bounds[sub] = bound_s(sub)
+            age = now - (w.ok_at if w.ok_at is not None else w.added_at)
+            oldest = age if oldest is None else max(oldest, age)
+            if w.ok_at is None:
+                pending.append(w.vault.name)
+            if age > bound:
+                stale.append(w.vault.name)
+        return cls(
+            started=started,
+            stopping=stopping,
+            dispatch_age_s=None if ticked_at is None else now - ticked_at,
+            vaults_by_state=states,
+            running_jobs=running,
+            oldest_poll_age_s=oldest,
+            stale_vaults=tuple(sorted(stale)),
+            pending_vaults=tuple(sorted(pending)),
+            store_problem=store_problem,
+            unsaved_vaults=unsaved,
+        )
+
+
+class WatchedHealth(Protocol):
+    """What `EstateHealth.of` reads of each watched vault (`poller.WatchedVault`)."""
+
+    @property
+    def vault(self) -> VaultRef: ...
+    @property
+    def known(self) -> VaultJobs: ...
+    @property
+    def state(self) -> VaultState: ...
+    @property
+    def running_jobs(self) -> int: ...
+    @property
+    def ok_at(self) -> float | None: ...
+    @property
+    def added_at(self) -> float: ...
 
 
 class EstateView(Protocol):

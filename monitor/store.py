@@ -15,8 +15,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -28,6 +27,7 @@ import anyio.to_thread
 from monitor.config import StateSettings
 from monitor.core.diff import JobSnapshot
 from monitor.core.jobs import JobKey, JobStatus
+from monitor.core.tracker import VaultCheckpoint
 from monitor.errors import StartupError, StoreError
 
 __all__ = [
@@ -36,7 +36,6 @@ __all__ = [
     "MemoryCheckpointStore",
     "SqliteCheckpointStore",
     "StateFileLock",
-    "VaultCheckpoint",
     "build_checkpoint_store",
 ]
 
@@ -44,21 +43,6 @@ SCHEMA_VERSION: Final = 1
 """The `PRAGMA user_version` this code writes and understands."""
 
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class VaultCheckpoint:
-    """Everything remembered about one vault.
-
-    Attributes:
-        vault_key: the vault's lower-cased resource id (`VaultRef.key`).
-        jobs: the last known snapshot of every tracked job, by key.
-        polled_at: the observed time of the last successful poll; None if never recorded.
-    """
-
-    vault_key: str
-    jobs: Mapping[JobKey, JobSnapshot]
-    polled_at: datetime | None
 
 
 class CheckpointStore(Protocol):

@@ -51,6 +51,10 @@ class FakeClock:
         self.advance(max(seconds, 0.0))
         await anyio.lowlevel.checkpoint()
 
+    def deadline_after(self, seconds: float) -> float:
+        """A deadline on the event loop's own clock: this clock's time does not drive it."""
+        return anyio.current_time() + seconds
+
 
 class CountingCredential:
     """Returns the next of `tokens` on each call (the last one forever), counting the calls."""

@@ -17,7 +17,8 @@ import anyio
 
 from monitor.core.diff import JobSnapshot
 from monitor.core.jobs import JobKey, JobStatus
-from monitor.store import SqliteCheckpointStore, VaultCheckpoint
+from monitor.core.tracker import VaultCheckpoint
+from monitor.store import SqliteCheckpointStore
 
 VAULTS = [
     f"/subscriptions/s1/resourcegroups/rg/providers/microsoft.recoveryservices/vaults/v{i}"

@@ -125,17 +125,19 @@ class TestPageCap:
             async with open_session(
                 settings.azure, make_ssl_context(settings.azure.ca_bundle)
             ) as session:
+                budgets = BudgetBook(settings.budget, clock=clock, rng=random.Random(1))
                 source = ArmClient(
                     session=session,
                     tokens=TokenCache(StaticTokenCredential(TOKEN), SCOPE, clock),
                     azure=settings.azure,
-                    budgets=BudgetBook(settings.budget, clock=clock, rng=random.Random(1)),
+                    budgets=budgets,
                     clock=clock,
                     rng=random.Random(2),
                 )
                 sink = ListSink()
                 scheduler = PollScheduler(
                     source=source,
+                    rates=budgets,
                     store=MemoryCheckpointStore(),
                     sink=sink,
                     clock=clock,

@@ -30,10 +30,10 @@ RANKS = {
     "monitor.credentials": 3,
     "monitor.pacing": 3,
     "monitor.store": 3,
-    "monitor.recovery": 3,  # imports monitor.store (3); monitor.scheduler (4) imports it
     "monitor.sinks": 3,
     "monitor.discovery": 3,  # its source is a Protocol, not monitor.arm; the scheduler (4) uses it
     "monitor.logs": 3,
+    "monitor.poller": 4,  # one poll of one vault; monitor.scheduler drives it
     "monitor.scheduler": 4,
     "monitor.ops": 5,
     "monitor.commands.exits": 5,

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from monitor.core.diff import JobSnapshot
 from monitor.core.jobs import JobKey, JobStatus
-from monitor.events import read_recent_events, to_cloudevent
-from monitor.recovery import roll_forward
-from monitor.store import VaultCheckpoint
+from monitor.core.recovery import Recovered, roll_forward
+from monitor.core.tracker import VaultCheckpoint
+from monitor.events import read_recent_events, recorded_states, to_cloudevent
 
 VAULT = (
     "/Subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg/providers/"
@@ -37,6 +37,11 @@ def event(job: str, status: str, *, vault: str = VAULT) -> dict[str, Any]:
     }
 
 
+def roll(stored: dict[str, VaultCheckpoint], events: list[Any]) -> Recovered:
+    """Roll forward to events as the scheduler does: read back, then applied."""
+    return roll_forward(stored, recorded_states(events))
+
+
 def snap(job: str, status: str) -> JobSnapshot:
     return JobSnapshot(
         key=JobKey(vault_key=KEY, job_name=job.lower()), status=JobStatus.of(status), start_at=START
@@ -46,7 +51,7 @@ def snap(job: str, status: str) -> JobSnapshot:
 def test_events_the_checkpoint_lacks_are_rolled_forward() -> None:
     """A job emitted after the last checkpoint takes the emitted status; its start comes along."""
     stored = {KEY: VaultCheckpoint(vault_key=KEY, jobs={}, polled_at=START)}
-    recovered = roll_forward(stored, [event("J1", "InProgress"), event("J1", "Completed")])
+    recovered = roll(stored, [event("J1", "InProgress"), event("J1", "Completed")])
     assert recovered.checkpoints[KEY].jobs == {snap("j1", "Completed").key: snap("j1", "Completed")}
     assert recovered.checkpoints[KEY].polled_at == START
     assert recovered.unsaved == {KEY: [snap("j1", "Completed")]}
@@ -55,7 +60,7 @@ def test_events_the_checkpoint_lacks_are_rolled_forward() -> None:
 
 def test_a_vault_only_the_events_know_gets_a_checkpoint_without_a_poll_time() -> None:
     """Killed before a vault's first checkpoint: its jobs are known, its first poll still first."""
-    recovered = roll_forward({}, [event("J1", "Failed")])
+    recovered = roll({}, [event("J1", "Failed")])
     assert recovered.checkpoints[KEY].polled_at is None
     assert list(recovered.checkpoints[KEY].jobs.values()) == [snap("j1", "Failed")]
 
@@ -69,7 +74,7 @@ def test_a_terminal_status_is_never_rolled_back() -> None:
             polled_at=START,
         )
     }
-    recovered = roll_forward(stored, [event("J1", "InProgress")])
+    recovered = roll(stored, [event("J1", "InProgress")])
     assert recovered.checkpoints == stored
     assert recovered.unsaved == {}
 
@@ -85,7 +90,7 @@ def test_what_is_not_a_readable_event_is_ignored() -> None:
             "job": {"id": "J2", "status": "Completed", "start_time": "soon"},
         },
     ]
-    recovered = roll_forward({}, junk)
+    recovered = roll({}, junk)
     assert list(recovered.unsaved) == [KEY]
     assert [s.start_at for s in recovered.unsaved[KEY]] == [None]
 
@@ -111,7 +116,7 @@ def test_each_job_ends_in_its_last_emitted_state(steps: list[tuple[str, int]], s
     for job, status in emitted[:saved]:
         stored_jobs[snap(job, status).key] = snap(job, status)
     stored = {KEY: VaultCheckpoint(vault_key=KEY, jobs=stored_jobs, polled_at=START)}
-    recovered = roll_forward(stored, [event(job, status) for job, status in emitted])
+    recovered = roll(stored, [event(job, status) for job, status in emitted])
     last = dict(emitted)
     jobs = recovered.checkpoints[KEY].jobs
     assert {k.job_name: s.status.value for k, s in jobs.items()} == last

@@ -12,7 +12,6 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
-import monitor.scheduler as scheduler_module
 from monitor.clock import Clock, SystemClock
 from monitor.config import parse_settings
 from monitor.core.cadence import BACKOFF_BASE_S
@@ -28,6 +27,7 @@ from monitor.errors import (
     StartupError,
     StoreError,
 )
+from monitor.poller import CHECKPOINT_REFRESH_S
 from monitor.scheduler import PollScheduler
 from monitor.store import MemoryCheckpointStore
 from tests.fakes import FakeClock
@@ -182,15 +182,18 @@ def make(
     *,
     clock: Clock | None = None,
     discovery: Mapping[str, object] | None = None,
+    checkpoint_refresh_s: float = CHECKPOINT_REFRESH_S,
     **poll: object,
 ) -> PollScheduler:
     return PollScheduler(
         source=source,
+        rates=source,
         store=store,
         sink=sink,
         clock=clock or SystemClock(),
         settings=settings(discovery=discovery, **poll),
         rng=random.Random(1),
+        checkpoint_refresh_s=checkpoint_refresh_s,
     )
 
 
@@ -415,17 +418,14 @@ async def test_a_subscription_missed_by_discovery_is_retried_before_the_interval
     assert any(row["event"] == "discovery.retry_scheduled" for row in logs)
 
 
-async def test_unchanged_polls_refresh_the_checkpoint_only_when_due(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_unchanged_polls_refresh_the_checkpoint_only_when_due() -> None:
     """A poll that changes nothing skips the checkpoint until the stored poll time is
-    CHECKPOINT_REFRESH_S old; a change is checkpointed by the poll that sees it."""
-    monkeypatch.setattr(scheduler_module, "CHECKPOINT_REFRESH_S", 3600.0)
+    `checkpoint_refresh_s` old; a change is checkpointed by the poll that sees it."""
     vault = vault_ref(SUB_A, "v1")
     source = ScriptedSource([vault])
     source.listed[vault.key] = [job(vault, "J1", "Completed", start=NOW - timedelta(minutes=5))]
     sink, store = ListSink(), MemoryCheckpointStore()
-    scheduler = make(source, store, sink)
+    scheduler = make(source, store, sink, checkpoint_refresh_s=3600.0)
     async with anyio.create_task_group() as tg:
         tg.start_soon(scheduler.run)
         with anyio.fail_after(5):
@@ -444,14 +444,14 @@ async def test_unchanged_polls_refresh_the_checkpoint_only_when_due(
             assert saved.polled_at is not None
             assert saved.polled_at > first
             assert {k.job_name for k in saved.jobs} == {"j1", "j2"}
-            monkeypatch.setattr(scheduler_module, "CHECKPOINT_REFRESH_S", 0.0)
-            polls = scheduler.stats.polls
-            while scheduler.stats.polls < polls + 2:  # noqa: ASYNC110
-                await anyio.sleep(0.01)
-            refreshed = (await store.load())[vault.key].polled_at
-            assert refreshed is not None
-            assert refreshed > saved.polled_at
         scheduler.stop()
+    assert saved.polled_at is not None
+    # The same vault where every stored poll time is due: each poll refreshes it.
+    refreshing = make(source, store, sink, checkpoint_refresh_s=0.0)
+    await run_until(refreshing, lambda: refreshing.stats.polls >= 2)
+    refreshed = (await store.load())[vault.key].polled_at
+    assert refreshed is not None
+    assert refreshed > saved.polled_at
 
 
 async def test_restart_after_unrecorded_polls_emits_what_changed_meanwhile_once() -> None:

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from monitor.config import StateSettings
 from monitor.core.diff import JobSnapshot
 from monitor.core.jobs import JobKey, JobStatus
+from monitor.core.tracker import VaultCheckpoint
 from monitor.errors import StartupError, StoreError
 from monitor.store import (
     SCHEMA_VERSION,
@@ -30,7 +31,6 @@ from monitor.store import (
     MemoryCheckpointStore,
     SqliteCheckpointStore,
     StateFileLock,
-    VaultCheckpoint,
     build_checkpoint_store,
 )
 from tests import store_crash_child as child

@@ -66,6 +66,7 @@ class _Opened:
     """What `_open` opened: the ARM client, the checkpoint store and the sink (if asked for)."""
 
     arm: ArmClient
+    budgets: BudgetBook
     store: CheckpointStore
     sink: Sink | None
 
@@ -104,7 +105,7 @@ async def _open(
             rng=rng,
             observer=metrics,
         )
-        yield _Opened(arm=arm, store=store, sink=sink)
+        yield _Opened(arm=arm, budgets=budgets, store=store, sink=sink)
 
 
 @asynccontextmanager
@@ -134,6 +135,7 @@ async def open_monitor(
         assert sink is not None
         yield PollScheduler(
             source=opened.arm,
+            rates=opened.budgets,
             store=opened.store,
             sink=sink,
             clock=clock,

@@ -39,6 +39,7 @@ async def test_job_finishing_after_it_left_the_window_is_emitted_once() -> None:
     sink = ListSink()
     scheduler = PollScheduler(
         source=source,
+        rates=source,
         store=MemoryCheckpointStore(),
         sink=sink,
         clock=SystemClock(),
@@ -84,6 +85,7 @@ async def test_job_listed_from_the_second_before_the_window_is_emitted_once() ->
     sink = ListSink()
     scheduler = PollScheduler(
         source=source,
+        rates=source,
         store=MemoryCheckpointStore(),
         sink=sink,
         clock=SystemClock(),

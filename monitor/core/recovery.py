@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from monitor.core.diff import JobSnapshot
 from monitor.core.jobs import JobKey
-from monitor.events import recorded_state
-from monitor.store import VaultCheckpoint
+from monitor.core.tracker import VaultCheckpoint
+
+# Rule: pure. The events are read back and decoded by `monitor.events` (`recorded_state`).
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,22 +40,19 @@ class Recovered:
 
 
 def roll_forward(
-    checkpoints: Mapping[str, VaultCheckpoint], events: Iterable[Mapping[str, Any]]
+    checkpoints: Mapping[str, VaultCheckpoint], recorded: Iterable[tuple[str, JobSnapshot]]
 ) -> Recovered:
-    """Apply the last emitted state of every job in `events` (oldest first) to `checkpoints`.
+    """Apply the last emitted state of every job in `recorded` (vault key and job snapshot of
+    each event read back, oldest first) to `checkpoints`.
 
     Events are emitted before their checkpoint is written, so a job's last emitted status is at
     least as recent as its checkpointed one; the one exception (a terminal status checkpointed
     silently, an older running status emitted) is kept as checkpointed: a terminal status is never
-    rolled back. Events that are not schema v1 job events, or lack a vault id, job id or status,
-    are ignored (the events module reads them: `monitor.events.recorded_state`).
+    rolled back.
     """
     latest: dict[str, dict[JobKey, JobSnapshot]] = {}
-    for event in events:
-        found = recorded_state(event)
-        if found is not None:
-            vault_key, snap = found
-            latest.setdefault(vault_key, {})[snap.key] = snap
+    for vault_key, snap in recorded:
+        latest.setdefault(vault_key, {})[snap.key] = snap
     result = dict(checkpoints)
     unsaved: dict[str, list[JobSnapshot]] = {}
     for vault_key, snaps in latest.items():

@@ -1,0 +1,361 @@
+"""The pure poll step: given what is known of a vault and what one poll saw, what to emit and keep.
+
+One poll of a vault is fetch → absorb → emit → save. This module decides everything in it that
+needs no I/O: the listing window, which tracked jobs to read directly, the changes, which of them
+need their details, which to hold back while details cannot be read, which jobs to forget, and
+what the checkpoint must still store. The scheduler's shell (`monitor/poller.py`) only fetches,
+emits and saves, in the order a `PollStep` asks.
+
+Invariants (property-tested in tests/core/test_tracker.py):
+- a status is emitted once per job: what was emitted is applied to `VaultJobs.jobs` at once, and a
+  finished job is forgotten only when no later window can list it again;
+- no terminal transition inside the lookback is lost: a tracked running job keeps the window open
+  (or is read directly once it left the list), and a change is applied only once it is emitted.
+"""
+
+# Rule: nothing here awaits, sleeps or reads the clock; `now` (wall) and `mono` (monotonic)
+# are arguments.
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Literal
+
+from monitor.core.diff import JobSnapshot, JobStateChanged, apply, diff_jobs
+from monitor.core.jobs import BackupJob, JobDetails, JobKey
+
+__all__ = [
+    "LIST_END_SLACK",
+    "Hold",
+    "Outcome",
+    "PollStep",
+    "TrackRules",
+    "VaultCheckpoint",
+    "VaultJobs",
+]
+
+LIST_END_SLACK = timedelta(minutes=5)  # the window's end lies past now: clocks differ a little
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrackRules:
+    """The `[poll]` settings the poll step follows (built by the shell from `PollSettings`).
+
+    Attributes:
+        lookback_s: how far back a first window reaches; also the forget floor.
+        overlap_s: subtracted from a later window's start.
+        backfill: whether a vault's first poll emits what it finds (else records it silently).
+        detail_on_terminal: whether terminal changes get their details read.
+        backfill_details: which finished jobs a first poll reads details of.
+        detail_retry_s: how long a change is held back while its details cannot be read.
+        refresh_s: how old a stored poll time may grow before an unchanged poll saves anyway.
+    """
+
+    lookback_s: float
+    overlap_s: float
+    backfill: bool = True
+    detail_on_terminal: bool = True
+    backfill_details: Literal["all", "not_succeeded", "none"] = "not_succeeded"
+    detail_retry_s: float = 60.0
+    refresh_s: float = 300.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VaultCheckpoint:
+    """Everything remembered about one vault across restarts.
+
+    Attributes:
+        vault_key: the vault's lower-cased resource id (`VaultRef.key`).
+        jobs: the last known snapshot of every tracked job, by key.
+        polled_at: the observed time of the last successful poll; None if never recorded.
+    """
+
+    vault_key: str
+    jobs: Mapping[JobKey, JobSnapshot]
+    polled_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A terminal change held back while its details cannot be read."""
+
+    since: float  # monotonic time of the first failed detail read
+    job: BackupJob  # as last seen: its start keeps the window open; a vanished one is emitted
+
+
+@dataclass(slots=True, eq=False)
+class VaultJobs:
+    """What is known of one vault's jobs between polls, and what the store does not hold yet."""
+
+    jobs: dict[JobKey, JobSnapshot] = field(default_factory=dict)
+    polled_at: datetime | None = None  # observed time of the last successful poll
+    saved_at: datetime | None = None  # the poll time the checkpoint store holds
+    # What `jobs` holds and the store does not yet: rolled forward at start, or a failed save's.
+    unsaved: dict[JobKey, JobSnapshot] = field(default_factory=dict)
+    unsaved_removed: set[JobKey] = field(default_factory=set)
+    held: dict[JobKey, Held] = field(default_factory=dict)
+
+    @classmethod
+    def restored(
+        cls, checkpoint: VaultCheckpoint, unsaved: Iterable[JobSnapshot] = ()
+    ) -> VaultJobs:
+        """The state a checkpoint (rolled forward: `unsaved` are the snapshots it added) holds."""
+        return cls(
+            jobs=dict(checkpoint.jobs),
+            polled_at=checkpoint.polled_at,
+            saved_at=checkpoint.polled_at,
+            unsaved={s.key: s for s in unsaved},
+        )
+
+    @property
+    def running(self) -> int:
+        """Tracked jobs not in a terminal state."""
+        return sum(1 for s in self.jobs.values() if not s.status.is_terminal)
+
+    @property
+    def has_unsaved(self) -> bool:
+        """Whether the store lacks some of what `jobs` holds."""
+        return bool(self.unsaved or self.unsaved_removed)
+
+    def save_due(self, now: datetime, rules: TrackRules) -> bool:
+        """Whether the poll observed at `now` must checkpoint: something unsaved, or the stored
+        poll time is missing or `refresh_s` old (it starts the first window after a restart;
+        an older one only widens it, so most unchanged polls skip a SQLite transaction)."""
+        if self.has_unsaved or self.saved_at is None:
+            return True
+        return (now - self.saved_at).total_seconds() >= rules.refresh_s
+
+    def saved(self, polled_at: datetime) -> None:
+        """The store took everything unsaved, with this poll time."""
+        self.saved_at = polled_at
+        self.unsaved, self.unsaved_removed = {}, set()
+
+    def moved_on(self, outcome: Outcome) -> None:
+        """A poll's events are out: its state becomes what is known, and what to save."""
+        self.jobs, self.polled_at = outcome.jobs, outcome.observed_at
+        # A job can change and leave the window in one poll (it ended after its start fell
+        # behind the window): checkpoint only its removal, or the store refuses the save.
+        for change in outcome.applied:
+            snap = JobSnapshot.of(change.job)
+            if snap.key in outcome.jobs:
+                self.unsaved[snap.key] = snap
+                self.unsaved_removed.discard(snap.key)
+        for key in outcome.removed:
+            self.unsaved.pop(key, None)
+            self.unsaved_removed.add(key)
+
+
+def lookback_floor(now: datetime, rules: TrackRules) -> datetime:
+    """The earliest job start any window reaches, in whole seconds as the $filter sends."""
+    return (now - timedelta(seconds=rules.lookback_s)).replace(microsecond=0)
+
+
+class Hold(Enum):
+    """What `PollStep.hold` decided for a change whose details could not be read."""
+
+    FIRST = "first"  # held back for the next poll, for the first time
+    AGAIN = "again"  # still held back
+    GAVE_UP = "gave_up"  # emitted without details
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one poll decided, ready to emit and then to apply with `VaultJobs.moved_on`.
+
+    Attributes:
+        observed_at: the poll's observed time.
+        emit: the changes to emit with their details (None: without), in listing order.
+        applied: every change the new state includes (emitted, or recorded silently).
+        jobs: the vault's jobs after the poll.
+        removed: keys dropped from what is known (forgotten or vanished).
+    """
+
+    observed_at: datetime
+    emit: tuple[tuple[JobStateChanged, JobDetails | None], ...]
+    applied: tuple[JobStateChanged, ...]
+    jobs: dict[JobKey, JobSnapshot]
+    removed: tuple[JobKey, ...]
+
+
+class PollStep:
+    """One poll of one vault, decided step by step while the shell fetches what it asks for.
+
+    Order: `window_start`/`window_end` → `listed(jobs)` returns the jobs to read directly → for
+    each, `read`, `gone`, `forget` or `failed` → `changes()` → for each change that
+    `wants_details`, `detailed` or `hold` → `finish()`. The step changes `known.held` as it
+    goes; everything else waits for `VaultJobs.moved_on(outcome)` once the events are out.
+    """
+
+    __slots__ = (
+        "_changes",
+        "_details",
+        "_held_back",
+        "_jobs",
+        "_known",
+        "_rules",
+        "_unreadable",
+        "_vanished",
+        "now",
+        "window_end",
+        "window_start",
+    )
+
+    def __init__(self, known: VaultJobs, now: datetime, rules: TrackRules) -> None:
+        self._known, self._rules, self.now = known, rules, now
+        self.window_start = _window_start(known, now, rules)
+        self.window_end = now + LIST_END_SLACK
+        self._jobs: list[BackupJob] = []
+        self._details: dict[JobKey, JobDetails | None] = {}  # None: emit without (gone)
+        self._vanished: list[JobKey] = []
+        self._unreadable: set[JobKey] = set()
+        self._held_back: set[JobKey] = set()
+        self._changes: list[JobStateChanged] | None = None
+
+    @property
+    def first_poll(self) -> bool:
+        """Whether the vault was never polled successfully before."""
+        return self._known.polled_at is None
+
+    def listed(self, jobs: Sequence[BackupJob]) -> list[JobKey]:
+        """Take the listing; returns the keys to read directly: tracked running jobs and held
+        changes that the list no longer shows."""
+        self._jobs = list(jobs)
+        known, listed = self._known, {job.key for job in jobs}
+        unseen = [
+            key
+            for key, snap in known.jobs.items()
+            if not snap.status.is_terminal and key not in listed
+        ]
+        unseen += [key for key in known.held if key not in listed and key not in known.jobs]
+        return unseen
+
+    def read(self, details: JobDetails) -> None:
+        """A direct read found the job."""
+        self._details[details.job.key] = details
+        self._jobs.append(details.job)
+
+    def gone(self, key: JobKey) -> bool:
+        """A direct read answered 404. Returns True when the job vanished unseen (it is
+        forgotten); False when its held terminal change goes out without details."""
+        held = self._known.held.get(key)
+        if held is None:
+            self._vanished.append(key)
+            return True
+        self._jobs.append(held.job)
+        self._details[key] = None
+        return False
+
+    def forget(self, key: JobKey) -> None:
+        """The job can never be read (its name is refused before sending): forget it."""
+        self._vanished.append(key)
+
+    def failed(self, key: JobKey) -> None:
+        """A direct read failed: the job stays as it was, and the next poll reads it again."""
+        self._unreadable.add(key)
+
+    def changes(self) -> list[JobStateChanged]:
+        """The changes this poll saw, in listing order (direct reads last)."""
+        if self._changes is None:
+            self._changes = [
+                c
+                for c in diff_jobs(self._known.jobs, self._jobs, self.now)
+                if c.job.key not in self._unreadable
+            ]
+        return self._changes
+
+    @property
+    def silent(self) -> bool:
+        """Whether this poll records its changes without emitting them (a first poll, without
+        backfill)."""
+        return self.first_poll and not self._rules.backfill
+
+    def wants_details(self, change: JobStateChanged) -> bool:
+        """Whether the shell should read this change's details: terminal, not read already, and
+        on a vault's first poll only as `backfill_details` says (a day of history is one read
+        per job)."""
+        rules = self._rules
+        if self.silent or change.job.key in self._details:
+            return False
+        if not (change.status.is_terminal and rules.detail_on_terminal):
+            return False
+        if not self.first_poll or rules.backfill_details == "all":
+            return True
+        return rules.backfill_details == "not_succeeded" and change.status.outcome != "succeeded"
+
+    def detailed(self, change: JobStateChanged, details: JobDetails | None) -> None:
+        """The details read for a change (None: it goes out without)."""
+        self._details[change.job.key] = details
+
+    def hold(self, change: JobStateChanged, mono: float, *, transient: bool) -> Hold:
+        """Its details could not be read: hold the change back for the next poll while the
+        failure may pass (`transient`) and `detail_retry_s` has not run out since the first."""
+        held = self._known.held.get(change.job.key)
+        since = mono if held is None else held.since
+        if (
+            self._rules.detail_retry_s > 0
+            and transient
+            and mono - since < self._rules.detail_retry_s
+        ):
+            self._known.held[change.job.key] = Held(since, change.job)
+            self._held_back.add(change.job.key)
+            return Hold.FIRST if held is None else Hold.AGAIN
+        self._details[change.job.key] = None
+        return Hold.GAVE_UP
+
+    def held_for_s(self, change: JobStateChanged, mono: float) -> float:
+        """Seconds since the first failed detail read of a change (0 if none failed before)."""
+        held = self._known.held.get(change.job.key)
+        return 0.0 if held is None else mono - held.since
+
+    def finish(self) -> Outcome:
+        """What to emit, and the state after it."""
+        known, changes = self._known, self.changes()
+        emit: list[tuple[JobStateChanged, JobDetails | None]] = []
+        if not self.silent:
+            for change in changes:
+                key = change.job.key
+                if key in self._held_back:
+                    continue
+                known.held.pop(key, None)
+                emit.append((change, self._details.get(key)))
+        applied = [c for c in changes if c.job.key not in self._held_back]
+        after = apply(known.jobs, applied)
+        for key in self._vanished:
+            after.pop(key, None)
+        # Forget a finished job only once it started before the lookback floor, which only
+        # moves forward: no later window (nor one after a restart, nor one a late-listed job
+        # widens) can list it again, so it is never re-emitted as new.
+        floor = lookback_floor(self.now, self._rules)
+        removed = [
+            key
+            for key, snap in after.items()
+            if snap.status.is_terminal and snap.start_at is not None and snap.start_at < floor
+        ]
+        for key in removed:
+            del after[key]
+        return Outcome(
+            observed_at=self.now,
+            emit=tuple(emit),
+            applied=tuple(applied),
+            jobs=after,
+            removed=(*removed, *self._vanished),
+        )
+
+
+def _window_start(known: VaultJobs, now: datetime, rules: TrackRules) -> datetime:
+    floor = lookback_floor(now, rules)
+    if known.polled_at is None:
+        return floor
+    marks = [known.polled_at]
+    marks += [
+        s.start_at
+        for s in known.jobs.values()
+        if not s.status.is_terminal and s.start_at is not None
+    ]
+    # A held change is not applied yet: the window keeps its job in view.
+    marks += [h.job.start_at for h in known.held.values() if h.job.start_at is not None]
+    start = max(floor, min(marks) - timedelta(seconds=rules.overlap_s))
+    return start.replace(microsecond=0)  # the filter sends whole seconds

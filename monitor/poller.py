@@ -1,0 +1,287 @@
+"""One poll of one vault: fetch → absorb → emit → save, around the pure step in `core/tracker.py`.
+
+Rules:
+- A vault's events are emitted before its checkpoint is written (at-least-once); emit and save
+  are shielded together, so a clean stop never emits without checkpointing.
+- What was emitted is never emitted again in this process: once a batch is out, the vault's
+  state moves on in memory, and a checkpoint that fails is retried with the next polls (the
+  changes it did not store are kept in `VaultJobs.unsaved`) until the store takes it.
+- One job's trouble is that job's: a failed direct read or detail read, or a job that cannot be
+  rendered, never fails the vault's poll. A terminal change whose details cannot be read is held
+  back (not applied, so the next poll sees it again) for up to `poll.detail_retry_s`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+import anyio
+import structlog
+
+from monitor.clock import Clock
+from monitor.config import PollSettings
+from monitor.core.diff import JobStateChanged
+from monitor.core.jobs import BackupJob, JobDetails, JobKey, VaultRef
+from monitor.core.tracker import Hold, PollStep, TrackRules, VaultJobs
+from monitor.discovery import VaultSource
+from monitor.errors import (
+    TRANSIENT_ARM_ERRORS,
+    ArmForbidden,
+    ArmNotFound,
+    ArmThrottled,
+    ParseError,
+    SinkError,
+    StoreError,
+)
+from monitor.events import EmittedEvent, render_event
+from monitor.health import VaultState
+from monitor.metrics import Metrics
+from monitor.sinks import Sink
+from monitor.store import CheckpointStore
+
+log = structlog.get_logger("monitor.scheduler")
+
+DETAIL_ATTEMPTS = 2  # detail reads within one poll before the change is held for the next
+DETAIL_RETRY_DELAY_S = 1.0  # between them (jittered)
+COMMIT_TIMEOUT_S = 30.0
+CHECKPOINT_REFRESH_S = 300.0
+"""A poll that changed nothing skips the checkpoint unless the stored poll time is this old.
+
+The stored poll time only starts the first window after a restart; one that is older widens that
+window (jobs already checkpointed are not emitted again) and never loses a change, while most
+polls change nothing and would each cost a SQLite transaction."""
+
+
+class JobSource(VaultSource, Protocol):
+    """Where jobs come from: `ArmClient` in production; the vault reads are `VaultSource`'s."""
+
+    async def list_jobs(
+        self, vault: VaultRef, start_at: datetime, end_at: datetime
+    ) -> list[BackupJob]: ...
+
+    async def get_job(self, vault: VaultRef, job_name: str) -> JobDetails: ...
+
+
+@dataclass(slots=True, eq=False)
+class WatchedVault:
+    """What the scheduler knows of one vault between polls."""
+
+    vault: VaultRef
+    known: VaultJobs = field(default_factory=VaultJobs)
+    skipped: set[JobKey] = field(default_factory=set)  # jobs whose trouble was logged once
+    failures: int = 0
+    reported: str | None = None  # the last problem logged, so a repeat is not logged again
+    state: VaultState = VaultState.PENDING
+    added_at: float = 0.0  # monotonic time it started being watched
+    ok_at: float | None = None  # monotonic start of its last successful poll in this process
+    running_jobs: int = 0  # tracked jobs not in a terminal state, after the last poll
+
+
+@dataclass(slots=True)
+class PollStats:
+    """Counts a run keeps for its summary and for tests."""
+
+    polls: int = 0
+    failed_polls: int = 0
+    events: int = 0
+    throttled: int = 0
+    vaults: int = 0
+    checkpoint_failures: int = 0
+
+
+def track_rules(poll: PollSettings, *, refresh_s: float = CHECKPOINT_REFRESH_S) -> TrackRules:
+    """The poll step's rules from `[poll]`."""
+    return TrackRules(
+        lookback_s=poll.lookback_s,
+        overlap_s=poll.overlap_s,
+        backfill=poll.backfill,
+        detail_on_terminal=poll.detail_on_terminal,
+        backfill_details=poll.backfill_details,
+        detail_retry_s=poll.detail_retry_s,
+        refresh_s=refresh_s,
+    )
+
+
+class VaultPoller:
+    """Polls one vault at a time for the scheduler: reads what the step asks, emits, saves.
+
+    Args:
+        source: the job reads.
+        store: where each vault's known jobs are checkpointed.
+        sink: where events go.
+        clock: time, sleeps and deadlines.
+        rules: the poll step's rules (`track_rules`).
+        rng: jitter of the in-poll detail retry.
+        metrics: events and checkpoint failures are counted here (None: not measured).
+        stats: the run's counts, where events and checkpoint failures are added.
+    """
+
+    def __init__(
+        self,
+        *,
+        source: JobSource,
+        store: CheckpointStore,
+        sink: Sink,
+        clock: Clock,
+        rules: TrackRules,
+        rng: random.Random,
+        metrics: Metrics | None,
+        stats: PollStats,
+    ) -> None:
+        self._source, self._store, self._sink = source, store, sink
+        self._clock, self._rules, self._rng, self._metrics = clock, rules, rng, metrics
+        self._stats = stats
+        self.store_problem: str | None = None  # the last checkpoint failure, until one succeeds
+
+    async def poll(self, watched: WatchedVault) -> int:
+        """Poll one vault; returns the reads it cost (pages are counted as one).
+
+        Raises:
+            ArmError, ParseError: the list (or a 429 on any read) failed; nothing moved.
+            SinkError: the batch could not be written, or emit and save overran their time.
+        """
+        vault, clock, known = watched.vault, self._clock, watched.known
+        step = PollStep(known, clock.utcnow(), self._rules)
+        jobs = await self._source.list_jobs(vault, step.window_start, step.window_end)
+        reads = 1
+        for key in step.listed(jobs):
+            # A tracked running job (or a held change) left the list: read it directly.
+            reads += 1
+            try:
+                found = await self._source.get_job(vault, key.job_name)
+            except ArmNotFound:
+                if step.gone(key):
+                    log.info("job.vanished", vault=vault.name, job_id=key.job_name)
+                continue
+            except ArmThrottled:
+                raise  # the whole subscription pauses; the next poll sees all of this again
+            except ParseError as exc:
+                # Its name was refused before sending (a checkpoint older than the check that
+                # now skips such names): it can never be read, so it is forgotten.
+                step.forget(key)
+                self._job_trouble(watched, key, "job.unreadable", exc)
+                continue
+            except Exception as exc:
+                step.failed(key)  # still tracked as it was: the next poll reads it again
+                self._job_trouble(watched, key, "job.read_failed", exc)
+                continue
+            step.read(found)
+        for change in step.changes():
+            if step.wants_details(change):
+                reads += await self._details(watched, step, change)
+        outcome = step.finish()
+        events: list[dict[str, object]] = []
+        for change, details in outcome.emit:
+            try:
+                events.append(
+                    render_event(change, vault=vault, details=details, emitted_at=clock.utcnow())
+                )
+            except Exception as exc:  # a job we cannot render is skipped, never the vault
+                self._job_trouble(watched, change.job.key, "job.render_failed", exc)
+        # Emit, then checkpoint; a stop request waits for both (bounded), never for one alone.
+        with anyio.CancelScope(
+            deadline=clock.deadline_after(COMMIT_TIMEOUT_S), shield=True
+        ) as commit:
+            if events:
+                await self._sink.emit(events)
+                self._stats.events += len(events)
+                if self._metrics is not None:
+                    self._metrics.events_emitted([EmittedEvent.of(e) for e in events])
+            known.moved_on(outcome)  # out: the state moves on, whatever the store does next
+            if known.save_due(outcome.observed_at, self._rules):
+                await self._checkpoint(watched, outcome.observed_at)
+        if commit.cancelled_caught:
+            raise SinkError(f"emitting and checkpointing took over {COMMIT_TIMEOUT_S:.0f}s")
+        watched.running_jobs = known.running
+        return reads
+
+    async def _checkpoint(self, watched: WatchedVault, polled_at: datetime) -> None:
+        """Store what the vault's state holds and the store does not; a failure is kept for
+        the next poll to retry (never re-emitted), counted, and shown by /readyz."""
+        known = watched.known
+        try:
+            await self._store.save(
+                watched.vault.key,
+                changed=list(known.unsaved.values()),
+                removed=list(known.unsaved_removed),
+                polled_at=polled_at,
+            )
+        except StoreError as exc:
+            self._stats.checkpoint_failures += 1
+            if self._metrics is not None:
+                self._metrics.checkpoint_failed()
+            if self.store_problem != str(exc):
+                log.warning(
+                    "checkpoint.failed",
+                    vault=watched.vault.name,
+                    error=str(exc),
+                    unsaved_jobs=len(known.unsaved) + len(known.unsaved_removed),
+                )
+            self.store_problem = str(exc)
+            return
+        known.saved(polled_at)
+        if self.store_problem is not None:
+            log.info("checkpoint.recovered", vault=watched.vault.name)
+            self.store_problem = None
+
+    async def _details(self, watched: WatchedVault, step: PollStep, change: JobStateChanged) -> int:
+        """Read the details of a job that reached a terminal state; returns the reads spent.
+
+        A failure that may pass holds the change back for the next poll (within
+        `detail_retry_s`); otherwise it goes out without details.
+        """
+        vault, job = watched.vault, change.job
+        retry_s = self._rules.detail_retry_s
+        reads = 0
+        error: Exception | None = None
+        for attempt in range(DETAIL_ATTEMPTS if retry_s > 0 else 1):
+            if attempt:
+                await self._clock.sleep(DETAIL_RETRY_DELAY_S * self._rng.uniform(0.5, 1.0))
+            reads += 1
+            try:
+                step.detailed(change, await self._source.get_job(vault, job.name))
+                return reads
+            except ArmThrottled:
+                raise  # nothing emitted yet: the next poll sees the same change again
+            except (ArmNotFound, ArmForbidden, ParseError) as exc:
+                error = exc  # gone, or refused: its details will not come back
+                break
+            except Exception as exc:  # 5xx, transport, a body that is not a job: may pass
+                error = exc
+        now = self._clock.monotonic()
+        transient = isinstance(error, TRANSIENT_ARM_ERRORS)
+        fields = {"vault": vault.name, "job_id": job.name, "status": job.status.value}
+        match step.hold(change, now, transient=transient):
+            case Hold.FIRST:
+                log.info("details.retrying", **fields, error=str(error), retry_for_s=retry_s)
+            case Hold.AGAIN:
+                pass
+            case Hold.GAVE_UP:
+                tried_for_s = round(step.held_for_s(change, now), 1)
+                log.warning("details.gave_up", **fields, error=str(error), tried_for_s=tried_for_s)
+        return reads
+
+    def _job_trouble(self, watched: WatchedVault, key: JobKey, event: str, exc: Exception) -> None:
+        """Log one job's trouble once per job (not per poll); the vault goes on."""
+        if key in watched.skipped:
+            return
+        watched.skipped.add(key)
+        log.warning(
+            event,
+            vault=watched.vault.name,
+            job_id=key.job_name,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+
+
+__all__ = [
+    "CHECKPOINT_REFRESH_S",
+    "JobSource",
+    "PollStats",
+    "VaultPoller",
+    "WatchedVault",
+    "track_rules",
+]
