@@ -13,10 +13,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from monitor.checkpoints import VaultCheckpoint
 from monitor.core.diff import JobSnapshot
 from monitor.core.jobs import JobKey
 from monitor.events import recorded_state
-from monitor.store import VaultCheckpoint
 
 
 @dataclass(frozen=True, slots=True)

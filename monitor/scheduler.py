@@ -26,6 +26,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from monitor.checkpoints import CheckpointStore, VaultCheckpoint
 from monitor.clock import Clock
 from monitor.config import Settings
 from monitor.core.cadence import backoff_s
@@ -49,7 +50,6 @@ from monitor.health import EstateHealth, VaultState
 from monitor.metrics import Metrics
 from monitor.recovery import roll_forward
 from monitor.sinks import Sink
-from monitor.store import CheckpointStore, VaultCheckpoint
 
 log = structlog.get_logger("monitor.scheduler")
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import anyio
 
+from monitor.checkpoints import VaultCheckpoint
 from monitor.core.diff import JobSnapshot
 from monitor.core.jobs import JobKey, JobStatus
-from monitor.store import SqliteCheckpointStore, VaultCheckpoint
+from monitor.store import SqliteCheckpointStore
 
 VAULTS = [
     f"/subscriptions/s1/resourcegroups/rg/providers/microsoft.recoveryservices/vaults/v{i}"

@@ -29,8 +29,10 @@ RANKS = {
     "monitor.arm": 3,
     "monitor.credentials": 3,
     "monitor.pacing": 3,
-    "monitor.store": 3,
-    "monitor.recovery": 3,  # imports monitor.store (3); monitor.scheduler (4) imports it
+    "monitor.checkpoints": 3,
+    "monitor.state_lock": 3,
+    "monitor.store": 3,  # the SQLite store: imports monitor.checkpoints and monitor.state_lock
+    "monitor.recovery": 3,  # imports monitor.checkpoints (3); monitor.scheduler (4) imports it
     "monitor.sinks": 3,
     "monitor.discovery": 3,  # its source is a Protocol, not monitor.arm; the scheduler (4) uses it
     "monitor.logs": 3,

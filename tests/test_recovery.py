@@ -10,11 +10,11 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
+from monitor.checkpoints import VaultCheckpoint
 from monitor.core.diff import JobSnapshot
 from monitor.core.jobs import JobKey, JobStatus
 from monitor.events import read_recent_events, to_cloudevent
 from monitor.recovery import roll_forward
-from monitor.store import VaultCheckpoint
 
 VAULT = (
     "/Subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg/providers/"

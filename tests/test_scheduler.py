@@ -13,6 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 
 import monitor.scheduler as scheduler_module
+from monitor.checkpoints import MemoryCheckpointStore
 from monitor.clock import Clock, SystemClock
 from monitor.config import parse_settings
 from monitor.core.cadence import BACKOFF_BASE_S
@@ -29,7 +30,6 @@ from monitor.errors import (
     StoreError,
 )
 from monitor.scheduler import PollScheduler
-from monitor.store import MemoryCheckpointStore
 from tests.fakes import FakeClock
 
 SUB_A, SUB_B = "11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222"
