@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 import monitor.scheduler as scheduler_module
 from monitor.checkpoints import MemoryCheckpointStore
 from monitor.clock import Clock, SystemClock
-from monitor.config import parse_settings
+from monitor.config_parse import parse_settings
 from monitor.core.cadence import BACKOFF_BASE_S
 from monitor.core.diff import JobSnapshot
 from monitor.core.jobs import BackupJob, JobDetails, JobKey, JobStatus, VaultRef, parse_vault_id
