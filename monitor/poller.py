@@ -21,6 +21,7 @@ from typing import Protocol
 import anyio
 import structlog
 
+from monitor.checkpoints import CheckpointStore
 from monitor.clock import Clock
 from monitor.config import PollSettings
 from monitor.core.diff import JobStateChanged
@@ -40,7 +41,6 @@ from monitor.events import EmittedEvent, render_event
 from monitor.health import VaultState
 from monitor.metrics import Metrics
 from monitor.sinks import Sink
-from monitor.store import CheckpointStore
 
 log = structlog.get_logger("monitor.scheduler")
 

@@ -18,12 +18,14 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from monitor.checkpoints import CheckpointStore
 from monitor.clock import Clock
 from monitor.config import Settings
 from monitor.core.cadence import backoff_s
 from monitor.core.diff import JobSnapshot
+from monitor.core.intervals import PlanSettings
 from monitor.core.jobs import VaultRef
-from monitor.core.plan import Planner, PlanSettings
+from monitor.core.plan import Planner
 from monitor.core.recovery import roll_forward
 from monitor.core.tracker import VaultCheckpoint, VaultJobs
 from monitor.discovery import Discovery, VaultDiscovery
@@ -40,7 +42,6 @@ from monitor.poller import (
     track_rules,
 )
 from monitor.sinks import Sink
-from monitor.store import CheckpointStore
 
 log = structlog.get_logger("monitor.scheduler")
 

@@ -1,8 +1,9 @@
-"""Checkpoints of what the monitor has seen per vault: the protocol, in-memory and SQLite stores."""
+"""The SQLite checkpoint store: one file per daemon, surviving restarts and SIGKILL; and the
+factory that picks the store `[state] path` asks for."""
 
 # Rules:
-# - A `save` is one atomic transaction: after any crash, a vault's state is either entirely the
-#   state before the call or entirely the state after it.
+# - A `save` is one SQLite transaction (`BEGIN IMMEDIATE` … `COMMIT`), so after any crash a
+#   vault's state is either entirely the state before the call or entirely the state after it.
 # - Every sqlite3 call runs in a worker thread behind one CapacityLimiter(1), so the event loop
 #   never blocks on the disk and the connection is never used by two threads at once.
 # - One process owns a state file: the daemon's store holds an exclusive flock on `<file>.lock`
@@ -12,113 +13,30 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Protocol, Self, TypeVar
+from typing import Final, Self, TypeVar
 
 import anyio
 import anyio.to_thread
 
+from monitor.checkpoints import MemoryCheckpointStore, check_save
 from monitor.config import StateSettings
 from monitor.core.diff import JobSnapshot
 from monitor.core.jobs import JobKey, JobStatus
 from monitor.core.tracker import VaultCheckpoint
 from monitor.errors import StartupError, StoreError
+from monitor.state_lock import StateFileLock
 
-__all__ = [
-    "SCHEMA_VERSION",
-    "CheckpointStore",
-    "MemoryCheckpointStore",
-    "SqliteCheckpointStore",
-    "StateFileLock",
-    "build_checkpoint_store",
-]
+__all__ = ["SCHEMA_VERSION", "SqliteCheckpointStore", "build_checkpoint_store"]
 
 SCHEMA_VERSION: Final = 1
 """The `PRAGMA user_version` this code writes and understands."""
 
 _T = TypeVar("_T")
-
-
-class CheckpointStore(Protocol):
-    """Where the scheduler keeps per-vault job state between polls and across restarts."""
-
-    async def load(self) -> dict[str, VaultCheckpoint]:
-        """Every vault's state, keyed by vault key; vaults never saved (or forgotten) are absent.
-
-        Raises:
-            StoreError: the state could not be read.
-        """
-        ...
-
-    async def save(
-        self,
-        vault_key: str,
-        *,
-        changed: Sequence[JobSnapshot],
-        removed: Sequence[JobKey],
-        polled_at: datetime,
-    ) -> None:
-        """One poll of a vault, atomically: upsert `changed`, delete `removed`, set `polled_at`.
-
-        Idempotent: saving the same arguments twice leaves the same state. A snapshot listed
-        twice in `changed` counts once, the last one winning. Removing an unknown key is a no-op.
-
-        Raises:
-            ValueError: a key belongs to another vault, a key is both changed and removed, or a
-                datetime is naive; nothing is written.
-            StoreError: the write failed; nothing is written.
-        """
-        ...
-
-    async def forget(self, vault_key: str) -> None:
-        """Drop everything remembered about a vault (it disappeared); unknown vaults are a no-op.
-
-        Raises:
-            StoreError: the write failed; nothing is changed.
-        """
-        ...
-
-
-# --------------------------------------------------------------------------------------------
-# Shared validation and encoding
-
-
-def _utc(moment: datetime, what: str) -> datetime:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"{what} must be timezone-aware, got naive {moment.isoformat()}")
-    return moment.astimezone(UTC)
-
-
-def _checked(
-    vault_key: str,
-    changed: Sequence[JobSnapshot],
-    removed: Sequence[JobKey],
-    polled_at: datetime,
-) -> tuple[dict[JobKey, JobSnapshot], set[JobKey], datetime]:
-    """Validate a save's arguments and normalise them (UTC datetimes, canonical statuses)."""
-    upserts: dict[JobKey, JobSnapshot] = {}
-    for snap in changed:
-        if snap.key.vault_key != vault_key:
-            raise ValueError(f"snapshot {snap.key} does not belong to vault {vault_key!r}")
-        upserts[snap.key] = JobSnapshot(
-            key=snap.key,
-            status=JobStatus.of(snap.status.value),
-            start_at=None if snap.start_at is None else _utc(snap.start_at, "start_at"),
-        )
-    deletes = set(removed)
-    for key in deletes:
-        if key.vault_key != vault_key:
-            raise ValueError(f"removed key {key} does not belong to vault {vault_key!r}")
-    both = deletes.intersection(upserts)
-    if both:
-        raise ValueError(f"keys both changed and removed: {sorted(k.job_name for k in both)}")
-    return upserts, deletes, _utc(polled_at, "polled_at")
 
 
 def _format_time(moment: datetime) -> str:
@@ -128,69 +46,6 @@ def _format_time(moment: datetime) -> str:
 def _parse_time(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text).astimezone(UTC)
 
-
-# --------------------------------------------------------------------------------------------
-# In memory
-
-
-class MemoryCheckpointStore:
-    """A `CheckpointStore` in a dict: for tests and `[state] path = ":memory:"`.
-
-    It has the same semantics as the SQLite store (validation, normalisation, idempotence) and
-    nothing survives the process. It needs no opening; `async with` is accepted for symmetry.
-    """
-
-    def __init__(self) -> None:
-        self._vaults: dict[str, tuple[dict[JobKey, JobSnapshot], datetime | None]] = {}
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Nothing to release; the state stays readable."""
-
-    async def load(self) -> dict[str, VaultCheckpoint]:
-        """Copies of every vault's state (mutating them does not change the store)."""
-        return {
-            key: VaultCheckpoint(vault_key=key, jobs=dict(jobs), polled_at=polled_at)
-            for key, (jobs, polled_at) in self._vaults.items()
-        }
-
-    async def save(
-        self,
-        vault_key: str,
-        *,
-        changed: Sequence[JobSnapshot],
-        removed: Sequence[JobKey],
-        polled_at: datetime,
-    ) -> None:
-        """See `CheckpointStore.save`.
-
-        Raises:
-            ValueError: as `CheckpointStore.save`; nothing is changed.
-        """
-        upserts, deletes, polled_at = _checked(vault_key, changed, removed, polled_at)
-        jobs = dict(self._vaults.get(vault_key, ({}, None))[0])
-        jobs.update(upserts)
-        for key in deletes:
-            jobs.pop(key, None)
-        self._vaults[vault_key] = (jobs, polled_at)
-
-    async def forget(self, vault_key: str) -> None:
-        """See `CheckpointStore.forget`."""
-        self._vaults.pop(vault_key, None)
-
-
-# --------------------------------------------------------------------------------------------
-# SQLite
 
 # Durability: journal_mode=WAL with synchronous=NORMAL. SQLite's documentation (pragma.html,
 # "synchronous") says WAL mode is always consistent with NORMAL, and that transactions are
@@ -235,98 +90,6 @@ _UPSERT_JOB: Final = (
     "SET status = excluded.status, start_at = excluded.start_at"
 )
 _DELETE_JOB: Final = "DELETE FROM jobs WHERE vault_key = ? AND job_name = ?"
-
-
-class StateFileLock:
-    """An exclusive `flock` on `<state file>.lock`: one process at a time owns a state file.
-
-    The kernel drops the lock when its holder ends, however it ends (SIGTERM, SIGKILL, OOM
-    kill), so it is never stale and needs no clean-up. The lock file itself stays: deleting it
-    would let a process that opened the old file and one that created a new one both hold "the"
-    lock. After locking, the holder writes its PID into the file so that the next process can
-    name it. The methods do blocking I/O: call them from a worker thread.
-    """
-
-    def __init__(self, state_path: Path) -> None:
-        self._state_path = Path(state_path)
-        self._path = self._state_path.with_name(self._state_path.name + ".lock")
-        self._fd: int | None = None
-
-    @property
-    def path(self) -> Path:
-        """The lock file, next to the state file."""
-        return self._path
-
-    @property
-    def held(self) -> bool:
-        """Whether this object holds the lock."""
-        return self._fd is not None
-
-    def acquire(self) -> None:
-        """Take the lock at once or fail; the state file's directory must exist.
-
-        Raises:
-            RuntimeError: this object already holds the lock.
-            StartupError: another process holds it (the message names the state file, the
-                holder's PID as it wrote it, and the lock file), or the lock file cannot be
-                opened, locked or written.
-        """
-        if self._fd is not None:
-            raise RuntimeError(f"{self._path} is already held by this process")
-        try:
-            fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise StartupError(
-                f"cannot open the lock file {self._path} of the state file {self._state_path}: "
-                f"{exc.strerror or exc}"
-            ) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _holder_pid(fd)
-            os.close(fd)
-            raise StartupError(
-                f"state file {self._state_path} is in use by another backup-monitor "
-                f"(pid {holder}; lock {self._path}); stop that process or give this one its "
-                "own [state] path"
-            ) from None
-        except OSError as exc:
-            os.close(fd)
-            raise StartupError(
-                f"cannot lock {self._path} for the state file {self._state_path}: "
-                f"{exc.strerror or exc}"
-            ) from exc
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        except OSError as exc:
-            os.close(fd)
-            raise StartupError(
-                f"cannot write the lock file {self._path}: {exc.strerror or exc}"
-            ) from exc
-        self._fd = fd
-
-    def release(self) -> None:
-        """Empty the lock file and drop the lock; idempotent."""
-        fd, self._fd = self._fd, None
-        if fd is None:
-            return
-        try:
-            os.ftruncate(fd, 0)  # name no PID once the holder has gone
-        except OSError:
-            pass  # the PID stays behind; the next holder overwrites it
-        finally:
-            os.close(fd)  # closing the only descriptor releases the flock
-
-
-def _holder_pid(fd: int) -> str:
-    """The PID the holder wrote into the lock file, or "unknown" in the moment between its
-    flock and its write (or its release and its exit)."""
-    try:
-        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-    except OSError:
-        return "unknown"
-    return text if text.isdigit() else "unknown"
 
 
 class SqliteCheckpointStore:
@@ -414,7 +177,7 @@ class SqliteCheckpointStore:
             RuntimeError: the store is not open.
             StoreError: the transaction failed and was rolled back.
         """
-        upserts, deletes, polled_at = _checked(vault_key, changed, removed, polled_at)
+        upserts, deletes, polled_at = check_save(vault_key, changed, removed, polled_at)
         job_rows = [
             (
                 vault_key,

@@ -19,18 +19,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.config import (
-    BOUNDS,
-    CLOUD_PRESETS,
-    SECTIONS,
-    Settings,
+from monitor.config import BOUNDS, CLOUD_PRESETS, SECTIONS, Settings, section_keys
+from monitor.config_load import (
     UnknownVariable,
     load_settings,
     load_settings_with_warnings,
-    parse_settings,
-    section_keys,
     shard_from_hostname,
 )
+from monitor.config_parse import parse_settings
 from monitor.emulator import EmulatorSettings, WorldSettings, running_emulator
 from monitor.errors import ConfigError
 from tests.daemon import Daemon, write_config
@@ -55,14 +51,18 @@ DERIVED_DEFAULTS = {
     "azure.token_scope",
     "discovery.subscriptions",  # () when discovery.vaults is given
 }
-"""The keys whose reader call in config.py passes `default=`; every other default is the field's."""
+"""The keys whose reader call in config_parse.py passes `default=`; the rest take the field's."""
 
 
 def reader_calls() -> list[tuple[str, str, ast.Call]]:
-    """Every call of a `_Reader` method that reads a key in config.py's `_parse_<section>`
-    functions: the dotted key (`section.?` when not a literal), the method and the call."""
-    tree = ast.parse((ROOT / "monitor" / "config.py").read_text(encoding="utf-8"))
-    reader = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "_Reader")
+    """Every call of a `SectionReader` method (config_reader.py) that reads a key in
+    config_parse.py's `_parse_<section>` functions: the dotted key (`section.?` when not a
+    literal), the method and the call."""
+    tree = ast.parse((ROOT / "monitor" / "config_parse.py").read_text(encoding="utf-8"))
+    reader_tree = ast.parse((ROOT / "monitor" / "config_reader.py").read_text(encoding="utf-8"))
+    reader = next(
+        n for n in reader_tree.body if isinstance(n, ast.ClassDef) and n.name == "SectionReader"
+    )
     methods = {
         n.name for n in reader.body if isinstance(n, ast.FunctionDef) and n.name[0] != "_"
     } - {"path", "error", "field_default"}
@@ -110,7 +110,7 @@ class TestDefaults:
         assert s.token_scope == preset.arm_endpoint + ".default"
 
     def test_every_default_is_written_once_on_its_field(self) -> None:
-        """No reader call in config.py passes a default, but the derived ones listed here."""
+        """No reader call in config_parse.py passes a default, but the derived ones listed here."""
         calls = reader_calls()
         assert len(calls) > 40  # the walk found the readers
         extra = {key for key, method, call in calls if len(call.args) > 1 + (method == "choice")}

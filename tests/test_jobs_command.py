@@ -36,7 +36,7 @@ from monitor.commands.jobs import open_arm, parse_jobs_request, run_jobs_command
 from monitor.commands.jobs_common import UsageError
 from monitor.commands.jobs_list import DEFAULT_LIST_TIMEOUT_S, ListRequest
 from monitor.commands.jobs_show import ShowRequest
-from monitor.config import load_settings
+from monitor.config_load import load_settings
 from monitor.core.diff import JobStateChanged
 from monitor.core.jobs import JobDetails, JobStatus, VaultRef, parse_job_details, parse_vault_id
 from monitor.emulator import Emulator, EmulatorSettings, WorldSettings, running_emulator

@@ -21,7 +21,10 @@ RANKS = {
     # test_emulator_shares_no_parsing_with_the_client names the rule itself.
     "monitor.emulator.*": 0,
     "monitor.core.*": 1,
-    "monitor.config": 2,
+    "monitor.config": 2,  # the settings dataclasses; the three below import it
+    "monitor.config_reader": 2,
+    "monitor.config_parse": 2,
+    "monitor.config_load": 2,
     "monitor.clock": 2,
     "monitor.events": 2,  # the event codec: imports config (EventFormat), core and errors
     "monitor.health": 2,
@@ -29,7 +32,9 @@ RANKS = {
     "monitor.arm": 3,
     "monitor.credentials": 3,
     "monitor.pacing": 3,
-    "monitor.store": 3,
+    "monitor.checkpoints": 3,
+    "monitor.state_lock": 3,
+    "monitor.store": 3,  # the SQLite store: imports monitor.checkpoints and monitor.state_lock
     "monitor.sinks": 3,
     "monitor.discovery": 3,  # its source is a Protocol, not monitor.arm; the scheduler (4) uses it
     "monitor.logs": 3,

@@ -12,8 +12,9 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
+from monitor.checkpoints import MemoryCheckpointStore
 from monitor.clock import Clock, SystemClock
-from monitor.config import parse_settings
+from monitor.config_parse import parse_settings
 from monitor.core.cadence import BACKOFF_BASE_S
 from monitor.core.diff import JobSnapshot
 from monitor.core.jobs import BackupJob, JobDetails, JobKey, JobStatus, VaultRef, parse_vault_id
@@ -29,7 +30,6 @@ from monitor.errors import (
 )
 from monitor.poller import CHECKPOINT_REFRESH_S
 from monitor.scheduler import PollScheduler
-from monitor.store import MemoryCheckpointStore
 from tests.fakes import FakeClock
 
 SUB_A, SUB_B = "11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222"

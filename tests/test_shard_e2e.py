@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from monitor.commands.common import resolve_shard
-from monitor.config import parse_settings
+from monitor.config_parse import parse_settings
 from monitor.core.shard import owner
 from monitor.emulator import EmulatorSettings, WorldSettings, running_emulator
 from monitor.errors import ConfigError

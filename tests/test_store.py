@@ -20,19 +20,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from monitor.checkpoints import CheckpointStore, MemoryCheckpointStore
 from monitor.config import StateSettings
 from monitor.core.diff import JobSnapshot
 from monitor.core.jobs import JobKey, JobStatus
 from monitor.core.tracker import VaultCheckpoint
 from monitor.errors import StartupError, StoreError
-from monitor.store import (
-    SCHEMA_VERSION,
-    CheckpointStore,
-    MemoryCheckpointStore,
-    SqliteCheckpointStore,
-    StateFileLock,
-    build_checkpoint_store,
-)
+from monitor.state_lock import StateFileLock
+from monitor.store import SCHEMA_VERSION, SqliteCheckpointStore, build_checkpoint_store
 from tests import store_crash_child as child
 
 REPO = Path(__file__).resolve().parent.parent
@@ -356,7 +351,7 @@ class TestSqlite:
         code = (
             "import sys\n"
             "from pathlib import Path\n"
-            "from monitor.store import StateFileLock\n"
+            "from monitor.state_lock import StateFileLock\n"
             "lock = StateFileLock(Path(sys.argv[1]))\n"
             "lock.acquire()\n"
             "print('locked', flush=True)\n"

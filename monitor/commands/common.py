@@ -14,11 +14,8 @@ import anyio
 import structlog
 
 from monitor.commands.exits import EXIT_OK, EXIT_STARTUP, EXIT_USAGE
-from monitor.config import (
-    Settings,
-    load_settings_with_warnings,
-    shard_from_hostname,
-)
+from monitor.config import Settings
+from monitor.config_load import load_settings_with_warnings, shard_from_hostname
 from monitor.errors import ConfigError, MonitorError, StartupError
 from monitor.logs import configure_logging
 

@@ -23,7 +23,7 @@ from monitor.clock import SystemClock
 from monitor.commands.common import add_world_options, positive_float, run_guarded
 from monitor.commands.exits import EXIT_OK
 from monitor.commands.run import open_monitor, stop_on_signals
-from monitor.config import parse_settings
+from monitor.config_parse import parse_settings
 from monitor.core.diff import event_id
 from monitor.core.jobs import JobStatus
 from monitor.emulator import EmulatorSettings, WorldSettings, running_emulator

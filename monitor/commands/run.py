@@ -15,6 +15,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from monitor.arm import ArmClient, make_ssl_context, open_session
+from monitor.checkpoints import CheckpointStore
 from monitor.clock import Clock, SystemClock
 from monitor.commands.common import (
     add_config_option,
@@ -30,7 +31,7 @@ from monitor.ops import serve_ops
 from monitor.pacing import BudgetBook
 from monitor.scheduler import PollScheduler
 from monitor.sinks import Sink, build_sink
-from monitor.store import CheckpointStore, build_checkpoint_store
+from monitor.store import build_checkpoint_store
 
 log = structlog.get_logger(__name__)
 

@@ -10,12 +10,8 @@
 # stretch of the intervals (say, early first polls found running jobs) never pushes back a vault
 # nobody has polled. A small top-level heap holds one entry per (subscription, class), keyed by
 # the head's due time; entries are invalidated by version numbers and skipped lazily. Every
-# decision is O(log n + log s).
-#
-# Intervals per subscription are computed from counts in O(1): at the configured intervals when
-# the subscription's rate allows; otherwise idle vaults stretch first, running vaults stretch only
-# as far as needed to leave idle vaults `min_idle_share` of the rate (no starvation), and if
-# running vaults would end up polled less often than idle ones, every vault shares one interval.
+# decision is O(log n + log s). The intervals themselves come from `plan_intervals`
+# (core/intervals.py), recomputed whenever a subscription's counts, rate or reads per poll change.
 
 from __future__ import annotations
 
@@ -26,42 +22,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
+from monitor.core.intervals import PlanSettings, SubscriptionPlan, plan_intervals
 from monitor.core.jobs import VaultRef
 
-__all__ = ["Due", "PlanSettings", "Planner", "SubscriptionPlan", "plan_intervals"]
+__all__ = ["Due", "Planner"]
 
 _IDLE: Final = 0
 _RUNNING: Final = 1
 _FRESH: Final = 2  # never polled: keyed by the due time itself (its class interval is 0)
 _CLASSES: Final = (_IDLE, _RUNNING, _FRESH)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PlanSettings:
-    """Planner parameters.
-
-    Attributes:
-        active_interval_s: poll interval of a vault with a running job (15 s).
-        idle_interval_s: poll interval of a vault without one (60 s); at least the active one.
-        reads_per_poll: initial estimate of reads one poll costs (pages, detail fetches); the
-            planner refines it per subscription from `mark_polled(reads=…)`.
-        min_idle_share: the share of a subscription's rate kept for idle vaults when running
-            vaults alone would use more, so that no vault starves (0 < share < 1).
-        default_rate_per_s: a subscription's usable reads/s until `set_rate` says otherwise.
-        reads_ewma_weight: weight of the newest observation in the reads-per-poll estimate.
-        max_in_flight_per_subscription: most vaults of one subscription handed out and not yet
-            put back; a subscription at the limit hands out nothing until one returns (None:
-            no limit). Its budget paces the reads; this keeps one subscription from taking
-            every worker while the others wait.
-    """
-
-    active_interval_s: float = 15.0
-    idle_interval_s: float = 60.0
-    reads_per_poll: float = 1.0
-    min_idle_share: float = 0.25
-    default_rate_per_s: float = 12.5
-    reads_ewma_weight: float = 0.2
-    max_in_flight_per_subscription: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,70 +40,6 @@ class Due:
     vault: VaultRef
     at: float
     running: bool
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SubscriptionPlan:
-    """The current plan of one subscription: counts, rate and the effective intervals."""
-
-    subscription_id: str
-    rate_per_s: float
-    reads_per_poll: float
-    running_vaults: int
-    idle_vaults: int
-    active_interval_s: float
-    idle_interval_s: float
-    poll_bound_s: float
-    """Every vault of the subscription is polled at most this long after its previous poll
-    (or after being added), whatever the split between running and idle vaults: the longest
-    interval the plan can reach, V·c/(share·r) or the configured idle interval, plus the time
-    to serve every vault once at the rate, V·c/r, for the queue in front of a due vault."""
-
-    @property
-    def planned_rate_per_s(self) -> float:
-        """Reads per second the plan spends when every vault is polled at its interval."""
-        return self.reads_per_poll * (
-            self.running_vaults / self.active_interval_s + self.idle_vaults / self.idle_interval_s
-        )
-
-
-def plan_intervals(
-    settings: PlanSettings, *, running: int, idle: int, rate_per_s: float, reads_per_poll: float
-) -> tuple[float, float]:
-    """Effective (active, idle) intervals for one subscription; see the module comment.
-
-    The returned intervals never spend more than `rate_per_s`, are never shorter than the
-    configured ones, and the active one never exceeds the idle one.
-
-    Raises:
-        ValueError: `rate_per_s` or `reads_per_poll` is not a positive finite number.
-    """
-    if not (rate_per_s > 0 and math.isfinite(rate_per_s)):
-        raise ValueError(f"rate_per_s must be positive, got {rate_per_s}")
-    if not (reads_per_poll > 0 and math.isfinite(reads_per_poll)):
-        raise ValueError(f"reads_per_poll must be positive, got {reads_per_poll}")
-    t_active, t_idle = settings.active_interval_s, settings.idle_interval_s
-    need_active = running * reads_per_poll / t_active
-    need_idle = idle * reads_per_poll / t_idle
-    if need_active + need_idle <= rate_per_s:
-        return t_active, t_idle
-    if idle == 0:
-        active = max(t_active, running * reads_per_poll / rate_per_s)
-        return active, max(t_idle, active)
-    if running == 0:
-        return t_active, max(t_idle, idle * reads_per_poll / rate_per_s)
-    # Idle vaults stretch first; running ones keep all they need but idle's minimum share.
-    rate_active = min(
-        need_active, rate_per_s - min(need_idle, settings.min_idle_share * rate_per_s)
-    )
-    rate_idle = rate_per_s - rate_active
-    active = max(t_active, running * reads_per_poll / rate_active)
-    idle_s = max(t_idle, idle * reads_per_poll / rate_idle)
-    if active > idle_s:
-        # Running vaults would be polled less often than idle ones: share one interval.
-        shared = (running + idle) * reads_per_poll / rate_per_s
-        return shared, shared
-    return active, idle_s
 
 
 @dataclass(slots=True, kw_only=True)

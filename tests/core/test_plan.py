@@ -1,4 +1,4 @@
-"""Tests of the poll planner in monitor.core.plan."""
+"""Tests of the poll planner, monitor.core.plan, and its interval rule, monitor.core.intervals."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.core.budget import BudgetSettings, RateBudget
+from monitor.core.intervals import PlanSettings, plan_intervals
 from monitor.core.jobs import VaultRef, parse_vault_id
-from monitor.core.plan import Planner, PlanSettings, plan_intervals
+from monitor.core.plan import Planner
 
 EPS = 1e-6
 DEFAULTS = PlanSettings()

@@ -9,10 +9,10 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
+from monitor.checkpoints import MemoryCheckpointStore
 from monitor.clock import SystemClock
 from monitor.core.jobs import BackupJob, VaultRef
 from monitor.scheduler import PollScheduler
-from monitor.store import MemoryCheckpointStore
 from tests.test_scheduler import (
     SUB_A,
     ListSink,
