@@ -192,7 +192,7 @@ class VaultPoller:
                     self._metrics.events_emitted([EmittedEvent.of(e) for e in events])
             known.moved_on(outcome)  # out: the state moves on, whatever the store does next
             if known.save_due(outcome.observed_at, self._rules):
-                await self._checkpoint(watched, outcome.observed_at)
+                await self._checkpoint(watched, known.save_point(outcome.observed_at))
         if commit.cancelled_caught:
             raise SinkError(f"emitting and checkpointing took over {COMMIT_TIMEOUT_S:.0f}s")
         watched.running_jobs = known.running

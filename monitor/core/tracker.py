@@ -128,6 +128,13 @@ class VaultJobs:
             return True
         return (now - self.saved_at).total_seconds() >= rules.refresh_s
 
+    def save_point(self, now: datetime) -> datetime:
+        """The poll time to store for a poll observed at `now`: `now`, or the start of the
+        earliest held change if older. Held changes live in memory only, and a restart's first
+        window starts from the stored time: it must still list what was held back."""
+        starts = [h.job.start_at for h in self.held.values() if h.job.start_at is not None]
+        return min([now, *starts])
+
     def saved(self, polled_at: datetime) -> None:
         """The store took everything unsaved, with this poll time."""
         self.saved_at = polled_at

@@ -1,0 +1,238 @@
+"""The pure poll step over arbitrary histories: no status twice, no terminal change lost.
+
+A model vault runs jobs (each starts, may be listed late, ends in a terminal status, may be
+deleted); polls come at arbitrary times (gaps, downtime past the lookback, small clock steps
+back), detail reads fail now and then, and the monitor restarts: cleanly, or killed between
+emitting a batch and saving it, then rolled forward from what it emitted. A small synchronous
+driver plays the shell's part in the order `monitor/poller.py` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from monitor.core.diff import JobSnapshot
+from monitor.core.jobs import BackupJob, JobDetails, JobKey, JobStatus, VaultRef, parse_vault_id
+from monitor.core.recovery import roll_forward
+from monitor.core.tracker import (
+    Hold,
+    PollStep,
+    TrackRules,
+    VaultCheckpoint,
+    VaultJobs,
+    lookback_floor,
+)
+
+VAULT: VaultRef = parse_vault_id(
+    "/subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg/providers/"
+    "Microsoft.RecoveryServices/vaults/v1"
+)
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+LOOKBACK_S, OVERLAP_S = 1800, 120
+TERMINAL = ["Completed", "Failed", "Cancelled", "CompletedWithWarnings"]
+
+
+@dataclass(frozen=True)
+class ModelJob:
+    name: str
+    start_s: int  # seconds after T0
+    late_s: int  # listed from start_s + late_s on (at most the overlap)
+    end_s: int  # terminal from here on
+    terminal: str
+    deleted_s: int | None  # gone (not listed, 404) from here on
+
+    def status_at(self, t: int) -> str:
+        return self.terminal if t >= self.end_s else "InProgress"
+
+    def visible_at(self, t: int) -> bool:
+        gone = self.deleted_s is not None and t >= self.deleted_s
+        return t >= self.start_s + self.late_s and not gone
+
+    def job(self, t: int) -> BackupJob:
+        return BackupJob(
+            key=JobKey(vault_key=VAULT.key, job_name=self.name),
+            name=self.name,
+            resource_id=f"{VAULT.id}/backupJobs/{self.name}",
+            job_type="AzureIaaSVMJob",
+            operation="Backup",
+            backup_management_type="AzureIaasVM",
+            entity="vm",
+            status=JobStatus.of(self.status_at(t)),
+            start_at=self.started_at,
+            end_at=None,
+            duration_raw=None,
+            actions=(),
+            activity_id=None,
+            properties={},
+        )
+
+    @property
+    def started_at(self) -> datetime:
+        return T0 + timedelta(seconds=self.start_s)
+
+
+def details(job: BackupJob) -> JobDetails:
+    return JobDetails(
+        job=job,
+        errors=(),
+        tasks=(),
+        property_bag={},
+        progress_percentage=None,
+        estimated_remaining_s=None,
+        dynamic_error_message=None,
+    )
+
+
+@st.composite
+def model_jobs(draw: st.DrawFn) -> list[ModelJob]:
+    jobs = []
+    for n in range(draw(st.integers(1, 8))):
+        start = draw(st.integers(0, 6000))
+        end = start + draw(st.integers(0, 4000))
+        deleted = draw(st.none() | st.integers(start + 1, end + 3000))
+        jobs.append(
+            ModelJob(
+                name=f"job-{n}",
+                start_s=start,
+                late_s=draw(st.integers(0, OVERLAP_S)),
+                end_s=end,
+                terminal=draw(st.sampled_from(TERMINAL)),
+                deleted_s=deleted,
+            )
+        )
+    return jobs
+
+
+# One action between polls: (seconds to move the clock, how the poll goes).
+ACTIONS = st.tuples(
+    st.integers(-90, 700) | st.sampled_from([LOOKBACK_S + 600, 1]),
+    st.sampled_from(["poll", "poll", "poll", "details_fail", "restart", "crash"]),
+)
+
+
+@dataclass
+class Monitor:
+    """The shell's part, synchronous: what `poller.VaultPoller.poll` does around a step."""
+
+    rules: TrackRules
+    known: VaultJobs = field(default_factory=VaultJobs)
+    stored: VaultCheckpoint = field(
+        default_factory=lambda: VaultCheckpoint(vault_key=VAULT.key, jobs={}, polled_at=None)
+    )
+    emitted: list[tuple[str, str]] = field(default_factory=list)  # (job, status)
+    starts: dict[str, datetime | None] = field(default_factory=dict)  # as the events carry them
+    mono: float = 0.0
+
+    def poll(self, world: list[ModelJob], t: int, *, details_fail: bool, save: bool) -> None:
+        now = T0 + timedelta(seconds=t)
+        step = PollStep(self.known, now, self.rules)
+        listed = [
+            j.job(t)
+            for j in world
+            if j.visible_at(t)
+            and step.window_start <= T0 + timedelta(seconds=j.start_s) <= step.window_end
+        ]
+        by_name = {j.name: j for j in world}
+        for key in step.listed(listed):
+            model = by_name[key.job_name]
+            if model.deleted_s is None or t < model.deleted_s:
+                step.read(details(model.job(t)))
+            else:
+                step.gone(key)
+        for change in step.changes():
+            if step.wants_details(change):
+                if details_fail:
+                    assert step.hold(change, self.mono, transient=True) in set(Hold)
+                else:
+                    step.detailed(change, details(change.job))
+        outcome = step.finish()
+        self.emitted += [(c.job.name, c.status.value) for c, _ in outcome.emit]
+        self.starts.update({c.job.name: c.job.start_at for c, _ in outcome.emit})
+        self.known.moved_on(outcome)
+        if save and self.known.save_due(now, self.rules):
+            jobs = dict(self.stored.jobs)
+            jobs.update(self.known.unsaved)
+            for key in self.known.unsaved_removed:
+                jobs.pop(key, None)
+            polled_at = self.known.save_point(now)
+            self.stored = VaultCheckpoint(vault_key=VAULT.key, jobs=jobs, polled_at=polled_at)
+            self.known.saved(polled_at)
+
+    def restart(self) -> None:
+        """A new process: the store, rolled forward to the events emitted (oldest first)."""
+        recorded = [
+            (
+                VAULT.key,
+                JobSnapshot(
+                    key=JobKey(vault_key=VAULT.key, job_name=name),
+                    status=JobStatus.of(status),
+                    start_at=self.starts[name],
+                ),
+            )
+            for name, status in self.emitted
+        ]
+        recovered = roll_forward({VAULT.key: self.stored}, recorded)
+        checkpoint = recovered.checkpoints[VAULT.key]
+        self.known = VaultJobs.restored(checkpoint, recovered.unsaved.get(VAULT.key, []))
+
+
+def run(world: list[ModelJob], actions: list[tuple[int, str]], rules: TrackRules) -> Monitor:
+    monitor, t = Monitor(rules=rules), 0
+    polls: list[int] = []
+    for step_s, how in actions:
+        t = max(0, t + step_s)
+        monitor.mono += max(step_s, 1)  # the monotonic clock never steps back
+        if how == "restart":
+            monitor.restart()
+        monitor.poll(world, t, details_fail=how == "details_fail", save=how != "crash")
+        polls.append(t)
+        if how == "crash":
+            monitor.restart()  # killed after emitting, before saving: rolled forward
+    # Quiet polls until every job has ended and every held change is out.
+    last = max(max(j.end_s for j in world), t) + 1
+    for t in range(max(t, 0), last + int(rules.detail_retry_s) + 2 * OVERLAP_S, 60):
+        monitor.mono += 60
+        monitor.poll(world, t, details_fail=False, save=True)
+        polls.append(t)
+    monitor.polls = polls  # type: ignore[attr-defined]
+    return monitor
+
+
+def rules(backfill: bool) -> TrackRules:
+    return TrackRules(
+        lookback_s=LOOKBACK_S, overlap_s=OVERLAP_S, backfill=backfill, detail_retry_s=300
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(model_jobs(), st.lists(ACTIONS, max_size=25), st.booleans())
+def test_no_status_is_emitted_twice(
+    world: list[ModelJob], actions: list[tuple[int, str]], backfill: bool
+) -> None:
+    monitor = run(world, actions, rules(backfill))
+    assert len(monitor.emitted) == len(set(monitor.emitted)), monitor.emitted
+
+
+@settings(max_examples=300, deadline=None)
+@given(model_jobs(), st.lists(ACTIONS, max_size=25))
+def test_no_terminal_change_inside_the_lookback_is_lost(
+    world: list[ModelJob], actions: list[tuple[int, str]]
+) -> None:
+    """A job that ended, and that two polls in a row after it could list (visible, its start
+    inside their lookback), has its terminal status emitted. (One is not enough at the edge of
+    the lookback: a change held back for its details lives in memory, and a restart just after
+    may find the job's start already behind the floor.)"""
+    monitor = run(world, actions, rules(backfill=True))
+    polls: list[int] = monitor.polls  # type: ignore[attr-defined]
+
+    def listable(job: ModelJob, t: int) -> bool:
+        floor = lookback_floor(T0 + timedelta(seconds=t), monitor.rules)
+        return t >= job.end_s and job.visible_at(t) and job.started_at >= floor
+
+    for job in world:
+        if any(listable(job, a) and listable(job, b) for a, b in zip(polls, polls[1:])):
+            assert (job.name, job.terminal) in monitor.emitted, (job, monitor.emitted)
