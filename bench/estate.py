@@ -77,7 +77,9 @@ from monitor.config import AzureSettings, BudgetSettings  # noqa: E402
 from monitor.core.budget import BudgetSettings as CoreBudgetSettings  # noqa: E402
 from monitor.core.budget import RateBudget  # noqa: E402
 from monitor.core.diff import JobSnapshot, apply, diff_jobs, event_id  # noqa: E402
-from monitor.core.jobs import JobKey, JobStatus, VaultRef, build_jobs_filter  # noqa: E402
+from monitor.core.jobs import JobKey, JobStatus  # noqa: E402
+from monitor.core.vaults import VaultRef  # noqa: E402
+from monitor.core.wire import build_jobs_filter  # noqa: E402
 from monitor.credentials import StaticTokenCredential, TokenCache  # noqa: E402
 from monitor.emulator.server import STATIC_PRINCIPAL  # noqa: E402
 from monitor.events import encode_events, render_event  # noqa: E402

@@ -40,20 +40,16 @@ from monitor import __version__
 from monitor.clock import Clock
 from monitor.config import AzureSettings, is_loopback_host
 from monitor.core.budget import parse_retry_after
-from monitor.core.jobs import (
-    BackupJob,
-    JobDetails,
+from monitor.core.ids import check_path_segment, check_subscription_id
+from monitor.core.jobs import BackupJob, JobDetails, parse_job_details, parse_jobs_page
+from monitor.core.json_depth import MAX_DEPTH, is_too_deep, loads_bounded
+from monitor.core.vaults import (
     VaultRef,
-    build_jobs_filter,
-    check_path_segment,
-    check_subscription_id,
-    parse_job_details,
-    parse_jobs_page,
     parse_subscriptions_page,
     parse_vault_id,
     parse_vaults_page,
 )
-from monitor.core.json_depth import MAX_DEPTH, is_too_deep, loads_bounded
+from monitor.core.wire import build_jobs_filter
 from monitor.credentials import TokenCache
 from monitor.errors import (
     ArmAuthError,

@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Literal, TypeVar, cast, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
-from monitor.core.jobs import parse_vault_id
+from monitor.core.vaults import parse_vault_id
 from monitor.errors import ConfigError, ParseError
 
 # Rule: nothing here reads os.environ or the clock; the environment arrives as a mapping.

@@ -30,8 +30,9 @@ from monitor.clock import Clock
 from monitor.config import Settings
 from monitor.core.cadence import backoff_s
 from monitor.core.diff import JobSnapshot, JobStateChanged, apply, diff_jobs
-from monitor.core.jobs import BackupJob, JobDetails, JobKey, VaultRef
+from monitor.core.jobs import BackupJob, JobDetails, JobKey
 from monitor.core.plan import Planner, PlanSettings
+from monitor.core.vaults import VaultRef
 from monitor.discovery import Discovery, VaultDiscovery, VaultSource
 from monitor.errors import (
     TRANSIENT_ARM_ERRORS,

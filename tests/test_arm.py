@@ -33,7 +33,8 @@ from monitor.arm import (
 )
 from monitor.clock import SystemClock
 from monitor.config import AzureSettings, BudgetSettings
-from monitor.core.jobs import VaultRef, check_path_segment, parse_vault_id
+from monitor.core.ids import check_path_segment
+from monitor.core.vaults import VaultRef, parse_vault_id
 from monitor.credentials import StaticTokenCredential, TokenCache, build_credential
 from monitor.emulator import (
     Emulator,

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from monitor.core.jobs import VaultRef
+from monitor.core.vaults import VaultRef
 
 __all__ = ["Due", "PlanSettings", "Planner", "SubscriptionPlan", "plan_intervals"]
 

@@ -10,7 +10,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from monitor.clock import SystemClock
-from monitor.core.jobs import BackupJob, VaultRef
+from monitor.core.jobs import BackupJob
+from monitor.core.vaults import VaultRef
 from monitor.scheduler import PollScheduler
 from monitor.store import MemoryCheckpointStore
 from tests.test_scheduler import (
