@@ -70,7 +70,8 @@ from yarl import URL
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from monitor.arm import ArmClient, open_session  # noqa: E402
+from monitor.arm import ArmClient  # noqa: E402
+from monitor.arm_http import open_session  # noqa: E402
 from monitor.clock import SystemClock  # noqa: E402
 from monitor.commands.common import number_arg  # noqa: E402
 from monitor.config import AzureSettings, BudgetSettings  # noqa: E402

@@ -14,7 +14,8 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
-from monitor.arm import ArmClient, make_ssl_context, open_session
+from monitor.arm import ArmClient
+from monitor.arm_http import make_ssl_context, open_session
 from monitor.clock import SystemClock
 from monitor.config import AzureSettings, BudgetSettings, parse_settings
 from monitor.core.vaults import VaultRef, parse_vault_id
