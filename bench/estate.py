@@ -70,14 +70,17 @@ from yarl import URL
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from monitor.arm import ArmClient, open_session  # noqa: E402
+from monitor.arm import ArmClient  # noqa: E402
+from monitor.arm_http import open_session  # noqa: E402
 from monitor.clock import SystemClock  # noqa: E402
 from monitor.commands.common import number_arg  # noqa: E402
 from monitor.config import AzureSettings, BudgetSettings  # noqa: E402
 from monitor.core.budget import BudgetSettings as CoreBudgetSettings  # noqa: E402
 from monitor.core.budget import RateBudget  # noqa: E402
 from monitor.core.diff import JobSnapshot, apply, diff_jobs, event_id  # noqa: E402
-from monitor.core.jobs import JobKey, JobStatus, VaultRef, build_jobs_filter  # noqa: E402
+from monitor.core.jobs import JobKey, JobStatus  # noqa: E402
+from monitor.core.vaults import VaultRef  # noqa: E402
+from monitor.core.wire import build_jobs_filter  # noqa: E402
 from monitor.credentials import StaticTokenCredential, TokenCache  # noqa: E402
 from monitor.emulator.server import STATIC_PRINCIPAL  # noqa: E402
 from monitor.events import encode_events, render_event  # noqa: E402

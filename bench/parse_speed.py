@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import orjson
 
-from monitor.core.jobs import parse_jobs_page, parse_vault_id
+from monitor.core.jobs import parse_jobs_page
+from monitor.core.vaults import parse_vault_id
 
 VAULT_ID = (
     "/Subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg"

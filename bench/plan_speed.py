@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from monitor.core.jobs import VaultRef, parse_vault_id
 from monitor.core.plan import Planner
+from monitor.core.vaults import VaultRef, parse_vault_id
 
 
 def estate(vaults: int, subscriptions: int) -> list[VaultRef]:

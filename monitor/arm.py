@@ -1,289 +1,67 @@
 """ArmClient: paced, origin-pinned, read-only calls to Azure Resource Manager over aiohttp."""
 
 # Rules:
-# - This is the only module that catches aiohttp exceptions; each one is re-raised as an
-#   ArmError subclass `from` the original.
-# - Only GET is ever sent (`_send` has no other verb): the monitor never writes to ARM.
+# - The HTTP is arm_http's (TLS, origin pinning, the one GET, the caps on each answer) and the
+#   meaning of an answer arm_answers' (JSON, the error of each status); this module decides
+#   what to read, in what order, and how often.
 # - The bearer token goes only to the configured ARM origin; every URL (ours and ARM's
 #   nextLinks) is checked before anything is sent.
-# - Every request spends one read of its scope's budget first, and every response's headers
-#   (any status) are fed back to that budget.
-# - Every request that left the process is reported once to the ArmObserver, if one is given,
-#   with the kind its caller knew (never re-derived from the URL), answered or not.
-# - A response's Retry-After is parsed once, in `_send`; the budget, the errors, the operation
-#   replies and the observer all get those seconds.
-# - Nothing ARM sends is read without a bound: each answer stops at azure.max_response_bytes
-#   (checked while reading), each list call at azure.max_list_pages pages and
-#   azure.max_list_bytes bytes; passing one raises ArmLimitExceeded naming the key.
+# - Every request spends one read of its scope's budget first; a 401 refreshes the token and
+#   is retried once; a 429 pauses the scope for every caller and is raised, never retried here.
+# - Every request is reported to the ArmObserver with the kind its caller knew (ArmCallKind).
+# - Nothing ARM sends is read without a bound: each answer stops at azure.max_response_bytes,
+#   each list call at azure.max_list_pages pages and azure.max_list_bytes bytes; passing one
+#   raises ArmLimitExceeded naming the key.
 
 from __future__ import annotations
 
 import random
-import ssl
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
-from pathlib import Path
-from typing import Final, Protocol, TypeVar
+from typing import Final
 from urllib.parse import quote
 
 import aiohttp
 import anyio
-import orjson
 import structlog
-from multidict import CIMultiDictProxy
 from yarl import URL
 
-from monitor import __version__
+from monitor.arm_answers import (
+    Reply,
+    arm_error,
+    decode_reply,
+    error_text,
+    shape_error,
+    status_error,
+)
+from monitor.arm_http import Answer, BodyCap, Sender, pin_origin
+from monitor.arm_observer import ArmCallKind, ArmObserver
+from monitor.arm_paging import P, read_pages
 from monitor.clock import Clock
-from monitor.config import AzureSettings, is_loopback_host
-from monitor.core.budget import parse_retry_after
-from monitor.core.jobs import (
-    BackupJob,
-    JobDetails,
+from monitor.config import AzureSettings
+from monitor.core.ids import check_path_segment, check_subscription_id
+from monitor.core.jobs import BackupJob, JobDetails, parse_job_details, parse_jobs_page
+from monitor.core.vaults import (
     VaultRef,
-    build_jobs_filter,
-    check_path_segment,
-    check_subscription_id,
-    parse_job_details,
-    parse_jobs_page,
     parse_subscriptions_page,
     parse_vault_id,
     parse_vaults_page,
 )
-from monitor.core.json_depth import MAX_DEPTH, is_too_deep, loads_bounded
+from monitor.core.wire import build_jobs_filter
 from monitor.credentials import TokenCache
 from monitor.errors import (
-    ArmAuthError,
-    ArmError,
-    ArmForbidden,
-    ArmLimitExceeded,
-    ArmNotFound,
-    ArmServerError,
     ArmThrottled,
-    ArmTransportError,
-    ConfigError,
-    ForeignOriginError,
     ParseError,
 )
 from monitor.pacing import BudgetBook, scope_of_path
 
-__all__ = [
-    "ArmCallKind",
-    "ArmClient",
-    "ArmObserver",
-    "OperationReply",
-    "arm_origin",
-    "make_ssl_context",
-    "open_session",
-]
+__all__ = ["ArmClient", "OperationReply"]
 
 log = structlog.get_logger(__name__)
 
-USER_AGENT: Final = f"backup-job-monitor/{__version__}"
-CONNECTION_LIMIT: Final = 100
-DNS_CACHE_TTL_S: Final = 300
-# ARM messages quoted in our errors are cut to this many characters.
-_MAX_MESSAGE: Final = 300
 # Characters left as they are in a resource-id path; everything else is percent-encoded once.
 _PATH_SAFE: Final = "/()!$&'*+,;=:@-._~"
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
-
-
-class ArmCallKind(StrEnum):
-    """What one ARM request reads, as its caller knew it (the `kind` an ArmObserver is told)."""
-
-    SUBSCRIPTIONS_LIST = "subscriptions_list"
-    """A page of `GET /subscriptions` (tenant-scoped)."""
-    VAULTS_LIST = "vaults_list"
-    """A page of a subscription's Recovery Services vaults."""
-    VAULT_GET = "vault_get"
-    """One vault."""
-    JOBS_LIST = "jobs_list"
-    """A page of a vault's backup jobs (the first or a nextLink)."""
-    JOB_GET = "job_get"
-    """One backup job with its details."""
-    OTHER = "other"
-    """Anything else (an async-operation URL)."""
-
-
-class ArmObserver(Protocol):
-    """Told of every request an ArmClient sent, once each, when it ended (metrics).
-
-    Called synchronously on the event loop: it must be quick and must not raise.
-    """
-
-    def arm_call_finished(
-        self,
-        *,
-        scope: str,
-        kind: ArmCallKind,
-        status: int | None,
-        duration_s: float,
-        headers: Mapping[str, str] | None,
-        retry_after_s: float | None,
-    ) -> None:
-        """One request ended.
-
-        Args:
-            scope: its budget scope: the lower-cased subscription id, or `"tenant"`.
-            kind: what it read.
-            status: the HTTP status, or None when no answer came (connection failure, timeout
-                or cancellation before the headers).
-            duration_s: from sending to the end of the body (or the failure), on the client's
-                clock.
-            headers: the response headers (None without an answer).
-            retry_after_s: the answer's `Retry-After` in seconds, when present and readable.
-        """
-
-
-def make_ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
-    """A client TLS context: the system's CAs, plus those in `ca_bundle` when given.
-
-    Raises:
-        ConfigError: (`azure.ca_bundle`) the file cannot be read or holds no PEM certificate.
-    """
-    ctx = ssl.create_default_context()
-    if ca_bundle is not None:
-        try:
-            ctx.load_verify_locations(cafile=str(ca_bundle))
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError("azure.ca_bundle", f"cannot load {str(ca_bundle)!r}: {exc}") from exc
-    return ctx
-
-
-def _json_dumps(value: object) -> str:
-    return orjson.dumps(value).decode()
-
-
-def open_session(
-    azure: AzureSettings,
-    ssl_context: ssl.SSLContext,
-    *,
-    trace_configs: Sequence[aiohttp.TraceConfig] = (),
-) -> aiohttp.ClientSession:
-    """A ClientSession for ArmClient; the caller enters it with `async with` and closes it.
-
-    TLS is verified with `ssl_context` (see `make_ssl_context`); each request may take
-    `azure.request_timeout_s` in total; statuses are never raised, ArmClient maps them.
-    `trace_configs` are aiohttp request hooks (tests); ArmClient's `observer` reports calls.
-    """
-    connector = aiohttp.TCPConnector(
-        ssl=ssl_context, limit=CONNECTION_LIMIT, ttl_dns_cache=DNS_CACHE_TTL_S
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=azure.request_timeout_s),
-        json_serialize=_json_dumps,
-        raise_for_status=False,
-        trace_configs=list(trace_configs) or None,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class _Origin:
-    scheme: str
-    host: str
-    port: int | None
-
-    @classmethod
-    def of(cls, url: URL) -> _Origin:
-        scheme = url.scheme.lower()
-        host = (url.host or "").lower().rstrip(".")
-        port = url.port if url.port is not None else _DEFAULT_PORTS.get(scheme)
-        return cls(scheme, host, port)
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        if self.port == _DEFAULT_PORTS.get(self.scheme):
-            return f"{self.scheme}://{host}"
-        return f"{self.scheme}://{host}:{self.port}"
-
-
-def arm_origin(url: str) -> str:
-    """The origin of `url` as ArmClient compares it: `scheme://host[:port]`, lower-cased.
-
-    The port is omitted when it is the scheme's default, so `https://management.azure.com:443`
-    and `https://Management.Azure.com/x` have the same origin.
-    """
-    return str(_Origin.of(URL(url)))
-
-
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    """What `_send` got back: any status, the headers, the body and its parsed Retry-After."""
-
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: bytes
-    retry_after_s: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Reply:
-    """A 2xx answer: its decoded JSON, its size and where it came from."""
-
-    payload: object
-    url: URL
-    status: int
-    request_id: str | None
-    correlation_id: str | None
-    size: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _BodyCap:
-    """How many bytes the next answer may have, and the setting that says so.
-
-    For a page of a list call whose remaining `azure.max_list_bytes` is less than
-    `azure.max_response_bytes`, the list's cap binds: `listing` is the list's first URL,
-    `read` and `pages` what the call read before this page.
-    """
-
-    allowed: int
-    key: str
-    setting: int
-    listing: URL | None = None
-    read: int = 0
-    pages: int = 0
-
-    def exceeded(
-        self, url: URL, got: int, *, declared: bool, response: aiohttp.ClientResponse
-    ) -> ArmLimitExceeded:
-        size = f"its Content-Length is {got} bytes" if declared else f"{got} bytes read so far"
-        if self.listing is None:
-            text = (
-                f"stopped reading ARM's answer to GET {url}: {size}, more than the cap "
-                f"{self.key} ({self.setting} bytes)"
-            )
-        else:
-            text = (
-                f"stopped paging GET {self.listing}: page {self.pages + 1} ({size}) takes the "
-                f"list past the cap {self.key} ({self.setting} bytes; {self.read} bytes read "
-                f"over {self.pages} pages before it)"
-            )
-        return ArmLimitExceeded(
-            text,
-            url=str(url),
-            cap=self.key,
-            limit=self.setting,
-            status=response.status,
-            request_id=response.headers.get("x-ms-request-id"),
-            correlation_id=response.headers.get("x-ms-correlation-request-id"),
-        )
-
-
-class _Page(Protocol):
-    @property
-    def skipped(self) -> tuple[ParseError, ...]: ...
-
-    @property
-    def next_link(self) -> str | None: ...
-
-
-_P = TypeVar("_P", bound=_Page)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -314,7 +92,7 @@ class ArmClient:
     a 429 pauses that whole scope for every caller and is raised, never retried here.
 
     Args:
-        session: an open session from `open_session` (the caller owns and closes it).
+        session: an open session from `arm_http.open_session` (the caller owns and closes it).
         tokens: the ARM token cache.
         azure: endpoint, api-versions and transport settings.
         budgets: the shared read budgets.
@@ -339,24 +117,21 @@ class ArmClient:
         rng: random.Random,
         observer: ArmObserver | None = None,
     ) -> None:
-        endpoint = URL(azure.arm_endpoint)
-        origin = _Origin.of(endpoint)
-        if not endpoint.is_absolute() or not self._scheme_allowed(origin, azure):
-            raise ConfigError(
-                "azure.arm_endpoint",
-                "must be https, or http to a loopback host with azure.allow_http_loopback = "
-                f"true, got {azure.arm_endpoint!r}",
-            )
-        self._session = session
+        origin = pin_origin(azure)
         self._tokens = tokens
         self._azure = azure
         self._budgets = budgets
-        self._clock = clock
-        self._rng = rng
-        self._observer = observer
         self._origin = origin
+        self._sender = Sender(
+            session=session,
+            origin=origin,
+            budgets=budgets,
+            clock=clock,
+            rng=rng,
+            observer=observer,
+        )
         self._base = azure.arm_endpoint.rstrip("/")
-        self._response_cap = _BodyCap(
+        self._response_cap = BodyCap(
             allowed=azure.max_response_bytes,
             key="azure.max_response_bytes",
             setting=azure.max_response_bytes,
@@ -378,7 +153,7 @@ class ArmClient:
         and skipped.
 
         Raises:
-            ArmError: any subclass, as mapped by the status (see the module rules);
+            ArmError: any subclass, as mapped by the status (see arm_answers);
                 ForeignOriginError when a nextLink leaves the ARM origin.
         """
         url = self._url("/subscriptions", {"api-version": self._azure.subscriptions_api_version})
@@ -444,7 +219,7 @@ class ArmClient:
             resource_id = got if isinstance(got, str) and got.lower() == wanted.key else wanted.id
             return parse_vault_id(resource_id, location=location)
         except ParseError as exc:
-            raise self._shape_error(reply, "a vault", exc) from exc
+            raise shape_error(reply, "a vault", exc) from exc
 
     async def list_jobs(
         self, vault: VaultRef, start_at: datetime, end_at: datetime
@@ -499,7 +274,7 @@ class ArmClient:
         try:
             details = parse_job_details(reply.payload, vault)
         except ParseError as exc:
-            raise self._shape_error(reply, "a backup job", exc) from exc
+            raise shape_error(reply, "a backup job", exc) from exc
         for skipped in details.skipped:
             log.warning(
                 "arm.job_detail_skipped",
@@ -528,13 +303,15 @@ class ArmClient:
         target = URL(url, encoded=True)
         if not target.is_absolute():
             raise ValueError(f"an operation URL must be absolute, got {url!r}")
-        self._check_origin(target, referrer=None)
+        self._origin.check(target, referrer=None)
         scope = scope_of_path(target.path)
         rejected: str | None = None
         for attempt in (1, 2):
             await self._budgets.acquire(scope)
             token = await self._tokens.token(force_refresh=attempt > 1, rejected=rejected)
-            answer = await self._send(target, token, scope, ArmCallKind.OTHER)
+            answer = await self._sender.get(
+                target, token, scope, ArmCallKind.OTHER, self._response_cap
+            )
             if answer.status == 401 and attempt == 1:
                 rejected = token
                 continue
@@ -553,37 +330,11 @@ class ArmClient:
 
     # ------------------------------------------------------------------ URLs
 
-    @staticmethod
-    def _scheme_allowed(origin: _Origin, azure: AzureSettings) -> bool:
-        if origin.scheme == "https":
-            return bool(origin.host)
-        return (
-            origin.scheme == "http" and azure.allow_http_loopback and is_loopback_host(origin.host)
-        )
-
     def _url(self, path: str, query: Mapping[str, str]) -> URL:
         """An ARM URL from a resource path and query, each percent-encoded exactly once."""
         # quote(safe="") gives %20 for spaces and %27 for quotes, as ARM's own clients send.
         encoded = "&".join(f"{quote(k, safe='$')}={quote(v, safe='')}" for k, v in query.items())
         return URL(f"{self._base}{quote(path, safe=_PATH_SAFE)}?{encoded}", encoded=True)
-
-    def _next_url(self, current: URL, next_link: str) -> URL:
-        """The URL of a nextLink, exactly as ARM wrote it (relative links resolve on `current`)."""
-        link = URL(next_link, encoded=True)
-        return link if link.is_absolute() else current.join(link)
-
-    def _check_origin(self, url: URL, *, referrer: URL | None) -> None:
-        origin = _Origin.of(url)
-        # The configured origin passed _scheme_allowed in __init__, so equality is enough.
-        if origin == self._origin and url.user is None and url.password is None:
-            return
-        via = f" (nextLink of GET {referrer})" if referrer is not None else ""
-        refused = f"{origin}" if url.user is None else f"{origin} with user info"
-        raise ForeignOriginError(
-            f"refused to send the ARM token to {refused}{via}: only the configured ARM "
-            f"origin {self._origin} is trusted",
-            url=str(url),
-        )
 
     # ------------------------------------------------------------------ requests
 
@@ -591,82 +342,23 @@ class ArmClient:
         self,
         url: URL,
         kind: ArmCallKind,
-        parse: Callable[[object], _P],
+        parse: Callable[[object], P],
         skipped_event: str,
         **context: str,
-    ) -> list[_P]:
-        """Every page from `url` on, parsed; follows nextLink until there is none.
+    ) -> list[P]:
+        """Every page from `url` on, each read as `kind` (see `read_pages`)."""
 
-        Each item a parser skipped is logged as `skipped_event` with `context`, the page
-        number and the item's JSON path.
+        async def get(page_url: URL, referrer: URL | None, cap: BodyCap) -> Reply:
+            return await self._get(page_url, kind, referrer=referrer, cap=cap)
 
-        Raises:
-            ArmLimitExceeded: the call would read more than `azure.max_list_pages` pages or
-                `azure.max_list_bytes` bytes (nothing more is requested or read).
-        """
-        first = url
-        pages: list[_P] = []
-        read = 0
-        seen = {str(url)}
-        referrer: URL | None = None
-        while True:
-            body_cap = self._list_cap(first, read, pages)
-            reply = await self._get(url, kind, referrer=referrer, cap=body_cap)
-            read += reply.size
-            try:
-                page = parse(reply.payload)
-            except ParseError as exc:
-                raise self._shape_error(reply, "a list page", exc) from exc
-            for skipped in page.skipped:
-                log.warning(
-                    skipped_event,
-                    **context,
-                    page=len(pages),
-                    path=skipped.path,
-                    problem=skipped.problem,
-                )
-            pages.append(page)
-            if not page.next_link:
-                return pages
-            for cap, limit, used, what in (
-                ("max_list_pages", self._azure.max_list_pages, len(pages), f"{len(pages)} pages"),
-                ("max_list_bytes", self._azure.max_list_bytes, read, f"{read} bytes"),
-            ):
-                if used >= limit:
-                    over = "" if cap == "max_list_pages" else f" over {len(pages)} pages"
-                    raise ArmLimitExceeded(
-                        f"stopped paging GET {first}: {what} read{over}, the cap azure.{cap} "
-                        f"(ARM still sent a nextLink)",
-                        url=str(url),
-                        cap=f"azure.{cap}",
-                        limit=limit,
-                        status=reply.status,
-                        request_id=reply.request_id,
-                        correlation_id=reply.correlation_id,
-                    )
-            referrer, url = url, self._next_url(url, page.next_link)
-            if str(url) in seen:
-                raise ArmTransportError(
-                    f"ARM's nextLink repeats an earlier page; stopped paging (GET {referrer})",
-                    url=str(url),
-                    status=reply.status,
-                    request_id=reply.request_id,
-                    correlation_id=reply.correlation_id,
-                )
-            seen.add(str(url))
-
-    def _list_cap(self, first: URL, read: int, pages: Sequence[object]) -> _BodyCap:
-        """The cap on the next page of a list call that has read `read` bytes so far."""
-        left = self._azure.max_list_bytes - read
-        if left >= self._response_cap.allowed:
-            return self._response_cap
-        return _BodyCap(
-            allowed=left,
-            key="azure.max_list_bytes",
-            setting=self._azure.max_list_bytes,
-            listing=first,
-            read=read,
-            pages=len(pages),
+        return await read_pages(
+            get,
+            url,
+            parse,
+            azure=self._azure,
+            response_cap=self._response_cap,
+            skipped_event=skipped_event,
+            context=context,
         )
 
     async def _get(
@@ -675,18 +367,18 @@ class ArmClient:
         kind: ArmCallKind,
         *,
         referrer: URL | None = None,
-        cap: _BodyCap | None = None,
-    ) -> _Reply:
+        cap: BodyCap | None = None,
+    ) -> Reply:
         """GET `url` as ARM JSON: origin check, budget, token, one retry after a 401."""
-        self._check_origin(url, referrer=referrer)
+        self._origin.check(url, referrer=referrer)
         scope = scope_of_path(url.path)
         rejected: str | None = None
         for attempt in (1, 2):
             await self._budgets.acquire(scope)
             token = await self._tokens.token(force_refresh=attempt > 1, rejected=rejected)
-            answer = await self._send(url, token, scope, kind, cap)
+            answer = await self._sender.get(url, token, scope, kind, cap or self._response_cap)
             if answer.status == 401 and attempt == 1:
-                code, _ = _arm_error(answer.body)
+                code, _ = arm_error(answer.body)
                 log.info(
                     "arm.token_rejected",
                     url=str(url),
@@ -698,247 +390,30 @@ class ArmClient:
             return await self._reply(url, scope, answer)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _send(
-        self,
-        url: URL,
-        token: str,
-        scope: str,
-        kind: ArmCallKind,
-        cap: _BodyCap | None = None,
-    ) -> _Answer:
-        """One GET; the only place a request leaves the process. Any status is returned.
-
-        The body is read up to `cap` (by default `azure.max_response_bytes`): a Content-Length
-        above it is refused before reading, and a chunked or compressed body is read in chunks
-        and cut off once it passes the cap; either way the connection is dropped. However it
-        ends, the request is reported once to the observer as `kind`.
-
-        Raises:
-            ArmLimitExceeded: the body is bigger than `cap`.
-            ArmTransportError: no answer, or the body broke off.
-        """
-        request_headers = {
-            "Authorization": f"Bearer {token}",
-            "Accept": "application/json",
-            "User-Agent": USER_AGENT,
-            "x-ms-client-request-id": str(uuid.UUID(int=self._rng.getrandbits(128), version=4)),
-            "x-ms-return-client-request-id": "true",
-        }
-        started = self._clock.monotonic()
-        status: int | None = None
-        headers: CIMultiDictProxy[str] | None = None
-        retry_after_s: float | None = None
-        try:
-            async with self._session.get(
-                url, headers=request_headers, allow_redirects=False
-            ) as response:
-                status, headers = response.status, response.headers
-                retry_after_s = parse_retry_after(headers.get("Retry-After"))
-                # Fed before the body is read, so a truncated answer still paces the scope.
-                self._budgets.observe(scope, headers)
-                try:
-                    body = await _read_body(response, url, cap or self._response_cap)
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    raise ArmTransportError(
-                        f"ARM's answer to GET {url} broke off after "
-                        f"{self._clock.monotonic() - started:.1f} s: {_describe(exc)}",
-                        url=str(url),
-                        status=response.status,
-                        request_id=response.headers.get("x-ms-request-id"),
-                        correlation_id=response.headers.get("x-ms-correlation-request-id"),
-                    ) from exc
-                return _Answer(status, headers, body, retry_after_s)
-        except ArmError:
-            raise
-        except aiohttp.ClientSSLError as exc:
-            raise ArmTransportError(
-                f"TLS to {self._origin} failed (certificate not trusted? set azure.ca_bundle "
-                f"for a private CA): GET {url}: {_describe(exc)}",
-                url=str(url),
-            ) from exc
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ArmTransportError(
-                f"no answer from ARM to GET {url} after {self._clock.monotonic() - started:.1f} s: "
-                f"{_describe(exc)}",
-                url=str(url),
-            ) from exc
-        finally:
-            if self._observer is not None:
-                self._observer.arm_call_finished(
-                    scope=scope,
-                    kind=kind,
-                    status=status,
-                    duration_s=self._clock.monotonic() - started,
-                    headers=headers,
-                    retry_after_s=retry_after_s,
-                )
-
-    async def _reply(self, url: URL, scope: str, answer: _Answer) -> _Reply:
+    async def _reply(self, url: URL, scope: str, answer: Answer) -> Reply:
         """Decode a 2xx answer, or raise the ArmError its status maps to."""
-        status, headers, body = answer.status, answer.headers, answer.body
-        ids = {
-            "request_id": headers.get("x-ms-request-id"),
-            "correlation_id": headers.get("x-ms-correlation-request-id"),
-        }
-        if 200 <= status < 300:
-            try:
-                payload = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                problem: orjson.JSONDecodeError | None = exc
-                if is_too_deep(exc):
-                    payload, problem = await self._decode_too_deep(url, body, ids)
-                if problem is not None:
-                    kind = headers.get("Content-Type", "no content type")
-                    deep = "nested deeper than 1024 levels, and " if problem is not exc else ""
-                    raise ArmTransportError(
-                        f"ARM answered {status} to GET {url} with a body that is {deep}not JSON "
-                        f"({kind}, {len(body)} bytes; request id {ids['request_id']})",
-                        url=str(url),
-                        status=status,
-                        **ids,
-                    ) from problem
-            return _Reply(payload=payload, url=url, status=status, size=len(body), **ids)
-        code, message = _arm_error(body)
-        request_id, correlation_id = ids["request_id"], ids["correlation_id"]
-        text = (
-            f"ARM answered {status} {code or '(no code)'} to GET {url}: "
-            f"{message or '(no message)'} (request id {request_id})"
-        )
-        if status == 429:
-            asked = answer.retry_after_s
-            retry_after_s = self._budgets.default_retry_after_s(scope) if asked is None else asked
-            if self._budgets.throttled(scope, asked):
-                log.warning(
-                    "arm.throttled",
-                    scope=scope,
-                    retry_after_s=retry_after_s,
-                    code=code,
-                    url=str(url),
-                    request_id=request_id,
-                )
-            raise ArmThrottled(
-                text,
-                url=str(url),
+        if 200 <= answer.status < 300:
+            return await decode_reply(url, answer, self._deep_json)
+        code, message = arm_error(answer.body)
+        if answer.status != 429:
+            raise status_error(url, answer, code, message)
+        request_id = answer.headers.get("x-ms-request-id")
+        asked = answer.retry_after_s
+        retry_after_s = self._budgets.default_retry_after_s(scope) if asked is None else asked
+        if self._budgets.throttled(scope, asked):
+            log.warning(
+                "arm.throttled",
+                scope=scope,
                 retry_after_s=retry_after_s,
                 code=code,
+                url=str(url),
                 request_id=request_id,
-                correlation_id=correlation_id,
             )
-        error: type[ArmError] = ArmError
-        if status == 401:
-            error, text = ArmAuthError, text + "; the token was refreshed once already"
-        elif status == 403:
-            error = ArmForbidden
-        elif status == 404:
-            error = ArmNotFound
-        elif status >= 500:
-            error = ArmServerError
-        raise error(
-            text,
+        raise ArmThrottled(
+            error_text(url, answer, code, message),
             url=str(url),
-            status=status,
+            retry_after_s=retry_after_s,
             code=code,
             request_id=request_id,
-            correlation_id=correlation_id,
+            correlation_id=answer.headers.get("x-ms-correlation-request-id"),
         )
-
-    async def _decode_too_deep(
-        self, url: URL, body: bytes, ids: Mapping[str, str | None]
-    ) -> tuple[object, orjson.JSONDecodeError | None]:
-        """Decode a body orjson refused as too deep, each too-deep value replaced by null.
-
-        The parsers then keep or skip the items that held one by their own rules; the
-        replaced values are logged once per answer (`arm.json_too_deep`, with their paths).
-        Returns the payload, or the decode error when the rest is not JSON either.
-        """
-        try:
-            bounded = await anyio.to_thread.run_sync(
-                loads_bounded, body, limiter=self._deep_json, abandon_on_cancel=True
-            )
-        except orjson.JSONDecodeError as exc:
-            return None, exc
-        log.warning(
-            "arm.json_too_deep",
-            url=str(url),
-            max_depth=MAX_DEPTH,
-            replaced=bounded.removed_count,
-            paths=list(bounded.removed),
-            request_id=ids["request_id"],
-        )
-        return bounded.value, None
-
-    def _shape_error(self, reply: _Reply, what: str, exc: ParseError) -> ArmTransportError:
-        return ArmTransportError(
-            f"ARM answered GET {reply.url} with JSON that is not {what}: {exc} "
-            f"(request id {reply.request_id})",
-            url=str(reply.url),
-            status=reply.status,
-            request_id=reply.request_id,
-            correlation_id=reply.correlation_id,
-        )
-
-
-async def _read_body(response: aiohttp.ClientResponse, url: URL, cap: _BodyCap) -> bytes:
-    """The body of `response`, at most `cap.allowed` bytes (decoded, when compressed).
-
-    Raises:
-        ArmLimitExceeded: the body is bigger; the connection is dropped, not read to its end.
-    """
-    length = response.content_length
-    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-    if length is not None and encoding == "identity":
-        # The common case: one read of a size known and allowed up front.
-        if length > cap.allowed:
-            _drop(response)
-            raise cap.exceeded(url, length, declared=True, response=response)
-        return await response.read()
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_any():
-        size += len(chunk)
-        if size > cap.allowed:
-            _drop(response)
-            raise cap.exceeded(url, size, declared=False, response=response)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _drop(response: aiohttp.ClientResponse) -> None:
-    """Drop the connection of `response` now, without reading the rest of its body.
-
-    Aborted rather than closed: a TLS close waits (in the background, up to asyncio's shutdown
-    timeout) for the server's answer to close_notify, from a server already misbehaving.
-    """
-    connection = response.connection
-    transport = connection.transport if connection is not None else None
-    if transport is not None:
-        transport.abort()
-    response.close()
-
-
-def _arm_error(body: bytes) -> tuple[str | None, str | None]:
-    """ARM's error code and message from `{error:{code,message}}` or a bare `{code,message}`.
-
-    An empty, HTML or otherwise unexpected body gives (None, None).
-    """
-    try:
-        doc = orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
-        return None, None
-    if not isinstance(doc, dict):
-        return None, None
-    inner = doc.get("error")
-    if isinstance(inner, dict):
-        doc = inner
-    code, message = doc.get("code"), doc.get("message")
-    if isinstance(message, str) and len(message) > _MAX_MESSAGE:
-        message = message[: _MAX_MESSAGE - 1] + "…"
-    return (
-        code if isinstance(code, str) and code else None,
-        message if isinstance(message, str) and message else None,
-    )
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

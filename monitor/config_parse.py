@@ -36,7 +36,7 @@ from monitor.config import (
     split_listen,
 )
 from monitor.config_reader import SectionReader, figure, section_table, shown, suggest
-from monitor.core.jobs import parse_vault_id
+from monitor.core.vaults import parse_vault_id
 from monitor.errors import ConfigError, ParseError
 
 # Rule: pure; nothing here reads a file, os.environ or the clock.

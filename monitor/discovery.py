@@ -18,8 +18,8 @@ import structlog
 from monitor.clock import Clock
 from monitor.config import Settings
 from monitor.core.cadence import backoff_s
-from monitor.core.jobs import VaultRef, parse_vault_id
 from monitor.core.shard import owner
+from monitor.core.vaults import VaultRef, parse_vault_id
 from monitor.errors import (
     TRANSIENT_ARM_ERRORS,
     ArmError,

@@ -22,7 +22,8 @@ import orjson
 
 from monitor.config import EventFormat
 from monitor.core.diff import JobSnapshot, JobStateChanged, event_id
-from monitor.core.jobs import BackupJob, JobDetails, JobKey, JobStatus, VaultRef
+from monitor.core.jobs import BackupJob, JobDetails, JobKey, JobStatus
+from monitor.core.vaults import VaultRef
 from monitor.errors import SinkError
 
 __all__ = [

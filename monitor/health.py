@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from monitor.core.jobs import VaultRef
 from monitor.core.tracker import VaultJobs
+from monitor.core.vaults import VaultRef
 
 __all__ = ["EstateHealth", "EstateView", "VaultState", "WatchedHealth"]
 

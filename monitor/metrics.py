@@ -106,8 +106,9 @@ class Metrics:
     """Every metric of the daemon, registered on `registry` (never the global one).
 
     The scheduler reports polls, events and checkpoint failures through the methods below; ARM
-    requests arrive through `arm_call_finished` (an `arm.ArmObserver`: pass this object as the
-    ArmClient's `observer`); scrape-time values come from the `EstateView` given to `watch`.
+    requests arrive through `arm_call_finished` (an `arm_observer.ArmObserver`: pass this object
+    as the ArmClient's `observer`); scrape-time values come from the `EstateView` given to
+    `watch`.
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -238,7 +239,7 @@ class Metrics:
         headers: Mapping[str, str] | None,
         retry_after_s: float | None,
     ) -> None:
-        """Count one ARM request (an `arm.ArmObserver`) and read its rate-limit headers.
+        """Count one ARM request (an `arm_observer.ArmObserver`) and read its rate-limit headers.
 
         `scope` (a lower-cased subscription id, or `tenant`) is the `subscription` label;
         status None (no answer) is the `error` class. A 429 adds `retry_after_s` (0 when ARM

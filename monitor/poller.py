@@ -25,8 +25,9 @@ from monitor.checkpoints import CheckpointStore
 from monitor.clock import Clock
 from monitor.config import PollSettings
 from monitor.core.diff import JobStateChanged
-from monitor.core.jobs import BackupJob, JobDetails, JobKey, VaultRef
+from monitor.core.jobs import BackupJob, JobDetails, JobKey
 from monitor.core.tracker import Hold, PollStep, TrackRules, VaultJobs
+from monitor.core.vaults import VaultRef
 from monitor.discovery import VaultSource
 from monitor.errors import (
     TRANSIENT_ARM_ERRORS,

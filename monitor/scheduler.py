@@ -24,10 +24,10 @@ from monitor.config import Settings
 from monitor.core.cadence import backoff_s
 from monitor.core.diff import JobSnapshot
 from monitor.core.intervals import PlanSettings
-from monitor.core.jobs import VaultRef
 from monitor.core.plan import Planner
 from monitor.core.recovery import roll_forward
 from monitor.core.tracker import VaultCheckpoint, VaultJobs
+from monitor.core.vaults import VaultRef
 from monitor.discovery import Discovery, VaultDiscovery
 from monitor.errors import ArmError, ArmForbidden, ArmNotFound, ArmThrottled, ParseError, SinkError
 from monitor.events import recorded_states

@@ -14,12 +14,13 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
-from monitor.arm import ArmClient, make_ssl_context, open_session
+from monitor.arm import ArmClient
+from monitor.arm_http import make_ssl_context, open_session
 from monitor.checkpoints import MemoryCheckpointStore
 from monitor.clock import SystemClock
 from monitor.config import AzureSettings, BudgetSettings
 from monitor.config_parse import parse_settings
-from monitor.core.jobs import VaultRef, parse_vault_id
+from monitor.core.vaults import VaultRef, parse_vault_id
 from monitor.credentials import StaticTokenCredential, TokenCache
 from monitor.errors import ArmLimitExceeded, ArmTransportError
 from monitor.pacing import BudgetBook

@@ -38,7 +38,8 @@ from monitor.commands.jobs_list import DEFAULT_LIST_TIMEOUT_S, ListRequest
 from monitor.commands.jobs_show import ShowRequest
 from monitor.config_load import load_settings
 from monitor.core.diff import JobStateChanged
-from monitor.core.jobs import JobDetails, JobStatus, VaultRef, parse_job_details, parse_vault_id
+from monitor.core.jobs import JobDetails, JobStatus, parse_job_details
+from monitor.core.vaults import VaultRef, parse_vault_id
 from monitor.emulator import Emulator, EmulatorSettings, WorldSettings, running_emulator
 from monitor.emulator.wire import job_json
 from monitor.emulator.world import COMPLETED, FAILED, Job, Vault, World

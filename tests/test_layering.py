@@ -29,7 +29,11 @@ RANKS = {
     "monitor.events": 2,  # the event codec: imports config (EventFormat), core and errors
     "monitor.health": 2,
     "monitor.metrics": 2,
-    "monitor.arm": 3,
+    "monitor.arm": 3,  # ArmClient; imports arm_answers, arm_http, arm_observer and arm_paging (3)
+    "monitor.arm_answers": 3,
+    "monitor.arm_http": 3,
+    "monitor.arm_observer": 3,
+    "monitor.arm_paging": 3,
     "monitor.credentials": 3,
     "monitor.pacing": 3,
     "monitor.checkpoints": 3,

@@ -17,7 +17,8 @@ from monitor.clock import Clock, SystemClock
 from monitor.config_parse import parse_settings
 from monitor.core.cadence import BACKOFF_BASE_S
 from monitor.core.diff import JobSnapshot
-from monitor.core.jobs import BackupJob, JobDetails, JobKey, JobStatus, VaultRef, parse_vault_id
+from monitor.core.jobs import BackupJob, JobDetails, JobKey, JobStatus
+from monitor.core.vaults import VaultRef, parse_vault_id
 from monitor.errors import (
     ArmForbidden,
     ArmNotFound,

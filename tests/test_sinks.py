@@ -33,11 +33,10 @@ from monitor.core.jobs import (
     JobKey,
     JobStatus,
     JobTask,
-    VaultRef,
     parse_job_details,
     parse_jobs_page,
-    parse_vault_id,
 )
+from monitor.core.vaults import VaultRef, parse_vault_id
 from monitor.errors import SinkError, StartupError
 from monitor.events import (
     EmittedEvent,

@@ -10,8 +10,9 @@ from typing import TextIO
 
 import orjson
 
-from monitor.core.jobs import BackupJob, JobDetails, VaultRef
+from monitor.core.jobs import BackupJob, JobDetails
 from monitor.core.json_depth import limit_depth
+from monitor.core.vaults import VaultRef
 from monitor.errors import ArmError
 from monitor.events import format_event_time, render_job, render_vault
 

@@ -19,7 +19,8 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, TextIO, assert_never
 
-from monitor.arm import ArmClient, make_ssl_context, open_session
+from monitor.arm import ArmClient
+from monitor.arm_http import make_ssl_context, open_session
 from monitor.clock import Clock, SystemClock
 from monitor.commands.common import (
     run_guarded,

@@ -18,15 +18,10 @@ from monitor.commands.exits import (
     EXIT_NOT_FOUND,
     EXIT_TIMED_OUT,
 )
-from monitor.core.jobs import (
-    BackupJob,
-    JobDetails,
-    JobStatus,
-    VaultRef,
-    check_path_segment,
-    parse_duration_s,
-    parse_vault_id,
-)
+from monitor.core.ids import check_path_segment
+from monitor.core.jobs import BackupJob, JobDetails, JobStatus
+from monitor.core.vaults import VaultRef, parse_vault_id
+from monitor.core.wire import parse_duration_s
 from monitor.errors import ParseError
 
 Output = Literal["table", "json", "jsonl", "text"]

@@ -35,7 +35,9 @@ from monitor.commands.jobs_common import (
     time_arg,
     vault_arg,
 )
-from monitor.core.jobs import BackupJob, JobStatus, VaultRef, check_subscription_id
+from monitor.core.ids import check_subscription_id
+from monitor.core.jobs import BackupJob, JobStatus
+from monitor.core.vaults import VaultRef
 from monitor.errors import ArmError, ParseError
 
 LIST_CONCURRENCY: Final = 8

@@ -19,7 +19,8 @@ from monitor.commands.console import (
 )
 from monitor.commands.exits import EXIT_API_ERROR, EXIT_NOT_FOUND, EXIT_OK
 from monitor.commands.jobs_common import JOBS_EXIT_CODES, JobReader, Output, job_arg, vault_arg
-from monitor.core.jobs import JobDetails, VaultRef
+from monitor.core.jobs import JobDetails
+from monitor.core.vaults import VaultRef
 from monitor.errors import ArmError, ArmNotFound
 from monitor.events import format_event_time
 

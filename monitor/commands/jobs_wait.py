@@ -39,7 +39,7 @@ from monitor.commands.jobs_common import (
     vault_arg,
 )
 from monitor.core.cadence import backoff_s, next_job_poll_s, next_operation_poll_s
-from monitor.core.jobs import JobDetails, JobStatus, VaultRef
+from monitor.core.jobs import JobDetails, JobStatus
 from monitor.core.operations import (
     OperationKind,
     OperationRef,
@@ -47,6 +47,7 @@ from monitor.core.operations import (
     parse_operation_path,
     parse_operation_status,
 )
+from monitor.core.vaults import VaultRef
 from monitor.errors import TRANSIENT_ARM_ERRORS, ArmError, ArmNotFound, ArmThrottled, ParseError
 
 _T = TypeVar("_T")

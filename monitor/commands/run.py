@@ -14,7 +14,8 @@ import anyio
 import structlog
 from prometheus_client import CollectorRegistry
 
-from monitor.arm import ArmClient, make_ssl_context, open_session
+from monitor.arm import ArmClient
+from monitor.arm_http import make_ssl_context, open_session
 from monitor.checkpoints import CheckpointStore
 from monitor.clock import Clock, SystemClock
 from monitor.commands.common import (

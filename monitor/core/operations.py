@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from monitor.core.jobs import VaultRef, check_path_segment, parse_vault_id
+from monitor.core.ids import check_path_segment
+from monitor.core.vaults import VaultRef, parse_vault_id
 from monitor.errors import ParseError
 
 __all__ = [

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from monitor.core.intervals import PlanSettings, SubscriptionPlan, plan_intervals
-from monitor.core.jobs import VaultRef
+from monitor.core.vaults import VaultRef
 
 __all__ = ["Due", "Planner"]
 

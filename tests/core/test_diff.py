@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.core.diff import JobEvent, JobSnapshot, JobStateChanged, apply, diff_jobs, event_id
-from monitor.core.jobs import BackupJob, JobKey, JobStatus, parse_jobs_page, parse_vault_id
+from monitor.core.jobs import BackupJob, JobKey, JobStatus, parse_jobs_page
+from monitor.core.vaults import parse_vault_id
 from tests.core import payloads as p
 
 VAULT = parse_vault_id(p.VAULT_ID)

@@ -1,4 +1,4 @@
-"""Tests of the ARM payload parsers and value types in monitor.core.jobs."""
+"""Tests of the ARM payload parsers and value types in monitor.core (jobs, vaults, ids, wire)."""
 
 from __future__ import annotations
 
@@ -12,23 +12,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from monitor.core.ids import MAX_SEGMENT_CHARS, check_path_segment, check_subscription_id
 from monitor.core.jobs import (
-    MAX_SEGMENT_CHARS,
     BackupJob,
     JobAction,
     JobKey,
     JobStatus,
+    parse_job_details,
+    parse_jobs_page,
+)
+from monitor.core.vaults import parse_subscriptions_page, parse_vault_id, parse_vaults_page
+from monitor.core.wire import (
     build_jobs_filter,
-    check_path_segment,
-    check_subscription_id,
     format_filter_time,
     parse_arm_time,
     parse_duration_s,
-    parse_job_details,
-    parse_jobs_page,
-    parse_subscriptions_page,
-    parse_vault_id,
-    parse_vaults_page,
 )
 from monitor.errors import ParseError
 from tests.core import payloads as p

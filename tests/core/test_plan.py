@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from monitor.core.budget import BudgetSettings, RateBudget
 from monitor.core.intervals import PlanSettings, plan_intervals
-from monitor.core.jobs import VaultRef, parse_vault_id
 from monitor.core.plan import Planner
+from monitor.core.vaults import VaultRef, parse_vault_id
 
 EPS = 1e-6
 DEFAULTS = PlanSettings()

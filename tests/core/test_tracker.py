@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.core.diff import JobSnapshot
-from monitor.core.jobs import BackupJob, JobDetails, JobKey, JobStatus, VaultRef, parse_vault_id
+from monitor.core.jobs import BackupJob, JobDetails, JobKey, JobStatus
 from monitor.core.recovery import roll_forward
 from monitor.core.tracker import (
     Hold,
@@ -26,6 +27,7 @@ from monitor.core.tracker import (
     VaultJobs,
     lookback_floor,
 )
+from monitor.core.vaults import VaultRef, parse_vault_id
 
 VAULT: VaultRef = parse_vault_id(
     "/subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg/providers/"
@@ -194,10 +196,10 @@ def run(world: list[ModelJob], actions: list[tuple[int, str]], rules: TrackRules
             monitor.restart()  # killed after emitting, before saving: rolled forward
     # Quiet polls until every job has ended and every held change is out.
     last = max(max(j.end_s for j in world), t) + 1
-    for t in range(max(t, 0), last + int(rules.detail_retry_s) + 2 * OVERLAP_S, 60):
+    for quiet in range(t, last + int(rules.detail_retry_s) + 2 * OVERLAP_S, 60):
         monitor.mono += 60
-        monitor.poll(world, t, details_fail=False, save=True)
-        polls.append(t)
+        monitor.poll(world, quiet, details_fail=False, save=True)
+        polls.append(quiet)
     monitor.polls = polls  # type: ignore[attr-defined]
     return monitor
 
@@ -234,5 +236,5 @@ def test_no_terminal_change_inside_the_lookback_is_lost(
         return t >= job.end_s and job.visible_at(t) and job.started_at >= floor
 
     for job in world:
-        if any(listable(job, a) and listable(job, b) for a, b in zip(polls, polls[1:])):
+        if any(listable(job, a) and listable(job, b) for a, b in pairwise(polls)):
             assert (job.name, job.terminal) in monitor.emitted, (job, monitor.emitted)

@@ -17,12 +17,8 @@ from monitor.core.budget import (
     TENANT_READS,
     RateBudget,
 )
-from monitor.core.jobs import (
-    parse_job_details,
-    parse_jobs_page,
-    parse_vault_id,
-    parse_vaults_page,
-)
+from monitor.core.jobs import parse_job_details, parse_jobs_page
+from monitor.core.vaults import parse_vault_id, parse_vaults_page
 from monitor.errors import ParseError
 from tests.core.payloads import ALL_ITEMS, VAULT_ID, page
 from tests.core.strategies import json_values

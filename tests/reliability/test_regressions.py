@@ -11,7 +11,8 @@ from structlog.testing import capture_logs
 
 from monitor.checkpoints import MemoryCheckpointStore
 from monitor.clock import SystemClock
-from monitor.core.jobs import BackupJob, VaultRef
+from monitor.core.jobs import BackupJob
+from monitor.core.vaults import VaultRef
 from monitor.scheduler import PollScheduler
 from tests.test_scheduler import (
     SUB_A,
