@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from itertools import pairwise
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -109,10 +108,11 @@ def model_jobs(draw: st.DrawFn) -> list[ModelJob]:
     return jobs
 
 
-# One action between polls: (seconds to move the clock, how the poll goes).
+# One action between polls: (seconds that pass, how the poll goes). "clock_back" steps the
+# monitor's wall clock back a minute (the world's time goes on: Azure's jobs do not un-finish).
 ACTIONS = st.tuples(
-    st.integers(-90, 700) | st.sampled_from([LOOKBACK_S + 600, 1]),
-    st.sampled_from(["poll", "poll", "poll", "details_fail", "restart", "crash"]),
+    st.integers(0, 700) | st.sampled_from([LOOKBACK_S + 600, 1]),
+    st.sampled_from(["poll", "poll", "poll", "details_fail", "restart", "crash", "clock_back"]),
 )
 
 
@@ -128,9 +128,13 @@ class Monitor:
     emitted: list[tuple[str, str]] = field(default_factory=list)  # (job, status)
     starts: dict[str, datetime | None] = field(default_factory=dict)  # as the events carry them
     mono: float = 0.0
+    polls: list[tuple[int, int]] = field(default_factory=list)  # (world time, wall clock)
 
-    def poll(self, world: list[ModelJob], t: int, *, details_fail: bool, save: bool) -> None:
-        now = T0 + timedelta(seconds=t)
+    def poll(
+        self, world: list[ModelJob], t: int, clock_t: int, *, details_fail: bool, save: bool
+    ) -> None:
+        """Poll the world as it is at `t`, with the monitor's wall clock reading `clock_t`."""
+        now = T0 + timedelta(seconds=clock_t)
         step = PollStep(self.known, now, self.rules)
         listed = [
             j.job(t)
@@ -183,24 +187,25 @@ class Monitor:
 
 
 def run(world: list[ModelJob], actions: list[tuple[int, str]], rules: TrackRules) -> Monitor:
-    monitor, t = Monitor(rules=rules), 0
-    polls: list[int] = []
-    for step_s, how in actions:
-        t = max(0, t + step_s)
-        monitor.mono += max(step_s, 1)  # the monotonic clock never steps back
+    """Play the actions, then quiet polls until every job has ended and every held change is
+    out; `Monitor.polls` records (world time, wall clock) of each poll."""
+    monitor, t, skew = Monitor(rules=rules), 0, 0
+    for passed_s, how in actions:
+        t += passed_s
+        monitor.mono += max(passed_s, 1)
+        if how == "clock_back":
+            skew -= 60
         if how == "restart":
             monitor.restart()
-        monitor.poll(world, t, details_fail=how == "details_fail", save=how != "crash")
-        polls.append(t)
+        monitor.poll(world, t, t + skew, details_fail=how == "details_fail", save=how != "crash")
+        monitor.polls.append((t, t + skew))
         if how == "crash":
             monitor.restart()  # killed after emitting, before saving: rolled forward
-    # Quiet polls until every job has ended and every held change is out.
     last = max(max(j.end_s for j in world), t) + 1
     for quiet in range(t, last + int(rules.detail_retry_s) + 2 * OVERLAP_S, 60):
         monitor.mono += 60
-        monitor.poll(world, quiet, details_fail=False, save=True)
-        polls.append(quiet)
-    monitor.polls = polls  # type: ignore[attr-defined]
+        monitor.poll(world, quiet, quiet + skew, details_fail=False, save=True)
+        monitor.polls.append((quiet, quiet + skew))
     return monitor
 
 
@@ -225,16 +230,21 @@ def test_no_terminal_change_inside_the_lookback_is_lost(
     world: list[ModelJob], actions: list[tuple[int, str]]
 ) -> None:
     """A job that ended, and that two polls in a row after it could list (visible, its start
-    inside their lookback), has its terminal status emitted. (One is not enough at the edge of
-    the lookback: a change held back for its details lives in memory, and a restart just after
-    may find the job's start already behind the floor.)"""
+    inside the lookback of every poll so far: a clock stepped back does not bring back what the
+    floor already passed), has its terminal status emitted. (One poll is not enough at the edge
+    of the lookback: a change held back for its details lives in memory, and a restart just
+    after may find the job's start already behind the floor.)"""
     monitor = run(world, actions, rules(backfill=True))
-    polls: list[int] = monitor.polls  # type: ignore[attr-defined]
+    polls = monitor.polls
+    floors, highest = [], T0 - timedelta(days=1)
+    for _, clock_t in polls:
+        highest = max(highest, lookback_floor(T0 + timedelta(seconds=clock_t), monitor.rules))
+        floors.append(highest)
 
-    def listable(job: ModelJob, t: int) -> bool:
-        floor = lookback_floor(T0 + timedelta(seconds=t), monitor.rules)
-        return t >= job.end_s and job.visible_at(t) and job.started_at >= floor
+    def listable(job: ModelJob, i: int) -> bool:
+        t = polls[i][0]
+        return t >= job.end_s and job.visible_at(t) and job.started_at >= floors[i]
 
     for job in world:
-        if any(listable(job, a) and listable(job, b) for a, b in pairwise(polls)):
+        if any(listable(job, i) and listable(job, i + 1) for i in range(len(polls) - 1)):
             assert (job.name, job.terminal) in monitor.emitted, (job, monitor.emitted)
