@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
+# pytest worker processes: most process-level tests wait on a daemon, so more workers than
+# cores keep both cores busy (docs/development.md).
+PYTEST_WORKERS ?= 4
 
 .PHONY: demo test lint typecheck pytest hadolint emulator bench image clean
 
@@ -33,7 +36,7 @@ typecheck: $(STAMP_TEST)
 	$(BIN)/mypy monitor tests bench
 
 pytest: $(STAMP_TEST)
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS)
 
 hadolint: $(STAMP_TEST)
 	$(BIN)/hadolint Dockerfile
