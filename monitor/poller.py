@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 from typing import Protocol
 
 import anyio
@@ -24,6 +25,7 @@ import structlog
 from monitor.checkpoints import CheckpointStore
 from monitor.clock import Clock
 from monitor.config import PollSettings
+from monitor.core.cadence import backoff_s
 from monitor.core.diff import JobStateChanged
 from monitor.core.jobs import BackupJob, JobDetails, JobKey
 from monitor.core.tracker import Hold, PollStep, TrackRules, VaultJobs
@@ -31,6 +33,7 @@ from monitor.core.vaults import VaultRef
 from monitor.discovery import VaultSource
 from monitor.errors import (
     TRANSIENT_ARM_ERRORS,
+    ArmError,
     ArmForbidden,
     ArmNotFound,
     ArmThrottled,
@@ -44,6 +47,9 @@ from monitor.metrics import Metrics
 from monitor.sinks import Sink
 
 log = structlog.get_logger("monitor.scheduler")
+
+BACKOFF_CAP_S = 300.0
+FORBIDDEN_RETRY_S = 300.0
 
 DETAIL_ATTEMPTS = 2  # detail reads within one poll before the change is held for the next
 DETAIL_RETRY_DELAY_S = 1.0  # between them (jittered)
@@ -93,6 +99,26 @@ class PollStats:
     checkpoint_failures: int = 0
 
 
+class Ended(Enum):
+    """How a poll ended, for the scheduler's planner."""
+
+    OK = "ok"
+    THROTTLED = "throttled"  # the subscription pauses for `retry_s`
+    GONE = "gone"  # the vault is dropped (404)
+    FAILED = "failed"  # the next poll comes after `retry_s`
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One poll's end: how, when it started (monotonic), and what the planner needs."""
+
+    ended: Ended
+    started: float
+    reads: float | None = None  # OK: the reads it cost; None on a vault's first poll
+    retry_s: float = 0.0
+    reason: str = ""  # GONE: why
+
+
 def track_rules(poll: PollSettings, *, refresh_s: float = CHECKPOINT_REFRESH_S) -> TrackRules:
     """The poll step's rules from `[poll]`."""
     return TrackRules(
@@ -136,6 +162,78 @@ class VaultPoller:
         self._clock, self._rules, self._rng, self._metrics = clock, rules, rng, metrics
         self._stats = stats
         self.store_problem: str | None = None  # the last checkpoint failure, until one succeeds
+
+    async def attempt(self, watched: WatchedVault) -> Attempt:
+        """Poll one vault and say how it ended; only the vault's own state changes here.
+
+        One vault's failure never touches another: every error ends as an `Attempt`, a
+        repeated problem is logged once, and a bug (any other exception) is logged with its
+        traceback as `poll.crashed`.
+        """
+        vault = watched.vault
+        started = self._clock.monotonic()
+        vlog = log.bind(vault=vault.name, subscription=vault.subscription_id)
+        first = watched.known.polled_at is None
+        try:
+            reads = await self.poll(watched)
+        except ArmThrottled as exc:
+            self._measure(vault, "throttled", started)
+            self._stats.throttled += 1
+            return Attempt(Ended.THROTTLED, started, retry_s=exc.retry_after_s)
+        except ArmNotFound as exc:
+            self._measure(vault, "not_found", started)
+            return Attempt(Ended.GONE, started, reason=f"404 {exc.code or 'NotFound'}")
+        except ArmForbidden as exc:
+            watched.state = VaultState.FORBIDDEN
+            self._measure(vault, "forbidden", started)
+            return self._failed(watched, vlog, exc, retry_s=FORBIDDEN_RETRY_S, started=started)
+        except Exception as exc:
+            # ForeignOriginError is an ArmError: the link was refused (nothing sent); the next
+            # poll asks ARM afresh, on the normal backoff. Anything else is a bug, which must
+            # not stop the other vaults.
+            if not isinstance(exc, ArmError | ParseError | SinkError):
+                vlog.exception("poll.crashed")
+            watched.state = VaultState.FAILING
+            self._measure(vault, "error", started)
+            retry_s = backoff_s(watched.failures, cap_s=BACKOFF_CAP_S) * self._rng.uniform(0.5, 1)
+            return self._failed(watched, vlog, exc, retry_s=retry_s, started=started)
+        self._measure(vault, "ok", started)
+        watched.state, watched.ok_at = VaultState.OK, started
+        if watched.reported is not None:
+            vlog.info("poll.recovered", after_failures=watched.failures)
+        watched.failures, watched.reported = 0, None
+        self._stats.polls += 1
+        return Attempt(Ended.OK, started, reads=None if first else float(reads))
+
+    def _measure(self, vault: VaultRef, result: str, started: float) -> None:
+        if self._metrics is not None:
+            duration_s = self._clock.monotonic() - started
+            self._metrics.poll_finished(vault.subscription_id, result, duration_s)
+
+    def _failed(
+        self,
+        watched: WatchedVault,
+        vlog: structlog.typing.FilteringBoundLogger,
+        exc: Exception,
+        *,
+        retry_s: float,
+        started: float,
+    ) -> Attempt:
+        self._stats.failed_polls += 1
+        watched.failures += 1
+        problem = f"{type(exc).__name__}:{getattr(exc, 'code', None) or ''}"
+        if problem != watched.reported:
+            fields: dict[str, object] = {"error": str(exc), "retry_in_s": round(retry_s, 1)}
+            if isinstance(exc, ArmError):
+                fields.update(
+                    status=exc.status,
+                    code=exc.code,
+                    request_id=exc.request_id,
+                    correlation_id=exc.correlation_id,
+                )
+            vlog.warning("poll.failed", **fields)
+            watched.reported = problem
+        return Attempt(Ended.FAILED, started, retry_s=retry_s)
 
     async def poll(self, watched: WatchedVault) -> int:
         """Poll one vault; returns the reads it cost (pages are counted as one).
@@ -280,6 +378,8 @@ class VaultPoller:
 
 __all__ = [
     "CHECKPOINT_REFRESH_S",
+    "Attempt",
+    "Ended",
     "JobSource",
     "PollStats",
     "VaultPoller",

@@ -21,7 +21,6 @@ from anyio.abc import TaskGroup, TaskStatus
 from monitor.checkpoints import CheckpointStore
 from monitor.clock import Clock
 from monitor.config import Settings
-from monitor.core.cadence import backoff_s
 from monitor.core.diff import JobSnapshot
 from monitor.core.intervals import PlanSettings
 from monitor.core.plan import Planner
@@ -29,12 +28,13 @@ from monitor.core.recovery import roll_forward
 from monitor.core.tracker import VaultCheckpoint, VaultJobs
 from monitor.core.vaults import VaultRef
 from monitor.discovery import Discovery, VaultDiscovery
-from monitor.errors import ArmError, ArmForbidden, ArmNotFound, ArmThrottled, ParseError, SinkError
+from monitor.errors import SinkError
 from monitor.events import recorded_states
-from monitor.health import EstateHealth, VaultState
+from monitor.health import EstateHealth
 from monitor.metrics import Metrics
 from monitor.poller import (
     CHECKPOINT_REFRESH_S,
+    Ended,
     JobSource,
     PollStats,
     VaultPoller,
@@ -45,8 +45,6 @@ from monitor.sinks import Sink
 
 log = structlog.get_logger("monitor.scheduler")
 
-BACKOFF_CAP_S = 300.0
-FORBIDDEN_RETRY_S = 300.0
 SHUTDOWN_GRACE_S = 10.0
 HEARTBEAT_S = 5.0  # the dispatch loop ticks at least this often, so /healthz can tell it lives
 
@@ -320,90 +318,27 @@ class PollScheduler:
         watched = self._watched.get(vault.key)
         if watched is None:
             return
-        started = self._clock.monotonic()
-        vlog = log.bind(vault=vault.name, subscription=vault.subscription_id)
-        first = watched.known.polled_at is None
-        try:
-            reads = await self._poller.poll(watched)
-        except ArmThrottled as exc:
-            # The budget already paused the whole subscription; keep the vault first in line.
-            self._measure(vault, "throttled", started)
-            self.stats.throttled += 1
-            self._planner.release(vault.key)
-            self._planner.hold(vault.subscription_id, started + exc.retry_after_s)
-            return
-        except ArmNotFound as exc:
-            self._measure(vault, "not_found", started)
-            await self._drop(vault, f"404 {exc.code or 'NotFound'}")
-            return
-        except ArmForbidden as exc:
-            watched.state = VaultState.FORBIDDEN
-            self._measure(vault, "forbidden", started)
-            self._fail(watched, vlog, exc, retry_s=FORBIDDEN_RETRY_S, started=started)
-            return
-        except Exception as exc:
-            # ForeignOriginError is an ArmError: the link was refused (nothing sent); the next
-            # poll asks ARM afresh, on the normal backoff. Anything else is a bug, which must
-            # not stop the other vaults.
-            if not isinstance(exc, ArmError | ParseError | SinkError):
-                vlog.exception("poll.crashed")
-            watched.state = VaultState.FAILING
-            self._measure(vault, "error", started)
-            self._fail(
-                watched, vlog, exc, retry_s=self._backoff_s(watched.failures), started=started
-            )
-            return
-        self._measure(vault, "ok", started)
-        watched.state, watched.ok_at = VaultState.OK, started
-        if watched.reported is not None:
-            vlog.info("poll.recovered", after_failures=watched.failures)
-        watched.failures, watched.reported = 0, None
-        self.stats.polls += 1
-        self._planner.set_rate(vault.subscription_id, self._rates.rate_per_s(vault.subscription_id))
-        # A first poll reads the details of every finished job in the lookback: it says nothing
-        # about what later polls cost, so it does not feed the planner's reads-per-poll estimate
-        # (which would stretch every interval, and push back every vault not yet polled).
-        self._planner.mark_polled(
-            vault.key,
-            started,
-            running=watched.running_jobs > 0,
-            reads=None if first else float(reads),
-        )
-
-    def _measure(self, vault: VaultRef, result: str, started: float) -> None:
-        if self._metrics is not None:
-            duration_s = self._clock.monotonic() - started
-            self._metrics.poll_finished(vault.subscription_id, result, duration_s)
-
-    def _backoff_s(self, failures: int, cap_s: float = BACKOFF_CAP_S) -> float:
-        """Seconds to wait after `failures` failures in a row: doubling, capped, jittered."""
-        return backoff_s(failures, cap_s=cap_s) * self._rng.uniform(0.5, 1.0)
-
-    def _fail(
-        self,
-        watched: WatchedVault,
-        vlog: structlog.typing.FilteringBoundLogger,
-        exc: Exception,
-        *,
-        retry_s: float,
-        started: float,
-    ) -> None:
-        self.stats.failed_polls += 1
-        watched.failures += 1
-        problem = f"{type(exc).__name__}:{getattr(exc, 'code', None) or ''}"
-        if problem != watched.reported:
-            fields: dict[str, object] = {"error": str(exc), "retry_in_s": round(retry_s, 1)}
-            if isinstance(exc, ArmError):
-                fields.update(
-                    status=exc.status,
-                    code=exc.code,
-                    request_id=exc.request_id,
-                    correlation_id=exc.correlation_id,
+        result = await self._poller.attempt(watched)
+        sub, started = vault.subscription_id, result.started
+        match result.ended:
+            case Ended.THROTTLED:
+                # The budget already paused the whole subscription; keep the vault first in line.
+                self._planner.release(vault.key)
+                self._planner.hold(sub, started + result.retry_s)
+            case Ended.GONE:
+                await self._drop(vault, result.reason)
+            case Ended.FAILED:
+                # The planner counts the next poll from the last: push it back by the delay.
+                self._planner.mark_polled(vault.key, started + result.retry_s)
+            case Ended.OK:
+                self._planner.set_rate(sub, self._rates.rate_per_s(sub))
+                # A first poll reads the details of every finished job in the lookback: it
+                # says nothing about what later polls cost, so it does not feed the planner's
+                # reads-per-poll estimate (which would stretch every interval, and push back
+                # every vault not yet polled).
+                self._planner.mark_polled(
+                    vault.key, started, running=watched.running_jobs > 0, reads=result.reads
                 )
-            vlog.warning("poll.failed", **fields)
-            watched.reported = problem
-        # The planner counts the next poll from `polled_at`: push it back by the retry delay.
-        self._planner.mark_polled(watched.vault.key, started + retry_s)
 
 
-__all__ = ["PollScheduler", "PollStats", "RateSource"]
+__all__ = ["PollScheduler", "RateSource"]
