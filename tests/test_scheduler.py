@@ -13,7 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from monitor.checkpoints import MemoryCheckpointStore
-from monitor.clock import Clock, SystemClock
+from monitor.clock import Clock
 from monitor.config_parse import parse_settings
 from monitor.core.cadence import BACKOFF_BASE_S
 from monitor.core.diff import JobSnapshot
@@ -32,6 +32,14 @@ from monitor.errors import (
 from monitor.poller import CHECKPOINT_REFRESH_S
 from monitor.scheduler import PollScheduler
 from tests.fakes import FakeClock
+from tests.virtual_time import VIRTUAL_TIME_BACKEND, LoopClock
+
+
+@pytest.fixture
+def anyio_backend() -> tuple[str, dict[str, object]]:
+    """Every test here runs on virtual time: its fakes are in-process coroutines."""
+    return VIRTUAL_TIME_BACKEND
+
 
 SUB_A, SUB_B = "11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222"
 
@@ -147,8 +155,8 @@ class ListSink:
 
 
 def settings(*, discovery: Mapping[str, object] | None = None, **poll: object) -> Any:
-    """Valid settings with `poll` set on top, unvalidated: these tests run in real time and
-    poll every 50 ms, below the 1 s an operator may configure."""
+    """Valid settings with `poll` set on top, unvalidated: these tests poll every 50 ms, below
+    the 1 s an operator may configure (on virtual time, so the figures are the tests' own)."""
     parsed = parse_settings(
         {
             "azure": {
@@ -191,7 +199,7 @@ def make(
         rates=source,
         store=store,
         sink=sink,
-        clock=clock or SystemClock(),
+        clock=clock or LoopClock(),
         settings=settings(discovery=discovery, **poll),
         rng=random.Random(1),
         checkpoint_refresh_s=checkpoint_refresh_s,
@@ -437,7 +445,9 @@ async def test_unchanged_polls_refresh_the_checkpoint_only_when_due() -> None:
             while scheduler.stats.polls < 6:  # noqa: ASYNC110
                 await anyio.sleep(0.01)
             assert (await store.load())[vault.key].polled_at == first  # five polls, no writes
-            source.listed[vault.key].append(job(vault, "J2", "InProgress", start=datetime.now(UTC)))
+            source.listed[vault.key].append(
+                job(vault, "J2", "InProgress", start=LoopClock().utcnow())
+            )
             while not sink.statuses("J2"):  # noqa: ASYNC110
                 await anyio.sleep(0.01)
             await anyio.sleep(0.05)
@@ -464,7 +474,7 @@ async def test_restart_after_unrecorded_polls_emits_what_changed_meanwhile_once(
     sink, store = ListSink(), MemoryCheckpointStore()
     scheduler = make(source, store, sink)
     await run_until(scheduler, lambda: scheduler.stats.polls >= 5)
-    source.listed[vault.key].append(job(vault, "J2", "Failed", start=datetime.now(UTC)))
+    source.listed[vault.key].append(job(vault, "J2", "Failed", start=LoopClock().utcnow()))
     restarted = make(source, store, sink)
     await run_until(restarted, lambda: restarted.stats.polls >= 5)
     assert [(e["job"]["id"], e["job"]["status"]) for e in sink.events] == [
@@ -482,7 +492,7 @@ async def test_an_empty_vaults_first_poll_is_checkpointed() -> None:
     scheduler = make(source, store, sink, backfill=False)
     await run_until(scheduler, lambda: scheduler.stats.polls >= 2)
     assert vault.key in await store.load()
-    source.listed[vault.key] = [job(vault, "J1", "InProgress", start=datetime.now(UTC))]
+    source.listed[vault.key] = [job(vault, "J1", "InProgress", start=LoopClock().utcnow())]
     await run_until(make(source, store, sink, backfill=False), lambda: sink.events)
     assert sink.statuses("J1") == [(None, "InProgress")]
 
@@ -492,7 +502,7 @@ async def test_events_written_before_a_crash_are_not_emitted_again() -> None:
     nothing twice, and checkpoints what it rolled forward with its first poll."""
     vault = vault_ref(SUB_A, "v1")
     source = ScriptedSource([vault])
-    source.listed[vault.key] = [job(vault, "J1", "InProgress", start=datetime.now(UTC))]
+    source.listed[vault.key] = [job(vault, "J1", "InProgress", start=LoopClock().utcnow())]
     sink = ListSink()
     await run_until(make(source, MemoryCheckpointStore(), sink), lambda: sink.events)
     lost = MemoryCheckpointStore()  # the checkpoint that the crash prevented

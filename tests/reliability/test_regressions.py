@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import anyio
 import pytest
 from structlog.testing import capture_logs
 
 from monitor.checkpoints import MemoryCheckpointStore
-from monitor.clock import SystemClock
 from monitor.core.jobs import BackupJob
 from monitor.core.vaults import VaultRef
 from monitor.scheduler import PollScheduler
@@ -22,8 +21,15 @@ from tests.test_scheduler import (
     settings,
     vault_ref,
 )
+from tests.virtual_time import VIRTUAL_TIME_BACKEND, LoopClock
 
 pytestmark = pytest.mark.reliability
+
+
+@pytest.fixture
+def anyio_backend() -> tuple[str, dict[str, object]]:
+    """These tests run on virtual time: their fakes are in-process coroutines."""
+    return VIRTUAL_TIME_BACKEND
 
 
 async def test_job_finishing_after_it_left_the_window_is_emitted_once() -> None:
@@ -35,7 +41,7 @@ async def test_job_finishing_after_it_left_the_window_is_emitted_once() -> None:
     """
     vault = vault_ref(SUB_A, "v1")
     source = ScriptedSource([vault])
-    started = datetime.now(UTC) - timedelta(seconds=0.3)
+    started = LoopClock().utcnow() - timedelta(seconds=0.3)
     source.listed[vault.key] = [job(vault, "long", "InProgress", start=started)]
     sink = ListSink()
     scheduler = PollScheduler(
@@ -43,7 +49,7 @@ async def test_job_finishing_after_it_left_the_window_is_emitted_once() -> None:
         rates=source,
         store=MemoryCheckpointStore(),
         sink=sink,
-        clock=SystemClock(),
+        clock=LoopClock(),
         settings=settings(lookback_s=1, overlap_s=0.1),
         rng=random.Random(1),
     )
@@ -89,7 +95,7 @@ async def test_job_listed_from_the_second_before_the_window_is_emitted_once() ->
         rates=source,
         store=MemoryCheckpointStore(),
         sink=sink,
-        clock=SystemClock(),
+        clock=LoopClock(),
         settings=settings(lookback_s=3600, overlap_s=0.5, active_interval_s=0.05),
         rng=random.Random(1),
     )
@@ -99,7 +105,7 @@ async def test_job_listed_from_the_second_before_the_window_is_emitted_once() ->
             while scheduler.stats.polls < 1:  # noqa: ASYNC110
                 await anyio.sleep(0.01)
             # Keep a running job whose start pins the window start just after a finished job's.
-            base = datetime.now(UTC)
+            base = LoopClock().utcnow()
             finished = job(vault, "done", "Completed", start=base.replace(microsecond=0))
             runner = job(
                 vault,
