@@ -133,7 +133,7 @@ async def list_command(
         raise UsageError(f"--since {time_text(since_at)} is in the future")
     state = _ListState()
     started = clock.monotonic()
-    with anyio.move_on_after(request.timeout_s) as deadline:
+    with anyio.CancelScope(deadline=clock.deadline_after(request.timeout_s)) as deadline:
         code = await _list_within(
             request, since_at, until_at, state, reader=reader, discover=discover, console=console
         )
