@@ -21,6 +21,7 @@ from aiohttp import web
 
 from monitor.emulator import filters
 from monitor.emulator.clock import WorldClock
+from monitor.emulator.estate import Job, ProtectedItem, Vault
 from monitor.emulator.faults import Fault, FaultInjector, FaultSettings
 from monitor.emulator.identity import TokenIssuer
 from monitor.emulator.reads import ReadKind, ReadLog
@@ -33,7 +34,7 @@ from monitor.emulator.wire import (
     subscription_json,
     vault_json,
 )
-from monitor.emulator.world import Job, ProtectedItem, Vault, World, WorldSettings
+from monitor.emulator.world import World, WorldSettings
 
 NEXT_LINK_API_VERSION = "2017-07-01"  # what the backup RP writes into nextLink, whatever was asked
 OPERATION_API_VERSION = "2016-12-01"

@@ -14,17 +14,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from monitor.emulator.world import (
-    CANCELLED,
-    CANCELLING,
-    FAILED,
-    IN_PROGRESS,
-    ErrorSpec,
-    Job,
-    Operation,
-    Subscription,
-    Vault,
-)
+from monitor.emulator.catalogue import CANCELLED, CANCELLING, FAILED, IN_PROGRESS, ErrorSpec
+from monitor.emulator.estate import Job, Operation, Subscription, Vault
 
 JSON = dict[str, Any]
 
