@@ -82,7 +82,7 @@ from monitor.core.jobs import JobKey, JobStatus  # noqa: E402
 from monitor.core.vaults import VaultRef  # noqa: E402
 from monitor.core.wire import build_jobs_filter  # noqa: E402
 from monitor.credentials import StaticTokenCredential, TokenCache  # noqa: E402
-from monitor.emulator.server import STATIC_PRINCIPAL  # noqa: E402
+from monitor.emulator.identity import STATIC_PRINCIPAL  # noqa: E402
 from monitor.events import encode_events, render_event  # noqa: E402
 from monitor.pacing import BudgetBook, core_settings  # noqa: E402
 

@@ -41,7 +41,7 @@ from monitor.emulator import (
     WorldSettings,
     running_emulator,
 )
-from monitor.emulator.world import Vault
+from monitor.emulator.estate import Vault
 from monitor.errors import (
     ArmAuthError,
     ArmError,

@@ -41,8 +41,10 @@ from monitor.core.diff import JobStateChanged
 from monitor.core.jobs import JobDetails, JobStatus, parse_job_details
 from monitor.core.vaults import VaultRef, parse_vault_id
 from monitor.emulator import Emulator, EmulatorSettings, WorldSettings, running_emulator
+from monitor.emulator.catalogue import COMPLETED, FAILED
+from monitor.emulator.estate import Job, Vault
 from monitor.emulator.wire import job_json
-from monitor.emulator.world import COMPLETED, FAILED, Job, Vault, World
+from monitor.emulator.world import World
 from monitor.errors import ArmError, ArmForbidden, ArmNotFound, ArmServerError, ArmThrottled
 from monitor.events import event_schema, render_event, render_job
 from tests import hostile_arm

@@ -8,11 +8,12 @@ cannot hide on both sides.
 
 from __future__ import annotations
 
+from monitor.emulator.catalogue import PROFILES
 from monitor.emulator.faults import FaultSettings
 from monitor.emulator.runner import Emulator, running_emulator
-from monitor.emulator.server import EmulatorSettings
+from monitor.emulator.settings import EmulatorSettings
 from monitor.emulator.throttle import ThrottleSettings
-from monitor.emulator.world import PROFILES, WorldSettings
+from monitor.emulator.world import WorldSettings
 
 __all__ = [
     "PROFILES",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote, unquote
 
-from monitor.emulator.world import Job
+from monitor.emulator.estate import Job
 
 CLAUSE = re.compile(r"\s*(\w+)\s+eq\s+'([^']*)'\s*", re.I)
 TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2}) (AM|PM)", re.I)

@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 
 import orjson
 
+STATIC_PRINCIPAL = "emulator-static-user"  # the principal of the emulator's long-lived token
+
 
 @dataclass(frozen=True, slots=True)
 class TokenCheck:

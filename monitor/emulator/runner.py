@@ -11,14 +11,12 @@ from dataclasses import dataclass
 import anyio
 from aiohttp import web
 
+from monitor.emulator.arm_surface import ArmSurface
 from monitor.emulator.clock import WallClock, WorldClock
 from monitor.emulator.faults import FaultInjector
-from monitor.emulator.server import (
-    ArmSurface,
-    EmulatorSettings,
-    build_app,
-    build_foreign_app,
-)
+from monitor.emulator.foreign import build_foreign_app
+from monitor.emulator.server import build_app
+from monitor.emulator.settings import EmulatorSettings
 from monitor.emulator.throttle import Throttle
 from monitor.emulator.world import World
 

@@ -17,7 +17,7 @@ import orjson
 
 from monitor.emulator.clock import WallClock
 from monitor.emulator.runner import Emulator, running_emulator
-from monitor.emulator.server import EmulatorSettings
+from monitor.emulator.settings import EmulatorSettings
 
 API = "api-version=2025-08-01"
 

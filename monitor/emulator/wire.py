@@ -14,17 +14,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from monitor.emulator.world import (
-    CANCELLED,
-    CANCELLING,
-    FAILED,
-    IN_PROGRESS,
-    ErrorSpec,
-    Job,
-    Operation,
-    Subscription,
-    Vault,
-)
+from monitor.emulator.catalogue import CANCELLED, CANCELLING, FAILED, IN_PROGRESS, ErrorSpec
+from monitor.emulator.estate import Job, Operation, ProtectedItem, Subscription, Vault
 
 JSON = dict[str, Any]
 
@@ -357,4 +348,33 @@ def error_json(code: str, message: str) -> JSON:
             "details": None,
             "innerError": None,
         }
+    }
+
+
+ITEM_TYPE = "Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers/protectedItems"
+
+
+def item_json(vault: Vault, item: ProtectedItem) -> JSON:
+    """A `backupProtectedItems` row: the protected item of `vault`, as the backup RP writes it."""
+    kinds = {
+        "vm": ("Microsoft.Compute/virtualMachines", "VM"),
+        "sql": ("AzureVmWorkloadSQLDatabase", "SQLDataBase"),
+        "files": ("AzureFileShareProtectedItem", "AzureFileShare"),
+        "mab": ("MabFileFolderProtectedItem", "FileFolder"),
+        "dpm": ("DPMProtectedItem", "FileFolder"),
+    }
+    item_type, workload = kinds[item.workload.value]
+    return {
+        "id": f"{vault.id}/backupFabrics/Azure/protectionContainers/{item.container}"
+        f"/protectedItems/{item.name}",
+        "name": item.name,
+        "type": ITEM_TYPE,
+        "properties": {
+            "protectedItemType": item_type,
+            "friendlyName": item.entity,
+            "containerName": item.container,
+            "backupManagementType": item.backup_management_type,
+            "workloadType": workload,
+            "lastBackupTime": "2001-01-01T00:00:00Z",
+        },
     }

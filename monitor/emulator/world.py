@@ -1,4 +1,4 @@
-"""The simulated estate: subscriptions, vaults, protected items and the jobs they run.
+"""The simulated estate's clockwork: builds subscriptions, vaults and items, and runs their jobs.
 
 Rules:
 - The world is a pure function of its seed and the times it is advanced to: every protected item
@@ -6,6 +6,7 @@ Rules:
   never changes what happens.
 - Nothing here knows about HTTP or JSON; `wire.py` renders these objects as ARM does.
 - Every status change the world makes is appended to the ground-truth transition log.
+- The objects it changes are in `estate.py`; the tables it draws from are in `catalogue.py`.
 """
 
 from __future__ import annotations
@@ -15,125 +16,24 @@ import hashlib
 import heapq
 import random
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
-from typing import Literal
 
-IN_PROGRESS = "InProgress"
-CANCELLING = "Cancelling"
-COMPLETED = "Completed"
-COMPLETED_WITH_WARNINGS = "CompletedWithWarnings"
-FAILED = "Failed"
-CANCELLED = "Cancelled"
-TERMINAL = frozenset({COMPLETED, COMPLETED_WITH_WARNINGS, FAILED, CANCELLED})
-
-LOCATIONS = (
-    "westeurope",
-    "northeurope",
-    "eastus",
-    "eastus2",
-    "westus2",
-    "uksouth",
-    "southeastasia",
-    "australiaeast",
+from monitor.emulator.catalogue import (
+    CANCELLED,
+    CANCELLING,
+    COMPLETED,
+    COMPLETED_WITH_WARNINGS,
+    ERRORS,
+    FAILED,
+    LOCATIONS,
+    PROFILES,
+    TERMINAL,
+    WORDS,
+    Profile,
+    Workload,
 )
-WORDS = (
-    "web",
-    "api",
-    "db",
-    "etl",
-    "cache",
-    "auth",
-    "files",
-    "mail",
-    "erp",
-    "crm",
-    "batch",
-    "proxy",
-)
-
-
-class Workload(StrEnum):
-    """What a protected item is; decides the job type and its fields."""
-
-    VM = "vm"
-    SQL = "sql"
-    FILES = "files"
-    MAB = "mab"
-    DPM = "dpm"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Profile:
-    """How busy the estate is and how long its jobs run, before `time_scale` divides every span.
-
-    Attributes:
-        items_per_vault: inclusive range of protected items per vault.
-        cadence: "interval" starts each item's next job a random gap after the previous start;
-            "daily" runs one scheduled backup per item per `period_s` at a fixed offset.
-        gap_s: for "interval", the range of the gap between two starts of one item.
-        period_s: for "daily", the schedule period.
-        duration_s: range of a backup's running time.
-        log_backup_every_s: for "daily", SQL items also take a log backup this often (0 = never).
-        history_s: how far into the past the world already ran when it is created.
-        outcome_weights: relative weights of Completed, CompletedWithWarnings, Failed, Cancelled.
-        vault_job_every_s: mean gap between vault-level jobs (CMK updates) per vault; 0 = never.
-    """
-
-    name: str
-    items_per_vault: tuple[int, int]
-    cadence: Literal["interval", "daily"]
-    gap_s: tuple[float, float] = (0.0, 0.0)
-    period_s: float = 86400.0
-    duration_s: tuple[float, float]
-    log_backup_every_s: float = 0.0
-    history_s: float
-    outcome_weights: tuple[float, float, float, float]
-    vault_job_every_s: float = 0.0
-
-    def scaled(self, time_scale: float) -> Profile:
-        """This profile with every span divided by `time_scale` (60 runs a day in 24 minutes)."""
-        k = 1.0 / time_scale
-        return Profile(
-            name=self.name,
-            items_per_vault=self.items_per_vault,
-            cadence=self.cadence,
-            gap_s=(self.gap_s[0] * k, self.gap_s[1] * k),
-            period_s=self.period_s * k,
-            duration_s=(self.duration_s[0] * k, self.duration_s[1] * k),
-            log_backup_every_s=self.log_backup_every_s * k,
-            history_s=self.history_s * k,
-            outcome_weights=self.outcome_weights,
-            vault_job_every_s=self.vault_job_every_s * k,
-        )
-
-
-PROFILES: dict[str, Profile] = {
-    # Short jobs so that a one-minute run shows dozens of transitions.
-    "demo": Profile(
-        name="demo",
-        items_per_vault=(2, 3),
-        cadence="interval",
-        gap_s=(15.0, 75.0),
-        duration_s=(4.0, 40.0),
-        history_s=90.0,
-        outcome_weights=(0.70, 0.10, 0.13, 0.07),
-        vault_job_every_s=600.0,
-    ),
-    # Realistic daily schedules: one backup per item per day, SQL log backups hourly.
-    "estate": Profile(
-        name="estate",
-        items_per_vault=(3, 10),
-        cadence="daily",
-        period_s=86400.0,
-        duration_s=(300.0, 5400.0),
-        log_backup_every_s=3600.0,
-        history_s=86400.0,
-        outcome_weights=(0.86, 0.06, 0.05, 0.03),
-        vault_job_every_s=7 * 86400.0,
-    ),
-}
+from monitor.emulator.estate import Job, Operation, ProtectedItem, Subscription, Transition, Vault
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,206 +57,6 @@ class WorldSettings:
     retention_s: float = 7 * 86400.0
     operation_delay_s: float = 3.0
     tenant_id: str = "72f988bf-86f1-41af-91ab-2d7cd011db47"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ErrorSpec:
-    """One error a failed job reports, in the superset of all job types' error shapes."""
-
-    code: int
-    title: str
-    message: str
-    recommendations: tuple[str, ...]
-
-
-ERRORS: dict[Workload | None, tuple[ErrorSpec, ...]] = {
-    Workload.VM: (
-        ErrorSpec(
-            code=400153,
-            title="UserErrorVmNotFound",
-            message="The virtual machine no longer exists.",
-            recommendations=("Stop protection of the VM, or restore it from a recovery point.",),
-        ),
-        ErrorSpec(
-            code=400138,
-            title="UserErrorGuestAgentStatusUnavailable",
-            message="VM Agent is unable to communicate with the Azure Backup Service.",
-            recommendations=(
-                "Ensure the VM agent is installed and running.",
-                "Check outbound connectivity to Azure.",
-            ),
-        ),
-        ErrorSpec(
-            code=420017,
-            title="ExtensionSnapshotFailedCOM",
-            message="Snapshot operation failed due to COM+ error.",
-            recommendations=("Restart the Windows service COM+ System Application.",),
-        ),
-    ),
-    Workload.SQL: (
-        ErrorSpec(
-            code=510008,
-            title="UserErrorSQLLogBackupFailed",
-            message="Log backup failed because the database is in simple recovery model.",
-            recommendations=("Switch the database to the full recovery model.",),
-        ),
-        ErrorSpec(
-            code=510010,
-            title="UserErrorSQLNoSysadminMembership",
-            message="Azure Backup does not have sysadmin rights on the SQL instance.",
-            recommendations=("Add NT SERVICE\\AzureWLBackupPluginSvc to the sysadmin role.",),
-        ),
-    ),
-    Workload.FILES: (
-        ErrorSpec(
-            code=18056,
-            title="StorageAccountNotFound",
-            message="The storage account could not be found.",
-            recommendations=("Check that the storage account exists.",),
-        ),
-    ),
-    Workload.MAB: (
-        ErrorSpec(
-            code=100034,
-            title="",
-            message="The backup operation failed because the source volume is not accessible.",
-            recommendations=("Check that the volume is online and try again.",),
-        ),
-    ),
-    Workload.DPM: (
-        ErrorSpec(
-            code=30111,
-            title="",
-            message="The VSS application writer or the VSS provider is in a bad state.",
-            recommendations=("Check the Windows event log for VSS errors.",),
-        ),
-    ),
-    None: (
-        ErrorSpec(
-            code=100137,
-            title="",
-            message="The key vault key is not accessible with the vault's managed identity.",
-            recommendations=("Grant the vault's identity get, wrapKey and unwrapKey.",),
-        ),
-    ),
-}
-
-
-@dataclass(slots=True, kw_only=True)
-class Subscription:
-    """A subscription and its vaults (deleted vaults are removed from `vaults`)."""
-
-    id: str
-    display_name: str
-    vaults: dict[str, Vault] = field(default_factory=dict)  # by lower-cased vault id
-
-
-@dataclass(slots=True, kw_only=True, eq=False)
-class Vault:
-    """A Recovery Services vault; its job list is append-only and sorted by start time."""
-
-    subscription_id: str
-    resource_group: str
-    name: str
-    location: str
-    provider_casing: str  # how job ids spell the provider ("Microsoft.RecoveryServices" or lower)
-    items: list[ProtectedItem] = field(default_factory=list)
-    jobs: list[Job] = field(default_factory=list)
-    job_starts: list[float] = field(default_factory=list)  # epoch seconds, parallel to jobs
-    jobs_by_name: dict[str, Job] = field(default_factory=dict)  # lower-cased job name
-    pruned: int = 0  # jobs dropped from the front of `jobs` by retention
-    deleted: bool = False
-    forbidden: bool = False
-
-    @property
-    def id(self) -> str:
-        return (
-            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
-            f"/providers/Microsoft.RecoveryServices/vaults/{self.name}"
-        )
-
-    @property
-    def key(self) -> str:
-        return self.id.lower()
-
-
-@dataclass(slots=True, kw_only=True, eq=False)
-class ProtectedItem:
-    """A protected VM, database, file share or server; it runs backups on a schedule."""
-
-    vault: Vault
-    workload: Workload
-    entity: str
-    container: str
-    name: str
-    job_type: str
-    backup_management_type: str
-    extra: dict[str, str]  # type-specific fields (server names, storage account, workload type)
-    rng: random.Random
-    offset_s: float  # schedule offset inside the period, for daily cadence
-    last_full_at: float = 0.0
-
-
-@dataclass(slots=True, kw_only=True, eq=False)
-class Job:
-    """One backup job and its planned life; `status` is what the API says now."""
-
-    name: str
-    vault: Vault
-    item: ProtectedItem | None
-    job_type: str
-    operation: str
-    backup_management_type: str | None
-    entity: str
-    extra: dict[str, str]
-    start_at: datetime
-    duration_s: float  # planned running time
-    plan: list[tuple[datetime, str]]  # remaining (at, status) steps
-    outcome: str
-    error: ErrorSpec | None
-    timespan: bool  # write durations as .NET TimeSpan text
-    is_user_triggered: bool
-    activity_id: str
-    ordinal: int = 0
-    status: str = IN_PROGRESS
-    end_at: datetime | None = None
-    cancelling_at: datetime | None = None
-    version: int = 0  # bumped on every change
-    list_cache: dict[str, object] | None = None  # wire rendering, kept once terminal
-    detail_cache: dict[str, object] | None = None
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.status in TERMINAL
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Transition:
-    """One status change the world made: the ground truth the monitor is judged against."""
-
-    seq: int
-    vault_id: str
-    job_id: str
-    job_type: str
-    operation: str
-    from_status: str | None
-    to_status: str
-    at: datetime
-
-
-@dataclass(slots=True, kw_only=True, eq=False)
-class Operation:
-    """A triggered backup's async operation; resolves to a job after `operation_delay_s`."""
-
-    id: str
-    vault: Vault
-    item: ProtectedItem
-    start_at: datetime
-    job: Job | None = None
-
-    @property
-    def status(self) -> str:
-        return "Succeeded" if self.job is not None else IN_PROGRESS
 
 
 def _stable_seed(*parts: object) -> int:

@@ -19,8 +19,8 @@ from monitor.emulator import (
     WorldSettings,
     running_emulator,
 )
-from monitor.emulator.server import STATIC_PRINCIPAL
-from monitor.emulator.world import Vault
+from monitor.emulator.estate import Vault
+from monitor.emulator.identity import STATIC_PRINCIPAL
 
 API = "api-version=2025-08-01"
 WINDOW = "startTime eq '2020-01-01 12:00:00 AM' and endTime eq '2099-01-01 12:00:00 AM'"

@@ -28,9 +28,11 @@ from monitor.emulator import (
     WorldSettings,
     running_emulator,
 )
+from monitor.emulator.catalogue import CANCELLED, FAILED, IN_PROGRESS, TERMINAL
+from monitor.emulator.estate import Job
 from monitor.emulator.runner import Emulator
 from monitor.emulator.wire import job_json
-from monitor.emulator.world import CANCELLED, FAILED, IN_PROGRESS, TERMINAL, Job, World
+from monitor.emulator.world import World
 
 ARM_SCOPE = "https://management.azure.com/.default"
 PAGE_SIZE = 5

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from monitor.emulator.catalogue import FAILED
 from monitor.emulator.wire import format_duration, format_time, job_json
-from monitor.emulator.world import FAILED, World, WorldSettings, utc
+from monitor.emulator.world import World, WorldSettings, utc
 
 T0 = utc(2026, 11, 25, 10)
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.emulator.world import (
+from monitor.emulator.catalogue import (
     CANCELLED,
     CANCELLING,
     COMPLETED,
@@ -18,10 +18,8 @@ from monitor.emulator.world import (
     IN_PROGRESS,
     PROFILES,
     TERMINAL,
-    World,
-    WorldSettings,
-    utc,
 )
+from monitor.emulator.world import World, WorldSettings, utc
 
 T0 = utc(2026, 11, 25, 10)
 ALL_TYPES = {

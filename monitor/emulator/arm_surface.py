@@ -1,0 +1,457 @@
+"""The emulator's ARM + Recovery Services surface: the request pipeline, routes and handlers.
+
+Every ARM request goes through one pipeline, in ARM's order: correlation ids, authentication,
+api-version, routing, throttling, injected faults, then the handler. ARM paths are matched
+case-insensitively, as ARM does (`/Subscriptions/` and `microsoft.recoveryservices` both work).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from urllib.parse import quote_plus, unquote_plus
+
+import orjson
+from aiohttp import web
+
+from monitor.emulator import filters
+from monitor.emulator.arm_replies import (
+    ArmReply,
+    Call,
+    Reply,
+    correlation_headers,
+    drop,
+    json_response,
+    server_error,
+    throttled,
+    truncated,
+)
+from monitor.emulator.clock import WorldClock
+from monitor.emulator.estate import Job, ProtectedItem, Vault
+from monitor.emulator.faults import Fault, FaultInjector
+from monitor.emulator.foreign import ForeignOrigin
+from monitor.emulator.identity import STATIC_PRINCIPAL, TokenIssuer
+from monitor.emulator.reads import ReadKind, ReadLog
+from monitor.emulator.settings import EmulatorSettings
+from monitor.emulator.throttle import Throttle
+from monitor.emulator.wire import (
+    JSON,
+    error_json,
+    item_json,
+    job_json,
+    operation_status_json,
+    subscription_json,
+    vault_json,
+)
+from monitor.emulator.world import World
+
+NEXT_LINK_API_VERSION = "2017-07-01"  # what the backup RP writes into nextLink, whatever was asked
+OPERATION_API_VERSION = "2016-12-01"
+
+Handler = Callable[["ArmSurface", Call], Awaitable[Reply]]
+
+SUB = r"/subscriptions/(?P<sub>[^/]+)"
+VAULT = (
+    SUB
+    + r"/resourcegroups/(?P<rg>[^/]+)/providers/microsoft\.recoveryservices/vaults/(?P<vault>[^/]+)"
+)
+ITEM = (
+    VAULT + r"/backupfabrics/(?P<fabric>[^/]+)/protectioncontainers/(?P<container>[^/]+)"
+    r"/protecteditems/(?P<item>[^/]+)"
+)
+
+
+class ArmSurface:
+    """The emulator's request handling; owns the world, throttle, faults and token issuer."""
+
+    def __init__(self, settings: EmulatorSettings, clock: WorldClock) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.world = World(settings.world, clock.utcnow())
+        self.throttle = Throttle(settings.throttle)
+        self.faults = FaultInjector(settings.faults, settings.fault_seed)
+        self.issuer = TokenIssuer(settings.world.tenant_id)
+        self.foreign = ForeignOrigin()
+        self.reads = ReadLog()
+        self.base_url = ""  # set once the server is bound
+        self.static_token = self.issuer.issue(
+            STATIC_PRINCIPAL, expires_at=clock.utcnow().timestamp() + 10 * 365 * 86400
+        )
+        self._routes: list[tuple[str, re.Pattern[str], Handler]] = [
+            ("GET", re.compile(r"/subscriptions", re.I), ArmSurface._subscriptions),
+            ("GET", re.compile(SUB, re.I), ArmSurface._subscription),
+            (
+                "GET",
+                re.compile(SUB + r"/providers/microsoft\.recoveryservices/vaults", re.I),
+                ArmSurface._vaults,
+            ),
+            (
+                "GET",
+                re.compile(
+                    SUB
+                    + r"/resourcegroups/(?P<rg>[^/]+)/providers/microsoft\.recoveryservices/vaults",
+                    re.I,
+                ),
+                ArmSurface._vaults,
+            ),
+            ("GET", re.compile(VAULT, re.I), ArmSurface._vault),
+            ("GET", re.compile(VAULT + r"/backupjobs", re.I), ArmSurface._jobs),
+            ("GET", re.compile(VAULT + r"/backupjobs/(?P<job>[^/]+)", re.I), ArmSurface._job),
+            ("GET", re.compile(VAULT + r"/backupprotecteditems", re.I), ArmSurface._items),
+            ("POST", re.compile(ITEM + r"/backup", re.I), ArmSurface._trigger_backup),
+            (
+                "GET",
+                re.compile(ITEM + r"/operationsstatus/(?P<op>[^/]+)", re.I),
+                ArmSurface._operation_status,
+            ),
+            (
+                "GET",
+                re.compile(ITEM + r"/operationresults/(?P<op>[^/]+)", re.I),
+                ArmSurface._operation_result,
+            ),
+            (
+                "GET",
+                re.compile(VAULT + r"/backupoperations/(?P<op>[^/]+)", re.I),
+                ArmSurface._operation_status,
+            ),
+        ]
+
+    # ------------------------------------------------------------------ the ARM pipeline
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Serve one ARM request."""
+        headers = correlation_headers(request, self.clock.utcnow())
+        try:
+            return await self._pipeline(request, headers)
+        except ArmReply as reply:
+            headers.update(reply.headers)
+            if reply.status == 401:
+                headers["WWW-Authenticate"] = (
+                    f'Bearer authorization_uri="{self.base_url}/{self.world.tenant_id}", '
+                    'error="invalid_token", error_description="The authentication failed"'
+                )
+                headers["x-ms-failure-cause"] = "gateway"
+            return json_response(reply.status, error_json(reply.code, reply.message), headers)
+
+    async def _pipeline(self, request: web.Request, headers: dict[str, str]) -> web.StreamResponse:
+        now_mono, now = self.clock.monotonic(), self.clock.utcnow()
+        check = self.issuer.check(request.headers.get("Authorization"), now=now.timestamp())
+        if check.principal is None:
+            raise ArmReply(401, check.error_code or "", check.error_message or "")
+        params = {k.lower(): v for k, v in request.query.items()}
+        if "api-version" not in params:
+            raise ArmReply(
+                400,
+                "MissingApiVersionParameter",
+                "The api-version query parameter (?api-version=) is required for all requests.",
+            )
+        path = request.path.rstrip("/") or "/"
+        route = self._route(request.method, path)
+        match = route[1] if route else {}
+        scope = match.get("sub", "tenant")
+        verdict = self.throttle.check(
+            scope=scope,
+            principal=check.principal,
+            kind="writes" if request.method == "POST" else "reads",
+            now=now_mono,
+            wall=now.timestamp(),
+        )
+        headers.update(verdict.headers)
+        if request.method == "GET":
+            self._log_read(route, params, scope, check.principal, verdict.allowed, now)
+        if not verdict.allowed:
+            raise throttled(verdict, scope, check.principal, self.world.tenant_id)
+        faults = self.faults
+        if faults.draw(Fault.EXPIRED_TOKEN):
+            raise ArmReply(
+                401,
+                "ExpiredAuthenticationToken",
+                "The access token expiry UTC time is earlier than current UTC time.",
+            )
+        if faults.draw(Fault.LATENCY):
+            await asyncio.sleep(faults.settings.latency_s)
+        if faults.draw(Fault.DROP):
+            return drop(request)
+        if faults.draw(Fault.SERVER_ERROR):
+            raise server_error(faults.server_status(), headers)
+        if route is None:
+            raise ArmReply(
+                404,
+                "InvalidResourceType",
+                f"The resource type could not be found for path '{request.path}'.",
+            )
+        self.world.advance(now)
+        call = Call(request=request, params=params, match=match, principal=check.principal, now=now)
+        reply = await route[0](self, call)
+        headers.update(reply.headers)
+        if reply.body is None:
+            return web.Response(status=reply.status, headers=headers)
+        if faults.draw(Fault.MALFORMED):
+            return web.Response(
+                status=reply.status,
+                body=b"<html><body>Bad Gateway</body></html>",
+                headers={**headers, "Content-Type": "application/json; charset=utf-8"},
+            )
+        if faults.draw(Fault.TRUNCATE):
+            return await truncated(request, reply.status, orjson.dumps(reply.body), headers)
+        return json_response(reply.status, reply.body, headers)
+
+    def _route(self, method: str, path: str) -> tuple[Handler, dict[str, str]] | None:
+        for verb, pattern, handler in self._routes:
+            m = pattern.fullmatch(path)
+            if m is not None and verb == method:
+                return handler, {k: v for k, v in m.groupdict().items() if v is not None}
+        return None
+
+    def _log_read(
+        self,
+        route: tuple[Handler, dict[str, str]] | None,
+        params: dict[str, str],
+        scope: str,
+        principal: str,
+        served: bool,
+        now: datetime,
+    ) -> None:
+        """Count a GET in the read log, against its vault when its path names one."""
+        handler, match = route if route is not None else (None, {})
+        vault_key = None
+        if "vault" in match:
+            vault_key = (
+                f"/subscriptions/{match['sub']}/resourcegroups/{match['rg']}"
+                f"/providers/microsoft.recoveryservices/vaults/{match['vault']}"
+            ).lower()
+        if handler is ArmSurface._jobs:
+            kind = ReadKind.NEXT_PAGE if "$skiptoken" in params else ReadKind.FIRST_PAGE
+        elif handler is ArmSurface._job:
+            kind = ReadKind.JOB
+        else:
+            kind = ReadKind.OTHER
+        self.reads.record(
+            principal=principal,
+            scope=scope,
+            vault_key=vault_key,
+            kind=kind,
+            served=served,
+            at=now,
+        )
+
+    # ------------------------------------------------------------------ lookups
+
+    def _subscription_or_404(self, sub_id: str) -> None:
+        if sub_id.lower() not in {s.lower() for s in self.world.subscriptions}:
+            raise ArmReply(
+                404, "SubscriptionNotFound", f"The subscription '{sub_id}' could not be found."
+            )
+
+    def _vault_or_error(self, call: Call, action: str) -> Vault:
+        m = call.match
+        self._subscription_or_404(m["sub"])
+        vault_id = (
+            f"/subscriptions/{m['sub']}/resourceGroups/{m['rg']}"
+            f"/providers/Microsoft.RecoveryServices/vaults/{m['vault']}"
+        )
+        vault = self.world.live_vault(vault_id)
+        if vault is None:
+            raise ArmReply(
+                404,
+                "ResourceNotFound",
+                f"The Resource 'Microsoft.RecoveryServices/vaults/{m['vault']}' under resource "
+                f"group '{m['rg']}' was not found. For more details please go to "
+                "https://aka.ms/ARMResourceNotFoundFix",
+            )
+        if vault.forbidden:
+            raise ArmReply(
+                403,
+                "AuthorizationFailed",
+                f"The client '{call.principal}' with object id '{call.principal}' does not have "
+                f"authorization to perform action '{action}' over scope '{vault.id}' or the scope "
+                "is invalid. If access was recently granted, please refresh your credentials.",
+            )
+        return vault
+
+    def _item_or_404(self, vault: Vault, call: Call) -> ProtectedItem:
+        container, name = call.match["container"].lower(), call.match["item"].lower()
+        for item in vault.items:
+            if item.container.lower() == container and item.name.lower() == name:
+                return item
+        raise ArmReply(
+            404,
+            "BMSUserErrorObjectNotFound",
+            f"Item not found: container '{call.match['container']}', item '{call.match['item']}'.",
+        )
+
+    # ------------------------------------------------------------------ paging
+
+    def _next_link(self, request: web.Request, params: dict[str, str], token: str) -> str:
+        base = self.foreign.url if self.faults.draw(Fault.FOREIGN_NEXT_LINK) else self.base_url
+        query = f"api-version={NEXT_LINK_API_VERSION}"
+        if "$filter" in params:
+            query += f"&%24filter={_arm_quote(params['$filter'])}"
+        query += f"&%24skiptoken={_arm_quote(token)}"
+        return f"{base}{request.path}?{query}"
+
+    def _page(self, call: Call, rows: list[JSON]) -> Reply:
+        """An offset-paged list of `rows` (vaults, subscriptions, items)."""
+        start = _decode_offset(call.params.get("$skiptoken"))
+        size = self.settings.vault_page_size
+        body: JSON = {"value": rows[start : start + size]}
+        if start + size < len(rows):
+            body["nextLink"] = self._next_link(
+                call.request, call.params, _encode_offset(start + size)
+            )
+        return Reply(200, body)
+
+    # ------------------------------------------------------------------ handlers
+
+    async def _subscriptions(self, call: Call) -> Reply:
+        subs = sorted(self.world.subscriptions.values(), key=lambda s: s.id)
+        return self._page(call, [subscription_json(s, self.world.tenant_id) for s in subs])
+
+    async def _subscription(self, call: Call) -> Reply:
+        self._subscription_or_404(call.match["sub"])
+        sub = next(
+            s
+            for s in self.world.subscriptions.values()
+            if s.id.lower() == call.match["sub"].lower()
+        )
+        return Reply(200, subscription_json(sub, self.world.tenant_id))
+
+    async def _vaults(self, call: Call) -> Reply:
+        self._subscription_or_404(call.match["sub"])
+        sub = next(
+            s
+            for s in self.world.subscriptions.values()
+            if s.id.lower() == call.match["sub"].lower()
+        )
+        rg = call.match.get("rg", "").lower()
+        vaults = sorted(
+            (v for v in sub.vaults.values() if not rg or v.resource_group.lower() == rg),
+            key=lambda v: v.key,
+        )
+        return self._page(call, [vault_json(v) for v in vaults])
+
+    async def _vault(self, call: Call) -> Reply:
+        vault = self._vault_or_error(call, "Microsoft.RecoveryServices/vaults/read")
+        return Reply(200, vault_json(vault))
+
+    async def _items(self, call: Call) -> Reply:
+        vault = self._vault_or_error(
+            call, "Microsoft.RecoveryServices/vaults/backupProtectedItems/read"
+        )
+        return self._page(call, [item_json(vault, item) for item in vault.items])
+
+    async def _jobs(self, call: Call) -> Reply:
+        vault = self._vault_or_error(call, "Microsoft.RecoveryServices/vaults/backupJobs/read")
+        try:
+            query = filters.parse_filter(call.params.get("$filter"))
+            position = filters.decode_skiptoken(call.params.get("$skiptoken"))
+        except filters.FilterError as exc:
+            raise ArmReply(
+                400,
+                "BMSUserErrorInvalidInput",
+                "Input provided for the call is invalid\r\nPlease check the required inputs",
+            ) from exc
+        lo, hi = self.world.jobs_in_window(vault, query.start_at, query.end_at)
+        # Newest first; `position` is the ordinal of the next job to return, going down.
+        top = hi - 1 if position is None else min(hi - 1, position - vault.pruned)
+        page: list[Job] = []
+        nxt: Job | None = None
+        jobs = vault.jobs
+        for index in range(top, lo - 1, -1):
+            job = jobs[index]
+            if not query.matches(job):
+                continue
+            if len(page) == self.settings.page_size:
+                nxt = job
+                break
+            page.append(job)
+        now = call.now
+        body: JSON = {"value": [job_json(j, now, details=False) for j in page]}
+        if nxt is not None:
+            token = filters.encode_skiptoken(vault.name, nxt.ordinal)
+            body["nextLink"] = self._next_link(call.request, call.params, token)
+        return Reply(200, body)
+
+    async def _job(self, call: Call) -> Reply:
+        vault = self._vault_or_error(call, "Microsoft.RecoveryServices/vaults/backupJobs/read")
+        job = vault.jobs_by_name.get(call.match["job"].lower())
+        if job is None:
+            raise ArmReply(
+                404,
+                "BMSUserErrorJobNotFound",
+                f"Job '{call.match['job']}' was not found in vault '{vault.name}'.",
+            )
+        return Reply(200, job_json(job, call.now, details=True))
+
+    async def _trigger_backup(self, call: Call) -> Reply:
+        vault = self._vault_or_error(
+            call,
+            "Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers/protectedItems/backup/action",
+        )
+        item = self._item_or_404(vault, call)
+        op = self.world.trigger_backup(vault, item)
+        base = (
+            f"{self.base_url}/Subscriptions/{vault.subscription_id}/resourceGroups/"
+            f"{vault.resource_group}/providers/Microsoft.RecoveryServices/vaults/{vault.name}"
+            f"/backupFabrics/{call.match['fabric']}/protectionContainers/{item.container}"
+            f"/protectedItems/{item.name}"
+        )
+        version = f"api-version={OPERATION_API_VERSION}"
+        headers = {
+            "Azure-AsyncOperation": f"{base}/operationsStatus/{op.id}?{version}",
+            "Location": f"{base}/operationResults/{op.id}?{version}",
+            "Retry-After": str(self.settings.operation_retry_after_s),
+            "x-ms-ratelimit-remaining-subscription-resource-requests": "149",
+        }
+        return Reply(202, None, headers)
+
+    async def _operation_status(self, call: Call) -> Reply:
+        vault = self._vault_or_error(
+            call, "Microsoft.RecoveryServices/vaults/backupOperations/read"
+        )
+        op = self.world.operations.get(call.match["op"].lower())
+        if op is None or op.vault is not vault:
+            raise ArmReply(
+                404, "BMSUserErrorOperationNotFound", f"Operation '{call.match['op']}' not found."
+            )
+        return Reply(200, operation_status_json(op, call.now))
+
+    async def _operation_result(self, call: Call) -> Reply:
+        vault = self._vault_or_error(
+            call, "Microsoft.RecoveryServices/vaults/backupOperationResults/read"
+        )
+        op = self.world.operations.get(call.match["op"].lower())
+        if op is None or op.vault is not vault:
+            raise ArmReply(
+                404, "BMSUserErrorOperationNotFound", f"Operation '{call.match['op']}' not found."
+            )
+        if op.job is None:
+            return Reply(
+                202,
+                None,
+                {
+                    "Location": f"{self.base_url}{call.request.path_qs}",
+                    "Retry-After": str(self.settings.operation_retry_after_s),
+                },
+            )
+        return Reply(204, None)
+
+
+def _arm_quote(value: str) -> str:
+    """Encode a query value as the backup RP does: `+` for spaces, lower-case `%xx` escapes."""
+    return re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), quote_plus(value, safe=""))
+
+
+def _encode_offset(offset: int) -> str:
+    return f"o{offset}"
+
+
+def _decode_offset(token: str | None) -> int:
+    if not token:
+        return 0
+    text = token if token.startswith("o") else unquote_plus(token)
+    if not text.startswith("o") or not text[1:].isdigit():
+        raise ArmReply(400, "InvalidSkipToken", "The $skiptoken value is invalid.")
+    return int(text[1:])

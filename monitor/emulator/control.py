@@ -1,0 +1,341 @@
+"""The emulator's surface outside ARM: the AAD and managed-identity token endpoints, `/_emulator`.
+
+`/_emulator` is the ground truth (transitions, stats, the read log, the world) and the control API
+(add, delete and forbid vaults; set faults; mint tokens). None of it is throttled or faulted.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from monitor.emulator.arm_surface import ArmSurface
+from monitor.emulator.identity import STATIC_PRINCIPAL
+from monitor.emulator.wire import vault_json
+
+
+class ControlSurface:
+    """Token endpoints and the `/_emulator` ground truth and control API (no throttling)."""
+
+    def __init__(self, arm: ArmSurface) -> None:
+        self.arm = arm
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/{tenant}/oauth2/v2.0/token", self.token),
+            web.get("/{tenant}/v2.0/.well-known/openid-configuration", self.openid_configuration),
+            web.get("/msi/token", self.managed_identity_token),
+            web.get("/_emulator/transitions", self.transitions),
+            web.get("/_emulator/stats", self.stats),
+            web.post("/_emulator/stats/reset", self.reset_stats),
+            web.get("/_emulator/reads", self.read_log),
+            web.get("/_emulator/world", self.world_summary),
+            web.post("/_emulator/vaults", self.add_vault),
+            web.delete("/_emulator/vaults", self.delete_vault),
+            web.post("/_emulator/vaults/forbid", self.forbid_vault),
+            web.get("/_emulator/faults", self.get_faults),
+            web.put("/_emulator/faults", self.put_faults),
+            web.post("/_emulator/tokens", self.mint_token),
+        ]
+
+    def _now(self) -> datetime:
+        now = self.arm.clock.utcnow()
+        self.arm.world.advance(now)
+        return now
+
+    async def _json_body(self, request: web.Request) -> dict[str, Any]:
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            raise web.HTTPBadRequest(text=f"body is not JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise web.HTTPBadRequest(text="body must be a JSON object")
+        return body
+
+    # -------------------------------------------------------------- tokens
+
+    async def token(self, request: web.Request) -> web.Response:
+        tenant = request.match_info["tenant"]
+        form = await request.post()
+        if tenant.lower() not in (self.arm.world.tenant_id, "organizations"):
+            return _aad_error(
+                400,
+                "invalid_request",
+                f"AADSTS90002: Tenant '{tenant}' not found.",
+            )
+        if form.get("grant_type") != "client_credentials":
+            return _aad_error(400, "unsupported_grant_type", "AADSTS70003: grant_type unsupported.")
+        client_id = str(form.get("client_id", ""))
+        secret, assertion = form.get("client_secret"), form.get("client_assertion")
+        if not client_id:
+            return _aad_error(400, "invalid_request", "AADSTS900144: 'client_id' is missing.")
+        if assertion is None and secret != self.arm.settings.client_secret:
+            return _aad_error(
+                401,
+                "invalid_client",
+                f"AADSTS7000215: Invalid client secret provided for app '{client_id}'.",
+            )
+        lifetime = int(self.arm.settings.token_lifetime_s)
+        token = self.arm.issuer.issue(
+            client_id,
+            expires_at=self.arm.clock.utcnow().timestamp() + lifetime,
+            audience=str(form.get("scope", "")),
+        )
+        return web.json_response(
+            {
+                "token_type": "Bearer",
+                "expires_in": lifetime,
+                "ext_expires_in": lifetime,
+                "access_token": token,
+            }
+        )
+
+    async def openid_configuration(self, request: web.Request) -> web.Response:
+        base = f"{self.arm.base_url}/{request.match_info['tenant']}"
+        return web.json_response(
+            {
+                "token_endpoint": f"{base}/oauth2/v2.0/token",
+                "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                "issuer": f"{base}/v2.0",
+                "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt"],
+                "response_types_supported": ["code", "id_token", "token"],
+                "tenant_region_scope": "EU",
+            }
+        )
+
+    async def managed_identity_token(self, request: web.Request) -> web.Response:
+        if request.headers.get("X-IDENTITY-HEADER") != self.arm.settings.identity_header:
+            return web.json_response(
+                {
+                    "statusCode": 401,
+                    "message": "Unauthorized: X-IDENTITY-HEADER is missing or wrong.",
+                },
+                status=401,
+            )
+        resource = request.query.get("resource")
+        if not resource:
+            return web.json_response(
+                {"error": "invalid_request", "error_description": "resource is required"},
+                status=400,
+            )
+        principal = request.query.get("client_id") or "system-assigned-identity"
+        lifetime = int(self.arm.settings.token_lifetime_s)
+        expires_on = int(self.arm.clock.utcnow().timestamp()) + lifetime
+        return web.json_response(
+            {
+                "access_token": self.arm.issuer.issue(
+                    principal, expires_at=expires_on, audience=resource
+                ),
+                "expires_on": str(expires_on),
+                "resource": resource,
+                "token_type": "Bearer",
+                "client_id": principal,
+            }
+        )
+
+    async def mint_token(self, request: web.Request) -> web.Response:
+        body = await self._json_body(request)
+        principal = str(body.get("principal", STATIC_PRINCIPAL))
+        lifetime = body.get("lifetime_s", self.arm.settings.token_lifetime_s)
+        if isinstance(lifetime, bool) or not isinstance(lifetime, int | float):
+            raise web.HTTPBadRequest(text="lifetime_s must be a number")
+        token = self.arm.issuer.issue(
+            principal, expires_at=self.arm.clock.utcnow().timestamp() + float(lifetime)
+        )
+        return web.json_response({"token": token, "principal": principal})
+
+    # -------------------------------------------------------------- ground truth
+
+    async def transitions(self, request: web.Request) -> web.Response:
+        self._now()
+        try:
+            since = int(request.query.get("since", "0"))
+            limit = int(request.query.get("limit", "10000"))
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text="since and limit must be integers") from exc
+        rows = self.arm.world.transitions_since(max(since, 0), max(1, min(limit, 100_000)))
+        return _raw_json(
+            {
+                "transitions": [
+                    {
+                        "seq": t.seq,
+                        "vault_id": t.vault_id,
+                        "job_id": t.job_id,
+                        "job_type": t.job_type,
+                        "operation": t.operation,
+                        "from": t.from_status,
+                        "to": t.to_status,
+                        "at": t.at,
+                    }
+                    for t in rows
+                ],
+                "next": rows[-1].seq if rows else max(since, 0),
+            }
+        )
+
+    async def stats(self, request: web.Request) -> web.Response:
+        self._now()
+        return _raw_json(
+            {
+                **self.arm.throttle.stats_json(),
+                "faults_injected": self.arm.faults.injected,
+                "foreign_origin": {
+                    "url": self.arm.foreign.url,
+                    "requests": self.arm.foreign.requests,
+                    "tokens_received": self.arm.foreign.tokens_received,
+                },
+                "transitions": len(self.arm.world.transitions),
+            }
+        )
+
+    async def reset_stats(self, request: web.Request) -> web.Response:
+        self.arm.throttle.reset_stats()
+        self.arm.reads.reset()
+        return web.json_response({"reset": True})
+
+    async def read_log(self, request: web.Request) -> web.Response:
+        """Reads per (principal, vault), each vault's first poll, and reads outside vaults.
+
+        `?principal=P` keeps only that principal's rows.
+        """
+        wanted = request.query.get("principal")
+        world = self.arm.world
+        vaults = []
+        for (principal, key), r in sorted(self.arm.reads.vaults.items()):
+            if wanted is not None and principal != wanted:
+                continue
+            vault = world.vaults.get(key)
+            vaults.append(
+                {
+                    "principal": principal,
+                    "vault_id": vault.id if vault is not None else key,
+                    "subscription_id": vault.subscription_id if vault is not None else r.scope,
+                    "served": r.served,
+                    "throttled_429": r.throttled,
+                    "before_first_poll": r.before_first_poll,
+                    "lists": r.lists,
+                    "pages": r.pages,
+                    "jobs": r.jobs,
+                    "first_poll": None if r.first_poll is None else r.first_poll.as_json(),
+                }
+            )
+        outside = [
+            {
+                "principal": principal,
+                "scope": scope,
+                "served": r.served,
+                "throttled_429": r.throttled,
+            }
+            for (principal, scope), r in sorted(self.arm.reads.outside.items())
+            if wanted is None or principal == wanted
+        ]
+        return _raw_json({"vaults": vaults, "outside_vaults": outside})
+
+    async def world_summary(self, request: web.Request) -> web.Response:
+        now = self._now()
+        world = self.arm.world
+        return _raw_json(
+            {
+                "tenant_id": world.tenant_id,
+                "now": now,
+                "subscriptions": [
+                    {
+                        "id": sub.id,
+                        "vaults": [
+                            {
+                                "id": v.id,
+                                "location": v.location,
+                                "forbidden": v.forbidden,
+                                "jobs": len(v.jobs),
+                                "running": sum(1 for j in v.jobs if not j.is_terminal),
+                                "items": [
+                                    {
+                                        "container": i.container,
+                                        "name": i.name,
+                                        "workload": i.workload.value,
+                                        "job_type": i.job_type,
+                                    }
+                                    for i in v.items
+                                ],
+                            }
+                            for v in sorted(sub.vaults.values(), key=lambda v: v.key)
+                        ],
+                    }
+                    for sub in sorted(world.subscriptions.values(), key=lambda s: s.id)
+                ],
+            }
+        )
+
+    # -------------------------------------------------------------- control
+
+    async def add_vault(self, request: web.Request) -> web.Response:
+        body = await self._json_body(request)
+        self._now()
+        try:
+            vault = self.arm.world.add_vault(
+                subscription_id=str(body["subscription_id"]),
+                resource_group=str(body.get("resource_group", "rg-added")),
+                name=str(body["name"]),
+                location=str(body.get("location", "westeurope")),
+            )
+        except KeyError as exc:
+            raise web.HTTPBadRequest(text=f"missing field {exc}") from exc
+        except ValueError as exc:
+            raise web.HTTPConflict(text=str(exc)) from exc
+        return web.json_response(vault_json(vault), status=201)
+
+    async def delete_vault(self, request: web.Request) -> web.Response:
+        vault_id = request.query.get("id", "")
+        self._now()
+        try:
+            self.arm.world.delete_vault(vault_id)
+        except KeyError as exc:
+            raise web.HTTPNotFound(text=f"no live vault {vault_id!r}") from exc
+        return web.Response(status=204)
+
+    async def forbid_vault(self, request: web.Request) -> web.Response:
+        body = await self._json_body(request)
+        try:
+            vault = self.arm.world.set_forbidden(str(body["id"]), bool(body.get("forbidden", True)))
+        except KeyError as exc:
+            raise web.HTTPNotFound(text=f"no vault {body.get('id')!r}") from exc
+        return web.json_response({"id": vault.id, "forbidden": vault.forbidden})
+
+    async def get_faults(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"settings": self.arm.faults.settings.as_json(), "injected": self.arm.faults.injected}
+        )
+
+    async def put_faults(self, request: web.Request) -> web.Response:
+        body = await self._json_body(request)
+        try:
+            self.arm.faults.settings = self.arm.faults.settings.updated(body)
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from exc
+        return web.json_response({"settings": self.arm.faults.settings.as_json()})
+
+
+def _aad_error(status: int, error: str, description: str) -> web.Response:
+    return web.json_response(
+        {
+            "error": error,
+            "error_description": description,
+            "error_codes": [int(description.removeprefix("AADSTS").split(":")[0])]
+            if description.startswith("AADSTS")
+            else [],
+            "trace_id": str(uuid.uuid4()),
+            "correlation_id": str(uuid.uuid4()),
+        },
+        status=status,
+    )
+
+
+def _raw_json(body: object) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body, option=orjson.OPT_UTC_Z),
+        content_type="application/json",
+    )
