@@ -1,6 +1,10 @@
-"""The daemon as a child process against the emulator, and judging it against ground truth.
+"""The daemon as a child process against the emulator, waiting on what it writes, and judging it
+against ground truth.
 
-Shared by the end-to-end tests: test_daemon_e2e, test_shard_e2e and test_ops.
+The one way tests run a daemon: the end-to-end, shard, ops, full-disk and hostile tests, and the
+reliability harness (tests/reliability/harness.py) built on it. Every wait here has a deadline and
+watches a file the daemon writes (its log lines, its events) or the emulator's ground truth; none
+is a fixed sleep.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -80,14 +84,15 @@ def write_config(
 
 
 def read_json_lines(
-    path: Path, *, unreadable: Callable[[bytes], dict[str, Any]]
+    path: Path, *, unreadable: Callable[[bytes], dict[str, Any]], offset: int = 0
 ) -> list[dict[str, Any]]:
-    """Every line of a JSON-lines file (none when it does not exist); `unreadable` stands in for
-    a line that is not JSON (a log line from elsewhere, or a write cut short by SIGKILL)."""
+    """Every line of a JSON-lines file from byte `offset` on (none when it does not exist);
+    `unreadable` stands in for a line that is not JSON (a log line from elsewhere, or a write
+    cut short by SIGKILL)."""
     if not path.exists():
         return []
     rows: list[dict[str, Any]] = []
-    for line in path.read_bytes().splitlines():
+    for line in path.read_bytes()[offset:].splitlines():
         if not line:
             continue
         try:
@@ -117,7 +122,10 @@ class Daemon:
     """`backup-monitor run` as a child process; stderr appends to `logs`.
 
     Its stdout appends to `events` unless `stdout_to_events` is False (the config then names a
-    file sink of its own).
+    file sink of its own). With `partial_lines`, a line of the events file that is not JSON (a
+    write cut short by SIGKILL) reads as `{"event_id": "<partial line>", "partial": True}`
+    instead of failing the test. Each start remembers the events-file line count and the log
+    size then (`incarnations`, `log_offset`), so a wait or a judge can tell the runs apart.
     """
 
     def __init__(
@@ -128,13 +136,19 @@ class Daemon:
         *,
         env: Mapping[str, str] | None = None,
         stdout_to_events: bool = True,
+        partial_lines: bool = False,
     ) -> None:
         self.config, self.events, self.logs = config, events, logs
         self.env = dict(env) if env is not None else None
         self.stdout_to_events = stdout_to_events
+        self.partial_lines = partial_lines
         self.process: subprocess.Popen[bytes] | None = None
+        self.incarnations: list[int] = []  # events-file line count at each start
+        self.log_offset = 0  # log-file size at the last start
 
     def start(self) -> None:
+        self.incarnations.append(len(self.read_events()))
+        self.log_offset = self.logs.stat().st_size if self.logs.exists() else 0
         env = None if self.env is None else {**os.environ, **self.env}
         with self.logs.open("ab") as err:
             out = self.events.open("ab") if self.stdout_to_events else None
@@ -187,7 +201,29 @@ class Daemon:
         def refuse(line: bytes) -> dict[str, Any]:
             raise AssertionError(f"not a JSON event line: {line[:200]!r}")
 
-        return read_json_lines(self.events, unreadable=refuse)
+        def partial(line: bytes) -> dict[str, Any]:
+            return {"event_id": "<partial line>", "partial": True}
+
+        return read_json_lines(self.events, unreadable=partial if self.partial_lines else refuse)
+
+    def assert_running(self) -> None:
+        assert self.process is not None
+        assert self.process.poll() is None, self.read_logs()[-5:]
+
+    async def wait_until(
+        self, check: Callable[[], bool], *, timeout_s: float, every_s: float = 0.05
+    ) -> None:
+        """Until `check()` holds (asked every `every_s`); TimeoutError after `timeout_s`, an
+        AssertionError as soon as the daemon has exited."""
+        with anyio.fail_after(timeout_s):
+            while not check():
+                self.assert_running()
+                await anyio.sleep(every_s)
+
+    async def wait_for_events(self, count: int, *, timeout_s: float) -> list[dict[str, Any]]:
+        """The events once the events file holds at least `count` of them."""
+        await self.wait_until(lambda: len(self.read_events()) >= count, timeout_s=timeout_s)
+        return self.read_events()
 
     async def ops_url(self, timeout_s: float = 20) -> str:
         """The base URL of this run's ops server, from its `ops.listening` log line."""
@@ -195,22 +231,35 @@ class Daemon:
         return f"http://127.0.0.1:{rows[-1]['port']}"
 
     async def wait_for_log(
-        self, event: str, *, count: int = 1, timeout_s: float = 20
+        self,
+        event: str,
+        *,
+        count: int = 1,
+        timeout_s: float = 20,
+        where: Callable[[dict[str, Any]], bool] = lambda row: True,
+        this_run: bool = False,
     ) -> list[dict[str, Any]]:
-        """The log rows named `event` once there are `count` of them; the daemon must live."""
+        """The log rows named `event` (and matching `where`) once there are `count` of them,
+        counted over every run or, with `this_run`, since the last start; the daemon must live."""
         with anyio.fail_after(timeout_s):
             while True:
-                rows = [r for r in self.read_logs() if r.get("event") == event]
+                rows = [
+                    r
+                    for r in self.read_logs(this_run=this_run)
+                    if r.get("event") == event and where(r)
+                ]
                 if len(rows) >= count:
                     return rows
-                assert self.process is not None
-                assert self.process.poll() is None, self.read_logs()[-5:]
-                await anyio.sleep(0.1)
+                self.assert_running()
+                await anyio.sleep(0.05)
 
-    def read_logs(self) -> list[dict[str, Any]]:
-        return read_json_lines(
-            self.logs, unreadable=lambda line: {"event": line.decode(errors="replace")}
+    def read_logs(self, *, this_run: bool = False) -> list[dict[str, Any]]:
+        rows = read_json_lines(
+            self.logs,
+            unreadable=lambda line: {"event": line.decode(errors="replace")},
+            offset=self.log_offset if this_run else 0,
         )
+        return rows
 
 
 async def ground_truth(emu: Emulator) -> list[dict[str, Any]]:
@@ -232,7 +281,7 @@ def judge(
     truth: list[dict[str, Any]],
     *,
     cutoff: datetime,
-    skip_vaults: set[str] = frozenset(),  # type: ignore[assignment]
+    skip_vaults: frozenset[str] | set[str] = frozenset(),
 ) -> tuple[set[str], Counter[str], list[dict[str, Any]]]:
     """Missing terminal event ids, emitted id counts, and emitted events the world never made.
 
@@ -250,3 +299,54 @@ def judge(
     emitted = Counter(str(e["event_id"]) for e in events)
     invented = [e for e in events if e["event_id"] not in made]
     return expected - set(emitted), emitted, invented
+
+
+async def wait_until_caught_up(
+    read_events: Callable[[], list[dict[str, Any]]],
+    emu: Emulator,
+    *,
+    cutoff: datetime,
+    skip_vaults: frozenset[str] | set[str] = frozenset(),
+    timeout_s: float,
+) -> set[str]:
+    """Until every terminal transition of the world up to `cutoff` (outside `skip_vaults`) is
+    among `read_events()`, or `timeout_s` has passed: the ids still missing then (none when it
+    caught up). A `cutoff` still ahead is first waited for: until then the world has not made
+    all it must catch up on."""
+    with anyio.move_on_after(timeout_s):
+        await anyio.sleep(max(0.0, (cutoff - datetime.now(UTC)).total_seconds()))
+        while True:
+            missing = missing_ids(read_events(), await ground_truth(emu), cutoff, skip_vaults)
+            if not missing:
+                return missing
+            await anyio.sleep(0.2)
+    return missing_ids(read_events(), await ground_truth(emu), cutoff, skip_vaults)
+
+
+def missing_ids(
+    events: list[dict[str, Any]],
+    truth: list[dict[str, Any]],
+    cutoff: datetime,
+    skip_vaults: frozenset[str] | set[str] = frozenset(),
+) -> set[str]:
+    """The terminal transitions of `truth` up to `cutoff` (outside `skip_vaults`) that no event
+    carries (no schema check: `judge` does that once, at the end)."""
+    emitted = {str(e["event_id"]) for e in events}
+    return {
+        event_id(t["vault_id"], t["job_id"], JobStatus.of(t["to"]))
+        for t in truth
+        if t["to"] in TERMINAL and at(t) <= cutoff and t["vault_id"].lower() not in skip_vaults
+    } - emitted
+
+
+async def wait_for_world(
+    emu: Emulator, *, terminal_after: datetime, timeout_s: float
+) -> list[dict[str, Any]]:
+    """The ground truth once the world has made a terminal transition after `terminal_after`
+    (so a monitor down since then has something to catch up on)."""
+    with anyio.fail_after(timeout_s):
+        while True:
+            truth = await ground_truth(emu)
+            if any(t["to"] in TERMINAL and at(t) > terminal_after for t in truth):
+                return truth
+            await anyio.sleep(0.1)

@@ -19,7 +19,15 @@ from monitor.emulator import (
     WorldSettings,
     running_emulator,
 )
-from tests.daemon import Daemon, emulator_stats, ground_truth, judge, write_config
+from tests.daemon import (
+    Daemon,
+    emulator_stats,
+    ground_truth,
+    judge,
+    wait_for_world,
+    wait_until_caught_up,
+    write_config,
+)
 
 
 @pytest.fixture
@@ -48,29 +56,43 @@ async def test_every_terminal_transition_once_across_restarts(
     daemon = Daemon(config, events_path, logs)
     try:
         # Each run is timed from its own start-up line (the log file collects all three runs),
-        # so a slow interpreter start under load shortens no run.
+        # so a slow interpreter start under load shortens no run. Each waits for what it is
+        # there for, within the time it used to be given.
         daemon.start()
         await daemon.wait_for_log("scheduler.started", count=1, timeout_s=60)
-        await anyio.sleep(12)
+        await daemon.wait_for_events(51, timeout_s=12)
         assert await daemon.stop(signal.SIGTERM) == 0
         after_sigterm = len(daemon.read_events())
-        await anyio.sleep(4)  # the world moves on while the monitor is down
+        # The world moves on while the monitor is down: a job ends that it must catch up on.
+        await wait_for_world(estate, terminal_after=datetime.now(UTC), timeout_s=30)
         daemon.start()
         await daemon.wait_for_log("scheduler.started", count=2, timeout_s=60)
-        await anyio.sleep(10)
+        # Killed once it has caught up on the downtime (within the 10 s it used to run).
+        await wait_until_caught_up(
+            daemon.read_events, estate, cutoff=datetime.now(UTC), timeout_s=10
+        )
         assert await daemon.stop(signal.SIGKILL) == -signal.SIGKILL
         before_kill = len(daemon.read_events())
-        await anyio.sleep(3)
+        await wait_for_world(estate, terminal_after=datetime.now(UTC), timeout_s=30)
         daemon.start()
         await daemon.wait_for_log("scheduler.started", count=3, timeout_s=60)
-        await anyio.sleep(14)
+        # As before (stopped 14 s after the start, judged up to 10 s before the stop): every
+        # terminal transition up to 4 s after the third start, emitted within 14 s of it.
+        started = datetime.now(UTC)
+        cutoff = started + timedelta(seconds=4)
+        await wait_until_caught_up(daemon.read_events, estate, cutoff=cutoff, timeout_s=14)
+        # ...and once more than 20 faults have met it over the three runs.
+        left_s = (started + timedelta(seconds=14) - datetime.now(UTC)).total_seconds()
+        with anyio.move_on_after(left_s):
+            await daemon.wait_until(
+                lambda: sum(estate.faults.injected.values()) > 20, timeout_s=14, every_s=0.1
+            )
         assert await daemon.stop(signal.SIGTERM) == 0
     finally:
         daemon.kill_if_running()
-    stopped = datetime.now(UTC)
     events = daemon.read_events()
     truth = await ground_truth(estate)
-    missing, emitted, invented = judge(events, truth, cutoff=stopped - timedelta(seconds=10))
+    missing, emitted, invented = judge(events, truth, cutoff=cutoff)
     assert after_sigterm > 50
     assert before_kill > after_sigterm
     assert not missing, f"{len(missing)} terminal transitions never emitted"
@@ -94,19 +116,26 @@ async def test_sigterm_restart_emits_no_duplicates(
         write_config(config, emu, tmp_path / "state.sqlite")
         daemon = Daemon(config, events_path, logs)
         try:
-            for run in (1, 2):
-                daemon.start()
-                # SIGTERM only once the daemon says it runs, never after a guessed delay.
-                await daemon.wait_for_log("scheduler.started", count=run, timeout_s=60)
-                await anyio.sleep(8)
-                assert await daemon.stop(signal.SIGTERM) == 0
+            daemon.start()
+            # SIGTERM only once the daemon says it runs and has caught up on the world (within
+            # the 8 s it used to run), never after a guessed delay.
+            await daemon.wait_for_log("scheduler.started", count=1, timeout_s=60)
+            await wait_until_caught_up(
+                daemon.read_events, emu, cutoff=datetime.now(UTC), timeout_s=8
+            )
+            assert await daemon.stop(signal.SIGTERM) == 0
+            daemon.start()
+            await daemon.wait_for_log("scheduler.started", count=2, timeout_s=60)
+            # As before (stopped 8 s after the start, judged up to 8 s before the stop): every
+            # terminal transition up to the second start, emitted within 8 s of it.
+            cutoff = datetime.now(UTC)
+            await wait_until_caught_up(daemon.read_events, emu, cutoff=cutoff, timeout_s=8)
+            assert await daemon.stop(signal.SIGTERM) == 0
         finally:
             daemon.kill_if_running()
         truth = await ground_truth(emu)
     events = daemon.read_events()
-    missing, emitted, invented = judge(
-        events, truth, cutoff=datetime.now(UTC) - timedelta(seconds=8)
-    )
+    missing, emitted, invented = judge(events, truth, cutoff=cutoff)
     assert events
     assert not missing
     assert not invented
@@ -138,9 +167,7 @@ async def test_arm_failing_at_start_is_waited_out(
             async with http.put(f"{emu.url}/_emulator/faults", json={"server_error": 0}) as r:
                 assert r.status == 200
             await daemon.wait_for_log("scheduler.started", timeout_s=30)
-            with anyio.fail_after(30):
-                while not daemon.read_events():  # noqa: ASYNC110 - the events file is the signal
-                    await anyio.sleep(0.2)
+            await daemon.wait_for_events(1, timeout_s=30)
             assert await daemon.stop() == 0
         finally:
             daemon.kill_if_running()
@@ -190,21 +217,39 @@ async def test_forbidden_and_deleted_vaults_do_not_disturb_others(
         try:
             daemon.start()
             await daemon.wait_for_log("scheduler.started", timeout_s=60)
-            await anyio.sleep(5)
+            await daemon.wait_for_events(1, timeout_s=5)  # the daemon has polled and emitted
             async with http.post(f"{emu.url}/_emulator/vaults/forbid", json={"id": forbidden.id}):
                 pass
             async with http.delete(f"{emu.url}/_emulator/vaults", params={"id": deleted.id}):
                 pass
-            await anyio.sleep(12)
+            # As before (stopped 12 s after the change, judged up to 8 s before the stop): the
+            # 403 and the deletion met, and every other vault's terminal transitions up to 4 s
+            # after the change emitted, within 12 s of it.
+            changed = datetime.now(UTC)
+            await daemon.wait_for_log(
+                "poll.failed",
+                where=lambda r: r.get("status") == 403 and r.get("vault") == forbidden.name,
+                timeout_s=12,
+            )
+            await daemon.wait_for_log(
+                "vault.dropped", where=lambda r: r.get("vault") == deleted.name, timeout_s=12
+            )
+            cutoff = changed + timedelta(seconds=4)
+            await wait_until_caught_up(
+                daemon.read_events,
+                emu,
+                cutoff=cutoff,
+                skip_vaults={forbidden.key, deleted.key},
+                timeout_s=max(
+                    0.0, (changed + timedelta(seconds=12) - datetime.now(UTC)).total_seconds()
+                ),
+            )
             assert await daemon.stop() == 0
         finally:
             daemon.kill_if_running()
         truth = await ground_truth(emu)
     missing, _, invented = judge(
-        daemon.read_events(),
-        truth,
-        cutoff=datetime.now(UTC) - timedelta(seconds=8),
-        skip_vaults={forbidden.key, deleted.key},
+        daemon.read_events(), truth, cutoff=cutoff, skip_vaults={forbidden.key, deleted.key}
     )
     assert not missing
     assert not invented
@@ -236,7 +281,19 @@ async def test_foreign_next_link_is_refused_and_gets_no_token(
         try:
             daemon.start()
             await daemon.wait_for_log("scheduler.started", timeout_s=60)
-            await anyio.sleep(6)
+            # Until a foreign nextLink was served and the daemon's poll met it (within the 6 s
+            # it used to be given).
+            await daemon.wait_until(
+                lambda: (
+                    emu.faults.injected["foreign_next_link"] > 0
+                    and any(
+                        "ForeignOriginError" in str(r.get("error", ""))
+                        or r.get("event") == "poll.failed"
+                        for r in daemon.read_logs()
+                    )
+                ),
+                timeout_s=6,
+            )
             assert await daemon.stop() == 0
         finally:
             daemon.kill_if_running()

@@ -70,15 +70,15 @@ async def test_full_events_volume_neither_loses_nor_repeats(volume: Path, tmp_pa
             emu,
             tmp_path / "state.sqlite",
             sections={"events": {"sink": events_path}},
+            active_interval_s=1,  # polls twice as often: the full volume is met sooner
+            idle_interval_s=2,
         )
         daemon = Daemon(config, events_path, tmp_path / "stderr.log", stdout_to_events=False)
         try:
             daemon.start()
             base = await daemon.ops_url(timeout_s=30)
             await daemon.wait_for_log("scheduler.started", timeout_s=30)
-            with anyio.fail_after(30):
-                while not daemon.read_events():  # noqa: ASYNC110 - the events file is the signal
-                    await anyio.sleep(0.2)
+            await daemon.wait_for_events(1, timeout_s=30)
             ballast = fill(volume, leave_pages=1)
             await daemon.wait_for_log("sink.write_failed", timeout_s=60)
             # Until some vault's retry was refused too: each counted, not each logged.
@@ -143,15 +143,15 @@ async def test_full_state_volume_neither_loses_nor_repeats(volume: Path, tmp_pat
         world=WorldSettings(seed=10, subscriptions=2, vaults_per_subscription=4)
     )
     async with running_emulator(settings) as emu, aiohttp.ClientSession() as http:
-        config = write_config(tmp_path / "monitor.toml", emu, state_path)
+        config = write_config(
+            tmp_path / "monitor.toml", emu, state_path, active_interval_s=1, idle_interval_s=2
+        )
         daemon = Daemon(config, events_path, tmp_path / "stderr.log")
         try:
             daemon.start()
             base = await daemon.ops_url(timeout_s=30)
             await daemon.wait_for_log("scheduler.started", timeout_s=30)
-            with anyio.fail_after(30):
-                while not daemon.read_events():  # noqa: ASYNC110 - the events file is the signal
-                    await anyio.sleep(0.2)
+            await daemon.wait_for_events(1, timeout_s=30)
             ballast = fill(volume)
             await daemon.wait_for_log("checkpoint.failed", timeout_s=60)
             emitted_when_full = len(daemon.read_events())

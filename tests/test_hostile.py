@@ -7,7 +7,7 @@ from __future__ import annotations
 import ssl
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -328,15 +328,6 @@ def expected_paths(
     return out
 
 
-async def wait_until(check: Callable[[], bool], daemon: Daemon, timeout_s: float = 30) -> None:
-    """Until `check()` holds (read every 0.1 s from files the daemon writes), within a deadline."""
-    with anyio.fail_after(timeout_s):
-        while not check():
-            assert daemon.process is not None
-            assert daemon.process.poll() is None, daemon.read_logs()[-5:]
-            await anyio.sleep(0.1)
-
-
 async def readiness(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
     async with http.get(f"{base}/readyz") as response:
         body: dict[str, Any] = orjson.loads(await response.read())
@@ -411,7 +402,7 @@ async def test_hostile_values_matrix(
         daemon = daemon_in(write_config(tmp_path / "monitor.toml", url, ca_pem_path))
         await wait_ready(daemon, vaults=len(VALID_VAULTS))
         valid = jobs.valid_names | {G_RTL_VAULT}
-        await wait_until(lambda: len(daemon.read_events()) >= len(valid), daemon)
+        await daemon.wait_until(lambda: len(daemon.read_events()) >= len(valid), timeout_s=30)
         assert (await wait_ready(daemon, vaults=len(VALID_VAULTS)))["ok"] is True
         assert await daemon.stop() == 0
 
@@ -466,13 +457,13 @@ async def test_a_job_named_with_a_slash_does_not_stop_its_vault(
     )
     async with serving(stub, server_ssl_context) as url:
         daemon = daemon_in(write_config(tmp_path / "monitor.toml", url, ca_pem_path, idle_s=1))
-        await wait_until(lambda: len(daemon.read_events()) == 1, daemon)
+        await daemon.wait_until(lambda: len(daemon.read_events()) == 1, timeout_s=30)
         stub.pages["main"] = page(
             [job(G_FAILED, "Failed"), job("evil/name", "Completed"), job(G_LATER)]
         )
-        await wait_until(lambda: len(daemon.read_events()) == 2, daemon)
+        await daemon.wait_until(lambda: len(daemon.read_events()) == 2, timeout_s=30)
         reads = stub.served["jobs:main"]
-        await wait_until(lambda: stub.served["jobs:main"] >= reads + 2, daemon)
+        await daemon.wait_until(lambda: stub.served["jobs:main"] >= reads + 2, timeout_s=30)
         await wait_ready(daemon, vaults=1)
         assert await daemon.stop() == 0
 
@@ -516,7 +507,7 @@ async def test_a_100000_deep_property_bag_does_not_hide_the_page(
             emitted = {e["job"]["id"] for e in daemon.read_events()}
             return valid <= emitted or bool(rows(daemon, "poll.failed"))
 
-        await wait_until(settled, daemon)
+        await daemon.wait_until(settled, timeout_s=30)
         assert rows(daemon, "poll.failed") == []
         await wait_ready(daemon, vaults=len(VALID_VAULTS))
         assert await daemon.stop() == 0

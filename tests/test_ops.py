@@ -261,10 +261,17 @@ async def test_daemon_metrics_health_and_readiness(emulator: Emulator, tmp_path:
         async with aiohttp.ClientSession() as http:
             await wait_for_status(http, f"{base}/readyz", 200, timeout_s=20)
             assert (await get(http, f"{base}/healthz"))[0] == 200
-            await anyio.sleep(2)  # a few more polls, so every labelled series exists
-            status, text = await get(http, f"{base}/metrics")
+            # A few more polls, so every labelled series exists: within the 2 s they used to
+            # be given, until the scrape shows every documented family with its labels.
+            documented = documented_metrics()
+            with anyio.move_on_after(2):
+                while True:
+                    status, text = await get(http, f"{base}/metrics")
+                    seen = scraped(text)
+                    if all(seen.get(name) == row for name, row in documented.items()):
+                        break
+                    await anyio.sleep(0.1)
             assert status == 200
-            documented, seen = documented_metrics(), scraped(text)
             assert len(documented) >= 14
             missing = sorted(set(documented) - set(seen))
             assert not missing, f"documented but not exposed: {missing}"

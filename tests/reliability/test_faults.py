@@ -24,7 +24,7 @@ from monitor.emulator import (
     running_emulator,
 )
 from monitor.emulator.throttle import Throttle
-from tests.reliability.harness import LONG, Daemon, now, wait_until_caught_up
+from tests.reliability.harness import LONG, now, reliability_daemon, wait_until_caught_up
 
 pytestmark = pytest.mark.reliability
 
@@ -73,10 +73,11 @@ def _settings(seed: int, scenario: Scenario) -> EmulatorSettings:
 async def test_fault_then_catch_up(scenario: Scenario, tmp_path: Path) -> None:
     """Under the fault and after it: nothing missed, nothing duplicated, nothing wrong."""
     async with running_emulator(_settings(31, scenario)) as emu:
-        daemon = Daemon(tmp_path, emu)
+        daemon = reliability_daemon(tmp_path, emu)
         try:
             daemon.start()
-            await anyio.sleep(1.0)
+            # The fault starts once the daemon polls, not after a guessed start-up time.
+            await daemon.wait_for_log("scheduler.started", this_run=True, timeout_s=30)
             emu.arm.faults.settings = scenario.faults
             if scenario.storm is not None:
                 emu.arm.throttle = Throttle(scenario.storm)
@@ -99,17 +100,26 @@ async def test_vaults_deleted_and_forbidden_mid_run(tmp_path: Path) -> None:
     """A vault turned 403 and one deleted mid-run: every other vault stays exact."""
     settings = _settings(32, Scenario("x"))
     async with running_emulator(settings) as emu, aiohttp.ClientSession() as http:
-        daemon = Daemon(tmp_path, emu)
+        daemon = reliability_daemon(tmp_path, emu)
         forbidden, deleted = list(emu.world.vaults.values())[:2]
         skip = frozenset({forbidden.key, deleted.key})
         try:
             daemon.start()
-            await anyio.sleep(2.0)
+            # The vaults change once the daemon has polled and emitted, not after a guessed delay.
+            await daemon.wait_for_events(1, timeout_s=30)
             async with http.post(f"{emu.url}/_emulator/vaults/forbid", json={"id": forbidden.id}):
                 pass
             async with http.delete(f"{emu.url}/_emulator/vaults", params={"id": deleted.id}):
                 pass
-            await anyio.sleep(FAULT_S)
+            # Until the daemon has met both: the 403 and the vault gone.
+            await daemon.wait_for_log(
+                "poll.failed",
+                where=lambda r: r.get("status") == 403 and r.get("vault") == forbidden.name,
+                timeout_s=30,
+            )
+            await daemon.wait_for_log(
+                "vault.dropped", where=lambda r: r.get("vault") == deleted.name, timeout_s=60
+            )
             verdict = await wait_until_caught_up(daemon, emu, cutoff=now(), skip_vaults=skip)
             assert await daemon.stop() == 0
         finally:
@@ -130,7 +140,7 @@ async def test_kill_loop(tmp_path: Path) -> None:
         world=WorldSettings(seed=33, subscriptions=1, vaults_per_subscription=12), page_size=3
     )
     async with running_emulator(settings) as emu:
-        daemon = Daemon(tmp_path, emu)
+        daemon = reliability_daemon(tmp_path, emu)
         try:
             for _ in range(KILLS):
                 daemon.start()
@@ -139,7 +149,7 @@ async def test_kill_loop(tmp_path: Path) -> None:
                 await anyio.sleep(rng.uniform(0.0, 1.0))
             daemon.start()
             last_kill = now()
-            await daemon.wait_started()
+            await daemon.wait_for_log("scheduler.started", this_run=True, timeout_s=30)
             verdict = await wait_until_caught_up(daemon, emu, cutoff=last_kill)
             assert await daemon.stop() == 0
         finally:
