@@ -1,4 +1,5 @@
-"""Test doubles for the injected seams: a virtual-time clock and a scripted token credential."""
+"""Test doubles for the injected seams: a virtual-time clock, a scripted token credential, and
+the details of a job with nothing in them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import anyio.lowlevel
 from azure.core.credentials import AccessToken
 
 from monitor.clock import Clock, SystemClock
+from monitor.core.jobs import BackupJob, JobDetails
 
 EPOCH = datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC)
 
@@ -91,3 +93,16 @@ class CountingCredential:
 
     async def __aexit__(self, *args: object) -> None:
         pass
+
+
+def bare_details(job: BackupJob, **property_bag: str) -> JobDetails:
+    """What a job's direct read returns when it has no errors, tasks or progress."""
+    return JobDetails(
+        job=job,
+        errors=(),
+        tasks=(),
+        property_bag=property_bag,
+        progress_percentage=None,
+        estimated_remaining_s=None,
+        dynamic_error_message=None,
+    )

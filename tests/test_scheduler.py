@@ -31,7 +31,7 @@ from monitor.errors import (
 )
 from monitor.poller import CHECKPOINT_REFRESH_S
 from monitor.scheduler import PollScheduler
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, bare_details
 from tests.virtual_time import VIRTUAL_TIME_BACKEND, LoopClock
 
 
@@ -119,15 +119,7 @@ class ScriptedSource:
         )
         if found is None:
             raise ArmNotFound("gone", url=f"{vault.id}/backupJobs/{job_name}", status=404)
-        return JobDetails(
-            job=found,
-            errors=(),
-            tasks=(),
-            property_bag={},
-            progress_percentage=None,
-            estimated_remaining_s=None,
-            dynamic_error_message=None,
-        )
+        return bare_details(found)
 
     def rate_per_s(self, subscription_id: str) -> float:
         return 100.0
@@ -553,15 +545,7 @@ class FlakyDetails(ScriptedSource):
             self.calls.append(("get", job_name))
             raise failure
         found = await super().get_job(vault, job_name)
-        return JobDetails(
-            job=found.job,
-            errors=(),
-            tasks=(),
-            property_bag={"Read": "directly"},
-            progress_percentage=None,
-            estimated_remaining_s=None,
-            dynamic_error_message=None,
-        )
+        return bare_details(found.job, Read="directly")
 
     async def list_jobs(
         self, vault: VaultRef, start_at: datetime, end_at: datetime

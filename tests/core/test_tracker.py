@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.core.diff import JobSnapshot
-from monitor.core.jobs import BackupJob, JobDetails, JobKey, JobStatus
+from monitor.core.jobs import BackupJob, JobKey, JobStatus
 from monitor.core.recovery import roll_forward
 from monitor.core.tracker import (
     Hold,
@@ -27,6 +27,7 @@ from monitor.core.tracker import (
     lookback_floor,
 )
 from monitor.core.vaults import VaultRef, parse_vault_id
+from tests.fakes import bare_details
 
 VAULT: VaultRef = parse_vault_id(
     "/subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg/providers/"
@@ -74,18 +75,6 @@ class ModelJob:
     @property
     def started_at(self) -> datetime:
         return T0 + timedelta(seconds=self.start_s)
-
-
-def details(job: BackupJob) -> JobDetails:
-    return JobDetails(
-        job=job,
-        errors=(),
-        tasks=(),
-        property_bag={},
-        progress_percentage=None,
-        estimated_remaining_s=None,
-        dynamic_error_message=None,
-    )
 
 
 @st.composite
@@ -146,7 +135,7 @@ class Monitor:
         for key in step.listed(listed):
             model = by_name[key.job_name]
             if model.deleted_s is None or t < model.deleted_s:
-                step.read(details(model.job(t)))
+                step.read(bare_details(model.job(t)))
             else:
                 step.gone(key)
         for change in step.changes():
@@ -154,7 +143,7 @@ class Monitor:
                 if details_fail:
                     assert step.hold(change, self.mono, transient=True) in set(Hold)
                 else:
-                    step.detailed(change, details(change.job))
+                    step.detailed(change, bare_details(change.job))
         outcome = step.finish()
         self.emitted += [(c.job.name, c.status.value) for c, _ in outcome.emit]
         self.starts.update({c.job.name: c.job.start_at for c, _ in outcome.emit})
