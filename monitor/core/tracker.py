@@ -97,6 +97,9 @@ class VaultJobs:
     unsaved: dict[JobKey, JobSnapshot] = field(default_factory=dict)
     unsaved_removed: set[JobKey] = field(default_factory=set)
     held: dict[JobKey, Held] = field(default_factory=dict)
+    # The highest lookback floor a poll of this process used: no window reaches below it, so a
+    # wall clock stepped back cannot bring back a job already forgotten.
+    floor: datetime | None = None
 
     @classmethod
     def restored(
@@ -143,6 +146,7 @@ class VaultJobs:
     def moved_on(self, outcome: Outcome) -> None:
         """A poll's events are out: its state becomes what is known, and what to save."""
         self.jobs, self.polled_at = outcome.jobs, outcome.observed_at
+        self.floor = outcome.floor
         # A job can change and leave the window in one poll (it ended after its start fell
         # behind the window): checkpoint only its removal, or the store refuses the save.
         for change in outcome.applied:
@@ -178,6 +182,7 @@ class Outcome:
         applied: every change the new state includes (emitted, or recorded silently).
         jobs: the vault's jobs after the poll.
         removed: keys dropped from what is known (forgotten or vanished).
+        floor: the forget floor this poll used (`VaultJobs.floor` after it).
     """
 
     observed_at: datetime
@@ -185,6 +190,7 @@ class Outcome:
     applied: tuple[JobStateChanged, ...]
     jobs: dict[JobKey, JobSnapshot]
     removed: tuple[JobKey, ...]
+    floor: datetime
 
 
 class PollStep:
@@ -199,6 +205,7 @@ class PollStep:
     __slots__ = (
         "_changes",
         "_details",
+        "_floor",
         "_held_back",
         "_jobs",
         "_known",
@@ -212,7 +219,9 @@ class PollStep:
 
     def __init__(self, known: VaultJobs, now: datetime, rules: TrackRules) -> None:
         self._known, self._rules, self.now = known, rules, now
-        self.window_start = _window_start(known, now, rules)
+        floor = lookback_floor(now, rules)
+        self._floor = floor if known.floor is None else max(floor, known.floor)
+        self.window_start = _window_start(known, self._floor, rules)
         self.window_end = now + LIST_END_SLACK
         self._jobs: list[BackupJob] = []
         self._details: dict[JobKey, JobDetails | None] = {}  # None: emit without (gone)
@@ -333,9 +342,9 @@ class PollStep:
         for key in self._vanished:
             after.pop(key, None)
         # Forget a finished job only once it started before the lookback floor, which only
-        # moves forward: no later window (nor one after a restart, nor one a late-listed job
-        # widens) can list it again, so it is never re-emitted as new.
-        floor = lookback_floor(self.now, self._rules)
+        # moves forward (`VaultJobs.floor`): no later window (nor one after a restart, nor one
+        # a late-listed job widens) can list it again, so it is never re-emitted as new.
+        floor = self._floor
         removed = [
             key
             for key, snap in after.items()
@@ -349,11 +358,11 @@ class PollStep:
             applied=tuple(applied),
             jobs=after,
             removed=(*removed, *self._vanished),
+            floor=floor,
         )
 
 
-def _window_start(known: VaultJobs, now: datetime, rules: TrackRules) -> datetime:
-    floor = lookback_floor(now, rules)
+def _window_start(known: VaultJobs, floor: datetime, rules: TrackRules) -> datetime:
     if known.polled_at is None:
         return floor
     marks = [known.polled_at]
