@@ -127,9 +127,15 @@ class Monitor:
         """Poll the world as it is at `t`, with the monitor's wall clock reading `clock_t`."""
         now = T0 + timedelta(seconds=clock_t)
         # The one loss allowed: a change held back in memory (its details failing) when the
-        # process restarts, of a job whose start the next poll's lookback no longer reaches.
+        # process restarts, of a job that the next poll cannot list: deleted meanwhile, or its
+        # start behind that poll's lookback.
         floor = lookback_floor(now, self.rules)
-        self.lost |= {n for n, start in self.held_at_restart.items() if start and start < floor}
+        by_name = {j.name: j for j in world}
+        self.lost |= {
+            name
+            for name, start in self.held_at_restart.items()
+            if not by_name[name].visible_at(t) or (start is not None and start < floor)
+        }
         self.held_at_restart = {}
         step = PollStep(self.known, now, self.rules)
         listed = [
@@ -138,7 +144,6 @@ class Monitor:
             if j.visible_at(t)
             and step.window_start <= T0 + timedelta(seconds=j.start_s) <= step.window_end
         ]
-        by_name = {j.name: j for j in world}
         for key in step.listed(listed):
             model = by_name[key.job_name]
             if model.deleted_s is None or t < model.deleted_s:
@@ -233,6 +238,10 @@ def test_no_status_is_emitted_twice(
 
 @settings(max_examples=300, deadline=None)
 @given(model_jobs(), st.lists(ACTIONS, max_size=25))
+@example(  # held (details failing) at a restart, deleted meanwhile: the one allowed loss
+    world=[ModelJob("job-0", start_s=0, late_s=0, end_s=0, terminal="Cancelled", deleted_s=688)],
+    actions=[(0, "details_fail"), (0, "details_fail"), (1, "details_fail"), (694, "restart")],
+)
 def test_no_terminal_change_inside_the_lookback_is_lost(
     world: list[ModelJob], actions: list[tuple[int, str]]
 ) -> None:
@@ -240,7 +249,7 @@ def test_no_terminal_change_inside_the_lookback_is_lost(
     lookback of every poll so far: a clock stepped back does not bring back what the floor
     already passed), has its terminal status emitted. The one exception: its change was held
     back in memory (details failing) when the process restarted, and the first poll after that
-    no longer reaches its start."""
+    cannot list it (deleted meanwhile, or its start behind the lookback)."""
     monitor = run(world, actions, rules(backfill=True))
     polls = monitor.polls
     floors, highest = [], T0 - timedelta(days=1)
