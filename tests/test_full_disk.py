@@ -57,6 +57,7 @@ async def a_retry_was_refused(http: aiohttp.ClientSession, base: str, daemon: Da
     return await sink_failures(http, base) > len(sink_poll_failures(daemon))
 
 
+@pytest.mark.long(seconds=11)
 async def test_full_events_volume_neither_loses_nor_repeats(volume: Path, tmp_path: Path) -> None:
     """Events volume filled mid-run, then freed: failures counted and logged once each, without
     a traceback; afterwards 0 duplicated event_ids and 0 missed terminal transitions."""
