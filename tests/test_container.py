@@ -26,6 +26,7 @@ import sys
 import sysconfig
 import tempfile
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -275,7 +276,9 @@ async def test_wheel_runs_as_the_image_would(installed: Path) -> None:
                 process.wait(timeout=10)
     logs = [orjson.loads(line) for line in stderr.read_bytes().splitlines() if line]
     assert any(r.get("event") == "shutdown.done" for r in logs)
-    with sqlite3.connect(state / "monitor.sqlite") as db:
+    # closing(): a connection's `with` only commits; one left open until collected deletes its
+    # -shm file under the fixture's teardown.
+    with closing(sqlite3.connect(state / "monitor.sqlite")) as db:
         (vaults,) = db.execute("SELECT count(*) FROM vaults").fetchone()
     assert vaults == 6
     if as_root:
