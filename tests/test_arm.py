@@ -558,6 +558,7 @@ class TestBudget:
             with anyio.fail_after(2):
                 await h.client.list_vaults(sub_b)
 
+    @pytest.mark.long(seconds=11)
     async def test_a_burst_stays_inside_the_budget(
         self, ca_pem_path: str, server_ssl_context: ssl.SSLContext
     ) -> None:

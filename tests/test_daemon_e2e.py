@@ -47,6 +47,7 @@ async def estate() -> AsyncIterator[Emulator]:
         yield emu
 
 
+@pytest.mark.long(seconds=25)
 async def test_every_terminal_transition_once_across_restarts(
     estate: Emulator, daemon_files: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
@@ -315,6 +316,7 @@ async def test_foreign_next_link_is_refused_and_gets_no_token(
         (500, {"active_interval_s": 2, "idle_interval_s": 4}),
     ],
 )
+@pytest.mark.long(seconds=24)
 async def test_budget_holds_at_default_settings(
     vaults: int,
     intervals: dict[str, float],

@@ -67,6 +67,7 @@ def last_sink_word(daemon: Daemon) -> str | None:
     return words[-1] if words else None
 
 
+@pytest.mark.long(seconds=11)
 async def test_full_events_volume_neither_loses_nor_repeats(volume: Path, tmp_path: Path) -> None:
     """Events volume filled mid-run, then freed: failures counted and logged once each, without
     a traceback; afterwards 0 duplicated event_ids and 0 missed terminal transitions."""

@@ -548,6 +548,7 @@ class TestWait:
         assert "elapsed" in text
         assert "timed out after" in text
 
+    @pytest.mark.long(seconds=10)
     @pytest.mark.parametrize("header", ["Azure-AsyncOperation", "Location"])
     async def test_operation_url_is_followed_to_its_job_and_its_end(
         self,
@@ -609,6 +610,7 @@ class TestWait:
         assert emu.arm.foreign.requests == 0
         assert emu.arm.foreign.tokens_received == 0
 
+    @pytest.mark.long(seconds=40)
     async def test_reads_fewer_than_a_30s_loop_and_returns_soon_after_the_end(
         self,
         server_ssl_context: ssl.SSLContext,

@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from monitor.emulator import (
     Emulator,
     EmulatorSettings,
@@ -59,6 +61,7 @@ def seen_ending(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+@pytest.mark.long(seconds=20)
 async def test_terminal_details_survive_40_percent_server_errors(tmp_path: Path) -> None:
     """With 40 % of ARM answers 5xx, every job seen ending carries its details, Failed ones
     their error codes; nothing is duplicated or invented."""

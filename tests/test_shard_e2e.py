@@ -40,6 +40,7 @@ class TestResolveShard:
             resolve_shard(settings, "backup-monitor-5")
 
 
+@pytest.mark.long(seconds=8)
 async def test_two_shards_emit_every_transition_once(tmp_path: Path) -> None:
     """Shards 0 and 1 of 2 against one estate: disjoint subscriptions, every terminal
     transition emitted exactly once by exactly one of them."""

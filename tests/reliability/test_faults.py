@@ -70,6 +70,7 @@ def _settings(seed: int, scenario: Scenario) -> EmulatorSettings:
         for s in SCENARIOS
     ],
 )
+@pytest.mark.long(seconds=13)
 async def test_fault_then_catch_up(scenario: Scenario, tmp_path: Path) -> None:
     """Under the fault and after it: nothing missed, nothing duplicated, nothing wrong."""
     async with running_emulator(_settings(31, scenario)) as emu:
@@ -129,6 +130,7 @@ async def test_vaults_deleted_and_forbidden_mid_run(tmp_path: Path) -> None:
     assert not verdict.wrong, verdict.wrong[:2]
 
 
+@pytest.mark.long(seconds=16)
 async def test_kill_loop(tmp_path: Path) -> None:
     """SIGKILL at random moments, restart each time: nothing missed, duplicated or wrong.
 
