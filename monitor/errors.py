@@ -5,7 +5,8 @@
     ├── StartupError          no credential, ARM unreachable at start (exit code 3)
     ├── ParseError            an ARM payload does not have the shape we need; names the JSON path
     ├── StoreError            the checkpoint store could not read or write its state
-    ├── SinkError             events could not be written; the caller must not checkpoint
+    ├── SinkError             events could not be written
+    │   └── DeliveryError     a sink could not deliver a batch from the outbox; says when to retry
     └── ArmError              a call to ARM failed; carries the URL and correlation ids
         ├── ArmAuthError          401 after one token refresh
         ├── ArmForbidden          403: this vault or subscription only
@@ -55,6 +56,34 @@ class SinkError(MonitorError):
 
     The caller must not checkpoint the batch: emitting it again is the at-least-once path.
     """
+
+
+class DeliveryError(SinkError):
+    """A sink could not deliver (all of) a batch read from the outbox; the worker retries it.
+
+    Attributes:
+        delivered: how many events at the head of the batch did reach the destination (their
+            cursor moves on; the rest is retried).
+        retry_after_s: what the destination asked for (`Retry-After` on a 429 or 503), or None:
+            the worker's own exponential backoff with jitter.
+        permanent: the destination refused these events for what they are (a 400, a 413 of a
+            single event): retrying the same bytes cannot succeed. The worker splits the batch,
+            and drops (counted, logged) a single event that is refused on its own.
+        status: the HTTP status, or None when no response arrived.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        delivered: int = 0,
+        retry_after_s: float | None = None,
+        permanent: bool = False,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.delivered, self.retry_after_s = delivered, retry_after_s
+        self.permanent, self.status = permanent, status
 
 
 class ArmError(MonitorError):

@@ -25,7 +25,9 @@ RANKS = {
     "monitor.config_reader": 2,
     "monitor.config_parse": 2,
     "monitor.config_load": 2,
+    "monitor.config_sinks": 2,  # [outbox] and [[sinks]] settings
     "monitor.clock": 2,
+    "monitor.outbox": 2,  # the outbox's records and the OutboxSink contract
     "monitor.events": 2,  # the event codec: imports config (EventFormat), core and errors
     "monitor.health": 2,
     "monitor.metrics": 2,
@@ -40,6 +42,7 @@ RANKS = {
     "monitor.state_lock": 3,
     "monitor.store": 3,  # the SQLite store: imports monitor.checkpoints and monitor.state_lock
     "monitor.sinks": 3,
+    "monitor.sink_http": 3,
     "monitor.discovery": 3,  # its source is a Protocol, not monitor.arm; the scheduler (4) uses it
     "monitor.logs": 3,
     "monitor.poller": 4,  # one poll of one vault; monitor.scheduler drives it
