@@ -1,5 +1,6 @@
-"""What the monitor remembers per vault: `VaultCheckpoint`, the `CheckpointStore` contract, the
-checks every store applies to a save, and the in-memory store. The SQLite store is in store.py."""
+"""What the monitor remembers per vault: `VaultCheckpoint`, the `CheckpointStore` contract (a
+vault's checkpoint and its poll's events, saved together), the checks every store applies to a
+save, and the in-memory store. The SQLite store is in store.py."""
 
 # Rules:
 # - A `save` is one atomic transaction: after any crash, a vault's state is either entirely the
@@ -9,7 +10,8 @@ checks every store applies to a save, and the in-memory store. The SQLite store 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import bisect
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Protocol, Self
@@ -17,8 +19,9 @@ from typing import Protocol, Self
 from monitor.core.diff import JobSnapshot
 from monitor.core.jobs import JobKey, JobStatus
 from monitor.core.tracker import VaultCheckpoint
+from monitor.outbox import EventLine, Outbox, OutboxEvent, OutboxSignal, Pruned, retention_floor
 
-__all__ = ["CheckpointStore", "MemoryCheckpointStore", "check_save"]
+__all__ = ["CheckpointStore", "MemoryCheckpointStore", "StateStore", "check_save"]
 
 
 class CheckpointStore(Protocol):
@@ -39,11 +42,15 @@ class CheckpointStore(Protocol):
         changed: Sequence[JobSnapshot],
         removed: Sequence[JobKey],
         polled_at: datetime,
+        events: Sequence[EventLine] = (),
+        now: datetime | None = None,
     ) -> None:
-        """One poll of a vault, atomically: upsert `changed`, delete `removed`, set `polled_at`.
+        """One poll of a vault, atomically: upsert `changed`, delete `removed`, set `polled_at`,
+        and append `events` to the outbox (committed at `now`, default `polled_at`).
 
-        Idempotent: saving the same arguments twice leaves the same state. A snapshot listed
-        twice in `changed` counts once, the last one winning. Removing an unknown key is a no-op.
+        Idempotent for the checkpoint: saving the same arguments twice leaves the same state
+        (the events, though, are appended twice). A snapshot listed twice in `changed` counts
+        once, the last one winning. Removing an unknown key is a no-op.
 
         Raises:
             ValueError: a key belongs to another vault, a key is both changed and removed, or a
@@ -93,15 +100,25 @@ def check_save(
     return upserts, deletes, _utc(polled_at, "polled_at")
 
 
-class MemoryCheckpointStore:
-    """A `CheckpointStore` in a dict: for tests and `[state] path = ":memory:"`.
+class StateStore(CheckpointStore, Outbox, Protocol):
+    """The state file: checkpoints and the outbox (`SqliteCheckpointStore`, the memory store)."""
 
-    It has the same semantics as the SQLite store (validation, normalisation, idempotence) and
-    nothing survives the process. It needs no opening; `async with` is accepted for symmetry.
+
+class MemoryCheckpointStore:
+    """A `StateStore` in memory: for tests and `[state] path = ":memory:"`.
+
+    It has the same semantics as the SQLite store (validation, normalisation, idempotence, the
+    outbox and its cursors) and nothing survives the process. It needs no opening; `async with`
+    is accepted for symmetry.
     """
 
     def __init__(self) -> None:
         self._vaults: dict[str, tuple[dict[JobKey, JobSnapshot], datetime | None]] = {}
+        self._events: list[OutboxEvent] = []
+        self._cursors: dict[str, int] = {}
+        self._last_seq = 0
+        self._bytes = 0
+        self._signal = OutboxSignal()
 
     async def __aenter__(self) -> Self:
         return self
@@ -131,6 +148,8 @@ class MemoryCheckpointStore:
         changed: Sequence[JobSnapshot],
         removed: Sequence[JobKey],
         polled_at: datetime,
+        events: Sequence[EventLine] = (),
+        now: datetime | None = None,
     ) -> None:
         """See `CheckpointStore.save`.
 
@@ -143,7 +162,71 @@ class MemoryCheckpointStore:
         for key in deletes:
             jobs.pop(key, None)
         self._vaults[vault_key] = (jobs, polled_at)
+        if events:
+            at = _utc(now or polled_at, "now")
+            if self._events:
+                at = max(at, self._events[-1].committed_at)
+            for line in events:
+                self._last_seq += 1
+                self._events.append(OutboxEvent(self._last_seq, line.event_id, at, line.line))
+                self._bytes += len(line.line)
+            self._signal.notify()
 
     async def forget(self, vault_key: str) -> None:
         """See `CheckpointStore.forget`."""
         self._vaults.pop(vault_key, None)
+
+    @property
+    def last_seq(self) -> int:
+        """See `Outbox.last_seq`."""
+        return self._last_seq
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """See `Outbox.size`."""
+        return len(self._events), self._bytes
+
+    async def wait_beyond(self, seq: int) -> None:
+        """See `Outbox.wait_beyond`."""
+        await self._signal.wait_beyond(seq, lambda: self._last_seq)
+
+    async def read(self, after: int, limit: int) -> list[OutboxEvent]:
+        """See `Outbox.read`."""
+        start = bisect.bisect_right(self._events, after, key=lambda e: e.seq)
+        return self._events[start : start + limit]
+
+    async def cursors(self) -> dict[str, int]:
+        """See `Outbox.cursors`."""
+        return dict(self._cursors)
+
+    async def advance(self, sink: str, seq: int) -> None:
+        """See `Outbox.advance`."""
+        self._cursors[sink] = max(seq, self._cursors.get(sink, seq))
+
+    async def prune(
+        self,
+        *,
+        delivered: Mapping[str, int],
+        reading: Mapping[str, int],
+        older_than: datetime,
+        max_bytes: int,
+    ) -> Pruned:
+        """See `Outbox.prune`."""
+        floor = retention_floor(
+            ((e.seq, e.committed_at, len(e.line)) for e in self._events),
+            total_bytes=self._bytes,
+            older_than=older_than,
+            max_bytes=max_bytes,
+        )
+        dropped: dict[str, int] = {}
+        for sink, position in reading.items():
+            count = sum(1 for e in self._events if position < e.seq <= floor)
+            if count:
+                dropped[sink] = count
+            if delivered.get(sink, 0) < floor:
+                await self.advance(sink, floor)
+        cut = max(floor, min(delivered.values(), default=0))
+        keep = bisect.bisect_right(self._events, cut, key=lambda e: e.seq)
+        gone, self._events = self._events[:keep], self._events[keep:]
+        self._bytes -= sum(len(e.line) for e in gone)
+        return Pruned(floor=cut, removed=len(gone), dropped=dropped)

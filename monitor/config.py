@@ -15,11 +15,18 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, cast
 
+from monitor.config_sinks import EventFormat as EventFormat  # re-exported: its old home
+from monitor.config_sinks import (
+    FileSinkSettings,
+    OutboxSettings,
+    SinkSettings,
+    StdoutSinkSettings,
+)
+
 CloudName = Literal["AzureCloud", "AzureUSGovernment", "AzureChinaCloud"]
 CredentialKind = Literal[
     "default", "managed_identity", "workload_identity", "client_secret", "azure_cli", "static"
 ]
-EventFormat = Literal["json", "cloudevents"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["auto", "json", "console"]
 BackfillDetails = Literal["all", "not_succeeded", "none"]
@@ -248,24 +255,52 @@ class Settings:
     ops: OpsSettings = OpsSettings()
     shard: ShardSettings = ShardSettings()
     log: LogSettings = LogSettings()
+    outbox: OutboxSettings = OutboxSettings()  # noqa: RUF009 - frozen, like the others
+    sinks: tuple[SinkSettings, ...] = ()
+    """`[[sinks]]` as written; empty: the one `[events]` describes (see `delivery_sinks`)."""
 
-    def redacted(self) -> dict[str, dict[str, object]]:
-        """A JSON-ready copy of the settings, safe to print: secrets that are set read '***'."""
-        out: dict[str, dict[str, object]] = {}
+    @property
+    def delivery_sinks(self) -> tuple[SinkSettings, ...]:
+        """The sinks events are delivered to: `[[sinks]]`, or else the single sink `[events]`
+        describes, named `default`."""
+        if self.sinks:
+            return self.sinks
+        events = self.events
+        if events.sink == "stdout":
+            return (StdoutSinkSettings(type="stdout", name="default", format=events.format),)
+        return (
+            FileSinkSettings(type="file", name="default", path=events.sink, format=events.format),
+        )
+
+    def redacted(self) -> dict[str, object]:
+        """A JSON-ready copy of the settings, safe to print: secrets that are set read '***'
+        (a sink's URL among them: Slack and Teams webhook URLs are secrets)."""
+        out: dict[str, object] = {}
         for section in dataclasses.fields(self):
             value = getattr(self, section.name)
-            table: dict[str, object] = {}
-            for f in dataclasses.fields(value):
-                item = getattr(value, f.name)
-                if f.metadata.get("secret") and item is not None:
-                    item = REDACTED
-                elif isinstance(item, Path):
-                    item = str(item)
-                elif isinstance(item, tuple):
-                    item = list(item)
-                table[f.name] = item
-            out[section.name] = table
+            if isinstance(value, tuple):
+                out[section.name] = [_redacted_table(item) for item in value]
+            else:
+                out[section.name] = _redacted_table(value)
         return out
+
+
+def _redacted_table(value: object) -> dict[str, object]:
+    table: dict[str, object] = {}
+    for f in dataclasses.fields(value):  # type: ignore[arg-type]
+        item = getattr(value, f.name)
+        if f.metadata.get("secret") and item is not None:
+            item = REDACTED
+        elif dataclasses.is_dataclass(item) and not isinstance(item, type):
+            item = _redacted_table(item)
+        elif isinstance(item, Path):
+            item = str(item)
+        elif isinstance(item, tuple):
+            item = list(item)
+        elif isinstance(item, Mapping):
+            item = dict(item)
+        table[f.name] = item
+    return table
 
 
 SECTIONS: Mapping[str, type] = MappingProxyType(
@@ -279,6 +314,7 @@ SECTIONS: Mapping[str, type] = MappingProxyType(
         "ops": OpsSettings,
         "shard": ShardSettings,
         "log": LogSettings,
+        "outbox": OutboxSettings,
     }
 )
 """Section name → its settings class, in file order."""

@@ -35,7 +35,9 @@ from monitor.config import (
     is_loopback_host,
     split_listen,
 )
+from monitor.config_parse_sinks import parse_sinks
 from monitor.config_reader import SectionReader, figure, section_table, shown, suggest
+from monitor.config_sinks import OutboxSettings
 from monitor.core.vaults import parse_vault_id
 from monitor.errors import ConfigError, ParseError
 
@@ -52,8 +54,9 @@ def parse_settings(mapping: Mapping[str, object]) -> Settings:
             value or an inconsistent combination; `key` is the dotted key path.
     """
     for name in mapping:
-        if name not in SECTIONS:
-            raise ConfigError(shown(name), "unknown section" + suggest(str(name), SECTIONS))
+        if name not in SECTIONS and name != "sinks":
+            known = [*SECTIONS, "sinks"]
+            raise ConfigError(shown(name), "unknown section" + suggest(str(name), known))
     tables = {name: section_table(name, mapping.get(name)) for name in SECTIONS}
     return Settings(
         azure=_parse_azure(tables["azure"]),
@@ -65,6 +68,8 @@ def parse_settings(mapping: Mapping[str, object]) -> Settings:
         ops=_parse_ops(tables["ops"]),
         shard=_parse_shard(tables["shard"]),
         log=_parse_log(tables["log"]),
+        outbox=_parse_outbox(tables["outbox"]),
+        sinks=parse_sinks(mapping.get("sinks"), tables["events"]),
     )
 
 
@@ -250,6 +255,11 @@ def _parse_events(table: Mapping[str, object]) -> EventsSettings:
         format=r.choice("format", get_args(EventFormat)),
         sink="stdout" if sink == "stdout" else Path(sink),
     )
+
+
+def _parse_outbox(table: Mapping[str, object]) -> OutboxSettings:
+    r = SectionReader("outbox", table)
+    return OutboxSettings(max_age_s=r.seconds("max_age_s"), max_bytes=r.integer("max_bytes"))
 
 
 def _parse_state(table: Mapping[str, object]) -> StateSettings:

@@ -12,7 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TypeVar, cast
 
-from monitor.config import BOUNDS, SECTIONS, section_keys
+from monitor.config import SECTIONS, section_keys
 from monitor.errors import ConfigError
 
 _T = TypeVar("_T")
@@ -63,9 +63,15 @@ class SectionReader:
     comment (tests/test_config.py lists the keys that may).
     """
 
-    def __init__(self, section: str, table: Mapping[str, object]) -> None:
+    def __init__(
+        self, section: str, table: Mapping[str, object], settings_class: type | None = None
+    ) -> None:
+        """`settings_class` gives the defaults and bounds; default: `SECTIONS[section]`'s (a
+        `[[sinks]]` entry passes its type's class, its `section` being `sinks[i]`)."""
         self._section, self._table = section, table
-        self._defaults = {f.name: f.default for f in dataclasses.fields(SECTIONS[section])}
+        self._class = SECTIONS[section] if settings_class is None else settings_class
+        self._fields = {f.name: f for f in dataclasses.fields(self._class)}
+        self._defaults = {f.name: f.default for f in self._fields.values()}
 
     def path(self, key: str) -> str:
         return f"{self._section}.{key}"
@@ -77,7 +83,7 @@ class SectionReader:
         """The default declared on the field `key` of the section's settings class."""
         default = self._defaults.get(key, dataclasses.MISSING)
         if default is dataclasses.MISSING:
-            cls = SECTIONS[self._section].__name__
+            cls = self._class.__name__
             raise TypeError(f"{self.path(key)}: {cls} has no field {key!r} with a default")
         return default
 
@@ -89,7 +95,8 @@ class SectionReader:
             return self.field_default(key) if default is None else default
         value = self._table[key]
         if not check(value):
-            secret = _is_secret_key(self._section, key)
+            found = self._fields.get(key)
+            secret = found is not None and bool(found.metadata.get("secret"))
             got = type(value).__name__ if secret else _describe(value)
             raise self.error(key, f"must be {what}, got {got}")
         return value
@@ -99,7 +106,7 @@ class SectionReader:
 
     def _in_bounds(self, key: str, value: _N) -> _N:
         """`value` if it is within the key's `BOUNDS` entry, else a ConfigError naming both."""
-        minimum, maximum = BOUNDS[self.path(key)]
+        minimum, maximum = self._bounds(key)
         if value < minimum:
             raise self.error(key, f"must be >= {figure(minimum)}, got {figure(value)}")
         if value > maximum:
@@ -124,7 +131,12 @@ class SectionReader:
     def number(self, key: str) -> float:
         """A finite number; within the key's bounds when it has an entry in `BOUNDS`."""
         value = self._finite(key, self._get(key, _is_number, "a number"))
-        return self._in_bounds(key, value) if self.path(key) in BOUNDS else value
+        found = self._fields.get(key)
+        return self._in_bounds(key, value) if found and "minimum" in found.metadata else value
+
+    def _bounds(self, key: str) -> tuple[float, float]:
+        meta = self._fields[key].metadata
+        return cast(float, meta["minimum"]), cast(float, meta["maximum"])
 
     def _finite(self, key: str, value: object) -> float:
         try:
@@ -192,9 +204,3 @@ def _is_number(value: object) -> bool:
 
 def _is_text_list(value: object) -> bool:
     return isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
-
-
-def _is_secret_key(section: str, key: str) -> bool:
-    return any(
-        f.name == key and f.metadata.get("secret") for f in dataclasses.fields(SECTIONS[section])
-    )

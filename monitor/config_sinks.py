@@ -1,6 +1,7 @@
 """Typed, frozen settings of `[outbox]` and of each `[[sinks]]` entry, with defaults and bounds.
 
-Parsing them is in config_parse_sinks.py. `[events] sink`/`format` without any `[[sinks]]`
+Parsing them is in config_parse_sinks.py; `monitor.config.Settings` holds them. This module
+imports nothing of ours, so config.py can. `[events] sink`/`format` without any `[[sinks]]`
 stay the single default sink (named `default`).
 """
 
@@ -12,11 +13,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
-from monitor.config import EventFormat
-
 __all__ = [
     "AlertmanagerSinkSettings",
     "AzureMonitorLogsSinkSettings",
+    "EventFormat",
     "FileSinkSettings",
     "OutboxSettings",
     "SinkFilter",
@@ -28,6 +28,8 @@ __all__ = [
     "WebhookSinkSettings",
 ]
 
+EventFormat = Literal["json", "cloudevents"]
+"""How the line sinks write events: schema v1 lines, or CloudEvents 1.0 structured JSON."""
 SinkType = Literal["stdout", "file", "webhook", "alertmanager", "azure_monitor_logs"]
 WebhookFormat = Literal["json", "cloudevents", "slack", "teams"]
 SinkStart = Literal["now", "oldest"]
@@ -133,7 +135,8 @@ class FileSinkSettings(SinkSettings):
 class WebhookSinkSettings(SinkSettings):
     """`type = "webhook"`: HTTP POSTs of batches; json, cloudevents, slack or teams."""
 
-    url: str
+    url: str = field(metadata={"secret": True})
+    """The receiver; a secret (Slack and Teams put their key in it): never logged or shown."""
     format: WebhookFormat = "json"
     secret_env: str | None = None
     """Environment variable holding the HMAC-SHA256 key that signs each body."""

@@ -4,7 +4,8 @@
 # - The event is a public contract (DESIGN §5, docs/events.md, schema/backup_job_event.v1.json):
 #   keys in the order written here, times as `YYYY-MM-DDTHH:MM:SS.mmmZ`, nothing else.
 # - This is the only module that knows the wire schema. Sinks write the bytes `encode_events`
-#   makes; recovery reads job states through `recorded_state`, metrics count `EmittedEvent`s.
+#   makes (the outbox keeps each event's line); the file sink reads events back through
+#   `read_recent_events`; metrics count `EmittedEvent`s.
 # - Nothing here logs, awaits or reads the clock; the only I/O is reading the shipped schemas
 #   and `read_recent_events`' synchronous read of a file's end (sinks run it in a thread).
 
@@ -21,8 +22,8 @@ from typing import Any, Final
 import orjson
 
 from monitor.config import EventFormat
-from monitor.core.diff import JobSnapshot, JobStateChanged, event_id
-from monitor.core.jobs import BackupJob, JobDetails, JobKey, JobStatus
+from monitor.core.diff import JobStateChanged, event_id
+from monitor.core.jobs import BackupJob, JobDetails, JobStatus
 from monitor.core.vaults import VaultRef
 from monitor.errors import SinkError
 
@@ -38,7 +39,6 @@ __all__ = [
     "event_schema",
     "format_event_time",
     "read_recent_events",
-    "recorded_state",
     "render_event",
     "render_job",
     "render_vault",
@@ -287,34 +287,6 @@ class EmittedEvent:
             status=JobStatus.of(raw),
             detection_lag_s=float(lag) if isinstance(lag, int | float) else None,
         )
-
-
-def recorded_state(event: Mapping[str, Any]) -> tuple[str, JobSnapshot] | None:
-    """The vault key and job snapshot an event records; None when it is not readable as one
-    (no vault id, job id or status). A start time that is not an aware ISO time is None."""
-    job, vault = event.get("job"), event.get("vault")
-    if not isinstance(job, Mapping) or not isinstance(vault, Mapping):
-        return None
-    vault_id, job_id, status = vault.get("id"), job.get("id"), job.get("status")
-    if not all(isinstance(v, str) and v for v in (vault_id, job_id, status)):
-        return None
-    vault_key = str(vault_id).lower()
-    start_at: datetime | None = None
-    start = job.get("start_time")
-    if isinstance(start, str):
-        try:
-            start_at = datetime.fromisoformat(start)
-        except ValueError:
-            start_at = None
-        if start_at is not None and start_at.utcoffset() is None:
-            start_at = None
-    key = JobKey(vault_key=vault_key, job_name=str(job_id).lower())
-    return vault_key, JobSnapshot(key=key, status=JobStatus.of(str(status)), start_at=start_at)
-
-
-def recorded_states(events: Iterable[Mapping[str, Any]]) -> list[tuple[str, JobSnapshot]]:
-    """The `recorded_state` of each event that has one, in order (for `core.recovery`)."""
-    return [found for event in events if (found := recorded_state(event)) is not None]
 
 
 def event_id_of(event: Mapping[str, object]) -> str | None:

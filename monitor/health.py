@@ -48,7 +48,9 @@ class EstateHealth:
         stale_vaults: names of vaults whose last successful poll is older than their bound.
         pending_vaults: names of vaults never polled successfully by this process.
         store_problem: the last checkpoint failure while the store fails (None: it works).
-        unsaved_vaults: vaults whose emitted changes the store does not hold yet.
+        unsaved_vaults: vaults whose changes the store does not hold yet: their events wait
+            for a commit (nothing is delivered before the store holds it), or a checkpoint
+            without events is kept in memory.
     """
 
     started: bool
@@ -89,7 +91,7 @@ class EstateHealth:
         for w in watched:
             states[w.state] = states.get(w.state, 0) + 1
             running += w.running_jobs
-            unsaved += w.known.has_unsaved
+            unsaved += w.known.has_unsaved or w.held_back > 0
             sub = w.vault.subscription_id.lower()
             bound = bounds.get(sub)
             if bound is None:
@@ -125,6 +127,8 @@ class WatchedHealth(Protocol):
     def state(self) -> VaultState: ...
     @property
     def running_jobs(self) -> int: ...
+    @property
+    def held_back(self) -> int: ...
     @property
     def ok_at(self) -> float | None: ...
     @property

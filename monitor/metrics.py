@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Final
+from typing import Final, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -28,6 +28,17 @@ from monitor.core.budget import (
 )
 from monitor.events import EmittedEvent
 from monitor.health import EstateView, VaultState
+from monitor.outbox import SinkStatus
+
+
+class DeliveryView(Protocol):
+    """What the sink gauges read at scrape time (`delivery.Delivery`)."""
+
+    def status(self) -> list[SinkStatus]: ...
+
+    @property
+    def outbox_size(self) -> tuple[int, int]: ...
+
 
 __all__ = [
     "POLL_RESULTS",
@@ -100,6 +111,43 @@ class _EstateCollector(Collector):
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
         return []  # values exist only at scrape time; nothing to check at registration
+
+
+class _DeliveryCollector(Collector):
+    def __init__(self) -> None:
+        self.deliveries: list[DeliveryView] = []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        labels = ["sink", "kind"]
+        depth = GaugeMetricFamily(
+            f"{PREFIX}_outbox_depth",
+            "Committed events a sink has not delivered yet.",
+            labels=labels,
+        )
+        age = GaugeMetricFamily(
+            f"{PREFIX}_outbox_oldest_undelivered_age_seconds",
+            "Seconds since the oldest event a sink has not delivered was committed (0: none).",
+            labels=labels,
+        )
+        failing = GaugeMetricFamily(
+            f"{PREFIX}_sink_failing", "1 while a sink's deliveries fail.", labels=labels
+        )
+        held = GaugeMetricFamily(f"{PREFIX}_outbox_events", "Events the outbox holds.")
+        size = GaugeMetricFamily(f"{PREFIX}_outbox_bytes", "Bytes of the events the outbox holds.")
+        if self.deliveries:
+            delivery = self.deliveries[-1]
+            for status in delivery.status():
+                key = [status.name, status.kind]
+                depth.add_metric(key, float(status.depth))
+                age.add_metric(key, status.oldest_age_s)
+                failing.add_metric(key, 1.0 if status.failing else 0.0)
+            count, size_bytes = delivery.outbox_size
+            held.add_metric([], float(count))
+            size.add_metric([], float(size_bytes))
+        yield from (depth, age, failing, held, size)
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return []
 
 
 class Metrics:
@@ -175,6 +223,39 @@ class Metrics:
         )
         for sink in ("file", "stdout"):
             self.sink_failures.labels(sink)
+        per_sink = ["sink", "kind"]
+        self.delivered_events = Counter(
+            f"{PREFIX}_sink_delivered_events",
+            "Events a sink delivered.",
+            per_sink,
+            registry=registry,
+        )
+        self.delivery_failures = Counter(
+            f"{PREFIX}_sink_delivery_failures",
+            "Deliveries that failed (each is retried after a backoff).",
+            per_sink,
+            registry=registry,
+        )
+        self.delivery_retries = Counter(
+            f"{PREFIX}_sink_retries",
+            "Deliveries tried again after a failure.",
+            per_sink,
+            registry=registry,
+        )
+        self.dropped_events = Counter(
+            f"{PREFIX}_sink_dropped_events",
+            "Events a sink will never deliver: refused by the destination (reason rejected) or "
+            "removed by the outbox's retention before the sink read them (reason retention).",
+            [*per_sink, "reason"],
+            registry=registry,
+        )
+        self.skipped_events = Counter(
+            f"{PREFIX}_sink_skipped_events",
+            "Events a sink passed over: its filter (reason filtered), or read back as already "
+            "held by the destination (reason already_delivered).",
+            [*per_sink, "reason"],
+            registry=registry,
+        )
         self.build_info = Gauge(
             f"{PREFIX}_build_info",
             "Always 1; the version of backup-job-monitor and of Python as labels.",
@@ -186,6 +267,8 @@ class Metrics:
             self.detection_lag.labels(phase)
         self._estate = _EstateCollector()
         registry.register(self._estate)
+        self._delivery = _DeliveryCollector()
+        registry.register(self._delivery)
         self._subscriptions: set[str] = set()
 
     # ------------------------------------------------------------------ scheduler hooks
@@ -193,6 +276,40 @@ class Metrics:
     def watch(self, view: EstateView) -> None:
         """Read scrape-time values from `view` (the latest one given wins)."""
         self._estate.views[:] = [view]
+
+    def watch_delivery(self, delivery: DeliveryView) -> None:
+        """Read the sinks' scrape-time values from `delivery`; create their series at zero."""
+        self._delivery.deliveries[:] = [delivery]
+        for status in delivery.status():
+            key = (status.name, status.kind)
+            for counter in (self.delivered_events, self.delivery_failures, self.delivery_retries):
+                counter.labels(*key)
+            for reason in ("rejected", "retention"):
+                self.dropped_events.labels(*key, reason)
+            for reason in ("filtered", "already_delivered"):
+                self.skipped_events.labels(*key, reason)
+
+    # ------------------------------------------------------------------ delivery hooks
+
+    def sink_delivered(self, sink: str, kind: str, events: int) -> None:
+        """`events` reached the sink `sink` (a `delivery.DeliveryObserver`)."""
+        self.delivered_events.labels(sink, kind).inc(events)
+
+    def sink_failed(self, sink: str, kind: str) -> None:
+        """A delivery to `sink` failed."""
+        self.delivery_failures.labels(sink, kind).inc()
+
+    def sink_retried(self, sink: str, kind: str) -> None:
+        """A delivery to `sink` is tried again."""
+        self.delivery_retries.labels(sink, kind).inc()
+
+    def sink_dropped(self, sink: str, kind: str, reason: str, events: int) -> None:
+        """`events` will never reach `sink` (`rejected` or `retention`)."""
+        self.dropped_events.labels(sink, kind, reason).inc(events)
+
+    def sink_skipped(self, sink: str, kind: str, reason: str, events: int) -> None:
+        """`sink` passed over `events` (`filtered` or `already_delivered`)."""
+        self.skipped_events.labels(sink, kind, reason).inc(events)
 
     def subscription_seen(self, subscription_id: str) -> None:
         """Create a subscription's series at zero, so rates and alerts work before a first 429."""

@@ -69,8 +69,8 @@ def readiness_problems(health: EstateHealth) -> list[str]:
         )
     if health.store_problem is not None:
         problems.append(
-            f"checkpoints failing ({health.unsaved_vaults} vaults unsaved, kept in memory and "
-            f"retried): {health.store_problem}"
+            f"checkpoints failing ({health.unsaved_vaults} vaults unsaved: their events wait "
+            f"for the store, retried with every poll): {health.store_problem}"
         )
     return problems
 

@@ -1,11 +1,13 @@
-"""One poll of one vault: fetch → absorb → emit → save, around the pure step in `core/tracker.py`.
+"""One poll of one vault: fetch → absorb → commit, around the pure step in `core/tracker.py`.
 
 Rules:
-- A vault's events are emitted before its checkpoint is written (at-least-once); emit and save
-  are shielded together, so a clean stop never emits without checkpointing.
-- What was emitted is never emitted again in this process: once a batch is out, the vault's
-  state moves on in memory, and a checkpoint that fails is retried with the next polls (the
-  changes it did not store are kept in `VaultJobs.unsaved`) until the store takes it.
+- A poll's events and its vault's checkpoint commit together, in one transaction of the state
+  store (its outbox); the sinks deliver from there (delivery.py). A commit that fails moves
+  nothing: the vault's state stays as it was, so the next poll finds the same changes and
+  commits them then (same `event_id`s). A crash at any moment repeats or loses nothing.
+- The commit is shielded and bounded, so a clean stop never abandons it half-way.
+- A poll without events still checkpoints when it is due; when that save fails, its changes
+  are kept in `VaultJobs.unsaved` for the next poll to store.
 - One job's trouble is that job's: a failed direct read or detail read, or a job that cannot be
   rendered, never fails the vault's poll. A terminal change whose details cannot be read is held
   back (not applied, so the next poll sees it again) for up to `poll.detail_retry_s`.
@@ -22,7 +24,7 @@ from typing import Protocol
 import anyio
 import structlog
 
-from monitor.checkpoints import CheckpointStore
+from monitor.checkpoints import StateStore
 from monitor.clock import Clock
 from monitor.config import PollSettings
 from monitor.core.cadence import backoff_s
@@ -44,7 +46,7 @@ from monitor.errors import (
 from monitor.events import EmittedEvent, render_event
 from monitor.health import VaultState
 from monitor.metrics import Metrics
-from monitor.sinks import Sink
+from monitor.outbox import EventLine
 
 log = structlog.get_logger("monitor.scheduler")
 
@@ -85,6 +87,7 @@ class WatchedVault:
     added_at: float = 0.0  # monotonic time it started being watched
     ok_at: float | None = None  # monotonic start of its last successful poll in this process
     running_jobs: int = 0  # tracked jobs not in a terminal state, after the last poll
+    held_back: int = 0  # events the last poll could not commit (they come again next poll)
 
 
 @dataclass(slots=True)
@@ -137,8 +140,7 @@ class VaultPoller:
 
     Args:
         source: the job reads.
-        store: where each vault's known jobs are checkpointed.
-        sink: where events go.
+        store: where each vault's known jobs are checkpointed, and its events committed.
         clock: time, sleeps and deadlines.
         rules: the poll step's rules (`track_rules`).
         rng: jitter of the in-poll detail retry.
@@ -150,15 +152,14 @@ class VaultPoller:
         self,
         *,
         source: JobSource,
-        store: CheckpointStore,
-        sink: Sink,
+        store: StateStore,
         clock: Clock,
         rules: TrackRules,
         rng: random.Random,
         metrics: Metrics | None,
         stats: PollStats,
     ) -> None:
-        self._source, self._store, self._sink = source, store, sink
+        self._source, self._store = source, store
         self._clock, self._rules, self._rng, self._metrics = clock, rules, rng, metrics
         self._stats = stats
         self.store_problem: str | None = None  # the last checkpoint failure, until one succeeds
@@ -273,40 +274,55 @@ class VaultPoller:
                 reads += await self._details(watched, step, change)
         outcome = step.finish()
         events: list[dict[str, object]] = []
+        lines: list[EventLine] = []
         for change, details in outcome.emit:
             try:
-                events.append(
-                    render_event(change, vault=vault, details=details, emitted_at=clock.utcnow())
+                event = render_event(
+                    change, vault=vault, details=details, emitted_at=clock.utcnow()
                 )
+                lines.append(EventLine.of(event))
             except Exception as exc:  # a job we cannot render is skipped, never the vault
                 self._job_trouble(watched, change.job.key, "job.render_failed", exc)
-        # Emit, then checkpoint; a stop request waits for both (bounded), never for one alone.
-        with anyio.CancelScope(
-            deadline=clock.deadline_after(COMMIT_TIMEOUT_S), shield=True
-        ) as commit:
+                continue
+            events.append(event)
+        after = known.after(outcome)
+        if lines or after.save_due(outcome.observed_at, self._rules):
+            # A stop request waits for the commit (bounded), never abandons it half-way: a
+            # save under way in its thread finishes; one still waiting for the store's lock
+            # is not started (then nothing is committed, and nothing moves).
+            committed = False
+            with anyio.CancelScope(
+                deadline=clock.deadline_after(COMMIT_TIMEOUT_S), shield=True
+            ) as commit:
+                committed = await self._commit(watched, after, lines, outcome.observed_at)
+            if commit.cancelled_caught and not committed:
+                log.warning("checkpoint.timed_out", vault=vault.name, timeout_s=COMMIT_TIMEOUT_S)
+            watched.held_back = 0 if committed else len(lines)
+            if lines and not committed:
+                return reads  # nothing moves: the next poll commits the same changes
             if events:
-                await self._sink.emit(events)
                 self._stats.events += len(events)
                 if self._metrics is not None:
                     self._metrics.events_emitted([EmittedEvent.of(e) for e in events])
-            known.moved_on(outcome)  # out: the state moves on, whatever the store does next
-            if known.save_due(outcome.observed_at, self._rules):
-                await self._checkpoint(watched, known.save_point(outcome.observed_at))
-        if commit.cancelled_caught:
-            raise SinkError(f"emitting and checkpointing took over {COMMIT_TIMEOUT_S:.0f}s")
-        watched.running_jobs = known.running
+        watched.known = after
+        watched.running_jobs = after.running
         return reads
 
-    async def _checkpoint(self, watched: WatchedVault, polled_at: datetime) -> None:
-        """Store what the vault's state holds and the store does not; a failure is kept for
-        the next poll to retry (never re-emitted), counted, and shown by /readyz."""
-        known = watched.known
+    async def _commit(
+        self, watched: WatchedVault, after: VaultJobs, lines: list[EventLine], now: datetime
+    ) -> bool:
+        """Commit the poll's events and what `after` holds that the store does not; True when
+        the store took them. A failure is counted and shown by /readyz; without events, what
+        was not stored stays in `after.unsaved` for the next poll."""
+        point = after.save_point(now)
         try:
             await self._store.save(
                 watched.vault.key,
-                changed=list(known.unsaved.values()),
-                removed=list(known.unsaved_removed),
-                polled_at=polled_at,
+                changed=list(after.unsaved.values()),
+                removed=list(after.unsaved_removed),
+                polled_at=point,
+                events=lines,
+                now=now,
             )
         except StoreError as exc:
             self._stats.checkpoint_failures += 1
@@ -317,14 +333,16 @@ class VaultPoller:
                     "checkpoint.failed",
                     vault=watched.vault.name,
                     error=str(exc),
-                    unsaved_jobs=len(known.unsaved) + len(known.unsaved_removed),
+                    events_held_back=len(lines),
+                    unsaved_jobs=len(after.unsaved) + len(after.unsaved_removed),
                 )
             self.store_problem = str(exc)
-            return
-        known.saved(polled_at)
+            return False
+        after.saved(point)
         if self.store_problem is not None:
             log.info("checkpoint.recovered", vault=watched.vault.name)
             self.store_problem = None
+        return True
 
     async def _details(self, watched: WatchedVault, step: PollStep, change: JobStateChanged) -> int:
         """Read the details of a job that reached a terminal state; returns the reads spent.

@@ -4,8 +4,11 @@ Rules:
 - One task group owns everything; nothing is fire-and-forget.
 - One vault's failure (403, 404, timeouts, malformed pages) never touches another vault; a
   subscription's 429 pauses that subscription only.
-- One poll (fetch → absorb → emit → save) is `monitor/poller.py`'s, around the pure step in
+- One poll (fetch → absorb → commit) is `monitor/poller.py`'s, around the pure step in
   `monitor/core/tracker.py`; what to watch is `monitor/discovery.py`'s.
+- Delivery from the outbox (`monitor/delivery.py`) runs in the same task group from before the
+  first discovery (what earlier runs committed goes out at once) until after the last poll
+  (what it committed goes out, bounded by `DRAIN_S`).
 """
 
 from __future__ import annotations
@@ -18,18 +21,15 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-from monitor.checkpoints import CheckpointStore
+from monitor.checkpoints import StateStore
 from monitor.clock import Clock
 from monitor.config import Settings
-from monitor.core.diff import JobSnapshot
 from monitor.core.intervals import PlanSettings
 from monitor.core.plan import Planner
-from monitor.core.recovery import roll_forward
 from monitor.core.tracker import VaultCheckpoint, VaultJobs
 from monitor.core.vaults import VaultRef
+from monitor.delivery import Delivery
 from monitor.discovery import Discovery, VaultDiscovery
-from monitor.errors import SinkError
-from monitor.events import recorded_states
 from monitor.health import EstateHealth
 from monitor.metrics import Metrics
 from monitor.poller import (
@@ -41,11 +41,13 @@ from monitor.poller import (
     WatchedVault,
     track_rules,
 )
-from monitor.sinks import Sink
 
 log = structlog.get_logger("monitor.scheduler")
 
 SHUTDOWN_GRACE_S = 10.0
+DRAIN_S = 5.0
+"""At a stop, how long delivery may go on after the last poll committed (sinks that fail are
+not waited for: their events stay in the outbox for the next start)."""
 HEARTBEAT_S = 5.0  # the dispatch loop ticks at least this often, so /healthz can tell it lives
 
 
@@ -61,8 +63,8 @@ class PollScheduler:
     Args:
         source: the ARM client (or another JobSource).
         rates: each subscription's usable reads/s for the planner (the ARM client's budgets).
-        store: where each vault's known jobs are checkpointed.
-        sink: where events go.
+        store: where each vault's known jobs are checkpointed and its events committed.
+        delivery: the sinks' workers, fed from the store's outbox.
         clock: time, sleeps and deadlines.
         settings: the parsed configuration.
         rng: jitter for backoffs.
@@ -77,15 +79,15 @@ class PollScheduler:
         *,
         source: JobSource,
         rates: RateSource,
-        store: CheckpointStore,
-        sink: Sink,
+        store: StateStore,
+        delivery: Delivery,
         clock: Clock,
         settings: Settings,
         rng: random.Random,
         metrics: Metrics | None = None,
         checkpoint_refresh_s: float = CHECKPOINT_REFRESH_S,
     ) -> None:
-        self._store, self._sink, self._rates = store, sink, rates
+        self._store, self._delivery, self._rates = store, delivery, rates
         self._metrics = metrics
         self._started = False
         self._ticked_at: float | None = None
@@ -105,7 +107,6 @@ class PollScheduler:
         self._poller = VaultPoller(
             source=source,
             store=store,
-            sink=sink,
             clock=clock,
             rules=track_rules(poll, refresh_s=checkpoint_refresh_s),
             rng=rng,
@@ -114,7 +115,6 @@ class PollScheduler:
         )
         self._watched: dict[str, WatchedVault] = {}
         self._checkpoints: dict[str, VaultCheckpoint] = {}
-        self._unsaved: dict[str, list[JobSnapshot]] = {}
         self._slots = anyio.Semaphore(poll.max_concurrency)
         self._wake: anyio.CancelScope | None = None
         self._wake_at = 0.0  # monotonic time the dispatcher sleeps until, while it sleeps
@@ -125,16 +125,32 @@ class PollScheduler:
     # ------------------------------------------------------------------------------ lifecycle
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Discover, then poll until `stop()`; reports readiness after the first discovery.
+        """Deliver, discover, then poll until `stop()`; ready after the first discovery.
 
         Raises:
             StartupError: the first discovery found no way to reach ARM.
+            StoreError: the sinks' cursors could not be read or placed at start.
         """
+        failure: Exception | None = None
+        async with anyio.create_task_group() as delivering:
+            await delivering.start(self._delivery.run, name="delivery")
+            try:
+                await self._poll(task_status)
+            except Exception as exc:  # raised as itself, not in an ExceptionGroup
+                failure = exc
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self._delivery.drain(DRAIN_S)
+                delivering.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+
+    async def _poll(self, task_status: TaskStatus[None]) -> None:
         with anyio.CancelScope() as startup:
             self._startup = startup
             if self._stopping:
                 startup.cancel()
-            self._checkpoints = await self._recover(await self._store.load())
+            self._checkpoints = await self._store.load()
             found = await self._discovery.first()
         self._startup = None
         if self._stopping:
@@ -168,24 +184,6 @@ class PollScheduler:
         """True once `stop()` was called."""
         return self._stopping
 
-    async def _recover(self, stored: dict[str, VaultCheckpoint]) -> dict[str, VaultCheckpoint]:
-        """The stored checkpoints rolled forward to the sink's last events (see recovery.py)."""
-        try:
-            recent = await self._sink.recent_events()
-        except SinkError as exc:
-            log.warning("recovery.skipped", error=str(exc))
-            return stored
-        recovered = roll_forward(stored, recorded_states(recent))
-        self._unsaved = recovered.unsaved
-        if recovered.jobs:
-            log.info(
-                "recovery.rolled_forward",
-                jobs=recovered.jobs,
-                vaults=len(recovered.unsaved),
-                events_read=len(recent),
-            )
-        return recovered.checkpoints
-
     @property
     def watched(self) -> Sequence[VaultRef]:
         """The vaults being watched now."""
@@ -218,7 +216,7 @@ class PollScheduler:
             checkpoint = self._checkpoints.pop(vault.key, None)
             watched = WatchedVault(vault=vault, added_at=self._clock.monotonic())
             if checkpoint is not None:
-                watched.known = VaultJobs.restored(checkpoint, self._unsaved.pop(vault.key, []))
+                watched.known = VaultJobs.restored(checkpoint)
                 watched.running_jobs = watched.known.running
             self._watched[vault.key] = watched
             if self._metrics is not None:

@@ -1,14 +1,15 @@
-"""The sinks: where schema v1 events are written as JSON lines (stdout or a file), and read back."""
+"""The line sinks: schema v1 events as JSON lines on stdout or appended to a file, and read back."""
 
 # Rules:
-# - Sinks do I/O only: the bytes they write are `monitor.events.encode_events`', and what they
-#   read back is decoded there. Nothing here knows the event's fields beyond its `event_id`,
-#   which the events module reads for them.
-# - A sink writes a whole batch and flushes before `emit` returns, or raises SinkError; the
-#   caller checkpoints only after `emit` returned (emit-then-checkpoint: at-least-once).
+# - Sinks do I/O only: the bytes they write are the outbox's lines (json) or
+#   `monitor.events.encode_events`' (cloudevents), and what they read back is decoded there.
+#   Nothing here knows the event's fields beyond its `event_id`.
+# - A sink writes a whole batch and flushes before `deliver` (or `emit`) returns, or raises
+#   SinkError; the delivery worker moves the sink's cursor only after it returned.
 # - A file sink's batch is all or nothing (truncated back on failure), and no event_id is
-#   written twice by retries; a failed batch is counted through the injected SinkObserver and
-#   logged once per problem. Sinks know nothing of Prometheus.
+#   written twice by retries; what the file holds is read back at start (`delivered_ids`), so a
+#   crash between a write and its cursor repeats nothing. A failed batch is counted through the
+#   injected SinkObserver and logged once per problem. Sinks know nothing of Prometheus.
 # - Writes run in a worker thread behind a CapacityLimiter(1): a slow disk or a full pipe never
 #   blocks the event loop, and batches never interleave.
 
@@ -30,7 +31,8 @@ import anyio
 import anyio.to_thread
 import structlog
 
-from monitor.config import EventFormat, EventsSettings
+from monitor.config import EventFormat
+from monitor.config_sinks import FileSinkSettings, StdoutSinkSettings
 from monitor.errors import SinkError, StartupError
 from monitor.events import (
     decode_events,
@@ -38,47 +40,19 @@ from monitor.events import (
     event_id_of,
     read_recent_events,
 )
+from monitor.outbox import OutboxEvent
 
 __all__ = [
     "FileSink",
-    "Sink",
     "SinkObserver",
     "StdoutSink",
-    "build_sink",
+    "build_line_sink",
 ]
 
 _NEWLINE: Final = 0x0A
 _T = TypeVar("_T")
 
 log = structlog.get_logger("monitor.sinks")
-
-
-class Sink(Protocol):
-    """Where events go; the scheduler emits each poll's events, then checkpoints."""
-
-    async def emit(self, events: Sequence[Mapping[str, object]]) -> None:
-        """Write every event as one JSON line (UTF-8, keys in order), then flush.
-
-        An empty batch writes nothing. When this returns, the lines have left the process.
-
-        Raises:
-            SinkError: an event could not be serialised or written; some lines may have been
-                written. The caller must not checkpoint the batch.
-        """
-        ...
-
-    async def recent_events(self) -> list[dict[str, Any]]:
-        """The events this sink wrote last (in earlier runs too), oldest first, as far as it can
-        read them back; [] when it cannot (a pipe, a terminal).
-
-        Read once at start: an event written just before a crash, whose checkpoint was never
-        written, is then known as emitted and not emitted again.
-        """
-        ...
-
-    async def aclose(self) -> None:
-        """Flush and release the sink; idempotent."""
-        ...
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,12 +88,33 @@ class _LineWriter:
     kind: ClassVar[str]
     """The `sink` label of `backup_monitor_sink_write_failures_total`."""
 
-    def __init__(self, format: EventFormat, observer: SinkObserver | None) -> None:
+    def __init__(self, name: str, format: EventFormat, observer: SinkObserver | None) -> None:
+        self._name = name
         self._format: EventFormat = format
         self._observer = observer
         self._limiter = anyio.CapacityLimiter(1)
         self._reported: str | None = None  # the failure last logged; None while writes work
         self._failed_writes = 0  # batches failed since the last one written
+
+    @property
+    def name(self) -> str:
+        """The sink's name (`[[sinks]] name`): its cursor's key."""
+        return self._name
+
+    async def recent_events(self) -> list[dict[str, Any]]:
+        """The events the destination holds last (from earlier runs too), oldest first, as far
+        as it can be read back; [] when it cannot."""
+        raise NotImplementedError
+
+    async def delivered_ids(self) -> set[str]:
+        """See `OutboxSink.delivered_ids`: the ids of `recent_events`."""
+        return {eid for e in await self.recent_events() if (eid := event_id_of(e)) is not None}
+
+    def _lines(self, batch: Sequence[OutboxEvent]) -> list[tuple[str | None, bytes]]:
+        """Each event's id and line in the sink's format (json: the outbox's line as it is)."""
+        if self._format == "json":
+            return [(e.event_id, e.line) for e in batch]
+        return [(e.event_id, encode_events([e.event], format=self._format)) for e in batch]
 
     async def _run(self, write: Callable[[], _T]) -> _T:
         """Run `write` in the worker thread; a `_WriteFailed` becomes a counted SinkError.
@@ -188,10 +183,11 @@ class StdoutSink(_LineWriter):
         self,
         stream: IO[bytes] | None = None,
         *,
+        name: str = "default",
         format: EventFormat = "json",
         observer: SinkObserver | None = None,
     ) -> None:
-        super().__init__(format, observer)
+        super().__init__(name, format, observer)
         self._stream: IO[bytes] = sys.stdout.buffer if stream is None else stream
         self._label = "standard output" if stream is None else repr(stream)
         self._closed = False
@@ -209,8 +205,8 @@ class StdoutSink(_LineWriter):
         await self.aclose()
 
     async def recent_events(self) -> list[dict[str, Any]]:
-        """See `Sink.recent_events`: read back only when the stream is a regular file (stdout
-        redirected to a file, on Linux); [] for a pipe or a terminal, or on any error."""
+        """Read back only when the stream is a regular file (stdout redirected to a file, on
+        Linux); [] for a pipe or a terminal, or on any error."""
         return await anyio.to_thread.run_sync(self._read_back, limiter=self._limiter)
 
     def _read_back(self) -> list[dict[str, Any]]:
@@ -222,20 +218,31 @@ class StdoutSink(_LineWriter):
         except (OSError, ValueError, io.UnsupportedOperation):
             return []
 
-    async def emit(self, events: Sequence[Mapping[str, object]]) -> None:
-        """See `Sink.emit`.
+    async def deliver(self, batch: Sequence[OutboxEvent]) -> None:
+        """See `OutboxSink.deliver`: the batch's lines, written and flushed.
 
         Raises:
-            SinkError: as `Sink.emit` (e.g. BrokenPipeError when the reader went away); counted
-                and logged (`sink.write_failed`) unless the events could not be serialised.
+            SinkError: e.g. BrokenPipeError when the reader went away; counted and logged
+                (`sink.write_failed`).
             RuntimeError: the sink was closed.
         """
+        await self._write_lines(self._lines(batch))
+
+    async def emit(self, events: Sequence[Mapping[str, object]]) -> None:
+        """Write rendered events (not from the outbox) as `deliver` writes a batch.
+
+        Raises:
+            SinkError: as `deliver`, or an event could not be serialised (not counted).
+            RuntimeError: the sink was closed.
+        """
+        await self._write_lines([(None, encode_events(events, format=self._format))])
+
+    async def _write_lines(self, lines: list[tuple[str | None, bytes]]) -> None:
         if self._closed:
             raise RuntimeError("StdoutSink is closed")
-        if not events:
-            return
-        data = encode_events(events, format=self._format)
-        await self._run(functools.partial(self._write, data))
+        data = b"".join(line for _, line in lines)
+        if data:
+            await self._run(functools.partial(self._write, data))
 
     async def aclose(self) -> None:
         """Flush the stream (it stays open); idempotent. Flush errors are ignored."""
@@ -302,11 +309,12 @@ class FileSink(_LineWriter):
         self,
         path: Path,
         *,
+        name: str = "default",
         format: EventFormat = "json",
         fsync: bool = True,
         observer: SinkObserver | None = None,
     ) -> None:
-        super().__init__(format, observer)
+        super().__init__(name, format, observer)
         self._path = Path(path)
         self._fsync = fsync
         self._file: IO[bytes] | None = None
@@ -340,7 +348,7 @@ class FileSink(_LineWriter):
         await self.aclose()
 
     async def recent_events(self) -> list[dict[str, Any]]:
-        """See `Sink.recent_events`: the last `monitor.events.RECOVERY_BYTES` of the file.
+        """The events in the last `monitor.events.RECOVERY_BYTES` of the file.
 
         Raises:
             SinkError: the file cannot be read back.
@@ -352,23 +360,36 @@ class FileSink(_LineWriter):
         except OSError as exc:
             raise SinkError(f"cannot read back the events file {self._path}: {exc}") from exc
 
-    async def emit(self, events: Sequence[Mapping[str, object]]) -> None:
-        """See `Sink.emit`; also fsyncs the file when the sink was built with `fsync=True`.
+    async def deliver(self, batch: Sequence[OutboxEvent]) -> None:
+        """See `OutboxSink.deliver`; the file is fsynced when the sink was built with
+        `fsync=True` (the default).
 
         All or nothing: when this raises, the file holds none of the batch's lines, or (when
         it could not be truncated back) the lines it holds are never written again.
 
         Raises:
-            SinkError: as `Sink.emit`; the message names the file. Counted and logged
-                (`sink.write_failed`) unless the events could not be serialised.
+            SinkError: the message names the file; counted and logged (`sink.write_failed`).
             RuntimeError: the sink is not open.
         """
+        await self._append_lines(self._lines(batch))
+
+    async def emit(self, events: Sequence[Mapping[str, object]]) -> None:
+        """Append rendered events (not from the outbox) as `deliver` appends a batch.
+
+        Raises:
+            SinkError: as `deliver`, or an event could not be serialised (not counted).
+            RuntimeError: the sink is not open.
+        """
+        await self._append_lines(
+            [(event_id_of(e), encode_events([e], format=self._format)) for e in events]
+        )
+
+    async def _append_lines(self, lines: list[tuple[str | None, bytes]]) -> None:
         file = self._file
         if file is None:
             raise RuntimeError(f"{self._path} is not open; use `async with FileSink`")
-        if not events:
+        if not lines:
             return
-        lines = [(event_id_of(e), encode_events([e], format=self._format)) for e in events]
         read_back, skipped = await self._run(functools.partial(self._append, file, lines))
         if read_back is not None:
             log.info("sink.tail_read_back", sink=self.kind, path=str(self._path), **read_back)
@@ -480,13 +501,15 @@ def _open_append(path: Path) -> IO[bytes]:
     return file
 
 
-def build_sink(
-    settings: EventsSettings, *, observer: SinkObserver | None = None
+def build_line_sink(
+    settings: StdoutSinkSettings | FileSinkSettings, *, observer: SinkObserver | None = None
 ) -> StdoutSink | FileSink:
-    """The sink `[events]` asks for, not yet opened; open it with `async with`.
+    """The stdout or file sink `settings` describe, not yet opened; open it with `async with`.
 
     `observer` (the daemon's `Metrics`) is told of every batch the sink fails to write.
     """
-    if settings.sink == "stdout":
-        return StdoutSink(format=settings.format, observer=observer)
-    return FileSink(settings.sink, format=settings.format, observer=observer)
+    if isinstance(settings, FileSinkSettings):
+        return FileSink(
+            settings.path, name=settings.name, format=settings.format, observer=observer
+        )
+    return StdoutSink(name=settings.name, format=settings.format, observer=observer)

@@ -1,9 +1,14 @@
-"""The SQLite checkpoint store: one file per daemon, surviving restarts and SIGKILL; and the
-factory that picks the store `[state] path` asks for."""
+"""The SQLite state file: each vault's checkpoint and the outbox of events, committed together;
+one file per daemon, surviving restarts and SIGKILL. Also the factory that picks the store
+`[state] path` asks for."""
 
 # Rules:
-# - A `save` is one SQLite transaction (`BEGIN IMMEDIATE` … `COMMIT`), so after any crash a
-#   vault's state is either entirely the state before the call or entirely the state after it.
+# - A `save` (a poll's events into the outbox, and its checkpoint) is one SQLite transaction
+#   (`BEGIN IMMEDIATE` … `COMMIT`), so after any crash a vault's state and its events are either
+#   entirely as before the call or entirely as after it: an event is never emitted twice, and
+#   never lost, by a crash between the two.
+# - The outbox's tables and statements are in store_outbox.py; each sink's cursor moves in a
+#   transaction of its own after the sink delivered.
 # - Every sqlite3 call runs in a worker thread behind one CapacityLimiter(1), so the event loop
 #   never blocks on the disk and the connection is never used by two threads at once.
 # - One process owns a state file: the daemon's store holds an exclusive flock on `<file>.lock`
@@ -14,7 +19,7 @@ factory that picks the store `[state] path` asks for."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -23,24 +28,27 @@ from typing import Final, Self, TypeVar
 import anyio
 import anyio.to_thread
 
+from monitor import store_outbox
 from monitor.checkpoints import MemoryCheckpointStore, check_save
 from monitor.config import StateSettings
 from monitor.core.diff import JobSnapshot
 from monitor.core.jobs import JobKey, JobStatus
 from monitor.core.tracker import VaultCheckpoint
 from monitor.errors import StartupError, StoreError
+from monitor.outbox import EventLine, OutboxEvent, OutboxSignal, Pruned
 from monitor.state_lock import StateFileLock
+from monitor.store_outbox import OUTBOX_SCHEMA
 
 __all__ = ["SCHEMA_VERSION", "SqliteCheckpointStore", "build_checkpoint_store"]
 
-SCHEMA_VERSION: Final = 1
-"""The `PRAGMA user_version` this code writes and understands."""
+SCHEMA_VERSION: Final = 2
+"""The `PRAGMA user_version` this code writes and understands: 1 had the checkpoints only,
+2 adds the outbox (a version 1 file is upgraded in place when opened)."""
 
 _T = TypeVar("_T")
 
 
-def _format_time(moment: datetime) -> str:
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond:06d}Z"
+_format_time = store_outbox.format_time
 
 
 def _parse_time(text: str | None) -> datetime | None:
@@ -61,7 +69,7 @@ _PRAGMAS: Final = (
     "PRAGMA busy_timeout = 5000",
 )
 
-_SCHEMA_V1: Final = (
+_SCHEMA: Final = (
     """
     CREATE TABLE vaults (
         key       TEXT PRIMARY KEY NOT NULL,
@@ -77,8 +85,10 @@ _SCHEMA_V1: Final = (
         PRIMARY KEY (vault_key, job_name)
     ) WITHOUT ROWID
     """,
+    *OUTBOX_SCHEMA,
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
+_UPGRADE_V1: Final = (*OUTBOX_SCHEMA, "PRAGMA user_version = 2")
 
 _UPSERT_VAULT: Final = (
     "INSERT INTO vaults (key, polled_at) VALUES (?, ?) "
@@ -109,6 +119,10 @@ class SqliteCheckpointStore:
         self._limiter = anyio.CapacityLimiter(1)
         self._conn: sqlite3.Connection | None = None
         self._lock = StateFileLock(self._path) if exclusive else None
+        self._signal = OutboxSignal()
+        self._last_seq = 0
+        self._held = (0, 0)  # events in the outbox, their bytes
+        self._last_committed = ""  # committed_at of the newest event: never goes back
 
     @property
     def path(self) -> Path:
@@ -132,9 +146,16 @@ class SqliteCheckpointStore:
         """
         if self._conn is not None:
             raise RuntimeError(f"{self._path} is already open")
-        self._conn = await anyio.to_thread.run_sync(
-            _open, self._path, self._lock, limiter=self._limiter
-        )
+        conn = await anyio.to_thread.run_sync(_open, self._path, self._lock, limiter=self._limiter)
+        try:
+            last, count, size, newest = await anyio.to_thread.run_sync(
+                store_outbox.totals, conn, limiter=self._limiter
+            )
+        except sqlite3.Error as exc:
+            await anyio.to_thread.run_sync(_close, conn, self._lock, limiter=self._limiter)
+            raise StartupError(f"cannot read the outbox of {self._path}: {exc}") from exc
+        self._conn, self._last_seq, self._held = conn, last, (count, size)
+        self._last_committed = newest or ""
         return self
 
     async def __aexit__(
@@ -169,6 +190,8 @@ class SqliteCheckpointStore:
         changed: Sequence[JobSnapshot],
         removed: Sequence[JobKey],
         polled_at: datetime,
+        events: Sequence[EventLine] = (),
+        now: datetime | None = None,
     ) -> None:
         """See `CheckpointStore.save`.
 
@@ -178,6 +201,7 @@ class SqliteCheckpointStore:
             StoreError: the transaction failed and was rolled back.
         """
         upserts, deletes, polled_at = check_save(vault_key, changed, removed, polled_at)
+        committed_at = max(_format_time(now or polled_at), self._last_committed)
         job_rows = [
             (
                 vault_key,
@@ -190,17 +214,88 @@ class SqliteCheckpointStore:
         delete_rows = [(vault_key, key.job_name) for key in deletes]
         vault_row = (vault_key, _format_time(polled_at))
 
+        last: list[int] = []
+
         def write(conn: sqlite3.Connection) -> None:
-            _transaction(
-                conn,
-                lambda: (
-                    conn.execute(_UPSERT_VAULT, vault_row),
-                    conn.executemany(_UPSERT_JOB, job_rows),
-                    conn.executemany(_DELETE_JOB, delete_rows),
-                ),
-            )
+            def body() -> None:
+                if events:
+                    last.append(store_outbox.append(conn, events, committed_at))
+                conn.execute(_UPSERT_VAULT, vault_row)
+                conn.executemany(_UPSERT_JOB, job_rows)
+                conn.executemany(_DELETE_JOB, delete_rows)
+
+            _transaction(conn, body)
 
         await self._run(write)
+        if last:
+            count, size = self._held
+            self._held = (count + len(events), size + sum(len(e.line) for e in events))
+            self._last_seq, self._last_committed = last[0], committed_at
+            self._signal.notify()
+
+    # ------------------------------------------------------------------------------ outbox
+
+    @property
+    def last_seq(self) -> int:
+        """See `Outbox.last_seq`."""
+        return self._last_seq
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """See `Outbox.size`."""
+        return self._held
+
+    async def wait_beyond(self, seq: int) -> None:
+        """See `Outbox.wait_beyond`."""
+        await self._signal.wait_beyond(seq, lambda: self._last_seq)
+
+    async def read(self, after: int, limit: int) -> list[OutboxEvent]:
+        """See `Outbox.read`.
+
+        Raises:
+            RuntimeError: the store is not open.
+            StoreError: the read failed.
+        """
+        return await self._run(lambda conn: store_outbox.read(conn, after, limit))
+
+    async def cursors(self) -> dict[str, int]:
+        """See `Outbox.cursors`."""
+        return await self._run(store_outbox.cursors)
+
+    async def advance(self, sink: str, seq: int) -> None:
+        """See `Outbox.advance`."""
+        await self._run(
+            lambda conn: _transaction(conn, lambda: store_outbox.advance(conn, sink, seq))
+        )
+
+    async def prune(
+        self,
+        *,
+        delivered: Mapping[str, int],
+        reading: Mapping[str, int],
+        older_than: datetime,
+        max_bytes: int,
+    ) -> Pruned:
+        """See `Outbox.prune`."""
+        result: list[tuple[Pruned, int]] = []
+
+        def run(conn: sqlite3.Connection) -> None:
+            result.append(
+                store_outbox.prune(
+                    conn,
+                    total_bytes=self._held[1],
+                    delivered=delivered,
+                    reading=reading,
+                    older_than=older_than,
+                    max_bytes=max_bytes,
+                )
+            )
+
+        await self._run(lambda conn: _transaction(conn, lambda: run(conn)))
+        pruned, freed = result[0]
+        count, size = self._held
+        self._held = (count - pruned.removed, size - freed)
+        return pruned
 
     async def forget(self, vault_key: str) -> None:
         """See `CheckpointStore.forget`.
@@ -280,13 +375,17 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
     conn.execute("PRAGMA journal_mode = WAL").fetchone()
     for pragma in _PRAGMAS:
         conn.execute(pragma)
-    if version == 0:
+    if version < SCHEMA_VERSION:
         conn.execute("BEGIN IMMEDIATE")
         try:
             # Re-check under the write lock: another process may have created it meanwhile.
-            if _check_version(conn, path) == 0:
-                for statement in _SCHEMA_V1:
-                    conn.execute(statement)
+            match _check_version(conn, path):
+                case 0:
+                    for statement in _SCHEMA:
+                        conn.execute(statement)
+                case 1:
+                    for statement in _UPGRADE_V1:
+                        conn.execute(statement)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

@@ -38,7 +38,7 @@ from tests.hostile_arm import (
     vault_id,
 )
 from tests.test_credentials import SCOPE
-from tests.test_scheduler import ListSink, run_until
+from tests.test_scheduler import ListSink, one_sink, run_until
 
 MIB = 1024 * 1024
 
@@ -136,12 +136,12 @@ class TestPageCap:
                     clock=clock,
                     rng=random.Random(2),
                 )
-                sink = ListSink()
+                sink, store = ListSink(), MemoryCheckpointStore()
                 scheduler = PollScheduler(
                     source=source,
                     rates=budgets,
-                    store=MemoryCheckpointStore(),
-                    sink=sink,
+                    store=store,
+                    delivery=one_sink(store, sink, settings),
                     clock=clock,
                     settings=settings,
                     rng=random.Random(3),

@@ -28,6 +28,8 @@ RANKS = {
     "monitor.config_sinks": 2,  # [outbox] and [[sinks]] settings
     "monitor.clock": 2,
     "monitor.outbox": 2,  # the outbox's records and the OutboxSink contract
+    "monitor.sink_filter": 2,
+    "monitor.config_parse_sinks": 2,
     "monitor.events": 2,  # the event codec: imports config (EventFormat), core and errors
     "monitor.health": 2,
     "monitor.metrics": 2,
@@ -43,10 +45,13 @@ RANKS = {
     "monitor.store": 3,  # the SQLite store: imports monitor.checkpoints and monitor.state_lock
     "monitor.sinks": 3,
     "monitor.sink_http": 3,
+    "monitor.store_outbox": 3,
     "monitor.discovery": 3,  # its source is a Protocol, not monitor.arm; the scheduler (4) uses it
     "monitor.logs": 3,
     "monitor.poller": 4,  # one poll of one vault; monitor.scheduler drives it
     "monitor.scheduler": 4,
+    "monitor.delivery": 4,  # one worker per sink, from the outbox, with its cursor
+    "monitor.sink_factory": 4,  # builds and opens the configured sinks
     "monitor.ops": 5,
     "monitor.commands.exits": 5,
     "monitor.commands.console": 5,

@@ -6,29 +6,33 @@ import dataclasses
 import random
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import pytest
 from structlog.testing import capture_logs
 
-from monitor.checkpoints import MemoryCheckpointStore
+from monitor.checkpoints import MemoryCheckpointStore, StateStore
 from monitor.clock import Clock
+from monitor.config import Settings
 from monitor.config_parse import parse_settings
 from monitor.core.cadence import BACKOFF_BASE_S
 from monitor.core.diff import JobSnapshot
 from monitor.core.jobs import BackupJob, JobDetails, JobKey, JobStatus
 from monitor.core.vaults import VaultRef, parse_vault_id
+from monitor.delivery import Delivery, SinkRoute
 from monitor.errors import (
     ArmForbidden,
     ArmNotFound,
     ArmServerError,
     ArmThrottled,
+    DeliveryError,
     ForeignOriginError,
     ParseError,
     StartupError,
     StoreError,
 )
+from monitor.outbox import OutboxEvent, OutboxSink
 from monitor.poller import CHECKPOINT_REFRESH_S
 from monitor.scheduler import PollScheduler
 from tests.fakes import FakeClock, bare_details
@@ -126,14 +130,22 @@ class ScriptedSource:
 
 
 class ListSink:
+    """An OutboxSink that keeps what it is given (it outlives schedulers: restarts append)."""
+
+    kind: ClassVar[str] = "list"
+
     def __init__(self) -> None:
         self.events: list[Mapping[str, Any]] = []
 
-    async def emit(self, events: Sequence[Mapping[str, object]]) -> None:
-        self.events.extend(events)
+    @property
+    def name(self) -> str:
+        return "default"
 
-    async def recent_events(self) -> list[dict[str, Any]]:
-        return [dict(e) for e in self.events]
+    async def deliver(self, batch: Sequence[OutboxEvent]) -> None:
+        self.events.extend(e.event for e in batch)
+
+    async def delivered_ids(self) -> set[str]:
+        return set()
 
     async def aclose(self) -> None:
         pass
@@ -176,6 +188,18 @@ async def run_until(scheduler: PollScheduler, done: Any, timeout_s: float = 5.0)
         scheduler.stop()
 
 
+def one_sink(store: StateStore, sink: OutboxSink, parsed: Settings) -> Delivery:
+    """Delivery from `store` to `sink` alone, as the default sink; on a clock of its own, so
+    tests that count the scheduler's sleeps see only those."""
+    return Delivery(
+        outbox=store,
+        routes=[SinkRoute(sink, parsed.delivery_sinks[0])],
+        settings=parsed.outbox,
+        clock=LoopClock(),
+        rng=random.Random(2),
+    )
+
+
 def make(
     source: ScriptedSource,
     store: MemoryCheckpointStore,
@@ -186,13 +210,15 @@ def make(
     checkpoint_refresh_s: float = CHECKPOINT_REFRESH_S,
     **poll: object,
 ) -> PollScheduler:
+    clock = clock or LoopClock()
+    parsed = settings(discovery=discovery, **poll)
     return PollScheduler(
         source=source,
         rates=source,
         store=store,
-        sink=sink,
-        clock=clock or LoopClock(),
-        settings=settings(discovery=discovery, **poll),
+        delivery=one_sink(store, sink, parsed),
+        clock=clock,
+        settings=parsed,
         rng=random.Random(1),
         checkpoint_refresh_s=checkpoint_refresh_s,
     )
@@ -489,26 +515,34 @@ async def test_an_empty_vaults_first_poll_is_checkpointed() -> None:
     assert sink.statuses("J1") == [(None, "InProgress")]
 
 
-async def test_events_written_before_a_crash_are_not_emitted_again() -> None:
-    """Killed after emitting but before checkpointing: the restart reads the sink back, emits
-    nothing twice, and checkpoints what it rolled forward with its first poll."""
+class DeadSink(ListSink):
+    """A sink whose destination refuses every delivery (a receiver that is down)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts = 0
+
+    async def deliver(self, batch: Sequence[OutboxEvent]) -> None:
+        self.attempts += 1
+        raise DeliveryError("receiver down", status=503)
+
+
+async def test_events_committed_before_a_stop_are_delivered_by_the_next_start() -> None:
+    """Committed while the sink was down: the next start (same store) delivers them, once, and
+    its polls commit nothing again."""
     vault = vault_ref(SUB_A, "v1")
     source = ScriptedSource([vault])
     source.listed[vault.key] = [job(vault, "J1", "InProgress", start=LoopClock().utcnow())]
+    dead, store = DeadSink(), MemoryCheckpointStore()
+    first = make(source, store, dead)
+    await run_until(first, lambda: store.last_seq == 1 and dead.attempts >= 1)
+    assert dead.events == []
     sink = ListSink()
-    await run_until(make(source, MemoryCheckpointStore(), sink), lambda: sink.events)
-    lost = MemoryCheckpointStore()  # the checkpoint that the crash prevented
-    with capture_logs() as logs:
-        restarted = make(source, lost, sink)
-        await run_until(restarted, lambda: restarted.stats.polls >= 3)
+    restarted = make(source, store, sink)
+    await run_until(restarted, lambda: sink.events and restarted.stats.polls >= 3)
     assert sink.statuses("J1") == [(None, "InProgress")]
-    assert any(row["event"] == "recovery.rolled_forward" and row["jobs"] == 1 for row in logs)
-    assert {k.job_name for k in (await lost.load())[vault.key].jobs} == {"j1"}
-    source.listed[vault.key] = [
-        job(vault, "J1", "Completed", start=source.listed[vault.key][0].start_at or NOW)
-    ]
-    await run_until(make(source, lost, sink), lambda: len(sink.events) == 2)
-    assert sink.statuses("J1") == [(None, "InProgress"), ("InProgress", "Completed")]
+    assert store.last_seq == 1  # the restart's polls found nothing new to commit
+    assert (await store.cursors())["default"] == 1
 
 
 # ------------------------------------------------------------------------------ hardening (#9)
@@ -563,7 +597,8 @@ class FlakyDetails(ScriptedSource):
 
 class TestFailingCheckpoint:
     async def test_a_failing_store_never_makes_an_event_go_out_twice(self) -> None:
-        """While saves fail, each change is emitted once; once the store works, it holds all."""
+        """While commits fail nothing is delivered and nothing moves; once the store works,
+        the job's state at that moment goes out once, and the store holds it."""
         vault = vault_ref(SUB_A, "v1")
         source = ScriptedSource([vault])
         start = NOW - timedelta(seconds=20)
@@ -582,19 +617,21 @@ class TestFailingCheckpoint:
                     assert "No space left" in health.store_problem
                     assert health.unsaved_vaults == 1
                     source.listed[vault.key] = [job(vault, "J1", "Completed", start=start)]
-                    while len(sink.events) < 2 or store.failed_saves < 6:  # noqa: ASYNC110
+                    while store.failed_saves < 6:  # noqa: ASYNC110
                         await anyio.sleep(0.02)
+                    assert sink.events == []  # nothing goes out before the store holds it
                     store.failing = False
-                    while scheduler.estate_health().store_problem is not None:  # noqa: ASYNC110
+                    while not sink.events:  # noqa: ASYNC110
                         await anyio.sleep(0.02)
                     polls = scheduler.stats.polls
                     while scheduler.stats.polls < polls + 3:  # noqa: ASYNC110
                         await anyio.sleep(0.02)
                 scheduler.stop()
-        assert sink.statuses("J1") == [(None, "InProgress"), ("InProgress", "Completed")]
+        assert sink.statuses("J1") == [(None, "Completed")]
         stored = (await store.load())[vault.key]
         assert [s.status.value for s in stored.jobs.values()] == ["Completed"]
         assert scheduler.estate_health().unsaved_vaults == 0
+        assert scheduler.estate_health().store_problem is None
         events = [row["event"] for row in logs]
         assert events.count("checkpoint.failed") == 1  # once per problem, not per poll
         assert events.count("checkpoint.recovered") == 1

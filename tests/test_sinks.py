@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from referencing import Registry, Resource
 from structlog.testing import capture_logs
 
-from monitor.config import EventsSettings
+from monitor.config import EventsSettings, Settings
 from monitor.core.diff import JobStateChanged, diff_jobs, event_id
 from monitor.core.jobs import (
     BackupJob,
@@ -48,7 +48,7 @@ from monitor.events import (
     to_cloudevent,
 )
 from monitor.metrics import Metrics
-from monitor.sinks import FileSink, StdoutSink, build_sink
+from monitor.sinks import FileSink, StdoutSink, build_line_sink
 from tests.core import payloads as p
 from tests.tmpfs import PAGE, fill, mounted_tmpfs, set_append_only
 
@@ -656,12 +656,16 @@ class TestFileSink:
                 await sink.__aenter__()
 
     def test_build_sink(self, tmp_path: Path) -> None:
-        """`[events] sink` picks stdout or a file, with the configured format."""
-        stdout = build_sink(EventsSettings())
+        """`[events] sink` picks stdout or a file, named `default`, with the configured format."""
+        (only,) = Settings().delivery_sinks
+        stdout = build_line_sink(only)  # type: ignore[arg-type]
         assert isinstance(stdout, StdoutSink)
-        built = build_sink(EventsSettings(sink=tmp_path / "e.jsonl", format="cloudevents"))
+        assert stdout.name == "default"
+        events = EventsSettings(sink=tmp_path / "e.jsonl", format="cloudevents")
+        (only,) = Settings(events=events).delivery_sinks
+        built = build_line_sink(only)  # type: ignore[arg-type]
         assert isinstance(built, FileSink)
-        assert built.path == tmp_path / "e.jsonl"
+        assert (built.path, built.name) == (tmp_path / "e.jsonl", "default")
         assert not built.path.exists()
 
 

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TextIO
+from typing import Any, ClassVar, TextIO
 
 import aiohttp
 import anyio
@@ -29,6 +29,7 @@ from monitor.core.jobs import JobStatus
 from monitor.emulator import EmulatorSettings, WorldSettings, running_emulator
 from monitor.emulator.tour import run_tour
 from monitor.logs import configure_logging
+from monitor.outbox import OutboxEvent
 
 TERMINAL = frozenset({"Completed", "CompletedWithWarnings", "Failed", "Cancelled"})
 ARROW = "→"
@@ -38,18 +39,23 @@ ARROW = "→"
 class DemoSink:
     """A sink that prints each event as a line a person can read and keeps them for the summary."""
 
+    kind: ClassVar[str] = "demo"
     out: TextIO
     events: list[Mapping[str, Any]] = field(default_factory=list)
 
-    async def emit(self, events: Sequence[Mapping[str, object]]) -> None:
-        for event in events:
-            self.events.append(event)
-            self.out.write(describe(event) + "\n")
+    @property
+    def name(self) -> str:
+        return "default"
+
+    async def deliver(self, batch: Sequence[OutboxEvent]) -> None:
+        for item in batch:
+            self.events.append(item.event)
+            self.out.write(describe(item.event) + "\n")
         self.out.flush()
 
-    async def recent_events(self) -> list[dict[str, Any]]:
+    async def delivered_ids(self) -> set[str]:
         """A demo starts afresh: nothing to read back."""
-        return []
+        return set()
 
     async def aclose(self) -> None:
         self.out.flush()

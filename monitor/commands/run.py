@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from monitor.arm import ArmClient
 from monitor.arm_http import make_ssl_context, open_session
-from monitor.checkpoints import CheckpointStore
+from monitor.checkpoints import StateStore
 from monitor.clock import Clock, SystemClock
 from monitor.commands.common import (
     add_config_option,
@@ -26,12 +26,14 @@ from monitor.commands.common import (
 from monitor.commands.exits import EXIT_USAGE
 from monitor.config import Settings
 from monitor.credentials import TokenCache, build_credential
+from monitor.delivery import Delivery, SinkRoute
 from monitor.discovery import VaultDiscovery
 from monitor.metrics import Metrics
 from monitor.ops import serve_ops
+from monitor.outbox import OutboxSink
 from monitor.pacing import BudgetBook
 from monitor.scheduler import PollScheduler
-from monitor.sinks import Sink, build_sink
+from monitor.sink_factory import open_sinks
 from monitor.store import build_checkpoint_store
 
 log = structlog.get_logger(__name__)
@@ -65,12 +67,12 @@ def add_run_parsers(commands: Any) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _Opened:
-    """What `_open` opened: the ARM client, the checkpoint store and the sink (if asked for)."""
+    """What `_open` opened: the ARM client, the state store and the sinks (if asked for)."""
 
     arm: ArmClient
     budgets: BudgetBook
-    store: CheckpointStore
-    sink: Sink | None
+    store: StateStore
+    routes: list[SinkRoute]
 
 
 @asynccontextmanager
@@ -81,20 +83,22 @@ async def _open(
     rng: random.Random,
     metrics: Metrics | None,
     lock_state: bool,
-    with_sink: bool,
+    with_sinks: bool,
 ) -> AsyncIterator[_Opened]:
-    """Credential, session, state file, sink (`with_sink`), token and ARM client, in that order."""
+    """Credential, session, state file, sinks (`with_sinks`), token and ARM client, in order."""
     async with AsyncExitStack() as stack:
         credential = build_credential(settings.azure)
         stack.push_async_callback(credential.close)
         ssl_context = make_ssl_context(settings.azure.ca_bundle)
         session = await stack.enter_async_context(open_session(settings.azure, ssl_context))
-        store: CheckpointStore = await stack.enter_async_context(
+        store: StateStore = await stack.enter_async_context(
             build_checkpoint_store(settings.state, exclusive=lock_state)
         )
-        sink: Sink | None = None
-        if with_sink:
-            sink = await stack.enter_async_context(build_sink(settings.events, observer=metrics))
+        routes: list[SinkRoute] = []
+        if with_sinks:
+            routes = await open_sinks(
+                settings, stack, credential=credential, clock=clock, observer=metrics
+            )
         tokens = TokenCache(credential, settings.azure.token_scope, clock)
         await tokens.token()
         budgets = BudgetBook(settings.budget, clock=clock, rng=rng)
@@ -107,7 +111,7 @@ async def _open(
             rng=rng,
             observer=metrics,
         )
-        yield _Opened(arm=arm, budgets=budgets, store=store, sink=sink)
+        yield _Opened(arm=arm, budgets=budgets, store=store, routes=routes)
 
 
 @asynccontextmanager
@@ -116,30 +120,41 @@ async def open_monitor(
     *,
     clock: Clock,
     rng: random.Random,
-    sink: Sink | None = None,
+    sink: OutboxSink | None = None,
     metrics: Metrics | None = None,
 ) -> AsyncIterator[PollScheduler]:
     """Build every long-lived object of the daemon, authenticated; closes them on exit.
 
-    With `metrics`, the ARM client reports each request to it (as its observer) and the
-    scheduler reports to it. Without `sink`, the configured one is opened. The state file is
-    locked for as long as this is open.
+    With `metrics`, the ARM client and the sinks report to it, and the scheduler reports to
+    it. Without `sink`, the configured sinks are opened (`[[sinks]]`, or `[events]`'s); with
+    it, that one sink alone receives every event (the demo). The state file is locked for as
+    long as this is open.
 
     Raises:
-        StartupError: no token could be obtained, the store or sink cannot be opened, or
+        StartupError: no token could be obtained, the store or a sink cannot be opened, or
             another process holds the state file's lock.
     """
     async with _open(
-        settings, clock=clock, rng=rng, metrics=metrics, lock_state=True, with_sink=sink is None
+        settings, clock=clock, rng=rng, metrics=metrics, lock_state=True, with_sinks=sink is None
     ) as opened:
-        if sink is None:
-            sink = opened.sink
-        assert sink is not None
+        routes = opened.routes
+        if sink is not None:
+            routes = [SinkRoute(sink, settings.delivery_sinks[0])]
+        delivery = Delivery(
+            outbox=opened.store,
+            routes=routes,
+            settings=settings.outbox,
+            clock=clock,
+            rng=rng,
+            observer=metrics,
+        )
+        if metrics is not None:
+            metrics.watch_delivery(delivery)
         yield PollScheduler(
             source=opened.arm,
             rates=opened.budgets,
             store=opened.store,
-            sink=sink,
+            delivery=delivery,
             clock=clock,
             settings=settings,
             rng=rng,
@@ -200,7 +215,7 @@ async def check(settings: Settings, out: TextIO) -> None:
     """
     clock, rng = SystemClock(), random.Random()
     async with _open(
-        settings, clock=clock, rng=rng, metrics=None, lock_state=False, with_sink=False
+        settings, clock=clock, rng=rng, metrics=None, lock_state=False, with_sinks=False
     ) as opened:
         vaults = await VaultDiscovery(opened.arm, settings, clock, rng).discover_once()
     out.write(f"authenticated against {settings.azure.arm_endpoint}\n")

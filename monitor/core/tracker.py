@@ -18,6 +18,7 @@ Invariants (property-tested in tests/core/test_tracker.py):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -142,6 +143,15 @@ class VaultJobs:
         """The store took everything unsaved, with this poll time."""
         self.saved_at = polled_at
         self.unsaved, self.unsaved_removed = {}, set()
+
+    def after(self, outcome: Outcome) -> VaultJobs:
+        """A copy of this state moved on by `outcome`; this one is left as it is (the copy
+        shares `held`, which the poll step already brought up to date)."""
+        copy = dataclasses.replace(
+            self, unsaved=dict(self.unsaved), unsaved_removed=set(self.unsaved_removed)
+        )
+        copy.moved_on(outcome)
+        return copy
 
     def moved_on(self, outcome: Outcome) -> None:
         """A poll's events are out: its state becomes what is known, and what to save."""

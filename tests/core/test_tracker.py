@@ -2,9 +2,9 @@
 
 A model vault runs jobs (each starts, may be listed late, ends in a terminal status, may be
 deleted); polls come at arbitrary times (gaps, downtime past the lookback, small clock steps
-back), detail reads fail now and then, and the monitor restarts: cleanly, or killed between
-emitting a batch and saving it, then rolled forward from what it emitted. A small synchronous
-driver plays the shell's part in the order `monitor/poller.py` does.
+back), detail reads fail now and then, and the monitor restarts: cleanly, or killed before a
+poll's commit (its events and checkpoint, one transaction), which then never happened. A small
+synchronous driver plays the shell's part in the order `monitor/poller.py` does.
 """
 
 from __future__ import annotations
@@ -15,9 +15,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from monitor.core.diff import JobSnapshot
 from monitor.core.jobs import BackupJob, JobKey, JobStatus
-from monitor.core.recovery import roll_forward
 from monitor.core.tracker import (
     Hold,
     PollStep,
@@ -115,7 +113,6 @@ class Monitor:
         default_factory=lambda: VaultCheckpoint(vault_key=VAULT.key, jobs={}, polled_at=None)
     )
     emitted: list[tuple[str, str]] = field(default_factory=list)  # (job, status)
-    starts: dict[str, datetime | None] = field(default_factory=dict)  # as the events carry them
     mono: float = 0.0
     polls: list[tuple[int, int]] = field(default_factory=list)  # (world time, wall clock)
     held_at_restart: dict[str, datetime | None] = field(default_factory=dict)
@@ -157,37 +154,27 @@ class Monitor:
                 else:
                     step.detailed(change, bare_details(change.job))
         outcome = step.finish()
-        self.emitted += [(c.job.name, c.status.value) for c, _ in outcome.emit]
-        self.starts.update({c.job.name: c.job.start_at for c, _ in outcome.emit})
-        self.known.moved_on(outcome)
-        if save and self.known.save_due(now, self.rules):
+        after = self.known.after(outcome)
+        if outcome.emit or after.save_due(now, self.rules):
+            if not save:
+                return  # killed before the commit: nothing went out, nothing moved
+            # The commit: the events into the outbox and the checkpoint, in one transaction.
+            self.emitted += [(c.job.name, c.status.value) for c, _ in outcome.emit]
             jobs = dict(self.stored.jobs)
-            jobs.update(self.known.unsaved)
-            for key in self.known.unsaved_removed:
+            jobs.update(after.unsaved)
+            for key in after.unsaved_removed:
                 jobs.pop(key, None)
-            polled_at = self.known.save_point(now)
+            polled_at = after.save_point(now)
             self.stored = VaultCheckpoint(vault_key=VAULT.key, jobs=jobs, polled_at=polled_at)
-            self.known.saved(polled_at)
+            after.saved(polled_at)
+        self.known = after
 
     def restart(self) -> None:
-        """A new process: the store, rolled forward to the events emitted (oldest first)."""
-        recorded = [
-            (
-                VAULT.key,
-                JobSnapshot(
-                    key=JobKey(vault_key=VAULT.key, job_name=name),
-                    status=JobStatus.of(status),
-                    start_at=self.starts[name],
-                ),
-            )
-            for name, status in self.emitted
-        ]
-        recovered = roll_forward({VAULT.key: self.stored}, recorded)
+        """A new process: what the store holds (checkpoints and outbox commit together)."""
         self.held_at_restart |= {
             key.job_name: held.job.start_at for key, held in self.known.held.items()
         }
-        checkpoint = recovered.checkpoints[VAULT.key]
-        self.known = VaultJobs.restored(checkpoint, recovered.unsaved.get(VAULT.key, []))
+        self.known = VaultJobs.restored(self.stored)
 
 
 def run(world: list[ModelJob], actions: list[tuple[int, str]], rules: TrackRules) -> Monitor:
@@ -202,9 +189,10 @@ def run(world: list[ModelJob], actions: list[tuple[int, str]], rules: TrackRules
         if how == "restart":
             monitor.restart()
         monitor.poll(world, t, t + skew, details_fail=how == "details_fail", save=how != "crash")
-        monitor.polls.append((t, t + skew))
         if how == "crash":
-            monitor.restart()  # killed after emitting, before saving: rolled forward
+            monitor.restart()  # killed before its commit: to the world, that poll never was
+        else:
+            monitor.polls.append((t, t + skew))
     last = max(max(j.end_s for j in world), t) + 1
     for quiet in range(t, last + int(rules.detail_retry_s) + 2 * OVERLAP_S, 60):
         monitor.mono += 60

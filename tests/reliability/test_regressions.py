@@ -18,6 +18,7 @@ from tests.test_scheduler import (
     ListSink,
     ScriptedSource,
     job,
+    one_sink,
     settings,
     vault_ref,
 )
@@ -43,14 +44,15 @@ async def test_job_finishing_after_it_left_the_window_is_emitted_once() -> None:
     source = ScriptedSource([vault])
     started = LoopClock().utcnow() - timedelta(seconds=0.3)
     source.listed[vault.key] = [job(vault, "long", "InProgress", start=started)]
-    sink = ListSink()
+    sink, store = ListSink(), MemoryCheckpointStore()
+    parsed = settings(lookback_s=1, overlap_s=0.1)
     scheduler = PollScheduler(
         source=source,
         rates=source,
-        store=MemoryCheckpointStore(),
-        sink=sink,
+        store=store,
+        delivery=one_sink(store, sink, parsed),
         clock=LoopClock(),
-        settings=settings(lookback_s=1, overlap_s=0.1),
+        settings=parsed,
         rng=random.Random(1),
     )
     with capture_logs() as logs:
@@ -89,14 +91,15 @@ async def test_job_listed_from_the_second_before_the_window_is_emitted_once() ->
     """
     vault = vault_ref(SUB_A, "v1")
     source = WholeSecondSource([vault])
-    sink = ListSink()
+    sink, store = ListSink(), MemoryCheckpointStore()
+    parsed = settings(lookback_s=3600, overlap_s=0.5, active_interval_s=0.05)
     scheduler = PollScheduler(
         source=source,
         rates=source,
-        store=MemoryCheckpointStore(),
-        sink=sink,
+        store=store,
+        delivery=one_sink(store, sink, parsed),
         clock=LoopClock(),
-        settings=settings(lookback_s=3600, overlap_s=0.5, active_interval_s=0.05),
+        settings=parsed,
         rng=random.Random(1),
     )
     async with anyio.create_task_group() as tg:

@@ -1,0 +1,91 @@
+"""Building and opening the configured sinks: one `SinkRoute` per `[[sinks]]` entry."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import aiohttp
+from azure.core.credentials_async import AsyncTokenCredential
+
+from monitor.arm_http import make_ssl_context
+from monitor.clock import Clock
+from monitor.config import Settings
+from monitor.config_sinks import FileSinkSettings, SinkSettings, StdoutSinkSettings
+from monitor.delivery import SinkRoute
+from monitor.errors import ConfigError, StartupError
+from monitor.outbox import OutboxSink
+from monitor.sink_http import open_sink_session
+from monitor.sinks import SinkObserver, build_line_sink
+
+__all__ = ["open_sinks"]
+
+
+async def open_sinks(
+    settings: Settings,
+    stack: AsyncExitStack,
+    *,
+    credential: AsyncTokenCredential,
+    clock: Clock,
+    observer: SinkObserver | None,
+    environ: Mapping[str, str] | None = None,
+) -> list[SinkRoute]:
+    """Open every sink `settings.delivery_sinks` lists, closing each with `stack`.
+
+    Network sinks share one HTTP session per CA bundle (`ca_bundle`, else the system's CAs);
+    a webhook's `secret_env` is read from `environ` (default: the process environment).
+
+    Raises:
+        StartupError: a file sink's file cannot be opened, or a webhook's secret variable is
+            unset or empty; the message names the sink.
+        ConfigError: a sink's `ca_bundle` cannot be loaded.
+    """
+    env = os.environ if environ is None else environ
+    sessions: dict[Path | None, aiohttp.ClientSession] = {}
+
+    async def session_for(name: str, ca_bundle: Path | None) -> aiohttp.ClientSession:
+        if ca_bundle not in sessions:
+            try:
+                context = make_ssl_context(ca_bundle)
+            except ConfigError as exc:
+                raise ConfigError(f"sinks.{name}.ca_bundle", exc.problem) from exc
+            sessions[ca_bundle] = await stack.enter_async_context(open_sink_session(context))
+        return sessions[ca_bundle]
+
+    routes: list[SinkRoute] = []
+    for entry in settings.delivery_sinks:
+        sink = await _open_one(
+            entry, stack, session_for, env, credential, settings, clock, observer
+        )
+        routes.append(SinkRoute(sink, entry))
+    return routes
+
+
+async def _open_one(
+    entry: SinkSettings,
+    stack: AsyncExitStack,
+    session_for: object,
+    env: Mapping[str, str],
+    credential: AsyncTokenCredential,
+    settings: Settings,
+    clock: Clock,
+    observer: SinkObserver | None,
+) -> OutboxSink:
+    if isinstance(entry, StdoutSinkSettings | FileSinkSettings):
+        return await stack.enter_async_context(build_line_sink(entry, observer=observer))
+    raise StartupError(f"sink {entry.name!r}: type {entry.type!r} is not available yet")
+
+
+def _secret(name: str, variable: str | None, env: Mapping[str, str]) -> bytes | None:
+    """The bytes of a webhook's signing key, read from its environment variable."""
+    if variable is None:
+        return None
+    value = env.get(variable)
+    if not value:
+        raise StartupError(
+            f"sink {name!r}: secret_env names {variable}, which is "
+            + ("empty" if value == "" else "not set")
+        )
+    return value.encode()
