@@ -16,7 +16,7 @@ import hashlib
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any, ClassVar, Final
@@ -118,7 +118,7 @@ class AlertOptions:
 
     resolve_after_s: float
     resolve_on_success: bool = True
-    labels: Mapping[str, str] = MappingProxyType({})
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     """Extra labels (validated: names not ours, valid and not empty values)."""
     generator_url: str = "https://portal.azure.com"
 
