@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+import shutil
 import ssl
+import subprocess
+import tomllib
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
@@ -22,7 +25,7 @@ from aiohttp import web
 from hypothesis import given, settings
 
 from monitor.clock import SystemClock
-from monitor.config_sinks import AlertmanagerSinkSettings
+from monitor.config_sinks import AlertmanagerSinkSettings, SinkFilter
 from monitor.core.diff import JobStateChanged
 from monitor.core.jobs import BackupJob, JobDetails, JobError, JobKey, JobStatus, JobTask
 from monitor.core.vaults import VaultRef, parse_vault_id
@@ -39,7 +42,7 @@ from monitor.sinks_alertmanager import (
     alerts_of,
     portal_link,
 )
-from tests.alertmanager import Alertmanager, _alertmanager, free_port
+from tests.alertmanager import Alertmanager, _alertmanager, free_port, unavailable
 from tests.core import payloads as p
 from tests.test_sinks import changes, validate
 
@@ -736,3 +739,71 @@ def test_portal_link() -> None:
     assert portal_link("https://portal.azure.us/", "/subscriptions/s/x") == (
         "https://portal.azure.us/#@/resource/subscriptions/s/x/overview"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# The docs
+
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS_HEADING = '## Alertmanager (`type = "alertmanager"`)'
+
+
+def docs_section() -> str:
+    """The sink's section: in docs/sinks.md once merged there, else the fragment."""
+    for name in ("sinks.md", "sinks-alertmanager.md"):
+        path = REPO / "docs" / name
+        if path.exists() and DOCS_HEADING in (text := path.read_text(encoding="utf-8")):
+            section = text[text.index(DOCS_HEADING) + len(DOCS_HEADING) :]
+            return section.split("\n## ", 1)[0]
+    raise AssertionError(f"no {DOCS_HEADING!r} in docs/sinks.md or docs/sinks-alertmanager.md")
+
+
+class TestDocs:
+    """The docs say what the code does."""
+
+    def test_options_table_names_every_setting_with_its_default(self) -> None:
+        """Every field of AlertmanagerSinkSettings is in the table, with its default."""
+        options = docs_section().split("### Options", 1)[1].split("\n### ", 1)[0]
+        documented = dict(re.findall(r"^\| `([a-z_]+)` \| ([^|]+) \|", options, re.M))
+        assert set(documented) == {f.name for f in fields(AlertmanagerSinkSettings)}
+        defaults = sink_settings("http://am:9093")
+        for name, default in documented.items():
+            value = getattr(defaults, name)
+            if name in ("type", "name", "url", "filter"):
+                continue  # required, or described in words
+            if value is None:
+                assert default.startswith("none"), name
+            elif isinstance(value, bool):
+                assert default.startswith(f"`{str(value).lower()}`"), name
+            elif isinstance(value, str):
+                assert default.startswith(f'`"{value}"`'), name
+            elif isinstance(value, Mapping):
+                assert default.startswith("`{}`"), name
+            else:
+                assert float(default.split("`")[1]) == value, name
+
+    def test_recipe_toml_builds_a_sink(self) -> None:
+        """The recipe's [[sinks]] entry has only real keys, and builds a sink."""
+        (block,) = re.findall(r"```toml\n(.*?)```", docs_section(), re.S)
+        (entry,) = tomllib.loads(block)["sinks"]
+        filter_ = SinkFilter(**{k: tuple(v) for k, v in entry.pop("filter").items()})
+        entry["labels"] = MappingProxyType(entry["labels"])
+        settings_ = AlertmanagerSinkSettings(**entry, filter=filter_)
+        AlertOptions.of(settings_)
+
+    def test_recipe_yaml_is_a_valid_alertmanager_config(self, tmp_path: Path) -> None:
+        """`amtool check-config` accepts every YAML block of the section."""
+        amtool = shutil.which("amtool")
+        if amtool is None:
+            unavailable("no amtool on PATH; install the Debian package prometheus-alertmanager")
+        blocks = re.findall(r"```yaml\n(.*?)```", docs_section(), re.S)
+        assert blocks
+        for index, block in enumerate(blocks):
+            path = tmp_path / f"recipe{index}.yml"
+            path.write_text(block, encoding="utf-8")
+            done = subprocess.run(
+                [amtool, "check-config", str(path)], capture_output=True, text=True, check=False
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert 'alertname=~"BackupJob.*"' in block
