@@ -224,7 +224,8 @@ def _annotations(event: Mapping[str, Any], outcome: str) -> dict[str, str]:
     if job["end_time"]:
         description += f" at {job['end_time']}"
     if first.get("code") or first.get("message"):
-        description += ": " + ": ".join(str(p) for p in (first["code"], first["message"]) if p)
+        parts = (first.get("code"), first.get("message"))
+        description += ": " + ": ".join(str(part) for part in parts if part)
     if len(errors) > 1:
         description += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
     annotations: dict[str, str] = {"summary": summary, "description": description}

@@ -640,7 +640,7 @@ OPTIONS = AlertOptions(resolve_after_s=DAY_S, labels=MappingProxyType({"team": "
 class TestMapping:
     """Properties of `alerts_of` over every renderable event."""
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=150, deadline=None)
     @given(case=changes())
     def test_labels_are_valid_and_a_function_of_the_item(
         self, case: tuple[JobStateChanged, VaultRef, JobDetails | None, datetime]
@@ -671,7 +671,7 @@ class TestMapping:
             body = orjson.loads(orjson.dumps(alert.to_json()))
             assert set(body) == {"labels", "annotations", "startsAt", "endsAt", "generatorURL"}
 
-    @settings(max_examples=100, deadline=None)
+    @settings(max_examples=50, deadline=None)
     @given(case=changes(), other=changes())
     def test_what_is_not_the_item_changes_no_label(
         self,
