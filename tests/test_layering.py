@@ -46,6 +46,7 @@ RANKS = {
     "monitor.sinks": 3,
     "monitor.sink_http": 3,
     "monitor.store_outbox": 3,
+    "monitor.sinks_alertmanager": 3,  # imports sink_http and config_sinks
     "monitor.discovery": 3,  # its source is a Protocol, not monitor.arm; the scheduler (4) uses it
     "monitor.logs": 3,
     "monitor.poller": 4,  # one poll of one vault; monitor.scheduler drives it
