@@ -7,6 +7,8 @@ import itertools
 import json
 import socket
 import ssl
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -40,7 +42,7 @@ from monitor.sinks_azure_logs import (
 )
 from tests.core import payloads as p
 from tests.fakes import FakeClock
-from tests.test_sinks import EMITTED_AT, VAULT, validate
+from tests.test_sinks import EMITTED_AT, REPO, VAULT, validate
 
 APP_CLIENT_ID = "0b7c6d2e-3f4a-4b5c-8d9e-1f2a3b4c5d6e"
 
@@ -463,3 +465,40 @@ class TestRows:
         exact = len(json.dumps(rows).encode())
         assert chunk_rows(sizes, exact) == [(0, len(rows))]
         assert len(chunk_rows(sizes, exact - 1)) == 2
+
+
+class TestShipped:
+    """The shipped rule template matches the rows, and the SDK stays out of process start."""
+
+    def test_the_rule_template_declares_every_column_of_a_row(self) -> None:
+        """docs/azure-monitor-logs/dcr.json: table, stream and destination agree with the sink."""
+        template = json.loads((REPO / "docs" / "azure-monitor-logs" / "dcr.json").read_text())
+        table, rule, role = template["resources"]
+        assert template["variables"]["tableName"] == "BackupJobMonitor_CL"
+        assert table["properties"]["schema"]["name"] == "[variables('tableName')]"
+        table_columns = [c["name"] for c in table["properties"]["schema"]["columns"]]
+        stream = rule["properties"]["streamDeclarations"][EMULATOR_STREAM]
+        assert [c["name"] for c in stream["columns"]] == list(ROW_COLUMNS) == table_columns
+        (flow,) = rule["properties"]["dataFlows"]
+        assert flow["transformKql"] == "source"
+        assert flow["streams"] == [EMULATOR_STREAM] == [flow["outputStream"]]
+        assert rule["kind"] == "Direct"
+        assert (
+            "3913510d-42f4-4e42-8a64-420c390055eb"
+            in template["variables"]["monitoringMetricsPublisher"]
+        )
+        assert role["type"] == "Microsoft.Authorization/roleAssignments"
+        assert AzureMonitorLogsSinkSettings.__dataclass_fields__["stream"].default == (
+            EMULATOR_STREAM
+        )
+
+    def test_importing_the_sink_does_not_import_the_sdk(self) -> None:
+        """azure.monitor.ingestion and azure.core's pipeline are imported when a sink opens."""
+        code = (
+            "import sys, monitor.sinks_azure_logs\n"
+            "print(sorted(m for m in sys.modules if m.startswith('azure.monitor')))"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+        )
+        assert done.stdout.strip() == "[]"
