@@ -212,3 +212,25 @@ class TestIngestion:
         async with http.put(f"{emu.url}/_emulator/ingestion/faults", json=change) as response:
             assert response.status == 400
             assert next(iter(change)) in await response.text()
+
+    async def test_a_minted_token_for_the_monitor_audience_is_accepted(
+        self, emu: Emulator, http: aiohttp.ClientSession
+    ) -> None:
+        """`POST /_emulator/tokens` with an audience gives a token the endpoint (and ARM) takes;
+        without one, the endpoint refuses it."""
+        url = f"{emu.url}/_emulator/tokens"
+        async with http.post(url, json={"audience": "https://monitor.azure.com"}) as response:
+            token = (await response.json())["token"]
+        status, _, _ = await post(http, emu, b"[{}]", token=token)
+        assert status == 204
+        async with http.get(
+            f"{emu.url}/subscriptions?api-version=2022-12-01",
+            headers={"Authorization": f"Bearer {token}"},
+        ) as response:
+            assert response.status == 200
+        async with http.post(url, json={}) as response:
+            plain = (await response.json())["token"]
+        status, _, body = await post(http, emu, b"[{}]", token=plain)
+        assert (status, body["error"]["code"]) == (401, "InvalidAudience")
+        async with http.post(url, json={"audience": 3}) as response:
+            assert response.status == 400
