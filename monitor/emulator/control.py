@@ -143,8 +143,13 @@ class ControlSurface:
         lifetime = body.get("lifetime_s", self.arm.settings.token_lifetime_s)
         if isinstance(lifetime, bool) or not isinstance(lifetime, int | float):
             raise web.HTTPBadRequest(text="lifetime_s must be a number")
+        audience = body.get("audience", "")  # e.g. https://monitor.azure.com (Logs Ingestion)
+        if not isinstance(audience, str):
+            raise web.HTTPBadRequest(text="audience must be a string")
         token = self.arm.issuer.issue(
-            principal, expires_at=self.arm.clock.utcnow().timestamp() + float(lifetime)
+            principal,
+            expires_at=self.arm.clock.utcnow().timestamp() + float(lifetime),
+            audience=audience,
         )
         return web.json_response({"token": token, "principal": principal})
 

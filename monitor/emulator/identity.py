@@ -20,11 +20,13 @@ STATIC_PRINCIPAL = "emulator-static-user"  # the principal of the emulator's lon
 
 @dataclass(frozen=True, slots=True)
 class TokenCheck:
-    """The outcome of checking a bearer token: a principal, or ARM's 401 error code."""
+    """The outcome of checking a bearer token: a principal and the audience it was issued for
+    (the scope or resource asked for, `""` for minted tokens), or ARM's 401 error code."""
 
     principal: str | None
     error_code: str | None = None
     error_message: str | None = None
+    audience: str = ""
 
 
 def _b64(data: bytes) -> str:
@@ -78,6 +80,7 @@ class TokenIssuer:
         try:
             claims = orjson.loads(_unb64(parts[1]))
             principal, expires_at = str(claims["p"]), float(claims["exp"])
+            audience = str(claims.get("aud", ""))
         except (ValueError, KeyError, TypeError):
             return invalid
         if expires_at <= now:
@@ -87,7 +90,7 @@ class TokenIssuer:
                 f"The access token expiry UTC time '{_utc_text(expires_at)}' is earlier than "
                 f"current UTC time '{_utc_text(now)}'.",
             )
-        return TokenCheck(principal)
+        return TokenCheck(principal, audience=audience)
 
 
 def _utc_text(epoch: float) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from monitor.emulator.faults import FaultSettings
+from monitor.emulator.ingestion import IngestionSettings
 from monitor.emulator.throttle import ThrottleSettings
 from monitor.emulator.world import WorldSettings
 
@@ -21,6 +22,7 @@ class EmulatorSettings:
         identity_header: the `X-IDENTITY-HEADER` value the managed-identity endpoint expects.
         operation_retry_after_s: `Retry-After` on trigger-backup 202s (the real service says 60).
         fault_seed: seed of the fault stream (the world has its own).
+        ingestion: the Logs Ingestion endpoint: its rules, audience, limit and 429 faults.
     """
 
     world: WorldSettings = field(default_factory=WorldSettings)
@@ -33,3 +35,4 @@ class EmulatorSettings:
     identity_header: str = field(default="emulator-identity-header", repr=False)
     operation_retry_after_s: int = 60
     fault_seed: int = 7
+    ingestion: IngestionSettings = field(default_factory=IngestionSettings)
