@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 import aiohttp
+import yarl
 
 from monitor.core.budget import parse_retry_after
 from monitor.errors import DeliveryError
@@ -39,6 +40,15 @@ def open_sink_session(ssl_context: ssl.SSLContext) -> aiohttp.ClientSession:
         connector=aiohttp.TCPConnector(ssl=ssl_context, limit=16),
         raise_for_status=False,
     )
+
+
+def _redacted(text: str, url: str) -> str:
+    """`text` without the URL or its path and query (where a webhook's secret lives)."""
+    target = yarl.URL(url)
+    for secret in {url, str(target), target.path_qs, target.raw_path_qs}:
+        if len(secret) > 1:
+            text = text.replace(secret, "<url>")
+    return text
 
 
 def retry_after_s(raw: str | None, now: datetime) -> float | None:
@@ -92,8 +102,12 @@ async def post(
             retry = retry_after_s(response.headers.get("Retry-After"), now)
     except TimeoutError as exc:
         raise DeliveryError(f"{what}: no answer within {timeout_s:g}s") from exc
+    except aiohttp.InvalidURL:
+        # Its text is the URL, a secret: no message and no chained cause carry it.
+        raise DeliveryError(f"{what}: the URL is not valid", permanent=True) from None
     except aiohttp.ClientError as exc:
-        raise DeliveryError(f"{what}: {type(exc).__name__}: {exc}") from exc
+        detail = _redacted(str(exc), url)
+        raise DeliveryError(f"{what}: {type(exc).__name__}: {detail}") from exc
     permanent = status not in RETRYABLE_STATUSES and status < 500 and not 300 <= status < 400
     detail = " ".join(text.split())[:200]
     raise DeliveryError(

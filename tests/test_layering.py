@@ -43,6 +43,8 @@ RANKS = {
     "monitor.store": 3,  # the SQLite store: imports monitor.checkpoints and monitor.state_lock
     "monitor.sinks": 3,
     "monitor.sink_http": 3,
+    "monitor.sink_formats": 2,  # the webhook sink's bodies: pure, over events and outbox records
+    "monitor.sinks_webhook": 3,
     "monitor.discovery": 3,  # its source is a Protocol, not monitor.arm; the scheduler (4) uses it
     "monitor.logs": 3,
     "monitor.poller": 4,  # one poll of one vault; monitor.scheduler drives it
