@@ -254,7 +254,7 @@ def _facts_of(event: Mapping[str, Any]) -> _Facts:
         ("Vault", vault_name or "unknown"),
         ("Entity", entity or "unknown"),
         ("Operation", operation),
-        ("Status", status if outcome is None else f"{status} ({outcome})"),
+        ("Status", status),
     ]
     code = _text(first.get("code"))
     if code:
