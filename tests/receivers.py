@@ -147,6 +147,7 @@ class WebhookReceiver:
         self._fail_status: int | None = None
         self._fail_retry_after: str | None = None
         self._fail_times: int | None = None
+        self._fail_after = 0
         self._delay_s = 0.0
         self._delay_times: int | None = None
         self._is_up = False
@@ -286,11 +287,18 @@ class WebhookReceiver:
     # Behaviour
 
     def fail_with(
-        self, status: int, *, retry_after: str | float | None = None, times: int | None = None
+        self,
+        status: int,
+        *,
+        retry_after: str | float | None = None,
+        times: int | None = None,
+        after: int = 0,
     ) -> None:
         """Answer `status` (and `Retry-After: retry_after`, seconds or an HTTP date) to the next
-        `times` requests, or to all of them until `stop_failing`."""
+        `times` requests, or to all of them until `stop_failing`; with `after`, that many
+        requests are answered 200 first."""
         with self._lock:
+            self._fail_after = after
             self._fail_status = status
             self._fail_retry_after = None if retry_after is None else str(retry_after)
             self._fail_times = times
@@ -299,6 +307,7 @@ class WebhookReceiver:
         """Answer 200 again (also ends `respond_after`)."""
         with self._lock:
             self._fail_status, self._fail_times, self._fail_retry_after = None, None, None
+            self._fail_after = 0
             self._delay_s, self._delay_times = 0.0, None
 
     def respond_after(self, seconds: float, *, times: int | None = None) -> None:
@@ -327,6 +336,8 @@ class WebhookReceiver:
             elif signature_ok is False:
                 status = 401
                 self._bad_signatures += 1
+            elif self._fail_status is not None and self._fail_after > 0:
+                self._fail_after -= 1
             elif self._fail_status is not None and self._fail_times != 0:
                 status, retry_after = self._fail_status, self._fail_retry_after
                 if self._fail_times is not None:
