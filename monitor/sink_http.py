@@ -6,7 +6,10 @@ Rules:
   environment variables, and never follows redirects (a receiver that moved is a config error
   to be seen, not a POST replayed to another host).
 - What an answer means: 2xx delivered; 408, 425, 429, 5xx and no answer retry (honouring
-  `Retry-After`, seconds or an HTTP date); any other 4xx is permanent for these bytes.
+  `Retry-After`, seconds or an HTTP date); so do 401, 403, 404, 407 and 410, which refuse the
+  sender or the URL rather than these bytes (a wrong secret, a revoked or moved webhook): the
+  events wait in the outbox for the configuration to be fixed instead of being dropped. Any
+  other 4xx is permanent for these bytes.
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ import yarl
 from monitor.core.budget import parse_retry_after
 from monitor.errors import DeliveryError
 
-__all__ = ["RETRYABLE_STATUSES", "open_sink_session", "post"]
+__all__ = ["DESTINATION_STATUSES", "RETRYABLE_STATUSES", "open_sink_session", "post"]
 
 RETRYABLE_STATUSES: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
 """Statuses that may pass by themselves; other 5xx too (`status >= 500`)."""
+DESTINATION_STATUSES: Final = frozenset({401, 403, 404, 407, 410})
+"""Refusals of the sender or the URL, not of the events: retried (never `permanent`), so a
+configuration mistake holds events back instead of dropping them."""
 
 _ERROR_BODY_BYTES: Final = 512  # of a refusal's body, quoted in the error
 
@@ -108,7 +114,12 @@ async def post(
     except aiohttp.ClientError as exc:
         detail = _redacted(str(exc), url)
         raise DeliveryError(f"{what}: {type(exc).__name__}: {detail}") from exc
-    permanent = status not in RETRYABLE_STATUSES and status < 500 and not 300 <= status < 400
+    permanent = (
+        status not in RETRYABLE_STATUSES
+        and status not in DESTINATION_STATUSES
+        and status < 500
+        and not 300 <= status < 400
+    )
     detail = " ".join(text.split())[:200]
     raise DeliveryError(
         f"{what}: HTTP {status}" + (f": {detail}" if detail else ""),

@@ -226,7 +226,9 @@ class WebhookReceiver:
         self._stop = asyncio.Event()
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        self._runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         try:
             await self._listen()
@@ -342,8 +344,6 @@ class WebhookReceiver:
                 status, retry_after = self._fail_status, self._fail_retry_after
                 if self._fail_times is not None:
                     self._fail_times -= 1
-        if delay:
-            await asyncio.sleep(delay)
         record = ReceivedRequest(
             method=request.method,
             path=request.path_qs,
@@ -357,6 +357,8 @@ class WebhookReceiver:
         with self._changed:
             self._requests.append(record)
             self._changed.notify_all()
+        if delay:
+            await asyncio.sleep(delay)  # recorded already: the request did arrive
         answer_headers = {} if retry_after is None else {"Retry-After": retry_after}
         if status < 300:
             return web.json_response({"ok": True}, status=status)

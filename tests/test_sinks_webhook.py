@@ -6,6 +6,8 @@ import ssl
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -90,13 +92,13 @@ class TestDelivery:
     async def test_wrong_secret_fails_verification(
         self, receiver: WebhookReceiver, session: aiohttp.ClientSession
     ) -> None:
-        """A body signed with another key does not verify: the receiver refuses it (401, a
-        permanent error) and counts it."""
+        """A body signed with another key does not verify: the receiver refuses it (401) and
+        counts it; the sink retries (a wrong key must hold events back, not drop them)."""
         sink = make_sink(receiver, session, secret=b"not-the-key")
         with pytest.raises(DeliveryError) as caught:
             await sink.deliver(outbox(job_event()))
         assert caught.value.status == 401
-        assert caught.value.permanent
+        assert not caught.value.permanent
         assert caught.value.delivered == 0
         assert receiver.bad_signatures == 1
         [request] = receiver.requests
@@ -176,6 +178,21 @@ class TestRetries:
         assert caught.value.retry_after_s == 120
         [request] = receiver.requests
         assert request.header(TIMESTAMP_HEADER) == str(int(clock.utcnow().timestamp()))
+
+    @pytest.mark.parametrize(("status", "permanent"), [(403, False), (404, False), (413, True)])
+    async def test_refusals(
+        self,
+        receiver: WebhookReceiver,
+        session: aiohttp.ClientSession,
+        status: int,
+        permanent: bool,
+    ) -> None:
+        """A refusal of the sender or the URL retries; one of the bytes (413) is permanent."""
+        receiver.fail_with(status)
+        with pytest.raises(DeliveryError) as caught:
+            await make_sink(receiver, session).deliver(outbox(job_event()))
+        assert caught.value.status == status
+        assert caught.value.permanent is permanent
 
     async def test_400_is_permanent(
         self, receiver: WebhookReceiver, session: aiohttp.ClientSession
@@ -280,6 +297,28 @@ class TestChatMessages:
         for needed in ("v1", "vm-web-01", "UserErrorVmNotFound", "Check that the VM exists"):
             assert needed in text
         assert receiver.event_ids() == [event["event_id"]]
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "sinks-webhook.md"
+
+
+async def test_documented_verification_recipe(
+    receiver: WebhookReceiver, session: aiohttp.ClientSession
+) -> None:
+    """The snippet in docs/sinks-webhook.md accepts a signed request and refuses a changed one."""
+    text = DOCS.read_text(encoding="utf-8")
+    snippet = text.split("<!-- verify-snippet -->\n```python\n", 1)[1].split("```", 1)[0]
+    scope: dict[str, Any] = {}
+    exec(compile(snippet, str(DOCS), "exec"), scope)
+    verify = scope["verify"]
+    await make_sink(receiver, session).deliver(outbox(job_event()))
+    [request] = receiver.requests
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    assert verify(SECRET, headers, request.body)
+    assert not verify(SECRET, headers, request.body + b" ")
+    assert not verify(b"other", headers, request.body)
+    old = dict(headers, **{"x-backup-monitor-timestamp": "1000"})
+    assert not verify(SECRET, old, request.body)
 
 
 class TestReceiver:
