@@ -26,8 +26,9 @@ answers back (to make a client time out). A request whose signature does not ver
 answered 401 and counted in `bad_signatures`, whatever else was asked.
 
 Down and up: `go_down()` closes the listening socket and drops every open connection (a
-client then gets "connection refused", or a dropped keep-alive connection); `come_up()`
-listens again on the same port (retrying a few seconds if the port is briefly taken).
+client then gets "connection refused", or a dropped keep-alive connection); while down, a
+bound socket that does not listen holds the port, so `come_up()` listens again on the same
+port (and retries for a few seconds should the port still be briefly taken).
 
 Event ids: `event_ids()` lists, in arrival order, the event ids of the requests it accepted
 (2xx): those of a JSON array of events, of a CloudEvents batch (each envelope's `id`), and for
@@ -41,6 +42,7 @@ import asyncio
 import errno
 import hashlib
 import hmac
+import socket
 import ssl
 import threading
 import time
@@ -156,6 +158,7 @@ class WebhookReceiver:
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._stop: asyncio.Event | None = None
+        self._placeholder: socket.socket | None = None
 
     # ----------------------------------------------------------------------------------------
     # Lifecycle
@@ -236,6 +239,7 @@ class WebhookReceiver:
             await self._stop.wait()
         finally:
             await self._runner.cleanup()
+            self._release_placeholder()
             self._is_up = False
 
     async def _listen(self) -> None:
@@ -267,6 +271,17 @@ class WebhookReceiver:
         if self._site is not None:
             await self._site.stop()
             self._site = None
+            # Hold the port while down with a socket that is bound but does not listen: a
+            # connection is still refused, and no other socket can take the port meanwhile
+            # (an ephemeral port handed to some client), so `come_up` gets it back.
+            placeholder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                placeholder.bind(("127.0.0.1", self.port))
+            except OSError:
+                placeholder.close()
+            else:
+                self._placeholder = placeholder
         assert self._runner is not None
         server = self._runner.server
         if server is not None:
@@ -276,7 +291,13 @@ class WebhookReceiver:
 
     async def _come_up(self) -> None:
         if self._site is None:
+            self._release_placeholder()
             await self._listen()
+
+    def _release_placeholder(self) -> None:
+        if self._placeholder is not None:
+            self._placeholder.close()
+            self._placeholder = None
 
     def _call(self, coro: Coroutine[Any, Any, _T]) -> _T:
         loop = self._loop
