@@ -6,7 +6,10 @@ Rules:
   environment variables, and never follows redirects (a receiver that moved is a config error
   to be seen, not a POST replayed to another host).
 - What an answer means: 2xx delivered; 408, 425, 429, 5xx and no answer retry (honouring
-  `Retry-After`, seconds or an HTTP date); any other 4xx is permanent for these bytes.
+  `Retry-After`, seconds or an HTTP date); so do 401, 403, 404, 407 and 410, which refuse the
+  sender or the URL rather than these bytes (a wrong secret, a revoked or moved webhook): the
+  events wait in the outbox for the configuration to be fixed instead of being dropped. Any
+  other 4xx is permanent for these bytes.
 """
 
 from __future__ import annotations
@@ -18,14 +21,18 @@ from datetime import UTC, datetime
 from typing import Final
 
 import aiohttp
+import yarl
 
 from monitor.core.budget import parse_retry_after
 from monitor.errors import DeliveryError
 
-__all__ = ["RETRYABLE_STATUSES", "open_sink_session", "post"]
+__all__ = ["DESTINATION_STATUSES", "RETRYABLE_STATUSES", "open_sink_session", "post"]
 
 RETRYABLE_STATUSES: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
 """Statuses that may pass by themselves; other 5xx too (`status >= 500`)."""
+DESTINATION_STATUSES: Final = frozenset({401, 403, 404, 407, 410})
+"""Refusals of the sender or the URL, not of the events: retried (never `permanent`), so a
+configuration mistake holds events back instead of dropping them."""
 
 _ERROR_BODY_BYTES: Final = 512  # of a refusal's body, quoted in the error
 
@@ -39,6 +46,15 @@ def open_sink_session(ssl_context: ssl.SSLContext) -> aiohttp.ClientSession:
         connector=aiohttp.TCPConnector(ssl=ssl_context, limit=16),
         raise_for_status=False,
     )
+
+
+def _redacted(text: str, url: str) -> str:
+    """`text` without the URL or its path and query (where a webhook's secret lives)."""
+    target = yarl.URL(url)
+    for secret in {url, str(target), target.path_qs, target.raw_path_qs}:
+        if len(secret) > 1:
+            text = text.replace(secret, "<url>")
+    return text
 
 
 def retry_after_s(raw: str | None, now: datetime) -> float | None:
@@ -92,9 +108,18 @@ async def post(
             retry = retry_after_s(response.headers.get("Retry-After"), now)
     except TimeoutError as exc:
         raise DeliveryError(f"{what}: no answer within {timeout_s:g}s") from exc
+    except aiohttp.InvalidURL:
+        # Its text is the URL, a secret: no message and no chained cause carry it.
+        raise DeliveryError(f"{what}: the URL is not valid", permanent=True) from None
     except aiohttp.ClientError as exc:
-        raise DeliveryError(f"{what}: {type(exc).__name__}: {exc}") from exc
-    permanent = status not in RETRYABLE_STATUSES and status < 500 and not 300 <= status < 400
+        detail = _redacted(str(exc), url)
+        raise DeliveryError(f"{what}: {type(exc).__name__}: {detail}") from exc
+    permanent = (
+        status not in RETRYABLE_STATUSES
+        and status not in DESTINATION_STATUSES
+        and status < 500
+        and not 300 <= status < 400
+    )
     detail = " ".join(text.split())[:200]
     raise DeliveryError(
         f"{what}: HTTP {status}" + (f": {detail}" if detail else ""),

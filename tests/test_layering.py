@@ -48,6 +48,8 @@ RANKS = {
     "monitor.store_outbox": 3,
     "monitor.sinks_alertmanager": 3,  # imports sink_http and config_sinks
     "monitor.sinks_azure_logs": 3,  # the Logs Ingestion sink: imports sink_http (3)
+    "monitor.sink_formats": 2,  # the webhook sink's bodies: pure, over events and outbox records
+    "monitor.sinks_webhook": 3,
     "monitor.discovery": 3,  # its source is a Protocol, not monitor.arm; the scheduler (4) uses it
     "monitor.logs": 3,
     "monitor.poller": 4,  # one poll of one vault; monitor.scheduler drives it
