@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from monitor.config_sinks import EventFormat as EventFormat  # re-exported: its old home
 from monitor.config_sinks import (
@@ -272,10 +272,10 @@ class Settings:
             FileSinkSettings(type="file", name="default", path=events.sink, format=events.format),
         )
 
-    def redacted(self) -> dict[str, object]:
+    def redacted(self) -> dict[str, Any]:
         """A JSON-ready copy of the settings, safe to print: secrets that are set read '***'
         (a sink's URL among them: Slack and Teams webhook URLs are secrets)."""
-        out: dict[str, object] = {}
+        out: dict[str, Any] = {}
         for section in dataclasses.fields(self):
             value = getattr(self, section.name)
             if isinstance(value, tuple):

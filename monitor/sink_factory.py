@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -13,12 +13,22 @@ from azure.core.credentials_async import AsyncTokenCredential
 from monitor.arm_http import make_ssl_context
 from monitor.clock import Clock
 from monitor.config import Settings
-from monitor.config_sinks import FileSinkSettings, SinkSettings, StdoutSinkSettings
+from monitor.config_sinks import (
+    AlertmanagerSinkSettings,
+    AzureMonitorLogsSinkSettings,
+    FileSinkSettings,
+    SinkSettings,
+    StdoutSinkSettings,
+    WebhookSinkSettings,
+)
 from monitor.delivery import SinkRoute
 from monitor.errors import ConfigError, StartupError
 from monitor.outbox import OutboxSink
 from monitor.sink_http import open_sink_session
 from monitor.sinks import SinkObserver, build_line_sink
+from monitor.sinks_alertmanager import AlertmanagerSink
+from monitor.sinks_azure_logs import AzureMonitorLogsSink
+from monitor.sinks_webhook import WebhookSink
 
 __all__ = ["open_sinks"]
 
@@ -63,19 +73,39 @@ async def open_sinks(
     return routes
 
 
+_SessionFor = Callable[[str, Path | None], Awaitable[aiohttp.ClientSession]]
+
+
 async def _open_one(
     entry: SinkSettings,
     stack: AsyncExitStack,
-    session_for: object,
+    session_for: _SessionFor,
     env: Mapping[str, str],
     credential: AsyncTokenCredential,
     settings: Settings,
     clock: Clock,
     observer: SinkObserver | None,
 ) -> OutboxSink:
-    if isinstance(entry, StdoutSinkSettings | FileSinkSettings):
-        return await stack.enter_async_context(build_line_sink(entry, observer=observer))
-    raise StartupError(f"sink {entry.name!r}: type {entry.type!r} is not available yet")
+    match entry:
+        case StdoutSinkSettings() | FileSinkSettings():
+            return await stack.enter_async_context(build_line_sink(entry, observer=observer))
+        case WebhookSinkSettings():
+            session = await session_for(entry.name, entry.ca_bundle)
+            secret = _secret(entry.name, entry.secret_env, env)
+            return WebhookSink(entry, session=session, clock=clock, secret=secret)
+        case AlertmanagerSinkSettings():
+            session = await session_for(entry.name, entry.ca_bundle)
+            return AlertmanagerSink(entry, session=session, clock=clock)
+        case AzureMonitorLogsSinkSettings():
+            sink = AzureMonitorLogsSink(
+                entry,
+                credential=credential,
+                azure=settings.azure,
+                ssl_context=make_ssl_context(settings.azure.ca_bundle),
+                clock=clock,
+            )
+            return await stack.enter_async_context(sink)
+    raise TypeError(f"no sink for settings of type {type(entry).__name__}")
 
 
 def _secret(name: str, variable: str | None, env: Mapping[str, str]) -> bytes | None:
