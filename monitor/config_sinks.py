@@ -110,8 +110,9 @@ class SinkSettings:
     """Total time of one delivery request."""
     retry_initial_s: float = field(default=1.0, metadata=_bounds(0.01, 3600))
     """First retry delay after a failed delivery; doubled on each failure, with jitter."""
-    retry_max_s: float = field(default=300.0, metadata=_bounds(0.01, DAY_S))
-    """Longest retry delay (a destination's `Retry-After` may ask for more, up to a day)."""
+    retry_max_s: float = field(default=60.0, metadata=_bounds(0.01, DAY_S))
+    """Longest retry delay (a destination's `Retry-After` may ask for more, up to a day): a
+    receiver back from an outage gets its backlog within this long."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -201,7 +201,7 @@ class _Worker:
 
     async def _delivered(self, events: Sequence[OutboxEvent]) -> None:
         if self._failures:
-            log.info("sink.recovered", sink=self.name, failed_attempts=self._failures)
+            log.info("sink.delivery_recovered", sink=self.name, failed_attempts=self._failures)
         self._failures, self._reported = 0, None
         if self._observer is not None:
             self._observer.sink_delivered(self.name, self.kind, len(events))

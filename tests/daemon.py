@@ -13,11 +13,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 import anyio
@@ -48,11 +49,13 @@ def write_config(
     state: Path,
     *,
     sections: Mapping[str, Mapping[str, object]] | None = None,
+    sinks: Sequence[Mapping[str, object]] = (),
     **poll: float,
 ) -> Path:
     """A config file for `emu`: short intervals, the ops server on a free loopback port.
 
-    `sections` adds or overrides keys of any section (e.g. `{"shard": {"count": 2}}`).
+    `sections` adds or overrides keys of any section (e.g. `{"shard": {"count": 2}}`); `sinks`
+    are `[[sinks]]` entries, whose mapping values (`filter`, `labels`) become sub-tables.
     """
     tables: dict[str, dict[str, object]] = {
         "azure": {
@@ -79,6 +82,12 @@ def write_config(
     lines: list[str] = []
     for name, values in tables.items():
         lines += [f"[{name}]", *(f"{key} = {_toml(value)}" for key, value in values.items())]
+    for sink in sinks:
+        plain = {k: v for k, v in sink.items() if not isinstance(v, Mapping)}
+        lines += ["[[sinks]]", *(f"{key} = {_toml(value)}" for key, value in plain.items())]
+        for key, table in sink.items():
+            if isinstance(table, Mapping):
+                lines += [f"[sinks.{key}]", *(f"{k} = {_toml(v)}" for k, v in table.items())]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -118,11 +127,28 @@ def catches(pid: int, sig: signal.Signals) -> bool:
     raise AssertionError(f"/proc/{pid}/status has no SigCgt line")
 
 
+def _copy_lines(pipe: IO[bytes], path: Path) -> None:
+    """Append what comes through `pipe` to `path` until it closes; a line a kill cut short is
+    ended, so the next run's first line starts its own."""
+    last = b"\n"
+    with path.open("ab") as out:
+        while chunk := pipe.read1(65536):  # type: ignore[attr-defined]
+            out.write(chunk)
+            out.flush()
+            last = chunk[-1:]
+        if last != b"\n":
+            out.write(b"\n")
+    pipe.close()
+
+
 class Daemon:
     """`backup-monitor run` as a child process; stderr appends to `logs`.
 
     Its stdout appends to `events` unless `stdout_to_events` is False (the config then names a
-    file sink of its own). With `partial_lines`, a line of the events file that is not JSON (a
+    file sink of its own); with `stdout_pipe` (a path), stdout is a pipe that a thread of the
+    test copies into that file (the daemon cannot read a pipe back, as under a container
+    runtime).
+    With `partial_lines`, a line of the events file that is not JSON (a
     write cut short by SIGKILL) reads as `{"event_id": "<partial line>", "partial": True}`
     instead of failing the test. Each start remembers the events-file line count and the log
     size then (`incarnations`, `log_offset`), so a wait or a judge can tell the runs apart.
@@ -136,11 +162,14 @@ class Daemon:
         *,
         env: Mapping[str, str] | None = None,
         stdout_to_events: bool = True,
+        stdout_pipe: Path | None = None,
         partial_lines: bool = False,
     ) -> None:
         self.config, self.events, self.logs = config, events, logs
         self.env = dict(env) if env is not None else None
         self.stdout_to_events = stdout_to_events
+        self.stdout_pipe = stdout_pipe
+        self._copier: threading.Thread | None = None
         self.partial_lines = partial_lines
         self.process: subprocess.Popen[bytes] | None = None
         self.incarnations: list[int] = []  # events-file line count at each start
@@ -150,18 +179,29 @@ class Daemon:
         self.incarnations.append(len(self.read_events()))
         self.log_offset = self.logs.stat().st_size if self.logs.exists() else 0
         env = None if self.env is None else {**os.environ, **self.env}
+        if self._copier is not None:
+            self._copier.join(timeout=10)  # the last run's output is all in the file
         with self.logs.open("ab") as err:
-            out = self.events.open("ab") if self.stdout_to_events else None
+            piped = self.stdout_pipe is not None
+            out = self.events.open("ab") if self.stdout_to_events and not piped else None
             try:
                 self.process = subprocess.Popen(
                     [sys.executable, "-m", "monitor", "run", "--config", str(self.config)],
-                    stdout=out if out is not None else subprocess.DEVNULL,
+                    stdout=(
+                        subprocess.PIPE if piped else out if out is not None else subprocess.DEVNULL
+                    ),
                     stderr=err,
                     env=env,
                 )
             finally:
                 if out is not None:
                     out.close()
+        if self.stdout_pipe is not None:
+            assert self.process.stdout is not None
+            self._copier = threading.Thread(
+                target=_copy_lines, args=(self.process.stdout, self.stdout_pipe), daemon=True
+            )
+            self._copier.start()
 
     async def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
         """Send `sig` and return the exit code; the daemon must still be running."""
@@ -173,7 +213,10 @@ class Daemon:
                 f"its last log lines: {self.read_logs()[-8:]}"
             )
         process.send_signal(sig)
-        return await exit_code(process, timeout_s=30)
+        code = await exit_code(process, timeout_s=30)
+        if self._copier is not None:
+            self._copier.join(timeout=10)  # what it wrote last is in the file
+        return code
 
     async def wait(self, timeout_s: float = 30) -> int:
         """The exit code once the daemon has exited by itself, within `timeout_s`."""
@@ -196,6 +239,8 @@ class Daemon:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
+        if self._copier is not None:
+            self._copier.join(timeout=10)
 
     def read_events(self) -> list[dict[str, Any]]:
         def refuse(line: bytes) -> dict[str, Any]:

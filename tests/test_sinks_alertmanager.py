@@ -750,13 +750,11 @@ DOCS_HEADING = '## Alertmanager (`type = "alertmanager"`)'
 
 
 def docs_section() -> str:
-    """The sink's section: in docs/sinks.md once merged there, else the fragment."""
-    for name in ("sinks.md", "sinks-alertmanager.md"):
-        path = REPO / "docs" / name
-        if path.exists() and DOCS_HEADING in (text := path.read_text(encoding="utf-8")):
-            section = text[text.index(DOCS_HEADING) + len(DOCS_HEADING) :]
-            return section.split("\n## ", 1)[0]
-    raise AssertionError(f"no {DOCS_HEADING!r} in docs/sinks.md or docs/sinks-alertmanager.md")
+    """The sink's section of docs/sinks.md."""
+    text = (REPO / "docs" / "sinks.md").read_text(encoding="utf-8")
+    assert DOCS_HEADING in text, f"no {DOCS_HEADING!r} in docs/sinks.md"
+    section = text[text.index(DOCS_HEADING) + len(DOCS_HEADING) :]
+    return section.split("\n## ", 1)[0]
 
 
 class TestDocs:

@@ -299,13 +299,13 @@ class TestChatMessages:
         assert receiver.event_ids() == [event["event_id"]]
 
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "sinks-webhook.md"
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "sinks.md"
 
 
 async def test_documented_verification_recipe(
     receiver: WebhookReceiver, session: aiohttp.ClientSession
 ) -> None:
-    """The snippet in docs/sinks-webhook.md accepts a signed request and refuses a changed one."""
+    """The snippet in docs/sinks.md accepts a signed request and refuses a changed one."""
     text = DOCS.read_text(encoding="utf-8")
     snippet = text.split("<!-- verify-snippet -->\n```python\n", 1)[1].split("```", 1)[0]
     scope: dict[str, Any] = {}
