@@ -227,13 +227,14 @@ async def test_a_webhook_down_for_five_minutes(tmp_path: Path) -> None:
                 await daemon.wait_for_events(1, timeout_s=30)
                 receiver.go_down()
                 down_at = anyio.current_time()
-                oldest_stdout, deepest_webhook = 0.0, 0.0
+                oldest_stdout, oldest_webhook, deepest_webhook = 0.0, 0.0, 0.0
                 while anyio.current_time() - down_at < 300:
                     ages = await scrape(
                         http, base, "backup_monitor_outbox_oldest_undelivered_age_seconds"
                     )
                     depth = await scrape(http, base, "backup_monitor_outbox_depth")
                     oldest_stdout = max(oldest_stdout, ages["stdout"])
+                    oldest_webhook = max(oldest_webhook, ages["webhook"])
                     deepest_webhook = max(deepest_webhook, depth["webhook"])
                     await anyio.sleep(0.5)
                 during = len(daemon.read_events())
@@ -248,10 +249,12 @@ async def test_a_webhook_down_for_five_minutes(tmp_path: Path) -> None:
                 daemon.kill_if_running()
     at_stdout = [e["event_id"] for e in daemon.read_events()]
     print(  # noqa: T201
-        f"webhook down 300 s: stdout oldest undelivered at most {oldest_stdout:.3f} s; "
-        f"{deepest_webhook:.0f} events waited for the webhook; {during} events meanwhile"
+        f"webhook down 300 s: stdout oldest undelivered at most {oldest_stdout:.3f} s, the "
+        f"webhook's {oldest_webhook:.0f} s; {deepest_webhook:.0f} events waited for the "
+        f"webhook; {during} events in all"
     )
     assert oldest_stdout < 2.0
+    assert oldest_webhook > 200  # the gauge does see a sink that is behind
     assert deepest_webhook > 0, "no event came while the receiver was down"
     assert receiver.event_ids() == at_stdout  # each once, in the outbox's order
     assert receiver.bad_signatures == 0
