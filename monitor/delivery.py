@@ -113,8 +113,8 @@ class _Worker:
         self.cursor = self.reading = cursor
         try:
             self._known = await self.sink.delivered_ids()
-        except SinkError as exc:
-            log.warning("sink.read_back_failed", sink=self.name, error=str(exc))
+        except Exception as exc:  # the sink's bug is no reason not to deliver
+            log.warning("sink.read_back_failed", sink=self.name, error=f"{exc}")
         if self._known:
             log.info("sink.read_back", sink=self.name, events=len(self._known))
 
@@ -179,8 +179,8 @@ class _Worker:
             head = pending[:chunk]
             try:
                 await self.sink.deliver(head)
-            except SinkError as exc:
-                error = exc if isinstance(exc, DeliveryError) else DeliveryError(str(exc))
+            except Exception as exc:
+                error = self._as_delivery_error(exc)
                 done = min(max(error.delivered, 0), len(head))
                 if done:
                     await self._delivered(head[:done])
@@ -198,6 +198,19 @@ class _Worker:
             pending = pending[len(head) :]
         await self._advance(batch[-1].seq)
         self._head_at = None if self._outbox.last_seq <= self.cursor else self._clock.monotonic()
+
+    def _as_delivery_error(self, exc: Exception) -> DeliveryError:
+        """What a sink raised, as a DeliveryError. Anything but a SinkError is a bug in the
+        sink: logged with its traceback (once per problem) and retried like a failure that may
+        pass, so that one sink's bug never stops the others or the polls."""
+        if isinstance(exc, DeliveryError):
+            return exc
+        if isinstance(exc, SinkError):
+            return DeliveryError(str(exc))
+        problem = f"{type(exc).__name__}: {exc}"
+        if problem != self._reported:
+            log.exception("sink.crashed", sink=self.name, error=problem)
+        return DeliveryError(problem)
 
     async def _delivered(self, events: Sequence[OutboxEvent]) -> None:
         if self._failures:

@@ -30,7 +30,7 @@ from monitor.sinks_alertmanager import AlertmanagerSink
 from monitor.sinks_azure_logs import AzureMonitorLogsSink
 from monitor.sinks_webhook import WebhookSink
 
-__all__ = ["open_sinks"]
+__all__ = ["describe_sink", "open_sinks", "webhook_secret"]
 
 
 async def open_sinks(
@@ -91,7 +91,7 @@ async def _open_one(
             return await stack.enter_async_context(build_line_sink(entry, observer=observer))
         case WebhookSinkSettings():
             session = await session_for(entry.name, entry.ca_bundle)
-            secret = _secret(entry.name, entry.secret_env, env)
+            secret = webhook_secret(entry.name, entry.secret_env, env)
             return WebhookSink(entry, session=session, clock=clock, secret=secret)
         case AlertmanagerSinkSettings():
             session = await session_for(entry.name, entry.ca_bundle)
@@ -108,8 +108,12 @@ async def _open_one(
     raise TypeError(f"no sink for settings of type {type(entry).__name__}")
 
 
-def _secret(name: str, variable: str | None, env: Mapping[str, str]) -> bytes | None:
-    """The bytes of a webhook's signing key, read from its environment variable."""
+def webhook_secret(name: str, variable: str | None, env: Mapping[str, str]) -> bytes | None:
+    """The bytes of a webhook's signing key, read from its environment variable.
+
+    Raises:
+        StartupError: the variable is unset or empty; the message names the sink and it.
+    """
     if variable is None:
         return None
     value = env.get(variable)
@@ -119,3 +123,23 @@ def _secret(name: str, variable: str | None, env: Mapping[str, str]) -> bytes | 
             + ("empty" if value == "" else "not set")
         )
     return value.encode()
+
+
+def describe_sink(entry: SinkSettings) -> str:
+    """One line saying where a sink delivers, safe to print (a webhook's URL is a secret)."""
+    shown = f"{entry.name}: {entry.type}"
+    match entry:
+        case FileSinkSettings():
+            shown += f" {entry.path} ({entry.format})"
+        case StdoutSinkSettings():
+            shown += f" ({entry.format})"
+        case WebhookSinkSettings():
+            signed = f"signed with ${entry.secret_env}" if entry.secret_env else "unsigned"
+            shown += f" ({entry.format}, {signed}; the URL is not shown)"
+        case AlertmanagerSinkSettings():
+            shown += f" {entry.url}"
+        case AzureMonitorLogsSinkSettings():
+            shown += f" {entry.endpoint} rule {entry.rule_id} stream {entry.stream}"
+    if not entry.filter.passes_all:
+        shown += " (filtered)"
+    return shown

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import ssl
@@ -284,6 +285,42 @@ def test_check_config_lists_what_it_would_watch(emulator_process: Started, tmp_p
     assert "configuration is valid" in out
     assert "5 vaults would be watched" in out
     assert out.count("rsv-000-") == 5
+    assert "sink default: stdout (json)\n" in out
+
+
+def test_check_config_names_each_sink_and_refuses_a_missing_secret(
+    emulator_process: Started, tmp_path: Path
+) -> None:
+    """check-config prints every [[sinks]] entry without a webhook's URL, and exits 3 naming
+    the sink and the variable when a webhook's secret_env is not set."""
+    _, banner = emulator_process
+    config = tmp_path / "monitor.toml"
+    secret_url = "https://hooks.slack.com/services/T0/B0/SECRETPART"
+    config.write_text(
+        f'[azure]\narm_endpoint = "{banner["url"]}/"\nallow_http_loopback = true\n'
+        f'credential = "static"\nstatic_token = "{banner["token"]}"\n'
+        f'[[sinks]]\ntype = "file"\npath = "{tmp_path / "events.jsonl"}"\n'
+        f'[[sinks]]\ntype = "webhook"\nname = "chat"\nurl = "{secret_url}"\n'
+        'format = "slack"\nsecret_env = "TEST_CHAT_SECRET"\n'
+        '[sinks.filter]\noutcomes = ["failed"]\n'
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TEST_CHAT_SECRET"}
+    run = [*COMMAND, "check-config", "--config", str(config)]
+    result = subprocess.run(run, capture_output=True, timeout=60, check=False, env=env)
+    assert result.returncode == 3, result.stderr.decode()
+    assert "sink 'chat': secret_env names TEST_CHAT_SECRET, which is not set" in (
+        result.stderr.decode()
+    )
+    env["TEST_CHAT_SECRET"] = "s"
+    result = subprocess.run(run, capture_output=True, timeout=60, check=False, env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    out = result.stdout.decode()
+    assert f"sink file: file {tmp_path / 'events.jsonl'} (json)\n" in out
+    assert (
+        "sink chat: webhook (slack, signed with $TEST_CHAT_SECRET; the URL is not shown) "
+        "(filtered)\n"
+    ) in out
+    assert "SECRETPART" not in out + result.stderr.decode()
 
 
 def test_sigterm_during_the_first_discovery_exits_0(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -25,6 +26,7 @@ from monitor.commands.common import (
 )
 from monitor.commands.exits import EXIT_USAGE
 from monitor.config import Settings
+from monitor.config_sinks import WebhookSinkSettings
 from monitor.credentials import TokenCache, build_credential
 from monitor.delivery import Delivery, SinkRoute
 from monitor.discovery import VaultDiscovery
@@ -33,7 +35,7 @@ from monitor.ops import serve_ops
 from monitor.outbox import OutboxSink
 from monitor.pacing import BudgetBook
 from monitor.scheduler import PollScheduler
-from monitor.sink_factory import open_sinks
+from monitor.sink_factory import describe_sink, open_sinks, webhook_secret
 from monitor.store import build_checkpoint_store
 
 log = structlog.get_logger(__name__)
@@ -225,6 +227,10 @@ async def check(settings: Settings, out: TextIO) -> None:
             f"{vault.location or '-'}\n"
         )
     out.write(f"{len(vaults)} vaults would be watched\n")
+    for entry in settings.delivery_sinks:
+        if isinstance(entry, WebhookSinkSettings):
+            webhook_secret(entry.name, entry.secret_env, os.environ)
+        out.write(f"sink {describe_sink(entry)}\n")
 
 
 def run_daemon(args: argparse.Namespace) -> int:
