@@ -188,8 +188,12 @@ def run(world: list[ModelJob], actions: list[tuple[int, str]], rules: TrackRules
             skew -= 60
         if how == "restart":
             monitor.restart()
+        # What is held in memory before a poll that is killed before its commit stays held as
+        # far as the store knows, whatever that poll did with it.
+        held = {key.job_name: h.job.start_at for key, h in monitor.known.held.items()}
         monitor.poll(world, t, t + skew, details_fail=how == "details_fail", save=how != "crash")
         if how == "crash":
+            monitor.held_at_restart |= held
             monitor.restart()  # killed before its commit: to the world, that poll never was
         else:
             monitor.polls.append((t, t + skew))
@@ -226,6 +230,13 @@ def test_no_status_is_emitted_twice(
 
 @settings(max_examples=300, deadline=None)
 @given(model_jobs(), st.lists(ACTIONS, max_size=25))
+@example(  # held, then killed before the commit of the poll that read its details: held at
+    # the restart, and behind the lookback by the next poll (the one allowed loss)
+    world=[
+        ModelJob("job-0", start_s=600, late_s=0, end_s=600, terminal="Completed", deleted_s=None)
+    ],
+    actions=[(0, "poll"), (2400, "details_fail"), (0, "crash"), (1, "poll")],
+)
 @example(  # held (details failing) at a restart, deleted meanwhile: the one allowed loss
     world=[ModelJob("job-0", start_s=0, late_s=0, end_s=0, terminal="Cancelled", deleted_s=688)],
     actions=[(0, "details_fail"), (0, "details_fail"), (1, "details_fail"), (694, "restart")],
