@@ -121,6 +121,16 @@ def rss_hwm_mb(pid: int) -> float:
     return float("nan")
 
 
+def tree_env(tree: Path | None) -> dict[str, Any]:
+    """`subprocess.Popen` keywords that make `python -m monitor` import `tree`'s package (its
+    working directory, first on `PYTHONPATH`); {} for None (this interpreter's)."""
+    if tree is None:
+        return {}
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(tree), *filter(None, [env.get("PYTHONPATH")])])
+    return {"cwd": str(tree), "env": env}
+
+
 def make_tls(tmp: Path) -> tuple[Path, Path, Path]:
     """A throwaway CA and a server certificate for 127.0.0.1: (ca, cert chain, key)."""
     import trustme
@@ -183,12 +193,14 @@ def write_config(
     events: Path,
     poll: Mapping[str, float | bool] | None = None,
     ops_listen: str | None = None,
+    sinks: Sequence[str] = (),
 ) -> None:
     """A daemon config for the emulator at `url`, with `[poll]` keys as given.
 
     `poll` None leaves `[poll]`, `[discovery] interval_s` and `request_timeout_s` at their
     defaults (the first round measures those); otherwise the estate's scaled runs set them.
-    `ops_listen` None disables the ops server.
+    `ops_listen` None disables the ops server. `sinks`: TOML lines of `[[sinks]]` entries that
+    replace `[events] sink` (so `events` is not written to unless an entry names it).
     """
     subs = ", ".join(f'"{s}"' for s in subscriptions)
     lines = [
@@ -210,12 +222,12 @@ def write_config(
     lines += [
         "[state]",
         f'path = "{state}"',
-        "[events]",
-        f'sink = "{events}"',
+        *([] if sinks else ["[events]", f'sink = "{events}"']),
         "[ops]",
         *(["enabled = false"] if ops_listen is None else [f'listen = "{ops_listen}"']),
         "[log]",
         'format = "json"',
+        *sinks,
         "",
     ]
     path.write_text("\n".join(lines))
@@ -244,10 +256,17 @@ def estate_poll(
 
 
 class DaemonProcess:
-    """`backup-monitor run` pinned to core 1; CPU and RSS read from /proc."""
+    """`backup-monitor run` pinned to core 1; CPU and RSS read from /proc.
 
-    def __init__(self, name: str, config: Path, events: Path, logs: Path) -> None:
+    `tree` None runs the `monitor` package this interpreter imports; a directory runs that
+    checkout's (its working directory and `PYTHONPATH`), e.g. an older revision as a peer.
+    """
+
+    def __init__(
+        self, name: str, config: Path, events: Path, logs: Path, *, tree: Path | None = None
+    ) -> None:
         self.name, self.config, self.events, self.logs = name, config, events, logs
+        self.tree = tree
         self.process: subprocess.Popen[bytes] | None = None
         self.cpu_at_start = 0.0
         self.started_at = 0.0
@@ -263,6 +282,7 @@ class DaemonProcess:
                 stdout=subprocess.DEVNULL,
                 stderr=err,
                 preexec_fn=lambda: pin(1),
+                **tree_env(self.tree),
             )
 
     async def wait_started(self, timeout_s: float = 120.0) -> None:
