@@ -63,6 +63,7 @@ sys.path.insert(0, str(ROOT))
 from bench.estate import (  # noqa: E402
     RESULTS,
     DaemonProcess,
+    cpu_s,
     estate_poll,
     fmt,
     get_json,
@@ -113,7 +114,15 @@ def receiver_child(expect: int) -> None:
     with WebhookReceiver(secret=SECRET.encode()) as receiver:
         print(orjson.dumps({"url": receiver.url}).decode(), flush=True)
         if expect:
-            receiver.wait_for(lambda r: len(r.event_ids()) >= expect, timeout=3600)
+            counted = [0, 0]  # requests counted, their event ids: each request is read once
+
+            def enough(r: WebhookReceiver) -> bool:
+                accepted = r.accepted
+                counted[1] += sum(len(q.event_ids) for q in accepted[counted[0] :])
+                counted[0] = len(accepted)
+                return counted[1] >= expect
+
+            receiver.wait_for(enough, timeout=3600)
             print('{"done": true}', flush=True)
         sys.stdin.read()
         summary = {
@@ -129,6 +138,7 @@ class Receiver:
 
     def __init__(self, process: asyncio.subprocess.Process, url: str) -> None:
         self.process, self.url = process, url
+        self.cpu_at_start = 0.0  # its start-up (imports, the server) is not counted
 
     @classmethod
     async def start(cls, expect: int = 0) -> Receiver:
@@ -143,7 +153,9 @@ class Receiver:
         )
         assert process.stdout is not None
         banner = orjson.loads(await process.stdout.readline())
-        return cls(process, str(banner["url"]))
+        receiver = cls(process, str(banner["url"]))
+        receiver.cpu_at_start = cpu_s(process.pid)
+        return receiver
 
     async def done(self) -> None:
         """Until the receiver accepted the events it expects."""
@@ -153,11 +165,13 @@ class Receiver:
             raise RuntimeError("the receiver process ended before it had every event")
 
     async def finish(self) -> dict[str, Any]:
-        """Stop it; what it accepted."""
+        """Stop it; what it accepted, and the CPU seconds it used (`cpu_s`)."""
         assert self.process.stdin is not None
         assert self.process.stdout is not None
+        used = cpu_s(self.process.pid) - self.cpu_at_start
         self.process.stdin.close()
         summary: dict[str, Any] = orjson.loads(await self.process.stdout.read())
+        summary["cpu_s"] = used
         await self.process.wait()
         return summary
 
@@ -511,10 +525,15 @@ async def throughput_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         finally:
             receiver.kill()
         check = exactly_once_in_order([str(i) for i in received["ids"]], expected)
-        check.update(requests=received["requests"], bad_signatures=received["bad_signatures"])
+        check.update(
+            requests=received["requests"],
+            bad_signatures=received["bad_signatures"],
+            receiver_cpu_s=received["cpu_s"],
+        )
         report["runs"][name] = {
             **timing,
             "events_per_s": n / timing["wall_s"],
+            "events_per_cpu_s": n / max(1e-9, timing["cpu_s"]),
             "batch_max_events": settings.batch_max_events,
             "linger_s": linger,
             **check,
@@ -534,6 +553,7 @@ async def throughput_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     report["runs"]["file-fsync"] = {
         **timing,
         "events_per_s": n / timing["wall_s"],
+        "events_per_cpu_s": n / max(1e-9, timing["cpu_s"]),
         "batch_max_events": file_settings.batch_max_events,
         "linger_s": file_settings.linger_s,
         **exactly_once_in_order(ids, expected),
@@ -603,6 +623,16 @@ def print_table(result: dict[str, Any]) -> None:
                     f"[outbox] {name}: events/s",
                     fmt(r["events_per_s"], 0),
                     f"{bar}; batch {r['batch_max_events']}, linger {r['linger_s']:g} s",
+                ),
+                (
+                    f"[outbox] {name}: events per CPU second",
+                    fmt(r["events_per_cpu_s"], 0),
+                    "this process's CPU: the ceiling on one core"
+                    + (
+                        f"; the receiver used {fmt(r['receiver_cpu_s'])} CPU s"
+                        if "receiver_cpu_s" in r
+                        else ""
+                    ),
                 ),
                 (
                     f"[outbox] {name}: wall / CPU (s)",
