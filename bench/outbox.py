@@ -61,16 +61,16 @@ ROOT = SCRIPT.parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.estate import (  # noqa: E402
-    RESULTS,
     DaemonProcess,
+    add_world_arguments,
     cpu_s,
     estate_poll,
     fmt,
     get_json,
-    make_tls,
+    merge_results,
     mint,
     pin,
-    start_emulator,
+    start_estate,
     tree_env,
     write_config,
 )
@@ -213,6 +213,7 @@ class Party:
 def make_baseline(rev: str, into: Path) -> tuple[Path, str]:
     """A detached `git worktree` of `rev` at `into`, and its short commit id; refuses when a
     daemon run from a tree would not import that tree's `monitor`."""
+    into.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         ["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(into), rev],
         check=True,
@@ -252,17 +253,10 @@ def imported_from(tree: Path) -> str:
 
 async def cpu_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     """Figure 1: the daemons at once against one emulator; CPU ms per vault poll of each."""
-    tls = make_tls(tmp)
     baseline, rev = await asyncio.to_thread(make_baseline, args.baseline, tmp / "baseline-tree")
     trees = {"baseline": baseline, "outbox": ROOT, "outbox+webhook": ROOT}
-    emu = start_emulator(
-        subscriptions=args.subscriptions,
-        vaults=args.vaults_per_subscription,
-        time_scale=args.time_scale,
-        seed=args.seed,
-        tls=tls,
-    )
-    ssl_context = ssl.create_default_context(cafile=str(tls[0]))
+    emu, ca = start_estate(args, tmp)
+    ssl_context = ssl.create_default_context(cafile=str(ca))
     parties: list[Party] = []
     receiver: Receiver | None = None
     old_env = os.environ.get(SECRET_ENV)
@@ -299,7 +293,7 @@ async def cpu_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                     d / "monitor.toml",
                     url=emu.url,
                     token=await mint(http, emu.url, f"bench-outbox-{len(parties)}"),
-                    ca=tls[0],
+                    ca=ca,
                     subscriptions=subs,
                     state=d / "state.sqlite",
                     events=events,
@@ -680,16 +674,6 @@ def figures(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def write_results(keys: dict[str, Any]) -> Path:
-    """Merge `keys` into bench/results/latest.json, keeping every other key."""
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "latest.json"
-    current: dict[str, Any] = orjson.loads(path.read_bytes()) if path.exists() else {}
-    current.update(keys)
-    path.write_bytes(orjson.dumps(current, option=orjson.OPT_INDENT_2))
-    return path
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=(__doc__ or "").splitlines()[0],
@@ -702,16 +686,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--duration", type=seconds, default=240.0, help="seconds the daemons run")
     p.add_argument("--subscriptions", type=count, default=2, help="subscriptions of the estate")
-    p.add_argument(
-        "--vaults-per-subscription", type=count, default=40, help="vaults in each subscription"
-    )
-    p.add_argument(
-        "--time-scale",
-        type=seconds,
-        default=300.0,
-        help="the emulator's 'estate' profile runs this many times faster than real time",
-    )
-    p.add_argument("--seed", type=int, default=11, help="the emulator's world seed")
+    add_world_arguments(p, vaults_per_subscription=40)
     p.add_argument(
         "--events", type=count, default=20_000, help="events committed, then delivered (figure 2)"
     )
@@ -759,7 +734,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
     print_table(result)
     if not args.no_write:
-        path = write_results({**figures(result), "outbox": result})
+        path = merge_results("latest.json", {**figures(result), "outbox": result})
         print(f"\nwritten: {path} (keys outbox*)")
 
 
