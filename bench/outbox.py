@@ -25,7 +25,7 @@
    time; and whether every event arrived exactly once, in outbox order.
 
 Run: PYTHONPATH=. .venv/bin/python bench/outbox.py --quick   (about 2½ minutes)
-     PYTHONPATH=. .venv/bin/python bench/outbox.py           (about 5 minutes)
+     PYTHONPATH=. .venv/bin/python bench/outbox.py           (about 5½ minutes)
 """
 
 from __future__ import annotations
