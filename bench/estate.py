@@ -121,6 +121,16 @@ def rss_hwm_mb(pid: int) -> float:
     return float("nan")
 
 
+def tree_env(tree: Path | None) -> dict[str, Any]:
+    """`subprocess.Popen` keywords that make `python -m monitor` import `tree`'s package (its
+    working directory, first on `PYTHONPATH`); {} for None (this interpreter's)."""
+    if tree is None:
+        return {}
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(tree), *filter(None, [env.get("PYTHONPATH")])])
+    return {"cwd": str(tree), "env": env}
+
+
 def make_tls(tmp: Path) -> tuple[Path, Path, Path]:
     """A throwaway CA and a server certificate for 127.0.0.1: (ca, cert chain, key)."""
     import trustme
@@ -183,12 +193,14 @@ def write_config(
     events: Path,
     poll: Mapping[str, float | bool] | None = None,
     ops_listen: str | None = None,
+    sinks: Sequence[str] = (),
 ) -> None:
     """A daemon config for the emulator at `url`, with `[poll]` keys as given.
 
     `poll` None leaves `[poll]`, `[discovery] interval_s` and `request_timeout_s` at their
     defaults (the first round measures those); otherwise the estate's scaled runs set them.
-    `ops_listen` None disables the ops server.
+    `ops_listen` None disables the ops server. `sinks`: TOML lines of `[[sinks]]` entries that
+    replace `[events] sink` (so `events` is not written to unless an entry names it).
     """
     subs = ", ".join(f'"{s}"' for s in subscriptions)
     lines = [
@@ -210,12 +222,12 @@ def write_config(
     lines += [
         "[state]",
         f'path = "{state}"',
-        "[events]",
-        f'sink = "{events}"',
+        *([] if sinks else ["[events]", f'sink = "{events}"']),
         "[ops]",
         *(["enabled = false"] if ops_listen is None else [f'listen = "{ops_listen}"']),
         "[log]",
         'format = "json"',
+        *sinks,
         "",
     ]
     path.write_text("\n".join(lines))
@@ -244,10 +256,17 @@ def estate_poll(
 
 
 class DaemonProcess:
-    """`backup-monitor run` pinned to core 1; CPU and RSS read from /proc."""
+    """`backup-monitor run` pinned to core 1; CPU and RSS read from /proc.
 
-    def __init__(self, name: str, config: Path, events: Path, logs: Path) -> None:
+    `tree` None runs the `monitor` package this interpreter imports; a directory runs that
+    checkout's (its working directory and `PYTHONPATH`), e.g. an older revision as a peer.
+    """
+
+    def __init__(
+        self, name: str, config: Path, events: Path, logs: Path, *, tree: Path | None = None
+    ) -> None:
         self.name, self.config, self.events, self.logs = name, config, events, logs
+        self.tree = tree
         self.process: subprocess.Popen[bytes] | None = None
         self.cpu_at_start = 0.0
         self.started_at = 0.0
@@ -263,6 +282,7 @@ class DaemonProcess:
                 stdout=subprocess.DEVNULL,
                 stderr=err,
                 preexec_fn=lambda: pin(1),
+                **tree_env(self.tree),
             )
 
     async def wait_started(self, timeout_s: float = 120.0) -> None:
@@ -752,7 +772,9 @@ class Half:
     idle_s: float
 
 
-async def estate_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+def start_estate(args: argparse.Namespace, tmp: Path) -> tuple[EmulatorProcess, Path]:
+    """The estate emulator `args` describe (`add_world_arguments`, and `--subscriptions`),
+    HTTPS with a throwaway CA in `tmp`: the process and the CA's file."""
     tls = make_tls(tmp)
     emu = start_emulator(
         subscriptions=args.subscriptions,
@@ -761,7 +783,12 @@ async def estate_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         seed=args.seed,
         tls=tls,
     )
-    ssl_context = ssl.create_default_context(cafile=str(tls[0]))
+    return emu, tls[0]
+
+
+async def estate_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    emu, ca = start_estate(args, tmp)
+    ssl_context = ssl.create_default_context(cafile=str(ca))
     halves: list[Half] = []
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context)) as http:
@@ -783,7 +810,7 @@ async def estate_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                     d / "monitor.toml",
                     url=emu.url,
                     token=emu.banner["token"],
-                    ca=tls[0],
+                    ca=ca,
                     subscriptions=group,
                     state=d / "state.sqlite",
                     events=d / "events.jsonl",
@@ -803,9 +830,7 @@ async def estate_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 halves.append(Half(name, group, vaults, daemon, active_s, idle_s))
 
             print(f"emulator up: {len(subs)} subscriptions, {len(vaults_of[subs[0]])} vaults each")
-            sdk = await client_vs_sdk(
-                emu.url, tls[0], tokens["bench-ours"], tokens["bench-sdk"], subs
-            )
+            sdk = await client_vs_sdk(emu.url, ca, tokens["bench-ours"], tokens["bench-sdk"], subs)
             print(
                 f"client vs SDK: ours {sdk['ours_cpu_ms_per_page']:.3f} ms/page, "
                 f"SDK {sdk['sdk_cpu_ms_per_page']:.3f} ms/page"
@@ -1282,6 +1307,16 @@ async def scale_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- output
 
 
+def merge_results(name: str, keys: Mapping[str, Any]) -> Path:
+    """Write `keys` into bench/results/`name`, keeping the keys other benches wrote there."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / name
+    current: dict[str, Any] = orjson.loads(path.read_bytes()) if path.exists() else {}
+    current.update(keys)
+    path.write_bytes(orjson.dumps(current, option=orjson.OPT_INDENT_2))
+    return path
+
+
 def fmt(value: float, digits: int = 2) -> str:
     return f"{value:,.{digits}f}"
 
@@ -1471,6 +1506,25 @@ def print_table(result: dict[str, Any]) -> None:
         print(f"{name:<{width}}  {value:>16}  {note}")
 
 
+def add_world_arguments(parser: argparse.ArgumentParser, *, vaults_per_subscription: int) -> None:
+    """`--vaults-per-subscription`, `--time-scale` and `--seed` of the estate emulator."""
+    count = number_arg(int, "a whole number", lambda v: v >= 1, "at least 1")
+    seconds = number_arg(float, "a number", lambda v: v > 0, "> 0")
+    parser.add_argument(
+        "--vaults-per-subscription",
+        type=count,
+        default=vaults_per_subscription,
+        help="vaults in each subscription",
+    )
+    parser.add_argument(
+        "--time-scale",
+        type=seconds,
+        default=300.0,
+        help="the emulator's 'estate' profile runs this many times faster than real time",
+    )
+    parser.add_argument("--seed", type=int, default=11, help="the emulator's world seed")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
@@ -1485,9 +1539,7 @@ def main() -> None:
         help="subscriptions of the estate (≥ 2): the first half runs at default intervals, the "
         "second in the budget-bound regime",
     )
-    parser.add_argument(
-        "--vaults-per-subscription", type=count, default=60, help="vaults in each subscription"
-    )
+    add_world_arguments(parser, vaults_per_subscription=60)
     parser.add_argument("--duration", type=seconds, default=240.0, help="seconds the daemons run")
     parser.add_argument(
         "--faults",
@@ -1495,13 +1547,6 @@ def main() -> None:
         default=0.0,
         help="total ARM fault rate, spread over every fault kind",
     )
-    parser.add_argument(
-        "--time-scale",
-        type=seconds,
-        default=300.0,
-        help="the emulator's 'estate' profile runs this many times faster than real time",
-    )
-    parser.add_argument("--seed", type=int, default=11, help="the emulator's world seed")
     parser.add_argument("--quick", action="store_true", help="4×40 vaults, 200 s: ~4 minutes")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--scale", action="store_true", help="also run the 10,000-vault point")
@@ -1618,16 +1663,15 @@ def main() -> None:
             first_round_ratio=fr["ratio"],
             first_round_throttled_429=fr["throttled_429"],
         )
-    RESULTS.mkdir(exist_ok=True)
     if "estate" in result:
         name = "latest.json"
     elif "first_round" in result:
         name = "first_round.json"
     else:
         name = "scale.json"
-    (RESULTS / name).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    path = merge_results(name, result)
     print_table(result)
-    print(f"\nwritten: {RESULTS / name}")
+    print(f"\nwritten: {path}")
 
 
 if __name__ == "__main__":
