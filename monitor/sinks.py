@@ -4,7 +4,7 @@
 # - Sinks do I/O only: the bytes they write are the outbox's lines (json) or
 #   `monitor.events.encode_events`' (cloudevents), and what they read back is decoded there.
 #   Nothing here knows the event's fields beyond its `event_id`.
-# - A sink writes a whole batch and flushes before `deliver` (or `emit`) returns, or raises
+# - A sink writes a whole batch and flushes before `deliver` returns, or raises
 #   SinkError; the delivery worker moves the sink's cursor only after it returned.
 # - A file sink's batch is all or nothing (truncated back on failure), and no event_id is
 #   written twice by retries; what the file holds is read back at start (`delivered_ids`), so a
@@ -22,7 +22,7 @@ import io
 import os
 import stat
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, ClassVar, Final, Protocol, Self, TypeVar
@@ -228,15 +228,6 @@ class StdoutSink(_LineWriter):
         """
         await self._write_lines(self._lines(batch))
 
-    async def emit(self, events: Sequence[Mapping[str, object]]) -> None:
-        """Write rendered events (not from the outbox) as `deliver` writes a batch.
-
-        Raises:
-            SinkError: as `deliver`, or an event could not be serialised (not counted).
-            RuntimeError: the sink was closed.
-        """
-        await self._write_lines([(None, encode_events(events, format=self._format))])
-
     async def _write_lines(self, lines: list[tuple[str | None, bytes]]) -> None:
         if self._closed:
             raise RuntimeError("StdoutSink is closed")
@@ -372,17 +363,6 @@ class FileSink(_LineWriter):
             RuntimeError: the sink is not open.
         """
         await self._append_lines(self._lines(batch))
-
-    async def emit(self, events: Sequence[Mapping[str, object]]) -> None:
-        """Append rendered events (not from the outbox) as `deliver` appends a batch.
-
-        Raises:
-            SinkError: as `deliver`, or an event could not be serialised (not counted).
-            RuntimeError: the sink is not open.
-        """
-        await self._append_lines(
-            [(event_id_of(e), encode_events([e], format=self._format)) for e in events]
-        )
 
     async def _append_lines(self, lines: list[tuple[str | None, bytes]]) -> None:
         file = self._file

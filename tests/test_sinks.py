@@ -9,7 +9,7 @@ import io
 import os
 import tomllib
 from collections import Counter
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from monitor.events import (
     to_cloudevent,
 )
 from monitor.metrics import Metrics
+from monitor.outbox import EventLine, OutboxEvent
 from monitor.sinks import FileSink, StdoutSink, build_line_sink
 from tests.core import payloads as p
 from tests.tmpfs import PAGE, fill, mounted_tmpfs, set_append_only
@@ -467,6 +468,14 @@ class TestSchemaFiles:
 # Sinks
 
 
+def as_outbox(events: Sequence[Mapping[str, object]]) -> list[OutboxEvent]:
+    """Rendered events as the outbox hands them to a sink (seqs from 1)."""
+    return [
+        OutboxEvent(seq, line.event_id, EMITTED_AT, line.line)
+        for seq, line in enumerate((EventLine.of(e) for e in events), start=1)
+    ]
+
+
 def sample_events(count: int) -> list[dict[str, object]]:
     jobs = parse_jobs_page(p.page(*p.ALL_ITEMS), VAULT).jobs
     changes_ = diff_jobs({}, jobs, EMITTED_AT)
@@ -490,8 +499,8 @@ class TestStdoutSink:
         stream = io.BytesIO()
         events = sample_events(5)
         async with StdoutSink(stream) as sink:
-            await sink.emit(events)
-            await sink.emit([])
+            await sink.deliver(as_outbox(events))
+            await sink.deliver(as_outbox([]))
         lines = stream.getvalue().split(b"\n")
         assert lines[-1] == b""
         assert [orjson.loads(line) for line in lines[:-1]] == events
@@ -502,7 +511,7 @@ class TestStdoutSink:
         read_fd, write_fd = os.pipe()
         with os.fdopen(read_fd, "rb") as reader, os.fdopen(write_fd, "wb") as writer:
             sink = StdoutSink(writer)
-            await sink.emit(sample_events(3))
+            await sink.deliver(as_outbox(sample_events(3)))
             # Flushed by emit: the lines are readable before anything is closed.
             data = b""
             with anyio.fail_after(5):
@@ -519,7 +528,7 @@ class TestStdoutSink:
         path.write_bytes(encode_events(sample_events(2)))
         with path.open("ab") as stream:
             sink = StdoutSink(stream, format="cloudevents")
-            await sink.emit(sample_events(3)[2:])
+            await sink.deliver(as_outbox(sample_events(3)[2:]))
             assert await sink.recent_events() == sample_events(3)
 
     async def test_reads_back_nothing_from_a_pipe_or_a_memory_stream(self) -> None:
@@ -527,14 +536,14 @@ class TestStdoutSink:
         read_fd, write_fd = os.pipe()
         with os.fdopen(read_fd, "rb"), os.fdopen(write_fd, "wb") as writer:
             sink = StdoutSink(writer)
-            await sink.emit(sample_events(1))
+            await sink.deliver(as_outbox(sample_events(1)))
             assert await sink.recent_events() == []
         assert await StdoutSink(io.BytesIO()).recent_events() == []
 
     async def test_default_is_stdout(self, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
         """Without a stream, events go to sys.stdout.buffer."""
         sink = StdoutSink()
-        await sink.emit(sample_events(2))
+        await sink.deliver(as_outbox(sample_events(2)))
         await sink.aclose()
         assert capsysbinary.readouterr().out.count(b"\n") == 2
 
@@ -542,7 +551,7 @@ class TestStdoutSink:
         """`format='cloudevents'` writes valid envelopes around the events."""
         stream = io.BytesIO()
         events = sample_events(3)
-        await StdoutSink(stream, format="cloudevents").emit(events)
+        await StdoutSink(stream, format="cloudevents").deliver(as_outbox(events))
         envelopes = [orjson.loads(line) for line in stream.getvalue().splitlines()]
         for envelope, event in zip(envelopes, events, strict=True):
             CLOUDEVENT_VALIDATOR.validate(envelope)
@@ -562,7 +571,7 @@ class TestStdoutSink:
         """A stream that fails makes emit raise SinkError (so nothing is checkpointed)."""
         sink = StdoutSink(BrokenStream())
         with pytest.raises(SinkError, match="Broken pipe") as info:
-            await sink.emit(sample_events(1))
+            await sink.deliver(as_outbox(sample_events(1)))
         assert isinstance(info.value.__cause__, BrokenPipeError)
 
     async def test_closed_stream_raises_sink_error(self) -> None:
@@ -570,28 +579,26 @@ class TestStdoutSink:
         stream = io.BytesIO()
         stream.close()
         with pytest.raises(SinkError):
-            await StdoutSink(stream).emit(sample_events(1))
+            await StdoutSink(stream).deliver(as_outbox(sample_events(1)))
 
     async def test_unserialisable_event(self) -> None:
-        """An event JSON cannot hold raises SinkError and writes nothing."""
-        stream = io.BytesIO()
+        """An event JSON cannot hold is refused before it reaches the outbox (or a sink)."""
         with pytest.raises(SinkError, match="serialise"):
-            await StdoutSink(stream).emit([*sample_events(1), {"bad": {1, 2}}])
-        assert stream.getvalue() == b""
+            EventLine.of({"event_id": "x", "bad": {1, 2}})
 
     async def test_emit_after_close(self) -> None:
-        """A closed sink refuses to emit; closing twice is fine."""
+        """A closed sink refuses to deliver; closing twice is fine."""
         sink = StdoutSink(io.BytesIO())
         await sink.aclose()
         await sink.aclose()
         with pytest.raises(RuntimeError, match="closed"):
-            await sink.emit(sample_events(1))
+            await sink.deliver(as_outbox(sample_events(1)))
 
     async def test_encode_events_matches_sink(self) -> None:
-        """encode_events gives the bytes the sink writes."""
+        """encode_events gives the bytes the sink writes (the outbox's lines, as they are)."""
         stream = io.BytesIO()
         events = sample_events(4)
-        await StdoutSink(stream).emit(events)
+        await StdoutSink(stream).deliver(as_outbox(events))
         assert stream.getvalue() == encode_events(events)
 
 
@@ -603,9 +610,9 @@ class TestFileSink:
         path = tmp_path / "events" / "out.jsonl"
         first, second = sample_events(3), sample_events(5)[3:]
         async with FileSink(path) as sink:
-            await sink.emit(first)
+            await sink.deliver(as_outbox(first))
         async with FileSink(path, fsync=False) as sink:
-            await sink.emit(second)
+            await sink.deliver(as_outbox(second))
         lines = path.read_bytes().splitlines()
         assert [orjson.loads(line) for line in lines] == first + second
 
@@ -614,7 +621,7 @@ class TestFileSink:
         path = tmp_path / "out.jsonl"
         path.write_bytes(b'{"schema_version":1,"ev')
         async with FileSink(path) as sink:
-            await sink.emit(sample_events(1))
+            await sink.deliver(as_outbox(sample_events(1)))
         torn, good = path.read_bytes().splitlines()
         assert torn == b'{"schema_version":1,"ev'
         assert orjson.loads(good) == sample_events(1)[0]
@@ -624,7 +631,7 @@ class TestFileSink:
         path = tmp_path / "out.jsonl"
         path.write_bytes(encode_events(sample_events(1)) + b'{"schema_version":1,"ev')
         async with FileSink(path) as sink:
-            await sink.emit(sample_events(3)[1:])
+            await sink.deliver(as_outbox(sample_events(3)[1:]))
             assert await sink.recent_events() == sample_events(3)
 
     async def test_a_file_that_cannot_be_read_back_is_a_sink_error(self, tmp_path: Path) -> None:
@@ -650,7 +657,7 @@ class TestFileSink:
         sink = FileSink(path)
         assert not path.exists()
         with pytest.raises(RuntimeError, match="not open"):
-            await sink.emit(sample_events(1))
+            await sink.deliver(as_outbox(sample_events(1)))
         async with sink:
             with pytest.raises(RuntimeError, match="already open"):
                 await sink.__aenter__()
@@ -736,7 +743,7 @@ class TestFullDisk:
         first, batch = events[:5], events[5:]
         registry = CollectorRegistry()
         async with FileSink(path, observer=Metrics(registry)) as sink:
-            await sink.emit(first)
+            await sink.deliver(as_outbox(first))
             before = path.read_bytes()
             ballast = fill(volume, leave_pages=1)
             room = PAGE + (-len(before)) % PAGE  # one free page and the rest of the last one
@@ -744,10 +751,10 @@ class TestFullDisk:
             with capture_logs() as logs:
                 for _ in range(2):
                     with pytest.raises(SinkError, match="No space left on device"):
-                        await sink.emit(batch)
+                        await sink.deliver(as_outbox(batch))
                     assert path.read_bytes() == before
                 ballast.unlink()
-                await sink.emit(batch)
+                await sink.deliver(as_outbox(batch))
         assert path.read_bytes() == before + encode_events(batch)
         assert [r["bytes_rolled_back"] for r in named(logs, "sink.write_failed")] == [room]
         failed = named(logs, "sink.write_failed")[0]
@@ -774,16 +781,17 @@ class TestFullDisk:
         registry = CollectorRegistry()
         try:
             async with FileSink(path, observer=Metrics(registry)) as sink:
-                await sink.emit(first)
+                await sink.deliver(as_outbox(first))
                 before = len(path.read_bytes())
                 ballast = fill(volume, leave_pages=1)
                 with capture_logs() as logs:
                     with pytest.raises(SinkError, match="cannot roll the batch back"):
-                        await sink.emit(batch)
+                        await sink.deliver(as_outbox(batch))
                     left = path.read_bytes()[before:]
                     assert 0 < len(left) < len(encode_events(batch))
                     ballast.unlink()
-                    await sink.emit(batch + fresh)  # the poll's retry, and another vault's news
+                    # The worker's retry, and another vault's news.
+                    await sink.deliver(as_outbox(batch + fresh))
         finally:
             set_append_only(path, False)
         written, others = read_lines(path)
@@ -817,10 +825,10 @@ class TestFullDisk:
                 ballast = fill(volume)
                 with capture_logs() as logs:
                     with pytest.raises(SinkError, match="No space left on device"):
-                        await sink.emit(batch)
+                        await sink.deliver(as_outbox(batch))
                     assert path.read_bytes()[PAGE - len(line) + 1 :] == line[:-1]
                     ballast.unlink()
-                    await sink.emit(batch)
+                    await sink.deliver(as_outbox(batch))
         finally:
             set_append_only(path, False)
         written, others = read_lines(path)
@@ -840,14 +848,14 @@ class TestFullDisk:
         registry = CollectorRegistry()
         with path.open("ab") as stream:
             sink = StdoutSink(stream, observer=Metrics(registry))
-            await sink.emit(first)
+            await sink.deliver(as_outbox(first))
             ballast = fill(volume, leave_pages=1)
             with capture_logs() as logs:
                 with pytest.raises(SinkError, match="No space left on device"):
-                    await sink.emit(batch)
+                    await sink.deliver(as_outbox(batch))
                 cut = path.read_bytes()[len(encode_events(first)) :]
                 ballast.unlink()
-                await sink.emit(batch)
+                await sink.deliver(as_outbox(batch))
                 await sink.aclose()
         written, others = read_lines(path)
         whole = cut.count(b"\n")
@@ -866,7 +874,7 @@ class TestFullDisk:
         batch = distinct_events(3)
         sink = StdoutSink(stream)
         with pytest.raises(SinkError, match="No space left on device"):
-            await sink.emit(batch)
+            await sink.deliver(as_outbox(batch))
         half = stream.getvalue()
-        await sink.emit(batch)
+        await sink.deliver(as_outbox(batch))
         assert stream.getvalue() == half + b"\n" + encode_events(batch)
