@@ -15,6 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, cast
 
+from monitor.config_fields import DAY_S, MIB, SECRET, bounds
 from monitor.config_sinks import EventFormat as EventFormat  # re-exported: its old home
 from monitor.config_sinks import (
     FileSinkSettings,
@@ -66,17 +67,6 @@ CLOUD_PRESETS: Mapping[CloudName, CloudPreset] = MappingProxyType(
     }
 )
 
-_SECRET = MappingProxyType({"secret": True})
-
-DAY_S = 86400
-"""One day in seconds: the upper bound of most intervals and timeouts."""
-MIB = 1024 * 1024
-
-
-def _bounds(minimum: float, maximum: float) -> Mapping[str, object]:
-    """Field metadata: the inclusive range `SectionReader` enforces (see `BOUNDS`)."""
-    return MappingProxyType({"minimum": minimum, "maximum": maximum})
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AzureSettings:
@@ -96,9 +86,9 @@ class AzureSettings:
     """Entra tenant (GUID or domain); required by 'client_secret'."""
     client_id: str | None = None
     """Application or user-assigned managed identity client id (GUID)."""
-    client_secret: str | None = field(default=None, repr=False, metadata=_SECRET)
+    client_secret: str | None = field(default=None, repr=False, metadata=SECRET)
     """Client secret for credential 'client_secret'; prefer BACKUP_MONITOR_AZURE__CLIENT_SECRET."""
-    static_token: str | None = field(default=None, repr=False, metadata=_SECRET)
+    static_token: str | None = field(default=None, repr=False, metadata=SECRET)
     """Fixed bearer token for credential 'static' (loopback endpoints only)."""
     ca_bundle: Path | None = None
     """PEM file of extra CA certificates (checked when used): ARM calls trust them besides the
@@ -111,13 +101,13 @@ class AzureSettings:
     """api-version for listing Microsoft.RecoveryServices vaults."""
     subscriptions_api_version: str = "2022-12-01"
     """api-version for listing subscriptions (Microsoft.Resources)."""
-    request_timeout_s: float = field(default=30.0, metadata=_bounds(1, 600))
+    request_timeout_s: float = field(default=30.0, metadata=bounds(1, 600))
     """Total timeout of one ARM request, in seconds."""
-    max_list_pages: int = field(default=500, metadata=_bounds(1, 100_000))
+    max_list_pages: int = field(default=500, metadata=bounds(1, 100_000))
     """Most pages one list call (jobs, vaults, subscriptions) follows before it fails."""
-    max_list_bytes: int = field(default=64 * MIB, metadata=_bounds(MIB, 4096 * MIB))
+    max_list_bytes: int = field(default=64 * MIB, metadata=bounds(MIB, 4096 * MIB))
     """Most bytes of answers one list call reads, over all its pages, before it fails."""
-    max_response_bytes: int = field(default=32 * MIB, metadata=_bounds(64 * 1024, 1024 * MIB))
+    max_response_bytes: int = field(default=32 * MIB, metadata=bounds(64 * 1024, 1024 * MIB))
     """Most bytes of one ARM answer; reading stops, and the call fails, past it."""
 
 
@@ -134,9 +124,9 @@ class DiscoverySettings:
     """fnmatch globs on vault name or resource id; if any, only matching vaults are watched."""
     exclude: tuple[str, ...] = ()
     """fnmatch globs on vault name or resource id; matching vaults are never watched."""
-    interval_s: float = field(default=300.0, metadata=_bounds(1, DAY_S))
+    interval_s: float = field(default=300.0, metadata=bounds(1, DAY_S))
     """Seconds between two rediscoveries of subscriptions and vaults."""
-    startup_timeout_s: float = field(default=300.0, metadata=_bounds(0, DAY_S))
+    startup_timeout_s: float = field(default=300.0, metadata=bounds(0, DAY_S))
     """Seconds the first discovery keeps retrying while ARM answers only with 5xx, 429 or
     transport failures; after that the daemon exits with code 3. 0: give up at the first."""
 
@@ -145,18 +135,18 @@ class DiscoverySettings:
 class PollSettings:
     """`[poll]`: how often each vault's job list is read and how far back it looks."""
 
-    active_interval_s: float = field(default=15.0, metadata=_bounds(1, DAY_S))
+    active_interval_s: float = field(default=15.0, metadata=bounds(1, DAY_S))
     """Target seconds between polls of a vault with a running job (≤ idle_interval_s)."""
-    idle_interval_s: float = field(default=60.0, metadata=_bounds(1, DAY_S))
+    idle_interval_s: float = field(default=60.0, metadata=bounds(1, DAY_S))
     """Target seconds between polls of a vault with no running job."""
-    lookback_s: float = field(default=86400.0, metadata=_bounds(60, 30 * DAY_S))
+    lookback_s: float = field(default=86400.0, metadata=bounds(60, 30 * DAY_S))
     """How far back the first poll of a vault looks, in seconds; at most the 30 days that
     Azure's own tools allow one job-list window (reference: Window limits)."""
-    overlap_s: float = field(default=300.0, metadata=_bounds(0, DAY_S))
+    overlap_s: float = field(default=300.0, metadata=bounds(0, DAY_S))
     """Seconds subtracted from the window start so that late or long jobs are not missed."""
-    max_concurrency: int = field(default=256, metadata=_bounds(1, 4096))
+    max_concurrency: int = field(default=256, metadata=bounds(1, 4096))
     """Most vault polls in flight at once, over all subscriptions."""
-    max_concurrency_per_subscription: int = field(default=8, metadata=_bounds(1, 256))
+    max_concurrency_per_subscription: int = field(default=8, metadata=bounds(1, 256))
     """Most polls of one subscription's vaults in flight at once (its budget paces them)."""
     backfill: bool = True
     """On first start, emit jobs already in the lookback window (false: record them silently)."""
@@ -165,7 +155,7 @@ class PollSettings:
     (failed, cancelled, with warnings, unknown: the ones whose errors matter) or 'none'."""
     detail_on_terminal: bool = True
     """Fetch a job's details once when it reaches a terminal state."""
-    detail_retry_s: float = field(default=60.0, metadata=_bounds(0, 3600))
+    detail_retry_s: float = field(default=60.0, metadata=bounds(0, 3600))
     """Seconds a failed detail read is retried (in the poll, then on the next polls) before the
     terminal event goes out without details; 0: never retried."""
 
@@ -176,11 +166,11 @@ class BudgetSettings:
 
     read_fraction: float = 0.5
     """Fraction of the per-principal refill rate the monitor spends, in (0, 1]."""
-    floor: int = field(default=50, metadata=_bounds(0, 99_999))
+    floor: int = field(default=50, metadata=bounds(0, 99_999))
     """When ARM's remaining-reads header falls under this, slow down (others share the bucket)."""
-    reads_per_s: float = field(default=25.0, metadata=_bounds(0.01, 1000))
+    reads_per_s: float = field(default=25.0, metadata=bounds(0.01, 1000))
     """ARM's per-principal refill rate, reads per second; lower it for hourly-model clouds."""
-    bucket_size: int = field(default=250, metadata=_bounds(1, 100_000))
+    bucket_size: int = field(default=250, metadata=bounds(1, 100_000))
     """ARM's per-principal bucket size, in reads (must exceed floor)."""
 
 
@@ -226,9 +216,9 @@ class OpsSettings:
 class ShardSettings:
     """`[shard]`: this process's share of the estate, split by subscription."""
 
-    index: int | None = field(default=None, metadata=_bounds(0, 1023))
+    index: int | None = field(default=None, metadata=bounds(0, 1023))
     """This shard's index in [0, count); unset = taken from the pod's ordinal (or 0)."""
-    count: int = field(default=1, metadata=_bounds(1, 1024))
+    count: int = field(default=1, metadata=bounds(1, 1024))
     """Number of shards."""
 
 

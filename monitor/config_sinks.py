@@ -13,6 +13,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
+from monitor.config_fields import DAY_S, MIB, SECRET, bounds
+
 __all__ = [
     "AlertmanagerSinkSettings",
     "AzureMonitorLogsSinkSettings",
@@ -34,23 +36,15 @@ SinkType = Literal["stdout", "file", "webhook", "alertmanager", "azure_monitor_l
 WebhookFormat = Literal["json", "cloudevents", "slack", "teams"]
 SinkStart = Literal["now", "oldest"]
 
-DAY_S = 86_400.0
-MIB = 1024 * 1024
-
-
-def _bounds(minimum: float, maximum: float) -> Mapping[str, object]:
-    """Field metadata: the inclusive range the sinks' reader enforces."""
-    return MappingProxyType({"minimum": minimum, "maximum": maximum})
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OutboxSettings:
     """`[outbox]`: how much undelivered history the state file keeps for a sink that is behind."""
 
-    max_age_s: float = field(default=7 * DAY_S, metadata=_bounds(60, 90 * DAY_S))
+    max_age_s: float = field(default=7 * DAY_S, metadata=bounds(60, 90 * DAY_S))
     """Events older than this are removed even if a sink has not delivered them (counted in
     `backup_monitor_sink_dropped_total` and logged as `sink.dropped`)."""
-    max_bytes: int = field(default=256 * MIB, metadata=_bounds(MIB, 64 * 1024 * MIB))
+    max_bytes: int = field(default=256 * MIB, metadata=bounds(MIB, 64 * 1024 * MIB))
     """Most bytes of event lines the outbox keeps; the oldest go first past it (counted, logged)."""
 
 
@@ -102,15 +96,15 @@ class SinkSettings:
     """Where a sink with no cursor yet begins: `now` (events committed from its first start
     on) or `oldest` (everything the outbox still holds). The default sink of a new state file
     begins at the start either way."""
-    batch_max_events: int = field(default=100, metadata=_bounds(1, 10_000))
+    batch_max_events: int = field(default=100, metadata=bounds(1, 10_000))
     """Most events in one delivery."""
-    linger_s: float = field(default=0.0, metadata=_bounds(0, 60))
+    linger_s: float = field(default=0.0, metadata=bounds(0, 60))
     """How long a delivery waits for more events to fill its batch."""
-    timeout_s: float = field(default=10.0, metadata=_bounds(0.1, 600))
+    timeout_s: float = field(default=10.0, metadata=bounds(0.1, 600))
     """Total time of one delivery request."""
-    retry_initial_s: float = field(default=1.0, metadata=_bounds(0.01, 3600))
+    retry_initial_s: float = field(default=1.0, metadata=bounds(0.01, 3600))
     """First retry delay after a failed delivery; doubled on each failure, with jitter."""
-    retry_max_s: float = field(default=60.0, metadata=_bounds(0.01, DAY_S))
+    retry_max_s: float = field(default=60.0, metadata=bounds(0.01, DAY_S))
     """Longest retry delay (a destination's `Retry-After` may ask for more, up to a day): a
     receiver back from an outage gets its backlog within this long."""
 
@@ -120,7 +114,7 @@ class StdoutSinkSettings(SinkSettings):
     """`type = "stdout"`: JSON lines on standard output."""
 
     format: EventFormat = "json"
-    batch_max_events: int = field(default=500, metadata=_bounds(1, 10_000))
+    batch_max_events: int = field(default=500, metadata=bounds(1, 10_000))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,19 +123,19 @@ class FileSinkSettings(SinkSettings):
 
     path: Path
     format: EventFormat = "json"
-    batch_max_events: int = field(default=500, metadata=_bounds(1, 10_000))
+    batch_max_events: int = field(default=500, metadata=bounds(1, 10_000))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WebhookSinkSettings(SinkSettings):
     """`type = "webhook"`: HTTP POSTs of batches; json, cloudevents, slack or teams."""
 
-    url: str = field(metadata={"secret": True})
+    url: str = field(metadata=SECRET)
     """The receiver; a secret (Slack and Teams put their key in it): never logged or shown."""
     format: WebhookFormat = "json"
     secret_env: str | None = None
     """Environment variable holding the HMAC-SHA256 key that signs each body."""
-    linger_s: float = field(default=1.0, metadata=_bounds(0, 60))
+    linger_s: float = field(default=1.0, metadata=bounds(0, 60))
     portal_url: str = "https://portal.azure.com"
     """Base of the links to a vault in the Azure portal (slack and teams messages)."""
     ca_bundle: Path | None = None
@@ -154,7 +148,7 @@ class AlertmanagerSinkSettings(SinkSettings):
 
     url: str
     """Alertmanager's base URL (`http://alertmanager:9093`)."""
-    resolve_after_s: float = field(default=DAY_S, metadata=_bounds(60, 90 * DAY_S))
+    resolve_after_s: float = field(default=DAY_S, metadata=bounds(60, 90 * DAY_S))
     """`endsAt` of an alert: it resolves this long after the job ended, unless a later
     success of the same item resolves it first (`resolve_on_success`)."""
     resolve_on_success: bool = True
@@ -178,5 +172,5 @@ class AzureMonitorLogsSinkSettings(SinkSettings):
     """The rule's input stream."""
     audience: str | None = None
     """Token audience; default: that of `[azure] cloud` (`https://monitor.azure.com`, …)."""
-    batch_max_events: int = field(default=500, metadata=_bounds(1, 10_000))
-    linger_s: float = field(default=2.0, metadata=_bounds(0, 60))
+    batch_max_events: int = field(default=500, metadata=bounds(1, 10_000))
+    linger_s: float = field(default=2.0, metadata=bounds(0, 60))

@@ -10,7 +10,10 @@ import anyio.lowlevel
 from azure.core.credentials import AccessToken
 
 from monitor.clock import Clock, SystemClock
-from monitor.core.jobs import BackupJob, JobDetails
+from monitor.core.diff import JobStateChanged
+from monitor.core.jobs import BackupJob, JobDetails, JobError, JobKey, JobStatus, JobTask
+from monitor.core.vaults import VaultRef
+from monitor.events import render_event
 
 EPOCH = datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC)
 
@@ -106,3 +109,58 @@ def bare_details(job: BackupJob, **property_bag: str) -> JobDetails:
         estimated_remaining_s=None,
         dynamic_error_message=None,
     )
+
+
+def rendered_job_event(
+    vault: VaultRef,
+    *,
+    name: str,
+    status: str,
+    start: datetime,
+    end: datetime | None,
+    emitted_at: datetime,
+    entity: str | None = "vm-web-01",
+    operation: str = "Backup",
+    job_type: str = "AzureIaaSVMJob",
+    duration: str | None = None,
+    errors: tuple[JobError, ...] | None = None,
+    tasks: tuple[JobTask, ...] = (),
+    property_bag: dict[str, str] | None = None,
+) -> dict[str, object]:
+    """The schema v1 event of one job reaching `status` (first seen if it is not terminal):
+    rendered by `monitor.events.render_event`; with details when `errors` is given."""
+    job_status = JobStatus.of(status)
+    job = BackupJob(
+        key=JobKey(vault_key=vault.key, job_name=name.lower()),
+        name=name,
+        resource_id=f"{vault.id}/backupJobs/{name}",
+        job_type=job_type,
+        operation=operation,
+        backup_management_type="AzureIaasVM",
+        entity=entity,
+        status=job_status,
+        start_at=start,
+        end_at=end,
+        duration_raw=duration,
+        actions=(),
+        activity_id=None,
+        properties={},
+    )
+    details = None
+    if errors is not None:
+        details = JobDetails(
+            job=job,
+            errors=errors,
+            tasks=tasks,
+            property_bag=dict(property_bag or {}),
+            progress_percentage=None,
+            estimated_remaining_s=None,
+            dynamic_error_message=None,
+        )
+    change = JobStateChanged(
+        vault_key=vault.key,
+        job=job,
+        previous_status=JobStatus.of("InProgress") if job_status.is_terminal else None,
+        observed_at=emitted_at,
+    )
+    return render_event(change, vault=vault, details=details, emitted_at=emitted_at)

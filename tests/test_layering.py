@@ -25,6 +25,7 @@ RANKS = {
     "monitor.config_reader": 2,
     "monitor.config_parse": 2,
     "monitor.config_load": 2,
+    "monitor.config_fields": 2,  # units and field metadata, shared by the settings
     "monitor.config_sinks": 2,  # [outbox] and [[sinks]] settings
     "monitor.clock": 2,
     "monitor.outbox": 2,  # the outbox's records and the OutboxSink contract

@@ -13,10 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from monitor.config_sinks import WebhookFormat
-from monitor.core.diff import JobStateChanged
-from monitor.core.jobs import BackupJob, JobDetails, JobError, JobKey, JobStatus
+from monitor.core.jobs import JobError, JobStatus
 from monitor.core.vaults import VaultRef, parse_vault_id
-from monitor.events import render_event, to_cloudevent
+from monitor.events import to_cloudevent
 from monitor.outbox import OutboxEvent
 from monitor.sink_formats import (
     CONTENT_TYPES,
@@ -28,6 +27,7 @@ from monitor.sink_formats import (
     render_bodies,
 )
 from tests.core import payloads as p
+from tests.fakes import rendered_job_event
 from tests.test_sinks import CLOUDEVENT_VALIDATOR, validate
 
 PORTAL = "https://portal.azure.com"
@@ -49,41 +49,19 @@ def job_event(
 ) -> dict[str, object]:
     """A schema v1 event of one job (validated against the shipped schema)."""
     start = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
-    job_status = JobStatus.of(status)
-    job = BackupJob(
-        key=JobKey(vault_key=vault.key, job_name=name.lower()),
+    terminal = JobStatus.of(status).is_terminal
+    event = rendered_job_event(
+        vault,
         name=name,
-        resource_id=f"{vault.id}/backupJobs/{name}",
-        job_type="AzureIaaSVMJob",
-        operation=operation,
-        backup_management_type="AzureIaasVM",
+        status=status,
+        start=start,
+        end=start + timedelta(hours=1) if terminal else None,
+        emitted_at=EMITTED_AT,
         entity=entity,
-        status=job_status,
-        start_at=start,
-        end_at=start + timedelta(hours=1) if job_status.is_terminal else None,
-        duration_raw=duration,
-        actions=(),
-        activity_id=None,
-        properties={},
+        operation=operation,
+        duration=duration,
+        errors=None if errors is None else tuple(errors),
     )
-    details = None
-    if errors is not None:
-        details = JobDetails(
-            job=job,
-            errors=tuple(errors),
-            tasks=(),
-            property_bag={},
-            progress_percentage=None,
-            estimated_remaining_s=None,
-            dynamic_error_message=None,
-        )
-    change = JobStateChanged(
-        vault_key=vault.key,
-        job=job,
-        previous_status=JobStatus.of("InProgress") if job_status.is_terminal else None,
-        observed_at=EMITTED_AT,
-    )
-    event = render_event(change, vault=vault, details=details, emitted_at=EMITTED_AT)
     validate(event)
     return event
 

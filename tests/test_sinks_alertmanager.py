@@ -27,7 +27,7 @@ from hypothesis import given, settings
 from monitor.clock import SystemClock
 from monitor.config_sinks import AlertmanagerSinkSettings, SinkFilter
 from monitor.core.diff import JobStateChanged
-from monitor.core.jobs import BackupJob, JobDetails, JobError, JobKey, JobStatus, JobTask
+from monitor.core.jobs import JobDetails, JobError, JobKey, JobStatus, JobTask
 from monitor.core.vaults import VaultRef, parse_vault_id
 from monitor.errors import ConfigError, DeliveryError
 from monitor.events import encode_events, render_event
@@ -44,6 +44,7 @@ from monitor.sinks_alertmanager import (
 )
 from tests.alertmanager import Alertmanager, _alertmanager, free_port, unavailable
 from tests.core import payloads as p
+from tests.fakes import rendered_job_event
 from tests.test_sinks import changes, validate
 
 __all__ = ["_alertmanager"]  # the `alertmanager` fixture
@@ -81,51 +82,30 @@ def job_event(
     name: str | None = None,
 ) -> dict[str, object]:
     """A schema v1 event of a job of `outcome` (None: still running), validated."""
-    name = name or str(uuid.uuid4())
     ended = ended or now()
     terminal = outcome is not None
-    job = BackupJob(
-        key=JobKey(vault_key=vault.key, job_name=name.lower()),
-        name=name,
-        resource_id=f"{vault.id}/backupJobs/{name}",
-        job_type=job_type,
-        operation=operation,
-        backup_management_type="AzureIaasVM",
+    task = JobTask(
+        name="Take Snapshot",
+        status=JobStatus.of("Completed"),
+        start_at=None,
+        end_at=None,
+        duration_s=42.0,
+    )
+    event = rendered_job_event(
+        vault,
+        name=name or str(uuid.uuid4()),
+        status=STATUS_OF[outcome],
+        start=ended - timedelta(minutes=20),
+        end=ended if terminal else None,
+        emitted_at=ended,
         entity=entity,
-        status=JobStatus.of(STATUS_OF[outcome]),
-        start_at=ended - timedelta(minutes=20),
-        end_at=ended if terminal else None,
-        duration_raw="PT20M",
-        actions=(),
-        activity_id=None,
-        properties={},
+        operation=operation,
+        job_type=job_type,
+        duration="PT20M",
+        errors=(() if error is None else (error,)) if terminal else None,
+        tasks=(task,),
+        property_bag={"VM Name": entity or ""},
     )
-    details = None
-    if terminal:
-        details = JobDetails(
-            job=job,
-            errors=() if error is None else (error,),
-            tasks=(
-                JobTask(
-                    name="Take Snapshot",
-                    status=JobStatus.of("Completed"),
-                    start_at=None,
-                    end_at=None,
-                    duration_s=42.0,
-                ),
-            ),
-            property_bag={"VM Name": entity or ""},
-            progress_percentage=None,
-            estimated_remaining_s=None,
-            dynamic_error_message=None,
-        )
-    change = JobStateChanged(
-        vault_key=vault.key,
-        job=job,
-        previous_status=JobStatus.of("InProgress") if terminal else None,
-        observed_at=ended,
-    )
-    event = render_event(change, vault=vault, details=details, emitted_at=ended)
     validate(event)
     return event
 
