@@ -109,8 +109,9 @@ async def post(
     except TimeoutError as exc:
         raise DeliveryError(f"{what}: no answer within {timeout_s:g}s") from exc
     except aiohttp.InvalidURL:
-        # Its text is the URL, a secret: no message and no chained cause carry it.
-        raise DeliveryError(f"{what}: the URL is not valid", permanent=True) from None
+        # Its text is the URL, a secret: no message and no chained cause carry it. Not
+        # `permanent`: that would drop every event one by one for a mistake in the config.
+        raise DeliveryError(f"{what}: the URL is not valid") from None
     except aiohttp.ClientError as exc:
         detail = _redacted(str(exc), url)
         raise DeliveryError(f"{what}: {type(exc).__name__}: {detail}") from exc
