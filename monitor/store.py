@@ -29,7 +29,7 @@ import anyio
 import anyio.to_thread
 
 from monitor import store_outbox
-from monitor.checkpoints import MemoryCheckpointStore, check_save
+from monitor.checkpoints import MemoryCheckpointStore, _utc, check_save
 from monitor.config import StateSettings
 from monitor.core.diff import JobSnapshot
 from monitor.core.jobs import JobKey, JobStatus
@@ -201,7 +201,8 @@ class SqliteCheckpointStore:
             StoreError: the transaction failed and was rolled back.
         """
         upserts, deletes, polled_at = check_save(vault_key, changed, removed, polled_at)
-        committed_at = max(_format_time(now or polled_at), self._last_committed)
+        # `now` is checked like polled_at: a naive one would be read as local time.
+        committed_at = max(_format_time(_utc(now or polled_at, "now")), self._last_committed)
         job_rows = [
             (
                 vault_key,
