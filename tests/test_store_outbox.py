@@ -396,6 +396,20 @@ class TestCommittedAt:
         (event,) = await store.read(0, 10)
         assert event.committed_at == AT + timedelta(hours=1)
 
+    async def test_committed_at_never_decreases_across_concurrent_saves(
+        self, store: StateStore
+    ) -> None:
+        """Two vaults' saves in flight at once, the second with an earlier `now` (the wall clock
+        stepped back): the later seqs are not committed earlier."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: save(store, [line(1)], now=AT + timedelta(hours=1)))
+            tg.start_soon(lambda: save(store, [line(2)], now=AT, name="b"))
+        events = await store.read(0, 10)
+        assert [e.event_id for e in events] == [line(1).event_id, line(2).event_id]
+        assert [e.committed_at for e in events] == [AT + timedelta(hours=1)] * 2
+        await save(store, [line(3)], now=AT)
+        assert (await store.read(2, 1))[0].committed_at == AT + timedelta(hours=1)
+
     async def test_now_defaults_to_polled_at(self, store: StateStore) -> None:
         await store.save(V1, changed=[], removed=[], polled_at=AT, events=[line(1)])
         (event,) = await store.read(0, 1)
