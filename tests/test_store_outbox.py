@@ -360,6 +360,16 @@ class TestPrune:
         assert dict(pruned.dropped) == {"s": 1}
         assert store.size == (1, sizes[-1])
 
+    async def test_retention_scans_past_one_chunk(self, store: StateStore) -> None:
+        """More old events than one scan of the SQLite store reads (1000): all of them go."""
+        old = [line(100 + n) for n in range(1100)]
+        await save(store, old, now=AT)
+        await save(store, [line(9)], now=AT + timedelta(hours=2))
+        pruned = await prune(store, {"s": 0}, older_than=AT + timedelta(hours=1))
+        assert (pruned.floor, pruned.removed, dict(pruned.dropped)) == (1100, 1100, {"s": 1100})
+        assert await seqs(store) == [1101]
+        assert store.size == (1, len(line(9).line))
+
     async def test_size_stays_right_across_saves_prunes_and_reopen(self, tmp_path: Path) -> None:
         path = tmp_path / "monitor.sqlite"
         events = [line(n) for n in range(8)]
