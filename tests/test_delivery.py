@@ -12,6 +12,8 @@ from typing import ClassVar
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from monitor.checkpoints import MemoryCheckpointStore
@@ -20,7 +22,7 @@ from monitor.delivery import PRUNE_INTERVAL_S, Delivery, SinkRoute
 from monitor.errors import DeliveryError
 from monitor.outbox import EventLine, OutboxEvent, OutboxSink
 from tests.test_store_outbox import V1, line, rendered, snap
-from tests.virtual_time import VIRTUAL_TIME_BACKEND, LoopClock
+from tests.virtual_time import VIRTUAL_TIME_BACKEND, LoopClock, VirtualTimeLoop
 
 
 @pytest.fixture
@@ -507,3 +509,43 @@ def test_sink_names_must_be_unique() -> None:
             store,
             [(RecordingSink("x"), sink_settings("x")), (RecordingSink("x"), sink_settings("x"))],
         )
+
+
+_failure = st.none() | st.builds(
+    lambda k, after: DeliveryError("scripted", delivered=k, retry_after_s=after),
+    st.integers(0, 6),
+    st.none() | st.floats(0, 5),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    polls=st.lists(st.integers(1, 6), min_size=1, max_size=5),
+    failures=st.lists(_failure, max_size=8),
+    poison=st.sets(st.integers(1, 30), max_size=3),
+    batch=st.integers(1, 7),
+)
+def test_every_event_once_in_order_whatever_fails(
+    polls: list[int], failures: list[DeliveryError | None], poison: set[int], batch: int
+) -> None:
+    """Whatever partial failures and refused events: every other event is delivered exactly
+    once, in order; each refused one is dropped and counted once; the cursor reaches the end."""
+    total = sum(polls)
+    refused = set(ids(*sorted(n for n in poison if n <= total)))
+
+    async def run() -> None:
+        store = MemoryCheckpointStore()
+        sink = RecordingSink("s", *failures, poison=refused)
+        rig = Rig(store, [(sink, sink_settings("s", batch=batch, retry_max_s=2.0))])
+        async with running(rig):
+            n = 0
+            for count in polls:
+                await commit_numbers(store, *range(n + 1, n + count + 1))
+                n += count
+            await until(lambda: rig.caught_up(total))
+        want = [i for i in ids(*range(1, total + 1)) if i not in refused]
+        assert sink.delivered == want
+        assert rig.observer.of("dropped", "s") == [("dropped", "s", "rejected", 1)] * len(refused)
+        assert await store.cursors() == {"s": total}
+
+    anyio.run(run, backend="asyncio", backend_options={"loop_factory": VirtualTimeLoop})
