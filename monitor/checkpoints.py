@@ -118,6 +118,7 @@ class MemoryCheckpointStore:
         self._cursors: dict[str, int] = {}
         self._last_seq = 0
         self._bytes = 0
+        self._last_committed: datetime | None = None  # newest committed_at: never goes back
         self._signal = OutboxSignal()
 
     async def __aenter__(self) -> Self:
@@ -157,15 +158,17 @@ class MemoryCheckpointStore:
             ValueError: as `CheckpointStore.save`; nothing is changed.
         """
         upserts, deletes, polled_at = check_save(vault_key, changed, removed, polled_at)
+        at = _utc(now or polled_at, "now")  # checked before anything changes
         jobs = dict(self._vaults.get(vault_key, ({}, None))[0])
         jobs.update(upserts)
         for key in deletes:
             jobs.pop(key, None)
         self._vaults[vault_key] = (jobs, polled_at)
         if events:
-            at = _utc(now or polled_at, "now")
-            if self._events:
-                at = max(at, self._events[-1].committed_at)
+            # Kept apart from the events: prune may have deleted them all.
+            if self._last_committed is not None:
+                at = max(at, self._last_committed)
+            self._last_committed = at
             for line in events:
                 self._last_seq += 1
                 self._events.append(OutboxEvent(self._last_seq, line.event_id, at, line.line))

@@ -29,7 +29,7 @@ import anyio
 import anyio.to_thread
 
 from monitor import store_outbox
-from monitor.checkpoints import MemoryCheckpointStore, check_save
+from monitor.checkpoints import MemoryCheckpointStore, _utc, check_save
 from monitor.config import StateSettings
 from monitor.core.diff import JobSnapshot
 from monitor.core.jobs import JobKey, JobStatus
@@ -201,7 +201,8 @@ class SqliteCheckpointStore:
             StoreError: the transaction failed and was rolled back.
         """
         upserts, deletes, polled_at = check_save(vault_key, changed, removed, polled_at)
-        committed_at = max(_format_time(now or polled_at), self._last_committed)
+        # `now` is checked like polled_at: a naive one would be read as local time.
+        at = _format_time(_utc(now or polled_at, "now"))
         job_rows = [
             (
                 vault_key,
@@ -215,22 +216,27 @@ class SqliteCheckpointStore:
         vault_row = (vault_key, _format_time(polled_at))
 
         last: list[int] = []
+        committed: list[str] = []
 
         def write(conn: sqlite3.Connection) -> None:
             def body() -> None:
                 if events:
-                    last.append(store_outbox.append(conn, events, committed_at))
+                    # Clamped here, under the limiter: saves in flight together commit in order.
+                    committed.append(max(at, self._last_committed))
+                    last.append(store_outbox.append(conn, events, committed[0]))
                 conn.execute(_UPSERT_VAULT, vault_row)
                 conn.executemany(_UPSERT_JOB, job_rows)
                 conn.executemany(_DELETE_JOB, delete_rows)
 
             _transaction(conn, body)
+            if committed:
+                self._last_committed = committed[0]
 
         await self._run(write)
         if last:
             count, size = self._held
             self._held = (count + len(events), size + sum(len(e.line) for e in events))
-            self._last_seq, self._last_committed = last[0], committed_at
+            self._last_seq = last[0]
             self._signal.notify()
 
     # ------------------------------------------------------------------------------ outbox
