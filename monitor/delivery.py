@@ -190,7 +190,9 @@ class _Worker:
                         self._rejected(head[0], error)
                         await self._advance(head[0].seq)
                         pending = pending[1:]
-                    chunk = max(len(head) // 2, 1)  # find the event it refuses
+                        chunk = len(pending)  # the rest goes together again
+                    else:
+                        chunk = max(len(head) // 2, 1)  # find the event it refuses
                     continue
                 await self._retry_after(error, len(pending))
                 continue

@@ -190,11 +190,13 @@ async def running(rig: Rig) -> AsyncIterator[Rig]:
         tg.cancel_scope.cancel()
 
 
-async def until(done: Callable[[], bool], timeout_s: float = 3600.0) -> None:
-    """Wait (virtual time) until `done()` holds; fails at the deadline."""
+async def until(
+    done: Callable[[], bool], timeout_s: float = 3600.0, *, step_s: float = 0.1
+) -> None:
+    """Wait (virtual time) until `done()` holds, looking every `step_s`; fails at the deadline."""
     with anyio.fail_after(timeout_s):
         while not done():  # noqa: ASYNC110 - the conditions span sinks and store
-            await anyio.sleep(0.1)
+            await anyio.sleep(step_s)
 
 
 async def test_order_is_kept_across_batches() -> None:
@@ -549,3 +551,49 @@ def test_every_event_once_in_order_whatever_fails(
         assert await store.cursors() == {"s": total}
 
     anyio.run(run, backend="asyncio", backend_options={"loop_factory": VirtualTimeLoop})
+
+
+async def test_a_retry_after_beyond_a_day_waits_a_day() -> None:
+    store = MemoryCheckpointStore()
+    sink = RecordingSink("s", DeliveryError("503", retry_after_s=10 * 86_400.0, status=503))
+    await commit_numbers(store, 1)
+    rig = Rig(store, [(sink, sink_settings("s"))])
+    async with running(rig):
+        await until(lambda: bool(sink.delivered), timeout_s=3 * 86_400, step_s=3600)
+    assert rig.clock.of("s") == [86_400.0]
+
+
+async def test_a_failure_is_logged_once_and_the_recovery_counts_the_attempts() -> None:
+    store = MemoryCheckpointStore()
+    sink = RecordingSink("s", *[DeliveryError("receiver down", status=503)] * 5)
+    await commit_numbers(store, 1, 2)
+    rig = Rig(store, [(sink, sink_settings("s", retry_max_s=2.0))])
+    with capture_logs() as logs:
+        async with running(rig):
+            await until(lambda: len(sink.delivered) == 2)
+    failed = [e for e in logs if e["event"] == "sink.delivery_failed"]
+    assert [(e["sink"], e["error"], e["pending"]) for e in failed] == [("s", "receiver down", 2)]
+    recovered = [e for e in logs if e["event"] == "sink.delivery_recovered"]
+    assert [(e["sink"], e["failed_attempts"]) for e in recovered] == [("s", 5)]
+    assert len(rig.observer.of("failed", "s")) == 5
+    assert rig.observer.of("delivered", "s") == [("delivered", "s", 2)]
+
+
+async def test_after_the_poison_event_the_rest_of_the_batch_goes_together() -> None:
+    """Finding the refused event takes a bisection; the events after it are not then sent one
+    request each."""
+    store = MemoryCheckpointStore()
+    sink = RecordingSink("s", poison={line(2).event_id})
+    await commit_numbers(store, *range(1, 9))
+    rig = Rig(store, [(sink, sink_settings("s", batch=8))])
+    async with running(rig):
+        await until(lambda: rig.caught_up(8))
+    assert sink.delivered == ids(1, 3, 4, 5, 6, 7, 8)
+    assert sink.calls == [
+        ids(*range(1, 9)),
+        ids(1, 2, 3, 4),
+        ids(1, 2),
+        ids(1),
+        ids(2),
+        ids(3, 4, 5, 6, 7, 8),
+    ]
