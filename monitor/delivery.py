@@ -25,6 +25,7 @@ import structlog
 from anyio.abc import TaskStatus
 
 from monitor.clock import Clock
+from monitor.config_fields import DAY_S
 from monitor.config_sinks import OutboxSettings, SinkSettings
 from monitor.core.cadence import backoff_s
 from monitor.errors import DeliveryError, SinkError, StoreError
@@ -228,7 +229,9 @@ class _Worker:
         if self._observer is not None:
             self._observer.sink_failed(self.name, self.kind)
         if error.retry_after_s is not None:
-            delay = min(error.retry_after_s, timedelta(days=1).total_seconds())
+            # Honoured up to a day; never under retry_initial_s (a `Retry-After: 0` answered
+            # again and again must not make a busy loop).
+            delay = min(max(error.retry_after_s, settings.retry_initial_s), DAY_S)
         else:
             base = backoff_s(
                 self._failures - 1, cap_s=settings.retry_max_s, base_s=settings.retry_initial_s

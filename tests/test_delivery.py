@@ -50,14 +50,15 @@ class RecordingClock(LoopClock):
 
 class RecordingSink:
     """Delivers by recording; `failures` are raised by the next calls, one each (None: that
-    call succeeds). A DeliveryError with `delivered=k` records the batch's first k events."""
+    call succeeds). A DeliveryError with `delivered=k` records the batch's first k events; any
+    other exception stands for a bug in the sink."""
 
     kind: ClassVar[str] = "test"
 
     def __init__(
         self,
         name: str,
-        *failures: DeliveryError | None,
+        *failures: Exception | None,
         known: set[str] | None = None,
         poison: set[str] | None = None,
         dead: bool = False,
@@ -84,7 +85,8 @@ class RecordingSink:
             raise DeliveryError("refused", permanent=True, status=400)
         failure = self.failures.pop(0) if self.failures else None
         if failure is not None:
-            self.delivered.extend(ids[: failure.delivered])
+            if isinstance(failure, DeliveryError):
+                self.delivered.extend(ids[: failure.delivered])
             raise failure
         self.delivered.extend(ids)
 
@@ -551,6 +553,34 @@ def test_every_event_once_in_order_whatever_fails(
         assert await store.cursors() == {"s": total}
 
     anyio.run(run, backend="asyncio", backend_options={"loop_factory": VirtualTimeLoop})
+
+
+async def test_a_retry_after_of_zero_waits_retry_initial_s() -> None:
+    """A destination answering `Retry-After: 0` again and again makes no busy loop."""
+    store = MemoryCheckpointStore()
+    zero = [DeliveryError("429", retry_after_s=0.0, status=429) for _ in range(3)]
+    sink = RecordingSink("s", *zero)
+    await commit_numbers(store, 1)
+    rig = Rig(store, [(sink, sink_settings("s", retry_initial_s=0.25))])
+    async with running(rig):
+        await until(lambda: bool(sink.delivered))
+    assert rig.clock.of("s") == [0.25, 0.25, 0.25]
+
+
+async def test_a_sink_that_crashes_is_retried_and_stops_nobody() -> None:
+    """A sink's bug (an exception that is not a SinkError) is logged with its traceback once,
+    and retried; another sink delivers meanwhile."""
+    store = MemoryCheckpointStore()
+    buggy = RecordingSink("buggy", KeyError("job"), KeyError("job"))
+    good = RecordingSink("good")
+    await commit_numbers(store, 1, 2)
+    rig = Rig(store, [(buggy, sink_settings("buggy")), (good, sink_settings("good"))])
+    with capture_logs() as logs:
+        async with running(rig):
+            await until(lambda: len(buggy.delivered) == 2 and len(good.delivered) == 2)
+    crashed = [e for e in logs if e["event"] == "sink.crashed"]
+    assert [(e["sink"], e["error"]) for e in crashed] == [("buggy", "KeyError: 'job'")]
+    assert buggy.delivered == good.delivered == ids(1, 2)
 
 
 async def test_a_retry_after_beyond_a_day_waits_a_day() -> None:
