@@ -211,6 +211,7 @@ class AzureMonitorLogsSink:
         self._clock = clock
         self._audience = monitor_audience(settings, azure)
         self._max_request_bytes = max_request_bytes
+        self._problem: str | None = None  # the refusal last logged; None after a success
         self._stack: AsyncExitStack | None = None
         self._client: LogsIngestionClient | None = None
 
@@ -345,6 +346,7 @@ class AzureMonitorLogsSink:
         except AzureError as exc:  # raised outside a chunk's upload (never, as of 1.1.0)
             failures.append(exc)
         if not failures:
+            self._problem = None
             return
         error = failures[0]
         status = error.status_code if isinstance(error, HttpResponseError) else None
@@ -357,17 +359,20 @@ class AzureMonitorLogsSink:
     ) -> DeliveryError:
         detail = " ".join(str(getattr(error, "message", None) or error).split())[:300]
         what = f"{self._what}: " + (f"HTTP {status}" if status else type(error).__name__)
+        problem = f"{status}:{type(error).__name__}"
+        first, self._problem = problem != self._problem, problem  # logged once per problem
         if status in (401, 403) or (status is None and "Authentication" in type(error).__name__):
-            log.error(
-                "sink.azure_monitor_logs.auth",
-                sink=self.name,
-                status=status,
-                audience=self._audience,
-                rule_id=self._settings.rule_id,
-                detail=detail,
-                hint=f"the principal needs the {ROLE} role on the data collection rule, and "
-                f"tokens for {self._audience}",
-            )
+            if first:
+                log.error(
+                    "sink.azure_monitor_logs.auth",
+                    sink=self.name,
+                    status=status,
+                    audience=self._audience,
+                    rule_id=self._settings.rule_id,
+                    detail=detail,
+                    hint=f"the principal needs the {ROLE} role on the data collection rule, "
+                    f"and tokens for {self._audience}",
+                )
             return DeliveryError(
                 f"{what}: the credential or its role is refused (needs {ROLE} on data collection "
                 f"rule {self._settings.rule_id}, audience {self._audience}): {detail}",
@@ -376,7 +381,7 @@ class AzureMonitorLogsSink:
             )
         if status is None:
             return DeliveryError(f"{what}: {detail}", delivered=delivered)
-        if status == 404:
+        if status == 404 and first:
             log.error(
                 "sink.azure_monitor_logs.not_found",
                 sink=self.name,
