@@ -52,7 +52,7 @@ _EVENT_SCHEMA_FILE: Final = "backup_job_event.v1.json"
 _CLOUDEVENT_SCHEMA_FILE: Final = "backup_job_cloudevent.v1.json"
 _LINE: Final = orjson.OPT_APPEND_NEWLINE
 RECOVERY_BYTES: Final = 4 * 1024 * 1024
-"""How much of an events file's end is read back at start (see `Sink.recent_events`): the
+"""How much of an events file's end is read back at start (see `OutboxSink.delivered_ids`): the
 batches of the polls in flight at a crash are the last lines written, and far smaller."""
 
 
