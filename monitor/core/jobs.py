@@ -187,6 +187,10 @@ class BackupJob:
         duration_raw: `properties.duration` verbatim; `duration_s` gives it in seconds.
         actions: `actionsInfo` as `JobAction` values; unknown entries kept as strings.
         properties: the raw `properties` object, for type-specific fields; excluded from equality.
+        datasource_type, datasource_name, datasource_id, backup_instance, backup_instance_id,
+            policy_name: Backup vault (Microsoft.DataProtection) jobs only, from `dataSourceType`,
+            `dataSourceName`, `dataSourceId`, `backupInstanceFriendlyName`, `backupInstanceId`
+            and `policyName` (see monitor.core.dataprotection); None for Recovery Services jobs.
     """
 
     key: JobKey
@@ -203,6 +207,12 @@ class BackupJob:
     actions: tuple[str, ...]
     activity_id: str | None
     properties: Mapping[str, object] = field(compare=False, repr=False)
+    datasource_type: str | None = None
+    datasource_name: str | None = None
+    datasource_id: str | None = None
+    backup_instance: str | None = None
+    backup_instance_id: str | None = None
+    policy_name: str | None = None
 
     @property
     def duration_s(self) -> float | None:
