@@ -11,9 +11,11 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 
 from monitor.core.dataprotection import (
     BACKUP_VAULT_JOB_TYPE,
@@ -27,6 +29,7 @@ from monitor.core.jobs import BackupJob, JobAction, JobStatus, parse_jobs_page
 from monitor.core.vaults import VaultRef, parse_vault_id
 from monitor.core.wire import parse_duration_s
 from monitor.errors import ParseError
+from monitor.events import event_schema, render_event
 from tests.core import payloads as rs
 from tests.core.strategies import json_values
 
@@ -40,6 +43,9 @@ VAULT = VaultRef(
 )
 RESOURCE_TYPE = "Microsoft.DataProtection/Backupvaults/backupJobs"
 VAULT_RS = parse_vault_id(rs.VAULT_ID)
+EVENT_VALIDATOR = Draft202012Validator(
+    event_schema(), format_checker=Draft202012Validator.FORMAT_CHECKER
+)
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -653,3 +659,21 @@ class TestRoundTrip:
         assert job.end_at == (start if ended else None)
         assert job.duration_s == seconds
         assert job.properties == item["properties"]
+
+
+class TestEvents:
+    """A Backup vault job renders to a schema v1 event like a Recovery Services one."""
+
+    @pytest.mark.parametrize("item", [*ALL_ITEMS, GET_JOB], ids=lambda i: str(i["name"])[:8])
+    def test_rendered_events_validate(self, item: dict[str, Any]) -> None:
+        details = parse_backup_vault_job(copy.deepcopy(item), VAULT)
+        moment = datetime(2021, 3, 18, 8, 0, tzinfo=UTC)
+        (change,) = diff_jobs({}, [details.job], moment)
+        for with_details in (None, details):
+            event = render_event(change, vault=VAULT, details=with_details, emitted_at=moment)
+            EVENT_VALIDATOR.validate(orjson.loads(orjson.dumps(event)))
+            job = event["job"]
+            assert isinstance(job, dict)
+            assert job["type"] == BACKUP_VAULT_JOB_TYPE
+            assert job["backup_management_type"] == BACKUP_VAULT_MANAGEMENT_TYPE
+            assert job["status"] == details.job.status.value
