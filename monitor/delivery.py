@@ -90,6 +90,7 @@ class _Worker:
         self._failures = 0
         self._reported: str | None = None
         self._cursor_problem: str | None = None
+        self._saved = 0  # the cursor the store holds
 
     # ------------------------------------------------------------------ state
 
@@ -105,13 +106,16 @@ class _Worker:
         return self.cursor >= target or self._failures > 0
 
     def moved_past(self, floor: int) -> None:
-        """Retention removed every event up to `floor`."""
+        """Retention removed every event up to `floor` (and moved a cursor below it, in the
+        store too)."""
+        if self.cursor < floor:
+            self._saved = max(self._saved, floor)
         self.cursor, self.reading = max(self.cursor, floor), max(self.reading, floor)
 
     # ------------------------------------------------------------------ the loop
 
     async def start(self, cursor: int) -> None:
-        self.cursor = self.reading = cursor
+        self.cursor = self.reading = self._saved = cursor
         try:
             self._known = await self.sink.delivered_ids()
         except Exception as exc:  # the sink's bug is no reason not to deliver
@@ -129,7 +133,13 @@ class _Worker:
         while True:
             if self._outbox.last_seq <= self.cursor:
                 self._head_at = None
-                await self._outbox.wait_beyond(self.cursor)
+                if self._cursor_problem is None:
+                    await self._outbox.wait_beyond(self.cursor)
+                else:  # caught up, but the store lacks the cursor: try it again now and then
+                    with anyio.move_on_after(STORE_RETRY_S):
+                        await self._outbox.wait_beyond(self.cursor)
+                    await self.save_cursor()
+                    continue
             if self._head_at is None:
                 self._head_at = self._clock.monotonic()
             linger = self.settings.linger_s
@@ -257,17 +267,26 @@ class _Worker:
         if seq <= self.cursor:
             return
         self.cursor = seq
+        await self.save_cursor()
+
+    async def save_cursor(self) -> None:
+        """Store the cursor if the store lacks it. One that cannot be stored is kept in memory
+        (nothing is delivered twice in this process) and stored again while the worker waits
+        for events and at a stop; a restart before then repeats what was delivered since (at
+        least once; the file sink's read-back skips it)."""
+        if self.cursor <= self._saved:
+            return
+        seq = self.cursor
         try:
             await self._outbox.advance(self.name, seq)
         except StoreError as exc:
-            # Kept in memory: nothing is delivered twice in this process; a restart before the
-            # store takes a cursor again repeats what was delivered since (at least once).
             if self._cursor_problem != str(exc):
                 log.warning("sink.cursor_save_failed", sink=self.name, error=str(exc))
             self._cursor_problem = str(exc)
             return
+        self._saved = max(self._saved, seq)
         if self._cursor_problem is not None:
-            log.info("sink.cursor_saved", sink=self.name)
+            log.info("sink.cursor_saved", sink=self.name, seq=seq)
             self._cursor_problem = None
 
     def _problem(self, event: str, error: str, retry_in_s: float, **fields: object) -> None:
@@ -346,11 +365,13 @@ class Delivery:
 
     async def drain(self, timeout_s: float) -> None:
         """Wait (at most `timeout_s`) until every sink that is not failing has delivered what
-        was committed when this was called."""
+        was committed when this was called, then store the cursors the store refused before."""
         target = self._outbox.last_seq
         with anyio.move_on_after(timeout_s):
             while not all(w.settled(target) for w in self._workers):
                 await self._clock.sleep(0.02)
+            for worker in self._workers:
+                await worker.save_cursor()  # one the store refused earlier, once more
 
     async def _prune_loop(self) -> None:
         while True:

@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 from monitor.checkpoints import MemoryCheckpointStore
 from monitor.config_sinks import OutboxSettings, SinkFilter, SinkSettings, SinkStart
 from monitor.delivery import PRUNE_INTERVAL_S, Delivery, SinkRoute
-from monitor.errors import DeliveryError
+from monitor.errors import DeliveryError, StoreError
 from monitor.outbox import EventLine, OutboxEvent, OutboxSink
 from tests.test_store_outbox import V1, line, rendered, snap
 from tests.virtual_time import VIRTUAL_TIME_BACKEND, LoopClock, VirtualTimeLoop
@@ -627,3 +627,51 @@ async def test_after_the_poison_event_the_rest_of_the_batch_goes_together() -> N
         ids(2),
         ids(3, 4, 5, 6, 7, 8),
     ]
+
+
+class CursorRefusingStore(MemoryCheckpointStore):
+    """The memory store, whose cursor writes fail while `refusing` is set (a full volume)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refusing = False
+
+    async def advance(self, sink: str, seq: int) -> None:
+        if self.refusing:
+            raise StoreError("database or disk is full")
+        await super().advance(sink, seq)
+
+
+async def test_a_cursor_the_store_refused_is_stored_once_it_can_be() -> None:
+    """Delivered while cursor writes fail, then nothing new comes: the worker stores the cursor
+    by itself once the store works again, so a restart repeats nothing."""
+    store = CursorRefusingStore()
+    sink = RecordingSink("s")
+    rig = Rig(store, [(sink, sink_settings("s"))])
+    with capture_logs() as logs:
+        async with running(rig):
+            store.refusing = True
+            await commit_numbers(store, 1, 2)
+            await until(lambda: len(sink.delivered) == 2)
+            assert (await store.cursors())["s"] == 0
+            store.refusing = False
+            with anyio.fail_after(60):  # virtual time
+                while (await store.cursors())["s"] != 2:  # noqa: ASYNC110 - the store is the signal
+                    await anyio.sleep(0.5)
+    assert sink.delivered == ids(1, 2)
+    events = [e["event"] for e in logs]
+    assert events.count("sink.cursor_save_failed") == 1
+    assert events.count("sink.cursor_saved") == 1
+
+
+async def test_a_drain_stores_a_cursor_the_store_refused() -> None:
+    store = CursorRefusingStore()
+    sink = RecordingSink("s")
+    rig = Rig(store, [(sink, sink_settings("s"))])
+    async with running(rig):
+        store.refusing = True
+        await commit_numbers(store, 1)
+        await until(lambda: len(sink.delivered) == 1)
+        store.refusing = False
+        await rig.delivery.drain(1.0)
+        assert (await store.cursors())["s"] == 1
