@@ -239,6 +239,7 @@ class BackupVaultEstate:
         self.transitions: list[BvTransition] = []
         self._heap: list[tuple[datetime, int, BvJob | BackupInstance]] = []
         self._seq = 0
+        self._instances = 0
         if per_subscription <= 0:
             return
         rng = random.Random(_stable_seed(seed, "backup-vaults", "estate"))
@@ -255,16 +256,16 @@ class BackupVaultEstate:
                 )
                 self.vaults[vault.key] = vault
                 self.by_subscription.setdefault(sub_id.lower(), []).append(vault)
-                self._make_instances(vault, number, rng, start)
+                self._make_instances(vault, rng, start)
                 number += 1
 
-    def _make_instances(
-        self, vault: BackupVault, number: int, rng: random.Random, start: datetime
-    ) -> None:
+    def _make_instances(self, vault: BackupVault, rng: random.Random, start: datetime) -> None:
         low, high = self.profile.items_per_vault
         sub = vault.subscription_id
         for i in range(rng.randint(low, high)):
-            ds = DATASOURCES[(number * 3 + i) % len(DATASOURCES)]
+            # In turn over the estate: any seven instances cover every datasource type.
+            ds = DATASOURCES[self._instances % len(DATASOURCES)]
+            self._instances += 1
             word = rng.choice(WORDS)
             rg = f"rg-{word}-data"
             prefix = f"/subscriptions/{sub}/resourceGroups/{rg}/providers"
