@@ -17,6 +17,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from monitor.emulator import (
     PROFILES,
@@ -26,7 +28,7 @@ from monitor.emulator import (
     WorldSettings,
     running_emulator,
 )
-from monitor.emulator.backup_vaults import DATASOURCES, BackupVault
+from monitor.emulator.backup_vaults import DATASOURCES, BackupVault, format_timespan
 from monitor.emulator.clock import ManualClock
 from monitor.emulator.world import World, utc
 
@@ -393,3 +395,20 @@ class TestGroundTruth:
             dataclasses.astuple(t) for t in b.backup_vaults.transitions
         ]
         assert a.backup_vaults.transitions
+
+
+def _timespan_ticks(text: str) -> int:
+    """.NET TimeSpan text (`[d.]hh:mm:ss[.fffffff]`) as 100 ns ticks."""
+    m = re.fullmatch(r"(?:(\d+)\.)?(\d{2}):(\d{2}):(\d{2})(?:\.(\d{7}))?", text)
+    assert m is not None, text
+    days, hours, minutes, seconds, fraction = m.groups()
+    whole = ((int(days or 0) * 24 + int(hours)) * 60 + int(minutes)) * 60 + int(seconds)
+    return whole * 10_000_000 + int(fraction or 0)
+
+
+@given(st.integers(min_value=0, max_value=40 * 86400 * 10_000_000))
+def test_timespan_text_is_the_duration(ticks: int) -> None:
+    """Any duration, written as .NET TimeSpan text, reads back to the same 100 ns ticks."""
+    text = format_timespan(ticks / 10_000_000)
+    assert TIMESPAN.match(text), text
+    assert _timespan_ticks(text) == ticks
