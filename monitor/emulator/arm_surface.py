@@ -16,6 +16,7 @@ from urllib.parse import quote_plus, unquote_plus
 import orjson
 from aiohttp import web
 
+from monitor.emulator import backup_vaults as bv
 from monitor.emulator import filters
 from monitor.emulator.arm_replies import (
     ArmReply,
@@ -56,6 +57,10 @@ SUB = r"/subscriptions/(?P<sub>[^/]+)"
 VAULT = (
     SUB
     + r"/resourcegroups/(?P<rg>[^/]+)/providers/microsoft\.recoveryservices/vaults/(?P<vault>[^/]+)"
+)
+BVAULT = (
+    SUB + r"/resourcegroups/(?P<rg>[^/]+)/providers/microsoft\.dataprotection"
+    r"/backupvaults/(?P<bvault>[^/]+)"
 )
 ITEM = (
     VAULT + r"/backupfabrics/(?P<fabric>[^/]+)/protectioncontainers/(?P<container>[^/]+)"
@@ -116,6 +121,24 @@ class ArmSurface:
                 re.compile(VAULT + r"/backupoperations/(?P<op>[^/]+)", re.I),
                 ArmSurface._operation_status,
             ),
+            # Backup vaults (Microsoft.DataProtection); none exist unless the world has them.
+            (
+                "GET",
+                re.compile(SUB + r"/providers/microsoft\.dataprotection/backupvaults", re.I),
+                ArmSurface._bv_vaults,
+            ),
+            (
+                "GET",
+                re.compile(
+                    SUB + r"/resourcegroups/(?P<rg>[^/]+)/providers/microsoft\.dataprotection"
+                    r"/backupvaults",
+                    re.I,
+                ),
+                ArmSurface._bv_vaults,
+            ),
+            ("GET", re.compile(BVAULT, re.I), ArmSurface._bv_vault),
+            ("GET", re.compile(BVAULT + r"/backupjobs", re.I), ArmSurface._bv_jobs),
+            ("GET", re.compile(BVAULT + r"/backupjobs/(?P<job>[^/]+)", re.I), ArmSurface._bv_job),
         ]
 
     # ------------------------------------------------------------------ the ARM pipeline
@@ -222,9 +245,14 @@ class ArmSurface:
                 f"/subscriptions/{match['sub']}/resourcegroups/{match['rg']}"
                 f"/providers/microsoft.recoveryservices/vaults/{match['vault']}"
             ).lower()
-        if handler is ArmSurface._jobs:
+        elif "bvault" in match:
+            vault_key = (
+                f"/subscriptions/{match['sub']}/resourcegroups/{match['rg']}"
+                f"/providers/microsoft.dataprotection/backupvaults/{match['bvault']}"
+            ).lower()
+        if handler is ArmSurface._jobs or handler is ArmSurface._bv_jobs:
             kind = ReadKind.NEXT_PAGE if "$skiptoken" in params else ReadKind.FIRST_PAGE
-        elif handler is ArmSurface._job:
+        elif handler is ArmSurface._job or handler is ArmSurface._bv_job:
             kind = ReadKind.JOB
         else:
             kind = ReadKind.OTHER
@@ -384,6 +412,78 @@ class ArmSurface:
                 f"Job '{call.match['job']}' was not found in vault '{vault.name}'.",
             )
         return Reply(200, job_json(job, call.now, details=True))
+
+    # ------------------------------------------------------------------ Backup vaults
+
+    def _bv_vault_or_404(self, call: Call) -> bv.BackupVault:
+        m = call.match
+        self._subscription_or_404(m["sub"])
+        vault = self.world.backup_vaults.vault(
+            f"/subscriptions/{m['sub']}/resourceGroups/{m['rg']}"
+            f"/providers/Microsoft.DataProtection/backupVaults/{m['bvault']}"
+        )
+        if vault is None:
+            raise ArmReply(
+                404,
+                "ResourceNotFound",
+                f"The Resource 'Microsoft.DataProtection/backupVaults/{m['bvault']}' under "
+                f"resource group '{m['rg']}' was not found. For more details please go to "
+                "https://aka.ms/ARMResourceNotFoundFix",
+            )
+        return vault
+
+    async def _bv_vaults(self, call: Call) -> Reply:
+        self._subscription_or_404(call.match["sub"])
+        rg = call.match.get("rg", "").lower()
+        vaults = sorted(
+            (
+                v
+                for v in self.world.backup_vaults.by_subscription.get(call.match["sub"].lower(), [])
+                if not rg or v.resource_group.lower() == rg
+            ),
+            key=lambda v: v.key,
+        )
+        return self._page(call, [bv.vault_json(v) for v in vaults])
+
+    async def _bv_vault(self, call: Call) -> Reply:
+        return Reply(200, bv.vault_json(self._bv_vault_or_404(call)))
+
+    async def _bv_jobs(self, call: Call) -> Reply:
+        """The whole retained history, oldest first; `$filter` is ignored (the API has none)."""
+        vault = self._bv_vault_or_404(call)
+        token = call.params.get("$skiptoken")
+        position = 0
+        if token:
+            text = unquote_plus(token)
+            if not text.startswith("bv") or not text[2:].isdigit():
+                raise ArmReply(400, "InvalidSkipToken", "The $skipToken value is invalid.")
+            position = int(text[2:])
+        start = max(position - vault.pruned, 0)
+        size = self.settings.page_size
+        jobs = vault.jobs
+        page = jobs[start : start + size]
+        body: JSON = {"value": [bv.job_json(j, call.now, details=False) for j in page]}
+        if start + size < len(jobs):
+            base = self.foreign.url if self.faults.draw(Fault.FOREIGN_NEXT_LINK) else self.base_url
+            version = _arm_quote(call.params["api-version"])
+            nxt = jobs[start + size].ordinal
+            body["nextLink"] = (
+                f"{base}{call.request.path}?api-version={version}&%24skipToken=bv{nxt}"
+            )
+        return Reply(200, body)
+
+    async def _bv_job(self, call: Call) -> Reply:
+        vault = self._bv_vault_or_404(call)
+        job = vault.jobs_by_name.get(call.match["job"].lower())
+        if job is None:
+            raise ArmReply(
+                404,
+                "ResourceNotFound",
+                f"The job '{call.match['job']}' was not found in Backup vault '{vault.name}'.",
+            )
+        return Reply(200, bv.job_json(job, call.now, details=True))
+
+    # ------------------------------------------------------------------ operations
 
     async def _trigger_backup(self, call: Call) -> Reply:
         vault = self._vault_or_error(

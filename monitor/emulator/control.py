@@ -156,13 +156,33 @@ class ControlSurface:
     # -------------------------------------------------------------- ground truth
 
     async def transitions(self, request: web.Request) -> web.Response:
+        """Every job status change, oldest first, by cursor.
+
+        `?kind=recovery_services` (the default) gives the Recovery Services jobs' transitions,
+        exactly as before Backup vaults existed; `?kind=backup_vault` gives the Backup vault
+        jobs' (their own `seq`, each row with `vault_kind: backup_vault`).
+        """
         self._now()
+        kind = request.query.get("kind", "recovery_services")
+        if kind not in ("recovery_services", "backup_vault"):
+            raise web.HTTPBadRequest(
+                text=f"kind must be recovery_services or backup_vault, not {kind!r}"
+            )
         try:
             since = int(request.query.get("since", "0"))
             limit = int(request.query.get("limit", "10000"))
         except ValueError as exc:
             raise web.HTTPBadRequest(text="since and limit must be integers") from exc
-        rows = self.arm.world.transitions_since(max(since, 0), max(1, min(limit, 100_000)))
+        since, limit = max(since, 0), max(1, min(limit, 100_000))
+        if kind == "backup_vault":
+            bv_rows = self.arm.world.backup_vaults.transitions[since : since + limit]
+            return _raw_json(
+                {
+                    "transitions": [t.as_json() for t in bv_rows],
+                    "next": bv_rows[-1].seq if bv_rows else since,
+                }
+            )
+        rows = self.arm.world.transitions_since(since, limit)
         return _raw_json(
             {
                 "transitions": [
@@ -178,7 +198,7 @@ class ControlSurface:
                     }
                     for t in rows
                 ],
-                "next": rows[-1].seq if rows else max(since, 0),
+                "next": rows[-1].seq if rows else since,
             }
         )
 
@@ -213,7 +233,7 @@ class ControlSurface:
         for (principal, key), r in sorted(self.arm.reads.vaults.items()):
             if wanted is not None and principal != wanted:
                 continue
-            vault = world.vaults.get(key)
+            vault = world.vaults.get(key) or world.backup_vaults.vault(key)
             vaults.append(
                 {
                     "principal": principal,
@@ -272,8 +292,30 @@ class ControlSurface:
                     }
                     for sub in sorted(world.subscriptions.values(), key=lambda s: s.id)
                 ],
+                # Only when the world has Backup vaults: the default summary is as before.
+                **(
+                    {"backup_vaults": self._backup_vaults_json()}
+                    if world.backup_vaults.vaults
+                    else {}
+                ),
             }
         )
+
+    def _backup_vaults_json(self) -> list[dict[str, object]]:
+        return [
+            {
+                "id": v.id,
+                "location": v.location,
+                "vocabulary": v.vocabulary,
+                "jobs": len(v.jobs),
+                "running": sum(1 for j in v.jobs if not j.is_terminal),
+                "instances": [
+                    {"id": i.id, "datasource_type": i.datasource.type, "name": i.friendly_name}
+                    for i in v.instances
+                ],
+            }
+            for v in sorted(self.arm.world.backup_vaults.vaults.values(), key=lambda v: v.key)
+        ]
 
     # -------------------------------------------------------------- control
 

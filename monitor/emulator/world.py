@@ -19,6 +19,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from monitor.emulator.backup_vaults import BackupVaultEstate
 from monitor.emulator.catalogue import (
     CANCELLED,
     CANCELLING,
@@ -46,6 +47,9 @@ class WorldSettings:
         retention_s: jobs that ended longer ago than this are forgotten.
         operation_delay_s: how long a triggered backup's operation stays InProgress before its
             job exists (the real service lists a new job only after a few seconds).
+        backup_vaults_per_subscription: Backup vaults (Microsoft.DataProtection) in each
+            subscription, with their own random streams and transitions; 0 (the default) makes
+            none and leaves the Recovery Services world exactly as without them.
     """
 
     seed: int = 1
@@ -57,6 +61,7 @@ class WorldSettings:
     retention_s: float = 7 * 86400.0
     operation_delay_s: float = 3.0
     tenant_id: str = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+    backup_vaults_per_subscription: int = 0
 
 
 def _stable_seed(*parts: object) -> int:
@@ -106,6 +111,14 @@ class World:
                     location=rng.choice(LOCATIONS),
                     at=self._now,
                 )
+        self.backup_vaults = BackupVaultEstate(
+            seed=settings.seed,
+            per_subscription=settings.backup_vaults_per_subscription,
+            subscription_ids=list(self.subscriptions),
+            profile=self.profile,
+            retention_s=settings.retention_s,
+            start=self._now,
+        )
         self.advance(now)
 
     # ----------------------------------------------------------------------- estate changes
@@ -210,6 +223,7 @@ class World:
                 self._start_vault_job(what[1], what[2], at)
         if now > self._now:
             self._now = now
+        self.backup_vaults.advance(now)
 
     def _push(self, at: datetime, what: object) -> None:
         self._seq += 1
