@@ -370,6 +370,7 @@ class Delivery:
         with anyio.move_on_after(timeout_s):
             while not all(w.settled(target) for w in self._workers):
                 await self._clock.sleep(0.02)
+        with anyio.move_on_after(timeout_s):
             for worker in self._workers:
                 await worker.save_cursor()  # one the store refused earlier, once more
 
