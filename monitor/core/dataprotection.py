@@ -49,7 +49,6 @@ from __future__ import annotations
 
 from typing import Final
 
-from monitor.core.ids import check_path_segment
 from monitor.core.jobs import (
     BackupJob,
     JobAction,
@@ -59,14 +58,16 @@ from monitor.core.jobs import (
     JobsPage,
     JobStatus,
     JobTask,
+    job_identity,
+    parse_entries,
+    parse_page,
+    string_bag,
 )
 from monitor.core.vaults import VaultRef
 from monitor.core.wire import (
     excerpt,
-    nested,
     opt_number,
     opt_str,
-    page_items,
     parse_duration_s,
     time_field,
 )
@@ -119,16 +120,7 @@ def parse_backup_vault_jobs_page(payload: object, vault: VaultRef) -> JobsPage:
         ParseError: the payload is not an object with a list `value`, or `nextLink` is present
             and not a string.
     """
-    items, next_link = page_items(payload)
-    vault_key = vault.key
-    jobs: list[BackupJob] = []
-    skipped: list[ParseError] = []
-    for index, item in enumerate(items):
-        try:
-            jobs.append(_parse_job(item, vault_key))
-        except ParseError as exc:
-            skipped.append(nested(f"value[{index}]", exc))
-    return JobsPage(jobs=tuple(jobs), skipped=tuple(skipped), next_link=next_link)
+    return parse_page(payload, vault.key, _parse_job)
 
 
 def parse_backup_vault_job(payload: object, vault: VaultRef) -> JobDetails:
@@ -148,45 +140,20 @@ def parse_backup_vault_job(payload: object, vault: VaultRef) -> JobDetails:
     job = _parse_job(payload, vault.key)
     props = job.properties
     skipped: list[ParseError] = []
-    errors: list[JobError] = []
-    raw_errors = props.get("errorDetails")
-    if isinstance(raw_errors, list):
-        for index, entry in enumerate(raw_errors):
-            try:
-                errors.append(_parse_error(entry))
-            except ParseError as exc:
-                skipped.append(nested(f"properties.errorDetails[{index}]", exc))
-    elif raw_errors is not None:
-        skipped.append(ParseError("properties.errorDetails", "expected a list"))
+    errors = parse_entries(
+        props.get("errorDetails"), "properties.errorDetails", _parse_error, skipped
+    )
     tasks: list[JobTask] = []
     bag: dict[str, str] = {}
     ext = props.get("extendedInfo")
     if isinstance(ext, dict):
-        raw_tasks = ext.get("subTasks")
-        if isinstance(raw_tasks, list):
-            for index, entry in enumerate(raw_tasks):
-                try:
-                    tasks.append(_parse_task(entry))
-                except ParseError as exc:
-                    skipped.append(nested(f"properties.extendedInfo.subTasks[{index}]", exc))
-        elif raw_tasks is not None:
-            skipped.append(ParseError("properties.extendedInfo.subTasks", "expected a list"))
+        path = "properties.extendedInfo"
+        tasks = parse_entries(ext.get("subTasks"), f"{path}.subTasks", _parse_task, skipped)
         raw_bag = ext.get("additionalDetails")
         if isinstance(raw_bag, dict):
-            for name, value in raw_bag.items():
-                if isinstance(value, str):
-                    bag[name] = value
-                elif value is not None:
-                    skipped.append(
-                        ParseError(
-                            f"properties.extendedInfo.additionalDetails[{excerpt(name)}]",
-                            "not a string",
-                        )
-                    )
+            bag = string_bag(raw_bag, f"{path}.additionalDetails", skipped)
         elif raw_bag is not None:
-            skipped.append(
-                ParseError("properties.extendedInfo.additionalDetails", "expected an object")
-            )
+            skipped.append(ParseError(f"{path}.additionalDetails", "expected an object"))
     elif ext is not None:
         skipped.append(ParseError("properties.extendedInfo", "expected an object"))
     return JobDetails(
@@ -201,19 +168,8 @@ def parse_backup_vault_job(payload: object, vault: VaultRef) -> JobDetails:
     )
 
 
-def _parse_job(item: object, vault_key: str) -> BackupJob:
-    if type(item) is not dict:
-        raise ParseError("", f"expected an object, got {type(item).__name__}")
-    name = item.get("name")
-    if type(name) is not str or not name:
-        raise ParseError("name", "missing, empty or not a string")
-    check_path_segment(name, "job name", path="name")  # it goes into the job's URL
-    resource_id = item.get("id")
-    if type(resource_id) is not str:
-        raise ParseError("id", "missing or not a string")
-    prefix = vault_key + "/backupjobs/"
-    if resource_id[: len(prefix)].lower() != prefix:
-        raise ParseError("id", f"not a job of the vault {vault_key}: {excerpt(resource_id)}")
+def _parse_job(raw: object, vault_key: str) -> BackupJob:
+    item, name, resource_id = job_identity(raw, vault_key)
     resource_type = item.get("type")
     if resource_type is not None and (
         type(resource_type) is not str or resource_type.lower() != _RESOURCE_TYPE_FOLDED

@@ -6,11 +6,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import ClassVar, Final
+from typing import ClassVar, Final, TypeVar
 
 from monitor.core.ids import check_path_segment
 from monitor.core.vaults import VaultRef
@@ -34,9 +34,15 @@ __all__ = [
     "JobStatus",
     "JobTask",
     "JobsPage",
+    "job_identity",
+    "parse_entries",
     "parse_job_details",
     "parse_jobs_page",
+    "parse_page",
+    "string_bag",
 ]
+
+_E = TypeVar("_E")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -292,17 +298,81 @@ def parse_jobs_page(payload: object, vault: VaultRef) -> JobsPage:
         ParseError: the payload is not an object with a list `value`, or `nextLink` is present
             and not a string.
     """
+    return parse_page(payload, vault.key, _parse_job)
+
+
+def parse_page(
+    payload: object, vault_key: str, parse_item: Callable[[object, str], BackupJob]
+) -> JobsPage:
+    """One page of jobs of either kind of vault: each item through `parse_item`; one that
+    raises ParseError is skipped and reported under its `value[i]` path.
+
+    Raises:
+        ParseError: the payload is not an object with a list `value`, or `nextLink` is present
+            and not a string.
+    """
     items, next_link = page_items(payload)
-    vault_key = vault.key
     jobs: list[BackupJob] = []
     skipped: list[ParseError] = []
     append = jobs.append
     for index, item in enumerate(items):
         try:
-            append(_parse_job(item, vault_key))
+            append(parse_item(item, vault_key))
         except ParseError as exc:
             skipped.append(nested(f"value[{index}]", exc))
     return JobsPage(jobs=tuple(jobs), skipped=tuple(skipped), next_link=next_link)
+
+
+def job_identity(item: object, vault_key: str) -> tuple[dict[str, object], str, str]:
+    """The checks every job item passes, of either kind of vault: an object whose `name` is one
+    safe URL path segment (it goes into the job's URL) and whose `id` is under
+    `{vault}/backupJobs/`; returns (the item, its name, its id).
+
+    Raises:
+        ParseError: which check failed, under the field's path.
+    """
+    if type(item) is not dict:
+        raise ParseError("", f"expected an object, got {type(item).__name__}")
+    name = item.get("name")
+    if type(name) is not str or not name:
+        raise ParseError("name", "missing, empty or not a string")
+    check_path_segment(name, "job name", path="name")
+    resource_id = item.get("id")
+    if type(resource_id) is not str:
+        raise ParseError("id", "missing or not a string")
+    prefix = vault_key + "/backupjobs/"
+    if resource_id[: len(prefix)].lower() != prefix:
+        raise ParseError("id", f"not a job of the vault {vault_key}: {excerpt(resource_id)}")
+    return item, name, resource_id
+
+
+def parse_entries(
+    raw: object, path: str, parse: Callable[[object], _E], skipped: list[ParseError]
+) -> list[_E]:
+    """The entries of a list field (`errorDetails`, the tasks) through `parse`; a malformed
+    entry, or a field that is not a list, is reported in `skipped` under its path."""
+    entries: list[_E] = []
+    if isinstance(raw, list):
+        for index, entry in enumerate(raw):
+            try:
+                entries.append(parse(entry))
+            except ParseError as exc:
+                skipped.append(nested(f"{path}[{index}]", exc))
+    elif raw is not None:
+        skipped.append(ParseError(path, "expected a list"))
+    return entries
+
+
+def string_bag(raw: dict[str, object], path: str, skipped: list[ParseError]) -> dict[str, str]:
+    """The string values of an object (a property bag); any other non-null value is reported
+    in `skipped` under `path[name]`."""
+    bag: dict[str, str] = {}
+    for name, value in raw.items():
+        if isinstance(value, str):
+            bag[name] = value
+        elif value is not None:
+            skipped.append(ParseError(f"{path}[{excerpt(name)}]", "not a string"))
+    return bag
 
 
 def parse_job_details(payload: object, vault: VaultRef) -> JobDetails:
@@ -319,17 +389,9 @@ def parse_job_details(payload: object, vault: VaultRef) -> JobDetails:
     job = _parse_job(payload, vault.key)
     props = job.properties
     skipped: list[ParseError] = []
-    errors: list[JobError] = []
-    raw_errors = props.get("errorDetails")
-    if raw_errors is not None:
-        if not isinstance(raw_errors, list):
-            skipped.append(ParseError("properties.errorDetails", "expected a list"))
-        else:
-            for index, entry in enumerate(raw_errors):
-                try:
-                    errors.append(_parse_error_info(entry))
-                except ParseError as exc:
-                    skipped.append(nested(f"properties.errorDetails[{index}]", exc))
+    errors = parse_entries(
+        props.get("errorDetails"), "properties.errorDetails", _parse_error_info, skipped
+    )
     tasks: list[JobTask] = []
     bag: dict[str, str] = {}
     progress: float | None = None
@@ -337,26 +399,11 @@ def parse_job_details(payload: object, vault: VaultRef) -> JobDetails:
     dynamic_message: str | None = None
     ext = props.get("extendedInfo")
     if isinstance(ext, dict):
-        raw_tasks = ext.get("tasksList")
-        if isinstance(raw_tasks, list):
-            for index, entry in enumerate(raw_tasks):
-                try:
-                    tasks.append(_parse_task(entry))
-                except ParseError as exc:
-                    skipped.append(nested(f"properties.extendedInfo.tasksList[{index}]", exc))
-        elif raw_tasks is not None:
-            skipped.append(ParseError("properties.extendedInfo.tasksList", "expected a list"))
+        path = "properties.extendedInfo"
+        tasks = parse_entries(ext.get("tasksList"), f"{path}.tasksList", _parse_task, skipped)
         raw_bag = ext.get("propertyBag")
         if isinstance(raw_bag, dict):
-            for name, value in raw_bag.items():
-                if isinstance(value, str):
-                    bag[name] = value
-                elif value is not None:
-                    skipped.append(
-                        ParseError(
-                            f"properties.extendedInfo.propertyBag[{excerpt(name)}]", "not a string"
-                        )
-                    )
+            bag = string_bag(raw_bag, f"{path}.propertyBag", skipped)
         progress = opt_number(ext, "progressPercentage", "properties.extendedInfo.")
         remaining = ext.get("estimatedRemainingDuration")
         remaining_s = parse_duration_s(remaining) if isinstance(remaining, str) else None
@@ -376,19 +423,8 @@ def parse_job_details(payload: object, vault: VaultRef) -> JobDetails:
     )
 
 
-def _parse_job(item: object, vault_key: str) -> BackupJob:
-    if type(item) is not dict:
-        raise ParseError("", f"expected an object, got {type(item).__name__}")
-    name = item.get("name")
-    if type(name) is not str or not name:
-        raise ParseError("name", "missing, empty or not a string")
-    check_path_segment(name, "job name", path="name")  # it goes into the details URL
-    resource_id = item.get("id")
-    if type(resource_id) is not str:
-        raise ParseError("id", "missing or not a string")
-    prefix = vault_key + "/backupjobs/"
-    if resource_id[: len(prefix)].lower() != prefix:
-        raise ParseError("id", f"not a job of the vault {vault_key}: {excerpt(resource_id)}")
+def _parse_job(raw: object, vault_key: str) -> BackupJob:
+    item, name, resource_id = job_identity(raw, vault_key)
     props = item.get("properties")
     if type(props) is not dict:
         raise ParseError("properties", "missing or not an object")
