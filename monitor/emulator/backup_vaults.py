@@ -25,12 +25,23 @@ from __future__ import annotations
 import hashlib
 import heapq
 import random
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from monitor.emulator.catalogue import LOCATIONS, WORDS, Profile
+from monitor.emulator.catalogue import (
+    CANCELLED,
+    CANCELLING,
+    COMPLETED,
+    COMPLETED_WITH_WARNINGS,
+    FAILED,
+    IN_PROGRESS,
+    LOCATIONS,
+    WORDS,
+    Profile,
+    guid,
+    status_plan,
+)
 
 JSON = dict[str, Any]
 
@@ -38,9 +49,7 @@ VAULT_TYPE = "Microsoft.DataProtection/BackupVaults"  # as GetBackupVaultsInSubs
 JOB_TYPE = "Microsoft.DataProtection/Backupvaults/backupJobs"  # capital B, lower-case v
 
 # Statuses. "examples": what the spec examples show; "doc": what the swagger's doc string lists.
-STARTED, SUCCEEDED = "Started", "Succeeded"
-IN_PROGRESS, COMPLETED, COMPLETED_WITH_WARNINGS = "InProgress", "Completed", "CompletedWithWarnings"
-FAILED, CANCELLING, CANCELLED = "Failed", "Cancelling", "Cancelled"
+STARTED, SUCCEEDED = "Started", "Succeeded"  # the examples' words; the others: catalogue.py
 VOCABULARIES = ("examples", "doc")
 RUNNING_STATUS = {"examples": STARTED, "doc": IN_PROGRESS}
 TERMINAL = frozenset({SUCCEEDED, COMPLETED, COMPLETED_WITH_WARNINGS, FAILED, CANCELLED})
@@ -109,10 +118,6 @@ ERRORS: dict[str, tuple[tuple[str, str, str], ...]] = {
 def _stable_seed(*parts: object) -> int:
     digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(digest[:8], "big")
-
-
-def _guid(rng: random.Random) -> str:
-    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
 @dataclass(slots=True, kw_only=True, eq=False)
@@ -299,7 +304,7 @@ class BackupVaultEstate:
             item_rng = random.Random(_stable_seed(self.seed, "backup-vaults", vault.key, i))
             instance = BackupInstance(
                 vault=vault,
-                id=_guid(item_rng),
+                id=guid(item_rng),
                 datasource=ds,
                 data_source_id=ds_id,
                 data_source_name=name,
@@ -360,17 +365,9 @@ class BackupVaultEstate:
             outcome = rng.choices((COMPLETED, COMPLETED_WITH_WARNINGS, FAILED, CANCELLED), weights)[
                 0
             ]
-        end = at + timedelta(seconds=duration)
-        if outcome == CANCELLED:
-            cancel_at = at + timedelta(seconds=duration * rng.uniform(0.2, 0.8))
-            plan = [
-                (cancel_at, CANCELLING),
-                (cancel_at + timedelta(seconds=rng.uniform(1, 6)), CANCELLED),
-            ]
-        else:
-            plan = [(end, outcome)]
-        name = _guid(rng)
-        activity = _guid(rng)
+        plan = status_plan(at, duration, outcome, rng)
+        name = guid(rng)
+        activity = guid(rng)
         if rng.random() < 0.1:  # as in the ListJobs example: not a bare GUID
             activity = (
                 f"{activity}-{at:%a %b %d %Y %H:%M:%S} GMT+0000 (Coordinated Universal Time)-Ibz"

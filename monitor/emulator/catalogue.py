@@ -5,7 +5,10 @@ Nothing here changes at run time; `world.py` draws from these tables with its se
 
 from __future__ import annotations
 
+import random
+import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Literal
 
@@ -16,6 +19,23 @@ COMPLETED_WITH_WARNINGS = "CompletedWithWarnings"
 FAILED = "Failed"
 CANCELLED = "Cancelled"
 TERMINAL = frozenset({COMPLETED, COMPLETED_WITH_WARNINGS, FAILED, CANCELLED})
+
+
+def guid(rng: random.Random) -> str:
+    """A version 4 GUID drawn from `rng` (the world's ids are reproducible from its seed)."""
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def status_plan(
+    at: datetime, duration_s: float, outcome: str, rng: random.Random
+) -> list[tuple[datetime, str]]:
+    """When a job started at `at` reaches which status: its outcome at the end, or, for a
+    cancelled one, Cancelling part-way and Cancelled a few seconds later."""
+    if outcome != CANCELLED:
+        return [(at + timedelta(seconds=duration_s), outcome)]
+    cancel_at = at + timedelta(seconds=duration_s * rng.uniform(0.2, 0.8))
+    return [(cancel_at, CANCELLING), (cancel_at + timedelta(seconds=rng.uniform(1, 6)), CANCELLED)]
+
 
 LOCATIONS = (
     "westeurope",

@@ -15,7 +15,6 @@ import bisect
 import hashlib
 import heapq
 import random
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -33,6 +32,8 @@ from monitor.emulator.catalogue import (
     WORDS,
     Profile,
     Workload,
+    guid,
+    status_plan,
 )
 from monitor.emulator.estate import Job, Operation, ProtectedItem, Subscription, Transition, Vault
 
@@ -69,10 +70,6 @@ def _stable_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "big")
 
 
-def _guid(rng: random.Random) -> str:
-    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
-
-
 def _epoch(at: datetime) -> float:
     return at.timestamp()
 
@@ -99,7 +96,7 @@ class World:
         self._trigger_rng = random.Random(_stable_seed(settings.seed, "triggers"))
         rng = random.Random(_stable_seed(settings.seed, "estate"))
         for s in range(settings.subscriptions):
-            sub_id = _guid(rng)
+            sub_id = guid(rng)
             sub = Subscription(id=sub_id, display_name=f"sub-{s:03d}")
             self.subscriptions[sub_id] = sub
             for v in range(settings.vaults_per_subscription):
@@ -200,7 +197,7 @@ class World:
 
     def trigger_backup(self, vault: Vault, item: ProtectedItem) -> Operation:
         """Start an on-demand backup: an operation now, a running job `operation_delay_s` later."""
-        op = Operation(id=_guid(self._trigger_rng), vault=vault, item=item, start_at=self._now)
+        op = Operation(id=guid(self._trigger_rng), vault=vault, item=item, start_at=self._now)
         self.operations[op.id.lower()] = op
         self._push(self._now + timedelta(seconds=self.settings.operation_delay_s), op)
         return op
@@ -433,17 +430,9 @@ class World:
             ]
         workload = item.workload if item else None
         error = rng.choice(ERRORS[workload]) if outcome == FAILED else None
-        end = at + timedelta(seconds=duration_s)
-        if outcome == CANCELLED:
-            cancel_at = at + timedelta(seconds=duration_s * rng.uniform(0.2, 0.8))
-            plan = [
-                (cancel_at, CANCELLING),
-                (cancel_at + timedelta(seconds=rng.uniform(1, 6)), CANCELLED),
-            ]
-        else:
-            plan = [(end, outcome)]
+        plan = status_plan(at, duration_s, outcome, rng)
         job = Job(
-            name=_guid(rng),
+            name=guid(rng),
             vault=vault,
             item=item,
             job_type=item.job_type if item else "VaultJob",
@@ -458,9 +447,9 @@ class World:
             error=error,
             timespan=rng.random() < self.settings.timespan_duration_rate,
             is_user_triggered=user_triggered,
-            activity_id=f"{_guid(rng)}-{at:%Y-%m-%dT%H:%M:%SZ}-Ibz"
+            activity_id=f"{guid(rng)}-{at:%Y-%m-%dT%H:%M:%SZ}-Ibz"
             if rng.random() < 0.1
-            else _guid(rng),
+            else guid(rng),
             ordinal=vault.pruned + len(vault.jobs),
         )
         vault.jobs.append(job)
