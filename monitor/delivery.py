@@ -326,11 +326,6 @@ class Delivery:
         self._workers = [_Worker(r, outbox, clock, rng, observer) for r in routes]
         self._observer = observer
 
-    @property
-    def names(self) -> list[str]:
-        """The sinks' names, in configuration order."""
-        return [w.name for w in self._workers]
-
     def status(self) -> list[SinkStatus]:
         """Every sink now (scrape time)."""
         return [w.status() for w in self._workers]
