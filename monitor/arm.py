@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import aiohttp
 import anyio
+import orjson
 import structlog
 from yarl import URL
 
@@ -40,9 +41,13 @@ from monitor.arm_observer import ArmCallKind, ArmObserver
 from monitor.arm_paging import P, read_pages
 from monitor.clock import Clock
 from monitor.config import AzureSettings
+from monitor.core.budget import USER_QUOTA_RESETS_AFTER, parse_hms
+from monitor.core.dataprotection import parse_backup_vault_job, parse_backup_vault_jobs_page
 from monitor.core.ids import check_path_segment, check_subscription_id
 from monitor.core.jobs import BackupJob, JobDetails, parse_job_details, parse_jobs_page
+from monitor.core.resource_graph import GraphJobsPage, parse_backup_vault_jobs_answer, query_body
 from monitor.core.vaults import (
+    VaultKind,
     VaultRef,
     parse_subscriptions_page,
     parse_vault_id,
@@ -54,7 +59,7 @@ from monitor.errors import (
     ArmThrottled,
     ParseError,
 )
-from monitor.pacing import BudgetBook, scope_of_path
+from monitor.pacing import RESOURCE_GRAPH_SCOPE, BudgetBook, scope_of_path
 
 __all__ = ["ArmClient", "OperationReply"]
 
@@ -85,7 +90,12 @@ class OperationReply:
 
 
 class ArmClient:
-    """Read-only Azure Resource Manager client for Recovery Services vaults and backup jobs.
+    """Read-only Azure Resource Manager client for vaults of both kinds and their backup jobs.
+
+    Recovery Services vaults (`Microsoft.RecoveryServices`) and Backup vaults
+    (`Microsoft.DataProtection`) are read through the same calls; `VaultRef.kind` picks the
+    api-version and the parser. Resource Graph queries (`query_backup_vault_jobs`) are paced
+    by their own quota's budget (`RESOURCE_GRAPH_SCOPE`).
 
     Its public methods are the `JobSource` protocol the scheduler polls through. Every request
     is one read of its scope's budget (a subscription, or the tenant for `list_subscriptions`);
@@ -168,11 +178,14 @@ class ArmClient:
             ids.update(dict.fromkeys(page.ids))
         return list(ids)
 
-    async def list_vaults(self, subscription_id: str) -> list[VaultRef]:
-        """Every Recovery Services vault in a subscription, with its location.
+    async def list_vaults(
+        self, subscription_id: str, kind: VaultKind = VaultKind.RECOVERY_SERVICES
+    ) -> list[VaultRef]:
+        """Every vault of `kind` in a subscription, with its location.
 
-        Paged; an item that is not a vault, or whose id holds a name that is not one safe URL
-        path segment, is logged (`arm.vault_skipped`, with its JSON path) and skipped.
+        Paged; an item that is not a vault of that kind, or whose id holds a name that is not
+        one safe URL path segment, is logged (`arm.vault_skipped`, with its JSON path) and
+        skipped.
 
         Raises:
             ParseError: `subscription_id` is not a GUID (nothing is sent).
@@ -181,13 +194,13 @@ class ArmClient:
         """
         check_subscription_id(subscription_id, path="subscription_id")
         url = self._url(
-            f"/subscriptions/{subscription_id}/providers/Microsoft.RecoveryServices/vaults",
-            {"api-version": self._azure.vaults_api_version},
+            f"/subscriptions/{subscription_id}/providers/{kind.resource_type}",
+            {"api-version": self._vaults_version(kind)},
         )
         pages = await self._paged(
             url,
             ArmCallKind.VAULTS_LIST,
-            parse_vaults_page,
+            lambda payload: parse_vaults_page(payload, kind),
             "arm.vault_skipped",
             subscription=subscription_id,
         )
@@ -205,7 +218,7 @@ class ArmClient:
         """
         wanted = parse_vault_id(vault_id)
         reply = await self._get(
-            self._url(wanted.id, {"api-version": self._azure.vaults_api_version}),
+            self._url(wanted.id, {"api-version": self._vaults_version(wanted.kind)}),
             ArmCallKind.VAULT_GET,
         )
         payload = reply.payload
@@ -231,6 +244,9 @@ class ArmClient:
         (`arm.job_skipped`, with the vault and its JSON path) and skipped; it never fails the
         vault. Jobs come in ARM's order (newest first), as listed.
 
+        A Backup vault's list has no filter: its whole history is read (`list_all_jobs`) and
+        cut to the window here (a job without a start time is kept).
+
         Raises:
             ValueError: a naive datetime, or `end_at` before `start_at` (nothing is sent).
             ArmNotFound: the vault is gone. ArmForbidden: the identity may not read its jobs.
@@ -238,6 +254,14 @@ class ArmClient:
             ForeignOriginError: a nextLink points outside the ARM origin (nothing sent there).
             ArmError: any other subclass, as mapped by the status.
         """
+        if vault.kind is VaultKind.BACKUP_VAULT:
+            if start_at.tzinfo is None or end_at.tzinfo is None or end_at < start_at:
+                raise ValueError("list_jobs: aware datetimes, end_at not before start_at")
+            return [
+                job
+                for job in await self.list_all_jobs(vault)
+                if job.start_at is None or start_at <= job.start_at <= end_at
+            ]
         url = self._url(
             f"{vault.id}/backupJobs",
             {
@@ -254,6 +278,63 @@ class ArmClient:
         )
         return [job for page in pages for job in page.jobs]
 
+    async def list_all_jobs(self, vault: VaultRef) -> list[BackupJob]:
+        """Every job of a Backup vault, as its unfiltered list gives them (oldest first).
+
+        Reads in proportion to the vault's history: one read per page, within
+        `azure.max_list_pages` and `azure.max_list_bytes`.
+
+        Raises:
+            ValueError: `vault` is not a Backup vault (a Recovery Services list needs a window).
+            ArmNotFound, ArmForbidden, ArmThrottled, ForeignOriginError, ArmError: as
+                `list_jobs`.
+        """
+        if vault.kind is not VaultKind.BACKUP_VAULT:
+            raise ValueError(f"list_all_jobs: {vault.id} is not a Backup vault")
+        url = self._url(
+            f"{vault.id}/backupJobs", {"api-version": self._azure.dataprotection_api_version}
+        )
+        pages = await self._paged(
+            url,
+            ArmCallKind.JOBS_LIST,
+            lambda p: parse_backup_vault_jobs_page(p, vault),
+            "arm.job_skipped",
+            vault=vault.id,
+        )
+        return [job for page in pages for job in page.jobs]
+
+    async def query_backup_vault_jobs(
+        self, query: str, subscriptions: list[str], skip_token: str | None
+    ) -> GraphJobsPage:
+        """One page of a Resource Graph query for Backup vault jobs (`core.resource_graph`).
+
+        A POST to `/providers/Microsoft.ResourceGraph/resources`, paced by the Resource Graph
+        quota's own budget (`RESOURCE_GRAPH_SCOPE`, fed `x-ms-user-quota-remaining` and
+        `-resets-after`), never a subscription's. A row that is not a Backup vault job is
+        logged (`arm.graph_row_skipped`) and skipped.
+
+        Raises:
+            ArmThrottled: the quota is spent (its `retry_after_s` from `Retry-After` or
+                `x-ms-user-quota-resets-after`); the Resource Graph budget is paused.
+            ArmTransportError: the answer is not a query result (the message names the path).
+            ArmError: any other subclass, as mapped by the status (400: the query was refused).
+        """
+        url = self._url(
+            "/providers/Microsoft.ResourceGraph/resources",
+            {"api-version": self._azure.resource_graph_api_version},
+        )
+        body = orjson.dumps(query_body(query, subscriptions, skip_token=skip_token))
+        reply = await self._send(
+            "POST", url, ArmCallKind.GRAPH_QUERY, scope=RESOURCE_GRAPH_SCOPE, body=body
+        )
+        try:
+            page = parse_backup_vault_jobs_answer(reply.payload)
+        except ParseError as exc:
+            raise shape_error(reply, "a Resource Graph answer", exc) from exc
+        for skipped in page.skipped:
+            log.warning("arm.graph_row_skipped", path=skipped.path, problem=skipped.problem)
+        return page
+
     async def get_job(self, vault: VaultRef, job_name: str) -> JobDetails:
         """One job with its error details, tasks and property bag.
 
@@ -265,14 +346,19 @@ class ArmClient:
             ArmError: any other subclass, as mapped by the status.
         """
         check_path_segment(job_name, "job name", path="job_name")
+        backup_vault = vault.kind is VaultKind.BACKUP_VAULT
+        version = (
+            self._azure.dataprotection_api_version if backup_vault else self._azure.api_version
+        )
         reply = await self._get(
-            self._url(
-                f"{vault.id}/backupJobs/{job_name}", {"api-version": self._azure.api_version}
-            ),
+            self._url(f"{vault.id}/backupJobs/{job_name}", {"api-version": version}),
             ArmCallKind.JOB_GET,
         )
         try:
-            details = parse_job_details(reply.payload, vault)
+            if backup_vault:
+                details = parse_backup_vault_job(reply.payload, vault)
+            else:
+                details = parse_job_details(reply.payload, vault)
         except ParseError as exc:
             raise shape_error(reply, "a backup job", exc) from exc
         for skipped in details.skipped:
@@ -330,6 +416,11 @@ class ArmClient:
 
     # ------------------------------------------------------------------ URLs
 
+    def _vaults_version(self, kind: VaultKind) -> str:
+        if kind is VaultKind.BACKUP_VAULT:
+            return self._azure.dataprotection_api_version
+        return self._azure.vaults_api_version
+
     def _url(self, path: str, query: Mapping[str, str]) -> URL:
         """An ARM URL from a resource path and query, each percent-encoded exactly once."""
         # quote(safe="") gives %20 for spaces and %27 for quotes, as ARM's own clients send.
@@ -370,13 +461,30 @@ class ArmClient:
         cap: BodyCap | None = None,
     ) -> Reply:
         """GET `url` as ARM JSON: origin check, budget, token, one retry after a 401."""
+        return await self._send("GET", url, kind, referrer=referrer, cap=cap)
+
+    async def _send(
+        self,
+        method: str,
+        url: URL,
+        kind: ArmCallKind,
+        *,
+        referrer: URL | None = None,
+        cap: BodyCap | None = None,
+        scope: str | None = None,
+        body: bytes | None = None,
+    ) -> Reply:
+        """One request as ARM JSON: origin check, budget (of `scope`, else the path's), token,
+        one retry after a 401."""
         self._origin.check(url, referrer=referrer)
-        scope = scope_of_path(url.path)
+        scope = scope or scope_of_path(url.path)
         rejected: str | None = None
         for attempt in (1, 2):
             await self._budgets.acquire(scope)
             token = await self._tokens.token(force_refresh=attempt > 1, rejected=rejected)
-            answer = await self._sender.get(url, token, scope, kind, cap or self._response_cap)
+            answer = await self._sender.send(
+                method, url, token, scope, kind, cap or self._response_cap, body
+            )
             if answer.status == 401 and attempt == 1:
                 code, _ = arm_error(answer.body)
                 log.info(
@@ -399,6 +507,8 @@ class ArmClient:
             raise status_error(url, answer, code, message)
         request_id = answer.headers.get("x-ms-request-id")
         asked = answer.retry_after_s
+        if asked is None and scope == RESOURCE_GRAPH_SCOPE:
+            asked = parse_hms(answer.headers.get(USER_QUOTA_RESETS_AFTER))
         retry_after_s = self._budgets.default_retry_after_s(scope) if asked is None else asked
         if self._budgets.throttled(scope, asked):
             log.warning(

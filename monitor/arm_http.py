@@ -1,9 +1,10 @@
-"""The HTTP under ArmClient: TLS, the session, origin pinning, and one bounded GET (`Sender`)."""
+"""The HTTP under ArmClient: TLS, the session, origin pinning, one bounded request (`Sender`)."""
 
 # Rules:
 # - This is the only module that catches aiohttp exceptions; each one is re-raised as an
 #   ArmError subclass `from` the original.
-# - Only GET is ever sent (`Sender.get` has no other verb): the monitor never writes to ARM.
+# - Only reads are sent: GETs, and the POST of a Resource Graph query (`READ_ONLY_POSTS`, the
+#   one path a POST may go to); the monitor never writes to ARM.
 # - The bearer token goes only to the pinned ARM origin (`pin_origin`, `Origin.check`).
 # - Every response's headers (any status) are fed to the scope's budget before its body is read.
 # - Every request that left the process is reported once to the ArmObserver, if one is given,
@@ -238,6 +239,10 @@ class BodyCap:
         )
 
 
+READ_ONLY_POSTS: Final = frozenset({"/providers/microsoft.resourcegraph/resources"})
+"""Lower-cased paths a POST may go to: queries, which read and change nothing."""
+
+
 class Sender:
     """Sends ArmClient's GETs: the only place a request leaves the process.
 
@@ -270,7 +275,22 @@ class Sender:
     async def get(
         self, url: URL, token: str, scope: str, kind: ArmCallKind, cap: BodyCap
     ) -> Answer:
-        """One GET of `url` with `token`, paced as `scope`; any status is returned.
+        """One GET of `url` with `token`, paced as `scope`; any status is returned (`send`)."""
+        return await self.send("GET", url, token, scope, kind, cap)
+
+    async def send(
+        self,
+        method: str,
+        url: URL,
+        token: str,
+        scope: str,
+        kind: ArmCallKind,
+        cap: BodyCap,
+        body: bytes | None = None,
+    ) -> Answer:
+        """One request of `url` with `token`, paced as `scope`; any status is returned.
+
+        `body`, when given, is sent as `application/json` (a Resource Graph query's POST).
 
         The body is read up to `cap`: a Content-Length above it is refused before reading,
         and a chunked or compressed body is read in chunks and cut off once it passes the
@@ -288,13 +308,17 @@ class Sender:
             "x-ms-client-request-id": str(uuid.UUID(int=self._rng.getrandbits(128), version=4)),
             "x-ms-return-client-request-id": "true",
         }
+        if method != "GET" and (method != "POST" or url.path.lower() not in READ_ONLY_POSTS):
+            raise ValueError(f"refused to send {method} {url}: the monitor only reads")
+        if body is not None:
+            request_headers["Content-Type"] = "application/json"
         started = self._clock.monotonic()
         status: int | None = None
         headers: CIMultiDictProxy[str] | None = None
         retry_after_s: float | None = None
         try:
-            async with self._session.get(
-                url, headers=request_headers, allow_redirects=False
+            async with self._session.request(
+                method, url, headers=request_headers, data=body, allow_redirects=False
             ) as response:
                 status, headers = response.status, response.headers
                 retry_after_s = parse_retry_after(headers.get("Retry-After"))
@@ -304,7 +328,7 @@ class Sender:
                     body = await _read_body(response, url, cap)
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     raise ArmTransportError(
-                        f"ARM's answer to GET {url} broke off after "
+                        f"ARM's answer to {method} {url} broke off after "
                         f"{self._clock.monotonic() - started:.1f} s: {_describe(exc)}",
                         url=str(url),
                         status=response.status,
@@ -317,12 +341,13 @@ class Sender:
         except aiohttp.ClientSSLError as exc:
             raise ArmTransportError(
                 f"TLS to {self._origin} failed (certificate not trusted? set azure.ca_bundle "
-                f"for a private CA): GET {url}: {_describe(exc)}",
+                f"for a private CA): {method} {url}: {_describe(exc)}",
                 url=str(url),
             ) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ArmTransportError(
-                f"no answer from ARM to GET {url} after {self._clock.monotonic() - started:.1f} s: "
+                f"no answer from ARM to {method} {url} after "
+                f"{self._clock.monotonic() - started:.1f} s: "
                 f"{_describe(exc)}",
                 url=str(url),
             ) from exc

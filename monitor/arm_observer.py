@@ -15,13 +15,15 @@ class ArmCallKind(StrEnum):
     SUBSCRIPTIONS_LIST = "subscriptions_list"
     """A page of `GET /subscriptions` (tenant-scoped)."""
     VAULTS_LIST = "vaults_list"
-    """A page of a subscription's Recovery Services vaults."""
+    """A page of a subscription's vaults (either kind)."""
     VAULT_GET = "vault_get"
     """One vault."""
     JOBS_LIST = "jobs_list"
     """A page of a vault's backup jobs (the first or a nextLink)."""
     JOB_GET = "job_get"
     """One backup job with its details."""
+    GRAPH_QUERY = "graph_query"
+    """A page of a Resource Graph query (its own quota; scope `resource-graph`)."""
     OTHER = "other"
     """Anything else (an async-operation URL)."""
 
@@ -45,7 +47,8 @@ class ArmObserver(Protocol):
         """One request ended.
 
         Args:
-            scope: its budget scope: the lower-cased subscription id, or `"tenant"`.
+            scope: its budget scope: the lower-cased subscription id, `"tenant"`, or
+                `"resource-graph"`.
             kind: what it read.
             status: the HTTP status, or None when no answer came (connection failure, timeout
                 or cancellation before the headers).

@@ -31,6 +31,9 @@ CredentialKind = Literal[
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["auto", "json", "console"]
 BackfillDetails = Literal["all", "not_succeeded", "none"]
+VaultKindName = Literal["recovery_services", "backup_vault"]
+"""`core.vaults.VaultKind`'s values, as `[discovery] vault_kinds` takes them."""
+JobsFrom = Literal["resource_graph", "listing"]
 
 REDACTED = "***"
 
@@ -101,6 +104,10 @@ class AzureSettings:
     """api-version for listing Microsoft.RecoveryServices vaults."""
     subscriptions_api_version: str = "2022-12-01"
     """api-version for listing subscriptions (Microsoft.Resources)."""
+    dataprotection_api_version: str = "2025-09-01"
+    """api-version for Microsoft.DataProtection calls: Backup vaults and their jobs."""
+    resource_graph_api_version: str = "2024-04-01"
+    """api-version for Azure Resource Graph queries (Microsoft.ResourceGraph/resources)."""
     request_timeout_s: float = field(default=30.0, metadata=bounds(1, 600))
     """Total timeout of one ARM request, in seconds."""
     max_list_pages: int = field(default=500, metadata=bounds(1, 100_000))
@@ -124,6 +131,10 @@ class DiscoverySettings:
     """fnmatch globs on vault name or resource id; if any, only matching vaults are watched."""
     exclude: tuple[str, ...] = ()
     """fnmatch globs on vault name or resource id; matching vaults are never watched."""
+    vault_kinds: tuple[VaultKindName, ...] = ("recovery_services", "backup_vault")
+    """Which kinds of vault subscriptions are searched for: 'recovery_services'
+    (Microsoft.RecoveryServices/vaults) and 'backup_vault' (Microsoft.DataProtection/
+    backupVaults). Vaults listed in `vaults` are watched whatever their kind."""
     interval_s: float = field(default=300.0, metadata=bounds(1, DAY_S))
     """Seconds between two rediscoveries of subscriptions and vaults."""
     startup_timeout_s: float = field(default=300.0, metadata=bounds(0, DAY_S))
@@ -158,6 +169,31 @@ class PollSettings:
     detail_retry_s: float = field(default=60.0, metadata=bounds(0, 3600))
     """Seconds a failed detail read is retried (in the poll, then on the next polls) before the
     terminal event goes out without details; 0: never retried."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackupVaultSettings:
+    """`[backup_vaults]`: how the jobs of Backup vaults (Microsoft.DataProtection) are read.
+
+    Their ARM job list has no filter: every poll of it reads the vault's whole history. By
+    default a Resource Graph query per batch of subscriptions finds the jobs of a window, each
+    job it shows running is read from ARM until it ends, and a full ARM listing per vault is
+    the backstop against Resource Graph's lag (docs/operations.md, "Backup vaults").
+    """
+
+    jobs_from: JobsFrom = "resource_graph"
+    """'resource_graph' (the above), or 'listing': a full ARM listing on every poll (reads
+    grow with each vault's history; no Resource Graph access needed)."""
+    resource_graph_refresh_s: float = field(default=20.0, metadata=bounds(1, 3600))
+    """Seconds one Resource Graph answer serves the polls of its subscriptions' vaults."""
+    resource_graph_margin_s: float = field(default=900.0, metadata=bounds(0, DAY_S))
+    """How late a Resource Graph row may appear and still be found: each query and each
+    vault's list reach this far before the vault's window."""
+    backstop_interval_s: float = field(default=3600.0, metadata=bounds(60, 7 * DAY_S))
+    """Seconds between two full ARM listings of one vault (jittered); a vault's first poll
+    in a process is one, and so is any poll while Resource Graph cannot be read."""
+    subscriptions_per_query: int = field(default=300, metadata=bounds(1, 1000))
+    """Most subscriptions one Resource Graph query names (Microsoft's guidance: about 300)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -240,6 +276,7 @@ class Settings:
     discovery: DiscoverySettings = DiscoverySettings()
     poll: PollSettings = PollSettings()
     budget: BudgetSettings = BudgetSettings()
+    backup_vaults: BackupVaultSettings = BackupVaultSettings()
     events: EventsSettings = EventsSettings()
     state: StateSettings = StateSettings()
     ops: OpsSettings = OpsSettings()
@@ -299,6 +336,7 @@ SECTIONS: Mapping[str, type] = MappingProxyType(
         "discovery": DiscoverySettings,
         "poll": PollSettings,
         "budget": BudgetSettings,
+        "backup_vaults": BackupVaultSettings,
         "events": EventsSettings,
         "state": StateSettings,
         "ops": OpsSettings,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import get_args
+from typing import cast, get_args
 from urllib.parse import urlsplit
 
 from monitor.config import (
@@ -18,12 +18,14 @@ from monitor.config import (
     SECTIONS,
     AzureSettings,
     BackfillDetails,
+    BackupVaultSettings,
     BudgetSettings,
     CloudName,
     CredentialKind,
     DiscoverySettings,
     EventFormat,
     EventsSettings,
+    JobsFrom,
     LogFormat,
     LogLevel,
     LogSettings,
@@ -32,6 +34,7 @@ from monitor.config import (
     Settings,
     ShardSettings,
     StateSettings,
+    VaultKindName,
     is_loopback_host,
     split_listen,
 )
@@ -63,6 +66,7 @@ def parse_settings(mapping: Mapping[str, object]) -> Settings:
         discovery=_parse_discovery(tables["discovery"]),
         poll=_parse_poll(tables["poll"]),
         budget=_parse_budget(tables["budget"]),
+        backup_vaults=_parse_backup_vaults(tables["backup_vaults"]),
         events=_parse_events(tables["events"]),
         state=_parse_state(tables["state"]),
         ops=_parse_ops(tables["ops"]),
@@ -77,12 +81,13 @@ _GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 _DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}", re.I)
 _API_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}(-preview)?")
 _VAULT_ID = re.compile(
-    r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/[^/]+"
-    r"/providers/Microsoft\.RecoveryServices/vaults/[^/]+/?",
+    r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/[^/]+/providers/"
+    r"(Microsoft\.RecoveryServices/vaults|Microsoft\.DataProtection/backupVaults)/[^/]+/?",
     re.IGNORECASE,
 )
 _VAULT_ID_SHAPE = (
-    "/subscriptions/<id>/resourceGroups/<rg>/providers/Microsoft.RecoveryServices/vaults/<name>"
+    "/subscriptions/<id>/resourceGroups/<rg>/providers/Microsoft.RecoveryServices/vaults/<name> "
+    "or .../providers/Microsoft.DataProtection/backupVaults/<name>"
 )
 
 
@@ -131,7 +136,13 @@ def _parse_azure(table: Mapping[str, object]) -> AzureSettings:
     static_token = r.optional_text("static_token")
     ca_bundle = r.optional_text("ca_bundle")
     versions = {}
-    for key in ("api_version", "vaults_api_version", "subscriptions_api_version"):
+    for key in (
+        "api_version",
+        "vaults_api_version",
+        "subscriptions_api_version",
+        "dataprotection_api_version",
+        "resource_graph_api_version",
+    ):
         versions[key] = r.text(key)
         if not _API_VERSION.fullmatch(versions[key]):
             raise r.error(
@@ -152,6 +163,8 @@ def _parse_azure(table: Mapping[str, object]) -> AzureSettings:
         api_version=versions["api_version"],
         vaults_api_version=versions["vaults_api_version"],
         subscriptions_api_version=versions["subscriptions_api_version"],
+        dataprotection_api_version=versions["dataprotection_api_version"],
+        resource_graph_api_version=versions["resource_graph_api_version"],
         request_timeout_s=r.seconds("request_timeout_s"),
         max_list_pages=r.integer("max_list_pages"),
         max_list_bytes=r.integer("max_list_bytes"),
@@ -200,11 +213,25 @@ def _parse_discovery(table: Mapping[str, object]) -> DiscoverySettings:
             raise r.error(f"subscriptions[{i}]", f"must be a subscription GUID or '*', got {sub!r}")
     if not subscriptions and not vaults:
         raise r.error("subscriptions", "nothing to watch: empty, and discovery.vaults is empty")
+    kinds = r.texts("vault_kinds")
+    allowed = get_args(VaultKindName)
+    for i, kind in enumerate(kinds):
+        if kind not in allowed:
+            raise r.error(
+                f"vault_kinds[{i}]",
+                f"must be one of {', '.join(map(repr, allowed))}, got {kind!r}"
+                + suggest(kind, allowed),
+            )
+    if not kinds:
+        raise r.error("vault_kinds", f"must name at least one of {', '.join(map(repr, allowed))}")
+    if len(set(kinds)) != len(kinds):
+        raise r.error("vault_kinds", f"names a kind twice: {list(kinds)!r}")
     return DiscoverySettings(
         subscriptions=tuple(s.lower() for s in subscriptions),
         vaults=vaults,
         include=r.texts("include"),
         exclude=r.texts("exclude"),
+        vault_kinds=cast(tuple[VaultKindName, ...], kinds),
         interval_s=r.seconds("interval_s"),
         startup_timeout_s=r.seconds("startup_timeout_s"),
     )
@@ -230,6 +257,17 @@ def _parse_poll(table: Mapping[str, object]) -> PollSettings:
         backfill_details=r.choice("backfill_details", get_args(BackfillDetails)),
         detail_on_terminal=r.boolean("detail_on_terminal"),
         detail_retry_s=r.seconds("detail_retry_s"),
+    )
+
+
+def _parse_backup_vaults(table: Mapping[str, object]) -> BackupVaultSettings:
+    r = SectionReader("backup_vaults", table)
+    return BackupVaultSettings(
+        jobs_from=r.choice("jobs_from", get_args(JobsFrom)),
+        resource_graph_refresh_s=r.seconds("resource_graph_refresh_s"),
+        resource_graph_margin_s=r.seconds("resource_graph_margin_s"),
+        backstop_interval_s=r.seconds("backstop_interval_s"),
+        subscriptions_per_query=r.integer("subscriptions_per_query"),
     )
 
 

@@ -19,7 +19,7 @@ from monitor.clock import Clock
 from monitor.config import Settings
 from monitor.core.cadence import backoff_s
 from monitor.core.shard import owner
-from monitor.core.vaults import VaultRef, parse_vault_id
+from monitor.core.vaults import VaultKind, VaultRef, parse_vault_id
 from monitor.errors import (
     TRANSIENT_ARM_ERRORS,
     ArmError,
@@ -38,7 +38,9 @@ class VaultSource(Protocol):
 
     async def list_subscriptions(self) -> list[str]: ...
 
-    async def list_vaults(self, subscription_id: str) -> list[VaultRef]: ...
+    async def list_vaults(
+        self, subscription_id: str, kind: VaultKind = VaultKind.RECOVERY_SERVICES
+    ) -> list[VaultRef]: ...
 
     async def get_vault(self, vault_id: str) -> VaultRef: ...
 
@@ -58,7 +60,8 @@ class Discovery:
 
 
 class VaultDiscovery:
-    """Finds every vault the configuration selects for this shard.
+    """Finds every vault the configuration selects for this shard: in each subscription, the
+    vaults of each kind `[discovery] vault_kinds` names, and the vaults listed by id.
 
     Args:
         source: the ARM reads (the ARM client).
@@ -163,16 +166,27 @@ class VaultDiscovery:
                 log.warning("discovery.subscriptions_failed", error=str(exc))
                 subscriptions = sorted({v.subscription_id for v in known.values()})
         subscriptions = [s for s in subscriptions if self._owns(s)]
+        kinds = [VaultKind(k) for k in d.vault_kinds]
         for sub in subscriptions:
-            try:
-                vaults = await self._source.list_vaults(sub)
-                reached = True
-            except ArmError as exc:
-                failures.append(exc)
-                log.warning("discovery.subscription_failed", subscription=sub, error=str(exc))
-                vaults = [v for v in known.values() if _same(v.subscription_id, sub)]
-            for vault in vaults:
-                found.setdefault(vault.key, vault)
+            for kind in kinds:
+                try:
+                    vaults = await self._source.list_vaults(sub, kind)
+                    reached = True
+                except ArmError as exc:
+                    failures.append(exc)
+                    log.warning(
+                        "discovery.subscription_failed",
+                        subscription=sub,
+                        vault_kind=kind.value,
+                        error=str(exc),
+                    )
+                    vaults = [
+                        v
+                        for v in known.values()
+                        if _same(v.subscription_id, sub) and v.kind is kind
+                    ]
+                for vault in vaults:
+                    found.setdefault(vault.key, vault)
         return Discovery(
             vaults=[v for v in found.values() if self._included(v)],
             reached=reached,

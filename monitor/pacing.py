@@ -17,10 +17,12 @@ from monitor.config import BudgetSettings
 from monitor.core import budget as core_budget
 from monitor.core.budget import RateBudget
 
-__all__ = ["TENANT_SCOPE", "BudgetBook", "scope_of_path"]
+__all__ = ["RESOURCE_GRAPH_SCOPE", "TENANT_SCOPE", "BudgetBook", "scope_of_path"]
 
 TENANT_SCOPE: Final = "tenant"
 """The scope of tenant-level reads (`GET /subscriptions`)."""
+RESOURCE_GRAPH_SCOPE: Final = "resource-graph"
+"""The scope of Resource Graph queries: its per-user quota, apart from ARM's read buckets."""
 
 # The most jitter added to a 429's Retry-After, in seconds (DESIGN §6: "Retry-After plus jitter").
 MAX_THROTTLE_JITTER_S: Final = 1.0
@@ -59,7 +61,8 @@ def core_settings(settings: BudgetSettings, *, tenant: bool = False) -> core_bud
 
 
 class BudgetBook:
-    """One `RateBudget` per subscription (by lower-cased id) and one for tenant reads.
+    """One `RateBudget` per subscription (by lower-cased id), one for tenant reads and one for
+    Resource Graph queries (`RESOURCE_GRAPH_SCOPE`).
 
     Budgets are created on first use. `acquire(scope)` waits until the scope's budget grants a
     read; `observe` feeds it a response's headers; `throttled` pauses the whole scope after a
@@ -71,7 +74,7 @@ class BudgetBook:
         rng: draws the 429 jitter.
     """
 
-    __slots__ = ("_budgets", "_clock", "_rng", "_subscription", "_tenant")
+    __slots__ = ("_budgets", "_clock", "_graph", "_rng", "_subscription", "_tenant")
 
     def __init__(self, settings: BudgetSettings, *, clock: Clock, rng: random.Random) -> None:
         """Store the settings; no budget exists until a scope is used.
@@ -81,9 +84,13 @@ class BudgetBook:
         """
         self._subscription = core_settings(settings)
         self._tenant = core_settings(settings, tenant=True)
+        self._graph = core_budget.BudgetSettings.resource_graph(
+            read_fraction=settings.read_fraction
+        )
         # Validate once here rather than on the first request.
         RateBudget(self._subscription)
         RateBudget(self._tenant)
+        RateBudget(self._graph)
         self._clock = clock
         self._rng = rng
         self._budgets: dict[str, RateBudget] = {}
@@ -96,7 +103,12 @@ class BudgetBook:
         key = scope.lower()
         found = self._budgets.get(key)
         if found is None:
-            found = RateBudget(self._tenant if key == TENANT_SCOPE else self._subscription)
+            if key == TENANT_SCOPE:
+                found = RateBudget(self._tenant)
+            elif key == RESOURCE_GRAPH_SCOPE:
+                found = RateBudget(self._graph)
+            else:
+                found = RateBudget(self._subscription)
             self._budgets[key] = found
         return found
 

@@ -27,7 +27,7 @@ import monitor.arm_answers
 import monitor.arm_http
 import monitor.arm_paging
 from monitor.arm import ArmClient
-from monitor.arm_http import arm_origin, make_ssl_context, open_session
+from monitor.arm_http import BodyCap, Origin, Sender, arm_origin, make_ssl_context, open_session
 from monitor.arm_observer import ArmCallKind, ArmObserver
 from monitor.clock import SystemClock
 from monitor.config import AzureSettings, BudgetSettings
@@ -725,8 +725,36 @@ class TestObserver:
         assert shared > 0
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("PUT", "/subscriptions/x/resourceGroups/r"),
+        ("DELETE", "/providers/Microsoft.ResourceGraph/resources"),
+        ("POST", "/subscriptions/x/providers/Microsoft.RecoveryServices/vaults/v/backup"),
+        ("PATCH", "/providers/Microsoft.ResourceGraph/resources"),
+    ],
+)
+async def test_the_sender_refuses_every_write(method: str, path: str) -> None:
+    """`Sender.send` sends GETs, and POSTs only to Resource Graph's query path; anything else
+    is refused before a byte leaves (it never reaches its session, which here is None)."""
+    clock = SystemClock()
+    sender = Sender(
+        session=cast(aiohttp.ClientSession, None),
+        origin=Origin.of(URL("https://management.azure.com/")),
+        budgets=BudgetBook(BudgetSettings(), clock=clock, rng=random.Random(1)),
+        clock=clock,
+        rng=random.Random(2),
+        observer=None,
+    )
+    url = URL(f"https://management.azure.com{path}?api-version=1")
+    cap = BodyCap(allowed=1024, key="k", setting=1024)
+    with pytest.raises(ValueError, match="the monitor only reads"):
+        await sender.send(method, url, "token", "tenant", ArmCallKind.OTHER, cap)
+
+
 def test_the_client_only_ever_sends_get() -> None:
-    """The ARM modules call no session method but `get`: the monitor never writes to ARM."""
+    """The ARM modules call no session method but `request`, which `Sender.send` guards (GETs,
+    and Resource Graph's query POST): the monitor never writes to ARM."""
     modules = (monitor.arm, monitor.arm_http, monitor.arm_answers, monitor.arm_paging)
     trees = [ast.parse(Path(m.__file__ or "").read_text(encoding="utf-8")) for m in modules]
     session_calls = {
@@ -738,7 +766,7 @@ def test_the_client_only_ever_sends_get() -> None:
         and isinstance(node.func.value, ast.Attribute)
         and node.func.value.attr == "_session"
     }
-    assert session_calls == {"get"}
+    assert session_calls == {"request"}
 
 
 def _url_builder() -> ArmClient:

@@ -332,6 +332,14 @@ BOUND_VIOLATIONS = [
     ("budget.reads_per_s", 1000.5, "must be <= 1000, got 1000.5"),
     ("budget.bucket_size", 0, "must be >= 1, got 0"),
     ("budget.bucket_size", 100_001, "must be <= 100000, got 100001"),
+    ("backup_vaults.resource_graph_refresh_s", 0.5, "must be >= 1, got 0.5"),
+    ("backup_vaults.resource_graph_refresh_s", 3601, "must be <= 3600, got 3601"),
+    ("backup_vaults.resource_graph_margin_s", -1, "must be >= 0, got -1"),
+    ("backup_vaults.resource_graph_margin_s", 86_401, "must be <= 86400, got 86401"),
+    ("backup_vaults.backstop_interval_s", 59, "must be >= 60, got 59"),
+    ("backup_vaults.backstop_interval_s", 604_801, "must be <= 604800, got 604801"),
+    ("backup_vaults.subscriptions_per_query", 0, "must be >= 1, got 0"),
+    ("backup_vaults.subscriptions_per_query", 1001, "must be <= 1000, got 1001"),
     ("shard.index", -1, "must be >= 0, got -1"),
     ("shard.index", 1024, "must be <= 1023, got 1024"),
     ("shard.count", 0, "must be >= 1, got 0"),
@@ -640,16 +648,46 @@ class TestDiscovery:
         "bad",
         [
             "v1",
-            f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.DataProtection/backupVaults/v",
+            f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/v",
             f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.RecoveryServices/vaults/v/x",
         ],
     )
     def test_bad_vault_id_shape(self, bad: str) -> None:
-        """Anything that is not a Recovery Services vault id is refused, with its index."""
+        """Anything that is not a vault id of either kind is refused, with its index."""
         assert error_of({"discovery": {"vaults": [VAULT, bad]}}) == (
             "discovery.vaults[1]: must look like /subscriptions/<id>/resourceGroups/<rg>/providers/"
-            f"Microsoft.RecoveryServices/vaults/<name>, got {bad!r}"
+            "Microsoft.RecoveryServices/vaults/<name> or .../providers/Microsoft.DataProtection/"
+            f"backupVaults/<name>, got {bad!r}"
         )
+
+    def test_backup_vault_ids_are_vaults(self) -> None:
+        """A Backup vault id is watched like a Recovery Services one, in any casing."""
+        bv = f"/subscriptions/{SUB}/resourceGroups/rg/providers/microsoft.dataprotection"
+        bv += "/BACKUPVAULTS/b"
+        assert parse_settings({"discovery": {"vaults": [VAULT, bv]}}).discovery.vaults == (
+            VAULT,
+            bv,
+        )
+
+    @pytest.mark.parametrize(
+        ("kinds", "problem"),
+        [
+            (
+                ["backup_vaults"],
+                "vault_kinds[0]: must be one of 'recovery_services', "
+                "'backup_vault', got 'backup_vaults'; did you mean 'backup_vault'?",
+            ),
+            ([], "vault_kinds: must name at least one of 'recovery_services', 'backup_vault'"),
+            (["backup_vault", "backup_vault"], "vault_kinds: names a kind twice"),
+        ],
+    )
+    def test_vault_kinds_are_checked(self, kinds: list[str], problem: str) -> None:
+        """`vault_kinds` takes the two kinds, each at most once, and at least one."""
+        assert error_of({"discovery": {"vault_kinds": kinds}}).startswith(f"discovery.{problem}")
+
+    def test_vault_kinds_default_to_both(self) -> None:
+        """Both kinds are searched for unless the configuration says otherwise."""
+        assert parse_settings({}).discovery.vault_kinds == ("recovery_services", "backup_vault")
 
     @pytest.mark.parametrize(
         ("name", "problem"),

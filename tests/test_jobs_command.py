@@ -39,7 +39,7 @@ from monitor.commands.jobs_show import ShowRequest
 from monitor.config_load import load_settings
 from monitor.core.diff import JobStateChanged
 from monitor.core.jobs import JobDetails, JobStatus, parse_job_details
-from monitor.core.vaults import VaultRef, parse_vault_id
+from monitor.core.vaults import VaultKind, VaultRef, parse_vault_id
 from monitor.emulator import Emulator, EmulatorSettings, WorldSettings, running_emulator
 from monitor.emulator.catalogue import COMPLETED, FAILED
 from monitor.emulator.estate import Job, Vault
@@ -673,7 +673,9 @@ class ScriptedReader:
             raise answer
         return answer
 
-    async def list_vaults(self, subscription_id: str) -> list[VaultRef]:
+    async def list_vaults(
+        self, subscription_id: str, kind: VaultKind = VaultKind.RECOVERY_SERVICES
+    ) -> list[VaultRef]:
         raise AssertionError("jobs wait lists no vaults")
 
     async def list_jobs(self, vault: VaultRef, start_at: datetime, end_at: datetime) -> list[Any]:

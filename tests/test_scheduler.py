@@ -19,7 +19,7 @@ from monitor.config_parse import parse_settings
 from monitor.core.cadence import BACKOFF_BASE_S
 from monitor.core.diff import JobSnapshot
 from monitor.core.jobs import BackupJob, JobDetails, JobKey, JobStatus
-from monitor.core.vaults import VaultRef, parse_vault_id
+from monitor.core.vaults import VaultKind, VaultRef, parse_vault_id
 from monitor.delivery import Delivery, SinkRoute
 from monitor.errors import (
     ArmForbidden,
@@ -97,10 +97,13 @@ class ScriptedSource:
         self._discovery_fails("*")
         return sorted({v.subscription_id for v in self.vaults})
 
-    async def list_vaults(self, subscription_id: str) -> list[VaultRef]:
-        self.calls.append(("vaults", subscription_id))
-        self._discovery_fails(subscription_id)
-        return [v for v in self.vaults if v.subscription_id == subscription_id]
+    async def list_vaults(
+        self, subscription_id: str, kind: VaultKind = VaultKind.RECOVERY_SERVICES
+    ) -> list[VaultRef]:
+        if kind is VaultKind.RECOVERY_SERVICES:
+            self.calls.append(("vaults", subscription_id))
+            self._discovery_fails(subscription_id)
+        return [v for v in self.vaults if v.subscription_id == subscription_id and v.kind is kind]
 
     async def get_vault(self, vault_id: str) -> VaultRef:
         return next(v for v in self.vaults if v.key == vault_id.lower())

@@ -20,7 +20,7 @@ from monitor.commands.exits import (
 )
 from monitor.core.ids import check_path_segment
 from monitor.core.jobs import BackupJob, JobDetails, JobStatus
-from monitor.core.vaults import VaultRef, parse_vault_id
+from monitor.core.vaults import VaultKind, VaultRef, parse_vault_id
 from monitor.core.wire import parse_duration_s
 from monitor.errors import ParseError
 
@@ -30,7 +30,9 @@ Output = Literal["table", "json", "jsonl", "text"]
 class JobReader(Protocol):
     """The ARM reads the commands need: `ArmClient` in production."""
 
-    async def list_vaults(self, subscription_id: str) -> list[VaultRef]: ...
+    async def list_vaults(
+        self, subscription_id: str, kind: VaultKind = VaultKind.RECOVERY_SERVICES
+    ) -> list[VaultRef]: ...
 
     async def list_jobs(
         self, vault: VaultRef, start_at: datetime, end_at: datetime

@@ -24,14 +24,19 @@ __all__ = [
     "SUBSCRIPTION_GLOBAL_READS",
     "SUBSCRIPTION_READS",
     "TENANT_READS",
+    "USER_QUOTA_REMAINING",
+    "USER_QUOTA_RESETS_AFTER",
     "BudgetSettings",
     "RateBudget",
     "RateModel",
+    "parse_hms",
 ]
 
 SUBSCRIPTION_READS: Final = "x-ms-ratelimit-remaining-subscription-reads"
 SUBSCRIPTION_GLOBAL_READS: Final = "x-ms-ratelimit-remaining-subscription-global-reads"
 TENANT_READS: Final = "x-ms-ratelimit-remaining-tenant-reads"
+USER_QUOTA_REMAINING: Final = "x-ms-user-quota-remaining"
+USER_QUOTA_RESETS_AFTER: Final = "x-ms-user-quota-resets-after"
 
 # Float slack: a wait this short is no wait, a bucket this close to one read holds one.
 _SLACK: Final = 1e-9
@@ -70,6 +75,10 @@ class BudgetSettings:
         default_retry_after_s: the pause after a 429 whose Retry-After is missing or garbage.
         remaining_header: the header carrying this scope's remaining reads.
         global_header: the header carrying the shared bucket's remaining reads, if any.
+        reset_header: a header saying when the quota refills (`hh:mm:ss`, Resource Graph's
+            `x-ms-user-quota-resets-after`); below the floor, the pause lasts until then.
+        detect_hourly: whether a remaining count above `arm_bucket_size` means ARM's hourly
+            model (Resource Graph's quota is a fixed window: it never does).
     """
 
     arm_refill_per_s: float = 25.0
@@ -83,11 +92,28 @@ class BudgetSettings:
     default_retry_after_s: float = 5.0
     remaining_header: str = SUBSCRIPTION_READS
     global_header: str | None = SUBSCRIPTION_GLOBAL_READS
+    reset_header: str | None = None
+    detect_hourly: bool = True
 
     @classmethod
     def tenant(cls, *, read_fraction: float = 0.5) -> BudgetSettings:
         """Settings for tenant-scoped reads (`GET /subscriptions`): 250 / 25 per s, no global."""
         return cls(read_fraction=read_fraction, remaining_header=TENANT_READS, global_header=None)
+
+    @classmethod
+    def resource_graph(cls, *, read_fraction: float = 0.5) -> BudgetSettings:
+        """Settings for Resource Graph queries: a per-user quota of 15 queries per 5 s window,
+        told by `x-ms-user-quota-remaining` and `-resets-after` (reference e.2)."""
+        return cls(
+            arm_refill_per_s=3.0,
+            arm_bucket_size=15,
+            read_fraction=read_fraction,
+            floor=2,
+            remaining_header=USER_QUOTA_REMAINING,
+            global_header=None,
+            reset_header=USER_QUOTA_RESETS_AFTER,
+            detect_hourly=False,
+        )
 
     @property
     def share_per_s(self) -> float:
@@ -232,10 +258,13 @@ class RateBudget:
                 self._pause(now + (global_floor - global_remaining) / refill)
         if remaining is None:
             return
-        if remaining > s.arm_bucket_size and global_remaining is None:
+        if s.detect_hourly and remaining > s.arm_bucket_size and global_remaining is None:
             self._hourly_limit = max(self._hourly_limit, remaining + 1)
             self._set_model(RateModel.HOURLY, now)
-        if remaining < s.floor:
+        resets_s = None if s.reset_header is None else _hms(headers, s.reset_header)
+        if remaining < s.floor and resets_s is not None:
+            self._pause(now + resets_s)
+        elif remaining < s.floor:
             if self._model is RateModel.HOURLY:
                 refill = self._hourly_limit / 3600.0
             else:
@@ -311,6 +340,35 @@ def _remaining(headers: Mapping[str, str], name: str) -> int | None:
     except ValueError:
         return None
     return count if 0 <= count <= _MAX_REMAINING else None
+
+
+def _hms(headers: Mapping[str, str], name: str) -> float | None:
+    """A `hh:mm:ss` header in seconds (at most `MAX_RETRY_AFTER_S`); None when absent or
+    unreadable."""
+    raw = headers.get(name)
+    if raw is None:
+        lower = name.lower()
+        raw = next(
+            (v for k, v in headers.items() if isinstance(k, str) and k.lower() == lower), None
+        )
+    return parse_hms(raw)
+
+
+def parse_hms(raw: object) -> float | None:
+    """`hh:mm:ss` (Resource Graph's `x-ms-user-quota-resets-after`; fractional seconds allowed)
+    in seconds, at most `MAX_RETRY_AFTER_S`; None when it is not that shape."""
+    if not isinstance(raw, str):
+        return None
+    parts = raw.strip().split(":")
+    if len(parts) != 3:
+        return None
+    try:
+        hours, minutes, seconds = int(parts[0]), int(parts[1]), float(parts[2])
+    except ValueError:
+        return None
+    if hours < 0 or not 0 <= minutes < 60 or not (0.0 <= seconds < 60.0):
+        return None
+    return min(hours * 3600.0 + minutes * 60.0 + seconds, MAX_RETRY_AFTER_S)
 
 
 def parse_retry_after(raw: float | str | None) -> float | None:

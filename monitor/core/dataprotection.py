@@ -79,6 +79,7 @@ __all__ = [
     "BACKUP_VAULT_MANAGEMENT_TYPE",
     "job_status",
     "parse_backup_vault_job",
+    "parse_backup_vault_job_item",
     "parse_backup_vault_jobs_page",
 ]
 
@@ -166,6 +167,16 @@ def parse_backup_vault_job(payload: object, vault: VaultRef) -> JobDetails:
         dynamic_error_message=None,
         skipped=tuple(skipped),
     )
+
+
+def parse_backup_vault_job_item(raw: object, vault_key: str) -> BackupJob:
+    """One Backup vault job object (a list item, a job read, or a Resource Graph row, which has
+    the same `id`, `name`, `type` and `properties`) of the vault whose key is `vault_key`.
+
+    Raises:
+        ParseError: the item is malformed; the path names the field, e.g. `properties.status`.
+    """
+    return _parse_job(raw, vault_key)
 
 
 def _parse_job(raw: object, vault_key: str) -> BackupJob:

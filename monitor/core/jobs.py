@@ -197,6 +197,9 @@ class BackupJob:
             policy_name: Backup vault (Microsoft.DataProtection) jobs only, from `dataSourceType`,
             `dataSourceName`, `dataSourceId`, `backupInstanceFriendlyName`, `backupInstanceId`
             and `policyName` (see monitor.core.dataprotection); None for Recovery Services jobs.
+        provisional: the job came from an index that may lag (Resource Graph), not from ARM:
+            while it is not terminal, the poll step reads it from ARM before it counts (a
+            stale row must never undo a newer status). Excluded from equality.
     """
 
     key: JobKey
@@ -219,6 +222,7 @@ class BackupJob:
     backup_instance: str | None = None
     backup_instance_id: str | None = None
     policy_name: str | None = None
+    provisional: bool = field(default=False, compare=False)
 
     @property
     def duration_s(self) -> float | None:

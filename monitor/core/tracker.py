@@ -219,6 +219,7 @@ class PollStep:
         "_held_back",
         "_jobs",
         "_known",
+        "_provisional",
         "_rules",
         "_unreadable",
         "_vanished",
@@ -237,6 +238,7 @@ class PollStep:
         self._details: dict[JobKey, JobDetails | None] = {}  # None: emit without (gone)
         self._vanished: list[JobKey] = []
         self._unreadable: set[JobKey] = set()
+        self._provisional: set[JobKey] = set()
         self._held_back: set[JobKey] = set()
         self._changes: list[JobStateChanged] | None = None
 
@@ -247,16 +249,33 @@ class PollStep:
 
     def listed(self, jobs: Sequence[BackupJob]) -> list[JobKey]:
         """Take the listing; returns the keys to read directly: tracked running jobs and held
-        changes that the list no longer shows."""
-        self._jobs = list(jobs)
-        known, listed = self._known, {job.key for job in jobs}
+        changes that the list no longer shows, then the provisional jobs it shows running.
+
+        A source may list more than the window (a Backup vault's full listing, or a Resource
+        Graph answer that reaches further back): a job that started before the lookback floor
+        and is not known is left out, since it may have been forgotten already. A provisional
+        job (`BackupJob.provisional`: from an index that may lag) that is not terminal counts
+        only once a direct read confirms it: a failed read keeps the job as it was, a 404
+        drops the row.
+        """
+        known, floor = self._known, self._floor
+        self._jobs = [
+            job
+            for job in jobs
+            if job.start_at is None or job.start_at >= floor or job.key in known.jobs
+        ]
+        listed = {job.key for job in self._jobs}
         unseen = [
             key
             for key, snap in known.jobs.items()
             if not snap.status.is_terminal and key not in listed
         ]
         unseen += [key for key in known.held if key not in listed and key not in known.jobs]
-        return unseen
+        confirm = dict.fromkeys(
+            job.key for job in self._jobs if job.provisional and not job.status.is_terminal
+        )
+        self._provisional = set(confirm)
+        return unseen + list(confirm)
 
     def read(self, details: JobDetails) -> None:
         """A direct read found the job."""
@@ -266,9 +285,12 @@ class PollStep:
     def gone(self, key: JobKey) -> bool:
         """A direct read answered 404. Returns True when the job vanished unseen (it is
         forgotten); False when its held terminal change goes out without details."""
+        if key in self._provisional:  # the index's row is stale: the job is gone
+            self._jobs = [job for job in self._jobs if job.key != key]
         held = self._known.held.get(key)
         if held is None:
-            self._vanished.append(key)
+            if key in self._known.jobs or key not in self._provisional:
+                self._vanished.append(key)
             return True
         self._jobs.append(held.job)
         self._details[key] = None
@@ -276,6 +298,7 @@ class PollStep:
 
     def forget(self, key: JobKey) -> None:
         """The job can never be read (its name is refused before sending): forget it."""
+        self._jobs = [job for job in self._jobs if job.key != key]
         self._vanished.append(key)
 
     def failed(self, key: JobKey) -> None:

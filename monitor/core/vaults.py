@@ -1,4 +1,10 @@
-"""Recovery Services vaults and subscriptions: VaultRef, vault ids, and their ARM list pages."""
+"""Vaults of both kinds and subscriptions: VaultRef, vault ids, and their ARM list pages.
+
+Two kinds of vault hold Azure Backup jobs: Recovery Services vaults
+(`Microsoft.RecoveryServices/vaults`: VMs, SQL, SAP HANA, Azure Files, MARS, DPM/MABS) and
+Backup vaults (`Microsoft.DataProtection/backupVaults`: disks, blobs, PostgreSQL, MySQL, AKS,
+Data Lake). A `VaultRef` says which (`kind`); everything else about a vault is the same.
+"""
 
 # Rule: nothing here awaits, sleeps or reads the clock. Parsers take decoded JSON (dicts, lists,
 # str, int, float, bool, None) and raise only ParseError.
@@ -6,6 +12,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Final
 
 from monitor.core.ids import check_path_segment, check_subscription_id
@@ -14,6 +21,7 @@ from monitor.errors import ParseError
 
 __all__ = [
     "SubscriptionsPage",
+    "VaultKind",
     "VaultRef",
     "VaultsPage",
     "parse_subscriptions_page",
@@ -22,9 +30,42 @@ __all__ = [
 ]
 
 
+class VaultKind(StrEnum):
+    """Which kind of vault; the value is what events carry in `vault.kind`."""
+
+    RECOVERY_SERVICES = "recovery_services"
+    """`Microsoft.RecoveryServices/vaults`."""
+    BACKUP_VAULT = "backup_vault"
+    """`Microsoft.DataProtection/backupVaults`."""
+
+    @property
+    def namespace(self) -> str:
+        """The resource provider's namespace, as ARM spells it in paths."""
+        return _NAMESPACES[self][0]
+
+    @property
+    def vaults_segment(self) -> str:
+        """The vault type's path segment, as ARM spells it."""
+        return _NAMESPACES[self][1]
+
+    @property
+    def resource_type(self) -> str:
+        """`{namespace}/{segment}`, e.g. `Microsoft.DataProtection/backupVaults`."""
+        return f"{self.namespace}/{self.vaults_segment}"
+
+
+_NAMESPACES: Final = {
+    VaultKind.RECOVERY_SERVICES: ("Microsoft.RecoveryServices", "vaults"),
+    VaultKind.BACKUP_VAULT: ("Microsoft.DataProtection", "backupVaults"),
+}
+_KIND_OF_SEGMENTS: Final = {
+    (namespace.lower(), segment.lower()): kind for kind, (namespace, segment) in _NAMESPACES.items()
+}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VaultRef:
-    """A Recovery Services vault.
+    """A vault of either kind (`kind`: Recovery Services or Backup vault).
 
     `id` is the resource id exactly as ARM or the configuration gave it; `key` is its lower-cased
     form, the identity to compare, hash and store (ARM mixes `/Subscriptions/` and
@@ -37,6 +78,7 @@ class VaultRef:
     resource_group: str
     name: str
     location: str | None = None
+    kind: VaultKind = VaultKind.RECOVERY_SERVICES
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,16 +96,19 @@ class VaultsPage:
 
 
 _VAULT_ID_SHAPE: Final = (
-    "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.RecoveryServices/vaults/{name}"
+    "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.RecoveryServices/vaults/{name} "
+    "or .../providers/Microsoft.DataProtection/backupVaults/{name}"
 )
 
 
 def parse_vault_id(resource_id: str, *, location: str | None = None) -> VaultRef:
-    """Parse a vault resource id, accepting any casing of its fixed segments.
+    """Parse a vault resource id of either kind, accepting any casing of its fixed segments.
 
     Args:
         resource_id: e.g. `/Subscriptions/{sub}/resourceGroups/{rg}/providers/
-            microsoft.recoveryservices/vaults/{name}`; kept verbatim in `VaultRef.id`.
+            microsoft.recoveryservices/vaults/{name}` (a Recovery Services vault) or
+            `.../providers/Microsoft.DataProtection/backupVaults/{name}` (a Backup vault);
+            kept verbatim in `VaultRef.id`.
         location: the vault's region, when the caller knows it.
 
     Raises:
@@ -80,15 +125,16 @@ def parse_vault_id(resource_id: str, *, location: str | None = None) -> VaultRef
             "resource_id", f"expected {_VAULT_ID_SHAPE}, got {len(parts) - 1} segments"
         )
     _, subs, sub, rgs, rg, providers, namespace, vaults, name = parts
-    for got, want in (
-        (subs, "subscriptions"),
-        (rgs, "resourcegroups"),
-        (providers, "providers"),
-        (namespace, "microsoft.recoveryservices"),
-        (vaults, "vaults"),
-    ):
+    for got, want in ((subs, "subscriptions"), (rgs, "resourcegroups"), (providers, "providers")):
         if got.lower() != want:
             raise ParseError("resource_id", f"expected segment {want!r}, got {excerpt(got)}")
+    kind = _KIND_OF_SEGMENTS.get((namespace.lower(), vaults.lower()))
+    if kind is None:
+        raise ParseError(
+            "resource_id",
+            "expected Microsoft.RecoveryServices/vaults or Microsoft.DataProtection/backupVaults, "
+            f"got {excerpt(f'{namespace}/{vaults}')}",
+        )
     check_subscription_id(sub, path="resource_id")
     check_path_segment(rg, "resource group", path="resource_id")
     check_path_segment(name, "vault name", path="resource_id")
@@ -99,14 +145,16 @@ def parse_vault_id(resource_id: str, *, location: str | None = None) -> VaultRef
         resource_group=rg,
         name=name,
         location=location,
+        kind=kind,
     )
 
 
-def parse_vaults_page(payload: object) -> VaultsPage:
-    """Parse one page of `GET .../providers/Microsoft.RecoveryServices/vaults`.
+def parse_vaults_page(payload: object, kind: VaultKind = VaultKind.RECOVERY_SERVICES) -> VaultsPage:
+    """Parse one page of `GET .../providers/Microsoft.RecoveryServices/vaults` (or, with `kind`
+    `BACKUP_VAULT`, of `.../providers/Microsoft.DataProtection/backupVaults`).
 
-    Items that are not vaults (bad id, wrong `type`) are skipped and reported in `skipped` with
-    their JSON path; they never fail the page.
+    Items that are not vaults of that kind (bad id, wrong `type`) are skipped and reported in
+    `skipped` with their JSON path; they never fail the page.
 
     Raises:
         ParseError: the payload is not an object with a list `value`, or `nextLink` is not a
@@ -117,28 +165,31 @@ def parse_vaults_page(payload: object) -> VaultsPage:
     skipped: list[ParseError] = []
     for index, item in enumerate(items):
         try:
-            vaults.append(_parse_vault_item(item))
+            vaults.append(_parse_vault_item(item, kind))
         except ParseError as exc:
             skipped.append(nested(f"value[{index}]", exc))
     return VaultsPage(vaults=tuple(vaults), skipped=tuple(skipped), next_link=next_link)
 
 
-def _parse_vault_item(item: object) -> VaultRef:
+def _parse_vault_item(item: object, kind: VaultKind) -> VaultRef:
     if not isinstance(item, dict):
         raise ParseError("", f"expected an object, got {type(item).__name__}")
-    kind = item.get("type")
-    if kind is not None and (
-        not isinstance(kind, str) or kind.lower() != "microsoft.recoveryservices/vaults"
+    given = item.get("type")
+    if given is not None and (
+        not isinstance(given, str) or given.lower() != kind.resource_type.lower()
     ):
-        raise ParseError("type", f"not a Recovery Services vault: {excerpt(kind)}")
+        raise ParseError("type", f"not a {kind.resource_type}: {excerpt(given)}")
     location = opt_str(item, "location")
     resource_id = item.get("id")
     if not isinstance(resource_id, str):
         raise ParseError("id", "missing or not a string")
     try:
-        return parse_vault_id(resource_id, location=location)
+        vault = parse_vault_id(resource_id, location=location)
     except ParseError as exc:
         raise ParseError("id", exc.problem) from None
+    if vault.kind is not kind:
+        raise ParseError("id", f"not a {kind.resource_type} id: {excerpt(resource_id)}")
+    return vault
 
 
 # --------------------------------------------------------------------------------------------

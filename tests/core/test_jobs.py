@@ -60,8 +60,8 @@ class TestVaultIds:
         [
             ("", "segments"),
             (p.VAULT_ID + "/backupJobs/x", "segments"),
-            (p.VAULT_ID.replace("vaults", "backupVaults"), "'vaults'"),
-            (p.VAULT_ID.replace("Microsoft.RecoveryServices", "Microsoft.DataProtection"), "micro"),
+            (p.VAULT_ID.replace("vaults", "backupVaults"), "RecoveryServices/backupVaults"),
+            (p.VAULT_ID.replace("Microsoft.RecoveryServices", "Microsoft.DataProtection"), "Micro"),
             (p.VAULT_ID.replace("resourceGroups", "resourcegroupz"), "resourcegroups"),
             (p.VAULT_ID.replace("/Subscriptions/", "/Subs/"), "subscriptions"),
             (p.VAULT_ID.replace(p.SUB, ""), "subscription id"),
