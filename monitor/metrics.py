@@ -25,6 +25,7 @@ from monitor.core.budget import (
     SUBSCRIPTION_GLOBAL_READS,
     SUBSCRIPTION_READS,
     TENANT_READS,
+    USER_QUOTA_REMAINING,
 )
 from monitor.events import EmittedEvent
 from monitor.health import EstateView, VaultState
@@ -54,6 +55,7 @@ RATE_LIMIT_HEADERS: Final = {
     SUBSCRIPTION_READS: "subscription_reads",
     SUBSCRIPTION_GLOBAL_READS: "subscription_global_reads",
     TENANT_READS: "tenant_reads",
+    USER_QUOTA_REMAINING: "resource_graph_user_quota",
 }
 """ARM's remaining-reads headers → the `scope` label of `backup_monitor_arm_ratelimit_remaining`."""
 
@@ -210,6 +212,14 @@ class Metrics:
             buckets=POLL_BUCKETS_S,
             registry=registry,
         )
+        self.backup_vault_listings = Counter(
+            f"{PREFIX}_backup_vault_full_listings",
+            "Full ARM listings of a Backup vault's job history, by reason: backstop (the slow "
+            "check behind Resource Graph), fallback (Resource Graph could not be read) or "
+            "configured (backup_vaults.jobs_from = 'listing').",
+            ["reason"],
+            registry=registry,
+        )
         self.checkpoint_failures = Counter(
             f"{PREFIX}_checkpoint_write_failures",
             "Checkpoint writes that failed (the vault's events may be emitted again).",
@@ -335,6 +345,10 @@ class Metrics:
             if event.detection_lag_s is not None:
                 phase = "terminal" if status.is_terminal else "running"
                 self.detection_lag.labels(phase).observe(max(event.detection_lag_s, 0.0))
+
+    def backup_vault_listed(self, reason: str) -> None:
+        """A Backup vault's whole job history was listed from ARM, for `reason`."""
+        self.backup_vault_listings.labels(reason).inc()
 
     def checkpoint_failed(self) -> None:
         """A checkpoint write failed."""

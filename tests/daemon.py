@@ -25,6 +25,7 @@ import anyio
 import jsonschema
 import orjson
 
+from monitor.core.dataprotection import job_status
 from monitor.core.diff import event_id
 from monitor.core.jobs import JobStatus
 from monitor.emulator import Emulator
@@ -307,9 +308,41 @@ class Daemon:
         return rows
 
 
-async def ground_truth(emu: Emulator) -> list[dict[str, Any]]:
-    async with aiohttp.ClientSession() as http, http.get(f"{emu.url}/_emulator/transitions") as r:
-        return list((await r.json())["transitions"])
+async def ground_truth(
+    emu: Emulator, *, kinds: Sequence[str] = ("recovery_services",)
+) -> list[dict[str, Any]]:
+    """The world's transitions of the vaults of `kinds` (`recovery_services`, `backup_vault`)."""
+    rows: list[dict[str, Any]] = []
+    async with aiohttp.ClientSession() as http:
+        for kind in kinds:
+            since = 0
+            while True:
+                url = f"{emu.url}/_emulator/transitions?kind={kind}&since={since}"
+                async with http.get(url) as r:
+                    page = list((await r.json())["transitions"])
+                rows += page
+                if not page or kind == "recovery_services":
+                    break
+                since = int(page[-1]["seq"])
+    return rows
+
+
+def truth_status(row: Mapping[str, Any]) -> JobStatus:
+    """A ground-truth row's status as the monitor emits it (a Backup vault's `Started` is
+    InProgress, its `Succeeded` Completed)."""
+    if row.get("vault_kind") == "backup_vault":
+        return job_status(str(row["to"]))
+    return JobStatus.of(str(row["to"]))
+
+
+def truth_id(row: Mapping[str, Any]) -> str:
+    """The event id of a ground-truth row."""
+    return event_id(str(row["vault_id"]), str(row["job_id"]), truth_status(row))
+
+
+def is_terminal(row: Mapping[str, Any]) -> bool:
+    """Whether a ground-truth row ends its job."""
+    return truth_status(row).is_terminal
 
 
 async def emulator_stats(emu: Emulator) -> dict[str, Any]:
@@ -335,11 +368,11 @@ def judge(
     validator = jsonschema.Draft202012Validator(event_schema())
     for event in events:
         validator.validate(event)
-    made = {event_id(t["vault_id"], t["job_id"], JobStatus.of(t["to"])) for t in truth}
+    made = {truth_id(t) for t in truth}
     expected = {
-        event_id(t["vault_id"], t["job_id"], JobStatus.of(t["to"]))
+        truth_id(t)
         for t in truth
-        if t["to"] in TERMINAL and at(t) <= cutoff and t["vault_id"].lower() not in skip_vaults
+        if is_terminal(t) and at(t) <= cutoff and t["vault_id"].lower() not in skip_vaults
     }
     emitted = Counter(str(e["event_id"]) for e in events)
     invented = [e for e in events if e["event_id"] not in made]
@@ -353,6 +386,7 @@ async def wait_until_caught_up(
     cutoff: datetime,
     skip_vaults: frozenset[str] | set[str] = frozenset(),
     timeout_s: float,
+    kinds: Sequence[str] = ("recovery_services",),
 ) -> set[str]:
     """Until every terminal transition of the world up to `cutoff` (outside `skip_vaults`) is
     among `read_events()`, or `timeout_s` has passed: the ids still missing then (none when it
@@ -361,11 +395,12 @@ async def wait_until_caught_up(
     with anyio.move_on_after(timeout_s):
         await anyio.sleep(max(0.0, (cutoff - datetime.now(UTC)).total_seconds()))
         while True:
-            missing = missing_ids(read_events(), await ground_truth(emu), cutoff, skip_vaults)
+            truth = await ground_truth(emu, kinds=kinds)
+            missing = missing_ids(read_events(), truth, cutoff, skip_vaults)
             if not missing:
                 return missing
             await anyio.sleep(0.2)
-    return missing_ids(read_events(), await ground_truth(emu), cutoff, skip_vaults)
+    return missing_ids(read_events(), await ground_truth(emu, kinds=kinds), cutoff, skip_vaults)
 
 
 def missing_ids(
@@ -378,9 +413,9 @@ def missing_ids(
     carries (no schema check: `judge` does that once, at the end)."""
     emitted = {str(e["event_id"]) for e in events}
     return {
-        event_id(t["vault_id"], t["job_id"], JobStatus.of(t["to"]))
+        truth_id(t)
         for t in truth
-        if t["to"] in TERMINAL and at(t) <= cutoff and t["vault_id"].lower() not in skip_vaults
+        if is_terminal(t) and at(t) <= cutoff and t["vault_id"].lower() not in skip_vaults
     } - emitted
 
 

@@ -52,6 +52,7 @@ RANKS = {
     "monitor.sink_formats": 2,  # the webhook sink's bodies: pure, over events and outbox records
     "monitor.sinks_webhook": 3,
     "monitor.discovery": 3,  # its source is a Protocol, not monitor.arm; the scheduler (4) uses it
+    "monitor.job_sources": 3,  # the JobSource of both kinds: ARM, Resource Graph, the backstop
     "monitor.logs": 3,
     "monitor.poller": 4,  # one poll of one vault; monitor.scheduler drives it
     "monitor.scheduler": 4,

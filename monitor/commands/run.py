@@ -27,9 +27,11 @@ from monitor.commands.common import (
 from monitor.commands.exits import EXIT_USAGE
 from monitor.config import Settings
 from monitor.config_sinks import WebhookSinkSettings
+from monitor.core.vaults import VaultKind
 from monitor.credentials import TokenCache, build_credential
 from monitor.delivery import Delivery, SinkRoute
 from monitor.discovery import VaultDiscovery
+from monitor.job_sources import JobSources
 from monitor.metrics import Metrics
 from monitor.ops import serve_ops
 from monitor.outbox import OutboxSink
@@ -153,7 +155,14 @@ async def open_monitor(
         if metrics is not None:
             metrics.watch_delivery(delivery)
         yield PollScheduler(
-            source=opened.arm,
+            source=JobSources(
+                opened.arm,
+                settings.backup_vaults,
+                azure=settings.azure,
+                clock=clock,
+                rng=rng,
+                metrics=metrics,
+            ),
             rates=opened.budgets,
             store=opened.store,
             delivery=delivery,
@@ -208,6 +217,9 @@ async def serve(settings: Settings) -> None:
         tg.cancel_scope.cancel()
 
 
+_KIND_TAGS = {VaultKind.RECOVERY_SERVICES: "rs", VaultKind.BACKUP_VAULT: "bv"}
+
+
 async def check(settings: Settings, out: TextIO) -> None:
     """Authenticate and discover; print what would be watched.
 
@@ -223,10 +235,13 @@ async def check(settings: Settings, out: TextIO) -> None:
     out.write(f"authenticated against {settings.azure.arm_endpoint}\n")
     for vault in sorted(vaults, key=lambda v: v.key):
         out.write(
-            f"{vault.subscription_id}  {vault.resource_group:<24} {vault.name:<28} "
-            f"{vault.location or '-'}\n"
+            f"{vault.subscription_id}  {_KIND_TAGS[vault.kind]}  {vault.resource_group:<24} "
+            f"{vault.name:<28} {vault.location or '-'}\n"
         )
-    out.write(f"{len(vaults)} vaults would be watched\n")
+    kinds = ", ".join(f"{sum(v.kind is kind for v in vaults)} {kind.value}" for kind in VaultKind)
+    out.write(f"{len(vaults)} vaults would be watched ({kinds})\n")
+    if any(v.kind is VaultKind.BACKUP_VAULT for v in vaults):
+        out.write(f"backup vault jobs from {settings.backup_vaults.jobs_from}\n")
     for entry in settings.delivery_sinks:
         if isinstance(entry, WebhookSinkSettings):
             webhook_secret(entry.name, entry.secret_env, os.environ)

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -342,6 +343,9 @@ def _remaining(headers: Mapping[str, str], name: str) -> int | None:
     return count if 0 <= count <= _MAX_REMAINING else None
 
 
+_HMS: Final = re.compile(r"([0-9]{1,6}):([0-9]{2}):([0-9]{2}(?:\.[0-9]{1,9})?)", re.ASCII)
+
+
 def _hms(headers: Mapping[str, str], name: str) -> float | None:
     """A `hh:mm:ss` header in seconds (at most `MAX_RETRY_AFTER_S`); None when absent or
     unreadable."""
@@ -359,14 +363,11 @@ def parse_hms(raw: object) -> float | None:
     in seconds, at most `MAX_RETRY_AFTER_S`; None when it is not that shape."""
     if not isinstance(raw, str):
         return None
-    parts = raw.strip().split(":")
-    if len(parts) != 3:
+    match = _HMS.fullmatch(raw.strip())
+    if match is None:
         return None
-    try:
-        hours, minutes, seconds = int(parts[0]), int(parts[1]), float(parts[2])
-    except ValueError:
-        return None
-    if hours < 0 or not 0 <= minutes < 60 or not (0.0 <= seconds < 60.0):
+    hours, minutes, seconds = int(match[1]), int(match[2]), float(match[3])
+    if minutes >= 60 or seconds >= 60.0:
         return None
     return min(hours * 3600.0 + minutes * 60.0 + seconds, MAX_RETRY_AFTER_S)
 

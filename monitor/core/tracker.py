@@ -256,14 +256,20 @@ class PollStep:
         and is not known is left out, since it may have been forgotten already. A provisional
         job (`BackupJob.provisional`: from an index that may lag) that is not terminal counts
         only once a direct read confirms it: a failed read keeps the job as it was, a 404
-        drops the row.
+        drops the row. A provisional row that shows a job known to have ended as running is
+        stale: it is dropped unread.
         """
         known, floor = self._known, self._floor
-        self._jobs = [
-            job
-            for job in jobs
-            if job.start_at is None or job.start_at >= floor or job.key in known.jobs
-        ]
+
+        def kept(job: BackupJob) -> bool:
+            snap = known.jobs.get(job.key)
+            if snap is None:
+                return job.start_at is None or job.start_at >= floor
+            # A job known to have ended cannot change: a provisional row of it that is not
+            # terminal is stale, and is not even worth a confirming read.
+            return not (job.provisional and snap.status.is_terminal and not job.status.is_terminal)
+
+        self._jobs = [job for job in jobs if kept(job)]
         listed = {job.key for job in self._jobs}
         unseen = [
             key
