@@ -21,7 +21,12 @@ from monitor.core.jobs import (
     parse_job_details,
     parse_jobs_page,
 )
-from monitor.core.vaults import parse_subscriptions_page, parse_vault_id, parse_vaults_page
+from monitor.core.vaults import (
+    VaultKind,
+    parse_subscriptions_page,
+    parse_vault_id,
+    parse_vaults_page,
+)
 from monitor.core.wire import (
     build_jobs_filter,
     format_filter_time,
@@ -138,6 +143,151 @@ class TestVaultIds:
             f"value[{i}].id" for i in range(1, len(names) + 1)
         ]
         assert "segments" in page.skipped[-1].problem
+
+
+BV_RG = f"/subscriptions/{p.SUB}/resourceGroups/rg-bv/providers"
+BV_ID = f"{BV_RG}/Microsoft.DataProtection/backupVaults/bv1"
+
+
+class TestBackupVaultIds:
+    @pytest.mark.parametrize(
+        "resource_id",
+        [
+            BV_ID,
+            BV_ID.replace("/subscriptions/", "/Subscriptions/"),
+            BV_ID.replace(
+                "Microsoft.DataProtection/backupVaults", "microsoft.dataprotection/backupvaults"
+            ),
+            BV_ID.replace(
+                "Microsoft.DataProtection/backupVaults", "MICROSOFT.DATAPROTECTION/BACKUPVAULTS"
+            ),
+            BV_ID.replace("backupVaults", "Backupvaults"),
+            BV_ID.replace("resourceGroups", "resourcegroups").replace("providers", "Providers"),
+        ],
+    )
+    def test_any_casing(self, resource_id: str) -> None:
+        """A Backup vault id in any casing of its fixed segments: kind BACKUP_VAULT, key lower."""
+        vault = parse_vault_id(resource_id, location="westeurope")
+        assert vault.kind is VaultKind.BACKUP_VAULT
+        assert vault.id == resource_id
+        assert vault.key == BV_ID.lower()
+        assert (vault.subscription_id, vault.resource_group, vault.name, vault.location) == (
+            p.SUB,
+            "rg-bv",
+            "bv1",
+            "westeurope",
+        )
+
+    def test_recovery_services_kind(self) -> None:
+        """A Recovery Services vault id is of kind RECOVERY_SERVICES (also the default)."""
+        assert parse_vault_id(p.VAULT_ID).kind is VaultKind.RECOVERY_SERVICES
+        assert parse_vault_id(p.VAULT_ID_LOWER_PROVIDER).kind is VaultKind.RECOVERY_SERVICES
+
+    @pytest.mark.parametrize(
+        "resource_id",
+        [
+            f"{BV_RG}/Microsoft.DataProtection/vaults/bv1",
+            f"{BV_RG}/Microsoft.RecoveryServices/backupVaults/bv1",
+            f"{BV_RG}/Microsoft.DataProtection/backupVault/bv1",
+            f"{BV_RG}/Microsoft.DataProtection/backupVaults/bv1/backupJobs/j",
+            f"{BV_RG}/Microsoft.DataProtection/backupVaults/..",
+        ],
+    )
+    def test_mixed_or_malformed_refused(self, resource_id: str) -> None:
+        """A namespace with the other kind's segment, or a malformed Backup vault id, is refused."""
+        with pytest.raises(ParseError) as info:
+            parse_vault_id(resource_id)
+        assert info.value.path == "resource_id"
+
+    def test_kind_names(self) -> None:
+        """Each kind names its provider namespace, segment, resource type and event value."""
+        assert VaultKind.BACKUP_VAULT.resource_type == "Microsoft.DataProtection/backupVaults"
+        assert VaultKind.RECOVERY_SERVICES.resource_type == "Microsoft.RecoveryServices/vaults"
+        assert (VaultKind.BACKUP_VAULT.namespace, VaultKind.BACKUP_VAULT.vaults_segment) == (
+            "Microsoft.DataProtection",
+            "backupVaults",
+        )
+        assert [k.value for k in VaultKind] == ["recovery_services", "backup_vault"]
+
+    def test_backup_vaults_page_skips_recovery_services(self) -> None:
+        """With kind BACKUP_VAULT, Backup vaults parse and Recovery Services items are skipped."""
+        payload = {
+            "value": [
+                {
+                    "id": BV_ID,
+                    "name": "bv1",
+                    "location": "westeurope",
+                    "type": "Microsoft.DataProtection/backupVaults",
+                },
+                {
+                    "id": BV_ID.replace("bv1", "bv2").lower(),
+                    "type": "microsoft.dataprotection/backupvaults",
+                },
+                {"id": BV_ID.replace("bv1", "bv3")},
+                {"id": p.VAULT_ID, "type": "Microsoft.RecoveryServices/vaults"},
+                {"id": p.VAULT_ID},
+                {"id": p.VAULT_ID, "type": "Microsoft.DataProtection/backupVaults"},
+            ]
+        }
+        page = parse_vaults_page(payload, VaultKind.BACKUP_VAULT)
+        assert [v.name for v in page.vaults] == ["bv1", "bv2", "bv3"]
+        assert all(v.kind is VaultKind.BACKUP_VAULT for v in page.vaults)
+        assert page.vaults[0].location == "westeurope"
+        assert [e.path for e in page.skipped] == ["value[3].type", "value[4].id", "value[5].id"]
+        assert "Microsoft.DataProtection/backupVaults" in page.skipped[0].problem
+
+    def test_recovery_services_page_skips_backup_vaults(self) -> None:
+        """With the default kind, Backup vault items are skipped (by type, else by id)."""
+        payload = {
+            "value": [
+                {"id": p.VAULT_ID, "type": "Microsoft.RecoveryServices/vaults"},
+                {"id": BV_ID, "type": "Microsoft.DataProtection/backupVaults"},
+                {"id": BV_ID},
+                {"id": BV_ID, "type": "Microsoft.RecoveryServices/vaults"},
+            ]
+        }
+        for page in (
+            parse_vaults_page(payload),
+            parse_vaults_page(payload, VaultKind.RECOVERY_SERVICES),
+        ):
+            assert [v.name for v in page.vaults] == ["v1"]
+            assert page.vaults[0].kind is VaultKind.RECOVERY_SERVICES
+            assert [e.path for e in page.skipped] == ["value[1].type", "value[2].id", "value[3].id"]
+
+    @settings(max_examples=200)
+    @given(
+        st.fixed_dictionaries(
+            {
+                "value": st.lists(
+                    st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "id": st.sampled_from([BV_ID, p.VAULT_ID, BV_ID.lower()]) | json_values,
+                            "type": st.sampled_from(
+                                [
+                                    "Microsoft.DataProtection/backupVaults",
+                                    "Microsoft.RecoveryServices/vaults",
+                                ]
+                            )
+                            | json_values,
+                            "location": json_values,
+                        },
+                    )
+                    | json_values,
+                    max_size=4,
+                )
+            },
+            optional={"nextLink": json_values},
+        )
+        | json_values,
+        st.sampled_from(list(VaultKind)),
+    )
+    def test_any_page_of_either_kind(self, payload: Any, kind: VaultKind) -> None:
+        """Any payload parses or raises ParseError; every vault parsed is of the kind asked."""
+        with contextlib.suppress(ParseError):
+            page = parse_vaults_page(payload, kind)
+            assert all(v.kind is kind for v in page.vaults)
+            assert len(page.vaults) + len(page.skipped) == len(payload["value"])
 
 
 class TestSubscriptionsPage:
