@@ -343,7 +343,7 @@ def _remaining(headers: Mapping[str, str], name: str) -> int | None:
     return count if 0 <= count <= _MAX_REMAINING else None
 
 
-_HMS: Final = re.compile(r"([0-9]{1,6}):([0-9]{2}):([0-9]{2}(?:\.[0-9]{1,9})?)", re.ASCII)
+_HMS: Final = re.compile(r"([0-9]{1,6}):([0-9]{1,2}):([0-9]{1,2}(?:\.[0-9]{1,9})?)", re.ASCII)
 
 
 def _hms(headers: Mapping[str, str], name: str) -> float | None:
