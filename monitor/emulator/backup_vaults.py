@@ -553,13 +553,17 @@ def vault_json(vault: BackupVault) -> JSON:
     }
 
 
+def job_id_prefix(vault: BackupVault) -> str:
+    """What every job id of `vault` starts with (its name follows)."""
+    return (
+        f"/subscriptions/{vault.subscription_id}/resourceGroups/{vault.resource_group}"
+        f"/providers/Microsoft.DataProtection/Backupvaults/{vault.name}/backupJobs/"
+    )
+
+
 def job_resource_id(job: BvJob) -> str:
     """The job's id as the examples write it: `Backupvaults` (capital B, lower-case v)."""
-    v = job.vault
-    return (
-        f"/subscriptions/{v.subscription_id}/resourceGroups/{v.resource_group}"
-        f"/providers/Microsoft.DataProtection/Backupvaults/{v.name}/backupJobs/{job.name}"
-    )
+    return job_id_prefix(job.vault) + job.name
 
 
 def _error_details(job: BvJob) -> list[JSON]:

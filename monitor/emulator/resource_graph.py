@@ -23,6 +23,7 @@ import base64
 import bisect
 import hashlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,7 +31,14 @@ from typing import Any
 import orjson
 
 from monitor.emulator import kql
-from monitor.emulator.backup_vaults import BackupVaultEstate, BvJob, job_json, job_resource_id
+from monitor.emulator.backup_vaults import (
+    BackupVault,
+    BackupVaultEstate,
+    BvJob,
+    job_id_prefix,
+    job_json,
+    job_resource_id,
+)
 
 JSON = dict[str, Any]
 
@@ -253,6 +261,32 @@ def _decode_skip_token(token: str, digest: str) -> str:
     return after
 
 
+@dataclass(slots=True)
+class _VaultIndex:
+    """A vault's jobs by name (so by id), for the content `version` (pruned, count)."""
+
+    version: tuple[int, int]
+    names: list[str]
+    jobs: list[BvJob]
+
+
+def _start(job: BvJob) -> datetime:
+    return job.start_at
+
+
+def _keep(job: BvJob, query: kql.Query, as_of: datetime) -> BvJob | None:
+    """The job as it was at `as_of` if that row passes the query's filters, else None."""
+    then = job.as_of(as_of)
+    if then is None:
+        return None
+    for at, inclusive in query.started_after:
+        if then.start_at < at or (not inclusive and then.start_at == at):
+            return None
+    if not all(then.status.lower() in s for s in query.statuses):
+        return None
+    return then
+
+
 def _row(job: BvJob, at: datetime) -> JSON:
     vault = job.vault
     return {
@@ -278,35 +312,65 @@ class ResourceGraph:
         self.estate = estate
         self.quota = QuotaBook(settings)
         self.queries = 0  # answered with 200
+        self._indexes: dict[str, _VaultIndex] = {}  # by vault key
 
-    def _matches(
-        self, query: kql.Query, as_of: datetime, subs: tuple[str, ...] | None
-    ) -> list[BvJob]:
-        if not all(ROW_TYPE in types for types in query.types):
-            return []
-        wanted = (
-            self.estate.by_subscription
+    def _vaults(self, subs: tuple[str, ...] | None) -> list[tuple[str, BackupVault]]:
+        """The scope's vaults with their job-id prefixes, in prefix order (= id order)."""
+        by_sub = self.estate.by_subscription
+        chosen = (
+            [v for vs in by_sub.values() for v in vs]
             if subs is None
-            else {s: self.estate.by_subscription.get(s, []) for s in dict.fromkeys(subs)}
+            else [v for s in dict.fromkeys(subs) for v in by_sub.get(s, [])]
         )
-        found: list[BvJob] = []
-        for vaults in wanted.values():
-            for vault in vaults:
-                for job in vault.jobs:  # in start order
-                    if job.start_at > as_of:
-                        break
-                    then = job.as_of(as_of)
-                    if then is None:
-                        continue
-                    if not all(
-                        then.start_at >= at if inclusive else then.start_at > at
-                        for at, inclusive in query.started_after
-                    ):
-                        continue
-                    if not all(then.status.lower() in s for s in query.statuses):
-                        continue
-                    found.append(then)
-        return found
+        return sorted(((job_id_prefix(v), v) for v in chosen), key=lambda pair: pair[0])
+
+    def _by_name(self, vault: BackupVault) -> _VaultIndex:
+        # Jobs are only appended and pruned from the front: (pruned, count) names the content.
+        version = (vault.pruned, len(vault.jobs))
+        index = self._indexes.get(vault.key)
+        if index is None or index.version != version:
+            jobs = sorted(vault.jobs, key=lambda j: j.name)
+            index = _VaultIndex(version, [j.name for j in jobs], jobs)
+            self._indexes[vault.key] = index
+        return index
+
+    def _walk(
+        self, vaults: list[tuple[str, BackupVault]], after: str | None, descending: bool
+    ) -> Iterator[tuple[str, BvJob]]:
+        """Every job of `vaults` in id order (reversed when `descending`), after `after`."""
+        for prefix, vault in reversed(vaults) if descending else vaults:
+            index = self._by_name(vault)
+            lo, hi = 0, len(index.names)
+            if after is not None:
+                if after.startswith(prefix):
+                    name = after[len(prefix) :]
+                    if descending:
+                        hi = bisect.bisect_left(index.names, name)
+                    else:
+                        lo = bisect.bisect_right(index.names, name)
+                elif (prefix < after) != descending:
+                    continue  # every id of this vault is on the wrong side of `after`
+            order = range(hi - 1, lo - 1, -1) if descending else range(lo, hi)
+            for i in order:
+                yield prefix + index.names[i], index.jobs[i]
+
+    def _count(
+        self, vaults: list[tuple[str, BackupVault]], query: kql.Query, as_of: datetime
+    ) -> int:
+        """`totalRecords`: by the start-ordered job lists, unless statuses must be looked at."""
+        total = 0
+        for _, vault in vaults:
+            if query.statuses:
+                total += sum(1 for job in vault.jobs if _keep(job, query, as_of) is not None)
+                continue
+            jobs = vault.jobs
+            hi = bisect.bisect_right(jobs, as_of, key=_start)
+            lo = 0
+            for at, inclusive in query.started_after:
+                cut = bisect.bisect_left if inclusive else bisect.bisect_right
+                lo = max(lo, cut(jobs, at, key=_start))
+            total += max(hi - lo, 0)
+        return total
 
     def answer(self, body: object, *, now: datetime) -> JSON:
         """The 200 body for one query request.
@@ -334,24 +398,28 @@ class ResourceGraph:
         digest = _digest(request)
         after = _decode_skip_token(request.skip_token, digest) if request.skip_token else None
         as_of = now - timedelta(seconds=self.settings.staleness_s)
-        rows = sorted(
-            ((job_resource_id(j), j) for j in self._matches(query, as_of, request.subscriptions)),
-            key=lambda pair: pair[0],
-        )
-        keys = [k for k, _ in rows]
         top = request.top
-        if not query.descending:
-            start = bisect.bisect_right(keys, after) if after is not None else request.skip
-            page = rows[start : start + top]
-            more = start + top < len(rows)
-        else:
-            end = bisect.bisect_left(keys, after) if after is not None else len(rows) - request.skip
-            end = max(end, 0)
-            page = rows[max(end - top, 0) : end][::-1]
-            more = end - top > 0
+        page: list[tuple[str, BvJob]] = []
+        more = False
+        total = 0
+        if all(ROW_TYPE in types for types in query.types):
+            vaults = self._vaults(request.subscriptions)
+            total = self._count(vaults, query, as_of)
+            skip = request.skip if after is None else 0
+            for row_id, job in self._walk(vaults, after, query.descending):
+                then = _keep(job, query, as_of)
+                if then is None:
+                    continue
+                if skip:
+                    skip -= 1
+                elif len(page) == top:
+                    more = True
+                    break
+                else:
+                    page.append((row_id, then))
         columns = query.columns
         data_rows = [_row(job, as_of) for _, job in page]
-        result: JSON = {"totalRecords": len(rows), "count": len(page)}
+        result: JSON = {"totalRecords": total, "count": len(page)}
         # Without `id` ARG cannot page: it truncates instead (azure-api.md §e.2).
         truncated = more and "id" not in columns
         result["resultTruncated"] = "true" if truncated else "false"

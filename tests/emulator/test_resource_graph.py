@@ -280,6 +280,25 @@ class TestPaging:
         assert set(before) <= set(seen)
         assert pages >= 3
 
+    @pytest.mark.parametrize("direction", ["asc", "desc"])
+    @pytest.mark.parametrize("status_filter", ["", "| where properties.status in~ ('failed')"])
+    async def test_pages_in_either_order_equal_the_whole_answer(
+        self, emu: Emulator, http: aiohttp.ClientSession, direction: str, status_filter: str
+    ) -> None:
+        """$top 5 pages, ascending or descending, with or without a status filter, are the
+        one-page answer cut in pieces; `$skip` skips rows of the first page."""
+        text = f"RecoveryServicesResources {status_filter} | order by id {direction}"
+        body = {"subscriptions": subscription_ids(emu), "query": text}
+        _, _, whole = await query(http, emu, body)
+        ids = [r["id"] for r in whole["data"]]
+        assert ids == sorted(ids, reverse=direction == "desc")
+        assert whole["totalRecords"] == len(ids) > 5
+        pages = await all_rows(http, emu, body, top=5)
+        assert [r["id"] for page in pages for r in page] == ids
+        assert len(pages) == -(-len(ids) // 5)
+        _, _, skipped = await query(http, emu, {**body, "options": {"$skip": 3, "$top": 2}})
+        assert [r["id"] for r in skipped["data"]] == ids[3:5]
+
     async def test_without_id_the_result_is_truncated(
         self, emu: Emulator, http: aiohttp.ClientSession
     ) -> None:
