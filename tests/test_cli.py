@@ -77,6 +77,35 @@ async def test_emulator_prints_its_banner_first_and_serves(emulator_process) -> 
             assert isinstance((await r.json())["value"], list)
 
 
+async def test_emulator_backup_vault_flags(start_emulator: Callable[..., Started]) -> None:
+    """Backup vaults, their history seed and Resource Graph staleness from the command line:
+    with 10 minutes of staleness only the seeded jobs (days old) have Resource Graph rows."""
+    _, banner = start_emulator(
+        "--subscriptions",
+        "1",
+        "--backup-vaults-per-subscription",
+        "2",
+        "--backup-vault-history-jobs",
+        "3",
+        "--resource-graph-staleness",
+        "600",
+    )
+    headers = {"Authorization": f"Bearer {banner['token']}"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{banner['url']}/providers/Microsoft.ResourceGraph/resources?api-version=2024-04-01",
+            json={"query": "RecoveryServicesResources | project id, properties"},
+            headers=headers,
+        ) as r,
+    ):
+        assert r.status == 200
+        assert r.headers["x-ms-user-quota-remaining"] == "14"
+        body = await r.json()
+    assert body["totalRecords"] == 6
+    assert all("endTime" in row["properties"] for row in body["data"])
+
+
 def test_emulator_stops_cleanly_on_sigterm(emulator_process) -> None:
     """SIGTERM ends the emulator with exit code 0."""
     process, _ = emulator_process
@@ -123,6 +152,8 @@ async def test_emulator_serves_tls(
         (["emulator", "--faults", "1.5"], "between 0 and 1"),
         (["emulator", "--fault", "server_error"], "must look like KIND=RATE"),
         (["emulator", "--fault", "drop=often"], "drop: must be a number"),
+        (["emulator", "--resource-graph-staleness", "-1"], "0 or more"),
+        (["emulator", "--backup-vault-history-jobs", "x"], "must be a whole number"),
     ],
 )
 def test_bad_arguments_exit_2_naming_the_problem(

@@ -15,11 +15,14 @@ import orjson
 from monitor.commands.common import add_world_options, number_arg, positive_float, positive_int
 from monitor.commands.exits import EXIT_OK, EXIT_STARTUP, EXIT_USAGE
 from monitor.emulator import PROFILES, EmulatorSettings, FaultSettings, WorldSettings
+from monitor.emulator.resource_graph import ResourceGraphSettings
 from monitor.emulator.runner import serve_until_signalled
 from monitor.emulator.throttle import ThrottleSettings
 
 _port = number_arg(int, "a port number", lambda v: 0 <= v <= 65535, "between 0 and 65535")
 _probability = number_arg(float, "a number", lambda v: 0 <= v <= 1, "between 0 and 1")
+_count = number_arg(int, "a whole number", lambda v: v >= 0, "0 or more")
+_seconds = number_arg(float, "a number of seconds", lambda v: v >= 0, "0 or more")
 
 
 def _fault_arg(text: str) -> tuple[str, float]:
@@ -64,6 +67,26 @@ def add_emulator_parser(commands: Any) -> None:
         help="divide every schedule and duration by this (60 runs a day in 24 minutes)",
     )
     emulator.add_argument("--page-size", type=positive_int, default=20, help="jobs per page")
+    emulator.add_argument(
+        "--backup-vaults-per-subscription",
+        type=_count,
+        default=0,
+        help="Backup vaults (Microsoft.DataProtection) in each subscription (default: 0)",
+    )
+    emulator.add_argument(
+        "--backup-vault-history-jobs",
+        type=_count,
+        default=0,
+        help="finished jobs each Backup vault already lists, over the 13 days before the start "
+        "(default: 0)",
+    )
+    emulator.add_argument(
+        "--resource-graph-staleness",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="Resource Graph rows show each Backup vault job as it was this long ago (default: 0)",
+    )
     emulator.add_argument(
         "--throttle-model",
         choices=("bucket", "hourly"),
@@ -139,7 +162,10 @@ def run_emulator(args: argparse.Namespace, out: TextIO) -> int:
             vaults_per_subscription=args.vaults_per_subscription,
             profile=PROFILES[args.profile],
             time_scale=args.time_scale,
+            backup_vaults_per_subscription=args.backup_vaults_per_subscription,
+            backup_vault_history_jobs=args.backup_vault_history_jobs,
         ),
+        resource_graph=ResourceGraphSettings(staleness_s=args.resource_graph_staleness),
         throttle=ThrottleSettings(model=args.throttle_model, reads_per_s=args.reads_per_s),
         faults=faults,
         page_size=args.page_size,

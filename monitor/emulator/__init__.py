@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from monitor.emulator.catalogue import PROFILES
 from monitor.emulator.faults import FaultSettings
+from monitor.emulator.resource_graph import ResourceGraphSettings
 from monitor.emulator.runner import Emulator, running_emulator
 from monitor.emulator.settings import EmulatorSettings
 from monitor.emulator.throttle import ThrottleSettings
@@ -20,6 +21,7 @@ __all__ = [
     "Emulator",
     "EmulatorSettings",
     "FaultSettings",
+    "ResourceGraphSettings",
     "ThrottleSettings",
     "WorldSettings",
     "running_emulator",

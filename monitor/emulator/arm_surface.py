@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from urllib.parse import quote_plus, unquote_plus
@@ -18,6 +19,7 @@ from aiohttp import web
 
 from monitor.emulator import backup_vaults as bv
 from monitor.emulator import filters
+from monitor.emulator import resource_graph as arg
 from monitor.emulator.arm_replies import (
     ArmReply,
     Call,
@@ -80,6 +82,7 @@ class ArmSurface:
         self.issuer = TokenIssuer(settings.world.tenant_id)
         self.foreign = ForeignOrigin()
         self.reads = ReadLog()
+        self.resource_graph = arg.ResourceGraph(settings.resource_graph, self.world.backup_vaults)
         self.base_url = ""  # set once the server is bound
         self.static_token = self.issuer.issue(
             STATIC_PRINCIPAL, expires_at=clock.utcnow().timestamp() + 10 * 365 * 86400
@@ -139,6 +142,12 @@ class ArmSurface:
             ("GET", re.compile(BVAULT, re.I), ArmSurface._bv_vault),
             ("GET", re.compile(BVAULT + r"/backupjobs", re.I), ArmSurface._bv_jobs),
             ("GET", re.compile(BVAULT + r"/backupjobs/(?P<job>[^/]+)", re.I), ArmSurface._bv_job),
+            # Azure Resource Graph: its own quota instead of ARM's read buckets.
+            (
+                "POST",
+                re.compile(r"/providers/microsoft\.resourcegraph/resources", re.I),
+                ArmSurface._resource_graph,
+            ),
         ]
 
     # ------------------------------------------------------------------ the ARM pipeline
@@ -173,19 +182,40 @@ class ArmSurface:
         path = request.path.rstrip("/") or "/"
         route = self._route(request.method, path)
         match = route[1] if route else {}
-        scope = match.get("sub", "tenant")
-        verdict = self.throttle.check(
-            scope=scope,
-            principal=check.principal,
-            kind="writes" if request.method == "POST" else "reads",
-            now=now_mono,
-            wall=now.timestamp(),
-        )
-        headers.update(verdict.headers)
-        if request.method == "GET":
-            self._log_read(route, params, scope, check.principal, verdict.allowed, now)
-        if not verdict.allowed:
-            raise throttled(verdict, scope, check.principal, self.world.tenant_id)
+        if route is not None and route[0] is ArmSurface._resource_graph:
+            quota = self.resource_graph.quota.check(check.principal, now_mono)
+            headers.update(quota.headers)
+            self.reads.record(
+                principal=check.principal,
+                scope=arg.SCOPE,
+                vault_key=None,
+                kind=ReadKind.OTHER,
+                served=quota.allowed,
+                at=now,
+            )
+            if not quota.allowed:
+                headers["Retry-After"] = str(quota.retry_after_s)
+                body = arg.error_body(
+                    "RateLimiting",
+                    [{"code": "RateLimiting", "message": arg.THROTTLED}],
+                    headers["x-ms-correlation-request-id"],
+                    now,
+                )
+                return json_response(429, body, headers)
+        else:
+            scope = match.get("sub", "tenant")
+            verdict = self.throttle.check(
+                scope=scope,
+                principal=check.principal,
+                kind="writes" if request.method == "POST" else "reads",
+                now=now_mono,
+                wall=now.timestamp(),
+            )
+            headers.update(verdict.headers)
+            if request.method == "GET":
+                self._log_read(route, params, scope, check.principal, verdict.allowed, now)
+            if not verdict.allowed:
+                raise throttled(verdict, scope, check.principal, self.world.tenant_id)
         faults = self.faults
         if faults.draw(Fault.EXPIRED_TOKEN):
             raise ArmReply(
@@ -482,6 +512,39 @@ class ArmSurface:
                 f"The job '{call.match['job']}' was not found in Backup vault '{vault.name}'.",
             )
         return Reply(200, bv.job_json(job, call.now, details=True))
+
+    # ------------------------------------------------------------------ Resource Graph
+
+    async def _resource_graph(self, call: Call) -> Reply:
+        """`POST /providers/Microsoft.ResourceGraph/resources`: see resource_graph.py."""
+        version = call.params["api-version"]
+        if version not in arg.API_VERSIONS:
+            raise ArmReply(
+                400,
+                "InvalidApiVersionParameter",
+                f"The api-version '{version}' is invalid. The supported versions are "
+                f"'{','.join(arg.API_VERSIONS)}'.",
+            )
+        correlation = call.request.headers.get("x-ms-correlation-request-id") or str(uuid.uuid4())
+        echo = {"x-ms-correlation-request-id": correlation}
+        try:
+            try:
+                body = orjson.loads(await call.request.read())
+            except orjson.JSONDecodeError as exc:
+                raise arg.ArgError(
+                    400,
+                    [
+                        {
+                            "code": "InvalidRequestContent",
+                            "message": f"The request content is not valid JSON: {exc}",
+                        }
+                    ],
+                ) from exc
+            return Reply(200, self.resource_graph.answer(body, now=call.now), echo)
+        except arg.ArgError as exc:
+            return Reply(
+                exc.status, arg.error_body("BadRequest", exc.details, correlation, call.now), echo
+            )
 
     # ------------------------------------------------------------------ operations
 

@@ -18,6 +18,11 @@ Rules:
   speaks one of them, alternately, so any two vaults show both.
 - The list is in start order, oldest first, as the ListJobs example is; the whole retained
   history comes back, page after page, through `nextLink` (the API has no `$filter`).
+- Opt-in history seed (`history_jobs`): each vault starts with that many finished jobs spread
+  evenly over the `HISTORY_SPAN_S` (13 days) before the estate's start, drawn from their own
+  stream (seed, "backup-vaults", "history", vault), recorded in the transition log.
+- Each job keeps its status history (`BvJob.history`), so `as_of` renders it as it was at an
+  earlier moment (the Resource Graph endpoint's staleness, `resource_graph.py`).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -53,6 +58,8 @@ STARTED, SUCCEEDED = "Started", "Succeeded"  # the examples' words; the others: 
 VOCABULARIES = ("examples", "doc")
 RUNNING_STATUS = {"examples": STARTED, "doc": IN_PROGRESS}
 TERMINAL = frozenset({SUCCEEDED, COMPLETED, COMPLETED_WITH_WARNINGS, FAILED, CANCELLED})
+HISTORY_SPAN_S = 13 * 86400.0  # the history seed's jobs start in this span before the start
+HISTORY_RETENTION_S = HISTORY_SPAN_S + 7 * 86400.0  # at least this retention with a history seed
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,10 +187,29 @@ class BvJob:
     ordinal: int
     status: str
     end_at: datetime | None = None
+    history: list[tuple[datetime, str]] = field(default_factory=list)  # (at, status), in order
 
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL
+
+    def as_of(self, at: datetime) -> BvJob | None:
+        """This job as it was at `at`: None before it started, else its status then.
+
+        The copy shares everything but `status` and `end_at`; render it with `job_json`.
+        """
+        if self.start_at > at:
+            return None
+        if self.end_at is not None and self.end_at <= at:
+            return self
+        status = self.status
+        for when, then in reversed(self.history):
+            if when <= at:
+                status = then
+                break
+        if status == self.status and self.end_at is None:
+            return self
+        return replace(self, status=status, end_at=None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -222,8 +248,10 @@ class BackupVaultEstate:
         per_subscription: Backup vaults in each subscription (0: none, nothing is drawn).
         subscription_ids: the world's subscriptions, in creation order.
         profile: the world's (scaled) profile: cadence, durations, outcome weights.
-        retention_s: finished jobs older than this are forgotten.
+        retention_s: finished jobs older than this are forgotten (at least
+            `HISTORY_RETENTION_S` with a history seed, so that the seeded jobs stay listed).
         start: when the vaults start running (the world's history start).
+        history_jobs: finished jobs each vault already has at `start` (0: none, nothing drawn).
     """
 
     def __init__(
@@ -235,9 +263,12 @@ class BackupVaultEstate:
         profile: Profile,
         retention_s: float,
         start: datetime,
+        history_jobs: int = 0,
     ) -> None:
         self.profile = profile
-        self.retention_s = retention_s
+        self.retention_s = (
+            max(retention_s, HISTORY_RETENTION_S) if history_jobs > 0 else retention_s
+        )
         self.seed = seed
         self.vaults: dict[str, BackupVault] = {}  # by lower-cased id
         self.by_subscription: dict[str, list[BackupVault]] = {}
@@ -263,6 +294,8 @@ class BackupVaultEstate:
                 self.by_subscription.setdefault(sub_id.lower(), []).append(vault)
                 self._make_instances(vault, rng, start)
                 number += 1
+        if history_jobs > 0:
+            self._seed_history(history_jobs, start)
 
     def _make_instances(self, vault: BackupVault, rng: random.Random, start: datetime) -> None:
         low, high = self.profile.items_per_vault
@@ -323,6 +356,35 @@ class BackupVaultEstate:
             )
             self._push(start + timedelta(seconds=first), instance)
 
+    def _seed_history(self, count: int, start: datetime) -> None:
+        """`count` finished jobs per vault, evenly over the span before `start`, oldest first;
+        their transitions enter the log in time order, before any live job's."""
+        events: list[tuple[datetime, int, BvJob, str | None, str]] = []
+        gap = HISTORY_SPAN_S / count
+        for vault in self.vaults.values():
+            rng = random.Random(_stable_seed(self.seed, "backup-vaults", "history", vault.key))
+            for i in range(count):
+                at = start - timedelta(seconds=HISTORY_SPAN_S - (i + 0.5) * gap)
+                instance = vault.instances[i % len(vault.instances)]
+                operation = "Restore" if rng.random() < 0.04 else "Backup"
+                room = (start - at).total_seconds() * 0.9
+                duration = min(rng.uniform(*self.profile.duration_s), room)
+                outcome = self._draw_outcome(vault, rng)
+                job = self._new_job(instance, at, operation, duration, outcome, rng)
+                job.status = job.plan[-1][1]
+                job.end_at = job.plan[-1][0]
+                before: str | None = None
+                for when, status in [(at, RUNNING_STATUS[vault.vocabulary]), *job.plan]:
+                    job.history.append((when, status))
+                    events.append((when, len(events), job, before, status))
+                    before = status
+                job.plan = []
+                vault.jobs.append(job)
+                vault.jobs_by_name[job.name.lower()] = job
+        events.sort(key=lambda e: (e[0], e[1]))
+        for at, _, job, before, status in events:
+            self._append_transition(job, before, status, at)
+
     # ----------------------------------------------------------------------- clockwork
 
     def _push(self, at: datetime, what: BvJob | BackupInstance) -> None:
@@ -340,6 +402,10 @@ class BackupVaultEstate:
                 self._start(what, at)
 
     def _record(self, job: BvJob, before: str | None, at: datetime) -> None:
+        job.history.append((at, job.status))
+        self._append_transition(job, before, job.status, at)
+
+    def _append_transition(self, job: BvJob, before: str | None, status: str, at: datetime) -> None:
         self.transitions.append(
             BvTransition(
                 seq=len(self.transitions) + 1,
@@ -348,23 +414,29 @@ class BackupVaultEstate:
                 datasource_type=job.instance.datasource.type,
                 operation=job.operation,
                 from_status=before,
-                to_status=job.status,
+                to_status=status,
                 at=at,
             )
         )
 
-    def _start(self, instance: BackupInstance, at: datetime) -> None:
-        p, rng, vault = self.profile, instance.rng, instance.vault
-        operation = "Restore" if rng.random() < 0.04 else "Backup"
-        duration = rng.uniform(*p.duration_s)
-        weights = p.outcome_weights
+    def _draw_outcome(self, vault: BackupVault, rng: random.Random) -> str:
+        weights = self.profile.outcome_weights
         if vault.vocabulary == "examples":
             # The examples' vocabulary: Started, then Succeeded or Failed.
-            outcome = rng.choices((SUCCEEDED, FAILED), (weights[0] + weights[1], weights[2]))[0]
-        else:
-            outcome = rng.choices((COMPLETED, COMPLETED_WITH_WARNINGS, FAILED, CANCELLED), weights)[
-                0
-            ]
+            return rng.choices((SUCCEEDED, FAILED), (weights[0] + weights[1], weights[2]))[0]
+        return rng.choices((COMPLETED, COMPLETED_WITH_WARNINGS, FAILED, CANCELLED), weights)[0]
+
+    def _new_job(
+        self,
+        instance: BackupInstance,
+        at: datetime,
+        operation: str,
+        duration: float,
+        outcome: str,
+        rng: random.Random,
+    ) -> BvJob:
+        """A running job of `instance` started at `at` (not yet in its vault's list)."""
+        vault = instance.vault
         plan = status_plan(at, duration, outcome, rng)
         name = guid(rng)
         activity = guid(rng)
@@ -372,7 +444,7 @@ class BackupVaultEstate:
             activity = (
                 f"{activity}-{at:%a %b %d %Y %H:%M:%S} GMT+0000 (Coordinated Universal Time)-Ibz"
             )
-        job = BvJob(
+        return BvJob(
             name=name,
             vault=vault,
             instance=instance,
@@ -386,6 +458,13 @@ class BackupVaultEstate:
             ordinal=vault.pruned + len(vault.jobs),
             status=RUNNING_STATUS[vault.vocabulary],
         )
+
+    def _start(self, instance: BackupInstance, at: datetime) -> None:
+        p, rng, vault = self.profile, instance.rng, instance.vault
+        operation = "Restore" if rng.random() < 0.04 else "Backup"
+        duration = rng.uniform(*p.duration_s)
+        job = self._new_job(instance, at, operation, duration, self._draw_outcome(vault, rng), rng)
+        name, plan = job.name, job.plan
         vault.jobs.append(job)
         vault.jobs_by_name[name.lower()] = job
         self._record(job, None, at)
@@ -474,13 +553,17 @@ def vault_json(vault: BackupVault) -> JSON:
     }
 
 
+def job_id_prefix(vault: BackupVault) -> str:
+    """What every job id of `vault` starts with (its name follows)."""
+    return (
+        f"/subscriptions/{vault.subscription_id}/resourceGroups/{vault.resource_group}"
+        f"/providers/Microsoft.DataProtection/Backupvaults/{vault.name}/backupJobs/"
+    )
+
+
 def job_resource_id(job: BvJob) -> str:
     """The job's id as the examples write it: `Backupvaults` (capital B, lower-case v)."""
-    v = job.vault
-    return (
-        f"/subscriptions/{v.subscription_id}/resourceGroups/{v.resource_group}"
-        f"/providers/Microsoft.DataProtection/Backupvaults/{v.name}/backupJobs/{job.name}"
-    )
+    return job_id_prefix(job.vault) + job.name
 
 
 def _error_details(job: BvJob) -> list[JSON]:

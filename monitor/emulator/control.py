@@ -214,12 +214,18 @@ class ControlSurface:
                     "tokens_received": self.arm.foreign.tokens_received,
                 },
                 "transitions": len(self.arm.world.transitions),
+                "resource_graph": {
+                    **self.arm.resource_graph.quota.stats_json(),
+                    "answered_200": self.arm.resource_graph.queries,
+                },
             }
         )
 
     async def reset_stats(self, request: web.Request) -> web.Response:
         self.arm.throttle.reset_stats()
         self.arm.reads.reset()
+        self.arm.resource_graph.quota.reset_stats()
+        self.arm.resource_graph.queries = 0
         return web.json_response({"reset": True})
 
     async def read_log(self, request: web.Request) -> web.Response:

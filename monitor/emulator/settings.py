@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from monitor.emulator.faults import FaultSettings
 from monitor.emulator.ingestion import IngestionSettings
+from monitor.emulator.resource_graph import ResourceGraphSettings
 from monitor.emulator.throttle import ThrottleSettings
 from monitor.emulator.world import WorldSettings
 
@@ -23,6 +24,7 @@ class EmulatorSettings:
         operation_retry_after_s: `Retry-After` on trigger-backup 202s (the real service says 60).
         fault_seed: seed of the fault stream (the world has its own).
         ingestion: the Logs Ingestion endpoint: its rules, audience, limit and 429 faults.
+        resource_graph: the Resource Graph endpoint's staleness and per-principal quota.
     """
 
     world: WorldSettings = field(default_factory=WorldSettings)
@@ -36,3 +38,4 @@ class EmulatorSettings:
     operation_retry_after_s: int = 60
     fault_seed: int = 7
     ingestion: IngestionSettings = field(default_factory=IngestionSettings)
+    resource_graph: ResourceGraphSettings = field(default_factory=ResourceGraphSettings)

@@ -51,6 +51,9 @@ class WorldSettings:
         backup_vaults_per_subscription: Backup vaults (Microsoft.DataProtection) in each
             subscription, with their own random streams and transitions; 0 (the default) makes
             none and leaves the Recovery Services world exactly as without them.
+        backup_vault_history_jobs: finished jobs each Backup vault already lists when the world
+            starts, spread evenly over the 13 days before it (their own random stream; 0, the
+            default, draws nothing). Backup vault retention is then at least 20 days.
     """
 
     seed: int = 1
@@ -63,6 +66,7 @@ class WorldSettings:
     operation_delay_s: float = 3.0
     tenant_id: str = "72f988bf-86f1-41af-91ab-2d7cd011db47"
     backup_vaults_per_subscription: int = 0
+    backup_vault_history_jobs: int = 0
 
 
 def _stable_seed(*parts: object) -> int:
@@ -115,6 +119,7 @@ class World:
             profile=self.profile,
             retention_s=settings.retention_s,
             start=self._now,
+            history_jobs=settings.backup_vault_history_jobs,
         )
         self.advance(now)
 
