@@ -128,7 +128,7 @@ def rendered_job_event(
     tasks: tuple[JobTask, ...] = (),
     property_bag: dict[str, str] | None = None,
     backup_management_type: str = "AzureIaasVM",
-    backup_vault_fields: dict[str, str | None] | None = None,
+    backup_vault_fields: dict[str, Any] | None = None,
 ) -> dict[str, object]:
     """The schema v1 event of one job reaching `status` (first seen if it is not terminal):
     rendered by `monitor.events.render_event`; with details when `errors` is given.

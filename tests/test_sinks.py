@@ -460,7 +460,10 @@ class TestRenderedEvents:
 
     def test_backup_vault_status_words(self) -> None:
         """Started is written InProgress (a first sighting) and Succeeded Completed."""
-        for raw, written, outcome in (("Started", "InProgress", None), ("Succeeded", "Completed", "succeeded")):
+        for raw, written, outcome in (
+            ("Started", "InProgress", None),
+            ("Succeeded", "Completed", "succeeded"),
+        ):
             item = {**BV_FAILED_JOB, "properties": {**BV_FAILED_JOB["properties"], "status": raw}}
             job = parse_backup_vault_job(item, BV_VAULT).job
             (change,) = diff_jobs({}, [job], EMITTED_AT)
@@ -613,7 +616,8 @@ class TestSchemaFiles:
         """A v1 event written before Backup vaults (no vault.kind, no datasource fields) is still
         valid, bare and as a CloudEvent: the new fields are additive and not required."""
         old = orjson.loads(PRE_BACKUP_VAULT_LINE)
-        assert "kind" not in old["vault"] and "datasource_type" not in old["job"]
+        assert "kind" not in old["vault"]
+        assert "datasource_type" not in old["job"]
         EVENT_VALIDATOR.validate(old)
         CLOUDEVENT_VALIDATOR.validate(orjson.loads(orjson.dumps(to_cloudevent(old))))
 
