@@ -78,6 +78,8 @@ def render_job(
     """Render a job as the event's `job` object (schema v1, `$defs/job`; see docs/events.md).
 
     `details`, when given, adds `errors`, `tasks` and `properties` (all three or none);
+    the Backup vault fields (`datasource_type` ... `policy_name`) are always written, null for a
+    Recovery Services job and wherever ARM gives none;
     `previous_status` is written canonically, or null. Known statuses are written in their
     canonical casing; times as `YYYY-MM-DDTHH:MM:SS.mmmZ`, durations in seconds (ms precision).
 
@@ -104,6 +106,13 @@ def render_job(
         "start_time": None if start is None else _format(start),
         "end_time": None if end is None else _format(end),
         "duration_s": _seconds(job.duration_s),
+        # Backup vault jobs only; null for Recovery Services jobs (always written, like entity).
+        "datasource_type": job.datasource_type,
+        "datasource_name": job.datasource_name,
+        "datasource_id": job.datasource_id,
+        "backup_instance": job.backup_instance,
+        "backup_instance_id": job.backup_instance_id,
+        "policy_name": job.policy_name,
     }
     if details is not None:
         job_out["errors"] = [
@@ -123,13 +132,15 @@ def render_job(
 
 
 def render_vault(vault: VaultRef) -> dict[str, object]:
-    """Render a vault as the event's `vault` object (schema v1, `$defs/vault`)."""
+    """Render a vault as the event's `vault` object (schema v1, `$defs/vault`), its `kind`
+    (`recovery_services` or `backup_vault`) last."""
     return {
         "id": vault.id,
         "name": vault.name,
         "resource_group": vault.resource_group,
         "subscription_id": vault.subscription_id,
         "location": vault.location,
+        "kind": vault.kind.value,
     }
 
 

@@ -256,6 +256,17 @@ def _facts_of(event: Mapping[str, Any]) -> _Facts:
         ("Operation", operation),
         ("Status", status),
     ]
+    # Backup vault jobs: what the entity is, its backup instance and policy (after the four
+    # facts a short card shows; None for Recovery Services jobs and in older events).
+    datasource_type = _text(job.get("datasource_type"))
+    if datasource_type:
+        facts.append(("Datasource type", datasource_type))
+    backup_instance = _text(job.get("backup_instance"))
+    if backup_instance and backup_instance != entity:
+        facts.append(("Backup instance", backup_instance))
+    policy = _text(job.get("policy_name"))
+    if policy:
+        facts.append(("Policy", policy))
     code = _text(first.get("code"))
     if code:
         facts.append(("Error code", code))

@@ -3,6 +3,7 @@ the details of a job with nothing in them."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -126,9 +127,12 @@ def rendered_job_event(
     errors: tuple[JobError, ...] | None = None,
     tasks: tuple[JobTask, ...] = (),
     property_bag: dict[str, str] | None = None,
+    backup_management_type: str = "AzureIaasVM",
+    backup_vault_fields: dict[str, Any] | None = None,
 ) -> dict[str, object]:
     """The schema v1 event of one job reaching `status` (first seen if it is not terminal):
-    rendered by `monitor.events.render_event`; with details when `errors` is given."""
+    rendered by `monitor.events.render_event`; with details when `errors` is given.
+    `backup_vault_fields` sets BackupJob's Backup vault fields (`datasource_type`, ...)."""
     job_status = JobStatus.of(status)
     job = BackupJob(
         key=JobKey(vault_key=vault.key, job_name=name.lower()),
@@ -136,7 +140,7 @@ def rendered_job_event(
         resource_id=f"{vault.id}/backupJobs/{name}",
         job_type=job_type,
         operation=operation,
-        backup_management_type="AzureIaasVM",
+        backup_management_type=backup_management_type,
         entity=entity,
         status=job_status,
         start_at=start,
@@ -146,6 +150,8 @@ def rendered_job_event(
         activity_id=None,
         properties={},
     )
+    if backup_vault_fields:
+        job = dataclasses.replace(job, **backup_vault_fields)
     details = None
     if errors is not None:
         details = JobDetails(
@@ -164,3 +170,53 @@ def rendered_job_event(
         observed_at=emitted_at,
     )
     return render_event(change, vault=vault, details=details, emitted_at=emitted_at)
+
+
+BV_DISK_ID = (
+    "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-disks/providers/"
+    "Microsoft.Compute/disks/disk-data-01"
+)
+
+
+def rendered_backup_vault_job_event(
+    vault: VaultRef,
+    *,
+    name: str,
+    status: str,
+    start: datetime,
+    end: datetime | None,
+    emitted_at: datetime,
+    datasource_type: str = "Microsoft.Compute/disks",
+    datasource_name: str = "disk-data-01",
+    backup_instance: str = "disk-data-01",
+    policy_name: str | None = "policy-disks-daily",
+    operation: str = "Backup",
+    errors: tuple[JobError, ...] | None = None,
+    tasks: tuple[JobTask, ...] = (),
+) -> dict[str, object]:
+    """The schema v1 event of one Backup vault job (`vault` must be a Backup vault), shaped as
+    `monitor.core.dataprotection` parses one: job type AzureBackupJob, management type
+    AzureBackupVault, entity the datasource name."""
+    instance_id = f"{vault.id}/backupInstances/{backup_instance}-instance"
+    return rendered_job_event(
+        vault,
+        name=name,
+        status=status,
+        start=start,
+        end=end,
+        emitted_at=emitted_at,
+        entity=datasource_name,
+        operation=operation,
+        job_type="AzureBackupJob",
+        errors=errors,
+        tasks=tasks,
+        backup_management_type="AzureBackupVault",
+        backup_vault_fields={
+            "datasource_type": datasource_type,
+            "datasource_name": datasource_name,
+            "datasource_id": BV_DISK_ID,
+            "backup_instance": backup_instance,
+            "backup_instance_id": instance_id,
+            "policy_name": policy_name,
+        },
+    )

@@ -41,6 +41,8 @@ from monitor.core.diff import JobStateChanged
 from monitor.core.jobs import JobDetails, JobStatus, parse_job_details
 from monitor.core.vaults import VaultKind, VaultRef, parse_vault_id
 from monitor.emulator import Emulator, EmulatorSettings, WorldSettings, running_emulator
+from monitor.emulator.backup_vaults import BvJob
+from monitor.emulator.backup_vaults import job_resource_id as bv_job_resource_id
 from monitor.emulator.catalogue import COMPLETED, FAILED
 from monitor.emulator.estate import Job, Vault
 from monitor.emulator.wire import job_json
@@ -270,7 +272,7 @@ class TestList:
         """A malformed vault id or an inverted window is exit 2 with one line; no config needed."""
         run = await cli("jobs", "list", "--vault", "/subscriptions/x/vaults/y")
         assert run.code == EXIT_USAGE
-        assert "not a Recovery Services vault resource id" in run.err
+        assert "not a vault resource id (a Recovery Services vault or a Backup vault)" in run.err
         run = await cli("jobs")
         assert run.code == EXIT_USAGE
 
@@ -294,15 +296,17 @@ class TestArguments:
             (["list", "--subscription", GUID, "--subscription", ""], "--subscription: must be a"),
             (
                 ["list", "--vault", VAULT_ID.replace("/v1", "/..")],
-                "--vault: not a Recovery Services vault resource id: vault name is a dot segment",
+                "--vault: not a vault resource id (a Recovery Services vault or a Backup "
+                "vault): vault name is a dot segment",
             ),
             (
                 ["list", "--vault", VAULT_ID.replace(GUID, "../../x")],
-                "--vault: not a Recovery Services vault resource id",
+                "--vault: not a vault resource id (a Recovery Services vault or a Backup vault)",
             ),
             (
                 ["show", VAULT_ID.replace("/v1", "/v?1"), JOB],
-                "VAULT_ID: not a Recovery Services vault resource id: vault name holds '?'",
+                "VAULT_ID: not a vault resource id (a Recovery Services vault or a Backup "
+                "vault): vault name holds '?'",
             ),
             (
                 ["show", VAULT_ID, "../../../../etc/passwd"],
@@ -819,10 +823,15 @@ async def fresh_long_vm_job(emu: Emulator, *, min_s: float, max_s: float) -> Job
 
 
 async def stats(emu: Emulator, ca_pem_path: str) -> Any:
+    return await emulator_json(emu, ca_pem_path, "stats")
+
+
+async def emulator_json(emu: Emulator, ca_pem_path: str, what: str) -> Any:
+    """`GET /_emulator/{what}` (the ground truth), over TLS."""
     context = ssl.create_default_context(cafile=ca_pem_path)
     async with (
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as http,
-        http.get(f"{emu.url}/_emulator/stats") as response,
+        http.get(f"{emu.url}/_emulator/{what}") as response,
     ):
         return await response.json()
 
@@ -848,3 +857,293 @@ def test_render_job_is_the_event_job_object() -> None:
     assert event["job"] == render_job(
         details.job, details=details, previous_status=JobStatus.IN_PROGRESS
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Backup vaults (Microsoft.DataProtection) beside Recovery Services vaults
+
+BV_SETTINGS = EmulatorSettings(
+    world=WorldSettings(
+        seed=21, subscriptions=2, vaults_per_subscription=2, backup_vaults_per_subscription=2
+    )
+)
+BV_STATUS = {"Started": "InProgress", "Succeeded": "Completed"}
+"""The emulator's Backup vault status words that the monitor writes canonically."""
+CANONICAL = {
+    "InProgress",
+    "Cancelling",
+    "Completed",
+    "CompletedWithWarnings",
+    "Failed",
+    "Cancelled",
+}
+
+
+@pytest.fixture
+async def bv_emu(server_ssl_context: ssl.SSLContext) -> AsyncIterator[Emulator]:
+    async with running_emulator(BV_SETTINGS, ssl_context=server_ssl_context) as emu:
+        yield emu
+
+
+@pytest.fixture
+def bv_config(bv_emu: Emulator, tmp_path: Path, ca_pem_path: str) -> Path:
+    return write_config(bv_emu, tmp_path / "monitor.toml", ca_pem_path)
+
+
+def bv_jobs(emu: Emulator) -> list[BvJob]:
+    """Every Backup vault job the emulator holds now (its ground truth)."""
+    emu.world.advance(datetime.now(UTC))
+    return [j for v in emu.world.backup_vaults.vaults.values() for j in v.jobs]
+
+
+def bv_finished(emu: Emulator, status: str) -> BvJob:
+    """A Backup vault job of the world's history that already ended with `status`."""
+    for job in bv_jobs(emu):
+        if job.status == status:
+            return job
+    raise AssertionError(f"no Backup vault job {status} in the world")
+
+
+def window(hours: float = 3.0) -> tuple[datetime, datetime, list[str]]:
+    """A window that ended a moment ago (whole seconds) and its --since/--until arguments."""
+    until = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
+    since = until - timedelta(hours=hours)
+    return since, until, ["--since", since.isoformat(), "--until", until.isoformat()]
+
+
+class TestBackupVaults:
+    async def test_kind_backup_vault_lists_exactly_the_backup_vault_jobs(
+        self, bv_emu: Emulator, bv_config: Path, cli: Callable[..., Any]
+    ) -> None:
+        """--kind backup_vault: every Backup vault job that started in the window, and no
+        other; records are the event's job and vault objects, with vault.kind and the
+        datasource, statuses in their canonical words."""
+        since, until, args = window()
+        run = await cli(
+            "jobs", "list", "--config", str(bv_config), "--kind", "backup_vault", *args,
+            "--output", "jsonl",
+        )  # fmt: skip
+        assert run.code == EXIT_OK, run.err
+        records = [orjson.loads(line) for line in run.out.splitlines()]
+        truth = {j.name: j for j in bv_jobs(bv_emu) if since <= j.start_at <= until}
+        assert truth, "the world has Backup vault jobs in the window"
+        assert {r["job"]["id"] for r in records} == set(truth)
+        for record in records:
+            jsonschema.validate(record["job"], job_schema())
+            jsonschema.validate(record["vault"], vault_schema())
+            job, vault = record["job"], record["vault"]
+            world = truth[job["id"]]
+            assert vault["kind"] == "backup_vault"
+            assert vault["id"].lower() == world.vault.key
+            assert (job["type"], job["backup_management_type"]) == (
+                "AzureBackupJob",
+                "AzureBackupVault",
+            )
+            assert job["datasource_type"] == world.instance.datasource.type
+            assert job["datasource_name"] == job["entity"] == world.instance.data_source_name
+            assert job["backup_instance"] == world.instance.friendly_name
+            assert job["policy_name"] == world.instance.policy
+            # The status as the list read it (the job may have moved on since): always in
+            # the canonical words, never the examples' Started or Succeeded.
+            assert job["status"] in CANONICAL, job["status"]
+            if world.is_terminal:
+                assert job["status"] == BV_STATUS.get(world.status, world.status)
+
+    async def test_kind_recovery_services_leaves_backup_vaults_out(
+        self, bv_emu: Emulator, bv_config: Path, cli: Callable[..., Any]
+    ) -> None:
+        """--kind recovery_services lists the Recovery Services jobs only; without --kind both
+        kinds are listed."""
+        since, until, args = window()
+        rs = await cli(
+            "jobs", "list", "--config", str(bv_config), "--kind", "recovery_services", *args,
+            "--output", "jsonl",
+        )  # fmt: skip
+        both = await cli("jobs", "list", "--config", str(bv_config), *args, "--output", "jsonl")
+        assert rs.code == both.code == EXIT_OK, rs.err + both.err
+        rs_kinds = {orjson.loads(line)["vault"]["kind"] for line in rs.out.splitlines()}
+        assert rs_kinds == {"recovery_services"}
+        both_records = [orjson.loads(line) for line in both.out.splitlines()]
+        assert {r["vault"]["kind"] for r in both_records} == {"recovery_services", "backup_vault"}
+        truth = {j.name for j in bv_jobs(bv_emu) if since <= j.start_at <= until}
+        assert {
+            r["job"]["id"] for r in both_records if r["vault"]["kind"] == "backup_vault"
+        } == truth
+
+    async def test_kind_restricts_what_is_discovered(
+        self, bv_emu: Emulator, bv_config: Path, cli: Callable[..., Any], ca_pem_path: str
+    ) -> None:
+        """--kind backup_vault reads no Recovery Services vault's jobs at all (the emulator's
+        read log), and every Backup vault's."""
+        _, _, args = window(1.0)
+        run = await cli("jobs", "list", "--config", str(bv_config), "--kind", "backup_vault", *args)
+        assert run.code == EXIT_OK, run.err
+        log = await emulator_json(bv_emu, ca_pem_path, "reads")
+        read = {row["vault_id"].lower() for row in log["vaults"] if row["served"]}
+        assert read == set(bv_emu.world.backup_vaults.vaults)
+
+    async def test_table_says_the_kind_and_the_datasource_type(
+        self, bv_emu: Emulator, bv_config: Path, cli: Callable[..., Any]
+    ) -> None:
+        """The table's KIND is rs or bv; a Backup vault row's TYPE is its datasource type."""
+        _, _, args = window()
+        run = await cli("jobs", "list", "--config", str(bv_config), *args)
+        assert run.code == EXIT_OK, run.err
+        header, *rows = run.out.splitlines()
+        assert header.split() == [
+            "STARTED", "(UTC)", "STATUS", "DURATION", "OPERATION", "KIND", "TYPE", "ENTITY",
+            "VAULT", "JOB",
+        ]  # fmt: skip
+        by_job = {j.name: j for j in bv_jobs(bv_emu)}
+        kinds = set()
+        at = {name: header.index(name) for name in ("KIND", "TYPE", "ENTITY")}
+        for row in rows:
+            job_name = row.split()[-1]
+            kind = row[at["KIND"] : at["TYPE"]].strip()
+            kinds.add(kind)
+            if job_name in by_job:
+                assert kind == "bv"
+                type_text = row[at["TYPE"] : at["ENTITY"]].strip()
+                assert type_text == by_job[job_name].instance.datasource.type
+            else:
+                assert kind == "rs"
+        assert kinds == {"rs", "bv"}
+
+    async def test_type_matches_a_datasource_type(
+        self, bv_emu: Emulator, bv_config: Path, cli: Callable[..., Any]
+    ) -> None:
+        """--type takes a Backup vault job's datasource type (any casing)."""
+        since, until, args = window()
+        in_window = [j for j in bv_jobs(bv_emu) if since <= j.start_at <= until]
+        wanted = in_window[0].instance.datasource.type
+        run = await cli(
+            "jobs", "list", "--config", str(bv_config), "--type", wanted.upper(), *args,
+            "--output", "jsonl",
+        )  # fmt: skip
+        assert run.code == EXIT_OK, run.err
+        records = [orjson.loads(line) for line in run.out.splitlines()]
+        assert {r["job"]["id"] for r in records} == {
+            j.name for j in in_window if j.instance.datasource.type == wanted
+        }
+
+    async def test_a_vault_of_the_other_kind_is_a_usage_error(
+        self, cli: Callable[..., Any]
+    ) -> None:
+        """--vault of a Recovery Services vault with --kind backup_vault: exit 2, one line."""
+        run = await cli("jobs", "list", "--vault", VAULT_ID, "--kind", "backup_vault")
+        assert run.code == EXIT_USAGE
+        assert "is a Recovery Services vault, but --kind asks for backup_vault only" in run.err
+        run = await cli("jobs", "list", "--kind", "rsv")
+        assert run.code == EXIT_USAGE
+
+    async def test_subscription_scope_lists_both_kinds(
+        self, bv_emu: Emulator, bv_config: Path, cli: Callable[..., Any]
+    ) -> None:
+        """--subscription reads the subscription's vaults of both kinds (or --kind's)."""
+        sub = sorted(bv_emu.world.subscriptions)[1]
+        _, _, args = window()
+        run = await cli(
+            "jobs", "list", "--config", str(bv_config), "--subscription", sub, *args,
+            "--output", "jsonl",
+        )  # fmt: skip
+        assert run.code == EXIT_OK, run.err
+        records = [orjson.loads(line) for line in run.out.splitlines()]
+        assert {r["vault"]["subscription_id"] for r in records} == {sub}
+        assert {r["vault"]["kind"] for r in records} == {"recovery_services", "backup_vault"}
+
+    async def test_vault_scope_takes_a_backup_vault_id(
+        self, bv_emu: Emulator, bv_config: Path, cli: Callable[..., Any]
+    ) -> None:
+        """--vault with a Backup vault's id lists that vault's jobs of the window."""
+        since, until, args = window()
+        vault = next(iter(bv_emu.world.backup_vaults.vaults.values()))
+        run = await cli(
+            "jobs", "list", "--config", str(bv_config), "--vault", vault.id, *args,
+            "--output", "json",
+        )  # fmt: skip
+        assert run.code == EXIT_OK, run.err
+        records = orjson.loads(run.out)
+        assert {r["job"]["id"] for r in records} == {
+            j.name for j in vault.jobs if since <= j.start_at <= until
+        }
+
+    async def test_show_prints_datasource_instance_policy_errors_and_sub_tasks(
+        self, bv_emu: Emulator, bv_config: Path, cli: Callable[..., Any]
+    ) -> None:
+        """`jobs show` of a failed Backup vault job: its datasource, backup instance, policy,
+        the errorDetails with their recommended action, and the sub-tasks."""
+        job = bv_finished(bv_emu, FAILED)
+        assert job.error is not None
+        code, message, action = job.error
+        run = await cli("jobs", "show", "--config", str(bv_config), job.vault.id, job.name)
+        assert run.code == EXIT_OK, run.err
+        inst = job.instance
+        for needed in (
+            "AzureBackupJob  (AzureBackupVault)",
+            f"Datasource       {inst.data_source_name}  ({inst.datasource.type})",
+            f"Datasource id    {inst.data_source_id}",
+            f"Backup instance  {inst.friendly_name}",
+            f"Policy           {inst.policy}",
+            f"{job.vault.name}  (Backup vault, resource group {job.vault.resource_group}",
+            "Failed  (failed)",
+            f"{code}: {message}",
+            f"→ {action}",
+            "\nTasks\n",
+            "\nProperties\n",
+            "PolicyRuleName",
+        ):
+            assert needed in run.out, needed
+        assert "Transfer Data" in run.out or "Restore" in run.out
+        json_run = await cli(
+            "jobs", "show", "--config", str(bv_config), job.vault.id, job.name, "--output", "json"
+        )
+        record = orjson.loads(json_run.out)
+        jsonschema.validate(record["job"], job_schema())
+        jsonschema.validate(record["vault"], vault_schema())
+        assert record["vault"]["kind"] == "backup_vault"
+        assert record["job"]["errors"][0]["code"] == code
+        assert record["job"]["datasource_id"] == inst.data_source_id
+
+    async def test_show_takes_the_job_resource_id_as_arm_spells_it(
+        self, bv_emu: Emulator, bv_config: Path, cli: Callable[..., Any]
+    ) -> None:
+        """JOB_ID may be the job's resource id with ARM's `Backupvaults` spelling."""
+        job = bv_finished(bv_emu, FAILED)
+        run = await cli(
+            "jobs", "show", "--config", str(bv_config), job.vault.id, bv_job_resource_id(job)
+        )
+        assert run.code == EXIT_OK, run.err
+        assert job.name in run.out
+
+    @pytest.mark.parametrize(
+        ("status", "code", "written"),
+        [
+            ("Succeeded", EXIT_OK, "Completed"),
+            ("Completed", EXIT_OK, "Completed"),
+            ("Failed", EXIT_FAILED, "Failed"),
+        ],
+    )
+    async def test_wait_ends_with_the_exit_code_of_the_outcome(
+        self,
+        bv_emu: Emulator,
+        bv_config: Path,
+        cli: Callable[..., Any],
+        status: str,
+        code: int,
+        written: str,
+    ) -> None:
+        """`jobs wait` on a Backup vault job that ended: the exit code says how, in either of
+        the vocabularies (Succeeded is Completed)."""
+        job = bv_finished(bv_emu, status)
+        run = await cli("jobs", "wait", "--config", str(bv_config), job.vault.id, job.name)
+        assert run.code == code, run.err
+        assert run.out.startswith(f"{written}: job {job.name} ")
+        assert f"in vault {job.vault.name}" in run.out
+
+    async def test_wait_on_an_unknown_backup_vault_job_is_not_found(
+        self, bv_emu: Emulator, bv_config: Path, cli: Callable[..., Any]
+    ) -> None:
+        """A job that does not exist in a Backup vault exits 14."""
+        vault = next(iter(bv_emu.world.backup_vaults.vaults.values()))
+        run = await cli("jobs", "wait", "--config", str(bv_config), vault.id, str(uuid.uuid4()))
+        assert run.code == EXIT_NOT_FOUND, run.err

@@ -27,7 +27,7 @@ from monitor.sink_formats import (
     render_bodies,
 )
 from tests.core import payloads as p
-from tests.fakes import rendered_job_event
+from tests.fakes import rendered_backup_vault_job_event, rendered_job_event
 from tests.test_sinks import CLOUDEVENT_VALIDATOR, validate
 
 PORTAL = "https://portal.azure.com"
@@ -61,6 +61,31 @@ def job_event(
         operation=operation,
         duration=duration,
         errors=None if errors is None else tuple(errors),
+    )
+    validate(event)
+    return event
+
+
+BV_VAULT = parse_vault_id(
+    f"/subscriptions/{p.SUB}/resourceGroups/rg-backup/providers/Microsoft.DataProtection/"
+    "backupVaults/bv1",
+    location="westeurope",
+)
+
+
+def bv_event(status: str = "Failed") -> dict[str, object]:
+    """A schema v1 event of a Backup vault disk backup job (validated)."""
+    start = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+    terminal = JobStatus.of(status).is_terminal
+    event = rendered_backup_vault_job_event(
+        BV_VAULT,
+        name=JOB_GUID,
+        status=status,
+        start=start,
+        end=start + timedelta(minutes=3) if terminal else None,
+        emitted_at=EMITTED_AT,
+        backup_instance="rg-disks\\disk-data-01",
+        errors=FAILED_ERRORS[:1] if terminal else None,
     )
     validate(event)
     return event
@@ -217,6 +242,29 @@ class TestSlack:
         [button] = next(b for b in message["blocks"] if b["type"] == "actions")["elements"]
         assert button["url"] == f"{PORTAL}/#@/resource{VAULT.id}"
 
+    def test_backup_vault_job_shows_its_datasource(self) -> None:
+        """A Backup vault job's message names the datasource type, backup instance and policy;
+        a Recovery Services job's has none of those facts."""
+        [body] = render_bodies("slack", outbox(bv_event()), portal_url=PORTAL)
+        message = orjson.loads(body.data)
+        fields = next(b for b in message["blocks"] if "fields" in b)["fields"]
+        texts = [f["text"] for f in fields]
+        for needed in (
+            "*Vault*\nbv1",
+            "*Entity*\ndisk-data-01",
+            "*Datasource type*\nMicrosoft.Compute/disks",
+            "*Backup instance*\nrg-disks\\disk-data-01",
+            "*Policy*\npolicy-disks-daily",
+        ):
+            assert needed in texts, needed
+        assert len(fields) <= 10  # Slack's limit on a section's fields
+        [button] = next(b for b in message["blocks"] if b["type"] == "actions")["elements"]
+        assert button["url"] == f"{PORTAL}/#@/resource{BV_VAULT.id}"
+        [rs] = render_bodies("slack", outbox(job_event(errors=FAILED_ERRORS)), portal_url=PORTAL)
+        rs_text = "\n".join(slack_texts(orjson.loads(rs.data)))
+        assert "Datasource" not in rs_text
+        assert "Policy" not in rs_text
+
     def test_in_progress_is_a_short_line(self) -> None:
         """A running job renders as a heading and one context line, no error section."""
         [body] = render_bodies("slack", outbox(job_event(status="InProgress")), portal_url=PORTAL)
@@ -277,6 +325,22 @@ class TestTeams:
             "title": "Open the vault in the Azure portal",
             "url": f"https://portal.azure.us/#@/resource{VAULT.id}",
         }
+
+    def test_backup_vault_job_card(self) -> None:
+        """A Backup vault job's card has its datasource facts; a running one keeps the four
+        first facts (vault, entity, operation, status)."""
+        [body] = render_bodies("teams", outbox(bv_event()), portal_url=PORTAL)
+        text = card_text(card_of(orjson.loads(body.data)))
+        for needed in (
+            "Entity: disk-data-01",
+            "Datasource type: Microsoft.Compute/disks",
+            "Backup instance: rg-disks\\disk-data-01",
+            "Policy: policy-disks-daily",
+        ):
+            assert needed in text, needed
+        [running] = render_bodies("teams", outbox(bv_event("InProgress")), portal_url=PORTAL)
+        facts = card_of(orjson.loads(running.data))["body"][1]["facts"]
+        assert [f["title"] for f in facts] == ["Vault", "Entity", "Operation", "Status"]
 
     def test_in_progress_card(self) -> None:
         """A running job is a short card: title and the first facts."""

@@ -25,6 +25,7 @@ from referencing import Registry, Resource
 from structlog.testing import capture_logs
 
 from monitor.config import EventsSettings, Settings
+from monitor.core.dataprotection import parse_backup_vault_job
 from monitor.core.diff import JobStateChanged, diff_jobs, event_id
 from monitor.core.jobs import (
     BackupJob,
@@ -78,10 +79,87 @@ JOB_KEYS = [
     "start_time",
     "end_time",
     "duration_s",
+    "datasource_type",
+    "datasource_name",
+    "datasource_id",
+    "backup_instance",
+    "backup_instance_id",
+    "policy_name",
 ]
+VAULT_KEYS = ["id", "name", "resource_group", "subscription_id", "location", "kind"]
 DETAIL_KEYS = ["errors", "tasks", "properties"]
 VAULT = parse_vault_id(p.VAULT_ID, location="westeurope")
 EMITTED_AT = datetime(2026, 11, 25, 10, 23, 42, 604_999, tzinfo=UTC)
+
+BV_VAULT_ID = (
+    f"/subscriptions/{p.SUB}/resourceGroups/rg-backup/providers/Microsoft.DataProtection/"
+    "backupVaults/bv1"
+)
+BV_VAULT = parse_vault_id(BV_VAULT_ID, location="westeurope")
+BV_DISK = f"/subscriptions/{p.SUB}/resourceGroups/rg-disks/providers/Microsoft.Compute/disks/d1"
+BV_JOB_NAME = "43252662-1b43-44fd-a856-0055665cb097"
+BV_FAILED_JOB: dict[str, Any] = {
+    # The spec's GetJob example's shape (Microsoft.DataProtection, AzureBackupJobResource).
+    "id": f"{BV_VAULT_ID}/backupJobs/{BV_JOB_NAME}",
+    "name": BV_JOB_NAME,
+    "type": "Microsoft.DataProtection/Backupvaults/backupJobs",
+    "properties": {
+        "activityID": "94052cf1-a47f-4c1b-93e7-79e07b2bd008",
+        "backupInstanceFriendlyName": "disk-data-01",
+        "backupInstanceId": f"{BV_VAULT_ID}/backupInstances/disk-data-01-bi",
+        "dataSourceId": BV_DISK,
+        "dataSourceName": "disk-data-01",
+        "dataSourceType": "Microsoft.Compute/disks",
+        "duration": "00:02:11.9724387",
+        "endTime": "2026-11-25T10:02:15.5319646Z",
+        "operation": "Backup",
+        "operationCategory": "Backup",
+        "policyName": "policy-disks-daily",
+        "startTime": "2026-11-25T10:00:03.7604146Z",
+        "status": "Failed",
+        "supportedActions": [""],
+        "errorDetails": [
+            {
+                "code": "UserErrorDiskSnapshotFailed",
+                "message": "The snapshot of the disk could not be taken.",
+                "recommendedAction": ["Check the snapshot resource group's permissions."],
+            }
+        ],
+        "extendedInfo": {
+            "additionalDetails": {"SnapshotResourceGroup": "rg-snapshots"},
+            "subTasks": [
+                {"taskId": 1, "taskName": "Take snapshot", "taskStatus": "Failed"},
+                {"taskId": 2, "taskName": "Transfer data", "taskStatus": "Succeeded"},
+            ],
+        },
+    },
+}
+# docs/events.md's sample line as it was before Backup vaults: no vault.kind, no datasource.
+PRE_BACKUP_VAULT_LINE = (
+    b'{"schema_version":1,"event":"backup_job.state_changed",'
+    b'"event_id":"4a336806dd7189b715c4c68cbe1b6fdd","time":"2026-11-25T10:23:42.604Z",'
+    b'"job":{"id":"7ddead57-0000-4000-8000-000000000009","resource_id":"/subscriptions/'
+    b"00000000-0000-0000-0000-000000000001/resourceGroups/rg-backup/providers/"
+    b'Microsoft.RecoveryServices/vaults/v1/backupJobs/7ddead57-0000-4000-8000-000000000009",'
+    b'"type":"AzureIaaSVMJob","operation":"Backup","backup_management_type":"AzureIaasVM",'
+    b'"entity":"vm-web-01","status":"Failed","previous_status":"InProgress","outcome":"failed",'
+    b'"start_time":"2026-11-25T10:03:17.123Z","end_time":"2026-11-25T10:23:40.000Z",'
+    b'"duration_s":1223.09,"errors":[{"code":"400026","message":"VM agent is unable to '
+    b'communicate with the Azure Backup Service.","recommendations":["Ensure the VM agent is '
+    b'running.","Check network."]}],"tasks":[{"name":"Take Snapshot","status":"Completed",'
+    b'"duration_s":42.0}],"properties":{"VM Name":"vm-web-01"}},'
+    b'"vault":{"id":"/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/'
+    b'rg-backup/providers/Microsoft.RecoveryServices/vaults/v1","name":"v1",'
+    b'"resource_group":"rg-backup","subscription_id":"00000000-0000-0000-0000-000000000001",'
+    b'"location":"westeurope"},"detection_lag_s":2.604}'
+)
+
+
+def backup_vault_event() -> dict[str, object]:
+    """The rendered event of BV_FAILED_JOB with its details."""
+    details = parse_backup_vault_job(BV_FAILED_JOB, BV_VAULT)
+    (change,) = diff_jobs({}, [details.job], EMITTED_AT)
+    return render_event(change, vault=BV_VAULT, details=details, emitted_at=EMITTED_AT)
 
 
 def validate(event: dict[str, object]) -> None:
@@ -95,7 +173,7 @@ def validate(event: dict[str, object]) -> None:
 NAMES = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,15}", fullmatch=True)
 vaults = st.builds(
     lambda sub, rg, name, casing, location: parse_vault_id(
-        f"/{casing[0]}/{sub}/resourceGroups/{rg}/providers/{casing[1]}/vaults/{name}",
+        f"/{casing[0]}/{sub}/resourceGroups/{rg}/providers/{casing[1]}/{name}",
         location=location,
     ),
     sub=st.uuids().map(str),
@@ -103,8 +181,10 @@ vaults = st.builds(
     name=NAMES,
     casing=st.sampled_from(
         [
-            ("subscriptions", "Microsoft.RecoveryServices"),
-            ("Subscriptions", "microsoft.recoveryservices"),
+            ("subscriptions", "Microsoft.RecoveryServices/vaults"),
+            ("Subscriptions", "microsoft.recoveryservices/vaults"),
+            ("subscriptions", "Microsoft.DataProtection/backupVaults"),
+            ("Subscriptions", "microsoft.dataprotection/BackupVaults"),
         ]
     ),
     location=st.none() | st.sampled_from(["westeurope", "eastus2"]),
@@ -156,6 +236,12 @@ def changes(draw: st.DrawFn) -> tuple[JobStateChanged, VaultRef, JobDetails | No
         actions=(),
         activity_id=None,
         properties={},
+        datasource_type=draw(st.none() | st.sampled_from(["Microsoft.Compute/disks"]) | texts),
+        datasource_name=draw(st.none() | texts),
+        datasource_id=draw(st.none() | texts),
+        backup_instance=draw(st.none() | texts),
+        backup_instance_id=draw(st.none() | texts),
+        policy_name=draw(st.none() | texts),
     )
     change = JobStateChanged(
         vault_key=vault.key,
@@ -227,7 +313,8 @@ class TestRenderedEvents:
         assert list(job) == JOB_KEYS + (DETAIL_KEYS if details is not None else [])
         vault_out = event["vault"]
         assert isinstance(vault_out, dict)
-        assert list(vault_out) == ["id", "name", "resource_group", "subscription_id", "location"]
+        assert list(vault_out) == VAULT_KEYS
+        assert vault_out["kind"] == vault.kind.value
 
         status = job["status"]
         assert status == JobStatus.of(change.job.status.value).value
@@ -292,6 +379,12 @@ class TestRenderedEvents:
             "start_time": "2026-11-25T10:03:17.123Z",
             "end_time": "2026-11-25T10:23:40.000Z",
             "duration_s": 1223.09,
+            "datasource_type": None,
+            "datasource_name": None,
+            "datasource_id": None,
+            "backup_instance": None,
+            "backup_instance_id": None,
+            "policy_name": None,
             "errors": [
                 {
                     "code": "400026",
@@ -311,8 +404,74 @@ class TestRenderedEvents:
             "resource_group": "rg-backup",
             "subscription_id": p.SUB,
             "location": "westeurope",
+            "kind": "recovery_services",
         }
         assert event["detection_lag_s"] == 2.604
+
+    def test_backup_vault_job_with_details(self) -> None:
+        """A parsed Backup vault job renders its kind, datasource, instance and policy, its
+        errorDetails as errors and its subTasks as tasks; Succeeded is written Completed."""
+        details = parse_backup_vault_job(BV_FAILED_JOB, BV_VAULT)
+        (change,) = diff_jobs({}, [details.job], EMITTED_AT)
+        event = render_event(change, vault=BV_VAULT, details=details, emitted_at=EMITTED_AT)
+        validate(event)
+        CLOUDEVENT_VALIDATOR.validate(orjson.loads(orjson.dumps(to_cloudevent(event))))
+        job = event["job"]
+        assert isinstance(job, dict)
+        assert list(job) == JOB_KEYS + DETAIL_KEYS
+        assert {k: job[k] for k in JOB_KEYS[:12] if k not in ("id", "resource_id")} == {
+            "type": "AzureBackupJob",
+            "operation": "Backup",
+            "backup_management_type": "AzureBackupVault",
+            "entity": "disk-data-01",
+            "status": "Failed",
+            "previous_status": None,
+            "outcome": "failed",
+            "start_time": "2026-11-25T10:00:03.760Z",
+            "end_time": "2026-11-25T10:02:15.531Z",
+            "duration_s": 131.972,
+        }
+        assert {k: job[k] for k in JOB_KEYS[12:]} == {
+            "datasource_type": "Microsoft.Compute/disks",
+            "datasource_name": "disk-data-01",
+            "datasource_id": BV_DISK,
+            "backup_instance": "disk-data-01",
+            "backup_instance_id": f"{BV_VAULT_ID}/backupInstances/disk-data-01-bi",
+            "policy_name": "policy-disks-daily",
+        }
+        assert job["errors"] == [
+            {
+                "code": "UserErrorDiskSnapshotFailed",
+                "message": "The snapshot of the disk could not be taken.",
+                "recommendations": ["Check the snapshot resource group's permissions."],
+            }
+        ]
+        assert job["tasks"] == [
+            {"name": "Take snapshot", "status": "Failed", "duration_s": None},
+            {"name": "Transfer data", "status": "Completed", "duration_s": None},
+        ]
+        assert job["properties"] == {"SnapshotResourceGroup": "rg-snapshots"}
+        vault = event["vault"]
+        assert isinstance(vault, dict)
+        assert vault["kind"] == "backup_vault"
+        assert list(vault) == VAULT_KEYS
+        text = f"{BV_VAULT_ID.lower()}|{job['id']}|Failed"
+        assert event["event_id"] == hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def test_backup_vault_status_words(self) -> None:
+        """Started is written InProgress (a first sighting) and Succeeded Completed."""
+        for raw, written, outcome in (
+            ("Started", "InProgress", None),
+            ("Succeeded", "Completed", "succeeded"),
+        ):
+            item = {**BV_FAILED_JOB, "properties": {**BV_FAILED_JOB["properties"], "status": raw}}
+            job = parse_backup_vault_job(item, BV_VAULT).job
+            (change,) = diff_jobs({}, [job], EMITTED_AT)
+            event = render_event(change, vault=BV_VAULT, details=None, emitted_at=EMITTED_AT)
+            validate(event)
+            job_out = event["job"]
+            assert isinstance(job_out, dict)
+            assert (job_out["status"], job_out["outcome"]) == (written, outcome)
 
     def test_running_first_sighting_lag_from_start(self) -> None:
         """A job first seen running gets lag from its start; no details keys."""
@@ -453,6 +612,45 @@ class TestSchemaFiles:
         mutate(event)
         assert not EVENT_VALIDATOR.is_valid(event)
 
+    def test_event_from_before_backup_vaults_still_validates(self) -> None:
+        """A v1 event written before Backup vaults (no vault.kind, no datasource fields) is still
+        valid, bare and as a CloudEvent: the new fields are additive and not required."""
+        old = orjson.loads(PRE_BACKUP_VAULT_LINE)
+        assert "kind" not in old["vault"]
+        assert "datasource_type" not in old["job"]
+        EVENT_VALIDATOR.validate(old)
+        CLOUDEVENT_VALIDATOR.validate(orjson.loads(orjson.dumps(to_cloudevent(old))))
+
+    @pytest.mark.parametrize(
+        "mutate",
+        [
+            lambda e: e["vault"].update(kind="RecoveryServices"),
+            lambda e: e["vault"].update(kind=None),
+            lambda e: e["job"].update(datasource_type=1),
+            lambda e: e["job"].update(policy_name=["p"]),
+        ],
+        ids=["kind-unknown", "kind-null", "datasource-type-int", "policy-list"],
+    )
+    def test_rejects_bad_backup_vault_fields(self, mutate: Any) -> None:
+        """vault.kind is one of the two kinds; the datasource fields are strings or null."""
+        event = orjson.loads(orjson.dumps(backup_vault_event()))
+        EVENT_VALIDATOR.validate(event)
+        mutate(event)
+        assert not EVENT_VALIDATOR.is_valid(event)
+
+    def test_docs_backup_vault_sample_is_valid(self) -> None:
+        """The Backup vault sample in docs/events.md validates and has the documented keys."""
+        text = (REPO / "docs" / "events.md").read_text(encoding="utf-8")
+        start = text.index("<!-- sample-event-backup-vault -->")
+        line = text[start:].split("```json\n", 1)[1].split("\n```", 1)[0]
+        assert "\n" not in line
+        sample = orjson.loads(line)
+        EVENT_VALIDATOR.validate(sample)
+        assert list(sample["job"]) == JOB_KEYS + DETAIL_KEYS
+        assert list(sample["vault"]) == VAULT_KEYS
+        assert sample["vault"]["kind"] == "backup_vault"
+        assert sample["job"]["backup_management_type"] == "AzureBackupVault"
+
     def test_docs_sample_line_is_valid(self) -> None:
         """The sample event in docs/events.md validates and has the documented key order."""
         text = (REPO / "docs" / "events.md").read_text(encoding="utf-8")
@@ -462,6 +660,8 @@ class TestSchemaFiles:
         sample = orjson.loads(line)
         EVENT_VALIDATOR.validate(sample)
         assert list(sample) == [*TOP_KEYS, "detection_lag_s"]
+        assert list(sample["job"]) == JOB_KEYS + DETAIL_KEYS
+        assert list(sample["vault"]) == VAULT_KEYS
 
 
 # --------------------------------------------------------------------------------------------

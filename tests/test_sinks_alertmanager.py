@@ -44,12 +44,17 @@ from monitor.sinks_alertmanager import (
 )
 from tests.alertmanager import Alertmanager, _alertmanager, free_port, unavailable
 from tests.core import payloads as p
-from tests.fakes import rendered_job_event
+from tests.fakes import BV_DISK_ID, rendered_backup_vault_job_event, rendered_job_event
 from tests.test_sinks import changes, validate
 
 __all__ = ["_alertmanager"]  # the `alertmanager` fixture
 
 VAULT = parse_vault_id(p.VAULT_ID, location="westeurope")
+BV_VAULT = parse_vault_id(
+    f"/subscriptions/{p.SUB}/resourceGroups/rg-backup/providers/Microsoft.DataProtection/"
+    "backupVaults/bv1",
+    location="westeurope",
+)
 OTHER_VAULT = parse_vault_id(
     p.VAULT_ID.replace("/vaults/v1", "/vaults/v2").replace("rg-backup", "rg-other")
 )
@@ -166,8 +171,10 @@ def expected_labels(event: Mapping[str, Any], outcome: str) -> dict[str, str]:
         "subscription_id": vault["subscription_id"],
         "resource_group": vault["resource_group"],
         "vault": vault["name"],
+        "vault_kind": vault.get("kind") or "recovery_services",
         "entity": job["entity"],
         "job_type": job["type"],
+        "datasource_type": job.get("datasource_type"),
         "operation": job["operation"],
         "outcome": outcome,
     }
@@ -199,6 +206,7 @@ class TestRealAlertmanager:
             "subscription_id": p.SUB,
             "resource_group": "rg-backup",
             "vault": "v1",
+            "vault_kind": "recovery_services",
             "entity": "vm-web-01",
             "job_type": "AzureIaaSVMJob",
             "operation": "Backup",
@@ -226,6 +234,60 @@ class TestRealAlertmanager:
         assert parse(alert["endsAt"]) == ended + timedelta(seconds=3600)
         assert alert["generatorURL"] == f"https://portal.azure.com/#@/resource{p.VAULT_ID}/overview"
         assert alert["status"]["state"] in ("active", "unprocessed")
+
+    async def test_backup_vault_job_fires_with_its_kind_and_datasource(
+        self, alertmanager: Alertmanager
+    ) -> None:
+        """A failed Backup vault job: vault_kind and datasource_type labels; its datasource,
+        backup instance and policy as annotations."""
+        ended = now() - timedelta(minutes=5)
+        event = rendered_backup_vault_job_event(
+            BV_VAULT,
+            name=str(uuid.uuid4()),
+            status="Failed",
+            start=ended - timedelta(minutes=3),
+            end=ended,
+            emitted_at=ended,
+            errors=(VM_ERROR,),
+        )
+        validate(event)
+        async with sink_at(alertmanager.url) as sink:
+            await sink.deliver(outbox([event]))
+        (alert,) = await listed(alertmanager, 'vault_kind="backup_vault"')
+        assert alert["labels"] == {
+            "alertname": "BackupJobFailed",
+            "subscription_id": p.SUB,
+            "resource_group": "rg-backup",
+            "vault": "bv1",
+            "vault_kind": "backup_vault",
+            "entity": "disk-data-01",
+            "job_type": "AzureBackupJob",
+            "datasource_type": "Microsoft.Compute/disks",
+            "operation": "Backup",
+            "outcome": "failed",
+        }
+        job: Any = event["job"]
+        annotations = alert["annotations"]
+        assert annotations["summary"] == "Backup of disk-data-01 failed in vault bv1"
+        assert annotations["datasource_id"] == BV_DISK_ID
+        assert annotations["backup_instance"] == "disk-data-01"
+        assert annotations["backup_instance_id"] == job["backup_instance_id"]
+        assert annotations["policy_name"] == "policy-disks-daily"
+        assert annotations["vault_id"] == BV_VAULT.id
+
+    def test_event_from_before_backup_vaults_is_a_recovery_services_item(self) -> None:
+        """An event of the outbox written before Backup vaults (no vault.kind, no datasource
+        fields) gets the labels the same item's new events get."""
+        event = job_event("failed", error=VM_ERROR)
+        old = orjson.loads(orjson.dumps(event))
+        del old["vault"]["kind"]
+        for key in ("datasource_type", "datasource_name", "datasource_id", "backup_instance"):
+            del old["job"][key]
+        del old["job"]["backup_instance_id"], old["job"]["policy_name"]
+        validate(old)
+        assert [dict(a.labels) for a in alerts_of(old, OPTIONS)] == [
+            dict(a.labels) for a in alerts_of(event, OPTIONS)
+        ]
 
     async def test_reposting_a_batch_holds_each_alert_once(
         self, alertmanager: Alertmanager
@@ -348,7 +410,11 @@ class TestRealAlertmanager:
         alerts = await listed(alertmanager, 'team="storage"')
         assert len(alerts) == 2
         for alert in alerts:
-            assert set(alert["labels"]) == set(OWN_LABELS) | {"team", "severity"}
+            # datasource_type is a Backup vault job's label only.
+            assert set(alert["labels"]) == set(OWN_LABELS) - {"datasource_type"} | {
+                "team",
+                "severity",
+            }
             assert alert["labels"]["severity"] == "page"
 
     async def test_empty_values_are_dropped_by_alertmanager(
@@ -669,6 +735,7 @@ class TestMapping:
             job_type=change.job.job_type,
             operation=change.job.operation,
             entity=change.job.entity,
+            datasource_type=change.job.datasource_type,
             status=change.job.status,
         )
         twin_details = None if other_details is None else replace(other_details, job=twin_job)

@@ -24,6 +24,7 @@ from structlog.testing import capture_logs
 
 from monitor.config import AzureSettings
 from monitor.config_sinks import AzureMonitorLogsSinkSettings
+from monitor.core.dataprotection import parse_backup_vault_job
 from monitor.core.diff import diff_jobs
 from monitor.core.jobs import parse_job_details, parse_jobs_page
 from monitor.credentials import build_credential
@@ -42,7 +43,16 @@ from monitor.sinks_azure_logs import (
 )
 from tests.core import payloads as p
 from tests.fakes import FakeClock
-from tests.test_sinks import EMITTED_AT, REPO, VAULT, validate
+from tests.test_sinks import (
+    BV_DISK,
+    BV_FAILED_JOB,
+    BV_VAULT,
+    EMITTED_AT,
+    PRE_BACKUP_VAULT_LINE,
+    REPO,
+    VAULT,
+    validate,
+)
 
 APP_CLIENT_ID = "0b7c6d2e-3f4a-4b5c-8d9e-1f2a3b4c5d6e"
 
@@ -52,12 +62,18 @@ APP_CLIENT_ID = "0b7c6d2e-3f4a-4b5c-8d9e-1f2a3b4c5d6e"
 
 
 def rendered_events(emitted_at: datetime = EMITTED_AT) -> list[dict[str, Any]]:
-    """Schema-valid events of every job type of the payloads, one failed with its details."""
+    """Schema-valid events of every job type of the payloads, a failed Backup vault job, and
+    (last) a failed Recovery Services job with its details."""
     page = parse_jobs_page(p.page(*p.ALL_ITEMS), VAULT)
     events = [
         render_event(change, vault=VAULT, details=None, emitted_at=emitted_at)
         for change in diff_jobs({}, list(page.jobs), emitted_at)
     ]
+    bv_details = parse_backup_vault_job(BV_FAILED_JOB, BV_VAULT)
+    (bv_change,) = diff_jobs({}, [bv_details.job], emitted_at)
+    events.append(
+        render_event(bv_change, vault=BV_VAULT, details=bv_details, emitted_at=emitted_at)
+    )
     details = parse_job_details(p.IAAS_DETAILS, VAULT)
     (change,) = diff_jobs({}, [details.job], emitted_at)
     events.append(render_event(change, vault=VAULT, details=details, emitted_at=emitted_at))
@@ -199,7 +215,15 @@ class TestDelivery:
             assert row["Status"] == event["job"]["status"]
             assert row["VaultName"] == event["vault"]["name"]
             assert row["SubscriptionId"] == event["vault"]["subscription_id"]
+        bv = rows[-2]
+        assert bv["VaultKind"] == "backup_vault"
+        assert (bv["JobType"], bv["BackupManagementType"]) == ("AzureBackupJob", "AzureBackupVault")
+        assert (bv["DatasourceType"], bv["DatasourceId"]) == ("Microsoft.Compute/disks", BV_DISK)
+        assert (bv["BackupInstance"], bv["PolicyName"]) == ("disk-data-01", "policy-disks-daily")
+        assert bv["ErrorCode"] == "UserErrorDiskSnapshotFailed"
         failed = rows[-1]
+        assert failed["VaultKind"] == "recovery_services"
+        assert failed["DatasourceType"] is failed["PolicyName"] is None
         assert (failed["ErrorCode"], failed["Outcome"]) == ("400026", "failed")
         assert failed["ErrorMessage"].startswith("VM agent is unable")
         assert failed["DurationSeconds"] == 1223.09
@@ -458,6 +482,15 @@ class TestRows:
             assert sum(sizes[start:end]) + 2 * (end - start - 1) + 2 <= limit
         for (_, end), (start, _) in itertools.pairwise(chunks):
             assert end == start
+
+    def test_an_event_from_before_backup_vaults(self) -> None:
+        """An outbox event written before Backup vaults: VaultKind recovery_services (the only
+        kind there was), the datasource columns null."""
+        row = event_row(orjson.loads(PRE_BACKUP_VAULT_LINE), now=EMITTED_AT)
+        assert list(row) == list(ROW_COLUMNS)
+        assert row["VaultKind"] == "recovery_services"
+        assert row["DatasourceType"] is row["DatasourceId"] is row["BackupInstance"] is None
+        assert row["Entity"] == "vm-web-01"
 
     def test_chunk_sizes_are_the_json_the_sdk_sends(self) -> None:
         """The measured size of a chunk is exactly the stdlib JSON of its array."""

@@ -17,7 +17,8 @@ import random
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, TextIO, assert_never
+from dataclasses import replace
+from typing import Any, TextIO, assert_never, cast
 
 from monitor.arm import ArmClient
 from monitor.arm_http import make_ssl_context, open_session
@@ -32,7 +33,7 @@ from monitor.commands.jobs_common import JOBS_EXIT_CODES, Discover, JobReader, U
 from monitor.commands.jobs_list import ListRequest, add_list_parser, list_command, list_request
 from monitor.commands.jobs_show import ShowRequest, add_show_parser, show_command, show_request
 from monitor.commands.jobs_wait import WaitRequest, add_wait_parser, wait_command, wait_request
-from monitor.config import Settings
+from monitor.config import Settings, VaultKindName
 from monitor.credentials import TokenCache, build_credential
 from monitor.discovery import VaultDiscovery
 from monitor.pacing import BudgetBook
@@ -105,8 +106,10 @@ async def run_jobs_command(
 
 JOBS_EXAMPLES = """examples:
   VAULT=/subscriptions/SUB/resourceGroups/RG/providers/Microsoft.RecoveryServices/vaults/NAME
+  # or a Backup vault: .../providers/Microsoft.DataProtection/backupVaults/NAME
   backup-monitor jobs list --config monitor.toml --status failed --since 24h
   backup-monitor jobs list --vault "$VAULT" --since 7d --output jsonl
+  backup-monitor jobs list --kind backup_vault --status failed --since 7d
   backup-monitor jobs show "$VAULT" 7ddead57-0000-4000-8000-000000000009
   backup-monitor jobs wait "$VAULT" 7ddead57-0000-4000-8000-000000000009 --timeout 2h
   backup-monitor jobs wait --operation-url "$AZURE_ASYNC_OPERATION" --timeout 90m
@@ -161,11 +164,20 @@ async def open_arm(
         )
 
 
+def discovery_settings(request: JobsRequest, settings: Settings) -> Settings:
+    """The settings `jobs list`'s discovery runs with: `[discovery] vault_kinds` replaced by
+    `--kind`'s kinds when given (so only vaults of those kinds are listed and read)."""
+    if not isinstance(request, ListRequest) or not request.kinds:
+        return settings
+    kinds = cast(tuple[VaultKindName, ...], tuple(k.value for k in request.kinds))
+    return replace(settings, discovery=replace(settings.discovery, vault_kinds=kinds))
+
+
 async def jobs(request: JobsRequest, settings: Settings) -> int:
     """`backup-monitor jobs …` against ARM; returns its exit code."""
     clock, rng = SystemClock(), random.Random()
     async with open_arm(settings, clock=clock, rng=rng) as arm:
-        discovery = VaultDiscovery(arm, settings, clock, rng)
+        discovery = VaultDiscovery(arm, discovery_settings(request, settings), clock, rng)
         return await run_jobs_command(
             request,
             reader=arm,

@@ -137,14 +137,27 @@ def status_arg(text: str) -> JobStatus:
 
 
 def vault_arg(text: str, argument: str) -> VaultRef:
-    """The vault `argument` names; its subscription, resource group and name are checked as
-    `parse_vault_id` checks ARM's (a GUID, and single safe path segments)."""
+    """The vault `argument` names, of either kind (`.../Microsoft.RecoveryServices/vaults/{name}`
+    or `.../Microsoft.DataProtection/backupVaults/{name}`); its subscription, resource group and
+    name are checked as `parse_vault_id` checks ARM's (a GUID, and single safe path segments)."""
     try:
         return parse_vault_id(text.strip())
     except ParseError as exc:
         raise UsageError(
-            f"{argument}: not a Recovery Services vault resource id: {exc.problem}: {text!r}"
+            f"{argument}: not a vault resource id (a Recovery Services vault or a Backup "
+            f"vault): {exc.problem}: {text!r}"
         ) from None
+
+
+KIND_CHOICES: Final = tuple(k.value for k in VaultKind)
+"""`--kind` values: `VaultKind`'s (`recovery_services`, `backup_vault`)."""
+KIND_SHORT: Final = {VaultKind.RECOVERY_SERVICES: "rs", VaultKind.BACKUP_VAULT: "bv"}
+"""A table's KIND column."""
+KIND_WORDS: Final = {
+    VaultKind.RECOVERY_SERVICES: "Recovery Services vault",
+    VaultKind.BACKUP_VAULT: "Backup vault",
+}
+"""How a line names a kind of vault."""
 
 
 def job_arg(text: str, vault: VaultRef, argument: str = "JOB_ID") -> str:

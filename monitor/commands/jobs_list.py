@@ -26,6 +26,9 @@ from monitor.commands.console import (
 from monitor.commands.exits import EXIT_API_ERROR, EXIT_OK, EXIT_TIMED_OUT
 from monitor.commands.jobs_common import (
     JOBS_EXIT_CODES,
+    KIND_CHOICES,
+    KIND_SHORT,
+    KIND_WORDS,
     Discover,
     JobReader,
     Output,
@@ -37,7 +40,7 @@ from monitor.commands.jobs_common import (
 )
 from monitor.core.ids import check_subscription_id
 from monitor.core.jobs import BackupJob, JobStatus
-from monitor.core.vaults import VaultRef
+from monitor.core.vaults import VaultKind, VaultRef
 from monitor.errors import ArmError, ParseError
 
 LIST_CONCURRENCY: Final = 8
@@ -62,6 +65,14 @@ class ListRequest:
     until: timedelta | datetime | None
     output: Output
     timeout_s: float = DEFAULT_LIST_TIMEOUT_S
+    kinds: tuple[VaultKind, ...] = ()
+    """`--kind`: only vaults of these kinds (discovered, of --subscription, and --vault must
+    agree); empty: both kinds."""
+
+    @property
+    def vault_kinds(self) -> tuple[VaultKind, ...]:
+        """The kinds of vault in scope: `kinds`, or both."""
+        return self.kinds or tuple(VaultKind)
 
 
 def _subscription_arg(text: str) -> str:
@@ -76,10 +87,19 @@ def list_request(args: argparse.Namespace) -> ListRequest:
     """The `ListRequest` of parsed `jobs list` arguments.
 
     Raises:
-        UsageError: a malformed --vault or --subscription; the message names it.
+        UsageError: a malformed --vault or --subscription, or a --vault of a kind that --kind
+            leaves out; the message names it.
     """
+    kinds = tuple(dict.fromkeys(VaultKind(k) for k in getattr(args, "kind", None) or ()))
+    vaults = tuple(vault_arg(v, "--vault") for v in args.vault or ())
+    for vault in vaults:
+        if kinds and vault.kind not in kinds:
+            raise UsageError(
+                f"--vault {vault.id} is a {KIND_WORDS[vault.kind]}, but --kind asks for "
+                f"{' and '.join(k.value for k in kinds)} only"
+            )
     return ListRequest(
-        vaults=tuple(vault_arg(v, "--vault") for v in args.vault or ()),
+        vaults=vaults,
         subscriptions=tuple(_subscription_arg(s) for s in args.subscription or ()),
         statuses=frozenset(args.status or ()),
         operations=tuple(o.strip().lower() for o in args.operation or ()),
@@ -88,6 +108,7 @@ def list_request(args: argparse.Namespace) -> ListRequest:
         until=args.until,
         output=args.output,
         timeout_s=args.timeout,
+        kinds=kinds,
     )
 
 
@@ -157,21 +178,24 @@ async def _list_within(
     failed_scopes = 0
     vaults: dict[str, VaultRef] = {v.key: v for v in request.vaults}
     for sub in request.subscriptions:
-        state.finding = f"the vaults of subscription {sub}"
-        try:
-            found = await reader.list_vaults(sub)
-        except ArmError as exc:
-            console.problem(
-                f"backup-monitor jobs list: subscription {sub}: {describe_arm_error(exc)}"
-            )
-            failed_scopes += 1
-            continue
-        for vault in found:
-            vaults.setdefault(vault.key, vault)
+        for kind in request.vault_kinds:
+            state.finding = f"the {KIND_WORDS[kind]}s of subscription {sub}"
+            try:
+                found = await reader.list_vaults(sub, kind)
+            except ArmError as exc:
+                console.problem(
+                    f"backup-monitor jobs list: subscription {sub} ({KIND_WORDS[kind]}s): "
+                    f"{describe_arm_error(exc)}"
+                )
+                failed_scopes += 1
+                continue
+            for vault in found:
+                vaults.setdefault(vault.key, vault)
     if not request.vaults and not request.subscriptions:
         state.finding = "the watched vaults"
         for vault in await discover():
-            vaults.setdefault(vault.key, vault)
+            if vault.kind in request.vault_kinds:
+                vaults.setdefault(vault.key, vault)
 
     state.unread = dict(vaults)
     total = len(vaults)
@@ -244,7 +268,11 @@ def _selected(job: BackupJob, request: ListRequest) -> bool:
         if operation not in request.operations and first_word not in request.operations:
             return False
     if request.types:
-        kinds = {job.job_type.lower(), (job.backup_management_type or "").lower()}
+        kinds = {
+            job.job_type.lower(),
+            (job.backup_management_type or "").lower(),
+            (job.datasource_type or "").lower(),
+        }
         if not kinds.intersection(request.types):
             return False
     return True
@@ -269,7 +297,17 @@ def _print_rows(
         for job, vault in rows:
             console.result(to_json(job_record(job, vault)))
         return
-    header = ("STARTED (UTC)", "STATUS", "DURATION", "OPERATION", "TYPE", "ENTITY", "VAULT", "JOB")
+    header = (
+        "STARTED (UTC)",
+        "STATUS",
+        "DURATION",
+        "OPERATION",
+        "KIND",
+        "TYPE",
+        "ENTITY",
+        "VAULT",
+        "JOB",
+    )
     table = [header]
     table.extend(
         (
@@ -277,7 +315,9 @@ def _print_rows(
             job.status.value,
             human_s(job.duration_s),
             job.operation or "-",
-            job.job_type,
+            KIND_SHORT[vault.kind],
+            # Every Backup vault job is an AzureBackupJob: what it protects says more.
+            job.datasource_type or job.job_type,
             job.entity or "-",
             vault.name,
             job.name,
@@ -297,7 +337,8 @@ def add_list_parser(sub: Any) -> None:
         description=(
             "List the jobs that started in [--since, --until] in the given vaults, the vaults of "
             "the given subscriptions, or (by default) every vault the configuration watches "
-            "(its include/exclude globs apply to that default only). Vaults are read "
+            "(its include/exclude globs apply to that default only), Recovery Services vaults "
+            "and Backup vaults alike; --kind keeps one kind. Vaults are read "
             "concurrently under the same per-subscription read budget as the daemon. A vault "
             "that cannot be read is reported on stderr as one line; the others still print. "
             "The whole command has --timeout; when it passes first, one line names the vaults "
@@ -309,9 +350,12 @@ def add_list_parser(sub: Any) -> None:
   backup-monitor jobs list --subscription 00000000-0000-0000-0000-000000000001 \\
       --type AzureIaasVM --operation backup --output json
   backup-monitor jobs list --vault "$VAULT" --since 2026-11-24T00:00:00Z --until 2026-11-25
+  backup-monitor jobs list --kind backup_vault --type Microsoft.Compute/disks --since 7d
 
-json and jsonl records are {"job": {...}, "vault": {...}}, named as the event schema's
-job and vault objects (docs/events.md); previous_status is always null here.
+The table's KIND is rs (a Recovery Services vault) or bv (a Backup vault); TYPE is the job
+type, or for a Backup vault job its datasource type. json and jsonl records are
+{"job": {...}, "vault": {...}}, named as the event schema's job and vault objects
+(docs/events.md; vault.kind says the kind); previous_status is always null here.
 
 """
         + JOBS_EXIT_CODES,
@@ -348,8 +392,18 @@ job and vault objects (docs/events.md); previous_status is always null here.
         "--type",
         action="append",
         metavar="TYPE",
-        help="job type (AzureIaaSVMJob, MabJob, …) or backup management type (AzureIaasVM, "
-        "AzureWorkload, MAB, …) (repeatable)",
+        help="job type (AzureIaaSVMJob, MabJob, AzureBackupJob, …), backup management type "
+        "(AzureIaasVM, AzureWorkload, MAB, AzureBackupVault, …) or a Backup vault job's "
+        "datasource type (Microsoft.Compute/disks, …) (repeatable)",
+    )
+    listing.add_argument(
+        "--kind",
+        action="append",
+        choices=KIND_CHOICES,
+        metavar="KIND",
+        help="only vaults of this kind: recovery_services or backup_vault (repeatable; "
+        "default both). Discovery then lists only vaults of these kinds, whatever "
+        "[discovery] vault_kinds says",
     )
     listing.add_argument(
         "--since",

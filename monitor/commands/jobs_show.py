@@ -18,7 +18,14 @@ from monitor.commands.console import (
     vault_label,
 )
 from monitor.commands.exits import EXIT_API_ERROR, EXIT_NOT_FOUND, EXIT_OK
-from monitor.commands.jobs_common import JOBS_EXIT_CODES, JobReader, Output, job_arg, vault_arg
+from monitor.commands.jobs_common import (
+    JOBS_EXIT_CODES,
+    KIND_WORDS,
+    JobReader,
+    Output,
+    job_arg,
+    vault_arg,
+)
 from monitor.core.jobs import JobDetails
 from monitor.core.vaults import VaultRef
 from monitor.errors import ArmError, ArmNotFound
@@ -114,9 +121,24 @@ def _text_view(details: JobDetails, vault: VaultRef) -> list[str]:
         ("Type", f"{job.job_type}  ({job.backup_management_type or '-'})"),
         ("Operation", job.operation or "-"),
         ("Entity", job.entity or "-"),
+    ]
+    # Backup vault jobs: what they protect, through which instance and policy.
+    if job.datasource_type or job.datasource_name:
+        fields.append(
+            ("Datasource", f"{job.datasource_name or '-'}  ({job.datasource_type or '-'})")
+        )
+    if job.datasource_id:
+        fields.append(("Datasource id", job.datasource_id))
+    if job.backup_instance or job.backup_instance_id:
+        fields.append(("Backup instance", job.backup_instance or "-"))
+    if job.backup_instance_id:
+        fields.append(("Instance id", job.backup_instance_id))
+    if job.policy_name:
+        fields.append(("Policy", job.policy_name))
+    fields += [
         (
             "Vault",
-            f"{vault.name}  (resource group {vault.resource_group}, "
+            f"{vault.name}  ({KIND_WORDS[vault.kind]}, resource group {vault.resource_group}, "
             f"subscription {vault.subscription_id})",
         ),
         ("Status", status),
@@ -175,7 +197,12 @@ def add_show_parser(sub: Any) -> None:
     show = sub.add_parser(
         "show",
         help="one job in full: errors with recommendations, tasks, property bag",
-        description="Show one job with its error details, tasks and property bag.",
+        description=(
+            "Show one job with its error details, tasks and property bag. VAULT_ID is a "
+            "Recovery Services vault or a Backup vault; a Backup vault job also shows its "
+            "datasource, backup instance and policy, its errorDetails as errors, its "
+            "sub-tasks as tasks and its additionalDetails as properties."
+        ),
         epilog="""examples:
   backup-monitor jobs show "$VAULT" 7ddead57-0000-4000-8000-000000000009
   backup-monitor jobs show "$VAULT" "$JOB" --output json | jq .extended.errors
