@@ -40,6 +40,7 @@ def number_arg(
 
 
 positive_int = number_arg(int, "a whole number", lambda v: v >= 1, "at least 1")
+count_arg = number_arg(int, "a whole number", lambda v: v >= 0, "0 or more")
 positive_float = number_arg(float, "a number", lambda v: v > 0, "> 0")
 
 

@@ -20,10 +20,11 @@ import aiohttp
 import anyio
 
 from monitor.clock import SystemClock
-from monitor.commands.common import add_world_options, positive_float, run_guarded
+from monitor.commands.common import add_world_options, count_arg, positive_float, run_guarded
 from monitor.commands.exits import EXIT_OK
 from monitor.commands.run import open_monitor, stop_on_signals
 from monitor.config_parse import parse_settings
+from monitor.core.dataprotection import job_status
 from monitor.core.diff import event_id
 from monitor.core.jobs import JobStatus
 from monitor.emulator import EmulatorSettings, WorldSettings, running_emulator
@@ -31,7 +32,6 @@ from monitor.emulator.tour import run_tour
 from monitor.logs import configure_logging
 from monitor.outbox import OutboxEvent
 
-TERMINAL = frozenset({"Completed", "CompletedWithWarnings", "Failed", "Cancelled"})
 ARROW = "→"
 
 
@@ -61,6 +61,14 @@ class DemoSink:
         self.out.flush()
 
 
+def _kind_of(job: Mapping[str, Any]) -> str:
+    """A job's type, or for a Backup vault job its datasource type's last segment (`disks`)."""
+    datasource = job.get("datasource_type")
+    if datasource:
+        return f"bv:{str(datasource).rsplit('/', 1)[-1]}"
+    return str(job["type"] or "?")
+
+
 def describe(event: Mapping[str, Any]) -> str:
     """One event as a line: time, vault, job type, entity, operation, transition, lag."""
     job, vault = event["job"], event["vault"]
@@ -74,7 +82,7 @@ def describe(event: Mapping[str, Any]) -> str:
         error_text = f"  [{code}] " if code else "  "
         error_text += str(errors[0].get("message") or "")
     return (
-        f"{event['time'][11:19]}  {vault['name']:<13} {job['type'] or '?':<17} "
+        f"{event['time'][11:19]}  {vault['name']:<13} {_kind_of(job):<17} "
         f"{(job['entity'] or '')[:22]:<22} {(job['operation'] or '')[:21]:<21} "
         f"{before:>21} {ARROW} {job['status']:<21}{lag_text}{error_text}"
     )
@@ -121,9 +129,9 @@ def summarize(
         )
     emitted = Counter(str(e["event_id"]) for e in events)
     expected = {
-        event_id(t["vault_id"], t["job_id"], JobStatus.of(t["to"]))
+        event_id(t["vault_id"], t["job_id"], status)
         for t in transitions
-        if t["to"] in TERMINAL and _at(t) <= cutoff_at
+        if (status := _status(t)).is_terminal and _at(t) <= cutoff_at
     }
     caught = sum(1 for eid in expected if eid in emitted)
     duplicates = sum(n - 1 for n in emitted.values() if n > 1)
@@ -140,6 +148,14 @@ def summarize(
             f"budget {budget_per_s:.1f}/s; {stats.get('throttled_429', 0)} answered 429"
         )
     return lines
+
+
+def _status(transition: Mapping[str, Any]) -> JobStatus:
+    """A ground-truth row's status as events carry it (a Backup vault's `Succeeded` is
+    `Completed`, its `Started` `InProgress`)."""
+    if transition.get("vault_kind") == "backup_vault":
+        return job_status(str(transition["to"]))
+    return JobStatus.of(str(transition["to"]))
 
 
 def _at(transition: Mapping[str, Any]) -> datetime:
@@ -162,6 +178,12 @@ def add_demo_parser(commands: Any) -> None:
     )
     add_world_options(demo, subscriptions=2, vaults=4)
     demo.add_argument(
+        "--backup-vaults-per-subscription",
+        type=count_arg,
+        default=2,
+        help="Backup vaults (Microsoft.DataProtection) in each subscription (default: 2)",
+    )
+    demo.add_argument(
         "--tour",
         action="store_true",
         help="instead of the daemon, walk through what the emulator serves as a plain client",
@@ -183,6 +205,7 @@ async def demo(args: argparse.Namespace, out: TextIO) -> None:
         seed=args.seed,
         subscriptions=args.subscriptions,
         vaults_per_subscription=args.vaults_per_subscription,
+        backup_vaults_per_subscription=args.backup_vaults_per_subscription,
     )
     clock, rng = SystemClock(), random.Random(args.seed)
     async with running_emulator(EmulatorSettings(world=world)) as emu:
@@ -192,7 +215,9 @@ async def demo(args: argparse.Namespace, out: TextIO) -> None:
         sink = DemoSink(out)
         out.write(
             f"emulator at {emu.url}: {args.subscriptions} subscriptions x "
-            f"{args.vaults_per_subscription} vaults; the daemon runs {args.duration:.0f} s\n\n"
+            f"({args.vaults_per_subscription} Recovery Services vaults + "
+            f"{args.backup_vaults_per_subscription} Backup vaults); the daemon runs "
+            f"{args.duration:.0f} s\n\n"
         )
         started = clock.monotonic()
         async with (
@@ -210,8 +235,11 @@ async def demo(args: argparse.Namespace, out: TextIO) -> None:
             tg.cancel_scope.cancel()
         duration = clock.monotonic() - started
         async with aiohttp.ClientSession() as http:
-            async with http.get(f"{emu.url}/_emulator/transitions") as response:
-                transitions = (await response.json())["transitions"]
+            transitions = []
+            for kind in ("recovery_services", "backup_vault"):
+                url = f"{emu.url}/_emulator/transitions?kind={kind}&limit=100000"
+                async with http.get(url) as response:
+                    transitions += (await response.json())["transitions"]
             async with http.get(f"{emu.url}/_emulator/stats") as response:
                 stats = await response.json()
         cutoff = clock.utcnow() - timedelta(seconds=2 * settings.poll.idle_interval_s)

@@ -12,7 +12,13 @@ from typing import Any, TextIO
 import anyio
 import orjson
 
-from monitor.commands.common import add_world_options, number_arg, positive_float, positive_int
+from monitor.commands.common import (
+    add_world_options,
+    count_arg,
+    number_arg,
+    positive_float,
+    positive_int,
+)
 from monitor.commands.exits import EXIT_OK, EXIT_STARTUP, EXIT_USAGE
 from monitor.emulator import PROFILES, EmulatorSettings, FaultSettings, WorldSettings
 from monitor.emulator.resource_graph import ResourceGraphSettings
@@ -21,7 +27,7 @@ from monitor.emulator.throttle import ThrottleSettings
 
 _port = number_arg(int, "a port number", lambda v: 0 <= v <= 65535, "between 0 and 65535")
 _probability = number_arg(float, "a number", lambda v: 0 <= v <= 1, "between 0 and 1")
-_count = number_arg(int, "a whole number", lambda v: v >= 0, "0 or more")
+_count = count_arg
 _seconds = number_arg(float, "a number of seconds", lambda v: v >= 0, "0 or more")
 
 
