@@ -31,6 +31,12 @@ from monitor.errors import (
 log = structlog.get_logger("monitor.scheduler")
 
 DISCOVERY_BACKOFF_CAP_S = 60.0  # a discovery that missed something retries at least this often
+UNREGISTERED_CODES = frozenset(
+    {"missingsubscriptionregistration", "subscriptionnotregistered", "noregisteredproviderfound"}
+)
+"""ARM's error codes for a resource provider the subscription has not registered: it holds no
+vault of that kind (a subscription never used for Backup vaults has not registered
+Microsoft.DataProtection)."""
 
 
 class VaultSource(Protocol):
@@ -74,6 +80,7 @@ class VaultDiscovery:
         self, source: VaultSource, settings: Settings, clock: Clock, rng: random.Random
     ) -> None:
         self._source, self._settings, self._clock, self._rng = source, settings, clock, rng
+        self._unregistered: set[tuple[str, VaultKind]] = set()  # logged once each
 
     async def discover_once(self) -> list[VaultRef]:
         """Every vault the configuration selects, as a first start would find them (one try).
@@ -173,6 +180,18 @@ class VaultDiscovery:
                     vaults = await self._source.list_vaults(sub, kind)
                     reached = True
                 except ArmError as exc:
+                    if (exc.code or "").lower() in UNREGISTERED_CODES:
+                        reached = True
+                        if (sub, kind) not in self._unregistered:
+                            self._unregistered.add((sub, kind))
+                            log.info(
+                                "discovery.provider_not_registered",
+                                subscription=sub,
+                                vault_kind=kind.value,
+                                namespace=kind.namespace,
+                                code=exc.code,
+                            )
+                        continue
                     failures.append(exc)
                     log.warning(
                         "discovery.subscription_failed",

@@ -11,7 +11,7 @@ from monitor.clock import SystemClock
 from monitor.config import ShardSettings
 from monitor.core.shard import owner
 from monitor.discovery import VaultDiscovery
-from monitor.errors import StartupError
+from monitor.errors import ArmError, StartupError
 from tests.test_scheduler import SUB_A, SUB_B, ScriptedSource, server_error, settings, vault_ref
 
 
@@ -67,3 +67,22 @@ async def test_include_and_exclude_globs_match_the_name_or_the_id() -> None:
     source = ScriptedSource(vaults)
     found = await discovery(source, include=["prod-*"], exclude=["*/vaults/prod-2"]).discover_once()
     assert [v.name for v in found] == ["prod-1"]
+
+
+async def test_an_unregistered_provider_means_no_vaults_of_that_kind() -> None:
+    """A subscription that never registered Microsoft.DataProtection answers its Backup vault
+    list with MissingSubscriptionRegistration: no Backup vaults there, nothing failed, and its
+    Recovery Services vaults are watched as ever."""
+    a = vault_ref(SUB_A, "va")
+    source = ScriptedSource([a])
+    refused = ArmError(
+        "409 MissingSubscriptionRegistration",
+        url=f"/subscriptions/{SUB_A}/providers/Microsoft.DataProtection/backupVaults",
+        status=409,
+        code="MissingSubscriptionRegistration",
+    )
+    source.discovery_failures[f"{SUB_A}/backup_vault"] = [refused, refused]
+    found = await discovery(source, subscriptions=[SUB_A]).discover({}, first=True)
+    assert [v.key for v in found.vaults] == [a.key]
+    assert found.reached
+    assert found.failures == ()

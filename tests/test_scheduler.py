@@ -103,6 +103,8 @@ class ScriptedSource:
         if kind is VaultKind.RECOVERY_SERVICES:
             self.calls.append(("vaults", subscription_id))
             self._discovery_fails(subscription_id)
+        else:
+            self._discovery_fails(f"{subscription_id}/{kind.value}")
         return [v for v in self.vaults if v.subscription_id == subscription_id and v.kind is kind]
 
     async def get_vault(self, vault_id: str) -> VaultRef:
