@@ -530,7 +530,11 @@ async def test_jobs_list_skips_a_listed_vault_named_dot_dot(
     stub = matrix_stub(jobs)
     async with serving(stub, server_ssl_context) as url:
         config = write_config(tmp_path / "monitor.toml", url, ca_pem_path)
-        argv = ["jobs", "list", "--config", str(config), "--subscription", SUB, "--output", "jsonl"]
+        # The stub serves Recovery Services vaults only (a 404 for the Backup vault list).
+        argv = [
+            *("jobs", "list", "--config", str(config), "--subscription", SUB),
+            *("--kind", "recovery_services", "--output", "jsonl"),
+        ]
         with anyio.fail_after(60):
             done = await anyio.run_process([sys.executable, "-m", "monitor", *argv], check=False)
     assert done.returncode == 0, done.stderr.decode()

@@ -1147,3 +1147,26 @@ class TestBackupVaults:
         vault = next(iter(bv_emu.world.backup_vaults.vaults.values()))
         run = await cli("jobs", "wait", "--config", str(bv_config), vault.id, str(uuid.uuid4()))
         assert run.code == EXIT_NOT_FOUND, run.err
+
+    async def test_subscription_scope_follows_the_configured_kinds(
+        self, bv_emu: Emulator, bv_config: Path, cli: Callable[..., Any]
+    ) -> None:
+        """Without --kind, --subscription reads the kinds `[discovery] vault_kinds` names."""
+        with bv_config.open("a") as file:
+            file.write('[discovery]\nvault_kinds = ["recovery_services"]\n')
+        sub = sorted(bv_emu.world.subscriptions)[0]
+        _, _, args = window()
+        run = await cli(
+            "jobs", "list", "--config", str(bv_config), "--subscription", sub, *args,
+            "--output", "jsonl",
+        )  # fmt: skip
+        assert run.code == EXIT_OK, run.err
+        kinds = {orjson.loads(line)["vault"]["kind"] for line in run.out.splitlines()}
+        assert kinds == {"recovery_services"}
+        run = await cli(
+            "jobs", "list", "--config", str(bv_config), "--subscription", sub, *args,
+            "--kind", "backup_vault", "--output", "jsonl",
+        )  # fmt: skip
+        assert run.code == EXIT_OK, run.err
+        kinds = {orjson.loads(line)["vault"]["kind"] for line in run.out.splitlines()}
+        assert kinds == {"backup_vault"}

@@ -34,6 +34,7 @@ from monitor.commands.jobs_list import ListRequest, add_list_parser, list_comman
 from monitor.commands.jobs_show import ShowRequest, add_show_parser, show_command, show_request
 from monitor.commands.jobs_wait import WaitRequest, add_wait_parser, wait_command, wait_request
 from monitor.config import Settings, VaultKindName
+from monitor.core.vaults import VaultKind
 from monitor.credentials import TokenCache, build_credential
 from monitor.discovery import VaultDiscovery
 from monitor.pacing import BudgetBook
@@ -164,6 +165,15 @@ async def open_arm(
         )
 
 
+def with_configured_kinds(request: JobsRequest, settings: Settings) -> JobsRequest:
+    """`request`, a `jobs list` without --kind reading the kinds `[discovery] vault_kinds`
+    names (for --subscription too), as the daemon does."""
+    if not isinstance(request, ListRequest) or request.kinds:
+        return request
+    kinds = tuple(VaultKind(k) for k in settings.discovery.vault_kinds)
+    return replace(request, default_kinds=kinds)
+
+
 def discovery_settings(request: JobsRequest, settings: Settings) -> Settings:
     """The settings `jobs list`'s discovery runs with: `[discovery] vault_kinds` replaced by
     `--kind`'s kinds when given (so only vaults of those kinds are listed and read)."""
@@ -176,6 +186,7 @@ def discovery_settings(request: JobsRequest, settings: Settings) -> Settings:
 async def jobs(request: JobsRequest, settings: Settings) -> int:
     """`backup-monitor jobs …` against ARM; returns its exit code."""
     clock, rng = SystemClock(), random.Random()
+    request = with_configured_kinds(request, settings)
     async with open_arm(settings, clock=clock, rng=rng) as arm:
         discovery = VaultDiscovery(arm, discovery_settings(request, settings), clock, rng)
         return await run_jobs_command(

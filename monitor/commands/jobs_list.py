@@ -67,12 +67,14 @@ class ListRequest:
     timeout_s: float = DEFAULT_LIST_TIMEOUT_S
     kinds: tuple[VaultKind, ...] = ()
     """`--kind`: only vaults of these kinds (discovered, of --subscription, and --vault must
-    agree); empty: both kinds."""
+    agree); empty: `default_kinds`."""
+    default_kinds: tuple[VaultKind, ...] = tuple(VaultKind)
+    """The kinds without --kind: `[discovery] vault_kinds` (set by `jobs`), else both."""
 
     @property
     def vault_kinds(self) -> tuple[VaultKind, ...]:
-        """The kinds of vault in scope: `kinds`, or both."""
-        return self.kinds or tuple(VaultKind)
+        """The kinds of vault in scope: `kinds`, or `default_kinds`."""
+        return self.kinds or self.default_kinds
 
 
 def _subscription_arg(text: str) -> str:
