@@ -180,7 +180,7 @@ class VaultDiscovery:
                     vaults = await self._source.list_vaults(sub, kind)
                     reached = True
                 except ArmError as exc:
-                    if (exc.code or "").lower() in UNREGISTERED_CODES:
+                    if provider_not_registered(exc):
                         reached = True
                         if (sub, kind) not in self._unregistered:
                             self._unregistered.add((sub, kind))
@@ -230,6 +230,12 @@ class VaultDiscovery:
         return (not d.include or hit(d.include)) and not hit(d.exclude)
 
 
+def provider_not_registered(exc: ArmError) -> bool:
+    """Whether a vault listing failed because the subscription has not registered the vault
+    kind's resource provider: it holds no vaults of that kind."""
+    return (exc.code or "").lower() in UNREGISTERED_CODES
+
+
 def unreachable(found: Discovery) -> StartupError:
     """Why no discovery call reached ARM, naming the last failure."""
     last = f": {found.failures[-1]}" if found.failures else ""
@@ -240,4 +246,11 @@ def _same(a: str, b: str) -> bool:
     return a.lower() == b.lower()
 
 
-__all__ = ["DISCOVERY_BACKOFF_CAP_S", "Discovery", "VaultDiscovery", "VaultSource", "unreachable"]
+__all__ = [
+    "DISCOVERY_BACKOFF_CAP_S",
+    "Discovery",
+    "VaultDiscovery",
+    "VaultSource",
+    "provider_not_registered",
+    "unreachable",
+]

@@ -41,6 +41,7 @@ from monitor.commands.jobs_common import (
 from monitor.core.ids import check_subscription_id
 from monitor.core.jobs import BackupJob, JobStatus
 from monitor.core.vaults import VaultKind, VaultRef
+from monitor.discovery import provider_not_registered
 from monitor.errors import ArmError, ParseError
 
 LIST_CONCURRENCY: Final = 8
@@ -185,6 +186,8 @@ async def _list_within(
             try:
                 found = await reader.list_vaults(sub, kind)
             except ArmError as exc:
+                if provider_not_registered(exc):
+                    continue  # the subscription holds no vaults of that kind
                 console.problem(
                     f"backup-monitor jobs list: subscription {sub} ({KIND_WORDS[kind]}s): "
                     f"{describe_arm_error(exc)}"
