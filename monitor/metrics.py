@@ -59,6 +59,9 @@ RATE_LIMIT_HEADERS: Final = {
 }
 """ARM's remaining-reads headers → the `scope` label of `backup_monitor_arm_ratelimit_remaining`."""
 
+BACKUP_VAULT_LISTING_REASONS: Final = ("backstop", "fallback", "configured")
+"""Why a Backup vault's whole job history was listed (`job_sources.JobSources`)."""
+
 # Lags run from a second to minutes (an idle vault's interval plus the queue in front of it).
 LAG_BUCKETS_S: Final = (1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 # One poll is one request, or a few pages plus detail reads, each paced by the budget.
@@ -220,6 +223,8 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        for reason in BACKUP_VAULT_LISTING_REASONS:
+            self.backup_vault_listings.labels(reason)
         self.checkpoint_failures = Counter(
             f"{PREFIX}_checkpoint_write_failures",
             "Checkpoint writes that failed (the vault's events may be emitted again).",
