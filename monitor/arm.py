@@ -44,7 +44,13 @@ from monitor.config import AzureSettings
 from monitor.core.budget import USER_QUOTA_RESETS_AFTER, parse_hms
 from monitor.core.dataprotection import parse_backup_vault_job, parse_backup_vault_jobs_page
 from monitor.core.ids import check_path_segment, check_subscription_id
-from monitor.core.jobs import BackupJob, JobDetails, parse_job_details, parse_jobs_page
+from monitor.core.jobs import (
+    BackupJob,
+    JobDetails,
+    JobsPage,
+    parse_job_details,
+    parse_jobs_page,
+)
 from monitor.core.resource_graph import GraphJobsPage, parse_backup_vault_jobs_answer, query_body
 from monitor.core.vaults import (
     VaultKind,
@@ -269,14 +275,7 @@ class ArmClient:
                 "$filter": build_jobs_filter(start_at, end_at),
             },
         )
-        pages = await self._paged(
-            url,
-            ArmCallKind.JOBS_LIST,
-            lambda p: parse_jobs_page(p, vault),
-            "arm.job_skipped",
-            vault=vault.id,
-        )
-        return [job for page in pages for job in page.jobs]
+        return await self._job_pages(vault, url, parse_jobs_page)
 
     async def list_all_jobs(self, vault: VaultRef) -> list[BackupJob]:
         """Every job of a Backup vault, as its unfiltered list gives them (oldest first).
@@ -294,10 +293,16 @@ class ArmClient:
         url = self._url(
             f"{vault.id}/backupJobs", {"api-version": self._azure.dataprotection_api_version}
         )
+        return await self._job_pages(vault, url, parse_backup_vault_jobs_page)
+
+    async def _job_pages(
+        self, vault: VaultRef, url: URL, parse: Callable[[object, VaultRef], JobsPage]
+    ) -> list[BackupJob]:
+        """Every job of a list from `url` on, each page parsed for `vault`."""
         pages = await self._paged(
             url,
             ArmCallKind.JOBS_LIST,
-            lambda p: parse_backup_vault_jobs_page(p, vault),
+            lambda p: parse(p, vault),
             "arm.job_skipped",
             vault=vault.id,
         )

@@ -16,7 +16,6 @@ import ssl
 from datetime import UTC, datetime
 
 import anyio
-from azure.identity.aio import ClientSecretCredential
 from azure.mgmt.dataprotection import models
 from azure.mgmt.dataprotection.aio import DataProtectionMgmtClient
 
@@ -30,6 +29,7 @@ from monitor.emulator import (
 from monitor.emulator.backup_vaults import DATASOURCES, TERMINAL, BackupVault, BvJob
 from monitor.emulator.clock import ManualClock
 from monitor.emulator.world import World
+from tests.emulator.sdk import emulator_credential
 
 APP_CLIENT_ID = "dataprotection-fidelity-app"
 PAGE_SIZE = 5
@@ -97,13 +97,7 @@ async def test_sdk_lists_backup_vaults_and_every_job(
         running_emulator(
             SETTINGS, ssl_context=server_ssl_context, clock=ManualClock(datetime.now(UTC))
         ) as emu,
-        ClientSecretCredential(
-            emu.tenant_id,
-            APP_CLIENT_ID,
-            emu.arm.settings.client_secret,
-            authority=emu.url,
-            connection_verify=ca_pem_path,
-        ) as credential,
+        emulator_credential(emu, APP_CLIENT_ID, ca_pem_path) as credential,
     ):
         world = emu.world
         (subscription,) = world.subscriptions.values()

@@ -33,6 +33,7 @@ from monitor.emulator.estate import Job
 from monitor.emulator.runner import Emulator
 from monitor.emulator.wire import job_json
 from monitor.emulator.world import World
+from tests.emulator.sdk import emulator_credential
 
 ARM_SCOPE = "https://management.azure.com/.default"
 PAGE_SIZE = 5
@@ -257,13 +258,7 @@ async def test_sdk_reads_every_job_type_as_the_world_has_it(
     """The official async client lists and reads every job of every type as the world has it."""
     async with (
         running_emulator(FIDELITY_SETTINGS, ssl_context=server_ssl_context) as emu,
-        ClientSecretCredential(
-            emu.tenant_id,
-            APP_CLIENT_ID,
-            emu.arm.settings.client_secret,
-            authority=emu.url,
-            connection_verify=ca_pem_path,
-        ) as credential,
+        emulator_credential(emu, APP_CLIENT_ID, ca_pem_path) as credential,
     ):
         world = emu.world
         (subscription,) = world.subscriptions.values()
@@ -329,13 +324,7 @@ async def test_sdk_returns_timespan_durations_as_raw_text(
     )
     async with (
         running_emulator(settings, ssl_context=server_ssl_context) as emu,
-        ClientSecretCredential(
-            emu.tenant_id,
-            APP_CLIENT_ID,
-            emu.arm.settings.client_secret,
-            authority=emu.url,
-            connection_verify=ca_pem_path,
-        ) as credential,
+        emulator_credential(emu, APP_CLIENT_ID, ca_pem_path) as credential,
     ):
         (subscription,) = emu.world.subscriptions.values()
         (vault,) = subscription.vaults.values()

@@ -17,7 +17,6 @@ from typing import Any, cast
 import anyio
 import pytest
 from azure.core.exceptions import HttpResponseError
-from azure.identity.aio import ClientSecretCredential
 from azure.mgmt.resourcegraph.aio import ResourceGraphClient
 from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions, ResultFormat
 
@@ -31,6 +30,7 @@ from monitor.emulator import (
 from monitor.emulator.backup_vaults import job_json
 from monitor.emulator.clock import ManualClock
 from monitor.emulator.resource_graph import ResourceGraphSettings
+from tests.emulator.sdk import emulator_credential
 
 APP_CLIENT_ID = "resourcegraph-fidelity-app"
 TOP = 6
@@ -65,13 +65,7 @@ async def test_sdk_pages_through_every_backup_vault_job(
     clock = ManualClock(datetime.now(UTC))
     async with (
         running_emulator(SETTINGS, ssl_context=server_ssl_context, clock=clock) as emu,
-        ClientSecretCredential(
-            emu.tenant_id,
-            APP_CLIENT_ID,
-            emu.arm.settings.client_secret,
-            authority=emu.url,
-            connection_verify=ca_pem_path,
-        ) as credential,
+        emulator_credential(emu, APP_CLIENT_ID, ca_pem_path) as credential,
         ResourceGraphClient(
             credential, base_url=emu.url, connection_verify=ca_pem_path, api_version=api_version
         ) as client,
