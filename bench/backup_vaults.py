@@ -202,6 +202,8 @@ class Snapshot:
     bv_served: int = 0  # ... of Backup vaults
     bv_pages: int = 0  # Backup vault job-list pages
     graph_429: int = 0  # Resource Graph 429s, this principal
+    graph_served: int = 0  # Resource Graph queries the emulator answered, this principal
+    metrics_text: str = ""
     arm_429: int = 0  # ARM 429s the emulator counted for this principal
 
 
@@ -226,7 +228,8 @@ async def snapshot(http: aiohttp.ClientSession, url: str, port: int, principal: 
     snap = Snapshot(at=time.monotonic())
     async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
         response.raise_for_status()
-        summarize_metrics(snap, await response.text())
+        snap.metrics_text = await response.text()
+        summarize_metrics(snap, snap.metrics_text)
     reads = await get_json(http, f"{url}/_emulator/reads?principal={principal}")
     for row in reads["vaults"]:
         if BV_MARK in str(row["vault_id"]).lower():
@@ -242,20 +245,30 @@ async def snapshot(http: aiohttp.ClientSession, url: str, port: int, principal: 
     for row in stats["resource_graph"]["by_principal"]:
         if row["principal"] == principal:
             snap.graph_429 = int(row["throttled_429"])
+            snap.graph_served = int(row["served"])
     return snap
 
 
-async def backup_vault_truth(http: aiohttp.ClientSession, url: str) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    since = 0
-    while True:
-        page = await get_json(
-            http, f"{url}/_emulator/transitions?kind=backup_vault&since={since}&limit=100000"
-        )
-        rows += page["transitions"]
-        if not page["transitions"]:
-            return rows
-        since = page["next"]
+class Truth:
+    """The Backup vault ground truth, read incrementally (`?kind=backup_vault&since=SEQ`)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.rows: list[dict[str, Any]] = []
+        self.since = 0
+
+    async def read(self, http: aiohttp.ClientSession) -> list[dict[str, Any]]:
+        """Every row so far (new ones fetched)."""
+        while True:
+            page = await get_json(
+                http,
+                f"{self.url}/_emulator/transitions?kind=backup_vault&since={self.since}"
+                "&limit=100000",
+            )
+            self.rows += page["transitions"]
+            if not page["transitions"]:
+                return self.rows
+            self.since = page["next"]
 
 
 def truth_id(row: dict[str, Any]) -> str:
@@ -329,6 +342,7 @@ def rates(a: Snapshot, b: Snapshot, backup_vaults: int) -> dict[str, Any]:
         "other_reads_per_vault_hour": (bv_reads - bv_pages) * per_vault_hour,
         "emulator_bv_reads_per_vault_hour": (b.bv_served - a.bv_served) * per_vault_hour,
         "graph_queries_per_hour": (b.graph_queries - a.graph_queries) * 3600.0 / seconds,
+        "emulator_graph_queries_per_hour": (b.graph_served - a.graph_served) * 3600.0 / seconds,
         "full_listings": dict(listings),
         "full_listings_total": n_listings,
         "listings_per_vault_hour": n_listings * per_vault_hour,
@@ -448,8 +462,9 @@ async def one_run(args: argparse.Namespace, history: int, tmp: Path) -> dict[str
             # Run on until each daemon has emitted the window's terminal transitions.
             drain_t0 = time.monotonic()
             drained: dict[str, float | None] = dict.fromkeys(PARTIES)
+            ground = Truth(emu.url)
             while time.monotonic() - drain_t0 < args.drain:
-                truth = await backup_vault_truth(http, emu.url)
+                truth = await ground.read(http)
                 expected = terminal_in(truth, window_start, window_end)
                 for p, daemon in daemons.items():
                     if drained[p] is None:
@@ -461,7 +476,7 @@ async def one_run(args: argparse.Namespace, history: int, tmp: Path) -> dict[str
                 await asyncio.sleep(2.0)
             for daemon in daemons.values():
                 await daemon.stop()
-            truth = await backup_vault_truth(http, emu.url)
+            truth = await ground.read(http)
             load = os.getloadavg()
     finally:
         for daemon in daemons.values():
@@ -483,6 +498,7 @@ async def one_run(args: argparse.Namespace, history: int, tmp: Path) -> dict[str
     }
     per_sub = args.backup_vaults_per_subscription
     for p, daemon in daemons.items():
+        (tmp / p / "metrics.txt").write_text(after[p].metrics_text)
         row = rates(before[p], after[p], n_bv)
         row.update(judge(daemon.read_events(), truth, expected))
         row["drained_after_s"] = drained[p]
