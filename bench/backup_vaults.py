@@ -26,8 +26,8 @@ principal). Detection lag of the window's terminal Backup vault transitions (eve
 ground-truth `at`, joined on event_id); missed / duplicated / wrong against
 `/_emulator/transitions?kind=backup_vault`. Beside them the cost model (`cost_model`).
 
-Run: PYTHONPATH=. .venv/bin/python bench/backup_vaults.py --quick   (about 3 minutes)
-     PYTHONPATH=. .venv/bin/python bench/backup_vaults.py           (about 12 minutes)
+Run: PYTHONPATH=. .venv/bin/python bench/backup_vaults.py --quick   (about 6 minutes)
+     PYTHONPATH=. .venv/bin/python bench/backup_vaults.py           (about 15 minutes)
 """
 
 from __future__ import annotations
