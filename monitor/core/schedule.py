@@ -26,26 +26,30 @@ What the parser relies on (the REST specs of `Microsoft.RecoveryServices` backup
   beside `schedulePolicy`. The zone is optional in the spec ("TimeZone optional input as
   string"); without one the schedule is read in UTC.
 - Run times and window starts are date-times (`2018-01-24T10:00:00Z`) of which only the time
-  of day counts, and it is the wall-clock time in the policy's zone: Azure PowerShell's help
-  (`Get-AzRecoveryServicesBackupSchedulePolicyObject`) says the start time "must be in UTC even
-  if the timezone is not UTC", and the quickstart templates describe `scheduleRunTimes` as
-  "Times in day when backup should be triggered" beside a separate `timeZone`. An entry with a
-  non-zero offset is first converted to UTC, as the service stores it.
+  of day counts, and it is the wall-clock time in the policy's zone: the examples pair
+  `10:00:00Z` with "Pacific Standard Time"; Azure PowerShell's help
+  (`Get-AzRecoveryServicesBackupSchedulePolicyObject`, example 3) says the window's start time
+  "must be in UTC even if the timezone is not UTC"; ARM templates for these policies describe
+  `scheduleRunTimes` as "Times in day when backup should be triggered" beside a separate
+  `timeZone`. An entry with a non-zero offset is first converted to UTC, as the service stores
+  it. (No source states the wall-clock reading outright; the emulator should pin it.)
 - `hourlySchedule`: `interval` in hours ("4/6/8/12"), `scheduleWindowDuration` in hours. Runs
   start at the window start and every `interval` hours after it while still inside the window,
-  the window's end excluded: Microsoft's VM-backup article counts "every 4 hours frequency in 24
-  hours duration" as "6 scheduled snapshots". (The file-share example's service-computed
-  retention time, 20:00 for an 08:00 start and 12 hours, hints at an included end; a run we do
-  not expect is a missed check, a run we expect that never comes would be a false alarm every
-  day, so the end stays excluded until the emulator or a real policy says otherwise.)
+  the window's end excluded: the Enhanced-policy VM-backup article counts "every 4 hours
+  frequency in 24 hours duration" as "6 scheduled snapshots" (quoted in
+  MicrosoftDocs/azure-docs#112553). (The file-share example's service-computed
+  retention time, 20:00 for an 08:00 start and 12 hours, hints at an included end. Leaving out a
+  run that does happen only loses one check; expecting a run that never comes would raise a
+  false alarm every day. So the end stays excluded until a real policy shows otherwise.)
 
 Time-zone names are Windows zone IDs ("W. Europe Standard Time"), mapped to IANA keys through
 `tzlocal.windows_tz.win_tz` (the CLDR table, kept by its maintainers) and loaded with
 `zoneinfo`. Daylight-saving rules, in the policy's zone:
 
 - A local run time that does not exist (the spring-forward gap, e.g. 02:30 in Europe/Berlin on
-  the last Sunday of March) runs at the first instant after the gap (03:00 local), as Windows'
-  Task Scheduler does. Two run times in one gap give that one run.
+  the last Sunday of March) runs at the first instant after the gap (03:00 local). This is our
+  choice: what Azure Backup does in a gap is not documented. Two run times in one gap give that
+  one run.
 - A local run time that occurs twice (01:30 on a fall-back day) runs once, at its first
   occurrence (the earlier instant, `fold=0`).
 - Hourly windows step in wall-clock hours from the window's local start, so 08:00 + 4 h is

@@ -559,6 +559,26 @@ class TestParsing:
         (part,) = parse_policy_schedule(policy).parts
         assert part.cadence == TimesOfDay((time(8),))
 
+    def test_seven_fractional_digits_are_read(self) -> None:
+        """ARM's .NET date-times carry seven fractional digits: '08:00:00.0000000Z' is 08:00."""
+        policy = daily("UTC", "10:00")
+        policy["schedulePolicy"]["scheduleRunTimes"] = ["2021-09-29T08:00:00.0000000Z"]
+        (part,) = parse_policy_schedule(policy).parts
+        assert part.cadence == TimesOfDay((time(8),))
+
+    def test_a_window_runs_past_midnight(self) -> None:
+        """A window from 22:00 for 6 hours every 2 hours runs at 22:00, 00:00 and 02:00."""
+        policy = copy.deepcopy(FILE_SHARE_HOURLY)
+        policy["schedulePolicy"]["hourlySchedule"] = {
+            "interval": 2,
+            "scheduleWindowStartTime": "2021-09-29T22:00:00Z",
+            "scheduleWindowDuration": 6,
+        }
+        runs = expected_runs(
+            parse_policy_schedule(policy), utc(2026, 5, 1, 12), utc(2026, 5, 2, 12)
+        )
+        assert [r.at for r in runs] == [utc(2026, 5, 1, 22), utc(2026, 5, 2), utc(2026, 5, 2, 2)]
+
     def test_naive_range_is_refused(self) -> None:
         """expected_runs needs aware datetimes."""
         with pytest.raises(ValueError, match="aware"):
