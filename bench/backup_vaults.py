@@ -41,7 +41,6 @@ import platform
 import shlex
 import shutil
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
@@ -61,13 +60,13 @@ sys.path.insert(0, str(ROOT))
 
 from bench.estate import (  # noqa: E402
     DaemonProcess,
-    EmulatorProcess,
     get_json,
     lag_summary,
     make_tls,
     mint,
     parse_at,
     pin,
+    spawn_emulator,
     vault_states,
     write_config,
 )
@@ -155,14 +154,7 @@ def start_emulator(args: argparse.Namespace, history: int, tls: tuple[Path, Path
         "--profile", "demo", "--page-size", str(args.page_size),
         "--tls-cert", str(tls[1]), "--tls-key", str(tls[2]),
     ]  # fmt: skip
-    process = subprocess.Popen(
-        [sys.executable, "-m", "monitor", *command[1:]],
-        stdout=subprocess.PIPE,
-        preexec_fn=lambda: pin(0),
-    )
-    assert process.stdout is not None
-    banner = orjson.loads(process.stdout.readline())
-    return EmulatorProcess(process=process, banner=banner, command=command)
+    return spawn_emulator(command)
 
 
 # ---------------------------------------------------------------------------- measurements

@@ -172,6 +172,12 @@ def start_emulator(
         "--profile", profile, "--time-scale", f"{time_scale:g}", "--page-size", "20",
         "--tls-cert", str(tls[1]), "--tls-key", str(tls[2]),
     ]  # fmt: skip
+    return spawn_emulator(command)
+
+
+def spawn_emulator(command: list[str]) -> EmulatorProcess:
+    """`backup-monitor emulator ...` (`command`) as this interpreter's subprocess, pinned to
+    core 0, once it has printed its banner line."""
     process = subprocess.Popen(
         [sys.executable, "-m", "monitor", *command[1:]],
         stdout=subprocess.PIPE,
