@@ -75,12 +75,10 @@ class ArmJobReads(Protocol):
 
 @dataclass(slots=True)
 class SourceStats:
-    """What the Backup vault path did, for the run's summary, metrics and the benchmark."""
+    """What the Backup vault path did (Resource Graph pages are in the ARM requests metric)."""
 
-    graph_queries: int = 0  # Resource Graph pages read
     graph_failures: int = 0  # queries that failed (the polls fell back to a full listing)
     full_listings: int = 0  # full ARM listings of a Backup vault (backstops, fallbacks, naive)
-    graph_rows: int = 0  # rows the queries returned
 
 
 @dataclass(slots=True)
@@ -276,8 +274,6 @@ class JobSources:
                 )
             page = await self._arm.query_backup_vault_jobs(query, batch, token)
             pages += 1
-            self.stats.graph_queries += 1
-            self.stats.graph_rows += len(page.jobs)
             if page.truncated:
                 log.warning("resource_graph.truncated", subscriptions=len(batch), page=pages)
             for job in page.jobs:

@@ -25,13 +25,10 @@ import anyio
 import jsonschema
 import orjson
 
-from monitor.core.dataprotection import job_status
+from monitor.commands.demo import truth_status
 from monitor.core.diff import event_id
-from monitor.core.jobs import JobStatus
 from monitor.emulator import Emulator
 from monitor.events import event_schema
-
-TERMINAL = {"Completed", "CompletedWithWarnings", "Failed", "Cancelled"}
 
 
 def _toml(value: object) -> str:
@@ -327,14 +324,6 @@ async def ground_truth(
     return rows
 
 
-def truth_status(row: Mapping[str, Any]) -> JobStatus:
-    """A ground-truth row's status as the monitor emits it (a Backup vault's `Started` is
-    InProgress, its `Succeeded` Completed)."""
-    if row.get("vault_kind") == "backup_vault":
-        return job_status(str(row["to"]))
-    return JobStatus.of(str(row["to"]))
-
-
 def truth_id(row: Mapping[str, Any]) -> str:
     """The event id of a ground-truth row."""
     return event_id(str(row["vault_id"]), str(row["job_id"]), truth_status(row))
@@ -427,6 +416,6 @@ async def wait_for_world(
     with anyio.fail_after(timeout_s):
         while True:
             truth = await ground_truth(emu)
-            if any(t["to"] in TERMINAL and at(t) > terminal_after for t in truth):
+            if any(is_terminal(t) and at(t) > terminal_after for t in truth):
                 return truth
             await anyio.sleep(0.1)

@@ -131,7 +131,7 @@ def summarize(
     expected = {
         event_id(t["vault_id"], t["job_id"], status)
         for t in transitions
-        if (status := _status(t)).is_terminal and _at(t) <= cutoff_at
+        if (status := truth_status(t)).is_terminal and _at(t) <= cutoff_at
     }
     caught = sum(1 for eid in expected if eid in emitted)
     duplicates = sum(n - 1 for n in emitted.values() if n > 1)
@@ -150,8 +150,8 @@ def summarize(
     return lines
 
 
-def _status(transition: Mapping[str, Any]) -> JobStatus:
-    """A ground-truth row's status as events carry it (a Backup vault's `Succeeded` is
+def truth_status(transition: Mapping[str, Any]) -> JobStatus:
+    """An emulator ground-truth row's status as events carry it (a Backup vault's `Succeeded` is
     `Completed`, its `Started` `InProgress`)."""
     if transition.get("vault_kind") == "backup_vault":
         return job_status(str(transition["to"]))

@@ -326,16 +326,19 @@ class RateBudget:
             self._updated_at = now
 
 
-def _remaining(headers: Mapping[str, str], name: str) -> int | None:
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    """The value of header `name`, matched case-insensitively; None when absent."""
     raw = headers.get(name)
+    if raw is not None:
+        return raw
+    lower = name.lower()
+    return next((v for k, v in headers.items() if isinstance(k, str) and k.lower() == lower), None)
+
+
+def _remaining(headers: Mapping[str, str], name: str) -> int | None:
+    raw = _header(headers, name)
     if raw is None:
-        lower = name.lower()
-        for key, value in headers.items():
-            if isinstance(key, str) and key.lower() == lower:
-                raw = value
-                break
-        else:
-            return None
+        return None
     try:
         count = int(str(raw).strip())
     except ValueError:
@@ -349,13 +352,7 @@ _HMS: Final = re.compile(r"([0-9]{1,6}):([0-9]{1,2}):([0-9]{1,2}(?:\.[0-9]{1,9})
 def _hms(headers: Mapping[str, str], name: str) -> float | None:
     """A `hh:mm:ss` header in seconds (at most `MAX_RETRY_AFTER_S`); None when absent or
     unreadable."""
-    raw = headers.get(name)
-    if raw is None:
-        lower = name.lower()
-        raw = next(
-            (v for k, v in headers.items() if isinstance(k, str) and k.lower() == lower), None
-        )
-    return parse_hms(raw)
+    return parse_hms(_header(headers, name))
 
 
 def parse_hms(raw: object) -> float | None:
