@@ -51,6 +51,14 @@ from monitor.core.jobs import (
     parse_job_details,
     parse_jobs_page,
 )
+from monitor.core.protection import (
+    BackupPolicy,
+    ProtectedItem,
+    parse_backup_instances_page,
+    parse_data_protection_policies_page,
+    parse_policies_page,
+    parse_protected_items_page,
+)
 from monitor.core.resource_graph import GraphJobsPage, parse_backup_vault_jobs_answer, query_body
 from monitor.core.vaults import (
     VaultKind,
@@ -65,7 +73,7 @@ from monitor.errors import (
     ArmThrottled,
     ParseError,
 )
-from monitor.pacing import RESOURCE_GRAPH_SCOPE, BudgetBook, scope_of_path
+from monitor.pacing import RESOURCE_GRAPH_SCOPE, BudgetBook, action_scope, scope_of_path
 
 __all__ = ["ArmClient", "OperationReply"]
 
@@ -73,6 +81,12 @@ log = structlog.get_logger(__name__)
 
 # Characters left as they are in a resource-id path; everything else is percent-encoded once.
 _PATH_SAFE: Final = "/()!$&'*+,;=:@-._~"
+PER_ACTION_THROTTLE: Final = "ResourceRequestsThrottled"
+"""The error code of a resource provider's per-action limit (Recovery Services: "Number of
+requests for action '...protectedItems/read' exceeded the limit of '50' for time interval
+'00:05:00'", with a Retry-After of minutes)."""
+_ITEMS_ACTION: Final = "protectedItems/read"
+_POLICIES_ACTION: Final = "backupPolicies/read"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -340,6 +354,71 @@ class ArmClient:
             log.warning("arm.graph_row_skipped", path=skipped.path, problem=skipped.problem)
         return page
 
+    async def list_protected_items(self, vault: VaultRef) -> list[ProtectedItem]:
+        """The vault's protected items (Recovery Services `backupProtectedItems`) or backup
+        instances (Backup vault `backupInstances`), following every nextLink.
+
+        Each page is one read of the subscription's budget. A Recovery Services
+        `ResourceRequestsThrottled` 429 (the per-action limit of `protectedItems/read`) pauses
+        these reads of the subscription alone (`pacing.action_scope`), never its job reads;
+        while paused, this raises at once without sending. A malformed item is logged
+        (`arm.item_skipped`) and skipped.
+
+        Raises:
+            ArmNotFound: the vault is gone. ArmForbidden: the identity may not read its items.
+            ArmThrottled: the subscription's budget, or this action, is paused.
+            ForeignOriginError, ArmError: as `list_jobs`.
+        """
+        if vault.kind is VaultKind.BACKUP_VAULT:
+            url = self._url(
+                f"{vault.id}/backupInstances",
+                {"api-version": self._azure.dataprotection_api_version},
+            )
+            parse = parse_backup_instances_page
+        else:
+            url = self._url(
+                f"{vault.id}/backupProtectedItems", {"api-version": self._azure.api_version}
+            )
+            parse = parse_protected_items_page
+        action = action_scope(vault.subscription_id, _ITEMS_ACTION)
+        pages = await self._paged(
+            url,
+            ArmCallKind.ITEMS_LIST,
+            lambda p: parse(p, vault),
+            "arm.item_skipped",
+            action=action,
+            vault=vault.id,
+        )
+        return [item for page in pages for item in page.items]
+
+    async def list_policies(self, vault: VaultRef) -> list[BackupPolicy]:
+        """The vault's backup policies (either kind), following every nextLink.
+
+        A policy whose schedule cannot be read is kept (its `problem` says why); an item that
+        is not a policy is logged (`arm.policy_skipped`) and skipped. Per-action throttles
+        pause these reads alone, as for `list_protected_items`.
+
+        Raises:
+            ArmNotFound, ArmForbidden, ArmThrottled, ForeignOriginError, ArmError: as
+                `list_protected_items`.
+        """
+        if vault.kind is VaultKind.BACKUP_VAULT:
+            version = self._azure.dataprotection_api_version
+            parse = parse_data_protection_policies_page
+        else:
+            version = self._azure.api_version
+            parse = parse_policies_page
+        url = self._url(f"{vault.id}/backupPolicies", {"api-version": version})
+        pages = await self._paged(
+            url,
+            ArmCallKind.POLICIES_LIST,
+            lambda p: parse(p, vault),
+            "arm.policy_skipped",
+            action=action_scope(vault.subscription_id, _POLICIES_ACTION),
+            vault=vault.id,
+        )
+        return [policy for page in pages for policy in page.policies]
+
     async def get_job(self, vault: VaultRef, job_name: str) -> JobDetails:
         """One job with its error details, tasks and property bag.
 
@@ -440,12 +519,17 @@ class ArmClient:
         kind: ArmCallKind,
         parse: Callable[[object], P],
         skipped_event: str,
+        *,
+        action: str | None = None,
         **context: str,
     ) -> list[P]:
-        """Every page from `url` on, each read as `kind` (see `read_pages`)."""
+        """Every page from `url` on, each read as `kind` (see `read_pages`), `action` being
+        the per-action pause scope of its reads (None: only the subscription's)."""
 
         async def get(page_url: URL, referrer: URL | None, cap: BodyCap) -> Reply:
-            return await self._get(page_url, kind, referrer=referrer, cap=cap)
+            return await self._send(
+                "GET", page_url, kind, referrer=referrer, cap=cap, action=action
+            )
 
         return await read_pages(
             get,
@@ -478,11 +562,21 @@ class ArmClient:
         cap: BodyCap | None = None,
         scope: str | None = None,
         body: bytes | None = None,
+        action: str | None = None,
     ) -> Reply:
-        """One request as ARM JSON: origin check, budget (of `scope`, else the path's), token,
-        one retry after a 401."""
+        """One request as ARM JSON: origin check, the action's pause (`action`, if any),
+        budget (of `scope`, else the path's), token, one retry after a 401."""
         self._origin.check(url, referrer=referrer)
         scope = scope or scope_of_path(url.path)
+        if action is not None and (left := self._budgets.action_pause_s(action)):
+            raise ArmThrottled(
+                f"{url}: {action} is paused for {left:.0f} s after a per-action throttle",
+                url=str(url),
+                retry_after_s=left,
+                code=PER_ACTION_THROTTLE,
+                request_id=None,
+                correlation_id=None,
+            )
         rejected: str | None = None
         for attempt in (1, 2):
             await self._budgets.acquire(scope)
@@ -500,10 +594,12 @@ class ArmClient:
                 )
                 rejected = token
                 continue
-            return await self._reply(url, scope, answer)
+            return await self._reply(url, scope, answer, action=action)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _reply(self, url: URL, scope: str, answer: Answer) -> Reply:
+    async def _reply(
+        self, url: URL, scope: str, answer: Answer, *, action: str | None = None
+    ) -> Reply:
         """Decode a 2xx answer, or raise the ArmError its status maps to."""
         if 200 <= answer.status < 300:
             return await decode_reply(url, answer, self._deep_json)
@@ -515,7 +611,18 @@ class ArmClient:
         if asked is None and scope == RESOURCE_GRAPH_SCOPE:
             asked = parse_hms(answer.headers.get(USER_QUOTA_RESETS_AFTER))
         retry_after_s = self._budgets.default_retry_after_s(scope) if asked is None else asked
-        if self._budgets.throttled(scope, asked):
+        if action is not None and code == PER_ACTION_THROTTLE:
+            # A resource provider's limit on this one action: the subscription's other reads
+            # (job polling) go on.
+            if self._budgets.pause_action(action, asked):
+                log.warning(
+                    "arm.action_throttled",
+                    action=action,
+                    retry_after_s=retry_after_s,
+                    url=str(url),
+                    request_id=request_id,
+                )
+        elif self._budgets.throttled(scope, asked):
             log.warning(
                 "arm.throttled",
                 scope=scope,

@@ -21,7 +21,14 @@ from monitor.core.jobs import JobKey, JobStatus
 from monitor.core.tracker import VaultCheckpoint
 from monitor.outbox import EventLine, Outbox, OutboxEvent, OutboxSignal, Pruned, retention_floor
 
-__all__ = ["CheckpointStore", "MemoryCheckpointStore", "StateStore", "check_save"]
+__all__ = [
+    "CheckpointStore",
+    "ItemStateStore",
+    "MemoryCheckpointStore",
+    "StateStore",
+    "check_save",
+    "check_save_items",
+]
 
 
 class CheckpointStore(Protocol):
@@ -100,8 +107,47 @@ def check_save(
     return upserts, deletes, _utc(polled_at, "polled_at")
 
 
-class StateStore(CheckpointStore, Outbox, Protocol):
-    """The state file: checkpoints and the outbox (`SqliteCheckpointStore`, the memory store)."""
+def check_save_items(states: Mapping[str, str], removed: Sequence[str]) -> None:
+    """Validate `save_items`' arguments: no key both saved and removed."""
+    both = set(states).intersection(removed)
+    if both:
+        raise ValueError(f"item keys both saved and removed: {sorted(both)}")
+
+
+class ItemStateStore(Protocol):
+    """Where the item watcher keeps each protected item's state (`core.item_watch.ItemState`
+    as JSON text, opaque to the store), committed with the events it caused."""
+
+    async def load_items(self) -> dict[str, dict[str, str]]:
+        """Every stored item state: vault key → item key → state text.
+
+        Raises:
+            StoreError: the state could not be read.
+        """
+        ...
+
+    async def save_items(
+        self,
+        vault_key: str,
+        *,
+        states: Mapping[str, str],
+        removed: Sequence[str],
+        events: Sequence[EventLine],
+        now: datetime,
+    ) -> None:
+        """One round of a vault's items, atomically: upsert `states`, delete `removed`, and
+        append `events` to the outbox (committed at `now`).
+
+        Raises:
+            ValueError: a key is both saved and removed, or `now` is naive; nothing is written.
+            StoreError: the write failed; nothing is written.
+        """
+        ...
+
+
+class StateStore(CheckpointStore, ItemStateStore, Outbox, Protocol):
+    """The state file: checkpoints, item states and the outbox (`SqliteCheckpointStore`, the
+    memory store)."""
 
 
 class MemoryCheckpointStore:
@@ -114,6 +160,7 @@ class MemoryCheckpointStore:
 
     def __init__(self) -> None:
         self._vaults: dict[str, tuple[dict[JobKey, JobSnapshot], datetime | None]] = {}
+        self._items: dict[str, dict[str, str]] = {}
         self._events: list[OutboxEvent] = []
         self._cursors: dict[str, int] = {}
         self._last_seq = 0
@@ -164,6 +211,9 @@ class MemoryCheckpointStore:
         for key in deletes:
             jobs.pop(key, None)
         self._vaults[vault_key] = (jobs, polled_at)
+        self._append(events, at)
+
+    def _append(self, events: Sequence[EventLine], at: datetime) -> None:
         if events:
             # Kept apart from the events: prune may have deleted them all.
             if self._last_committed is not None:
@@ -178,6 +228,33 @@ class MemoryCheckpointStore:
     async def forget(self, vault_key: str) -> None:
         """See `CheckpointStore.forget`."""
         self._vaults.pop(vault_key, None)
+        self._items.pop(vault_key, None)
+
+    async def load_items(self) -> dict[str, dict[str, str]]:
+        """See `ItemStateStore.load_items` (copies)."""
+        return {key: dict(items) for key, items in self._items.items()}
+
+    async def save_items(
+        self,
+        vault_key: str,
+        *,
+        states: Mapping[str, str],
+        removed: Sequence[str],
+        events: Sequence[EventLine],
+        now: datetime,
+    ) -> None:
+        """See `ItemStateStore.save_items`.
+
+        Raises:
+            ValueError: as `ItemStateStore.save_items`; nothing is changed.
+        """
+        check_save_items(states, removed)
+        at = _utc(now, "now")
+        items = self._items.setdefault(vault_key, {})
+        items.update(states)
+        for key in removed:
+            items.pop(key, None)
+        self._append(events, at)
 
     @property
     def last_seq(self) -> int:

@@ -197,6 +197,57 @@ class BackupVaultSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ProtectionSettings:
+    """`[protection]`: what should have happened to each protected item (docs/events.md,
+    "backup_item events"): missed scheduled runs, recovery-point age, protection changes and
+    long-running jobs, from each vault's protected items and policies, read on a slow cadence
+    through the same per-subscription budgets as the jobs."""
+
+    enabled: bool = True
+    """Read protected items and policies and emit `backup_item.*` and
+    `backup_job.long_running` events."""
+    items_interval_s: float = field(default=900.0, metadata=bounds(60, DAY_S))
+    """Seconds between two rounds of a vault's protected items (and the jobs window they
+    are checked against); a missed run is reported within its grace plus this."""
+    policies_interval_s: float = field(default=3600.0, metadata=bounds(60, 7 * DAY_S))
+    """Seconds between two reads of a vault's backup policies."""
+    grace_s: float = field(default=3600.0, metadata=bounds(0, 7 * DAY_S))
+    """How late a daily or weekly run may start before it counts as missed; also added to
+    the longest gap between runs for the recovery-point age allowed."""
+    grace_fraction: float = field(default=0.5, metadata=bounds(0.01, 10))
+    """An hourly or log run's grace, as a fraction of its interval."""
+    early_s: float = field(default=600.0, metadata=bounds(0, DAY_S))
+    """A job that starts up to this long before a scheduled run (at most half the interval)
+    still counts for it."""
+    long_running_after_s: float = field(default=86400.0, metadata=bounds(0, 30 * DAY_S))
+    """A running job is long-running after this many seconds; 0 = no absolute threshold."""
+    long_running_factor: float = field(default=3.0, metadata=bounds(0, 1000))
+    """... or after this many times the median duration of its item's recent jobs; 0 = off."""
+    long_running_min_samples: int = field(default=5, metadata=bounds(1, 1000))
+    """The fewest recent durations of an item the median needs."""
+    recovery_point_metric: bool = False
+    """Export `backup_monitor_item_last_recovery_point_timestamp_seconds`, one series per
+    protected item (off: an estate of 10,000 items is 10,000 series)."""
+    max_concurrency: int = field(default=4, metadata=bounds(1, 256))
+    """Most vault rounds in flight at once."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClockSettings:
+    """`[clock]`: the daemon's time. Only for runs against the emulator's accelerated clock
+    (`emulator --clock-speed`), whose three values these must equal: world time is
+    `start + (unix time - anchor) * speed`, and every interval and timeout of the daemon is
+    then in world seconds. Against Azure leave the section out."""
+
+    speed: float = field(default=1.0, metadata=bounds(1, 100_000))
+    """World seconds per real second; 1 = the real clock (start and anchor are ignored)."""
+    start: str | None = None
+    """The world time (ISO 8601 with an offset) at `anchor`."""
+    anchor: float | None = field(default=None, metadata=bounds(0, 1e11))
+    """The real Unix time at which the world time is `start`."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BudgetSettings:
     """`[budget]`: how much of ARM's per-subscription read budget the monitor may spend."""
 
@@ -277,12 +328,14 @@ class Settings:
     poll: PollSettings = PollSettings()
     budget: BudgetSettings = BudgetSettings()
     backup_vaults: BackupVaultSettings = BackupVaultSettings()
+    protection: ProtectionSettings = ProtectionSettings()
     events: EventsSettings = EventsSettings()
     state: StateSettings = StateSettings()
     ops: OpsSettings = OpsSettings()
     shard: ShardSettings = ShardSettings()
     log: LogSettings = LogSettings()
     outbox: OutboxSettings = OutboxSettings()  # noqa: RUF009 - frozen, like the others
+    clock: ClockSettings = ClockSettings()
     sinks: tuple[SinkSettings, ...] = ()
     """`[[sinks]]` as written; empty: the one `[events]` describes (see `delivery_sinks`)."""
 
@@ -337,12 +390,14 @@ SECTIONS: Mapping[str, type] = MappingProxyType(
         "poll": PollSettings,
         "budget": BudgetSettings,
         "backup_vaults": BackupVaultSettings,
+        "protection": ProtectionSettings,
         "events": EventsSettings,
         "state": StateSettings,
         "ops": OpsSettings,
         "shard": ShardSettings,
         "log": LogSettings,
         "outbox": OutboxSettings,
+        "clock": ClockSettings,
     }
 )
 """Section name → its settings class, in file order."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import cast, get_args
 from urllib.parse import urlsplit
@@ -20,6 +21,7 @@ from monitor.config import (
     BackfillDetails,
     BackupVaultSettings,
     BudgetSettings,
+    ClockSettings,
     CloudName,
     CredentialKind,
     DiscoverySettings,
@@ -31,6 +33,7 @@ from monitor.config import (
     LogSettings,
     OpsSettings,
     PollSettings,
+    ProtectionSettings,
     Settings,
     ShardSettings,
     StateSettings,
@@ -61,12 +64,15 @@ def parse_settings(mapping: Mapping[str, object]) -> Settings:
             known = [*SECTIONS, "sinks"]
             raise ConfigError(shown(name), "unknown section" + suggest(str(name), known))
     tables = {name: section_table(name, mapping.get(name)) for name in SECTIONS}
+    azure = _parse_azure(tables["azure"])
     return Settings(
-        azure=_parse_azure(tables["azure"]),
+        azure=azure,
         discovery=_parse_discovery(tables["discovery"]),
         poll=_parse_poll(tables["poll"]),
         budget=_parse_budget(tables["budget"]),
         backup_vaults=_parse_backup_vaults(tables["backup_vaults"]),
+        protection=_parse_protection(tables["protection"]),
+        clock=_parse_clock(tables["clock"]),
         events=_parse_events(tables["events"]),
         state=_parse_state(tables["state"]),
         ops=_parse_ops(tables["ops"]),
@@ -269,6 +275,41 @@ def _parse_backup_vaults(table: Mapping[str, object]) -> BackupVaultSettings:
         backstop_interval_s=r.seconds("backstop_interval_s"),
         subscriptions_per_query=r.integer("subscriptions_per_query"),
     )
+
+
+def _parse_protection(table: Mapping[str, object]) -> ProtectionSettings:
+    r = SectionReader("protection", table)
+    return ProtectionSettings(
+        enabled=r.boolean("enabled"),
+        items_interval_s=r.seconds("items_interval_s"),
+        policies_interval_s=r.seconds("policies_interval_s"),
+        grace_s=r.seconds("grace_s"),
+        grace_fraction=r.number("grace_fraction"),
+        early_s=r.seconds("early_s"),
+        long_running_after_s=r.seconds("long_running_after_s"),
+        long_running_factor=r.number("long_running_factor"),
+        long_running_min_samples=r.integer("long_running_min_samples"),
+        recovery_point_metric=r.boolean("recovery_point_metric"),
+        max_concurrency=r.integer("max_concurrency"),
+    )
+
+
+def _parse_clock(table: Mapping[str, object]) -> ClockSettings:
+    r = SectionReader("clock", table)
+    speed = r.number("speed")
+    start = r.optional_text("start")
+    anchor = None if "anchor" not in table else r.number("anchor")
+    if start is not None:
+        try:
+            moment = datetime.fromisoformat(start)
+        except ValueError:
+            raise r.error("start", f"must be an ISO 8601 date-time, got {start!r}") from None
+        if moment.tzinfo is None:
+            raise r.error("start", f"must have a UTC offset (e.g. 'Z'), got {start!r}")
+    if speed != 1 and (start is None or anchor is None):
+        missing = "start" if start is None else "anchor"
+        raise r.error(missing, "must be set when clock.speed is not 1 (the emulator's value)")
+    return ClockSettings(speed=speed, start=start, anchor=anchor)
 
 
 def _parse_budget(table: Mapping[str, object]) -> BudgetSettings:

@@ -17,7 +17,13 @@ from monitor.config import BudgetSettings
 from monitor.core import budget as core_budget
 from monitor.core.budget import RateBudget
 
-__all__ = ["RESOURCE_GRAPH_SCOPE", "TENANT_SCOPE", "BudgetBook", "scope_of_path"]
+__all__ = [
+    "RESOURCE_GRAPH_SCOPE",
+    "TENANT_SCOPE",
+    "BudgetBook",
+    "action_scope",
+    "scope_of_path",
+]
 
 TENANT_SCOPE: Final = "tenant"
 """The scope of tenant-level reads (`GET /subscriptions`)."""
@@ -38,6 +44,13 @@ def scope_of_path(path: str) -> str:
     """
     match = _SUBSCRIPTION_IN_PATH.search(path)
     return match.group(1).lower() if match else TENANT_SCOPE
+
+
+def action_scope(subscription_id: str, action: str) -> str:
+    """The pause scope of one resource provider action in one subscription
+    (`"<subscription>|protectedItems/read"`): a per-action throttle (Recovery Services'
+    `ResourceRequestsThrottled`) pauses it alone, never the subscription's other reads."""
+    return f"{subscription_id.lower()}|{action}"
 
 
 def core_settings(settings: BudgetSettings, *, tenant: bool = False) -> core_budget.BudgetSettings:
@@ -74,7 +87,15 @@ class BudgetBook:
         rng: draws the 429 jitter.
     """
 
-    __slots__ = ("_budgets", "_clock", "_graph", "_rng", "_subscription", "_tenant")
+    __slots__ = (
+        "_actions",
+        "_budgets",
+        "_clock",
+        "_graph",
+        "_rng",
+        "_subscription",
+        "_tenant",
+    )
 
     def __init__(self, settings: BudgetSettings, *, clock: Clock, rng: random.Random) -> None:
         """Store the settings; no budget exists until a scope is used.
@@ -94,6 +115,7 @@ class BudgetBook:
         self._clock = clock
         self._rng = rng
         self._budgets: dict[str, RateBudget] = {}
+        self._actions: dict[str, float] = {}  # action scope → monotonic end of its pause
 
     def __repr__(self) -> str:
         return f"BudgetBook(scopes={len(self._budgets)})"
@@ -144,6 +166,28 @@ class BudgetBook:
     def throttle_count(self, scope: str) -> int:
         """How many 429s started a new pause of `scope`."""
         return self.budget(scope).throttle_count
+
+    def pause_action(self, scope: str, retry_after_s: float | None) -> bool:
+        """Pause one action scope (`action_scope`) for `retry_after_s` + jitter (None: the
+        subscription default); its subscription's budget is untouched. Returns True when this
+        starts a new pause, False when it extends one."""
+        now = self._clock.monotonic()
+        pause = self._subscription.default_retry_after_s if retry_after_s is None else retry_after_s
+        until = now + max(pause, 0.0) + self._rng.uniform(0.0, MAX_THROTTLE_JITTER_S)
+        before = self._actions.get(scope)
+        self._actions[scope] = max(until, before or until)
+        return before is None or before <= now
+
+    def action_pause_s(self, scope: str) -> float:
+        """Seconds left of an action scope's pause (0.0: not paused)."""
+        until = self._actions.get(scope)
+        if until is None:
+            return 0.0
+        left = until - self._clock.monotonic()
+        if left <= 0:
+            del self._actions[scope]
+            return 0.0
+        return left
 
     def default_retry_after_s(self, scope: str) -> float:
         """The pause a 429 without a usable Retry-After gets."""

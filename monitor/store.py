@@ -29,7 +29,7 @@ import anyio
 import anyio.to_thread
 
 from monitor import store_outbox
-from monitor.checkpoints import MemoryCheckpointStore, _utc, check_save
+from monitor.checkpoints import MemoryCheckpointStore, _utc, check_save, check_save_items
 from monitor.config import StateSettings
 from monitor.core.diff import JobSnapshot
 from monitor.core.jobs import JobKey, JobStatus
@@ -41,9 +41,10 @@ from monitor.store_outbox import OUTBOX_SCHEMA
 
 __all__ = ["SCHEMA_VERSION", "SqliteCheckpointStore", "build_checkpoint_store"]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """The `PRAGMA user_version` this code writes and understands: 1 had the checkpoints only,
-2 adds the outbox (a version 1 file is upgraded in place when opened)."""
+2 adds the outbox, 3 the protected items' states (an older file is upgraded in place when
+opened)."""
 
 _T = TypeVar("_T")
 
@@ -69,6 +70,17 @@ _PRAGMAS: Final = (
     "PRAGMA busy_timeout = 5000",
 )
 
+# One row per protected item watched (`item_watcher.py`): its state as JSON text, opaque here.
+# Not tied to `vaults` by a foreign key: a vault's items may be read before its jobs are.
+_ITEMS_TABLE: Final = """
+    CREATE TABLE items (
+        vault_key TEXT NOT NULL,
+        item_key  TEXT NOT NULL,
+        state     TEXT NOT NULL,
+        PRIMARY KEY (vault_key, item_key)
+    ) WITHOUT ROWID
+    """
+
 _SCHEMA: Final = (
     """
     CREATE TABLE vaults (
@@ -86,9 +98,16 @@ _SCHEMA: Final = (
     ) WITHOUT ROWID
     """,
     *OUTBOX_SCHEMA,
+    _ITEMS_TABLE,
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
-_UPGRADE_V1: Final = (*OUTBOX_SCHEMA, "PRAGMA user_version = 2")
+_UPGRADE_V1: Final = (*OUTBOX_SCHEMA, _ITEMS_TABLE, f"PRAGMA user_version = {SCHEMA_VERSION}")
+_UPGRADE_V2: Final = (_ITEMS_TABLE, f"PRAGMA user_version = {SCHEMA_VERSION}")
+_UPSERT_ITEM: Final = (
+    "INSERT INTO items (vault_key, item_key, state) VALUES (?, ?, ?) "
+    "ON CONFLICT (vault_key, item_key) DO UPDATE SET state = excluded.state"
+)
+_DELETE_ITEM: Final = "DELETE FROM items WHERE vault_key = ? AND item_key = ?"
 
 _UPSERT_VAULT: Final = (
     "INSERT INTO vaults (key, polled_at) VALUES (?, ?) "
@@ -239,6 +258,68 @@ class SqliteCheckpointStore:
             self._last_seq = last[0]
             self._signal.notify()
 
+    # ------------------------------------------------------------------------------ items
+
+    async def load_items(self) -> dict[str, dict[str, str]]:
+        """See `StateStore.load_items`.
+
+        Raises:
+            RuntimeError: the store is not open.
+            StoreError: the state could not be read.
+        """
+
+        def read(conn: sqlite3.Connection) -> dict[str, dict[str, str]]:
+            items: dict[str, dict[str, str]] = {}
+            for vault_key, item_key, state in conn.execute(
+                "SELECT vault_key, item_key, state FROM items"
+            ):
+                items.setdefault(vault_key, {})[item_key] = state
+            return items
+
+        return await self._run(read)
+
+    async def save_items(
+        self,
+        vault_key: str,
+        *,
+        states: Mapping[str, str],
+        removed: Sequence[str],
+        events: Sequence[EventLine],
+        now: datetime,
+    ) -> None:
+        """See `StateStore.save_items`.
+
+        Raises:
+            ValueError: a key is both saved and removed, or `now` is naive; nothing is written.
+            RuntimeError: the store is not open.
+            StoreError: the transaction failed and was rolled back.
+        """
+        check_save_items(states, removed)
+        at = _format_time(_utc(now, "now"))
+        upserts = [(vault_key, key, state) for key, state in states.items()]
+        deletes = [(vault_key, key) for key in removed]
+        last: list[int] = []
+        committed: list[str] = []
+
+        def write(conn: sqlite3.Connection) -> None:
+            def body() -> None:
+                if events:
+                    committed.append(max(at, self._last_committed))
+                    last.append(store_outbox.append(conn, events, committed[0]))
+                conn.executemany(_UPSERT_ITEM, upserts)
+                conn.executemany(_DELETE_ITEM, deletes)
+
+            _transaction(conn, body)
+            if committed:
+                self._last_committed = committed[0]
+
+        await self._run(write)
+        if last:
+            count, size = self._held
+            self._held = (count + len(events), size + sum(len(e.line) for e in events))
+            self._last_seq = last[0]
+            self._signal.notify()
+
     # ------------------------------------------------------------------------------ outbox
 
     @property
@@ -317,6 +398,7 @@ class SqliteCheckpointStore:
                 lambda: (
                     conn.execute("DELETE FROM jobs WHERE vault_key = ?", (vault_key,)),
                     conn.execute("DELETE FROM vaults WHERE key = ?", (vault_key,)),
+                    conn.execute("DELETE FROM items WHERE vault_key = ?", (vault_key,)),
                 ),
             )
 
@@ -391,6 +473,9 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
                         conn.execute(statement)
                 case 1:
                     for statement in _UPGRADE_V1:
+                        conn.execute(statement)
+                case 2:
+                    for statement in _UPGRADE_V2:
                         conn.execute(statement)
             conn.execute("COMMIT")
         except BaseException:

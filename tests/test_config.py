@@ -340,6 +340,28 @@ BOUND_VIOLATIONS = [
     ("backup_vaults.backstop_interval_s", 604_801, "must be <= 604800, got 604801"),
     ("backup_vaults.subscriptions_per_query", 0, "must be >= 1, got 0"),
     ("backup_vaults.subscriptions_per_query", 1001, "must be <= 1000, got 1001"),
+    ("protection.items_interval_s", 59, "must be >= 60, got 59"),
+    ("protection.items_interval_s", 86401, "must be <= 86400, got 86401"),
+    ("protection.policies_interval_s", 59, "must be >= 60, got 59"),
+    ("protection.policies_interval_s", 604801, "must be <= 604800, got 604801"),
+    ("protection.grace_s", -1, "must be >= 0, got -1"),
+    ("protection.grace_s", 604801, "must be <= 604800, got 604801"),
+    ("protection.grace_fraction", 0.001, "must be >= 0.01, got 0.001"),
+    ("protection.grace_fraction", 11, "must be <= 10, got 11"),
+    ("protection.early_s", -1, "must be >= 0, got -1"),
+    ("protection.early_s", 86401, "must be <= 86400, got 86401"),
+    ("protection.long_running_after_s", -1, "must be >= 0, got -1"),
+    ("protection.long_running_after_s", 2592001, "must be <= 2592000, got 2592001"),
+    ("protection.long_running_factor", -1, "must be >= 0, got -1"),
+    ("protection.long_running_factor", 1001, "must be <= 1000, got 1001"),
+    ("protection.long_running_min_samples", 0, "must be >= 1, got 0"),
+    ("protection.long_running_min_samples", 1001, "must be <= 1000, got 1001"),
+    ("protection.max_concurrency", 0, "must be >= 1, got 0"),
+    ("protection.max_concurrency", 257, "must be <= 256, got 257"),
+    ("clock.speed", 0.5, "must be >= 1, got 0.5"),
+    ("clock.speed", 100001, "must be <= 100000, got 100001"),
+    ("clock.anchor", -1, "must be >= 0, got -1"),
+    ("clock.anchor", 1e11 + 1, "must be <= 100000000000, got 100000000001"),
     ("shard.index", -1, "must be >= 0, got -1"),
     ("shard.index", 1024, "must be <= 1023, got 1024"),
     ("shard.count", 0, "must be >= 1, got 0"),
@@ -357,6 +379,8 @@ PARTNERS: Mapping[str, Mapping[str, object]] = {
     "budget.floor": {"bucket_size": 100_000},
     "budget.bucket_size": {"floor": 0},
     "shard.index": {"count": 1024},
+    "clock.speed": {"start": "2026-10-30T00:00:00Z", "anchor": 1_800_000_000},
+    "clock.anchor": {"speed": 2, "start": "2026-10-30T00:00:00Z"},
 }
 
 
@@ -976,6 +1000,7 @@ class TestEnvironment:
         """The variable of every key of every section applies and gives no warning."""
         unset = {"tenant_id": SUB, "client_id": SUB, "client_secret": "s", "static_token": "t"}
         unset |= {"ca_bundle": "ca.pem", "index": "0"}
+        unset |= {"start": "2026-10-30T00:00:00Z", "anchor": "1800000000"}
         environ = {}
         for name, table in Settings().redacted().items():
             if not isinstance(table, dict):

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from monitor.core.schedule import Schedule
 from monitor.core.vaults import VaultKind, VaultRef
+from monitor.errors import ParseError
 
 __all__ = [
     "BackupPolicy",
@@ -107,7 +108,7 @@ class ItemsPage:
 
     items: tuple[ProtectedItem, ...]
     next_link: str | None
-    skipped: tuple[str, ...] = ()
+    skipped: tuple[ParseError, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,7 +121,7 @@ class PoliciesPage:
 
     policies: tuple[BackupPolicy, ...]
     next_link: str | None
-    skipped: tuple[str, ...] = ()
+    skipped: tuple[ParseError, ...] = ()
 
 
 def parse_protected_items_page(payload: object, vault: VaultRef) -> ItemsPage:
