@@ -108,6 +108,14 @@ def add_emulator_parser(commands: Any) -> None:
         "command starts)",
     )
     emulator.add_argument(
+        "--token-lifetime",
+        type=positive_float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="lifetime of issued tokens, in world seconds (default: 3600; with --clock-speed K, "
+        "clients that count expiry in real time need about 3600 x K)",
+    )
+    emulator.add_argument(
         "--protected-items-limit",
         type=_count,
         default=0,
@@ -247,6 +255,7 @@ def run_emulator(args: argparse.Namespace, out: TextIO) -> int:
         throttle=ThrottleSettings(model=args.throttle_model, reads_per_s=args.reads_per_s),
         faults=faults,
         page_size=args.page_size,
+        token_lifetime_s=args.token_lifetime,
         protected_items_limit=args.protected_items_limit,
         protected_items_window_s=args.protected_items_window,
     )

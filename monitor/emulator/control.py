@@ -367,10 +367,13 @@ class ControlSurface:
                                 "running": sum(1 for j in v.jobs if not j.is_terminal),
                                 "items": [
                                     {
+                                        "id": i.id,
                                         "container": i.container,
                                         "name": i.name,
                                         "workload": i.workload.value,
                                         "job_type": i.job_type,
+                                        "protection_state": i.protection_state,
+                                        **({"policy_id": i.policy.id} if i.policy else {}),
                                     }
                                     for i in v.items
                                 ],

@@ -62,6 +62,9 @@ async def test_clock_skip_rate_and_items_limit_flags(
         assert max(r["due"] for r in runs) <= world["now"]
         assert 0.3 < sum(1 for r in runs if r["skipped"] == "skip_rate") / len(runs) < 0.7
         vault = world["subscriptions"][0]["vaults"][0]["id"]
+        item = world["subscriptions"][0]["vaults"][0]["items"][0]
+        assert item["protection_state"] == "Protected"
+        assert item["policy_id"].startswith(vault + "/backupPolicies/")
         statuses = []
         for _ in range(3):
             async with http.get(
@@ -80,6 +83,7 @@ async def test_clock_skip_rate_and_items_limit_flags(
         (["emulator", "--clock-start", "2026-11-01T07:00:00"], "must include a UTC offset"),
         (["emulator", "--protected-items-limit", "-1"], "0 or more"),
         (["emulator", "--protected-items-window", "0"], "must be > 0"),
+        (["emulator", "--token-lifetime", "0"], "must be > 0"),
     ],
 )
 def test_bad_arguments_exit_2(
