@@ -154,6 +154,8 @@ class ArmSurface:
             ),
             ("GET", re.compile(BVAULT, re.I), ArmSurface._bv_vault),
             ("GET", re.compile(BVAULT + r"/backupjobs", re.I), ArmSurface._bv_jobs),
+            ("GET", re.compile(BVAULT + r"/backupinstances", re.I), ArmSurface._bv_instances),
+            ("GET", re.compile(BVAULT + r"/backuppolicies", re.I), ArmSurface._bv_policies),
             ("GET", re.compile(BVAULT + r"/backupjobs/(?P<job>[^/]+)", re.I), ArmSurface._bv_job),
             # Azure Resource Graph: its own quota instead of ARM's read buckets.
             (
@@ -581,6 +583,27 @@ class ArmSurface:
                 f"{base}{call.request.path}?api-version={version}&%24skipToken=bv{nxt}"
             )
         return Reply(200, body)
+
+    async def _bv_instances(self, call: Call) -> Reply:
+        """`BackupInstances_List`: the vault's instances, `page_size` a page."""
+        vault = self._bv_vault_or_404(call)
+        rows = [bv.instance_json(i) for i in vault.instances]
+        start = _decode_offset(call.params.get("$skiptoken"))
+        size = self.settings.page_size
+        body: JSON = {"value": rows[start : start + size]}
+        if start + size < len(rows):
+            version = _arm_quote(call.params["api-version"])
+            body["nextLink"] = (
+                f"{self.base_url}{call.request.path}?api-version={version}"
+                f"&%24skipToken={_encode_offset(start + size)}"
+            )
+        return Reply(200, body)
+
+    async def _bv_policies(self, call: Call) -> Reply:
+        """`BackupPolicies_List` (Data Protection): only the "policies" profile has any."""
+        vault = self._bv_vault_or_404(call)
+        rows = bv.policies_json(vault) if self.world.backup_vaults.by_policy else []
+        return Reply(200, {"value": rows})
 
     async def _bv_job(self, call: Call) -> Reply:
         vault = self._bv_vault_or_404(call)

@@ -1,4 +1,4 @@
-"""The policies profile as the official backup SDK reads it: protected items and policies.
+"""The policies profile as the official SDKs read it: protected items, policies, instances.
 
 If `azure-mgmt-recoveryservicesbackup` deserialises every item and policy into its typed models
 with the values the world holds, the shapes match the service's own model of them.
@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import anyio
+from azure.mgmt.dataprotection import models as dp_models
+from azure.mgmt.dataprotection.aio import DataProtectionMgmtClient
 from azure.mgmt.recoveryservicesbackup import models
 from azure.mgmt.recoveryservicesbackup.aio import RecoveryServicesBackupClient
 
@@ -103,3 +105,58 @@ async def test_sdk_reads_items_and_policies(
                 assert isinstance(log, models.LogSchedulePolicy)
                 assert log.schedule_frequency_in_mins == 60
     assert typed > 0  # file shares are typed: AzureFileshareProtectedItem
+
+
+async def test_dataprotection_sdk_reads_instances_and_policies(
+    server_ssl_context: ssl.SSLContext, ca_pem_path: str
+) -> None:
+    """azure-mgmt-dataprotection reads the policies profile's backup instances and policies."""
+    settings = EmulatorSettings(
+        world=WorldSettings(
+            seed=4,
+            subscriptions=1,
+            vaults_per_subscription=1,
+            profile=PROFILES["policies"],
+            backup_vaults_per_subscription=3,
+        ),
+        page_size=2,
+    )
+    clock = ManualClock(datetime(2026, 10, 20, tzinfo=UTC))
+    async with (
+        running_emulator(settings, ssl_context=server_ssl_context, clock=clock) as emu,
+        emulator_credential(emu, "protection-app", ca_pem_path) as credential,
+    ):
+        (subscription,) = emu.world.subscriptions.values()
+        async with DataProtectionMgmtClient(
+            credential, subscription.id, base_url=emu.url, connection_verify=ca_pem_path
+        ) as client:
+            for vault in emu.world.backup_vaults.vaults.values():
+                with anyio.fail_after(10):
+                    instances = [
+                        i
+                        async for i in client.backup_instances.list(
+                            vault.resource_group, vault.name
+                        )
+                    ]
+                    policies = [
+                        p
+                        async for p in client.backup_policies.list(vault.resource_group, vault.name)
+                    ]
+                assert [i.name for i in instances] == [i.id for i in vault.instances]
+                for resource, instance in zip(instances, vault.instances, strict=True):
+                    props = resource.properties
+                    assert props is not None
+                    assert props.friendly_name == instance.friendly_name
+                    assert props.data_source_info.datasource_type == instance.datasource.type
+                    assert props.policy_info.policy_id.endswith(f"/{instance.policy}")
+                    assert props.current_protection_state == "ProtectionConfigured"
+                assert {p.name for p in policies} == {i.policy for i in vault.instances}
+                for policy in policies:
+                    body = policy.properties
+                    assert isinstance(body, dp_models.BackupPolicy)
+                    rule = body.policy_rules[0]
+                    assert isinstance(rule, dp_models.AzureBackupRule)
+                    assert isinstance(rule.trigger, dp_models.ScheduleBasedTriggerContext)
+                    (interval,) = rule.trigger.schedule.repeating_time_intervals
+                    assert interval.startswith("R/2021-08-15T22:00:00+00:00/")
+                    assert rule.trigger.schedule.time_zone == "UTC"
