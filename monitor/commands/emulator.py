@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import ssl
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -21,6 +22,7 @@ from monitor.commands.common import (
 )
 from monitor.commands.exits import EXIT_OK, EXIT_STARTUP, EXIT_USAGE
 from monitor.emulator import PROFILES, EmulatorSettings, FaultSettings, WorldSettings
+from monitor.emulator.clock import ScaledClock, WallClock
 from monitor.emulator.resource_graph import ResourceGraphSettings
 from monitor.emulator.runner import serve_until_signalled
 from monitor.emulator.throttle import ThrottleSettings
@@ -29,6 +31,17 @@ _port = number_arg(int, "a port number", lambda v: 0 <= v <= 65535, "between 0 a
 _probability = number_arg(float, "a number", lambda v: 0 <= v <= 1, "between 0 and 1")
 _count = count_arg
 _seconds = number_arg(float, "a number of seconds", lambda v: v >= 0, "0 or more")
+
+
+def _instant_arg(text: str) -> datetime:
+    """An ISO 8601 instant with a UTC offset or `Z`, for --clock-start."""
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an ISO 8601 instant, got {text!r}") from None
+    if at.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"must include a UTC offset or Z, got {text!r}")
+    return at.astimezone(UTC)
 
 
 def _fault_arg(text: str) -> tuple[str, float]:
@@ -64,7 +77,58 @@ def add_emulator_parser(commands: Any) -> None:
         "--profile",
         choices=sorted(PROFILES),
         default="demo",
-        help="demo: jobs of seconds to a minute; estate: daily schedules (default: demo)",
+        help="demo: jobs of seconds to a minute; estate: daily schedules; policies: backup "
+        "policies in Windows time zones make the jobs (default: demo)",
+    )
+    emulator.add_argument(
+        "--skip-rate",
+        type=_probability,
+        default=0.0,
+        metavar="RATE",
+        help="policies profile: the seeded probability that a scheduled run makes no job "
+        "(default: 0)",
+    )
+    emulator.add_argument(
+        "--clock-speed",
+        type=positive_float,
+        default=1.0,
+        help="world seconds per real second (default: 1)",
+    )
+    emulator.add_argument(
+        "--clock-start",
+        type=_instant_arg,
+        metavar="ISO8601",
+        help="the world time at --clock-anchor (default: now)",
+    )
+    emulator.add_argument(
+        "--clock-anchor",
+        type=number_arg(float, "a number", lambda v: True, "a Unix time"),
+        metavar="UNIX_SECONDS",
+        help="the real Unix time at which the world time is --clock-start (default: when the "
+        "command starts)",
+    )
+    emulator.add_argument(
+        "--token-lifetime",
+        type=positive_float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="lifetime of issued tokens, in world seconds (default: 3600; with --clock-speed K, "
+        "clients that count expiry in real time need about 3600 x K)",
+    )
+    emulator.add_argument(
+        "--protected-items-limit",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="protected-item reads per subscription per --protected-items-window before a 429 "
+        "ResourceRequestsThrottled (default: 0, no limit)",
+    )
+    emulator.add_argument(
+        "--protected-items-window",
+        type=positive_float,
+        default=300.0,
+        metavar="SECONDS",
+        help="the window of --protected-items-limit, in world seconds (default: 300)",
     )
     emulator.add_argument(
         "--time-scale",
@@ -153,11 +217,26 @@ def _emulator_faults(total: float, kinds: list[tuple[str, float]]) -> FaultSetti
         raise ValueError(f"--fault: {exc}") from exc
 
 
+def _clock(args: argparse.Namespace, started: float) -> ScaledClock | None:
+    """A `ScaledClock` when any --clock-* flag was given; None keeps the wall clock."""
+    if args.clock_speed == 1 and args.clock_start is None and args.clock_anchor is None:
+        return None
+    anchor = started if args.clock_anchor is None else args.clock_anchor
+    start = args.clock_start or datetime.fromtimestamp(anchor, UTC)
+    return ScaledClock(args.clock_speed, start, anchor)
+
+
 def run_emulator(args: argparse.Namespace, out: TextIO) -> int:
     """`backup-monitor emulator`: serve until signalled."""
+    started = WallClock().utcnow().timestamp()
     try:
         ssl_context = _server_ssl(args.tls_cert, args.tls_key)
         faults = _emulator_faults(args.faults, args.fault)
+        if args.profile == "policies" and args.time_scale != 1:
+            raise ValueError(
+                "--time-scale does not apply to the policies profile (its schedules are "
+                "wall-clock times): use --clock-speed"
+            )
     except ValueError as exc:
         sys.stderr.write(f"backup-monitor emulator: {exc}\n")
         return EXIT_USAGE
@@ -170,12 +249,17 @@ def run_emulator(args: argparse.Namespace, out: TextIO) -> int:
             time_scale=args.time_scale,
             backup_vaults_per_subscription=args.backup_vaults_per_subscription,
             backup_vault_history_jobs=args.backup_vault_history_jobs,
+            skip_rate=args.skip_rate,
         ),
         resource_graph=ResourceGraphSettings(staleness_s=args.resource_graph_staleness),
         throttle=ThrottleSettings(model=args.throttle_model, reads_per_s=args.reads_per_s),
         faults=faults,
         page_size=args.page_size,
+        token_lifetime_s=args.token_lifetime,
+        protected_items_limit=args.protected_items_limit,
+        protected_items_window_s=args.protected_items_window,
     )
+    clock = _clock(args, started)
 
     def announce(banner: dict[str, str]) -> None:
         out.write(orjson.dumps(banner).decode() + "\n")
@@ -184,7 +268,12 @@ def run_emulator(args: argparse.Namespace, out: TextIO) -> int:
     try:
         anyio.run(
             lambda: serve_until_signalled(
-                settings, host=args.host, port=args.port, ssl_context=ssl_context, announce=announce
+                settings,
+                host=args.host,
+                port=args.port,
+                ssl_context=ssl_context,
+                announce=announce,
+                clock=clock,
             )
         )
     except OSError as exc:

@@ -36,9 +36,10 @@ from monitor.emulator.estate import Job, ProtectedItem, Vault
 from monitor.emulator.faults import Fault, FaultInjector
 from monitor.emulator.foreign import ForeignOrigin
 from monitor.emulator.identity import STATIC_PRINCIPAL, TokenIssuer
+from monitor.emulator.protection import policy_json
 from monitor.emulator.reads import ReadKind, ReadLog
 from monitor.emulator.settings import EmulatorSettings
-from monitor.emulator.throttle import Throttle
+from monitor.emulator.throttle import ActionLimiter, Throttle
 from monitor.emulator.wire import (
     JSON,
     error_json,
@@ -50,6 +51,9 @@ from monitor.emulator.wire import (
 )
 from monitor.emulator.world import World
 
+PROTECTED_ITEMS_READ = (
+    "Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers/protectedItems/read"
+)
 NEXT_LINK_API_VERSION = "2017-07-01"  # what the backup RP writes into nextLink, whatever was asked
 OPERATION_API_VERSION = "2016-12-01"
 
@@ -81,6 +85,9 @@ class ArmSurface:
         self.faults = FaultInjector(settings.faults, settings.fault_seed)
         self.issuer = TokenIssuer(settings.world.tenant_id)
         self.foreign = ForeignOrigin()
+        self.protected_items_limiter = ActionLimiter(
+            settings.protected_items_limit, settings.protected_items_window_s
+        )
         self.reads = ReadLog()
         self.resource_graph = arg.ResourceGraph(settings.resource_graph, self.world.backup_vaults)
         self.base_url = ""  # set once the server is bound
@@ -108,6 +115,12 @@ class ArmSurface:
             ("GET", re.compile(VAULT + r"/backupjobs", re.I), ArmSurface._jobs),
             ("GET", re.compile(VAULT + r"/backupjobs/(?P<job>[^/]+)", re.I), ArmSurface._job),
             ("GET", re.compile(VAULT + r"/backupprotecteditems", re.I), ArmSurface._items),
+            ("GET", re.compile(VAULT + r"/backuppolicies", re.I), ArmSurface._policies),
+            (
+                "GET",
+                re.compile(VAULT + r"/backuppolicies/(?P<policy>[^/]+)", re.I),
+                ArmSurface._policy,
+            ),
             ("POST", re.compile(ITEM + r"/backup", re.I), ArmSurface._trigger_backup),
             (
                 "GET",
@@ -141,6 +154,8 @@ class ArmSurface:
             ),
             ("GET", re.compile(BVAULT, re.I), ArmSurface._bv_vault),
             ("GET", re.compile(BVAULT + r"/backupjobs", re.I), ArmSurface._bv_jobs),
+            ("GET", re.compile(BVAULT + r"/backupinstances", re.I), ArmSurface._bv_instances),
+            ("GET", re.compile(BVAULT + r"/backuppolicies", re.I), ArmSurface._bv_policies),
             ("GET", re.compile(BVAULT + r"/backupjobs/(?P<job>[^/]+)", re.I), ArmSurface._bv_job),
             # Azure Resource Graph: its own quota instead of ARM's read buckets.
             (
@@ -202,6 +217,24 @@ class ArmSurface:
                     now,
                 )
                 return json_response(429, body, headers)
+        elif (
+            route is not None
+            and route[0] is ArmSurface._items
+            and (wait := self.protected_items_limiter.check(match["sub"].lower(), now.timestamp()))
+        ):
+            # Recovery Services' own per-action limit: ARM's read buckets are not touched.
+            self._log_read(route, params, match["sub"], check.principal, False, now)
+            limiter = self.protected_items_limiter
+            window = int(limiter.window_s)
+            interval = f"{window // 3600:02d}:{window % 3600 // 60:02d}:{window % 60:02d}"
+            raise ArmReply(
+                429,
+                "ResourceRequestsThrottled",
+                f"Number of requests for action '{PROTECTED_ITEMS_READ}' exceeded the limit of "
+                f"'{limiter.limit}' for time interval '{interval}'. Please try again after "
+                f"'{wait}' seconds.",
+                {"Retry-After": str(wait)},
+            )
         else:
             scope = match.get("sub", "tenant")
             verdict = self.throttle.check(
@@ -395,10 +428,59 @@ class ArmSurface:
         return Reply(200, vault_json(vault))
 
     async def _items(self, call: Call) -> Reply:
+        """`BackupProtectedItems_List`: `$filter` on backupManagementType and itemType, paged by
+        the jobs' page size with an offset `$skipToken`."""
         vault = self._vault_or_error(
             call, "Microsoft.RecoveryServices/vaults/backupProtectedItems/read"
         )
-        return self._page(call, [item_json(vault, item) for item in vault.items])
+        try:
+            wanted = _item_filter(call.params.get("$filter"))
+        except ValueError as exc:
+            raise ArmReply(
+                400,
+                "BMSUserErrorInvalidInput",
+                f"Input provided for the call is invalid: {exc}",
+            ) from exc
+        rows = [item_json(vault, item) for item in vault.items]
+        rows = [
+            r
+            for r in rows
+            if all(str(r["properties"].get(f, "")).lower() == v.lower() for f, v in wanted.items())
+        ]
+        start = _decode_offset(call.params.get("$skiptoken"))
+        size = self.settings.page_size
+        body: JSON = {"value": rows[start : start + size]}
+        if start + size < len(rows):
+            query = f"api-version={_arm_quote(call.params['api-version'])}"
+            if "$filter" in call.params:
+                query += f"&%24filter={_arm_quote(call.params['$filter'])}"
+            query += f"&%24skipToken={_encode_offset(start + size)}"
+            body["nextLink"] = f"{self.base_url}{call.request.path}?{query}"
+        return Reply(200, body)
+
+    async def _policies(self, call: Call) -> Reply:
+        """`BackupPolicies_List`: every policy of the vault (none outside "policies")."""
+        vault = self._vault_or_error(call, "Microsoft.RecoveryServices/vaults/backupPolicies/read")
+        return Reply(200, {"value": [self._policy_row(vault, p.name) for p in vault.policies]})
+
+    async def _policy(self, call: Call) -> Reply:
+        vault = self._vault_or_error(call, "Microsoft.RecoveryServices/vaults/backupPolicies/read")
+        if not any(p.name.lower() == call.match["policy"].lower() for p in vault.policies):
+            raise ArmReply(
+                404,
+                "BMSUserErrorPolicyNotFound",
+                f"Policy '{call.match['policy']}' was not found in vault '{vault.name}'.",
+            )
+        return Reply(200, self._policy_row(vault, call.match["policy"]))
+
+    def _policy_row(self, vault: Vault, name: str) -> JSON:
+        policy = next(p for p in vault.policies if p.name.lower() == name.lower())
+        count = sum(
+            1
+            for i in vault.items
+            if i.policy is policy and i.protection_state != "ProtectionStopped"
+        )
+        return policy_json(policy, count)
 
     async def _jobs(self, call: Call) -> Reply:
         vault = self._vault_or_error(call, "Microsoft.RecoveryServices/vaults/backupJobs/read")
@@ -501,6 +583,27 @@ class ArmSurface:
                 f"{base}{call.request.path}?api-version={version}&%24skipToken=bv{nxt}"
             )
         return Reply(200, body)
+
+    async def _bv_instances(self, call: Call) -> Reply:
+        """`BackupInstances_List`: the vault's instances, `page_size` a page."""
+        vault = self._bv_vault_or_404(call)
+        rows = [bv.instance_json(i) for i in vault.instances]
+        start = _decode_offset(call.params.get("$skiptoken"))
+        size = self.settings.page_size
+        body: JSON = {"value": rows[start : start + size]}
+        if start + size < len(rows):
+            version = _arm_quote(call.params["api-version"])
+            body["nextLink"] = (
+                f"{self.base_url}{call.request.path}?api-version={version}"
+                f"&%24skipToken={_encode_offset(start + size)}"
+            )
+        return Reply(200, body)
+
+    async def _bv_policies(self, call: Call) -> Reply:
+        """`BackupPolicies_List` (Data Protection): only the "policies" profile has any."""
+        vault = self._bv_vault_or_404(call)
+        rows = bv.policies_json(vault) if self.world.backup_vaults.by_policy else []
+        return Reply(200, {"value": rows})
 
     async def _bv_job(self, call: Call) -> Reply:
         vault = self._bv_vault_or_404(call)
@@ -605,6 +708,27 @@ class ArmSurface:
 def _arm_quote(value: str) -> str:
     """Encode a query value as the backup RP does: `+` for spaces, lower-case `%xx` escapes."""
     return re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), quote_plus(value, safe=""))
+
+
+_CLAUSE = re.compile(r"\s*(\w+)\s+eq\s+'([^']*)'\s*", re.I)
+_ITEM_FILTER_FIELDS = {"backupmanagementtype": "backupManagementType", "itemtype": "workloadType"}
+
+
+def _item_filter(text: str | None) -> dict[str, str]:
+    """`backupManagementType eq 'X' [and itemType eq 'Y']` as {property: value}.
+
+    Raises:
+        ValueError: a clause that is not `name eq 'value'` or names an unknown field.
+    """
+    if not text or not text.strip():
+        return {}
+    out: dict[str, str] = {}
+    for clause in re.split(r"\s+and\s+", text.strip(), flags=re.I):
+        m = _CLAUSE.fullmatch(clause)
+        if m is None or m.group(1).lower() not in _ITEM_FILTER_FIELDS:
+            raise ValueError(f"unsupported filter clause {clause!r}")
+        out[_ITEM_FILTER_FIELDS[m.group(1).lower()]] = m.group(2)
+    return out
 
 
 def _encode_offset(offset: int) -> str:

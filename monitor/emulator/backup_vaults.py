@@ -23,15 +23,20 @@ Rules:
   stream (seed, "backup-vaults", "history", vault), recorded in the transition log.
 - Each job keeps its status history (`BvJob.history`), so `as_of` renders it as it was at an
   earlier moment (the Resource Graph endpoint's staleness, `resource_graph.py`).
+- In the "policies" profile each instance's backups follow its Data Protection policy's
+  repeating interval (`SCHEDULES`: every 4 hours for disks, daily for the rest, from
+  2021-08-15T22:00:00Z, in UTC), and `backupPolicies` lists those policies; in the other
+  profiles they run on the profile's cadence and no policy is listed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import heapq
+import math
 import random
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from monitor.emulator.catalogue import (
@@ -60,6 +65,24 @@ RUNNING_STATUS = {"examples": STARTED, "doc": IN_PROGRESS}
 TERMINAL = frozenset({SUCCEEDED, COMPLETED, COMPLETED_WITH_WARNINGS, FAILED, CANCELLED})
 HISTORY_SPAN_S = 13 * 86400.0  # the history seed's jobs start in this span before the start
 HISTORY_RETENTION_S = HISTORY_SPAN_S + 7 * 86400.0  # at least this retention with a history seed
+INSTANCE_TYPE = "Microsoft.DataProtection/backupVaults/backupInstances"
+POLICY_TYPE = "Microsoft.DataProtection/backupVaults/backupPolicies"
+SCHEDULE_ANCHOR = datetime(2021, 8, 15, 22, 0, tzinfo=UTC)
+# The "policies" profile's Data Protection schedules: (ISO 8601 duration, seconds) by kind.
+SCHEDULES = {"disk": ("PT4H", 4 * 3600.0)}
+DAILY = ("P1D", 86400.0)
+
+
+def schedule_of(kind: str) -> tuple[str, float]:
+    """The repeating interval of a datasource kind's policy: ISO duration and seconds."""
+    return SCHEDULES.get(kind, DAILY)
+
+
+def next_run(kind: str, after: datetime) -> datetime:
+    """The first run of `kind`'s policy strictly after `after` (anchor + k x period)."""
+    period = schedule_of(kind)[1]
+    k = math.floor((after - SCHEDULE_ANCHOR).total_seconds() / period) + 1
+    return SCHEDULE_ANCHOR + timedelta(seconds=k * period)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +289,7 @@ class BackupVaultEstate:
         history_jobs: int = 0,
     ) -> None:
         self.profile = profile
+        self.by_policy = profile.cadence == "policy"
         self.retention_s = (
             max(retention_s, HISTORY_RETENTION_S) if history_jobs > 0 else retention_s
         )
@@ -344,11 +368,16 @@ class BackupVaultEstate:
                 data_source_set_name=set_name,
                 friendly_name=friendly,
                 resource_group=rg,
-                policy=f"policy-{ds.kind}-daily",
+                policy=f"policy-{ds.kind}-{'every4h' if ds.kind in SCHEDULES else 'daily'}"
+                if self.by_policy
+                else f"policy-{ds.kind}-daily",
                 rng=item_rng,
                 offset_s=item_rng.uniform(0, self.profile.period_s),
             )
             vault.instances.append(instance)
+            if self.by_policy:
+                self._push(next_run(ds.kind, start), instance)
+                continue
             first = (
                 item_rng.uniform(0, self.profile.gap_s[1])
                 if self.profile.cadence == "interval"
@@ -462,6 +491,8 @@ class BackupVaultEstate:
     def _start(self, instance: BackupInstance, at: datetime) -> None:
         p, rng, vault = self.profile, instance.rng, instance.vault
         operation = "Restore" if rng.random() < 0.04 else "Backup"
+        if self.by_policy:
+            operation = "Backup"  # the policy's scheduled run
         duration = rng.uniform(*p.duration_s)
         job = self._new_job(instance, at, operation, duration, self._draw_outcome(vault, rng), rng)
         name, plan = job.name, job.plan
@@ -469,7 +500,9 @@ class BackupVaultEstate:
         vault.jobs_by_name[name.lower()] = job
         self._record(job, None, at)
         self._push(plan[0][0], job)
-        if p.cadence == "interval":
+        if self.by_policy:
+            nxt = next_run(instance.datasource.kind, at)
+        elif p.cadence == "interval":
             nxt = at + timedelta(seconds=rng.uniform(*p.gap_s))
         else:
             nxt = at + timedelta(seconds=p.period_s)
@@ -551,6 +584,104 @@ def vault_json(vault: BackupVault) -> JSON:
         },
         "tags": {},
     }
+
+
+def instance_json(instance: BackupInstance) -> JSON:
+    """A backup instance as `BackupInstances_List` returns it.
+
+    `policyInfo` names the policy its jobs name (`backupPolicies` lists it only in the
+    "policies" profile, whose instances follow it).
+    """
+    vault = instance.vault
+    ds = instance.datasource
+    return {
+        "id": f"{vault.id}/backupInstances/{instance.id}",
+        "name": instance.id,
+        "type": INSTANCE_TYPE,
+        "properties": {
+            "friendlyName": instance.friendly_name,
+            "dataSourceInfo": {
+                "objectType": "Datasource",
+                "resourceID": instance.data_source_id,
+                "resourceUri": instance.data_source_id,
+                "datasourceType": ds.type,
+                "resourceName": instance.data_source_name,
+                "resourceType": ds.type,
+                "resourceLocation": vault.location,
+            },
+            "policyInfo": {
+                "policyId": f"{vault.id}/backupPolicies/{instance.policy}",
+                "policyVersion": "",
+            },
+            "protectionStatus": {"status": "ProtectionConfigured"},
+            "currentProtectionState": "ProtectionConfigured",
+            "provisioningState": "Succeeded",
+            "objectType": "BackupInstance",
+        },
+    }
+
+
+def policies_json(vault: BackupVault) -> list[JSON]:
+    """The vault's Data Protection policies (`BackupPolicies_List`), one per policy its
+    instances use, each a schedule rule (`repeatingTimeIntervals`, `timeZone`) and a retention
+    rule. Only for the "policies" profile's vaults: the caller decides."""
+    rows: dict[str, JSON] = {}
+    for instance in vault.instances:
+        if instance.policy in rows:
+            continue
+        duration, _ = schedule_of(instance.datasource.kind)
+        start = SCHEDULE_ANCHOR.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+        store = {"dataStoreType": "OperationalStore", "objectType": "DataStoreInfoBase"}
+        rows[instance.policy] = {
+            "id": f"{vault.id}/backupPolicies/{instance.policy}",
+            "name": instance.policy,
+            "type": POLICY_TYPE,
+            "properties": {
+                "objectType": "BackupPolicy",
+                "datasourceTypes": [instance.datasource.type],
+                "policyRules": [
+                    {
+                        "name": "BackupDaily" if duration == "P1D" else "BackupHourly",
+                        "objectType": "AzureBackupRule",
+                        "backupParameters": {
+                            "objectType": "AzureBackupParams",
+                            "backupType": "Incremental",
+                        },
+                        "dataStore": store,
+                        "trigger": {
+                            "objectType": "ScheduleBasedTriggerContext",
+                            "schedule": {
+                                "repeatingTimeIntervals": [f"R/{start}/{duration}"],
+                                "timeZone": "UTC",
+                            },
+                            "taggingCriteria": [
+                                {
+                                    "isDefault": True,
+                                    "taggingPriority": 99,
+                                    "tagInfo": {"id": "Default_", "tagName": "Default"},
+                                }
+                            ],
+                        },
+                    },
+                    {
+                        "name": "Default",
+                        "objectType": "AzureRetentionRule",
+                        "isDefault": True,
+                        "lifecycles": [
+                            {
+                                "deleteAfter": {
+                                    "objectType": "AbsoluteDeleteOption",
+                                    "duration": "P7D",
+                                },
+                                "sourceDataStore": store,
+                                "targetDataStoreCopySettings": [],
+                            }
+                        ],
+                    },
+                ],
+            },
+        }
+    return list(rows.values())
 
 
 def job_id_prefix(vault: BackupVault) -> str:

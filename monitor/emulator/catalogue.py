@@ -80,7 +80,9 @@ class Profile:
     Attributes:
         items_per_vault: inclusive range of protected items per vault.
         cadence: "interval" starts each item's next job a random gap after the previous start;
-            "daily" runs one scheduled backup per item per `period_s` at a fixed offset.
+            "daily" runs one scheduled backup per item per `period_s` at a fixed offset;
+            "policy" runs each item's backups when its backup policy says (`protection.py`),
+            in world time (`time_scale` must be 1).
         gap_s: for "interval", the range of the gap between two starts of one item.
         period_s: for "daily", the schedule period.
         duration_s: range of a backup's running time.
@@ -92,7 +94,7 @@ class Profile:
 
     name: str
     items_per_vault: tuple[int, int]
-    cadence: Literal["interval", "daily"]
+    cadence: Literal["interval", "daily", "policy"]
     gap_s: tuple[float, float] = (0.0, 0.0)
     period_s: float = 86400.0
     duration_s: tuple[float, float]
@@ -139,6 +141,18 @@ PROFILES: dict[str, Profile] = {
         duration_s=(300.0, 5400.0),
         log_backup_every_s=3600.0,
         history_s=86400.0,
+        outcome_weights=(0.86, 0.06, 0.05, 0.03),
+        vault_job_every_s=7 * 86400.0,
+    ),
+    # Items with backup policies in Windows zones; jobs are made by the schedules (issue 13).
+    # Durations come from each policy's schedule parts; `duration_s` here is for on-demand
+    # backups only.
+    "policies": Profile(
+        name="policies",
+        items_per_vault=(3, 8),
+        cadence="policy",
+        duration_s=(1200.0, 5400.0),
+        history_s=8 * 86400.0,
         outcome_weights=(0.86, 0.06, 0.05, 0.03),
         vault_job_every_s=7 * 86400.0,
     ),

@@ -14,6 +14,7 @@ import orjson
 from aiohttp import web
 
 from monitor.emulator.arm_surface import ArmSurface
+from monitor.emulator.estate import ProtectedItem
 from monitor.emulator.identity import STATIC_PRINCIPAL
 from monitor.emulator.wire import vault_json
 
@@ -40,6 +41,12 @@ class ControlSurface:
             web.get("/_emulator/faults", self.get_faults),
             web.put("/_emulator/faults", self.put_faults),
             web.post("/_emulator/tokens", self.mint_token),
+            web.get("/_emulator/expected", self.expected),
+            web.post("/_emulator/items/skip", self.skip_item),
+            web.post("/_emulator/items/hang", self.hang_item),
+            web.post("/_emulator/items/protection", self.item_protection),
+            web.get("/_emulator/throttle/protected-items", self.get_items_limit),
+            web.put("/_emulator/throttle/protected-items", self.put_items_limit),
         ]
 
     def _now(self) -> datetime:
@@ -202,6 +209,81 @@ class ControlSurface:
             }
         )
 
+    async def expected(self, request: web.Request) -> web.Response:
+        """Every scheduled run whose due time passed (while its item was Protected), by cursor."""
+        self._now()
+        try:
+            since = int(request.query.get("since", "0"))
+            limit = int(request.query.get("limit", "10000"))
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text="since and limit must be integers") from exc
+        since, limit = max(since, 0), max(1, min(limit, 100_000))
+        rows = self.arm.world.expected_since(since, limit)
+        return _raw_json(
+            {"runs": [r.as_json() for r in rows], "next": rows[-1].seq if rows else since}
+        )
+
+    async def _item_control(
+        self, request: web.Request, field: str, kind: type
+    ) -> tuple[ProtectedItem, Any]:
+        body = await self._json_body(request)
+        item_id, value = body.get("id"), body.get(field)
+        if not isinstance(item_id, str) or not item_id:
+            raise web.HTTPBadRequest(text="id must be the item's ARM id (a string)")
+        if not isinstance(value, kind):
+            raise web.HTTPBadRequest(text=f"{field} must be a {kind.__name__}")
+        self._now()
+        try:
+            item = self.arm.world.item(item_id)
+        except KeyError as exc:
+            raise web.HTTPNotFound(text=f"no protected item {item_id!r}") from exc
+        return item, value
+
+    def _item_state(self, item: ProtectedItem) -> web.Response:
+        return web.json_response(
+            {
+                "id": item.id,
+                "skip": item.skip,
+                "hang": item.hang,
+                "protection_state": item.protection_state,
+            }
+        )
+
+    async def skip_item(self, request: web.Request) -> web.Response:
+        item, skip = await self._item_control(request, "skip", bool)
+        self.arm.world.set_skip(item, skip)
+        return self._item_state(item)
+
+    async def hang_item(self, request: web.Request) -> web.Response:
+        item, hang = await self._item_control(request, "hang", bool)
+        self.arm.world.set_hang(item, hang)
+        return self._item_state(item)
+
+    async def item_protection(self, request: web.Request) -> web.Response:
+        item, state = await self._item_control(request, "state", str)
+        try:
+            self.arm.world.set_protection(item, state)
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from exc
+        return self._item_state(item)
+
+    async def get_items_limit(self, request: web.Request) -> web.Response:
+        return web.json_response(self.arm.protected_items_limiter.as_json())
+
+    async def put_items_limit(self, request: web.Request) -> web.Response:
+        body = await self._json_body(request)
+        limiter = self.arm.protected_items_limiter
+        limit, window = body.get("limit", limiter.limit), body.get("window_s", limiter.window_s)
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise web.HTTPBadRequest(text="limit must be an integer")
+        if isinstance(window, bool) or not isinstance(window, int | float):
+            raise web.HTTPBadRequest(text="window_s must be a number")
+        try:
+            limiter.configure(limit, float(window))
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from exc
+        return web.json_response(limiter.as_json())
+
     async def stats(self, request: web.Request) -> web.Response:
         self._now()
         return _raw_json(
@@ -285,10 +367,13 @@ class ControlSurface:
                                 "running": sum(1 for j in v.jobs if not j.is_terminal),
                                 "items": [
                                     {
+                                        "id": i.id,
                                         "container": i.container,
                                         "name": i.name,
                                         "workload": i.workload.value,
                                         "job_type": i.job_type,
+                                        "protection_state": i.protection_state,
+                                        **({"policy_id": i.policy.id} if i.policy else {}),
                                     }
                                     for i in v.items
                                 ],

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from monitor.emulator.catalogue import IN_PROGRESS, TERMINAL, ErrorSpec, Workload
+from monitor.emulator.protection import Policy
 
 
 @dataclass(slots=True, kw_only=True)
@@ -35,6 +36,7 @@ class Vault:
     job_starts: list[float] = field(default_factory=list)  # epoch seconds, parallel to jobs
     jobs_by_name: dict[str, Job] = field(default_factory=dict)  # lower-cased job name
     pruned: int = 0  # jobs dropped from the front of `jobs` by retention
+    policies: list[Policy] = field(default_factory=list)  # only in the "policies" profile
     deleted: bool = False
     forbidden: bool = False
 
@@ -65,6 +67,21 @@ class ProtectedItem:
     rng: random.Random
     offset_s: float  # schedule offset inside the period, for daily cadence
     last_full_at: float = 0.0
+    policy: Policy | None = None  # only in the "policies" profile
+    protection_state: str = "Protected"
+    skip: bool = False  # the schedule makes no jobs (POST /_emulator/items/skip)
+    hang: bool = False  # its jobs stay InProgress (POST /_emulator/items/hang)
+    hung: list[Job] = field(default_factory=list)  # jobs held back while hung
+    last_backup_at: datetime | None = None  # start of the latest backup job that ended
+    last_backup_status: str | None = None
+    last_recovery_point: datetime | None = None  # end of the latest succeeded non-log backup
+
+    @property
+    def id(self) -> str:
+        return (
+            f"{self.vault.id}/backupFabrics/Azure/protectionContainers/{self.container}"
+            f"/protectedItems/{self.name}"
+        )
 
 
 @dataclass(slots=True, kw_only=True, eq=False)
@@ -112,6 +129,36 @@ class Transition:
     from_status: str | None
     to_status: str
     at: datetime
+
+
+@dataclass(slots=True, kw_only=True)
+class ExpectedRun:
+    """One scheduled run whose due time passed: the ground truth of missed backups.
+
+    Attributes:
+        job_id: the name of the job the run made (it starts up to 300 s after `due`), or None.
+        skipped: why no job was made: "skip_rate" (the seeded draw) or "skip_control".
+    """
+
+    seq: int
+    item: ProtectedItem
+    policy_id: str
+    due: datetime
+    kind: str
+    job_id: str | None
+    skipped: str | None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "seq": self.seq,
+            "item_id": self.item.id,
+            "vault_id": self.item.vault.id,
+            "policy_id": self.policy_id,
+            "due": self.due,
+            "kind": self.kind,
+            "job_id": self.job_id,
+            "skipped": self.skipped,
+        }
 
 
 @dataclass(slots=True, kw_only=True, eq=False)

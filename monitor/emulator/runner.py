@@ -118,10 +118,17 @@ async def serve_until_signalled(
     port: int,
     ssl_context: ssl.SSLContext | None,
     announce: Callable[[dict[str, str]], None],
+    clock: WorldClock | None = None,
 ) -> None:
-    """Serve until SIGTERM or SIGINT; `announce` receives the banner once the port is bound."""
+    """Serve until SIGTERM or SIGINT; `announce` receives the banner once the port is bound.
+
+    Args:
+        clock: the world's time source (a `ScaledClock` to run faster); the wall clock when None.
+    """
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with running_emulator(settings, host=host, port=port, ssl_context=ssl_context) as emu:
+        async with running_emulator(
+            settings, host=host, port=port, ssl_context=ssl_context, clock=clock
+        ) as emu:
             announce(emu.banner())
             async for _ in signals:
                 break

@@ -25,6 +25,9 @@ class EmulatorSettings:
         fault_seed: seed of the fault stream (the world has its own).
         ingestion: the Logs Ingestion endpoint: its rules, audience, limit and 429 faults.
         resource_graph: the Resource Graph endpoint's staleness and per-principal quota.
+        protected_items_limit: protected-item reads per subscription per
+            `protected_items_window_s` world seconds before Recovery Services answers 429
+            `ResourceRequestsThrottled` (0, the default: no such limit).
     """
 
     world: WorldSettings = field(default_factory=WorldSettings)
@@ -39,3 +42,5 @@ class EmulatorSettings:
     fault_seed: int = 7
     ingestion: IngestionSettings = field(default_factory=IngestionSettings)
     resource_graph: ResourceGraphSettings = field(default_factory=ResourceGraphSettings)
+    protected_items_limit: int = 0
+    protected_items_window_s: float = 300.0

@@ -229,3 +229,43 @@ class Throttle:
         """Forget the counters (not the buckets)."""
         self.stats.clear()
         self.scope_stats.clear()
+
+
+class ActionLimiter:
+    """A resource provider's per-action limit: `limit` requests per trailing `window_s` per scope.
+
+    Recovery Services throttles some actions on their own (protected-item reads answer 429
+    `ResourceRequestsThrottled` with a `Retry-After` of minutes) apart from ARM's buckets. A
+    `limit` of 0 turns it off. Times are world epoch seconds.
+    """
+
+    def __init__(self, limit: int = 0, window_s: float = 60.0) -> None:
+        self.limit, self.window_s = limit, window_s
+        self._hits: dict[str, deque[float]] = {}
+        self.throttled = 0
+
+    def configure(self, limit: int, window_s: float) -> None:
+        """Change the limit and window (the history of requests is kept).
+
+        Raises:
+            ValueError: a negative limit or a window that is not positive.
+        """
+        if limit < 0 or not window_s > 0:
+            raise ValueError("limit must be 0 or more and window_s positive")
+        self.limit, self.window_s = limit, window_s
+
+    def check(self, scope: str, wall: float) -> int:
+        """Count one request of `scope`; 0 when it is served, else the seconds to wait."""
+        if self.limit <= 0:
+            return 0
+        hits = self._hits.setdefault(scope, deque())
+        while hits and hits[0] <= wall - self.window_s:
+            hits.popleft()
+        if len(hits) < self.limit:
+            hits.append(wall)
+            return 0
+        self.throttled += 1
+        return max(1, math.ceil(hits[0] + self.window_s - wall))
+
+    def as_json(self) -> dict[str, float]:
+        return {"limit": self.limit, "window_s": self.window_s, "throttled_429": self.throttled}

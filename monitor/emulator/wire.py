@@ -354,8 +354,26 @@ def error_json(code: str, message: str) -> JSON:
 ITEM_TYPE = "Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers/protectedItems"
 
 
+def _source_resource_id(vault: Vault, item: ProtectedItem) -> str:
+    base = f"/subscriptions/{vault.subscription_id}/resourceGroups/{vault.resource_group}/providers"
+    match item.workload.value:
+        case "vm":
+            return f"{base}/Microsoft.Compute/virtualMachines/{item.entity}"
+        case "sql":
+            return f"{base}/Microsoft.Compute/virtualMachines/{item.extra['host']}"
+        case "files":
+            return f"{base}/Microsoft.Storage/storageAccounts/{item.extra['storageAccountName']}"
+        case _:
+            return item.entity
+
+
 def item_json(vault: Vault, item: ProtectedItem) -> JSON:
-    """A `backupProtectedItems` row: the protected item of `vault`, as the backup RP writes it."""
+    """A `backupProtectedItems` row: the protected item of `vault`, as the backup RP writes it.
+
+    `lastBackupTime`, `lastBackupStatus` and `lastRecoveryPoint` follow the item's backup jobs
+    (the RP's sentinel `2001-01-01` before its first); `policyId`/`policyName` only while a
+    policy is attached (the "policies" profile, not ProtectionStopped).
+    """
     kinds = {
         "vm": ("Microsoft.Compute/virtualMachines", "VM"),
         "sql": ("AzureVmWorkloadSQLDatabase", "SQLDataBase"),
@@ -364,17 +382,38 @@ def item_json(vault: Vault, item: ProtectedItem) -> JSON:
         "dpm": ("DPMProtectedItem", "FileFolder"),
     }
     item_type, workload = kinds[item.workload.value]
+    state = item.protection_state
+    healthy = state == "Protected" and item.last_backup_status not in ("Failed",)
+    props: JSON = {
+        "protectedItemType": item_type,
+        "friendlyName": item.entity,
+        "containerName": item.container,
+        "backupManagementType": item.backup_management_type,
+        "workloadType": workload,
+        "sourceResourceId": _source_resource_id(vault, item),
+        "protectionState": state,
+        "protectionStatus": "Healthy" if healthy else "Unhealthy",
+        "healthStatus": "Passed" if healthy else "ActionRequired",
+        "lastBackupTime": SENTINEL_2001
+        if item.last_backup_at is None
+        else format_time(item.last_backup_at),
+    }
+    if item.last_backup_status is not None:
+        props["lastBackupStatus"] = item.last_backup_status
+    if item.last_recovery_point is not None:
+        props["lastRecoveryPoint"] = format_time(item.last_recovery_point)
+    if item.policy is not None and state != "ProtectionStopped":
+        props["policyId"] = item.policy.id
+        props["policyName"] = item.policy.name
+        if item.policy.properties.get("policyType") == "V2":
+            props["policyType"] = "V2"
+    if item.workload.value == "sql":
+        props["serverName"] = item.extra["host"]
+        props["parentName"] = "MSSQLSERVER"
+        props["parentType"] = "AzureVmWorkloadSQLInstance"
     return {
-        "id": f"{vault.id}/backupFabrics/Azure/protectionContainers/{item.container}"
-        f"/protectedItems/{item.name}",
+        "id": item.id,
         "name": item.name,
         "type": ITEM_TYPE,
-        "properties": {
-            "protectedItemType": item_type,
-            "friendlyName": item.entity,
-            "containerName": item.container,
-            "backupManagementType": item.backup_management_type,
-            "workloadType": workload,
-            "lastBackupTime": "2001-01-01T00:00:00Z",
-        },
+        "properties": props,
     }

@@ -35,7 +35,38 @@ from monitor.emulator.catalogue import (
     guid,
     status_plan,
 )
-from monitor.emulator.estate import Job, Operation, ProtectedItem, Subscription, Transition, Vault
+from monitor.emulator.estate import (
+    ExpectedRun,
+    Job,
+    Operation,
+    ProtectedItem,
+    Subscription,
+    Transition,
+    Vault,
+)
+from monitor.emulator.protection import next_due, vault_policies
+
+PROTECTED = "Protected"
+PROTECTION_STATES = frozenset({PROTECTED, "ProtectionStopped", "ProtectionError"})
+SUCCEEDED = frozenset({COMPLETED, COMPLETED_WITH_WARNINGS})
+MAX_START_DELAY_S = 300.0  # a scheduled job starts up to this long after its due time
+
+
+@dataclass(frozen=True, slots=True)
+class _Due:
+    """Heap entry: schedule part `part` of `item`'s policy is due."""
+
+    item: ProtectedItem
+    part: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Start:
+    """Heap entry: the job of a scheduled run starts, with the name drawn at its due time."""
+
+    item: ProtectedItem
+    part: int
+    name: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,6 +85,8 @@ class WorldSettings:
         backup_vault_history_jobs: finished jobs each Backup vault already lists when the world
             starts, spread evenly over the 13 days before it (their own random stream; 0, the
             default, draws nothing). Backup vault retention is then at least 20 days.
+        skip_rate: in the "policies" profile, the probability that a scheduled run makes no
+            job, drawn from the item's own stream.
     """
 
     seed: int = 1
@@ -67,6 +100,7 @@ class WorldSettings:
     tenant_id: str = "72f988bf-86f1-41af-91ab-2d7cd011db47"
     backup_vaults_per_subscription: int = 0
     backup_vault_history_jobs: int = 0
+    skip_rate: float = 0.0
 
 
 def _stable_seed(*parts: object) -> int:
@@ -84,9 +118,18 @@ class World:
     Args:
         settings: the shape of the estate.
         now: the moment the world is created; it already ran `profile.history_s` before it.
+
+    Raises:
+        ValueError: the "policies" profile with a `time_scale` other than 1 (its schedules are
+            wall-clock times; speed the world up with a scaled clock instead), or a `skip_rate`
+            outside [0, 1].
     """
 
     def __init__(self, settings: WorldSettings, now: datetime) -> None:
+        if settings.profile.cadence == "policy" and settings.time_scale != 1:
+            raise ValueError("the policies profile runs in world time: time_scale must be 1")
+        if not 0 <= settings.skip_rate <= 1:
+            raise ValueError(f"skip_rate must be between 0 and 1, got {settings.skip_rate}")
         self.settings = settings
         self.profile = settings.profile.scaled(settings.time_scale)
         self.tenant_id = settings.tenant_id
@@ -94,6 +137,8 @@ class World:
         self.vaults: dict[str, Vault] = {}  # every vault ever created, by lower-cased id
         self.operations: dict[str, Operation] = {}
         self.transitions: list[Transition] = []
+        self.expected: list[ExpectedRun] = []  # every scheduled run whose due time passed
+        self.items: dict[str, ProtectedItem] = {}  # by lower-cased ARM id
         self._heap: list[tuple[datetime, int, object]] = []
         self._seq = 0
         self._now = now - timedelta(seconds=self.profile.history_s)
@@ -166,10 +211,25 @@ class World:
         self.vaults[vault.key] = vault
         sub.vaults[vault.key] = vault
         low, high = self.profile.items_per_vault
+        by_policy = self.profile.cadence == "policy"
+        policies = vault_policies(vault.id) if by_policy else {}
+        vault.policies = list(policies.values())
         for i in range(rng.randint(low, high)):
             item = self._make_item(vault, i, rng)
             vault.items.append(item)
-            self._push(at + timedelta(seconds=self._first_start_s(item)), item)
+            self.items[item.id.lower()] = item
+            if not by_policy:
+                self._push(at + timedelta(seconds=self._first_start_s(item)), item)
+                continue
+            match item.workload:
+                case Workload.VM:
+                    item.policy = policies[rng.choice(("vm_daily", "vm_weekly", "vm_hourly"))]
+                case Workload.SQL:
+                    item.policy = policies["sql"]
+                case _:
+                    item.policy = policies["files"]
+            for part_index, part in enumerate(item.policy.parts):
+                self._push(next_due(part.cadence, item.policy.zone, at), _Due(item, part_index))
         if self.profile.vault_job_every_s > 0:
             gap = rng.expovariate(1.0 / self.profile.vault_job_every_s)
             self._push(at + timedelta(seconds=gap), ("vaultjob", vault, rng))
@@ -221,6 +281,10 @@ class World:
                 self._start_scheduled(what, at)
             elif isinstance(what, Operation):
                 self._resolve(what, at)
+            elif isinstance(what, _Due):
+                self._due(what, at)
+            elif isinstance(what, _Start):
+                self._start_run(what, at)
             elif isinstance(what, tuple):
                 self._start_vault_job(what[1], what[2], at)
         if now > self._now:
@@ -248,6 +312,9 @@ class World:
     def _step(self, job: Job, at: datetime) -> None:
         if job.vault.deleted or not job.plan:
             return
+        if job.item is not None and job.item.hang:
+            job.item.hung.append(job)  # stays InProgress until `set_hang(item, False)`
+            return
         _, status = job.plan.pop(0)
         before = job.status
         job.status = status
@@ -256,6 +323,7 @@ class World:
             job.cancelling_at = at
         if status in TERMINAL:
             job.end_at = at
+            self._follow(job, at)
         self._record(job, before, at)
         if job.plan:
             self._push(job.plan[0][0], job)
@@ -276,10 +344,110 @@ class World:
             del vault.job_starts[:drop]
             vault.pruned += drop
 
+    def _follow(self, job: Job, at: datetime) -> None:
+        """An item's backup state follows its backup jobs as they end."""
+        item = job.item
+        if item is None or not job.operation.startswith("Backup"):
+            return
+        item.last_backup_at = job.start_at
+        item.last_backup_status = job.status
+        if job.status in SUCCEEDED and job.operation != "Backup (Log)":
+            item.last_recovery_point = at
+
+    # ----------------------------------------------------------------------- item controls
+
+    def item(self, item_id: str) -> ProtectedItem:
+        """The protected item with this ARM id (any casing).
+
+        Raises:
+            KeyError: no such item.
+        """
+        return self.items[item_id.lower()]
+
+    def set_skip(self, item: ProtectedItem, skip: bool) -> None:
+        """Make the item's schedule stop (or resume) making jobs, silently."""
+        item.skip = skip
+
+    def set_hang(self, item: ProtectedItem, hang: bool) -> None:
+        """Hold the item's jobs InProgress (True); False lets each finish, its remaining
+        running time counted from now."""
+        item.hang = hang
+        if hang:
+            return
+        held, item.hung = item.hung, []
+        for job in held:
+            shift = self._now - job.plan[0][0]
+            if shift.total_seconds() > 0:
+                job.plan = [(t + shift, s) for t, s in job.plan]
+            self._push(job.plan[0][0], job)
+
+    def set_protection(self, item: ProtectedItem, state: str) -> None:
+        """Change the item's protection state; its schedule makes runs only while Protected.
+
+        Raises:
+            ValueError: not one of PROTECTION_STATES.
+        """
+        if state not in PROTECTION_STATES:
+            raise ValueError(f"state must be one of {', '.join(sorted(PROTECTION_STATES))}")
+        item.protection_state = state
+
+    def expected_since(self, cursor: int, limit: int = 10_000) -> list[ExpectedRun]:
+        """Scheduled runs with `seq` greater than `cursor`, in due order."""
+        return self.expected[cursor : cursor + limit]
+
+    # ----------------------------------------------------------------------- schedules
+
+    def _due(self, due: _Due, at: datetime) -> None:
+        item = due.item
+        if item.vault.deleted or item.policy is None:
+            return
+        policy = item.policy
+        part = policy.parts[due.part]
+        self._push(next_due(part.cadence, policy.zone, at), due)
+        if item.protection_state != PROTECTED:
+            return
+        rng = item.rng
+        draw, delay, name = rng.random(), rng.uniform(0, MAX_START_DELAY_S), guid(rng)
+        skipped = (
+            "skip_control" if item.skip else "skip_rate" if draw < self.settings.skip_rate else None
+        )
+        self.expected.append(
+            ExpectedRun(
+                seq=len(self.expected) + 1,
+                item=item,
+                policy_id=policy.id,
+                due=at,
+                kind=part.kind,
+                job_id=None if skipped else name,
+                skipped=skipped,
+            )
+        )
+        if skipped is None:
+            self._push(at + timedelta(seconds=delay), _Start(item, due.part, name))
+
+    def _start_run(self, start: _Start, at: datetime) -> None:
+        item = start.item
+        if item.vault.deleted or item.policy is None:
+            return
+        part = item.policy.parts[start.part]
+        self._start_job(
+            vault=item.vault,
+            item=item,
+            rng=item.rng,
+            at=at,
+            operation=part.operation,
+            duration_s=item.rng.uniform(*part.duration_s),
+            user_triggered=False,
+            name=start.name,
+        )
+
     # ----------------------------------------------------------------------- items and jobs
 
     def _make_item(self, vault: Vault, index: int, rng: random.Random) -> ProtectedItem:
-        workload = rng.choices(list(Workload), weights=(45, 15, 15, 13, 12))[0]
+        if self.profile.cadence == "policy":
+            workload = rng.choices((Workload.VM, Workload.SQL, Workload.FILES), (60, 20, 20))[0]
+        else:
+            workload = rng.choices(list(Workload), weights=(45, 15, 15, 13, 12))[0]
         word = rng.choice(WORDS)
         rg = vault.resource_group
         item_rng = random.Random(_stable_seed(self.settings.seed, "item", vault.key, index))
@@ -427,6 +595,7 @@ class World:
         duration_s: float,
         user_triggered: bool,
         outcome: str | None = None,
+        name: str | None = None,
     ) -> Job:
         weights = self.profile.outcome_weights
         if outcome is None:
@@ -437,7 +606,7 @@ class World:
         error = rng.choice(ERRORS[workload]) if outcome == FAILED else None
         plan = status_plan(at, duration_s, outcome, rng)
         job = Job(
-            name=guid(rng),
+            name=guid(rng) if name is None else name,
             vault=vault,
             item=item,
             job_type=item.job_type if item else "VaultJob",
