@@ -25,8 +25,9 @@ What the parsers rely on (the REST specs' examples: Recovery Services
 - Data Protection policies: the `policyRules[]` whose `objectType` is `AzureBackupRule` and
   whose `trigger.objectType` is `ScheduleBasedTriggerContext` give one `Repeating` part of kind
   BACKUP per entry of `trigger.schedule.repeatingTimeIntervals`, in `trigger.schedule.timeZone`
-  (a Windows zone ID; absent means UTC; every rule must name the same zone). Ad-hoc triggers and
-  retention rules carry no schedule.
+  (a Windows zone ID; absent means UTC; every rule must name the same zone; with a zone, the
+  intervals' start times are its wall clock: see `schedule.parse_repeating_interval`).
+  Ad-hoc triggers and retention rules carry no schedule.
 - A policy whose schedule cannot be read, or that has none, is kept with `schedule` None and
   `problem` saying why.
 
@@ -43,6 +44,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final, TypeAlias, TypeVar
+from zoneinfo import ZoneInfo
 
 from monitor.core.jobs import BackupJob
 from monitor.core.schedule import (
@@ -378,6 +380,7 @@ def _bv_schedule(props: dict[str, object]) -> tuple[Schedule | None, str | None]
         raise ParseError(path, "missing or not a list")
     parts: list[SubSchedule] = []
     zone_name: str | None = None
+    zone: ZoneInfo | None = None
     for index, rule in enumerate(rules):
         at = f"{path}[{index}]"
         if not isinstance(rule, dict):
@@ -391,23 +394,26 @@ def _bv_schedule(props: dict[str, object]) -> tuple[Schedule | None, str | None]
             continue
         schedule = _sub_object(trigger, "schedule", f"{at}.trigger.")
         where = f"{at}.trigger.schedule"
-        name = opt_str(schedule, "timeZone", f"{where}.") or "UTC"
+        given = opt_str(schedule, "timeZone", f"{where}.")
+        name = given or "UTC"
         if zone_name is not None and name.casefold() != zone_name.casefold():
             raise ParseError(
                 f"{where}.timeZone", f"rules in two zones: {excerpt(zone_name)}, {excerpt(name)}"
             )
         zone_name = name
+        zone = windows_zone(name, path=f"{where}.timeZone")
         intervals = schedule.get("repeatingTimeIntervals")
         if not isinstance(intervals, list) or not intervals:
             raise ParseError(f"{where}.repeatingTimeIntervals", "missing, empty or not a list")
         for number, text in enumerate(intervals):
             cadence = parse_repeating_interval(
-                text, path=f"{where}.repeatingTimeIntervals[{number}]"
+                text,
+                zone=zone if given else None,
+                path=f"{where}.repeatingTimeIntervals[{number}]",
             )
             parts.append(SubSchedule(RunKind.BACKUP, cadence))
-    if zone_name is None:
+    if zone_name is None or zone is None:
         return None, "no scheduled backup rule"
-    zone = windows_zone(zone_name, path=f"{path}.trigger.schedule.timeZone")
     return Schedule(time_zone=zone_name, zone=zone, parts=tuple(parts)), None
 
 

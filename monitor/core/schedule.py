@@ -66,6 +66,12 @@ Backup vault (Microsoft.DataProtection) policies give ISO 8601 repeating interva
 examples), read by `parse_repeating_interval` into a `Repeating` cadence:
 
 - Runs start at the anchor and never before it; `Rn` stops after n runs, `R` never stops.
+- When the policy names a zone (`timeZone`), the anchor's date and time as written are the
+  wall clock in that zone and its offset is ignored; without a zone the anchor is the instant
+  it writes. Our reading, as for the Recovery Services run times above: no source states it,
+  but a published Bicep sample pairs `R/2022-05-31T23:30:00+01:00/P1D` with
+  "W. Europe Standard Time", whose offset in May is +02:00, so the written offset there is
+  the zone's standard one and only the written 23:30 reads as intended.
 - A period of hours and minutes (`PT4H`, `PT30M`) steps elapsed time from the anchor instant.
 - A period of whole days or weeks (`P1D`, `P2W`) keeps the anchor's wall-clock time in the
   policy's zone across daylight saving, every n-th local day from the anchor's local date, with
@@ -444,12 +450,20 @@ _DAY_PERIOD: Final = re.compile(r"P(?:(\d{1,4})W)?(?:(\d{1,5})D)?", re.ASCII)
 _TIME_PERIOD: Final = re.compile(r"PT(?:(\d{1,5})H)?(?:(\d{1,7})M)?", re.ASCII)
 
 
-def parse_repeating_interval(text: object, *, path: str = "repeatingTimeIntervals[0]") -> Repeating:
+def parse_repeating_interval(
+    text: object, *, zone: ZoneInfo | None = None, path: str = "repeatingTimeIntervals[0]"
+) -> Repeating:
     """Read an ISO 8601 repeating interval (`R/2021-08-15T22:00:00+00:00/PT4H`) into a cadence.
 
-    The form is `R[n]/start/period`: the start is a date-time (an offset or `Z`; none is UTC),
-    the period whole weeks and days (`P1W`, `P1D`, `P1W2D`) or hours and minutes (`PT4H`,
-    `PT90M`), and positive.
+    The form is `R[n]/start/period`: the start is a date-time, the period whole weeks and days
+    (`P1W`, `P1D`, `P1W2D`) or hours and minutes under a day (`PT4H`, `PT90M`), and positive.
+
+    Args:
+        text: the interval.
+        zone: the policy's zone when it names one: the start's date and time as written are
+            then the wall clock in that zone, its offset ignored (`resolve_local`'s rules);
+            None: the start is the instant it writes (no offset means UTC).
+        path: where `text` sits, for error messages.
 
     Raises:
         ParseError: (named `path`) not a string of that form, a bad start, or a period that is
@@ -467,7 +481,12 @@ def parse_repeating_interval(text: object, *, path: str = "repeatingTimeInterval
         anchor = datetime.fromisoformat(start_text)
     except ValueError:
         raise ParseError(path, f"not an ISO 8601 start: {excerpt(start_text)}") from None
-    anchor = anchor.replace(tzinfo=UTC) if anchor.tzinfo is None else anchor.astimezone(UTC)
+    if zone is not None:
+        anchor = resolve_local(anchor.replace(tzinfo=None), zone)
+    elif anchor.tzinfo is None:
+        anchor = anchor.replace(tzinfo=UTC)
+    else:
+        anchor = anchor.astimezone(UTC)
     period = _period(period_text)
     if period is None or period <= timedelta(0):
         raise ParseError(

@@ -421,9 +421,27 @@ class TestDataProtectionPolicies:
         assert daily.schedule is not None
         assert daily.schedule.zone.key == "Europe/Berlin"
         runs = expected_runs(daily.schedule, utc(2026, 1, 10), utc(2026, 1, 11))
-        assert [r.at for r in runs] == [utc(2026, 1, 10, 7, 30)]  # 08:30 local, kept in winter
+        assert [r.at for r in runs] == [utc(2026, 1, 10, 5, 30)]  # 06:30 local, as written
         assert weekly.schedule is not None
         assert weekly.schedule.parts[0].interval == timedelta(weeks=1)
+
+    def test_with_a_zone_the_written_time_is_its_wall_clock(self) -> None:
+        """A Bicep sample's 23:30+01:00 in W. Europe runs at 23:30 local, summer (CEST) or not;
+        without a zone, the written instant."""
+        raw = bv_policy("R/2022-05-31T23:30:00+01:00/P1D", zone="W. Europe Standard Time")
+        (policy,) = parse_data_protection_policies_page(page(raw), BV_VAULT).policies
+        assert policy.schedule is not None
+        summer = expected_runs(policy.schedule, utc(2026, 6, 1), utc(2026, 6, 2))
+        winter = expected_runs(policy.schedule, utc(2026, 12, 1), utc(2026, 12, 2))
+        assert [r.at for r in summer + winter] == [
+            utc(2026, 6, 1, 21, 30),
+            utc(2026, 12, 1, 22, 30),
+        ]
+        raw = bv_policy("R/2022-05-31T23:30:00+01:00/P1D")
+        (policy,) = parse_data_protection_policies_page(page(raw), BV_VAULT).policies
+        assert policy.schedule is not None
+        runs = expected_runs(policy.schedule, utc(2026, 6, 1), utc(2026, 6, 2))
+        assert [r.at for r in runs] == [utc(2026, 6, 1, 22, 30)]
 
     def test_several_intervals_are_several_parts(self) -> None:
         """A weekly rule on two days lists two intervals."""
@@ -459,7 +477,7 @@ class TestDataProtectionPolicies:
                 lambda r: r["properties"]["policyRules"][0]["trigger"]["schedule"].update(
                     timeZone="Nowhere Time"
                 ),
-                "properties.policyRules.trigger.schedule.timeZone",
+                "properties.policyRules[0].trigger.schedule.timeZone",
             ),
             (lambda r: r["properties"].update(policyRules=None), "properties.policyRules"),
         ],

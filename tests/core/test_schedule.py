@@ -798,6 +798,15 @@ class TestRepeating:
         assert {r.at.astimezone(schedule.zone).weekday() for r in runs} == {2}
         assert {r.at.astimezone(schedule.zone).hour for r in runs} == {8}
 
+    def test_with_a_zone_the_start_is_its_wall_clock(self) -> None:
+        """Given the policy's zone, the written date and time are local and the offset is
+        ignored; in a gap, the gap's end."""
+        berlin = windows_zone("W. Europe Standard Time")
+        cadence = parse_repeating_interval("R/2022-05-31T23:30:00+01:00/P1D", zone=berlin)
+        assert cadence.anchor == utc(2022, 5, 31, 21, 30)
+        cadence = parse_repeating_interval("R/2026-03-29T02:30:00+00:00/PT4H", zone=berlin)
+        assert cadence.anchor == utc(2026, 3, 29, 1)
+
     def test_nothing_before_the_anchor_and_counts_end(self) -> None:
         """Runs start at the anchor; R3 stops after three."""
         schedule = one_part("UTC", parse_repeating_interval("R3/2026-01-01T00:00:00Z/PT6H"))
