@@ -40,9 +40,10 @@ its grace). Breached when `now - lastRecoveryPoint` exceeds it: one `RpoBreached
 included), then `RpoRestored` when fresh again. An item that is not scheduled keeps its flag,
 without events.
 
-**Protection.** A change of (`protection_state`, `health_status`), compared verbatim, since the
-previous round is a `ProtectionChanged` with `seq = state.protection_seq + 1`; never on first
-sight.
+**Protection.** A change of (`protection_state`, `health_status`) since the previous round,
+compared without regard to case (ARM's casing of enum values varies between API versions), is
+a `ProtectionChanged` with `seq = state.protection_seq + 1`; never on first sight. The state
+keeps the values as last read.
 
 **Long-running jobs.** The item's finished jobs (terminal, with a duration) add (name,
 duration) to `durations` (one entry per name, oldest first, the newest `history` kept); its
@@ -469,9 +470,9 @@ def evaluate(
 
     # Protection
     seq = 0 if state is None else state.protection_seq
-    if state is not None and (item.protection_state, item.health_status) != (
-        state.protection_state,
-        state.health_status,
+    if state is not None and (
+        _folded(item.protection_state) != _folded(state.protection_state)
+        or _folded(item.health_status) != _folded(state.health_status)
     ):
         seq += 1
         changes.append(
@@ -691,6 +692,10 @@ class _TimedRun:
     deadline: datetime
     early: timedelta
     grace: timedelta
+
+
+def _folded(text: str | None) -> str | None:
+    return None if text is None else text.casefold()
 
 
 def _is_scheduled(item: ProtectedItem, schedule: Schedule | None) -> bool:

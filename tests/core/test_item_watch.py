@@ -561,6 +561,10 @@ class TestProtection:
         assert isinstance(change, ProtectionChanged)
         assert change.seq == 2
         assert run_round(make_item(), policy, back.state, [], utc(2026, 5, 10, 15)).changes == ()
+        recased = run_round(
+            make_item("protected", "PASSED"), policy, back.state, [], utc(2026, 5, 10, 16)
+        )
+        assert recased.changes == ()
 
     def test_changes_come_in_order(self) -> None:
         """Protection, then missed runs by start, then RPO, then long-running jobs."""
