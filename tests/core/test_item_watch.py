@@ -167,11 +167,16 @@ def histories(draw: st.DrawFn, overlap: bool = False) -> dict[str, Any]:
     may be backups (so that runs compete for jobs)."""
     zone = draw(st.sampled_from(["UTC", "W. Europe Standard Time", "Pacific Standard Time"]))
     shape = draw(st.sampled_from(["daily", "hourly", "workload", "repeating"]))
+    first_day = utc(2026, 1, 1).replace(tzinfo=None).date()
     minute = draw(st.sampled_from([0, 15, 30, 45]))
     parts: tuple[SubSchedule, ...]
-    if shape == "daily" and overlap:
-        moments = st.builds(time, st.integers(0, 23), st.sampled_from([0, 15, 30, 45]))
-        times = draw(st.lists(moments, min_size=1, max_size=4, unique=True))
+    if overlap and shape != "workload":  # times of day 15 to 45 minutes apart
+        base = datetime.combine(first_day, time(draw(st.integers(0, 22))))
+        steps = draw(st.lists(st.sampled_from([15, 30, 45]), min_size=1, max_size=3))
+        times = {base.time()}
+        for step in steps:
+            base += timedelta(minutes=step)
+            times.add(base.time())
         parts = (SubSchedule(RunKind.BACKUP, TimesOfDay(tuple(sorted(times)))),)
     elif shape == "daily":
         hours = draw(
@@ -250,8 +255,12 @@ def histories(draw: st.DrawFn, overlap: bool = False) -> dict[str, Any]:
     stray_operations = ["Restore", "CrossRegionRestore", "ConfigureBackup"]
     if overlap:
         stray_operations += ["Backup", "AdhocBackup", "Log Backup"]
+    near = [run.at for run, _ in timed(policy, first, end)]
     for index in range(draw(st.integers(0, 12 if overlap else 5))):
-        at = first + timedelta(minutes=draw(st.integers(-1440, 4 * 1440)))
+        if overlap and near and draw(st.booleans()):  # close to a run: where runs compete
+            at = draw(st.sampled_from(near)) + timedelta(minutes=draw(st.integers(-20, 70)))
+        else:
+            at = first + timedelta(minutes=draw(st.integers(-1440, 4 * 1440)))
         jobs.append(job(f"stray-{index}", at, draw(st.sampled_from(stray_operations))))
     return {
         "policy": policy,
@@ -297,8 +306,8 @@ class TestHistories:
         assert due == expected
         assert state.decided_through == end
 
-    @settings(PROPERTY, max_examples=150)
-    @given(history=histories() | histories(overlap=True))
+    @settings(PROPERTY, max_examples=300)
+    @given(history=histories() | histories(overlap=True) | histories(overlap=True))
     def test_rounds_give_what_one_round_at_the_end_gives(self, history: dict[str, Any]) -> None:
         """The same reports (and last-run flag) as one round at the end, stored or not."""
         split, split_state = replay(history, history["rounds"], history["lags"], history["stored"])
