@@ -41,7 +41,7 @@ Nothing here reads the clock or does I/O.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, TypeAlias, TypeVar
 from zoneinfo import ZoneInfo
@@ -421,37 +421,40 @@ def _bv_schedule(props: dict[str, object]) -> tuple[Schedule | None, str | None]
 # Jobs to items
 
 
-@dataclass(frozen=True, slots=True)
 class ItemIndex:
     """The items of one vault, looked up by what their jobs say of them.
 
-    Build it with `ItemIndex.of(items)`.
+    `ItemIndex(items)` (or `ItemIndex.of(items)`); a key that two items share is ambiguous and
+    finds nothing.
     """
 
-    by_instance: dict[str, ProtectedItem | None] = field(default_factory=dict)
-    by_entity: dict[tuple[str, str], ProtectedItem | None] = field(default_factory=dict)
+    __slots__ = ("_by_entity", "_by_instance")
 
-    @classmethod
-    def of(cls, items: Iterable[ProtectedItem]) -> ItemIndex:
-        """The index of `items`; a key that two items share maps to None (ambiguous)."""
-        by_instance: dict[str, ProtectedItem | None] = {}
-        by_entity: dict[tuple[str, str], ProtectedItem | None] = {}
+    def __init__(self, items: Iterable[ProtectedItem] = ()) -> None:
+        """Index `items`: Backup vault instances by id and name, Recovery Services items by
+        (backup management type, friendly name), all without regard to case."""
+        self._by_instance: dict[str, ProtectedItem | None] = {}
+        self._by_entity: dict[tuple[str, str], ProtectedItem | None] = {}
         for item in items:
             if item.kind is VaultKind.BACKUP_VAULT:
                 for key in {item.key, item.name.lower()}:
-                    _put(by_instance, key, item)
+                    _put(self._by_instance, key, item)
             elif item.backup_management_type is not None and item.friendly_name is not None:
                 entity = (item.backup_management_type.casefold(), item.friendly_name.casefold())
-                _put(by_entity, entity, item)
-        return cls(by_instance, by_entity)
+                _put(self._by_entity, entity, item)
+
+    @classmethod
+    def of(cls, items: Iterable[ProtectedItem]) -> ItemIndex:
+        """The index of `items`."""
+        return cls(items)
 
     def item_for(self, job: BackupJob) -> ProtectedItem | None:
         """The item `job` belongs to, or None when none fits or more than one does."""
         if job.backup_instance_id is not None:
-            return self.by_instance.get(job.backup_instance_id.rstrip("/").lower())
+            return self._by_instance.get(job.backup_instance_id.rstrip("/").lower())
         if job.backup_management_type is None or job.entity is None:
             return None
-        return self.by_entity.get((job.backup_management_type.casefold(), job.entity.casefold()))
+        return self._by_entity.get((job.backup_management_type.casefold(), job.entity.casefold()))
 
 
 def _put(table: dict[_Key, ProtectedItem | None], key: _Key, item: ProtectedItem) -> None:

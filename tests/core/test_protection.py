@@ -567,7 +567,7 @@ class TestItemIndex:
         twin = copy.deepcopy(RS_ITEM)
         twin["id"] = twin["id"].replace("netvmtestv2vm1", "twin")
         (other,) = parse_protected_items_page(page(twin), RS_VAULT).items
-        index = ItemIndex.of([item, other])
+        index = ItemIndex([item, other])
         assert index.item_for(rs_job("a", "netvmtestv2vm1")) is None
 
     def test_backup_vault_jobs_by_instance_id(self) -> None:
