@@ -195,11 +195,15 @@ class Repeating:
         period: the time between runs: elapsed time when under a day; whole days or weeks
             otherwise, stepped on the wall clock of the policy's zone.
         count: how many runs in all (`Rn`), or None for no end (`R`).
+        wall: the local time of day that whole-day periods keep, when the interval was written
+            as the zone's wall clock (it may differ from the anchor's own local time when the
+            anchor's day skips it); None: the anchor's local time of day.
     """
 
     anchor: datetime
     period: timedelta
     count: int | None = None
+    wall: time | None = None
 
     @property
     def on_the_wall_clock(self) -> bool:
@@ -386,7 +390,8 @@ def _repeating_runs(
             at += step
         return found
     local_anchor = cadence.anchor.astimezone(zone)
-    anchor_day, wall = local_anchor.date(), local_anchor.time().replace(tzinfo=None, fold=0)
+    anchor_day = local_anchor.date()
+    wall = cadence.wall or local_anchor.time().replace(tzinfo=None, fold=0)
     days = cadence.period.days
     # As for the times of day: a local day's run falls on it or, through a gap, the next one.
     first_day = max(anchor_day, start.astimezone(zone).date() - timedelta(days=2))
@@ -481,8 +486,10 @@ def parse_repeating_interval(
         anchor = datetime.fromisoformat(start_text)
     except ValueError:
         raise ParseError(path, f"not an ISO 8601 start: {excerpt(start_text)}") from None
+    wall: time | None = None
     if zone is not None:
-        anchor = resolve_local(anchor.replace(tzinfo=None), zone)
+        written = anchor.replace(tzinfo=None)
+        anchor, wall = resolve_local(written, zone), written.time()
     elif anchor.tzinfo is None:
         anchor = anchor.replace(tzinfo=UTC)
     else:
@@ -496,7 +503,7 @@ def parse_repeating_interval(
     count = int(repeat) if repeat else None
     if count == 0:
         raise ParseError(path, "R0: no runs at all")
-    return Repeating(anchor, period, count)
+    return Repeating(anchor, period, count, wall if period >= timedelta(days=1) else None)
 
 
 def _period(text: str) -> timedelta | None:

@@ -727,7 +727,7 @@ def test_daily_runs_in_every_windows_zone(
     if repeating:
         anchor_day = centre.astimezone(zone).date() - timedelta(days=data.draw(st.integers(3, 400)))
         anchor = oracle_instant(datetime.combine(anchor_day, wall), zone)
-        schedule = one_part(zone_name, Repeating(anchor, timedelta(days=1)))
+        schedule = one_part(zone_name, Repeating(anchor, timedelta(days=1), wall=wall))
     else:
         schedule = one_part(zone_name, TimesOfDay((wall,)))
     start, end = centre - timedelta(days=2), centre + timedelta(days=2)
@@ -806,6 +806,14 @@ class TestRepeating:
         assert cadence.anchor == utc(2022, 5, 31, 21, 30)
         cadence = parse_repeating_interval("R/2026-03-29T02:30:00+00:00/PT4H", zone=berlin)
         assert cadence.anchor == utc(2026, 3, 29, 1)
+
+    def test_an_anchor_in_a_gap_keeps_its_written_time(self) -> None:
+        """P1D written at 02:30 on Berlin's spring-forward day: 03:00 that day, 02:30 after."""
+        berlin = windows_zone("W. Europe Standard Time")
+        cadence = parse_repeating_interval("R/2026-03-29T02:30:00+01:00/P1D", zone=berlin)
+        schedule = one_part("W. Europe Standard Time", cadence)
+        runs = [r.at for r in expected_runs(schedule, utc(2026, 3, 28), utc(2026, 3, 31))]
+        assert runs == [utc(2026, 3, 29, 1), utc(2026, 3, 30, 0, 30)]
 
     def test_nothing_before_the_anchor_and_counts_end(self) -> None:
         """Runs start at the anchor; R3 stops after three."""
