@@ -5,20 +5,63 @@ A Recovery Services vault lists `backupProtectedItems` and `backupPolicies`; a B
 returns the items it could read and, for each it could not, a message naming the JSON path
 and what is wrong; one bad item never spoils its page.
 
+What the parsers rely on (the REST specs' examples: Recovery Services
+`AzureIaasVm/BackupProtectedItems_List.json`, `V2Policy/v2-List-Policies.json`,
+`AzureWorkload/BackupPolicies_List.json`; Data Protection `BackupInstances_List.json` and
+`BackupPolicies_List.json`):
+
+- Every item must have a string `id` inside its vault (the vault's id, compared without regard
+  to case, then `/`); anything else is skipped. `name` is the item's `name`, or the last segment
+  of its `id`.
+- Recovery Services items: `properties.friendlyName`, `workloadType` (or `protectedItemType`
+  when absent), `backupManagementType`, `sourceResourceId`, `policyId` (empty = none),
+  `policyName` (or the last segment of `policyId`), `protectionState`, `healthStatus`,
+  `lastBackupTime` and `lastRecoveryPoint` (ARM date-times; years before 2002 mean unset, as
+  for jobs).
+- Backup instances: `properties.friendlyName`, `dataSourceInfo.datasourceType` and
+  `dataSourceInfo.resourceID` (`resourceId` in some answers), `policyInfo.policyId`,
+  `currentProtectionState`, `protectionStatus.status`.
+- Recovery Services policies: `properties` through `schedule.parse_policy_schedule`.
+- Data Protection policies: the `policyRules[]` whose `objectType` is `AzureBackupRule` and
+  whose `trigger.objectType` is `ScheduleBasedTriggerContext` give one `Repeating` part of kind
+  BACKUP per entry of `trigger.schedule.repeatingTimeIntervals`, in `trigger.schedule.timeZone`
+  (a Windows zone ID; absent means UTC; every rule must name the same zone; with a zone, the
+  intervals' start times are its wall clock: see `schedule.parse_repeating_interval`).
+  Ad-hoc triggers and retention rules carry no schedule.
+- A policy whose schedule cannot be read, or that has none, is kept with `schedule` None and
+  `problem` saying why.
+
+`ItemIndex` finds the item a job belongs to: a Backup vault job by its `backupInstanceId`, a
+Recovery Services job by (`backupManagementType`, `entityFriendlyName`), both compared without
+regard to case; a job that fits no item, or more than one, belongs to none.
+
 Nothing here reads the clock or does I/O.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Final, TypeAlias, TypeVar
+from zoneinfo import ZoneInfo
 
-from monitor.core.schedule import Schedule
+from monitor.core.jobs import BackupJob
+from monitor.core.schedule import (
+    RunKind,
+    Schedule,
+    SubSchedule,
+    parse_policy_schedule,
+    parse_repeating_interval,
+    windows_zone,
+)
 from monitor.core.vaults import VaultKind, VaultRef
+from monitor.core.wire import excerpt, nested, opt_str, page_items, time_field
 from monitor.errors import ParseError
 
 __all__ = [
     "BackupPolicy",
+    "ItemIndex",
     "ItemsPage",
     "PoliciesPage",
     "ProtectedItem",
@@ -27,6 +70,9 @@ __all__ = [
     "parse_policies_page",
     "parse_protected_items_page",
 ]
+
+
+_Key = TypeVar("_Key")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,13 +170,17 @@ class PoliciesPage:
     skipped: tuple[ParseError, ...] = ()
 
 
+_ItemParser: TypeAlias = Callable[[object, VaultRef], ProtectedItem]
+_ScheduleReader: TypeAlias = Callable[[dict[str, object]], tuple[Schedule | None, str | None]]
+
+
 def parse_protected_items_page(payload: object, vault: VaultRef) -> ItemsPage:
     """A Recovery Services `backupProtectedItems` page.
 
     Raises:
         ParseError: the page itself is not a list page (not an object, `value` not a list).
     """
-    raise NotImplementedError
+    return _items_page(payload, vault, _rs_item)
 
 
 def parse_backup_instances_page(payload: object, vault: VaultRef) -> ItemsPage:
@@ -139,7 +189,7 @@ def parse_backup_instances_page(payload: object, vault: VaultRef) -> ItemsPage:
     Raises:
         ParseError: the page itself is not a list page.
     """
-    raise NotImplementedError
+    return _items_page(payload, vault, _bv_instance)
 
 
 def parse_policies_page(payload: object, vault: VaultRef) -> PoliciesPage:
@@ -148,7 +198,7 @@ def parse_policies_page(payload: object, vault: VaultRef) -> PoliciesPage:
     Raises:
         ParseError: the page itself is not a list page.
     """
-    raise NotImplementedError
+    return _policies_page(payload, vault, _rs_schedule)
 
 
 def parse_data_protection_policies_page(payload: object, vault: VaultRef) -> PoliciesPage:
@@ -157,4 +207,258 @@ def parse_data_protection_policies_page(payload: object, vault: VaultRef) -> Pol
     Raises:
         ParseError: the page itself is not a list page.
     """
-    raise NotImplementedError
+    return _policies_page(payload, vault, _bv_schedule)
+
+
+# --------------------------------------------------------------------------------------------
+# Items
+
+
+def _items_page(payload: object, vault: VaultRef, parse: _ItemParser) -> ItemsPage:
+    raw_items, next_link = page_items(payload)
+    items: list[ProtectedItem] = []
+    skipped: list[ParseError] = []
+    for index, raw in enumerate(raw_items):
+        try:
+            items.append(parse(raw, vault))
+        except ParseError as exc:
+            skipped.append(nested(f"value[{index}]", exc))
+    return ItemsPage(items=tuple(items), next_link=next_link, skipped=tuple(skipped))
+
+
+def _identity(raw: object, vault: VaultRef) -> tuple[str, str, dict[str, object]]:
+    """(id, name, properties) of an item of `vault`, checked."""
+    resource_id, name, props = _id_and_name(raw, vault)
+    if not isinstance(props, dict):
+        raise ParseError("properties", "missing or not an object")
+    return resource_id, name, props
+
+
+def _id_and_name(raw: object, vault: VaultRef) -> tuple[str, str, object]:
+    """(id, name, the raw properties) of an item of `vault`, its id and name checked."""
+    if not isinstance(raw, dict):
+        raise ParseError("", f"expected an object, got {type(raw).__name__}")
+    resource_id = raw.get("id")
+    if not isinstance(resource_id, str) or not resource_id:
+        raise ParseError("id", "missing, empty or not a string")
+    prefix = vault.key + "/"
+    if resource_id[: len(prefix)].lower() != prefix or len(resource_id) == len(prefix):
+        raise ParseError("id", f"not inside the vault {vault.key}: {excerpt(resource_id)}")
+    name = raw.get("name")
+    if name is None:
+        name = resource_id.rstrip("/").rsplit("/", 1)[-1]
+    elif not isinstance(name, str):
+        raise ParseError("name", f"not a string: {type(name).__name__}")
+    return resource_id, name, raw.get("properties")
+
+
+def _opt_time(obj: dict[str, object], name: str, prefix: str) -> datetime | None:
+    value = obj.get(name)
+    return None if value is None else time_field(value, prefix + name)
+
+
+def _last_segment(resource_id: str | None) -> str | None:
+    if not resource_id:
+        return None
+    return resource_id.rstrip("/").rsplit("/", 1)[-1] or None
+
+
+def _rs_item(raw: object, vault: VaultRef) -> ProtectedItem:
+    resource_id, name, props = _identity(raw, vault)
+    at = "properties."
+    workload = opt_str(props, "workloadType", at) or opt_str(props, "protectedItemType", at)
+    policy_id = opt_str(props, "policyId", at) or None
+    policy_name = opt_str(props, "policyName", at) or _last_segment(policy_id)
+    return ProtectedItem(
+        id=resource_id,
+        vault_key=vault.key,
+        kind=vault.kind,
+        name=name,
+        friendly_name=opt_str(props, "friendlyName", at),
+        datasource_type=workload,
+        datasource_id=opt_str(props, "sourceResourceId", at),
+        backup_management_type=opt_str(props, "backupManagementType", at),
+        policy_id=policy_id,
+        policy_name=policy_name,
+        protection_state=opt_str(props, "protectionState", at),
+        health_status=opt_str(props, "healthStatus", at),
+        last_backup_time=_opt_time(props, "lastBackupTime", at),
+        last_recovery_point=_opt_time(props, "lastRecoveryPoint", at),
+    )
+
+
+def _sub_object(obj: dict[str, object], name: str, path: str) -> dict[str, object]:
+    value = obj.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ParseError(f"{path}{name}", f"not an object: {type(value).__name__}")
+    return value
+
+
+def _bv_instance(raw: object, vault: VaultRef) -> ProtectedItem:
+    resource_id, name, props = _identity(raw, vault)
+    at = "properties."
+    source = _sub_object(props, "dataSourceInfo", at)
+    source_at = f"{at}dataSourceInfo."
+    source_id = opt_str(source, "resourceID", source_at) or opt_str(source, "resourceId", source_at)
+    policy = _sub_object(props, "policyInfo", at)
+    policy_id = opt_str(policy, "policyId", f"{at}policyInfo.") or None
+    status = _sub_object(props, "protectionStatus", at)
+    return ProtectedItem(
+        id=resource_id,
+        vault_key=vault.key,
+        kind=vault.kind,
+        name=name,
+        friendly_name=opt_str(props, "friendlyName", at),
+        datasource_type=opt_str(source, "datasourceType", source_at),
+        datasource_id=source_id,
+        backup_management_type=None,
+        policy_id=policy_id,
+        policy_name=_last_segment(policy_id),
+        protection_state=opt_str(props, "currentProtectionState", at),
+        health_status=opt_str(status, "status", f"{at}protectionStatus."),
+        last_backup_time=None,
+        last_recovery_point=None,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Policies
+
+
+def _policies_page(payload: object, vault: VaultRef, read: _ScheduleReader) -> PoliciesPage:
+    raw_items, next_link = page_items(payload)
+    policies: list[BackupPolicy] = []
+    skipped: list[ParseError] = []
+    for index, raw in enumerate(raw_items):
+        try:
+            resource_id, name, props = _id_and_name(raw, vault)
+        except ParseError as exc:
+            skipped.append(nested(f"value[{index}]", exc))
+            continue
+        schedule: Schedule | None = None
+        problem: str | None
+        if not isinstance(props, dict):
+            problem = "properties: missing or not an object"
+        else:
+            try:
+                schedule, problem = read(props)
+            except ParseError as exc:
+                schedule, problem = None, str(exc)
+        if schedule is not None and not schedule.parts:
+            schedule, problem = None, problem or "no backup schedule"
+        policies.append(
+            BackupPolicy(
+                id=resource_id,
+                vault_key=vault.key,
+                name=name,
+                schedule=schedule,
+                problem=None if schedule is not None else problem,
+            )
+        )
+    return PoliciesPage(policies=tuple(policies), next_link=next_link, skipped=tuple(skipped))
+
+
+def _rs_schedule(props: dict[str, object]) -> tuple[Schedule | None, str | None]:
+    schedule = parse_policy_schedule(props, path="properties")
+    if not schedule.parts:
+        kind = props.get("backupManagementType")
+        what = f" ({kind})" if isinstance(kind, str) else ""
+        return None, f"no backup schedule{what}"
+    return schedule, None
+
+
+_AZURE_BACKUP_RULE: Final = "azurebackuprule"
+_SCHEDULE_TRIGGER: Final = "schedulebasedtriggercontext"
+
+
+def _bv_schedule(props: dict[str, object]) -> tuple[Schedule | None, str | None]:
+    path = "properties.policyRules"
+    rules = props.get("policyRules")
+    if not isinstance(rules, list):
+        raise ParseError(path, "missing or not a list")
+    parts: list[SubSchedule] = []
+    zone_name: str | None = None
+    zone: ZoneInfo | None = None
+    for index, rule in enumerate(rules):
+        at = f"{path}[{index}]"
+        if not isinstance(rule, dict):
+            raise ParseError(at, f"not an object: {type(rule).__name__}")
+        kind = rule.get("objectType")
+        if not isinstance(kind, str) or kind.lower() != _AZURE_BACKUP_RULE:
+            continue
+        trigger = _sub_object(rule, "trigger", f"{at}.")
+        trigger_kind = trigger.get("objectType")
+        if not isinstance(trigger_kind, str) or trigger_kind.lower() != _SCHEDULE_TRIGGER:
+            continue
+        schedule = _sub_object(trigger, "schedule", f"{at}.trigger.")
+        where = f"{at}.trigger.schedule"
+        given = opt_str(schedule, "timeZone", f"{where}.")
+        name = given or "UTC"
+        if zone_name is not None and name.casefold() != zone_name.casefold():
+            raise ParseError(
+                f"{where}.timeZone", f"rules in two zones: {excerpt(zone_name)}, {excerpt(name)}"
+            )
+        zone_name = name
+        zone = windows_zone(name, path=f"{where}.timeZone")
+        intervals = schedule.get("repeatingTimeIntervals")
+        if not isinstance(intervals, list) or not intervals:
+            raise ParseError(f"{where}.repeatingTimeIntervals", "missing, empty or not a list")
+        for number, text in enumerate(intervals):
+            cadence = parse_repeating_interval(
+                text,
+                zone=zone if given else None,
+                path=f"{where}.repeatingTimeIntervals[{number}]",
+            )
+            parts.append(SubSchedule(RunKind.BACKUP, cadence))
+    if zone_name is None or zone is None:
+        return None, "no scheduled backup rule"
+    return Schedule(time_zone=zone_name, zone=zone, parts=tuple(parts)), None
+
+
+# --------------------------------------------------------------------------------------------
+# Jobs to items
+
+
+class ItemIndex:
+    """The items of one vault, looked up by what their jobs say of them.
+
+    `ItemIndex(items)` (or `ItemIndex.of(items)`); a key that two items share is ambiguous and
+    finds nothing.
+    """
+
+    __slots__ = ("_by_entity", "_by_instance")
+
+    def __init__(self, items: Iterable[ProtectedItem] = ()) -> None:
+        """Index `items`: Backup vault instances by id and name, Recovery Services items by
+        (backup management type, friendly name), all without regard to case."""
+        self._by_instance: dict[str, ProtectedItem | None] = {}
+        self._by_entity: dict[tuple[str, str], ProtectedItem | None] = {}
+        for item in items:
+            if item.kind is VaultKind.BACKUP_VAULT:
+                for key in {item.key, item.name.lower()}:
+                    _put(self._by_instance, key, item)
+            elif item.backup_management_type is not None and item.friendly_name is not None:
+                entity = (item.backup_management_type.casefold(), item.friendly_name.casefold())
+                _put(self._by_entity, entity, item)
+
+    @classmethod
+    def of(cls, items: Iterable[ProtectedItem]) -> ItemIndex:
+        """The index of `items`."""
+        return cls(items)
+
+    def item_for(self, job: BackupJob) -> ProtectedItem | None:
+        """The item `job` belongs to, or None when none fits or more than one does."""
+        if job.backup_instance_id is not None:
+            return self._by_instance.get(job.backup_instance_id.rstrip("/").lower())
+        if job.backup_management_type is None or job.entity is None:
+            return None
+        return self._by_entity.get((job.backup_management_type.casefold(), job.entity.casefold()))
+
+
+def _put(table: dict[_Key, ProtectedItem | None], key: _Key, item: ProtectedItem) -> None:
+    if key in table and (table[key] is None or table[key] != item):
+        table[key] = None
+    else:
+        table[key] = item

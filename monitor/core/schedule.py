@@ -59,10 +59,29 @@ Time-zone names are Windows zone IDs ("W. Europe Standard Time"), mapped to IANA
   Treat them as a cadence (`SubSchedule.interval`), not as exact instants.
 
 `scheduleWeeklyFrequency` above 1 (every N weeks) has no anchor week in the API and is refused.
+
+Backup vault (Microsoft.DataProtection) policies give ISO 8601 repeating intervals instead
+(`R/2021-08-15T22:00:00+00:00/PT4H`, `R/2021-08-15T06:30:00+00:00/P1D`,
+`R/2021-08-15T22:00:00+00:00/P1W`, the Data Protection REST spec's `BackupPolicies_List`
+examples), read by `parse_repeating_interval` into a `Repeating` cadence:
+
+- Runs start at the anchor and never before it; `Rn` stops after n runs, `R` never stops.
+- When the policy names a zone (`timeZone`), the anchor's date and time as written are the
+  wall clock in that zone and its offset is ignored; without a zone the anchor is the instant
+  it writes. Our reading, as for the Recovery Services run times above: no source states it,
+  but a published Bicep sample pairs `R/2022-05-31T23:30:00+01:00/P1D` with
+  "W. Europe Standard Time", whose offset in May is +02:00, so the written offset there is
+  the zone's standard one and only the written 23:30 reads as intended.
+- A period of hours and minutes (`PT4H`, `PT30M`) steps elapsed time from the anchor instant.
+- A period of whole days or weeks (`P1D`, `P2W`) keeps the anchor's wall-clock time in the
+  policy's zone across daylight saving, every n-th local day from the anchor's local date, with
+  the gap and fold rules above. Periods that mix days with hours, or use months and years, have
+  no fixed reading on the wall clock and are refused.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
@@ -78,12 +97,14 @@ __all__ = [
     "EveryMinutes",
     "ExpectedRun",
     "HourlyWindow",
+    "Repeating",
     "RunKind",
     "Schedule",
     "SubSchedule",
     "TimesOfDay",
     "expected_runs",
     "parse_policy_schedule",
+    "parse_repeating_interval",
     "resolve_local",
     "windows_zone",
 ]
@@ -165,7 +186,32 @@ class EveryMinutes:
     minutes: int
 
 
-Cadence = TimesOfDay | HourlyWindow | EveryMinutes
+@dataclass(frozen=True, slots=True)
+class Repeating:
+    """Runs from `anchor` every `period` (an ISO 8601 repeating interval of a Backup vault policy).
+
+    Attributes:
+        anchor: the first run (aware, UTC).
+        period: the time between runs: elapsed time when under a day; whole days or weeks
+            otherwise, stepped on the wall clock of the policy's zone.
+        count: how many runs in all (`Rn`), or None for no end (`R`).
+        wall: the local time of day that whole-day periods keep, when the interval was written
+            as the zone's wall clock (it may differ from the anchor's own local time when the
+            anchor's day skips it); None: the anchor's local time of day.
+    """
+
+    anchor: datetime
+    period: timedelta
+    count: int | None = None
+    wall: time | None = None
+
+    @property
+    def on_the_wall_clock(self) -> bool:
+        """True for whole days or weeks (stepped in local days), False for sub-day periods."""
+        return self.period >= timedelta(days=1)
+
+
+Cadence = TimesOfDay | HourlyWindow | EveryMinutes | Repeating
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +227,8 @@ class SubSchedule:
         match self.cadence:
             case EveryMinutes(minutes=minutes):
                 return timedelta(minutes=minutes)
+            case Repeating(period=period):
+                return period
             case HourlyWindow(interval_h=hours):
                 return timedelta(hours=hours)
             case TimesOfDay(times=times, weekdays=None):
@@ -297,6 +345,8 @@ def _part_runs(part: SubSchedule, zone: ZoneInfo, start: datetime, end: datetime
     if end <= start:
         return []
     cadence = part.cadence
+    if isinstance(cadence, Repeating):
+        return _repeating_runs(cadence, zone, start, end)
     if isinstance(cadence, EveryMinutes):
         step = cadence.minutes * 60
         first = -(-int((start - _EPOCH).total_seconds()) // step)  # ceiling, in steps
@@ -320,6 +370,41 @@ def _part_runs(part: SubSchedule, zone: ZoneInfo, start: datetime, end: datetime
             if start <= at < end:
                 seen.add(at)
         day += timedelta(days=1)
+    return sorted(seen)
+
+
+def _repeating_runs(
+    cadence: Repeating, zone: ZoneInfo, start: datetime, end: datetime
+) -> list[datetime]:
+    found: list[datetime] = []
+    count = cadence.count
+    if not cadence.on_the_wall_clock:
+        step = cadence.period
+        first = max(0, -(-(start - cadence.anchor) // step))  # ceiling, in steps
+        index = first
+        at = cadence.anchor + step * index
+        while at < end and (count is None or index < count):
+            if at >= start:
+                found.append(at)
+            index += 1
+            at += step
+        return found
+    local_anchor = cadence.anchor.astimezone(zone)
+    anchor_day = local_anchor.date()
+    wall = cadence.wall or local_anchor.time().replace(tzinfo=None, fold=0)
+    days = cadence.period.days
+    # As for the times of day: a local day's run falls on it or, through a gap, the next one.
+    first_day = max(anchor_day, start.astimezone(zone).date() - timedelta(days=2))
+    last_day = end.astimezone(zone).date() + timedelta(days=1)
+    index = -(-(first_day - anchor_day).days // days)
+    day = anchor_day + timedelta(days=index * days)
+    seen: set[datetime] = set()
+    while day <= last_day and (count is None or index < count):
+        at = resolve_local(datetime.combine(day, wall), zone)
+        if start <= at < end and at >= cadence.anchor:
+            seen.add(at)
+        index += 1
+        day += timedelta(days=days)
     return sorted(seen)
 
 
@@ -363,6 +448,75 @@ def parse_policy_schedule(properties: object, *, path: str = "properties") -> Sc
             raise ParseError(f"{path}.schedulePolicy", "a log schedule outside a sub-policy")
         parts.append(SubSchedule(RunKind.BACKUP, cadence))
     return Schedule(time_zone=zone_name, zone=zone, parts=tuple(parts))
+
+
+_REPEATING: Final = re.compile(r"R(\d{0,9})/([^/]+)/(P[0-9A-Z]+)", re.ASCII)
+_DAY_PERIOD: Final = re.compile(r"P(?:(\d{1,4})W)?(?:(\d{1,5})D)?", re.ASCII)
+_TIME_PERIOD: Final = re.compile(r"PT(?:(\d{1,5})H)?(?:(\d{1,7})M)?", re.ASCII)
+
+
+def parse_repeating_interval(
+    text: object, *, zone: ZoneInfo | None = None, path: str = "repeatingTimeIntervals[0]"
+) -> Repeating:
+    """Read an ISO 8601 repeating interval (`R/2021-08-15T22:00:00+00:00/PT4H`) into a cadence.
+
+    The form is `R[n]/start/period`: the start is a date-time, the period whole weeks and days
+    (`P1W`, `P1D`, `P1W2D`) or hours and minutes under a day (`PT4H`, `PT90M`), and positive.
+
+    Args:
+        text: the interval.
+        zone: the policy's zone when it names one: the start's date and time as written are
+            then the wall clock in that zone, its offset ignored (`resolve_local`'s rules);
+            None: the start is the instant it writes (no offset means UTC).
+        path: where `text` sits, for error messages.
+
+    Raises:
+        ParseError: (named `path`) not a string of that form, a bad start, or a period that is
+            zero, mixes days with hours, or uses months or years.
+    """
+    if not isinstance(text, str):
+        raise ParseError(path, f"not a string: {type(text).__name__}")
+    match = _REPEATING.fullmatch(text.strip())
+    if match is None:
+        raise ParseError(
+            path, f"not an ISO 8601 repeating interval R/start/period: {excerpt(text)}"
+        )
+    repeat, start_text, period_text = match.groups()
+    try:
+        anchor = datetime.fromisoformat(start_text)
+    except ValueError:
+        raise ParseError(path, f"not an ISO 8601 start: {excerpt(start_text)}") from None
+    wall: time | None = None
+    if zone is not None:
+        written = anchor.replace(tzinfo=None)
+        anchor, wall = resolve_local(written, zone), written.time()
+    elif anchor.tzinfo is None:
+        anchor = anchor.replace(tzinfo=UTC)
+    else:
+        anchor = anchor.astimezone(UTC)
+    period = _period(period_text)
+    if period is None or period <= timedelta(0):
+        raise ParseError(
+            path,
+            f"not a period of whole weeks and days or of hours and minutes: {excerpt(period_text)}",
+        )
+    count = int(repeat) if repeat else None
+    if count == 0:
+        raise ParseError(path, "R0: no runs at all")
+    return Repeating(anchor, period, count, wall if period >= timedelta(days=1) else None)
+
+
+def _period(text: str) -> timedelta | None:
+    days = _DAY_PERIOD.fullmatch(text)
+    if days is not None and any(days.groups()):
+        weeks, extra = (int(group) if group else 0 for group in days.groups())
+        return timedelta(days=weeks * 7 + extra)
+    hours = _TIME_PERIOD.fullmatch(text)
+    if hours is not None and any(hours.groups()):
+        h, m = (int(group) if group else 0 for group in hours.groups())
+        period = timedelta(hours=h, minutes=m)
+        return period if period < timedelta(days=1) else None
+    return None
 
 
 def _zone_field(props: dict[str, object], path: str) -> tuple[str, str]:

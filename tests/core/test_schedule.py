@@ -25,11 +25,14 @@ from monitor.core.schedule import (
     EveryMinutes,
     ExpectedRun,
     HourlyWindow,
+    Repeating,
     RunKind,
     Schedule,
+    SubSchedule,
     TimesOfDay,
     expected_runs,
     parse_policy_schedule,
+    parse_repeating_interval,
     resolve_local,
     windows_zone,
 )
@@ -683,3 +686,220 @@ class TestParsing:
         with pytest.raises(ParseError) as caught:
             parse_policy_schedule(policy)
         assert caught.value.path == f"properties.schedulePolicy.hourlySchedule.{field}"
+
+
+# --------------------------------------------------------------------------------------------
+# Every Windows zone of the map, at its transitions (the issue's acceptance item)
+
+
+def one_part(zone_name: str, cadence: TimesOfDay | Repeating) -> Schedule:
+    return Schedule(
+        time_zone=zone_name,
+        zone=windows_zone(zone_name),
+        parts=(SubSchedule(RunKind.BACKUP, cadence),),
+    )
+
+
+@st.composite
+def near_a_transition(draw: st.DrawFn, iana: str) -> tuple[datetime, list[time]]:
+    """An instant near one of the zone's transitions in a random year (or a random instant,
+    when that year has none), and the quarter-hour wall times it skips or repeats."""
+    year = draw(st.integers(2000, 2037))
+    changes = transitions(iana, year)
+    if not changes:
+        return utc(year, 1, 1) + timedelta(minutes=draw(st.integers(0, 365 * 1440))), []
+    at, before, after = draw(st.sampled_from(changes))
+    return at + timedelta(minutes=draw(st.integers(-1440, 1440))), affected_times(at, before, after)
+
+
+@pytest.mark.parametrize("zone_name", WINDOWS_ZONES)
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), repeating=st.booleans())
+def test_daily_runs_in_every_windows_zone(
+    zone_name: str, data: st.DataObject, repeating: bool
+) -> None:
+    """In every zone of the map, around its transitions, a daily run (a policy's time of day,
+    or a Backup vault's P1D interval) is at the requested local time, or at the end of the gap
+    that skips it, once on each local day; and no local time runs twice."""
+    zone = ZoneInfo(win_tz[zone_name])
+    centre, affected = data.draw(near_a_transition(zone.key))
+    wall = data.draw(st.sampled_from(affected) | TIMES if affected else TIMES)
+    if repeating:
+        anchor_day = centre.astimezone(zone).date() - timedelta(days=data.draw(st.integers(3, 400)))
+        anchor = oracle_instant(datetime.combine(anchor_day, wall), zone)
+        schedule = one_part(zone_name, Repeating(anchor, timedelta(days=1), wall=wall))
+    else:
+        schedule = one_part(zone_name, TimesOfDay((wall,)))
+    start, end = centre - timedelta(days=2), centre + timedelta(days=2)
+    runs = [run.at for run in expected_runs(schedule, start, end)]
+    local = [at.astimezone(zone).replace(tzinfo=None) for at in runs]
+    assert len(set(local)) == len(local), local  # no local time twice
+    assert len(set(runs)) == len(runs)
+    wanted = set()
+    day = start.astimezone(zone).date() - timedelta(days=1)
+    while day <= end.astimezone(zone).date() + timedelta(days=1):
+        at = oracle_instant(datetime.combine(day, wall), zone)
+        if start <= at < end:
+            wanted.add(at)
+        day += timedelta(days=1)
+    assert set(runs) == wanted
+    for at, seen in zip(runs, local, strict=True):
+        if seen.time() != wall:  # moved: only by a gap, to the first instant after it
+            before = (at - timedelta(seconds=1)).astimezone(zone)
+            assert before.utcoffset() != at.astimezone(zone).utcoffset(), (at, wall)
+        else:
+            assert at.astimezone(zone).fold == 0, (at, wall)  # a repeated time: the first
+
+
+# --------------------------------------------------------------------------------------------
+# Repeating ISO 8601 intervals (Backup vault policies)
+
+
+class TestRepeating:
+    def test_the_spec_examples(self) -> None:
+        """PT4H, P1D and P1W of the Data Protection BackupPolicies_List examples."""
+        hourly = parse_repeating_interval("R/2021-08-15T22:00:00+00:00/PT4H")
+        assert hourly == Repeating(utc(2021, 8, 15, 22), timedelta(hours=4))
+        daily_ = parse_repeating_interval("R/2021-08-15T06:30:00+00:00/P1D")
+        assert daily_ == Repeating(utc(2021, 8, 15, 6, 30), timedelta(days=1))
+        weekly = parse_repeating_interval("R/2019-11-20T08:00:00-08:00/P1W")
+        assert weekly == Repeating(utc(2019, 11, 20, 16), timedelta(weeks=1))
+        assert not hourly.on_the_wall_clock
+        assert daily_.on_the_wall_clock
+
+    def test_sub_day_periods_step_elapsed_time(self) -> None:
+        """PT4H from 22:00 UTC steps 4 elapsed hours across Berlin's spring-forward night."""
+        schedule = one_part(
+            "W. Europe Standard Time", parse_repeating_interval("R/2021-08-15T22:00:00+00:00/PT4H")
+        )
+        runs = [r.at for r in expected_runs(schedule, utc(2026, 3, 28, 20), utc(2026, 3, 29, 12))]
+        assert runs == [
+            utc(2026, 3, 28, 22),
+            utc(2026, 3, 29, 2),
+            utc(2026, 3, 29, 6),
+            utc(2026, 3, 29, 10),
+        ]
+
+    def test_daily_keeps_the_wall_clock_time(self) -> None:
+        """P1D anchored at 08:30 CEST stays at 08:30 local in winter (07:30 UTC)."""
+        schedule = one_part(
+            "W. Europe Standard Time", parse_repeating_interval("R/2021-08-15T06:30:00+00:00/P1D")
+        )
+        runs = [r.at for r in expected_runs(schedule, utc(2026, 3, 27), utc(2026, 3, 30))]
+        assert runs == [utc(2026, 3, 27, 7, 30), utc(2026, 3, 28, 7, 30), utc(2026, 3, 29, 6, 30)]
+
+    def test_weekly_keeps_its_weekday(self) -> None:
+        """P1W from a Wednesday runs on Wednesdays only."""
+        schedule = one_part(
+            "Pacific Standard Time", parse_repeating_interval("R/2019-11-20T08:00:00-08:00/P1W")
+        )
+        runs = expected_runs(schedule, utc(2026, 1, 1), utc(2026, 3, 1))
+        assert len(runs) == 8
+        assert {r.at.astimezone(schedule.zone).weekday() for r in runs} == {2}
+        assert {r.at.astimezone(schedule.zone).hour for r in runs} == {8}
+
+    def test_with_a_zone_the_start_is_its_wall_clock(self) -> None:
+        """Given the policy's zone, the written date and time are local and the offset is
+        ignored; in a gap, the gap's end."""
+        berlin = windows_zone("W. Europe Standard Time")
+        cadence = parse_repeating_interval("R/2022-05-31T23:30:00+01:00/P1D", zone=berlin)
+        assert cadence.anchor == utc(2022, 5, 31, 21, 30)
+        cadence = parse_repeating_interval("R/2026-03-29T02:30:00+00:00/PT4H", zone=berlin)
+        assert cadence.anchor == utc(2026, 3, 29, 1)
+
+    def test_an_anchor_in_a_gap_keeps_its_written_time(self) -> None:
+        """P1D written at 02:30 on Berlin's spring-forward day: 03:00 that day, 02:30 after."""
+        berlin = windows_zone("W. Europe Standard Time")
+        cadence = parse_repeating_interval("R/2026-03-29T02:30:00+01:00/P1D", zone=berlin)
+        schedule = one_part("W. Europe Standard Time", cadence)
+        runs = [r.at for r in expected_runs(schedule, utc(2026, 3, 28), utc(2026, 3, 31))]
+        assert runs == [utc(2026, 3, 29, 1), utc(2026, 3, 30, 0, 30)]
+
+    def test_nothing_before_the_anchor_and_counts_end(self) -> None:
+        """Runs start at the anchor; R3 stops after three."""
+        schedule = one_part("UTC", parse_repeating_interval("R3/2026-01-01T00:00:00Z/PT6H"))
+        runs = [r.at for r in expected_runs(schedule, utc(2025, 12, 31), utc(2026, 1, 3))]
+        assert runs == [utc(2026, 1, 1), utc(2026, 1, 1, 6), utc(2026, 1, 1, 12)]
+        schedule = one_part("UTC", parse_repeating_interval("R2/2026-01-01T05:00:00Z/P1D"))
+        runs = [r.at for r in expected_runs(schedule, utc(2025, 12, 31), utc(2026, 1, 9))]
+        assert runs == [utc(2026, 1, 1, 5), utc(2026, 1, 2, 5)]
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            5,
+            "",
+            "R/2021-08-15T22:00:00Z",
+            "R/not-a-time/PT4H",
+            "R/2021-08-15T22:00:00Z/P1M",
+            "R/2021-08-15T22:00:00Z/P1Y",
+            "R/2021-08-15T22:00:00Z/P1DT2H",
+            "R/2021-08-15T22:00:00Z/PT0H",
+            "R/2021-08-15T22:00:00Z/PT24H",
+            "R0/2021-08-15T22:00:00Z/P1D",
+            "2021-08-15T22:00:00Z/P1D",
+        ],
+    )
+    def test_refused(self, text: object) -> None:
+        """Anything but R[n]/start/period with a fixed period is a ParseError at the path."""
+        with pytest.raises(ParseError) as caught:
+            parse_repeating_interval(text, path="here")
+        assert caught.value.path == "here"
+
+    @PROPERTY
+    @given(
+        anchor=st.datetimes(naive(2000, 1, 1), naive(2037, 1, 1), timezones=st.just(UTC)),
+        minutes=st.integers(1, 1439),
+        start=st.datetimes(naive(2000, 1, 1), naive(2037, 1, 1), timezones=st.just(UTC)),
+        span=st.integers(0, 3 * 1440),
+        cut=st.floats(0, 1),
+    )
+    def test_sub_day_runs_are_an_even_cadence_from_the_anchor(
+        self, anchor: datetime, minutes: int, start: datetime, span: int, cut: float
+    ) -> None:
+        """Sub-day runs are the anchor plus whole periods, never before it; ranges add up."""
+        period = timedelta(minutes=minutes)
+        schedule = one_part("Pacific Standard Time", Repeating(anchor, period))
+        end = start + timedelta(minutes=span)
+        runs = [r.at for r in expected_runs(schedule, start, end)]
+        assert all(start <= r < end and r >= anchor for r in runs)
+        assert all((r - anchor) % period == timedelta(0) for r in runs)
+        assert all(b - a == period for a, b in itertools.pairwise(runs))
+        first = max(start, anchor)
+        if first < end:
+            assert (runs[0] if runs else end) - first < period
+        middle = start + (end - start) * cut
+        assert expected_runs(schedule, start, end) == expected_runs(
+            schedule, start, middle
+        ) + expected_runs(schedule, middle, end)
+
+    @PROPERTY
+    @given(
+        zone_name=st.sampled_from(zones_with_changes()),
+        days=st.sampled_from([1, 2, 7, 14]),
+        anchor=st.datetimes(naive(2000, 1, 1), naive(2030, 1, 1), timezones=st.just(UTC)),
+        offset_days=st.integers(0, 3000),
+        span=st.integers(0, 20 * 1440),
+    )
+    def test_whole_days_are_at_the_anchor_wall_time(
+        self, zone_name: str, days: int, anchor: datetime, offset_days: int, span: int
+    ) -> None:
+        """Whole-day periods run every n-th local day from the anchor's, at its wall time (or
+        the gap's end), as the oracle puts it."""
+        zone = windows_zone(zone_name)
+        schedule = one_part(zone_name, Repeating(anchor, timedelta(days=days)))
+        start = anchor + timedelta(days=offset_days)
+        end = start + timedelta(minutes=span)
+        runs = [r.at for r in expected_runs(schedule, start, end)]
+        local_anchor = anchor.astimezone(zone)
+        wall = local_anchor.time().replace(tzinfo=None, fold=0)
+        wanted = set()
+        day = start.astimezone(zone).date() - timedelta(days=2)
+        while day <= end.astimezone(zone).date() + timedelta(days=1):
+            if (day - local_anchor.date()).days % days == 0:
+                at = oracle_instant(datetime.combine(day, wall), zone)
+                if start <= at < end and at >= anchor:
+                    wanted.add(at)
+            day += timedelta(days=1)
+        assert set(runs) == wanted
+        assert runs == sorted(runs)
