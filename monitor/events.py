@@ -38,12 +38,15 @@ from monitor.errors import SinkError
 
 __all__ = [
     "BACKUP_MISSED_EVENT_TYPE",
+    "ERROR_STATES",
     "EVENT_SCHEMA_VERSION",
     "EVENT_TYPE",
     "EVENT_TYPES",
+    "HEALTHY_STATUSES",
     "ITEM_EVENT_TYPES",
     "JOB_EVENT_TYPES",
     "LONG_RUNNING_EVENT_TYPE",
+    "PROTECTED_STATES",
     "PROTECTION_CHANGED_EVENT_TYPE",
     "RECOVERY_BYTES",
     "RPO_BREACHED_EVENT_TYPE",
@@ -55,6 +58,7 @@ __all__ = [
     "event_id_of",
     "event_schema",
     "format_event_time",
+    "protection_verdict",
     "read_recent_events",
     "render_change",
     "render_event",
@@ -86,6 +90,21 @@ JOB_EVENT_TYPES: Final = (EVENT_TYPE, LONG_RUNNING_EVENT_TYPE)
 """The `backup_job.*` types: events with a `job` object."""
 EVENT_TYPES: Final = (*JOB_EVENT_TYPES, *ITEM_EVENT_TYPES)
 """Every type of schema v1 event the monitor writes."""
+
+PROTECTED_STATES: Final = frozenset(
+    {"protected", "irpending", "protectionconfigured", "configuringprotection"}
+)
+"""Protection states (case-folded) that are protected: Recovery Services `Protected` and
+`IRPending` (the first backup is pending), Backup vault `ProtectionConfigured` and
+`ConfiguringProtection`."""
+ERROR_STATES: Final = frozenset({"protectionerror", "configuringprotectionfailed"})
+"""Protection states (case-folded) that are an error, not a stop."""
+HEALTHY_STATUSES: Final = frozenset(
+    {"passed", "actionsuggested", "healthy", "protectionconfigured", "configuringprotection"}
+)
+"""Health statuses (case-folded) that are healthy: Recovery Services `Passed` and
+`ActionSuggested`, Backup vault `ProtectionConfigured` and `ConfiguringProtection`."""
+
 _SCHEMA_DIR: Final = "schema"
 _EVENT_SCHEMA_FILE: Final = "backup_job_event.v1.json"
 _CLOUDEVENT_SCHEMA_FILE: Final = "backup_job_cloudevent.v1.json"
@@ -375,6 +394,34 @@ def render_change(
     if isinstance(change, LongRunning):
         return render_long_running(change, vault=vault, emitted_at=emitted_at)
     return render_item_event(change, vault=vault, emitted_at=emitted_at)
+
+
+def protection_verdict(state: object, health: object) -> tuple[bool | None, bool | None]:
+    """What a `protection` object's `state` and `health` say: (stopped, in error), each None
+    where they do not say (null values).
+
+    Stopped: the state is neither protected (`PROTECTED_STATES`) nor an error
+    (`ERROR_STATES`). In error: the state is an error, or the item is not stopped and its health
+    is not healthy (`HEALTHY_STATUSES`). Case is ignored; an unknown state counts as stopped, an
+    unknown health as unhealthy.
+    """
+    folded_state = state.casefold() if isinstance(state, str) and state else None
+    folded_health = health.casefold() if isinstance(health, str) and health else None
+    stopped = (
+        None
+        if folded_state is None
+        else folded_state not in PROTECTED_STATES and folded_state not in ERROR_STATES
+    )
+    error: bool | None
+    if folded_state in ERROR_STATES:
+        error = True
+    elif stopped:
+        error = False  # a stopped item's health says nothing more
+    elif folded_health is not None:
+        error = folded_health not in HEALTHY_STATUSES
+    else:
+        error = None if folded_state is None else False
+    return stopped, error
 
 
 def _rpo(

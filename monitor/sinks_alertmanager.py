@@ -42,6 +42,7 @@ from monitor.events import (
     RPO_BREACHED_EVENT_TYPE,
     RPO_RESTORED_EVENT_TYPE,
     format_event_time,
+    protection_verdict,
 )
 from monitor.outbox import OutboxEvent
 from monitor.sink_http import post
@@ -50,12 +51,9 @@ __all__ = [
     "ALERT_MAPPERS",
     "ALERT_NAMES",
     "BACKUP_MISSED",
-    "ERROR_STATES",
-    "HEALTHY_STATUSES",
     "HOLD_S",
     "JOB_LONG_RUNNING",
     "OWN_LABELS",
-    "PROTECTED_STATES",
     "PROTECTION_ERROR",
     "PROTECTION_STOPPED",
     "RPO_BREACHED",
@@ -104,17 +102,6 @@ JOB_LONG_RUNNING: Final = "BackupJobLongRunning"
 HOLD_S: Final = 365 * 86_400.0
 """How far ahead `endsAt` is for a condition that lasts until an event ends it: a year, so an
 alert whose ending event never comes (the item was deleted) still resolves some day."""
-
-PROTECTED_STATES: Final = frozenset({"protected", "irpending", "protectionconfigured"})
-"""Protection states (case-folded) that are protected: Recovery Services `Protected` and
-`IRPending` (the first backup is pending), Backup vault `ProtectionConfigured`."""
-ERROR_STATES: Final = frozenset({"protectionerror", "configuringprotectionfailed"})
-"""Protection states (case-folded) that are an error, not a stop."""
-HEALTHY_STATUSES: Final = frozenset(
-    {"passed", "actionsuggested", "healthy", "protectionconfigured", "configuringprotection"}
-)
-"""Health statuses (case-folded) that are healthy: Recovery Services `Passed` and
-`ActionSuggested`, Backup vault `ProtectionConfigured` and `ConfiguringProtection`."""
 
 OWN_LABELS: Final = (
     "alertname",
@@ -459,41 +446,18 @@ def rpo_alerts(event: Mapping[str, Any], options: AlertOptions) -> list[Alert]:
     return [_item_alert(event, RPO_BREACHED, annotations, breached, ends, options)]
 
 
-def _protection_verdicts(state: object, health: object) -> tuple[bool | None, bool | None]:
-    """(stopped, error) of a protection state and health; None where they do not say."""
-    folded_state = state.casefold() if isinstance(state, str) and state else None
-    folded_health = health.casefold() if isinstance(health, str) and health else None
-    stopped = (
-        None
-        if folded_state is None
-        else folded_state not in PROTECTED_STATES and folded_state not in ERROR_STATES
-    )
-    error: bool | None
-    if folded_state in ERROR_STATES:
-        error = True
-    elif stopped:
-        error = False  # a stopped item's health says nothing more
-    elif folded_health is not None:
-        error = folded_health not in HEALTHY_STATUSES
-    else:
-        error = None if folded_state is None else False
-    return stopped, error
-
-
 def protection_alerts(event: Mapping[str, Any], options: AlertOptions) -> list[Alert]:
     """The alerts of one `backup_item.protection_changed` event.
 
-    `BackupProtectionStopped` fires while the state is known and neither protected
-    (`PROTECTED_STATES`) nor an error (`ERROR_STATES`); `BackupProtectionError` while the state is
-    an error, or the item is not stopped and its health is known and not healthy
-    (`HEALTHY_STATUSES`). Each fires from the event's time, held (`HOLD_S`) until an event
-    of the item says it is over, which resolves it at that event's time. A state or health that
-    is null decides nothing.
+    `BackupProtectionStopped` fires while the item is stopped, `BackupProtectionError` while it
+    is in error (`monitor.events.protection_verdict`). Each fires from the event's time, held
+    (`HOLD_S`) until an event of the item says it is over, which resolves it at that event's
+    time. A state or health that is null decides nothing.
     """
     protection = event["protection"]
     name = _item_name(event["item"])
     at = _time(event["time"])
-    stopped, error = _protection_verdicts(protection["state"], protection["health"])
+    stopped, error = protection_verdict(protection["state"], protection["health"])
     was = (
         f"{protection['previous_state'] or 'unknown'}/{protection['previous_health'] or 'unknown'}"
     )

@@ -1131,6 +1131,8 @@ class TestItemMapping:
             ("Protected", "Passed", False, False),
             ("IRPending", "Passed", False, False),
             ("ProtectionConfigured", "ProtectionConfigured", False, False),
+            ("ConfiguringProtection", "ConfiguringProtection", False, False),
+            ("ProtectionConfigured", "ConfiguringProtectionFailed", False, True),
             ("protected", "ActionSuggested", False, False),
             ("Protected", "ActionRequired", False, True),
             ("ProtectionError", "Passed", False, True),
