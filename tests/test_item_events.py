@@ -3,9 +3,11 @@ shipped schema, CloudEvents and read-back."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -585,3 +587,33 @@ class TestWireAndReadBack:
         schema_types = EVENT_VALIDATOR.schema["properties"]["event"]["enum"]
         assert sorted(schema_types) == sorted(EVENT_TYPES)
         assert set(ITEM_EVENT_TYPES) == {t for t in EVENT_TYPES if t.startswith("backup_item.")}
+
+
+class TestDocs:
+    """docs/events.md documents the new types as the code writes them."""
+
+    TEXT = (Path(__file__).resolve().parents[1] / "docs" / "events.md").read_text(encoding="utf-8")
+
+    def test_the_missed_run_sample_is_what_the_code_renders(self) -> None:
+        """The sample line validates and is exactly the rendering of `missed()`."""
+        start = self.TEXT.index("<!-- sample-event-backup-missed -->")
+        line = self.TEXT[start:].split("```json\n", 1)[1].split("\n```", 1)[0]
+        assert "\n" not in line
+        sample = orjson.loads(line)
+        EVENT_VALIDATOR.validate(sample)
+        assert line == orjson.dumps(rendered(missed())).decode()
+
+    @pytest.mark.parametrize("name", ["item", "expected_run", "rpo", "protection", "long_running"])
+    def test_every_field_of_the_schema_is_documented(self, name: str) -> None:
+        """Each key of each new object has a row in its table of docs/events.md."""
+        section = self.TEXT.split(f"### `{name}`", 1)[1].split("\n### ", 1)[0]
+        rows = [line for line in section.splitlines() if line.startswith("| `")]
+        documented = {key for row in rows for key in re.findall(r"`([a-z_]+)`", row.split("|")[1])}
+        keys = set(EVENT_VALIDATOR.schema["$defs"][name]["properties"])
+        assert keys <= documented
+
+    def test_every_type_is_documented(self) -> None:
+        """Each event type has a row in the table of when it is emitted, and its event_id."""
+        for kind in EVENT_TYPES[1:]:
+            assert f"| `{kind}` |" in self.TEXT
+        assert "| `protected_item_id` |" in self.TEXT
