@@ -546,8 +546,8 @@ class EmittedEvent:
     @classmethod
     def of(cls, event: Mapping[str, object]) -> EmittedEvent:
         """What a rendered event reports. An event of another type than `EVENT_TYPE` (an item
-        event, a long-running job) reports its type, the empty, unknown status and its lag;
-        so does a state change without a job status, with no lag."""
+        event, a long-running job) reports its type, its lag and the empty, unknown status; a
+        state change without a job status reports the unknown status and no lag."""
         kind = event.get("event", EVENT_TYPE)
         kind = kind if isinstance(kind, str) else ""
         lag = event.get("detection_lag_s")
