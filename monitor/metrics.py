@@ -343,8 +343,11 @@ class Metrics:
         self.poll_duration.observe(max(duration_s, 0.0))
 
     def events_emitted(self, events: Iterable[EmittedEvent]) -> None:
-        """Count emitted events by status (`other` for an unknown one) and record their lag."""
+        """Count emitted job state changes by status (`other` for an unknown one) and record their
+        lag; events of other types (items, long-running jobs) are not job state changes."""
         for event in events:
+            if not event.is_state_change:
+                continue
             status = event.status
             self.events.labels(status.value if status.is_known else "other").inc()
             if event.detection_lag_s is not None:

@@ -2,8 +2,9 @@
 
 # Rules:
 # - Pure: nothing here awaits, logs or reads the clock. `render_bodies` is total over any event
-#   the outbox holds: an event of another type (issue 13's `backup_item.*`), or one missing the
-#   fields a chat message shows, renders a generic message instead of raising.
+#   the outbox holds: each type of ours has its own message (`_FACTS_OF`); an event of a type
+#   we do not know, or one missing the fields its message shows, renders a generic message
+#   instead of raising.
 # - `json` and `cloudevents` carry the whole batch in one body; `slack` and `teams` carry one
 #   event per body (a chat message per job), so a failure part-way reports how far it got.
 # - Every value that came from Azure is escaped for the chat format that shows it (Slack
@@ -21,7 +22,15 @@ from typing import Any, Final
 import orjson
 
 from monitor.config_sinks import WebhookFormat
-from monitor.events import to_cloudevent
+from monitor.events import (
+    BACKUP_MISSED_EVENT_TYPE,
+    LONG_RUNNING_EVENT_TYPE,
+    PROTECTION_CHANGED_EVENT_TYPE,
+    RPO_BREACHED_EVENT_TYPE,
+    RPO_RESTORED_EVENT_TYPE,
+    protection_verdict,
+    to_cloudevent,
+)
 from monitor.outbox import OutboxEvent
 
 __all__ = [
@@ -172,7 +181,12 @@ def _cloudevent(event: Mapping[str, Any]) -> dict[str, object]:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Facts:
-    """The fields of an event a person reads, as plain text (not yet escaped or cut)."""
+    """The fields of an event a person reads, as plain text (not yet escaped or cut).
+
+    `outcome` is a job's (`job.outcome`), or for other events the one whose icon and colour fit:
+    `failed` for a problem, `succeeded` for its end, `succeeded_with_warnings` for a warning;
+    None for a message that only informs.
+    """
 
     title: str
     outcome: str | None
@@ -206,6 +220,16 @@ def _duration(value: object) -> str | None:
 
 
 def _facts_of(event: Mapping[str, Any]) -> _Facts:
+    facts_of = _FACTS_OF.get(str(event.get("event")))
+    if facts_of is not None:
+        try:
+            return facts_of(event)
+        except (KeyError, TypeError, AttributeError):
+            pass  # not the shape of its type: the generic message below
+    return _job_facts_of(event)
+
+
+def _job_facts_of(event: Mapping[str, Any]) -> _Facts:
     vault = event.get("vault")
     vault = vault if isinstance(vault, Mapping) else {}
     job = event.get("job")
@@ -287,6 +311,151 @@ def _facts_of(event: Mapping[str, Any]) -> _Facts:
         vault_id=vault_id,
         time=time,
     )
+
+
+def _item_facts(
+    event: Mapping[str, Any],
+    *,
+    title: str,
+    outcome: str | None,
+    facts: list[tuple[str, str | None]],
+) -> _Facts:
+    """The facts of an item event: the vault and the item first, then `facts` (unknown values
+    left out)."""
+    vault: Mapping[str, Any] = event["vault"]
+    item: Mapping[str, Any] = event["item"]
+    vault_id = _text(vault.get("id"))
+    shown: list[tuple[str, str | None]] = [
+        ("Vault", _text(vault.get("name")) or vault_id or "unknown"),
+        ("Item", _item_name(item) or "unknown"),
+        *facts,
+        ("Datasource type", _text(item.get("datasource_type"))),
+        ("Policy", _text(item.get("policy_name"))),
+        ("Item id", _text(item.get("id"))),
+    ]
+    return _Facts(
+        title=title,
+        outcome=outcome,
+        is_job=True,
+        facts=tuple((name, value) for name, value in shown if value),
+        error_message=None,
+        recommendation=None,
+        more_errors=0,
+        vault_id=vault_id,
+        time=_text(event.get("time")),
+    )
+
+
+def _item_name(item: Mapping[str, Any]) -> str | None:
+    return _text(item.get("friendly_name")) or _text(item.get("name"))
+
+
+def _missed_facts(event: Mapping[str, Any]) -> _Facts:
+    run: Mapping[str, Any] = event["expected_run"]
+    name = _item_name(event["item"]) or "an item"
+    kind = _text(run.get("kind")) or "scheduled"
+    return _item_facts(
+        event,
+        title=f"Backup missed: {name} (the {kind} run due {_text(run.get('due_time'))})",
+        outcome="failed",
+        facts=[
+            ("Run due", _text(run.get("due_time"))),
+            ("Deadline", _text(run.get("deadline"))),
+            ("Run kind", kind),
+            ("Time zone", _text(run.get("time_zone"))),
+        ],
+    )
+
+
+def _rpo_facts(event: Mapping[str, Any]) -> _Facts:
+    rpo: Mapping[str, Any] = event["rpo"]
+    name = _item_name(event["item"]) or "an item"
+    restored = event.get("event") == RPO_RESTORED_EVENT_TYPE
+    title = f"Recovery point fresh again: {name}" if restored else f"Recovery point too old: {name}"
+    return _item_facts(
+        event,
+        title=title,
+        outcome="succeeded" if restored else "failed",
+        facts=[
+            ("Last recovery point", _text(rpo.get("last_recovery_point"))),
+            ("Age", _duration(rpo.get("age_s"))),
+            ("Allowed", _duration(rpo.get("allowed_s"))),
+            ("Breached at", _text(rpo.get("breached_at"))),
+        ],
+    )
+
+
+def _protection_facts(event: Mapping[str, Any]) -> _Facts:
+    protection: Mapping[str, Any] = event["protection"]
+    name = _item_name(event["item"]) or "an item"
+    stopped, error = protection_verdict(protection.get("state"), protection.get("health"))
+    if stopped or error:
+        outcome: str | None = "failed"
+        word = "stopped" if stopped else "error"
+    elif stopped is False or error is False:
+        outcome, word = "succeeded", "back"
+    else:
+        outcome, word = None, "changed"
+    was = _text(protection.get("previous_state")) or "unknown"
+    now = _text(protection.get("state")) or "unknown"
+    return _item_facts(
+        event,
+        title=f"Protection {word}: {name} ({was} → {now})",
+        outcome=outcome,
+        facts=[
+            ("State", _text(protection.get("state"))),
+            ("Previous state", _text(protection.get("previous_state"))),
+            ("Health", _text(protection.get("health"))),
+            ("Previous health", _text(protection.get("previous_health"))),
+        ],
+    )
+
+
+def _long_running_facts(event: Mapping[str, Any]) -> _Facts:
+    job: Mapping[str, Any] = event["job"]
+    vault: Mapping[str, Any] = event["vault"]
+    why: Mapping[str, Any] = event["long_running"]
+    operation = _text(job.get("operation")) or _text(job.get("type")) or "Job"
+    entity = _text(job.get("entity"))
+    elapsed = _duration(why.get("elapsed_s")) or "long"
+    title = f"{operation} running for {elapsed}" + (f": {entity}" if entity else "")
+    reason = _text(why.get("reason"))
+    threshold = _duration(why.get("threshold_s"))
+    if threshold and reason == "median":
+        median = _duration(why.get("median_s"))
+        threshold += f" ({_text(why.get('samples'))} recent jobs' median {median})"
+    vault_id = _text(vault.get("id"))
+    facts = [
+        ("Vault", _text(vault.get("name")) or vault_id or "unknown"),
+        ("Entity", entity or "unknown"),
+        ("Operation", operation),
+        ("Status", _text(job.get("status")) or "unknown"),
+        ("Started", _text(job.get("start_time"))),
+        ("Running for", elapsed),
+        ("Threshold", threshold),
+        ("Job id", _text(job.get("id"))),
+    ]
+    return _Facts(
+        title=title,
+        outcome="succeeded_with_warnings",
+        is_job=True,
+        facts=tuple((name, value) for name, value in facts if value),
+        error_message=None,
+        recommendation=None,
+        more_errors=0,
+        vault_id=vault_id,
+        time=_text(event.get("time")),
+    )
+
+
+_FACTS_OF: Final[Mapping[str, Callable[[Mapping[str, Any]], _Facts]]] = {
+    BACKUP_MISSED_EVENT_TYPE: _missed_facts,
+    RPO_BREACHED_EVENT_TYPE: _rpo_facts,
+    RPO_RESTORED_EVENT_TYPE: _rpo_facts,
+    PROTECTION_CHANGED_EVENT_TYPE: _protection_facts,
+    LONG_RUNNING_EVENT_TYPE: _long_running_facts,
+}
+"""The message of each event type but a job's state change (`_job_facts_of`)."""
 
 
 def _cut(text: str, limit: int, escape: Callable[[str], str] = str) -> str:

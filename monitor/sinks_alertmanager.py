@@ -1,12 +1,17 @@
-"""The Alertmanager sink: failed, cancelled and warning jobs as alerts (`POST /api/v2/alerts`)."""
+"""The Alertmanager sink: bad job outcomes, missed runs, stale recovery points, stopped protection
+and long-running jobs as alerts (`POST /api/v2/alerts`)."""
 
 # Rules:
 # - Events become alerts through `ALERT_MAPPERS`, one pure function per event type; an event of
-#   a type with no mapper (or of another schema version) passes through without a request. The
-#   next issue's `backup_item.*` events plug in as one more entry.
+#   a type with no mapper (or of another schema version) passes through without a request.
 # - An alert's identity in Alertmanager is its label set: labels hold only what names the item
 #   and the outcome (never a job id or a time), so a repeat of a job's failure, or a re-post of
 #   the same batch, updates one alert. Everything else is an annotation.
+# - A condition that lasts until an event says it ended (an RPO breach, stopped protection, a
+#   long-running job) is posted with `endsAt` `HOLD_S` ahead, and resolved by that event on the
+#   same label set: Alertmanager holds it, not this process, so the sink's restarts change
+#   nothing. The labels of an item event are those a job event of the item can rebuild
+#   (`job.protected_item_id`), so that a success can resolve a missed run.
 # - One batch is one POST (or none); `monitor.sink_http.post` maps the answer to DeliveryError.
 # - The URL (it may hold credentials) is never logged or quoted: errors name the sink.
 
@@ -28,20 +33,40 @@ import orjson
 from monitor.clock import Clock
 from monitor.config_sinks import AlertmanagerSinkSettings
 from monitor.errors import ConfigError, DeliveryError
-from monitor.events import EVENT_SCHEMA_VERSION, EVENT_TYPE, format_event_time
+from monitor.events import (
+    BACKUP_MISSED_EVENT_TYPE,
+    EVENT_SCHEMA_VERSION,
+    EVENT_TYPE,
+    LONG_RUNNING_EVENT_TYPE,
+    PROTECTION_CHANGED_EVENT_TYPE,
+    RPO_BREACHED_EVENT_TYPE,
+    RPO_RESTORED_EVENT_TYPE,
+    format_event_time,
+    protection_verdict,
+)
 from monitor.outbox import OutboxEvent
 from monitor.sink_http import post
 
 __all__ = [
     "ALERT_MAPPERS",
     "ALERT_NAMES",
+    "BACKUP_MISSED",
+    "HOLD_S",
+    "JOB_LONG_RUNNING",
     "OWN_LABELS",
+    "PROTECTION_ERROR",
+    "PROTECTION_STOPPED",
+    "RPO_BREACHED",
     "Alert",
     "AlertOptions",
     "AlertmanagerSink",
     "alerts_of",
+    "backup_missed_alerts",
     "job_state_alerts",
+    "long_running_alerts",
     "portal_link",
+    "protection_alerts",
+    "rpo_alerts",
 ]
 
 ALERT_NAMES: Final[Mapping[str, str]] = MappingProxyType(
@@ -63,6 +88,21 @@ RESOLVED_BY: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
 completed with warnings did back the item up: it resolves failures and cancellations (and fires
 its own warning alert); only a clean success resolves a warning."""
 
+BACKUP_MISSED: Final = "BackupMissed"
+"""A scheduled run passed its deadline with no job (`backup_item.backup_missed`)."""
+RPO_BREACHED: Final = "BackupRpoBreached"
+"""An item's last recovery point is older than allowed, until `backup_item.rpo_restored`."""
+PROTECTION_STOPPED: Final = "BackupProtectionStopped"
+"""An item's protection is stopped, paused or suspended, until it is protected again."""
+PROTECTION_ERROR: Final = "BackupProtectionError"
+"""An item's protection is in error or its health is not healthy, until it is again."""
+JOB_LONG_RUNNING: Final = "BackupJobLongRunning"
+"""A running job passed its threshold (`backup_job.long_running`), until the job ends."""
+
+HOLD_S: Final = 365 * 86_400.0
+"""How far ahead `endsAt` is for a condition that lasts until an event ends it: a year, so an
+alert whose ending event never comes (the item was deleted) still resolves some day."""
+
 OWN_LABELS: Final = (
     "alertname",
     "subscription_id",
@@ -74,6 +114,7 @@ OWN_LABELS: Final = (
     "datasource_type",
     "operation",
     "outcome",
+    "protected_item",
 )
 """The labels the sink sets; `labels` from the settings may not use these names."""
 
@@ -211,9 +252,26 @@ def _item_labels(event: Mapping[str, Any]) -> dict[str, str]:
 def _labels(
     item: Mapping[str, str], outcome: str, options: AlertOptions
 ) -> MappingProxyType[str, str]:
-    labels = {"alertname": ALERT_NAMES[outcome], **item, "outcome": outcome}
+    return _named(ALERT_NAMES[outcome], {**item, "outcome": outcome}, options)
+
+
+def _named(
+    alertname: str, labels: Mapping[str, str], options: AlertOptions
+) -> MappingProxyType[str, str]:
     # Extra labels never override ours (AlertOptions.of refuses their names anyway).
-    return MappingProxyType({**options.labels, **labels})
+    return MappingProxyType({**options.labels, "alertname": alertname, **labels})
+
+
+def _protected_item_labels(vault: Mapping[str, Any], item_id: str) -> dict[str, str]:
+    """The labels naming a protected item: its vault and its lower-cased id (ARM ids are
+    case-insensitive; an item event and a job event of the item may spell them apart)."""
+    labels: dict[str, str] = {}
+    _put(labels, "subscription_id", vault["subscription_id"])
+    _put(labels, "resource_group", vault["resource_group"])
+    _put(labels, "vault", vault["name"])
+    _put(labels, "vault_kind", vault.get("kind") or "recovery_services")
+    _put(labels, "protected_item", item_id.lower())
+    return labels
 
 
 def _annotations(event: Mapping[str, Any], outcome: str) -> dict[str, str]:
@@ -262,7 +320,9 @@ def job_state_alerts(event: Mapping[str, Any], options: AlertOptions) -> list[Al
     A failed, cancelled or warning outcome fires one alert from the job's end (else the event's
     time) until `resolve_after_s` later. With `resolve_on_success`, a success posts a resolving
     alert (`endsAt` = its end) for each bad outcome `RESOLVED_BY` names, on the same item's
-    labels. Any other event (not terminal) has no alerts.
+    labels, and, when the job names its protected item (`job.protected_item_id`), one for the
+    item's `BackupMissed`. Every terminal event resolves `BackupJobLongRunning` on the job's
+    item labels, at the event's time. Any other event (not terminal) has no alerts.
     """
     job, vault = event["job"], event["vault"]
     outcome = job["outcome"]
@@ -271,15 +331,23 @@ def job_state_alerts(event: Mapping[str, Any], options: AlertOptions) -> list[Al
     at = _time(job["end_time"] or event["time"])
     item = _item_labels(event)
     link = portal_link(options.generator_url, vault["id"])
-    alerts: list[Alert] = []
+    resolved = {
+        "summary": f"resolved by the {outcome} job {job['id']}",
+        "job_id": str(job["id"]),
+        "event_id": str(event["event_id"]),
+    }
+    # The end of a long-running job, whatever its outcome; at the event's time, which is on
+    # the monitor's clock like the long-running alert's start (the job's end is on ARM's).
+    emitted = _time(event["time"])
+    alerts = [Alert(_named(JOB_LONG_RUNNING, item, options), resolved, emitted, emitted, link)]
     if options.resolve_on_success:
         for bad in RESOLVED_BY.get(outcome, ()):
-            annotations = {
-                "summary": f"resolved by the {outcome} job {job['id']}",
-                "job_id": str(job["id"]),
-                "event_id": str(event["event_id"]),
-            }
-            alerts.append(Alert(_labels(item, bad, options), annotations, at, at, link))
+            alerts.append(Alert(_labels(item, bad, options), resolved, at, at, link))
+        protected_item = job.get("protected_item_id")
+        if outcome in RESOLVED_BY and isinstance(protected_item, str) and protected_item:
+            # A job of the item that backed it up: its missed run, if any, is over.
+            labels = _protected_item_labels(vault, protected_item)
+            alerts.append(Alert(_named(BACKUP_MISSED, labels, options), resolved, at, at, link))
     if outcome in ALERT_NAMES:
         ends = at + timedelta(seconds=options.resolve_after_s)
         annotations = _annotations(event, outcome)
@@ -289,7 +357,177 @@ def job_state_alerts(event: Mapping[str, Any], options: AlertOptions) -> list[Al
     return alerts
 
 
-ALERT_MAPPERS: Final[Mapping[str, AlertMapper]] = MappingProxyType({EVENT_TYPE: job_state_alerts})
+def _item_annotations(event: Mapping[str, Any], summary: str) -> dict[str, str]:
+    item, vault = event["item"], event["vault"]
+    annotations: dict[str, str] = {"summary": summary}
+    _put(annotations, "item_id", item["id"])
+    _put(annotations, "item_name", item["name"])
+    _put(annotations, "entity", item["friendly_name"])
+    _put(annotations, "datasource_type", item["datasource_type"])
+    _put(annotations, "datasource_id", item["datasource_id"])
+    _put(annotations, "policy_name", item["policy_name"])
+    _put(annotations, "protection_state", item["protection_state"])
+    _put(annotations, "health_status", item["health_status"])
+    _put(annotations, "last_recovery_point", item["last_recovery_point"])
+    _put(annotations, "vault_id", vault["id"])
+    _put(annotations, "event_id", event["event_id"])
+    return annotations
+
+
+def _item_name(item: Mapping[str, Any]) -> str:
+    return str(item["friendly_name"] or item["name"])
+
+
+def _item_alert(
+    event: Mapping[str, Any],
+    alertname: str,
+    annotations: Mapping[str, str],
+    starts_at: datetime,
+    ends_at: datetime,
+    options: AlertOptions,
+) -> Alert:
+    vault = event["vault"]
+    labels = _named(alertname, _protected_item_labels(vault, event["item"]["id"]), options)
+    link = portal_link(options.generator_url, vault["id"])
+    return Alert(labels, MappingProxyType(dict(annotations)), starts_at, ends_at, link)
+
+
+def backup_missed_alerts(event: Mapping[str, Any], options: AlertOptions) -> list[Alert]:
+    """The alert of one `backup_item.backup_missed` event: `BackupMissed` fires from the run's
+    deadline until `resolve_after_s` later, unless a success of the item resolves it first
+    (see `job_state_alerts`)."""
+    run, vault = event["expected_run"], event["vault"]
+    deadline = _time(run["deadline"])
+    name = _item_name(event["item"])
+    annotations = _item_annotations(
+        event, f"The {run['kind']} run of {name} due at {run['due_time']} did not start"
+    )
+    annotations["description"] = (
+        f"No job of {name} started for the {run['kind']} run that policy {run['policy_name']} "
+        f"(zone {run['time_zone'] or 'unknown'}) scheduled at {run['due_time']}, by its "
+        f"deadline {run['deadline']}, in vault {vault['name']} (resource group "
+        f"{vault['resource_group']}, subscription {vault['subscription_id']})"
+    )
+    _put(annotations, "due_time", run["due_time"])
+    _put(annotations, "deadline", run["deadline"])
+    _put(annotations, "run_kind", run["kind"])
+    _put(annotations, "time_zone", run["time_zone"])
+    ends = deadline + timedelta(seconds=options.resolve_after_s)
+    return [_item_alert(event, BACKUP_MISSED, annotations, deadline, ends, options)]
+
+
+def rpo_alerts(event: Mapping[str, Any], options: AlertOptions) -> list[Alert]:
+    """The alert of a `backup_item.rpo_breached` or `backup_item.rpo_restored` event.
+
+    A breach fires `BackupRpoBreached` from `rpo.breached_at`, held (`HOLD_S`) until the item's
+    restore resolves it at the restore event's time.
+    """
+    rpo = event["rpo"]
+    name = _item_name(event["item"])
+    emitted = _time(event["time"])
+    if event["event"] == RPO_RESTORED_EVENT_TYPE:
+        annotations = _item_annotations(
+            event, f"The recovery point of {name} is fresh again ({rpo['last_recovery_point']})"
+        )
+        return [_item_alert(event, RPO_BREACHED, annotations, emitted, emitted, options)]
+    breached = _time(rpo["breached_at"])
+    annotations = _item_annotations(
+        event, f"The last recovery point of {name} is older than allowed"
+    )
+    annotations["description"] = (
+        f"The last recovery point of {name} ({rpo['last_recovery_point']}) is "
+        f"{rpo['age_s']} s old; at most {rpo['allowed_s']} s is allowed (since "
+        f"{rpo['breached_at']}), in vault {event['vault']['name']}"
+    )
+    _put(annotations, "allowed_s", rpo["allowed_s"])
+    _put(annotations, "age_s", rpo["age_s"])
+    _put(annotations, "breached_at", rpo["breached_at"])
+    ends = breached + timedelta(seconds=HOLD_S)
+    return [_item_alert(event, RPO_BREACHED, annotations, breached, ends, options)]
+
+
+def protection_alerts(event: Mapping[str, Any], options: AlertOptions) -> list[Alert]:
+    """The alerts of one `backup_item.protection_changed` event.
+
+    `BackupProtectionStopped` fires while the item is stopped, `BackupProtectionError` while it
+    is in error (`monitor.events.protection_verdict`). Each fires from the event's time, held
+    (`HOLD_S`) until an event of the item says it is over, which resolves it at that event's
+    time. A state or health that is null decides nothing.
+    """
+    protection = event["protection"]
+    name = _item_name(event["item"])
+    at = _time(event["time"])
+    stopped, error = protection_verdict(protection["state"], protection["health"])
+    was = (
+        f"{protection['previous_state'] or 'unknown'}/{protection['previous_health'] or 'unknown'}"
+    )
+    now_is = f"{protection['state'] or 'unknown'}/{protection['health'] or 'unknown'}"
+    alerts: list[Alert] = []
+    for alertname, firing, what in (
+        (PROTECTION_STOPPED, stopped, "is not protected"),
+        (PROTECTION_ERROR, error, "is in error"),
+    ):
+        if firing is None:
+            continue
+        if firing:
+            annotations = _item_annotations(event, f"The protection of {name} {what}: {now_is}")
+            annotations["description"] = (
+                f"The protection state/health of {name} changed from {was} to {now_is} in "
+                f"vault {event['vault']['name']}"
+            )
+            _put(annotations, "previous_state", protection["previous_state"])
+            _put(annotations, "previous_health", protection["previous_health"])
+            ends = at + timedelta(seconds=HOLD_S)
+        else:
+            annotations = _item_annotations(event, f"The protection of {name} is back: {now_is}")
+            ends = at
+        alerts.append(_item_alert(event, alertname, annotations, at, ends, options))
+    return alerts
+
+
+def long_running_alerts(event: Mapping[str, Any], options: AlertOptions) -> list[Alert]:
+    """The alert of one `backup_job.long_running` event: `BackupJobLongRunning` fires on the
+    job's item labels (those of its failures) from the event's time, held (`HOLD_S`) until the
+    job's terminal event resolves it (see `job_state_alerts`)."""
+    job, vault, why = event["job"], event["vault"], event["long_running"]
+    at = _time(event["time"])
+    operation = job["operation"] or job["type"]
+    entity = job["entity"] or "an item"
+    annotations: dict[str, str] = {
+        "summary": f"{operation} of {entity} has run for {why['elapsed_s']} s in vault "
+        f"{vault['name']}",
+        "description": (
+            f"Azure Backup job {job['id']} ({job['type']}, {operation}) of {entity} in vault "
+            f"{vault['name']} started at {job['start_time']} and is still {job['status']} after "
+            f"{why['elapsed_s']} s; its threshold is {why['threshold_s']} s ({why['reason']})"
+        ),
+    }
+    _put(annotations, "job_id", job["id"])
+    _put(annotations, "job_resource_id", job["resource_id"])
+    _put(annotations, "start_time", job["start_time"])
+    _put(annotations, "elapsed_s", why["elapsed_s"])
+    _put(annotations, "threshold_s", why["threshold_s"])
+    _put(annotations, "reason", why["reason"])
+    _put(annotations, "median_s", why["median_s"])
+    _put(annotations, "protected_item_id", job.get("protected_item_id"))
+    _put(annotations, "vault_id", vault["id"])
+    _put(annotations, "event_id", event["event_id"])
+    labels = _named(JOB_LONG_RUNNING, _item_labels(event), options)
+    link = portal_link(options.generator_url, vault["id"])
+    ends = at + timedelta(seconds=HOLD_S)
+    return [Alert(labels, MappingProxyType(annotations), at, ends, link)]
+
+
+ALERT_MAPPERS: Final[Mapping[str, AlertMapper]] = MappingProxyType(
+    {
+        EVENT_TYPE: job_state_alerts,
+        LONG_RUNNING_EVENT_TYPE: long_running_alerts,
+        BACKUP_MISSED_EVENT_TYPE: backup_missed_alerts,
+        RPO_BREACHED_EVENT_TYPE: rpo_alerts,
+        RPO_RESTORED_EVENT_TYPE: rpo_alerts,
+        PROTECTION_CHANGED_EVENT_TYPE: protection_alerts,
+    }
+)
 """Event type → its mapper. Types not here pass through the sink without a request."""
 
 

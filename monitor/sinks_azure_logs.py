@@ -105,6 +105,27 @@ ROW_COLUMNS: Final = (
     "Location",
     "VaultKind",
     "DetectionLagSeconds",
+    "ProtectedItemId",
+    "ItemName",
+    "ProtectionState",
+    "PreviousProtectionState",
+    "HealthStatus",
+    "PreviousHealthStatus",
+    "LastBackupTime",
+    "LastRecoveryPoint",
+    "PolicyId",
+    "RunDueTime",
+    "RunDeadline",
+    "RunKind",
+    "PolicyTimeZone",
+    "RpoAllowedSeconds",
+    "RpoAgeSeconds",
+    "RpoBreachedAt",
+    "ElapsedSeconds",
+    "ThresholdSeconds",
+    "LongRunningReason",
+    "MedianSeconds",
+    "MedianSamples",
     "Event",
 )
 """The columns of every row, in order (the stream declaration of docs/azure-monitor-logs)."""
@@ -124,10 +145,28 @@ def _parse_time(text: object) -> datetime | None:
         return None
 
 
+def _object(event: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = event.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
 def event_row(event: Mapping[str, Any], *, now: datetime) -> dict[str, Any]:
-    """The table row of one schema v1 event, as of `now` (whether it will be restamped)."""
-    job: Mapping[str, Any] = event.get("job") or {}
-    vault: Mapping[str, Any] = event.get("vault") or {}
+    """The table row of one schema v1 event, as of `now` (whether it will be restamped).
+
+    A job event fills the job's columns; an item event (no `job`) fills `Entity`,
+    `BackupManagementType`, `DatasourceType`, `DatasourceId` and `PolicyName` from its `item`.
+    Each type's own object fills its columns (`expected_run` the `Run…` ones, `rpo` the `Rpo…`
+    ones, `protection` the protection states, `long_running` the thresholds); the rest are null.
+    """
+    job = _object(event, "job")
+    vault = _object(event, "vault")
+    item = _object(event, "item")
+    run = _object(event, "expected_run")
+    rpo = _object(event, "rpo")
+    protection = _object(event, "protection")
+    why = _object(event, "long_running")
+    # The columns a job and an item share come from the job, else from the item.
+    about = job or item
     errors = job.get("errors") or []
     first_error: Mapping[str, Any] = errors[0] if errors and isinstance(errors[0], dict) else {}
     time = event.get("time")
@@ -144,14 +183,14 @@ def event_row(event: Mapping[str, Any], *, now: datetime) -> dict[str, Any]:
         "JobResourceId": job.get("resource_id"),
         "JobType": job.get("type"),
         "Operation": job.get("operation"),
-        "BackupManagementType": job.get("backup_management_type"),
-        "Entity": job.get("entity"),
-        "DatasourceType": job.get("datasource_type"),
+        "BackupManagementType": about.get("backup_management_type"),
+        "Entity": job.get("entity") if job else item.get("friendly_name"),
+        "DatasourceType": about.get("datasource_type"),
         "DatasourceName": job.get("datasource_name"),
-        "DatasourceId": job.get("datasource_id"),
+        "DatasourceId": about.get("datasource_id"),
         "BackupInstance": job.get("backup_instance"),
         "BackupInstanceId": job.get("backup_instance_id"),
-        "PolicyName": job.get("policy_name"),
+        "PolicyName": about.get("policy_name"),
         "Status": job.get("status"),
         "PreviousStatus": job.get("previous_status"),
         "Outcome": job.get("outcome"),
@@ -168,6 +207,27 @@ def event_row(event: Mapping[str, Any], *, now: datetime) -> dict[str, Any]:
         # An event written before Backup vaults has no kind: its vault is a Recovery Services one.
         "VaultKind": vault.get("kind") or "recovery_services",
         "DetectionLagSeconds": event.get("detection_lag_s"),
+        "ProtectedItemId": item.get("id") or job.get("protected_item_id"),
+        "ItemName": item.get("name"),
+        "ProtectionState": protection.get("state", item.get("protection_state")),
+        "PreviousProtectionState": protection.get("previous_state"),
+        "HealthStatus": protection.get("health", item.get("health_status")),
+        "PreviousHealthStatus": protection.get("previous_health"),
+        "LastBackupTime": item.get("last_backup_time"),
+        "LastRecoveryPoint": rpo.get("last_recovery_point", item.get("last_recovery_point")),
+        "PolicyId": run.get("policy_id", item.get("policy_id")),
+        "RunDueTime": run.get("due_time"),
+        "RunDeadline": run.get("deadline"),
+        "RunKind": run.get("kind"),
+        "PolicyTimeZone": run.get("time_zone"),
+        "RpoAllowedSeconds": rpo.get("allowed_s"),
+        "RpoAgeSeconds": rpo.get("age_s"),
+        "RpoBreachedAt": rpo.get("breached_at"),
+        "ElapsedSeconds": why.get("elapsed_s"),
+        "ThresholdSeconds": why.get("threshold_s"),
+        "LongRunningReason": why.get("reason"),
+        "MedianSeconds": why.get("median_s"),
+        "MedianSamples": why.get("samples"),
         "Event": dict(event),
     }
 

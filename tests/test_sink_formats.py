@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,9 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from monitor.config_sinks import WebhookFormat
+from monitor.core.item_watch import ProtectionChanged, RpoBreached, RpoRestored
 from monitor.core.jobs import JobError, JobStatus
 from monitor.core.vaults import VaultRef, parse_vault_id
-from monitor.events import to_cloudevent
+from monitor.events import render_change, to_cloudevent
 from monitor.outbox import OutboxEvent
 from monitor.sink_formats import (
     CONTENT_TYPES,
@@ -26,6 +28,7 @@ from monitor.sink_formats import (
     portal_link,
     render_bodies,
 )
+from tests import test_item_events as ie
 from tests.core import payloads as p
 from tests.fakes import rendered_backup_vault_job_event, rendered_job_event
 from tests.test_sinks import CLOUDEVENT_VALIDATOR, validate
@@ -456,3 +459,130 @@ def test_every_chat_message_names_its_event(fmt: WebhookFormat) -> None:
             portal_url=PORTAL,
         )
         assert b"db-07" in body.data, status
+
+
+# --------------------------------------------------------------------------------------------
+# Item events and long-running jobs
+
+
+def item_events(
+    *, name: str | None = "vm-web-01", state: str | None = "ProtectionStopped"
+) -> dict[str, dict[str, object]]:
+    """One valid event of each new type, of an item whose friendly name is `name`."""
+    item = replace(ie.make_item(), friendly_name=name)
+    point = datetime(2026, 3, 28, 20, 10, tzinfo=UTC)
+    changes: dict[str, Any] = {
+        "missed": replace(ie.missed(), item=item),
+        "breached": RpoBreached(
+            item=item,
+            last_recovery_point=point,
+            allowed_s=90_000.0,
+            breached_at=point + timedelta(seconds=90_000),
+        ),
+        "restored": RpoRestored(item=item, last_recovery_point=point, allowed_s=90_000.0),
+        "protection": ProtectionChanged(
+            item=replace(item, protection_state=state),
+            previous_state="Protected",
+            previous_health="Passed",
+            seq=2,
+        ),
+        "long_running": replace(
+            ie.long_running(reason="median"),
+            item=item,
+            job=replace(ie.running_job(), entity=name),
+        ),
+    }
+    events = {
+        key: render_change(change, vault=ie.VAULT, emitted_at=ie.EMITTED_AT)
+        for key, change in changes.items()
+    }
+    for event in events.values():
+        validate(event)
+    return events
+
+
+TITLES = {
+    "missed": ":x: *Backup missed: vm-web-01 (the backup run due 2026-03-29T20:00:00.000Z)*",
+    "breached": ":x: *Recovery point too old: vm-web-01*",
+    "restored": ":white_check_mark: *Recovery point fresh again: vm-web-01*",
+    "protection": ":x: *Protection stopped: vm-web-01 (Protected → ProtectionStopped)*",
+    "long_running": ":warning: *Backup running for 25h 05m 06s: vm-web-01*",
+}
+
+
+class TestItemMessages:
+    """Slack and Teams messages of the item events and long-running jobs."""
+
+    @pytest.mark.parametrize("which", sorted(TITLES))
+    def test_slack_title_and_facts(self, which: str) -> None:
+        """Each type has its own title, icon and facts, and links to the vault."""
+        event = item_events()[which]
+        [body] = render_bodies("slack", outbox(event), portal_url=PORTAL)
+        message = check_body("slack", body)
+        assert message["blocks"][0]["text"]["text"] == TITLES[which]
+        fields = [f["text"] for f in message["blocks"][1]["fields"]]
+        assert fields[0] == "*Vault*\nv1"
+        texts = "\n".join(slack_texts(message))
+        assert "Open the vault in the Azure portal" in texts
+        wanted = {
+            "missed": ["*Run due*\n2026-03-29T20:00:00.000Z", f"*Time zone*\n{ie.ZONE}"],
+            "breached": ["*Age*\n24h 55m 07s", "*Allowed*\n25h 00m 00s"],
+            "restored": ["*Last recovery point*\n2026-03-28T20:10:00.000Z"],
+            "protection": ["*State*\nProtectionStopped", "*Previous state*\nProtected"],
+            "long_running": ["*Threshold*\n24h 00m 00s (7 recent jobs' median 50m 00s)"],
+        }[which]
+        for fact in wanted:
+            assert fact in fields
+
+    @pytest.mark.parametrize("which", sorted(TITLES))
+    def test_teams_card(self, which: str) -> None:
+        """The card's title is the Slack title's text, coloured by what it reports."""
+        event = item_events()[which]
+        [body] = render_bodies("teams", outbox(event), portal_url=PORTAL)
+        card = card_of(check_body("teams", body))
+        title = card["body"][0]
+        assert title["text"] == TITLES[which].split(" ", 1)[1].strip("*")
+        colour = {"restored": "Good", "long_running": "Warning"}.get(which, "Attention")
+        assert title["color"] == colour
+        assert "Vault: v1" in card_text(card)
+        assert card["actions"][0]["url"].startswith(PORTAL)
+
+    def test_protection_back_is_good_news(self) -> None:
+        """Protected again: a check mark; a state and health both unknown: information."""
+        back = item_events(state="Protected")["protection"]
+        [body] = render_bodies("slack", outbox(back), portal_url=PORTAL)
+        assert orjson.loads(body.data)["text"].startswith(":white_check_mark: Protection back")
+        unknown = orjson.loads(orjson.dumps(back))
+        unknown["protection"]["state"] = unknown["protection"]["health"] = None
+        [body] = render_bodies("teams", outbox(unknown), portal_url=PORTAL)
+        assert card_of(orjson.loads(body.data))["body"][0]["color"] == "Default"
+
+    def test_an_item_event_without_its_shape_is_generic(self) -> None:
+        """An item event missing the object its message shows renders the generic message."""
+        event = dict(item_events()["missed"])
+        del event["expected_run"]
+        [body] = render_bodies("slack", outbox(event), portal_url=PORTAL)
+        assert "backup_item.backup_missed" in orjson.loads(body.data)["text"]
+
+    def test_cloudevents_of_item_events(self) -> None:
+        """A batch of the new types as CloudEvents: each envelope valid, subject the item's or
+        the job's id."""
+        events = list(item_events().values())
+        [body] = render_bodies("cloudevents", outbox(*events), portal_url=PORTAL)
+        envelopes = orjson.loads(body.data)
+        for envelope in envelopes:
+            CLOUDEVENT_VALIDATOR.validate(envelope)
+        assert [e["subject"] for e in envelopes] == [ie.ITEM_ID] * 4 + [ie.running_job().name]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.none() | any_text, state=st.none() | any_text, fmt=st.sampled_from(FORMATS))
+def test_item_events_with_any_strings_make_valid_bodies(
+    name: str | None, state: str | None, fmt: WebhookFormat
+) -> None:
+    """Whatever the item's name and state: bodies within their caps, escaped, one per event."""
+    events = list(item_events(name=name or None, state=state or None).values())
+    bodies = render_bodies(fmt, outbox(*events), portal_url=PORTAL)
+    assert sum(b.event_count for b in bodies) == len(events)
+    for body in bodies:
+        check_body(fmt, body)

@@ -85,6 +85,7 @@ JOB_KEYS = [
     "backup_instance",
     "backup_instance_id",
     "policy_name",
+    "protected_item_id",
 ]
 VAULT_KEYS = ["id", "name", "resource_group", "subscription_id", "location", "kind"]
 DETAIL_KEYS = ["errors", "tasks", "properties"]
@@ -385,6 +386,7 @@ class TestRenderedEvents:
             "backup_instance": None,
             "backup_instance_id": None,
             "policy_name": None,
+            "protected_item_id": None,
             "errors": [
                 {
                     "code": "400026",
@@ -431,7 +433,7 @@ class TestRenderedEvents:
             "end_time": "2026-11-25T10:02:15.531Z",
             "duration_s": 131.972,
         }
-        assert {k: job[k] for k in JOB_KEYS[12:]} == {
+        assert {k: job[k] for k in JOB_KEYS[12:18]} == {
             "datasource_type": "Microsoft.Compute/disks",
             "datasource_name": "disk-data-01",
             "datasource_id": BV_DISK,

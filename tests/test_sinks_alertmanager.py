@@ -27,14 +27,24 @@ from hypothesis import given, settings
 from monitor.clock import SystemClock
 from monitor.config_sinks import AlertmanagerSinkSettings, SinkFilter
 from monitor.core.diff import JobStateChanged
+from monitor.core.item_watch import (
+    BackupMissed,
+    LongRunning,
+    ProtectionChanged,
+    RpoBreached,
+    RpoRestored,
+)
 from monitor.core.jobs import JobDetails, JobError, JobKey, JobStatus, JobTask
+from monitor.core.schedule import ExpectedRun, RunKind
 from monitor.core.vaults import VaultRef, parse_vault_id
 from monitor.errors import ConfigError, DeliveryError
-from monitor.events import encode_events, render_event
+from monitor.events import encode_events, format_event_time, render_change, render_event
 from monitor.outbox import OutboxEvent
 from monitor.sink_http import open_sink_session
 from monitor.sinks_alertmanager import (
     ALERT_NAMES,
+    HOLD_S,
+    JOB_LONG_RUNNING,
     OWN_LABELS,
     Alert,
     AlertmanagerSink,
@@ -42,6 +52,7 @@ from monitor.sinks_alertmanager import (
     alerts_of,
     portal_link,
 )
+from tests import test_item_events as ie
 from tests.alertmanager import Alertmanager, _alertmanager, free_port, unavailable
 from tests.core import payloads as p
 from tests.fakes import BV_DISK_ID, rendered_backup_vault_job_event, rendered_job_event
@@ -326,8 +337,9 @@ class TestRealAlertmanager:
             await sink.deliver(outbox([job_event("succeeded")], first_seq=3))
         (left,) = await listed(alertmanager)
         assert left["labels"]["entity"] == "vm-other"
-        # One resolving alert per bad outcome, whether it fired or not.
-        assert await received_resolved(alertmanager) == resolved_before + 3
+        # One resolving alert per bad outcome, whether it fired or not, and the end of a
+        # long-running job (every terminal job ends one, if there was one).
+        assert await received_resolved(alertmanager) == resolved_before + 4
 
     async def test_resolving_an_unseen_label_set_then_failing(
         self, alertmanager: Alertmanager
@@ -337,7 +349,7 @@ class TestRealAlertmanager:
         async with sink_at(alertmanager.url) as sink:
             await sink.deliver(outbox([job_event("succeeded", ended=now() - timedelta(hours=1))]))
             assert await listed(alertmanager) == []
-            assert await received_resolved(alertmanager) == 3
+            assert await received_resolved(alertmanager) == 4
             await sink.deliver(outbox([job_event("failed")], first_seq=2))
         (alert,) = await listed(alertmanager)
         assert alert["labels"]["alertname"] == "BackupJobFailed"
@@ -368,12 +380,14 @@ class TestRealAlertmanager:
     async def test_without_resolve_on_success_a_success_posts_nothing(
         self, alertmanager: Alertmanager
     ) -> None:
-        """resolve_on_success = false: the failure stays active after a success."""
+        """resolve_on_success = false: the failure stays active after a success, which only
+        ends the item's long-running job alert (if there is one)."""
         async with sink_at(alertmanager.url, resolve_on_success=False) as sink:
             await sink.deliver(outbox([job_event("failed", ended=now() - timedelta(minutes=9))]))
             await sink.deliver(outbox([job_event("succeeded")], first_seq=2))
         assert len(await listed(alertmanager)) == 1
-        assert await received_resolved(alertmanager) == 0
+        # Both jobs ended: each resolves the item's long-running job alert, nothing else.
+        assert await received_resolved(alertmanager) == 2
 
     async def test_warnings_resolve_a_failure_and_fire_their_own(
         self, alertmanager: Alertmanager
@@ -410,8 +424,11 @@ class TestRealAlertmanager:
         alerts = await listed(alertmanager, 'team="storage"')
         assert len(alerts) == 2
         for alert in alerts:
-            # datasource_type is a Backup vault job's label only.
-            assert set(alert["labels"]) == set(OWN_LABELS) - {"datasource_type"} | {
+            # datasource_type is a Backup vault job's label only, protected_item an item's.
+            assert set(alert["labels"]) == set(OWN_LABELS) - {
+                "datasource_type",
+                "protected_item",
+            } | {
                 "team",
                 "severity",
             }
@@ -477,17 +494,19 @@ class TestNotifications:
 
 
 class Hook:
-    """A webhook receiver: (entity, alertname, status) of every alert it was notified of."""
+    """A webhook receiver: (its `key` label, by default entity; alertname; status) of every
+    alert it was notified of."""
 
-    def __init__(self) -> None:
+    def __init__(self, key: str = "entity") -> None:
         self.received: list[tuple[str, str, str]] = []
+        self._key = key
         self._changed = anyio.Event()
 
     async def __call__(self, request: web.Request) -> web.Response:
         body = await request.json()
         for alert in body["alerts"]:
             labels = alert["labels"]
-            self.received.append((labels["entity"], labels["alertname"], alert["status"]))
+            self.received.append((labels[self._key], labels["alertname"], alert["status"]))
         self._changed.set()
         self._changed = anyio.Event()
         return web.Response()
@@ -563,13 +582,15 @@ class TestRequests:
         assert headers["Content-Type"] == "application/json"
         assert re.fullmatch(r"[0-9a-f]{32}", headers["Idempotency-Key"])
         assert [a["labels"]["alertname"] for a in body] == [
+            "BackupJobLongRunning",
             "BackupJobFailed",
             "BackupJobCancelled",
             "BackupJobCompletedWithWarnings",
+            "BackupJobLongRunning",
             "BackupJobFailed",
         ]
-        assert [a["labels"]["entity"] for a in body] == ["b", "b", "b", "a"]
-        assert all(a["startsAt"] == a["endsAt"] for a in body[:3])
+        assert [a["labels"]["entity"] for a in body] == ["b", "b", "b", "b", "a", "a"]
+        assert all(a["startsAt"] == a["endsAt"] for a in body[:5])
 
     async def test_running_jobs_and_other_events_make_no_request(self) -> None:
         """In-progress events, unmapped event types and other schema versions pass through."""
@@ -632,7 +653,10 @@ class TestRequests:
                 await sink.deliver(outbox([job_event("failed"), broken, job_event("failed")]))
         assert (caught.value.delivered, caught.value.permanent) == (1, True)
         ((_, _, _, body),) = stub.requests
-        assert len(body) == 1
+        assert [a["labels"]["alertname"] for a in body] == [
+            "BackupJobLongRunning",
+            "BackupJobFailed",
+        ]
 
 
 class TestConstruction:
@@ -702,6 +726,8 @@ class TestMapping:
             wanted |= {ALERT_NAMES["failed"], ALERT_NAMES["cancelled"]}
         if outcome == "succeeded":
             wanted.add(ALERT_NAMES["succeeded_with_warnings"])
+        if outcome is not None:
+            wanted.add(JOB_LONG_RUNNING)  # every terminal job ends its long-running alert
         assert {a.labels["alertname"] for a in alerts} == wanted
         assert len(alerts) == len(wanted)
         for alert in alerts:
@@ -709,10 +735,16 @@ class TestMapping:
                 assert LABEL_NAME.fullmatch(name)
                 assert isinstance(value, str)
                 assert value
-            bad = alert.labels["outcome"]
-            assert dict(alert.labels) == {**expected_labels(event, bad), "team": "t"}
             assert all(isinstance(v, str) and v for v in alert.annotations.values())
             assert alert.starts_at <= alert.ends_at
+            if alert.labels["alertname"] == JOB_LONG_RUNNING:
+                item = expected_labels(event, "failed")
+                del item["outcome"]
+                assert dict(alert.labels) == {**item, "alertname": JOB_LONG_RUNNING, "team": "t"}
+                assert alert.resolving
+                continue
+            bad = alert.labels["outcome"]
+            assert dict(alert.labels) == {**expected_labels(event, bad), "team": "t"}
             assert alert.resolving == (bad != outcome)
             body = orjson.loads(orjson.dumps(alert.to_json()))
             assert set(body) == {"labels", "annotations", "startsAt", "endsAt", "generatorURL"}
@@ -852,3 +884,347 @@ class TestDocs:
             )
             assert done.returncode == 0, done.stdout + done.stderr
             assert 'alertname=~"BackupJob.*"' in block
+
+
+# --------------------------------------------------------------------------------------------
+# Item events and long-running jobs
+
+
+ITEM_LABELS = {
+    "subscription_id": p.SUB,
+    "resource_group": "rg-backup",
+    "vault": "v1",
+    "vault_kind": "recovery_services",
+    "protected_item": ie.ITEM_ID.lower(),
+}
+
+
+def missed_event(*, deadline: datetime | None = None) -> dict[str, object]:
+    """A missed run whose deadline passed `deadline` (default: a minute ago), validated."""
+    deadline = deadline or now() - timedelta(minutes=1)
+    change = BackupMissed(
+        item=ie.make_item(),
+        policy=ie.make_policy(),
+        run=ExpectedRun(at=deadline - timedelta(hours=1), kind=RunKind.BACKUP),
+        deadline=deadline,
+    )
+    return item_event(change, at=now())
+
+
+def breach_event(*, breached_at: datetime, point: datetime | None = None) -> dict[str, object]:
+    """An RPO breach of the item since `breached_at`."""
+    point = point or breached_at - timedelta(hours=25)
+    change = RpoBreached(
+        item=ie.make_item(last_recovery_point=point),
+        last_recovery_point=point,
+        allowed_s=(breached_at - point).total_seconds(),
+        breached_at=breached_at,
+    )
+    return item_event(change, at=now())
+
+
+def restored_event(*, at: datetime | None = None) -> dict[str, object]:
+    """The item's recovery point fresh again (a minute old)."""
+    at = at or now()
+    point = at - timedelta(minutes=1)
+    change = RpoRestored(
+        item=ie.make_item(last_recovery_point=point), last_recovery_point=point, allowed_s=90_000
+    )
+    return item_event(change, at=at)
+
+
+def protection_event(
+    state: str | None,
+    health: str | None,
+    *,
+    previous: tuple[str | None, str | None] = ("Protected", "Passed"),
+    seq: int = 1,
+) -> dict[str, object]:
+    """The item's protection changed to `state` / `health`."""
+    change = ProtectionChanged(
+        item=ie.make_item(state=state, health=health),
+        previous_state=previous[0],
+        previous_health=previous[1],
+        seq=seq,
+    )
+    return item_event(change, at=now())
+
+
+def long_running_event(
+    *, at: datetime | None = None, entity: str = "vm-web-01"
+) -> dict[str, object]:
+    """A job of the item running for 25 hours."""
+    at = at or now()
+    job = replace(ie.running_job(start=at - timedelta(hours=25)), entity=entity)
+    change = LongRunning(
+        job=job,
+        item=ie.make_item(),
+        vault_key=VAULT.key,
+        elapsed_s=25 * 3600.0,
+        threshold_s=86_400.0,
+        reason="absolute",
+        median_s=None,
+        samples=0,
+    )
+    return item_event(change, at=at)
+
+
+def item_event(change: Any, *, at: datetime) -> dict[str, object]:
+    event = render_change(change, vault=VAULT, emitted_at=at)
+    validate(event)
+    return event
+
+
+def success_of_the_item(
+    *, ended: datetime | None = None, item_id: str | None = ie.ITEM_ID
+) -> dict[str, object]:
+    """A successful job of the item, naming it (or not: `item_id` None)."""
+    ended = ended or now()
+    change, *_ = changes_of_job("Completed", ended)
+    event = render_event(
+        change, vault=VAULT, details=None, emitted_at=ended, protected_item_id=item_id
+    )
+    validate(event)
+    return event
+
+
+def changes_of_job(status: str, ended: datetime) -> list[JobStateChanged]:
+    name = str(uuid.uuid4())
+    job = replace(
+        ie.running_job(start=ended - timedelta(minutes=20)),
+        key=JobKey(vault_key=VAULT.key, job_name=name),
+        name=name,
+        resource_id=f"{VAULT.id}/backupJobs/{name}",
+        status=JobStatus.of(status),
+        end_at=ended,
+        duration_raw="PT20M",
+    )
+    return [
+        JobStateChanged(
+            vault_key=VAULT.key, job=job, previous_status=JobStatus.IN_PROGRESS, observed_at=ended
+        )
+    ]
+
+
+class TestItemAlerts:
+    """Item events and long-running jobs in a real Alertmanager."""
+
+    async def test_rpo_breach_holds_across_sink_restarts_until_restored(
+        self, alertmanager: Alertmanager
+    ) -> None:
+        """A breach fires from its start and stays active past `resolve_after_s`, whatever the
+        sink does meanwhile (closed, a new one started, other batches); the restore resolves it."""
+        breached_at = now() - timedelta(hours=3)
+        async with sink_at(alertmanager.url, resolve_after_s=3600) as sink:
+            await sink.deliver(outbox([breach_event(breached_at=breached_at)]))
+        (alert,) = await listed(alertmanager)
+        assert alert["labels"] == {"alertname": "BackupRpoBreached", **ITEM_LABELS}
+        assert parse(alert["startsAt"]) == breached_at
+        assert parse(alert["endsAt"]) == breached_at + timedelta(seconds=HOLD_S)
+        annotations = alert["annotations"]
+        assert (
+            annotations["summary"] == "The last recovery point of vm-web-01 is older than allowed"
+        )
+        assert annotations["item_id"] == ie.ITEM_ID
+        assert annotations["breached_at"] == format_event_time(breached_at)
+        async with sink_at(alertmanager.url, resolve_after_s=3600) as restarted:
+            await restarted.deliver(outbox([job_event("succeeded"), missed_event()], first_seq=2))
+            assert {a["labels"]["alertname"] for a in await listed(alertmanager)} == {
+                "BackupRpoBreached",
+                "BackupMissed",
+            }
+            await restarted.deliver(outbox([restored_event()], first_seq=4))
+        assert [a["labels"]["alertname"] for a in await listed(alertmanager)] == ["BackupMissed"]
+
+    async def test_missed_run_is_resolved_by_a_success_naming_the_item(
+        self, alertmanager: Alertmanager
+    ) -> None:
+        """A missed run fires until `resolve_after_s` after its deadline; a success of a job
+        that does not name its item leaves it; one that names it (in any casing) resolves it."""
+        deadline = now() - timedelta(minutes=10)
+        async with sink_at(alertmanager.url, resolve_after_s=7200) as sink:
+            await sink.deliver(outbox([missed_event(deadline=deadline)]))
+            (alert,) = await listed(alertmanager)
+            assert alert["labels"] == {"alertname": "BackupMissed", **ITEM_LABELS}
+            assert parse(alert["startsAt"]) == deadline
+            assert parse(alert["endsAt"]) == deadline + timedelta(hours=2)
+            assert alert["annotations"]["run_kind"] == "backup"
+            assert alert["annotations"]["time_zone"] == ie.ZONE
+            await sink.deliver(outbox([success_of_the_item(item_id=None)], first_seq=2))
+            assert len(await listed(alertmanager)) == 1
+            upper = success_of_the_item(item_id=ie.ITEM_ID.upper())
+            await sink.deliver(outbox([upper], first_seq=3))
+        assert await listed(alertmanager) == []
+
+    async def test_protection_stopped_then_back(self, alertmanager: Alertmanager) -> None:
+        """Stopped fires `BackupProtectionStopped` (not `...Error`); an error state fires
+        `...Error` and ends the stop; back to Protected and healthy resolves both."""
+        async with sink_at(alertmanager.url) as sink:
+            await sink.deliver(outbox([protection_event("ProtectionStopped", "Passed")]))
+            (alert,) = await listed(alertmanager)
+            assert alert["labels"] == {"alertname": "BackupProtectionStopped", **ITEM_LABELS}
+            assert alert["annotations"]["protection_state"] == "ProtectionStopped"
+            assert alert["annotations"]["previous_state"] == "Protected"
+            error = protection_event("ProtectionError", "ActionRequired", seq=2)
+            await sink.deliver(outbox([error], first_seq=2))
+            (alert,) = await listed(alertmanager)
+            assert alert["labels"]["alertname"] == "BackupProtectionError"
+            await sink.deliver(
+                outbox([protection_event("Protected", "Passed", seq=3)], first_seq=3)
+            )
+        assert await listed(alertmanager) == []
+
+    async def test_long_running_job_until_it_ends(self, alertmanager: Alertmanager) -> None:
+        """A long-running job fires on its item's job labels, held; the job's end resolves it
+        (and its failure fires)."""
+        async with sink_at(alertmanager.url, resolve_after_s=3600) as sink:
+            await sink.deliver(outbox([long_running_event(at=now() - timedelta(hours=2))]))
+            (alert,) = await listed(alertmanager)
+            assert alert["labels"] == {
+                "alertname": "BackupJobLongRunning",
+                **{
+                    k: v
+                    for k, v in expected_labels(job_event("failed"), "failed").items()
+                    if k not in ("alertname", "outcome")
+                },
+            }
+            assert alert["annotations"]["reason"] == "absolute"
+            assert alert["annotations"]["protected_item_id"] == ie.ITEM_ID
+            await sink.deliver(outbox([job_event("failed")], first_seq=2))
+        (alert,) = await listed(alertmanager)
+        assert alert["labels"]["alertname"] == "BackupJobFailed"
+
+    async def test_an_alertmanager_restart_forgets_a_held_breach(self, tmp_path: Path) -> None:
+        """Measured, for docs/sinks.md: Alertmanager keeps alerts in memory only, so a restart
+        of Alertmanager (not of the sink) loses a held breach until the next breach event."""
+        with Alertmanager(tmp_path / "am") as am:
+            async with sink_at(am.url) as sink:
+                await sink.deliver(outbox([breach_event(breached_at=now() - timedelta(hours=1))]))
+            assert len(await listed(am)) == 1
+            await anyio.to_thread.run_sync(am.stop)
+            await anyio.to_thread.run_sync(am.start)
+            assert await listed(am) == []
+
+    async def test_notifications_of_a_breach(self, tmp_path: Path) -> None:
+        """A receiver is told the breach fired, and later that it resolved."""
+        hook = Hook(key="vault")
+        async with serving(hook) as hook_url:
+            am = Alertmanager(tmp_path / "am", webhook_url=hook_url)
+            await anyio.to_thread.run_sync(am.start)
+            try:
+                async with sink_at(am.url) as sink:
+                    breach = breach_event(breached_at=now() - timedelta(minutes=5))
+                    await sink.deliver(outbox([breach]))
+                    await hook.wait_for(("v1", "BackupRpoBreached", "firing"))
+                    await sink.deliver(outbox([restored_event()], first_seq=2))
+                    await hook.wait_for(("v1", "BackupRpoBreached", "resolved"))
+            finally:
+                await anyio.to_thread.run_sync(am.stop)
+
+
+class TestItemMapping:
+    """`alerts_of` over item events."""
+
+    @pytest.mark.parametrize(
+        ("state", "health", "stopped", "error"),
+        [
+            ("Protected", "Passed", False, False),
+            ("IRPending", "Passed", False, False),
+            ("ProtectionConfigured", "ProtectionConfigured", False, False),
+            ("ConfiguringProtection", "ConfiguringProtection", False, False),
+            ("ProtectionConfigured", "ConfiguringProtectionFailed", False, True),
+            ("protected", "ActionSuggested", False, False),
+            ("Protected", "ActionRequired", False, True),
+            ("ProtectionError", "Passed", False, True),
+            ("ProtectionStopped", "Passed", True, False),
+            ("ProtectionPaused", None, True, False),
+            ("BackupsSuspended", "Invalid", True, False),
+            ("SoftDeleted", "ProtectionStopped", True, False),
+            (None, "ActionRequired", None, True),
+            (None, "Passed", None, False),
+            (None, None, None, None),
+        ],
+    )
+    def test_protection(
+        self, state: str | None, health: str | None, stopped: bool | None, error: bool | None
+    ) -> None:
+        """What fires (True), resolves (False) or is not posted (None) for each state/health."""
+        alerts = alerts_of(protection_event(state, health), OPTIONS)
+        posted = {a.labels["alertname"]: not a.resolving for a in alerts}
+        wanted = {"BackupProtectionStopped": stopped, "BackupProtectionError": error}
+        assert posted == {k: v for k, v in wanted.items() if v is not None}
+        for alert in alerts:
+            assert dict(alert.labels) == {
+                "alertname": alert.labels["alertname"],
+                **ITEM_LABELS,
+                "team": "t",
+            }
+
+    @pytest.mark.parametrize("which", ["missed", "breach", "restored", "protection", "long"])
+    def test_labels_never_hold_a_job_or_a_time(self, which: str) -> None:
+        """Two events of the same item at other times, of other jobs: the same labels, valid,
+        none of them a time or a job id."""
+        first, second = now() - timedelta(hours=5), now() - timedelta(hours=1)
+        make: dict[str, Callable[[datetime], dict[str, object]]] = {
+            "missed": lambda t: missed_event(deadline=t),
+            "breach": lambda t: breach_event(breached_at=t),
+            "restored": lambda t: restored_event(at=t),
+            "protection": lambda t: protection_event(
+                "ProtectionStopped", None, seq=int(t.timestamp())
+            ),
+            "long": lambda t: long_running_event(at=t),
+        }
+        events = [make[which](first), make[which](second)]
+        labels = [[dict(a.labels) for a in alerts_of(e, OPTIONS)] for e in events]
+        assert labels[0] == labels[1]
+        assert labels[0]
+        texts = {str(v) for e in events for v in _leaves(e)}
+        job_ids = {str(e["job"]["id"]) for e in events if "job" in e}  # type: ignore[index]
+        for alert_labels in labels[0]:
+            for name, value in alert_labels.items():
+                assert LABEL_NAME.fullmatch(name)
+                assert value
+                assert value not in job_ids
+                assert not re.search(r"\d{4}-\d{2}-\d{2}T", value)
+            assert set(alert_labels) <= set(OWN_LABELS) | {"team"}
+        assert texts  # the events did hold times
+
+    def test_an_item_event_without_its_shape_is_refused(self) -> None:
+        """A `backup_item.*` event missing its object raises, for the sink to refuse it."""
+        event = missed_event()
+        del event["expected_run"]
+        with pytest.raises(KeyError):
+            alerts_of(event, OPTIONS)
+
+
+def _leaves(value: object) -> Iterator[object]:
+    if isinstance(value, Mapping):
+        for v in value.values():
+            yield from _leaves(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _leaves(v)
+    else:
+        yield value
+
+
+class TestAlertmanagerTakesEveryItemAlert:
+    """The real Alertmanager accepts the alerts of every item event type."""
+
+    async def test_accepted(self, alertmanager: Alertmanager) -> None:
+        """One POST of every new type's alerts answers 200 and lists them."""
+        events = [
+            missed_event(),
+            breach_event(breached_at=now() - timedelta(hours=1)),
+            protection_event("ProtectionError", "ActionRequired"),
+            long_running_event(),
+        ]
+        async with sink_at(alertmanager.url) as sink:
+            await sink.deliver(outbox(events))
+        names = sorted(a["labels"]["alertname"] for a in await listed(alertmanager))
+        assert names == [
+            "BackupJobLongRunning",
+            "BackupMissed",
+            "BackupProtectionError",
+            "BackupRpoBreached",
+        ]

@@ -9,7 +9,8 @@ import socket
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,14 @@ from monitor.config import AzureSettings
 from monitor.config_sinks import AzureMonitorLogsSinkSettings
 from monitor.core.dataprotection import parse_backup_vault_job
 from monitor.core.diff import diff_jobs
+from monitor.core.item_watch import BackupMissed, ProtectionChanged, RpoBreached, RpoRestored
 from monitor.core.jobs import parse_job_details, parse_jobs_page
+from monitor.core.schedule import ExpectedRun, RunKind
 from monitor.credentials import build_credential
 from monitor.emulator import Emulator, EmulatorSettings, running_emulator
 from monitor.emulator.ingestion import EMULATOR_RULE_ID, EMULATOR_STREAM, IngestionSettings
 from monitor.errors import DeliveryError
-from monitor.events import render_event
+from monitor.events import render_change, render_event
 from monitor.outbox import OutboxEvent
 from monitor.sinks_azure_logs import (
     MAX_REQUEST_BYTES,
@@ -41,6 +44,7 @@ from monitor.sinks_azure_logs import (
     event_row,
     monitor_audience,
 )
+from tests import test_item_events as ie
 from tests.core import payloads as p
 from tests.fakes import FakeClock
 from tests.test_sinks import (
@@ -536,3 +540,164 @@ class TestShipped:
             [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
         )
         assert done.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------------------------
+# Item events and long-running jobs
+
+
+def item_events() -> dict[str, dict[str, Any]]:
+    """One valid event of each new type (times near `EMITTED_AT`, so not restamped)."""
+    at = EMITTED_AT
+    point = at - timedelta(hours=30)
+    item = replace(ie.make_item(), last_recovery_point=point, last_backup_time=point)
+    run_at = at - timedelta(hours=2)
+    changes: dict[str, Any] = {
+        "missed": BackupMissed(
+            item=item,
+            policy=ie.make_policy(),
+            run=ExpectedRun(at=run_at, kind=RunKind.BACKUP),
+            deadline=run_at + timedelta(hours=1),
+        ),
+        "breached": RpoBreached(
+            item=item,
+            last_recovery_point=point,
+            allowed_s=90_000.0,
+            breached_at=point + timedelta(seconds=90_000),
+        ),
+        "restored": RpoRestored(item=item, last_recovery_point=point, allowed_s=90_000.0),
+        "protection": ProtectionChanged(
+            item=replace(item, protection_state="ProtectionStopped", health_status="Passed"),
+            previous_state="Protected",
+            previous_health="ActionRequired",
+            seq=4,
+        ),
+        "long_running": replace(ie.long_running(reason="median"), item=item),
+        "long_running_alone": ie.long_running(item=False),
+    }
+    events = {
+        key: render_change(change, vault=VAULT, emitted_at=at) for key, change in changes.items()
+    }
+    for event in events.values():
+        validate(event)
+    return events
+
+
+DCR_TYPES: dict[str, Callable[[object], bool]] = {
+    "string": lambda v: isinstance(v, str),
+    "datetime": lambda v: isinstance(v, str) and datetime.fromisoformat(v).tzinfo is not None,
+    "real": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "dynamic": lambda v: isinstance(v, dict),
+}
+
+
+class TestItemRows:
+    """The rows of item events and long-running jobs."""
+
+    def test_missed_run(self) -> None:
+        """The run's columns, the item in the shared ones, no job."""
+        event = item_events()["missed"]
+        row = event_row(event, now=EMITTED_AT)
+        assert list(row) == list(ROW_COLUMNS)
+        run = event["expected_run"]
+        assert (row["EventType"], row["EventId"]) == (
+            "backup_item.backup_missed",
+            event["event_id"],
+        )
+        assert (row["RunDueTime"], row["RunDeadline"]) == (run["due_time"], run["deadline"])
+        assert (row["RunKind"], row["PolicyTimeZone"]) == ("backup", ie.ZONE)
+        assert (row["PolicyId"], row["PolicyName"]) == (ie.POLICY_ID, "daily-2200")
+        assert (row["ProtectedItemId"], row["ItemName"]) == (ie.ITEM_ID, ie.ITEM_NAME)
+        assert (row["Entity"], row["DatasourceType"]) == ("vm-web-01", "VM")
+        assert row["BackupManagementType"] == "AzureIaasVM"
+        assert (row["ProtectionState"], row["HealthStatus"]) == ("Protected", "Passed")
+        assert row["LastRecoveryPoint"] == event["item"]["last_recovery_point"]
+        assert row["JobId"] is row["Status"] is row["RpoAgeSeconds"] is None
+        assert row["DetectionLagSeconds"] == event["detection_lag_s"] == 3600.0
+        assert row["Event"] == event
+
+    def test_rpo(self) -> None:
+        """A breach and a restore fill the RPO columns; only the breach has its time."""
+        events = item_events()
+        breach = event_row(events["breached"], now=EMITTED_AT)
+        restored = event_row(events["restored"], now=EMITTED_AT)
+        assert breach["RpoAllowedSeconds"] == restored["RpoAllowedSeconds"] == 90_000.0
+        assert breach["RpoAgeSeconds"] == restored["RpoAgeSeconds"] == 30 * 3600.0
+        assert breach["RpoBreachedAt"] == events["breached"]["rpo"]["breached_at"]
+        assert restored["RpoBreachedAt"] is None
+        assert breach["LastRecoveryPoint"] == events["breached"]["rpo"]["last_recovery_point"]
+
+    def test_protection(self) -> None:
+        """The new and previous state and health."""
+        row = event_row(item_events()["protection"], now=EMITTED_AT)
+        assert (row["ProtectionState"], row["PreviousProtectionState"]) == (
+            "ProtectionStopped",
+            "Protected",
+        )
+        assert (row["HealthStatus"], row["PreviousHealthStatus"]) == ("Passed", "ActionRequired")
+
+    def test_long_running(self) -> None:
+        """The job's columns, its item, and why it is long-running; without an item, the
+        item's columns are null."""
+        events = item_events()
+        row = event_row(events["long_running"], now=EMITTED_AT)
+        job = events["long_running"]["job"]
+        assert (row["JobId"], row["Status"], row["Entity"]) == (
+            job["id"],
+            "InProgress",
+            "vm-web-01",
+        )
+        assert (row["ProtectedItemId"], row["ItemName"]) == (ie.ITEM_ID, ie.ITEM_NAME)
+        assert (row["ElapsedSeconds"], row["ThresholdSeconds"]) == (90_306.123, 86_400.0)
+        assert (row["LongRunningReason"], row["MedianSeconds"], row["MedianSamples"]) == (
+            "median",
+            3000.0,
+            7,
+        )
+        alone = event_row(events["long_running_alone"], now=EMITTED_AT)
+        assert alone["ProtectedItemId"] is alone["ItemName"] is alone["LastRecoveryPoint"] is None
+        assert alone["JobId"] == job["id"]
+
+    def test_a_job_event_names_its_item(self) -> None:
+        """`job.protected_item_id` of a job event is its `ProtectedItemId`."""
+        (change,) = diff_jobs({}, [parse_job_details(p.IAAS_DETAILS, VAULT).job], EMITTED_AT)
+        event = render_event(
+            change, vault=VAULT, details=None, emitted_at=EMITTED_AT, protected_item_id=ie.ITEM_ID
+        )
+        validate(event)
+        assert event_row(event, now=EMITTED_AT)["ProtectedItemId"] == ie.ITEM_ID
+        assert event_row(rendered_events()[-1], now=EMITTED_AT)["ProtectedItemId"] is None
+
+    def test_every_value_has_its_columns_type(self) -> None:
+        """Every row of every type holds, in each column, null or a value of the type the
+        shipped rule declares for it."""
+        template = json.loads((REPO / "docs" / "azure-monitor-logs" / "dcr.json").read_text())
+        stream = template["resources"][1]["properties"]["streamDeclarations"][EMULATOR_STREAM]
+        types = {c["name"]: c["type"] for c in stream["columns"]}
+        events = [*rendered_events(), *item_events().values()]
+        filled: set[str] = set()
+        for event in events:
+            for column, value in event_row(event, now=EMITTED_AT).items():
+                if value is not None:
+                    filled.add(column)
+                    assert DCR_TYPES[types[column]](value), (column, value)
+        # Each column is filled by some event (these job events are all first sightings).
+        assert filled | {"PreviousStatus"} == set(ROW_COLUMNS)
+
+    async def test_item_rows_arrive(
+        self,
+        emu: Emulator,
+        credential: AsyncTokenCredential,
+        azure: AzureSettings,
+        client_ssl_context: ssl.SSLContext,
+        http: aiohttp.ClientSession,
+    ) -> None:
+        """The new types go through the Logs Ingestion API like job events."""
+        events = list(item_events().values())
+        async with make_sink(emu, credential, azure, client_ssl_context) as sink:
+            await sink.deliver(outbox(events))
+        rows = rows_of(await received(http, emu))
+        assert [r["EventType"] for r in rows] == [e["event"] for e in events]
+        assert [r["Event"] for r in rows] == events
