@@ -424,7 +424,11 @@ def _bv_schedule(props: dict[str, object]) -> tuple[Schedule | None, str | None]
 class ItemIndex:
     """The items of one vault, looked up by what their jobs say of them.
 
-    `ItemIndex(items)` (or `ItemIndex.of(items)`); a key that two items share is ambiguous and
+    `ItemIndex(items)` (or `ItemIndex.of(items)`). Recovery Services jobs name their item by
+    (backup management type, `entityFriendlyName`), which two items can share (file shares of
+    one name in two storage accounts); such a job is then matched by what it says of its
+    container (`containerName`, `storageAccountName`, `mabServerName`, `dpmServerName`) against
+    the candidates' container segment of their ids. A job that still fits none or several
     finds nothing.
     """
 
@@ -434,14 +438,16 @@ class ItemIndex:
         """Index `items`: Backup vault instances by id and name, Recovery Services items by
         (backup management type, friendly name), all without regard to case."""
         self._by_instance: dict[str, ProtectedItem | None] = {}
-        self._by_entity: dict[tuple[str, str], ProtectedItem | None] = {}
+        self._by_entity: dict[tuple[str, str], list[ProtectedItem]] = {}
         for item in items:
             if item.kind is VaultKind.BACKUP_VAULT:
                 for key in {item.key, item.name.lower()}:
                     _put(self._by_instance, key, item)
             elif item.backup_management_type is not None and item.friendly_name is not None:
                 entity = (item.backup_management_type.casefold(), item.friendly_name.casefold())
-                _put(self._by_entity, entity, item)
+                found = self._by_entity.setdefault(entity, [])
+                if item not in found:
+                    found.append(item)
 
     @classmethod
     def of(cls, items: Iterable[ProtectedItem]) -> ItemIndex:
@@ -454,7 +460,38 @@ class ItemIndex:
             return self._by_instance.get(job.backup_instance_id.rstrip("/").lower())
         if job.backup_management_type is None or job.entity is None:
             return None
-        return self._by_entity.get((job.backup_management_type.casefold(), job.entity.casefold()))
+        found = self._by_entity.get((job.backup_management_type.casefold(), job.entity.casefold()))
+        if not found:
+            return None
+        if len(found) == 1:
+            return found[0]
+        hints = [
+            value.casefold()
+            for key in _CONTAINER_HINTS
+            if isinstance(value := job.properties.get(key), str) and value
+        ]
+        fitting = [item for item in found if any(_names(_container_of(item), h) for h in hints)]
+        return fitting[0] if len(fitting) == 1 else None
+
+
+_CONTAINER_HINTS: Final = ("containerName", "storageAccountName", "mabServerName", "dpmServerName")
+
+
+def _names(container: str, hint: str) -> bool:
+    """Whether `hint`'s `;`-separated parts end `container`'s ("stdb01" names
+    "storagecontainer;storage;rg;stdb01", not "...;stdb010000")."""
+    parts, tail = container.split(";"), hint.split(";")
+    return len(tail) <= len(parts) and parts[-len(tail) :] == tail
+
+
+def _container_of(item: ProtectedItem) -> str:
+    """The protection container segment of a Recovery Services item's id, lower-cased."""
+    lowered = item.key
+    start = lowered.find("/protectioncontainers/")
+    if start < 0:
+        return ""
+    rest = lowered[start + len("/protectioncontainers/") :]
+    return rest.split("/", 1)[0]
 
 
 def _put(table: dict[_Key, ProtectedItem | None], key: _Key, item: ProtectedItem) -> None:

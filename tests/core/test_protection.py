@@ -518,7 +518,7 @@ class TestDataProtectionPolicies:
 # Jobs to items
 
 
-def rs_job(name: str, entity: str, management: str = "AzureIaasVM") -> BackupJob:
+def rs_job(name: str, entity: str, management: str = "AzureIaasVM", **extra: str) -> BackupJob:
     body = {
         "id": f"{RS_VAULT.id}/backupJobs/{name}",
         "name": name,
@@ -528,6 +528,7 @@ def rs_job(name: str, entity: str, management: str = "AzureIaasVM") -> BackupJob
             "status": "Completed",
             "entityFriendlyName": entity,
             "backupManagementType": management,
+            **extra,
         },
     }
     (job,) = parse_jobs_page(page(body), RS_VAULT).jobs
@@ -569,6 +570,30 @@ class TestItemIndex:
         (other,) = parse_protected_items_page(page(twin), RS_VAULT).items
         index = ItemIndex([item, other])
         assert index.item_for(rs_job("a", "netvmtestv2vm1")) is None
+
+    def test_twins_are_told_apart_by_their_container(self) -> None:
+        """File shares of one name in two storage accounts: the job's `storageAccountName`
+        names the container (a whole `;` part: `stdb01` is not `stdb010000`)."""
+        base = f"{RS_VAULT.id}/backupFabrics/Azure/protectionContainers"
+        shares = []
+        for account in ("stdb01", "stdb010000"):
+            raw = copy.deepcopy(RS_ITEM)
+            raw["id"] = (
+                f"{base}/StorageContainer;Storage;rg;{account}/protectedItems/AzureFileShare;db"
+            )
+            raw["properties"] |= {
+                "friendlyName": "share-db",
+                "backupManagementType": "AzureStorage",
+            }
+            (share,) = parse_protected_items_page(page(raw), RS_VAULT).items
+            shares.append(share)
+        index = ItemIndex(shares)
+        for account, share in zip(("stdb01", "stdb010000"), shares, strict=True):
+            job = rs_job("a", "share-db", "AzureStorage", storageAccountName=account)
+            assert index.item_for(job) == share
+        assert index.item_for(rs_job("b", "share-db", "AzureStorage")) is None
+        other = rs_job("c", "share-db", "AzureStorage", storageAccountName="db01")
+        assert index.item_for(other) is None
 
     def test_backup_vault_jobs_by_instance_id(self) -> None:
         """`backupInstanceId`, without regard to case."""
