@@ -250,10 +250,13 @@ class MemoryCheckpointStore:
         """
         check_save_items(states, removed)
         at = _utc(now, "now")
-        items = self._items.setdefault(vault_key, {})
-        items.update(states)
+        items = {**self._items.get(vault_key, {}), **states}
         for key in removed:
             items.pop(key, None)
+        if items:
+            self._items[vault_key] = items
+        else:
+            self._items.pop(vault_key, None)
         self._append(events, at)
 
     @property

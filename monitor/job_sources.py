@@ -183,6 +183,36 @@ class JobSources:
         reach = start_at - timedelta(seconds=self._settings.resource_graph_margin_s)
         return [job for job in rows if job.start_at is None or reach <= job.start_at <= end_at]
 
+    async def jobs_for_items(
+        self, vault: VaultRef, start_at: datetime, end_at: datetime
+    ) -> tuple[list[BackupJob], datetime]:
+        """The jobs that started in [start_at, end_at] for the item watcher, and the moment up
+        to which that list is complete.
+
+        A Recovery Services vault's come from its filtered ARM list, complete to `end_at`. A
+        Backup vault's come from Resource Graph, complete only to `end_at` less
+        `resource_graph_margin_s` (its rows lag), or from a full ARM listing (complete to
+        `end_at`) with `jobs_from = "listing"` or while Resource Graph cannot be read. The
+        poll's backstop schedule is not touched.
+
+        Raises:
+            ArmError, ParseError: as `ArmClient.list_jobs`.
+        """
+        if vault.kind is not VaultKind.BACKUP_VAULT:
+            return await self._arm.list_jobs(vault, start_at, end_at), end_at
+        if self._settings.jobs_from == "resource_graph":
+            try:
+                rows = await self._graph_rows(vault, start_at)
+            except (ArmError, ParseError):
+                self.stats.graph_failures += 1  # the poll's path logs it
+            else:
+                margin = timedelta(seconds=self._settings.resource_graph_margin_s)
+                jobs = [j for j in rows if j.start_at is None or start_at <= j.start_at <= end_at]
+                return jobs, end_at - margin
+        jobs = await self._arm.list_all_jobs(vault)
+        self.stats.full_listings += 1
+        return [j for j in jobs if j.start_at is None or start_at <= j.start_at <= end_at], end_at
+
     # ------------------------------------------------------------------ the backstop
 
     def _backstop_is_due(self, vault: VaultRef) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
 from typing import Final, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -27,6 +28,8 @@ from monitor.core.budget import (
     TENANT_READS,
     USER_QUOTA_REMAINING,
 )
+from monitor.core.item_watch import ItemHealth
+from monitor.core.vaults import VaultRef
 from monitor.events import EmittedEvent
 from monitor.health import EstateView, VaultState
 from monitor.outbox import SinkStatus
@@ -60,6 +63,13 @@ RATE_LIMIT_HEADERS: Final = {
 """ARM's remaining-reads headers → the `scope` label of `backup_monitor_arm_ratelimit_remaining`."""
 
 BACKUP_VAULT_LISTING_REASONS: Final = ("backstop", "fallback", "configured")
+ITEM_EVENT_NAMES: Final = (
+    "backup_item.backup_missed",
+    "backup_item.rpo_breached",
+    "backup_item.rpo_restored",
+    "backup_item.protection_changed",
+    "backup_job.long_running",
+)
 """Why a Backup vault's whole job history was listed (`job_sources.JobSources`)."""
 
 # Lags run from a second to minutes (an idle vault's interval plus the queue in front of it).
@@ -283,8 +293,26 @@ class Metrics:
         self._estate = _EstateCollector()
         registry.register(self._estate)
         self._delivery = _DeliveryCollector()
+        self.items = Gauge(
+            f"{PREFIX}_items",
+            "Protected items (and backup instances) by subscription and state: fresh, overdue "
+            "(recovery point older than allowed), missed (last scheduled run had no job), "
+            "unprotected (stopped, paused or without a policy).",
+            ["subscription", "state"],
+            registry=registry,
+        )
+        self.item_events = Counter(
+            f"{PREFIX}_item_events",
+            "backup_item.* and backup_job.long_running events committed, by event type.",
+            ["event"],
+            registry=registry,
+        )
+        for event in ITEM_EVENT_NAMES:
+            self.item_events.labels(event)
+        self.item_recovery_point: Gauge | None = None
         registry.register(self._delivery)
         self._subscriptions: set[str] = set()
+        self._item_health: dict[str, tuple[str, dict[str, int]]] = {}
 
     # ------------------------------------------------------------------ scheduler hooks
 
@@ -336,6 +364,58 @@ class Metrics:
             self.polls.labels(sub, result)
         self.arm_throttled.labels(sub)
         self.arm_pause.labels(sub)
+        for state in ItemHealth:
+            self.items.labels(sub, state.value)
+
+    def record_item_recovery_points(self) -> None:
+        """Export `item_last_recovery_point_timestamp_seconds`, one series per item
+        (`[protection] recovery_point_metric`); off unless called."""
+        if self.item_recovery_point is None:
+            self.item_recovery_point = Gauge(
+                f"{PREFIX}_item_last_recovery_point_timestamp_seconds",
+                "Unix time of each protected item's last recovery point (opt-in).",
+                ["vault", "item"],
+                registry=self.registry,
+            )
+
+    def items_evaluated(
+        self,
+        vault: VaultRef,
+        health: Mapping[str, ItemHealth],
+        recovery_points: Mapping[str, datetime | None],
+    ) -> None:
+        """A round of `vault`'s items ended: its items' states (and recovery points)."""
+        sub = vault.subscription_id.lower()
+        counts = dict.fromkeys((h.value for h in ItemHealth), 0)
+        for state in health.values():
+            counts[state.value] += 1
+        self._item_health[vault.key] = (sub, counts)
+        self._set_items(sub)
+        gauge = self.item_recovery_point
+        if gauge is not None:
+            for item, moment in recovery_points.items():
+                if moment is not None:
+                    gauge.labels(vault.key, item).set(moment.timestamp())
+
+    def items_forgotten(self, vault_key: str) -> None:
+        """A vault is no longer watched: its items leave the counts."""
+        found = self._item_health.pop(vault_key, None)
+        if found is not None:
+            self._set_items(found[0])
+
+    def item_events_committed(self, events: Iterable[str]) -> None:
+        """Count committed item events by type."""
+        for event in events:
+            self.item_events.labels(event).inc()
+
+    def _set_items(self, sub: str) -> None:
+        totals = dict.fromkeys((h.value for h in ItemHealth), 0)
+        for owner, counts in self._item_health.values():
+            if owner == sub:
+                for state, n in counts.items():
+                    totals[state] += n
+        for state, n in totals.items():
+            self.items.labels(sub, state).set(n)
 
     def poll_finished(self, subscription_id: str, result: str, duration_s: float) -> None:
         """One poll ended with `result` (one of `POLL_RESULTS`) after `duration_s`."""

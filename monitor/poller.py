@@ -16,6 +16,7 @@ Rules:
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -158,8 +159,10 @@ class VaultPoller:
         rng: random.Random,
         metrics: Metrics | None,
         stats: PollStats,
+        item_of: Callable[[str, BackupJob], str | None] | None = None,
     ) -> None:
         self._source, self._store = source, store
+        self._item_of = item_of
         self._clock, self._rules, self._rng, self._metrics = clock, rules, rng, metrics
         self._stats = stats
         self.store_problem: str | None = None  # the last checkpoint failure, until one succeeds
@@ -277,8 +280,13 @@ class VaultPoller:
         lines: list[EventLine] = []
         for change, details in outcome.emit:
             try:
+                item_id = None if self._item_of is None else self._item_of(vault.key, change.job)
                 event = render_event(
-                    change, vault=vault, details=details, emitted_at=clock.utcnow()
+                    change,
+                    vault=vault,
+                    details=details,
+                    emitted_at=clock.utcnow(),
+                    protected_item_id=item_id,
                 )
                 lines.append(EventLine.of(event))
             except Exception as exc:  # a job we cannot render is skipped, never the vault

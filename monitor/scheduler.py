@@ -31,6 +31,7 @@ from monitor.core.vaults import VaultRef
 from monitor.delivery import Delivery
 from monitor.discovery import Discovery, VaultDiscovery
 from monitor.health import EstateHealth
+from monitor.item_watcher import ItemWatcher
 from monitor.metrics import Metrics
 from monitor.poller import (
     CHECKPOINT_REFRESH_S,
@@ -86,8 +87,10 @@ class PollScheduler:
         rng: random.Random,
         metrics: Metrics | None = None,
         checkpoint_refresh_s: float = CHECKPOINT_REFRESH_S,
+        watcher: ItemWatcher | None = None,
     ) -> None:
         self._store, self._delivery, self._rates = store, delivery, rates
+        self._watcher = watcher
         self._metrics = metrics
         self._started = False
         self._ticked_at: float | None = None
@@ -112,6 +115,7 @@ class PollScheduler:
             rng=rng,
             metrics=metrics,
             stats=self.stats,
+            item_of=None if watcher is None else watcher.item_id_of,
         )
         self._watched: dict[str, WatchedVault] = {}
         self._checkpoints: dict[str, VaultCheckpoint] = {}
@@ -151,6 +155,8 @@ class PollScheduler:
             if self._stopping:
                 startup.cancel()
             self._checkpoints = await self._store.load()
+            if self._watcher is not None:
+                await self._watcher.load()
             found = await self._discovery.first()
         self._startup = None
         if self._stopping:
@@ -164,6 +170,8 @@ class PollScheduler:
                 async with anyio.create_task_group() as loops:
                     loops.start_soon(self._discovery_loop, found, name="discovery")
                     loops.start_soon(self._dispatch_loop, polls, name="dispatch")
+                    if self._watcher is not None:
+                        loops.start_soon(self._watcher.run, name="items")
                     self._started = True
                     task_status.started()
             in_flight = self._settings.poll.max_concurrency - self._slots.value
@@ -219,6 +227,8 @@ class PollScheduler:
                 watched.known = VaultJobs.restored(checkpoint)
                 watched.running_jobs = watched.known.running
             self._watched[vault.key] = watched
+            if self._watcher is not None:
+                self._watcher.watch(vault)
             if self._metrics is not None:
                 self._metrics.subscription_seen(vault.subscription_id)
             log.info("vault.watching", vault=vault.name, subscription=vault.subscription_id)
@@ -241,6 +251,8 @@ class PollScheduler:
         if self._watched.pop(vault.key, None) is None:
             return
         self._planner.remove_vault(vault.key)
+        if self._watcher is not None:
+            self._watcher.unwatch(vault.key)
         log.warning("vault.dropped", vault=vault.name, vault_id=vault.id, reason=reason)
         with anyio.CancelScope(shield=True):
             await self._store.forget(vault.key)

@@ -28,7 +28,7 @@ import orjson
 from monitor.commands.demo import truth_status
 from monitor.core.diff import event_id
 from monitor.emulator import Emulator
-from monitor.events import event_schema
+from monitor.events import EVENT_TYPE, event_schema
 
 
 def _toml(value: object) -> str:
@@ -54,6 +54,9 @@ def write_config(
 
     `sections` adds or overrides keys of any section (e.g. `{"shard": {"count": 2}}`); `sinks`
     are `[[sinks]]` entries, whose mapping values (`filter`, `labels`) become sub-tables.
+    `[protection]` is off unless `sections` turns it on: the tests judged by job transitions
+    alone would otherwise also see item events (protection changes after a restart), which
+    tests/test_missed_backups_e2e.py judges against their own ground truth.
     """
     tables: dict[str, dict[str, object]] = {
         "azure": {
@@ -71,6 +74,7 @@ def write_config(
             "lookback_s": 3600,
         },
         "discovery": {"interval_s": 30},
+        "protection": {"enabled": False},
         "state": {"path": str(state)},
         "log": {"format": "json"},
         "ops": {"listen": "127.0.0.1:0"},
@@ -350,7 +354,9 @@ def judge(
     cutoff: datetime,
     skip_vaults: frozenset[str] | set[str] = frozenset(),
 ) -> tuple[set[str], Counter[str], list[dict[str, Any]]]:
-    """Missing terminal event ids, emitted id counts, and emitted events the world never made.
+    """Missing terminal event ids, emitted id counts (of every event type), and emitted job
+    state changes the world never made (item events and long-running jobs have their own
+    ground truth, `/_emulator/expected`, judged where a test makes them).
 
     Every event is also validated against the shipped JSON Schema.
     """
@@ -364,7 +370,7 @@ def judge(
         if is_terminal(t) and at(t) <= cutoff and t["vault_id"].lower() not in skip_vaults
     }
     emitted = Counter(str(e["event_id"]) for e in events)
-    invented = [e for e in events if e["event_id"] not in made]
+    invented = [e for e in events if e["event"] == EVENT_TYPE and e["event_id"] not in made]
     return expected - set(emitted), emitted, invented
 
 

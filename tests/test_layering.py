@@ -54,6 +54,7 @@ RANKS = {
     "monitor.discovery": 3,  # its source is a Protocol, not monitor.arm; the scheduler (4) uses it
     "monitor.job_sources": 3,  # the JobSource of both kinds: ARM, Resource Graph, the backstop
     "monitor.logs": 3,
+    "monitor.item_watcher": 3,  # protected items and policies on a slow cadence, their events
     "monitor.poller": 4,  # one poll of one vault; monitor.scheduler drives it
     "monitor.scheduler": 4,
     "monitor.delivery": 4,  # one worker per sink, from the outbox, with its cursor

@@ -9,6 +9,7 @@ import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TextIO
 
 import anyio
@@ -18,19 +19,20 @@ from prometheus_client import CollectorRegistry
 from monitor.arm import ArmClient
 from monitor.arm_http import make_ssl_context, open_session
 from monitor.checkpoints import StateStore
-from monitor.clock import Clock, SystemClock
+from monitor.clock import Clock, ScaledClock, SystemClock
 from monitor.commands.common import (
     add_config_option,
     run_guarded,
     settings_for,
 )
 from monitor.commands.exits import EXIT_USAGE
-from monitor.config import Settings
+from monitor.config import ClockSettings, Settings
 from monitor.config_sinks import WebhookSinkSettings
 from monitor.core.vaults import VaultKind
 from monitor.credentials import TokenCache, build_credential
 from monitor.delivery import Delivery, SinkRoute
 from monitor.discovery import VaultDiscovery
+from monitor.item_watcher import ItemWatcher
 from monitor.job_sources import JobSources
 from monitor.metrics import Metrics
 from monitor.ops import serve_ops
@@ -154,15 +156,29 @@ async def open_monitor(
         )
         if metrics is not None:
             metrics.watch_delivery(delivery)
-        yield PollScheduler(
-            source=JobSources(
-                opened.arm,
-                settings.backup_vaults,
-                azure=settings.azure,
+            if settings.protection.recovery_point_metric:
+                metrics.record_item_recovery_points()
+        sources = JobSources(
+            opened.arm,
+            settings.backup_vaults,
+            azure=settings.azure,
+            clock=clock,
+            rng=rng,
+            metrics=metrics,
+        )
+        watcher = None
+        if settings.protection.enabled:
+            watcher = ItemWatcher(
+                reads=opened.arm,
+                jobs=sources,
+                store=opened.store,
+                settings=settings.protection,
                 clock=clock,
                 rng=rng,
                 metrics=metrics,
-            ),
+            )
+        yield PollScheduler(
+            source=sources,
             rates=opened.budgets,
             store=opened.store,
             delivery=delivery,
@@ -170,6 +186,7 @@ async def open_monitor(
             settings=settings,
             rng=rng,
             metrics=metrics,
+            watcher=watcher,
         )
 
 
@@ -197,7 +214,7 @@ async def stop_on_signals(
 
 async def serve(settings: Settings) -> None:
     """The daemon: run until a signal stops it; the ops server runs beside it when enabled."""
-    clock, rng = SystemClock(), random.Random()
+    clock, rng = clock_of(settings.clock), random.Random()
     registry = CollectorRegistry()  # never prometheus_client.REGISTRY
     metrics = Metrics(registry)
     started: list[PollScheduler] = []
@@ -215,6 +232,17 @@ async def serve(settings: Settings) -> None:
                 await scheduler.run()
                 ops.cancel_scope.cancel()
         tg.cancel_scope.cancel()
+
+
+def clock_of(settings: ClockSettings) -> Clock:
+    """The clock `[clock]` asks for: the system clock at speed 1, else a `ScaledClock`."""
+    if settings.speed == 1 or settings.start is None or settings.anchor is None:
+        return SystemClock()
+    return ScaledClock(
+        speed=settings.speed,
+        start=datetime.fromisoformat(settings.start),
+        anchor=settings.anchor,
+    )
 
 
 _KIND_TAGS = {VaultKind.RECOVERY_SERVICES: "rs", VaultKind.BACKUP_VAULT: "bv"}
