@@ -29,6 +29,7 @@ from monitor.core.diff import event_id
 from monitor.core.jobs import JobStatus
 from monitor.emulator import EmulatorSettings, WorldSettings, running_emulator
 from monitor.emulator.tour import run_tour
+from monitor.events import EVENT_TYPE
 from monitor.logs import configure_logging
 from monitor.outbox import OutboxEvent
 
@@ -70,7 +71,10 @@ def _kind_of(job: Mapping[str, Any]) -> str:
 
 
 def describe(event: Mapping[str, Any]) -> str:
-    """One event as a line: time, vault, job type, entity, operation, transition, lag."""
+    """One event as a line: time, vault, job type, entity, operation, transition, lag; an item
+    event (or a long-running job) as time, vault, its type and what it is about."""
+    if event.get("event") != EVENT_TYPE:
+        return _describe_other(event)
     job, vault = event["job"], event["vault"]
     before = job["previous_status"] or "new"
     lag = event.get("detection_lag_s")
@@ -86,6 +90,14 @@ def describe(event: Mapping[str, Any]) -> str:
         f"{(job['entity'] or '')[:22]:<22} {(job['operation'] or '')[:21]:<21} "
         f"{before:>21} {ARROW} {job['status']:<21}{lag_text}{error_text}"
     )
+
+
+def _describe_other(event: Mapping[str, Any]) -> str:
+    item = event.get("item") or {}
+    job = event.get("job") or {}
+    about = item.get("friendly_name") or item.get("name") or job.get("entity") or ""
+    kind = str(event.get("event", "?")).split(".", 1)[-1]
+    return f"{event['time'][11:19]}  {event['vault']['name']:<13} {kind:<17} {str(about)[:40]}"
 
 
 def summarize(
@@ -108,6 +120,8 @@ def summarize(
         budget_per_s: the monitor's read budget per subscription.
     """
     lines = ["", f"summary after {duration_s:.0f} s:"]
+    others = Counter(str(e.get("event")) for e in events if e.get("event") != EVENT_TYPE)
+    events = [e for e in events if e.get("event") == EVENT_TYPE]
     outcomes = Counter(e["job"]["outcome"] or "running" for e in events)
     backfill = sum(1 for e in events if e["job"]["previous_status"] is None)
     lines.append(
@@ -127,6 +141,8 @@ def summarize(
             f"  detection lag of jobs seen finishing: mean {statistics.fmean(live_lags):.1f} s, "
             f"p95 {p95:.1f} s over {len(live_lags)} jobs"
         )
+    if others:
+        lines.append("  item events: " + ", ".join(f"{n} {k}" for k, n in sorted(others.items())))
     emitted = Counter(str(e["event_id"]) for e in events)
     expected = {
         event_id(t["vault_id"], t["job_id"], status)
