@@ -234,6 +234,20 @@ class SqliteCheckpointStore:
         delete_rows = [(vault_key, key.job_name) for key in deletes]
         vault_row = (vault_key, _format_time(polled_at))
 
+        def rows(conn: sqlite3.Connection) -> None:
+            conn.execute(_UPSERT_VAULT, vault_row)
+            conn.executemany(_UPSERT_JOB, job_rows)
+            conn.executemany(_DELETE_JOB, delete_rows)
+
+        await self._commit(events, at, rows)
+
+    async def _commit(
+        self,
+        events: Sequence[EventLine],
+        at: str,
+        rows: Callable[[sqlite3.Connection], None],
+    ) -> None:
+        """One transaction: `events` into the outbox (committed at `at`, or later) and `rows`."""
         last: list[int] = []
         committed: list[str] = []
 
@@ -243,9 +257,7 @@ class SqliteCheckpointStore:
                     # Clamped here, under the limiter: saves in flight together commit in order.
                     committed.append(max(at, self._last_committed))
                     last.append(store_outbox.append(conn, events, committed[0]))
-                conn.execute(_UPSERT_VAULT, vault_row)
-                conn.executemany(_UPSERT_JOB, job_rows)
-                conn.executemany(_DELETE_JOB, delete_rows)
+                rows(conn)
 
             _transaction(conn, body)
             if committed:
@@ -298,27 +310,12 @@ class SqliteCheckpointStore:
         at = _format_time(_utc(now, "now"))
         upserts = [(vault_key, key, state) for key, state in states.items()]
         deletes = [(vault_key, key) for key in removed]
-        last: list[int] = []
-        committed: list[str] = []
 
-        def write(conn: sqlite3.Connection) -> None:
-            def body() -> None:
-                if events:
-                    committed.append(max(at, self._last_committed))
-                    last.append(store_outbox.append(conn, events, committed[0]))
-                conn.executemany(_UPSERT_ITEM, upserts)
-                conn.executemany(_DELETE_ITEM, deletes)
+        def rows(conn: sqlite3.Connection) -> None:
+            conn.executemany(_UPSERT_ITEM, upserts)
+            conn.executemany(_DELETE_ITEM, deletes)
 
-            _transaction(conn, body)
-            if committed:
-                self._last_committed = committed[0]
-
-        await self._run(write)
-        if last:
-            count, size = self._held
-            self._held = (count + len(events), size + sum(len(e.line) for e in events))
-            self._last_seq = last[0]
-            self._signal.notify()
+        await self._commit(events, at, rows)
 
     # ------------------------------------------------------------------------------ outbox
 
