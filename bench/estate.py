@@ -362,9 +362,12 @@ async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
         return await response.json()
 
 
-async def mint(http: aiohttp.ClientSession, url: str, principal: str) -> str:
+async def mint(
+    http: aiohttp.ClientSession, url: str, principal: str, lifetime_s: float = 86400.0
+) -> str:
+    """A token of `principal` lasting `lifetime_s` (the emulator's world seconds)."""
     async with http.post(
-        f"{url}/_emulator/tokens", json={"principal": principal, "lifetime_s": 86400}
+        f"{url}/_emulator/tokens", json={"principal": principal, "lifetime_s": lifetime_s}
     ) as response:
         return str((await response.json())["token"])
 
