@@ -242,6 +242,9 @@ class PeerFigures:
     by_kind: dict[str, dict[str, float]] = field(default_factory=dict)
     unexplained_firings_per_phase: float = 0.0
     unexplained_items: int = 0
+    unexplained_item_ids: list[str] = field(default_factory=list)
+    detected_runs: list[tuple[str, datetime, str]] = field(default_factory=list)
+    """`run_key` of each detection (a run once per phase that detects it)."""
 
 
 def peer_figures(
@@ -252,12 +255,14 @@ def peer_figures(
     epoch: datetime,
     window: tuple[datetime, datetime],
     phases: int,
+    explained_by: Sequence[Mapping[str, Any]] | None = None,
 ) -> PeerFigures:
     """The alert against the judged skipped runs, over `phases` phases spread over 6 h.
 
     `skipped`: the judged runs (`item_id`, `due`, `kind`); `points`: `recovery_points`; detected
-    only up to `window`'s end. Also the firings in `window` on items none of whose runs since
-    their last recovery point is in `skipped` (the alert firing on a policy's normal gap).
+    only up to `window`'s end. Also the firings in `window` on items none of whose non-log runs
+    since their last recovery point is in `explained_by` (every skipped run; default `skipped`):
+    the alert firing on a policy's normal gap or a job that ended late.
     """
     threshold_s = threshold_days * 86400.0
     start, until = window
@@ -266,8 +271,10 @@ def peer_figures(
     kind_delays: dict[str, list[float]] = {k: [] for k in KINDS}
     kind_detected: Counter[str] = Counter()
     skipped_by_item: dict[str, list[datetime]] = {}
-    for r in skipped:
-        skipped_by_item.setdefault(str(r["item_id"]).lower(), []).append(parse_at(str(r["due"])))
+    for r in skipped if explained_by is None else explained_by:
+        if str(r["kind"]).lower() != "log":
+            item = str(r["item_id"]).lower()
+            skipped_by_item.setdefault(item, []).append(parse_at(str(r["due"])))
     unexplained = 0
     noisy: set[str] = set()
     for n in range(phases):
@@ -285,6 +292,7 @@ def peer_figures(
             )
             if at is not None:
                 detected += 1
+                fig.detected_runs.append(run_key(item, due, str(r["kind"])))
                 delay = (at - due).total_seconds()
                 fig.delays_s.append(delay)
                 kind = str(r["kind"]).lower()
@@ -302,6 +310,7 @@ def peer_figures(
     fig.detected_share = detected / total if total else float("nan")
     fig.unexplained_firings_per_phase = unexplained / phases
     fig.unexplained_items = len(noisy)
+    fig.unexplained_item_ids = sorted(noisy)
     kinds = Counter(str(r["kind"]).lower() for r in skipped)
     for kind, values in kind_delays.items():
         runs = kinds.get(kind, 0) * phases
@@ -311,6 +320,34 @@ def peer_figures(
             "detected_share": kind_detected[kind] / runs if runs else float("nan"),
         }
     return fig
+
+
+def report_delays(events: Iterable[Mapping[str, Any]]) -> dict[tuple[str, datetime, str], float]:
+    """Seconds from each reported run's due time to its first `backup_missed` event, by
+    `run_key`."""
+    out: dict[tuple[str, datetime, str], float] = {}
+    for e in events:
+        if e.get("event") != MISSED:
+            continue
+        run = e["expected_run"]
+        due = parse_at(str(run["due_time"]))
+        key = run_key(str(e["item"]["id"]), due, str(run["kind"]))
+        out.setdefault(key, (parse_at(str(e["time"])) - due).total_seconds())
+    return out
+
+
+def same_runs_ratio(
+    peer_runs: Sequence[tuple[str, datetime, str]],
+    peer_delays: Sequence[float],
+    ours: Mapping[tuple[str, datetime, str], float],
+) -> float | None:
+    """The peer's mean delay over ours on the runs both reported (`peer_runs` and
+    `peer_delays` side by side, a run as often as the peer reported it); None if there are none.
+    """
+    pairs = [(d, ours[k]) for k, d in zip(peer_runs, peer_delays, strict=True) if k in ours]
+    if not pairs:
+        return None
+    return statistics.fmean(p for p, _ in pairs) / statistics.fmean(o for _, o in pairs)
 
 
 def judge_missed(
@@ -536,7 +573,7 @@ async def one_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "--vaults-per-subscription", str(args.vaults_per_subscription),
         "--skip-rate", f"{args.skip_rate:g}", "--clock-speed", f"{args.speed!r}",
         "--clock-start", args.start.isoformat(), "--clock-anchor", f"{anchor!r}",
-        "--token-lifetime", f"{3600 * args.speed:g}",
+        "--token-lifetime", f"{3600 * args.speed:.0f}",
         "--tls-cert", str(tls[1]), "--tls-key", str(tls[2]),
     ]  # fmt: skip
     emu = spawn_emulator(command)
@@ -624,8 +661,11 @@ async def one_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         for r in runs
         if r.get("job_id") is None and window_start <= parse_at(str(r["due"])) <= judged_until
     ]
+    every_skipped = [r for r in runs if r.get("job_id") is None]
+    policy_of = {str(r["item_id"]).lower(): str(r.get("policy_id", "")) for r in runs}
     points = recovery_points(runs, transitions, initial)
     peers: dict[str, Any] = {}
+    mine = report_delays(events)
     for days in THRESHOLDS_DAYS:
         fig = peer_figures(
             skipped,
@@ -634,6 +674,7 @@ async def one_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             epoch=args.start,
             window=(window_start, stop_at),
             phases=args.phases,
+            explained_by=every_skipped,
         )
         # The runs the alert had time to report: due a threshold and a period before the stop.
         latest = stop_at - timedelta(days=days, seconds=ALERT_PERIOD_S)
@@ -644,6 +685,7 @@ async def one_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             epoch=args.start,
             window=(window_start, stop_at),
             phases=args.phases,
+            explained_by=every_skipped,
         )
         delay = summary(fig.delays_s)
         ours_mean = ours["delay_after_due_s"]["mean"]
@@ -654,8 +696,12 @@ async def one_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "delay_after_due_s": delay,
             "by_kind": fig.by_kind,
             "ratio_mean_delay_peer_over_ours": delay["mean"] / ours_mean if ours_mean else None,
+            "ratio_on_the_same_runs": same_runs_ratio(fig.detected_runs, fig.delays_s, mine),
             "unexplained_firings_per_phase": fig.unexplained_firings_per_phase,
             "unexplained_items": fig.unexplained_items,
+            "unexplained_items_by_policy": dict(
+                Counter(policy_of.get(i, "").rsplit("/", 1)[-1] for i in fig.unexplained_item_ids)
+            ),
             "given_time": {
                 "due_before": latest.isoformat(),
                 "runs": given.runs,
@@ -749,7 +795,8 @@ def table(result: Mapping[str, Any]) -> str:
             f"{fmt(peer['detected_share'] * 100, 0)} % in the window, mean delay "
             f"{minutes(peer['delay_after_due_s']['mean'])} (p50 "
             f"{minutes(peer['delay_after_due_s']['p50'])}), "
-            f"{fmt(peer['ratio_mean_delay_peer_over_ours'])}× ours; "
+            f"{fmt(peer['ratio_mean_delay_peer_over_ours'])}× ours "
+            f"({fmt(peer['ratio_on_the_same_runs'])}× on the same runs); "
             f"{fmt(peer['unexplained_firings_per_phase'])} firings with no skipped run "
             f"({peer['unexplained_items']} items)"
         )

@@ -202,3 +202,29 @@ def test_peer_figures_average_the_phases_and_count_unexplained_firings() -> None
     # "other" is older than a day from 24 h on, none of its runs skipped.
     assert fig.unexplained_items == 1
     assert fig.unexplained_firings_per_phase > 0
+
+
+def test_the_same_runs_ratio_compares_the_runs_both_reported() -> None:
+    events = [event(at(24), at(25)), event(at(48), at(50)), event(at(24), at(26))]
+    ours = mb.report_delays(events)
+    assert ours == {
+        mb.run_key(ITEM, at(24), "backup"): 3600.0,
+        mb.run_key(ITEM, at(48), "backup"): 7200.0,
+    }
+    peer_runs = [mb.run_key(ITEM, at(24), "backup"), mb.run_key(ITEM, at(72), "backup")]
+    assert mb.same_runs_ratio(peer_runs, [6 * 3600.0, 3600.0], ours) == 6
+    assert mb.same_runs_ratio(peer_runs[1:], [3600.0], ours) is None
+
+
+def test_a_skipped_run_before_the_judged_ones_explains_a_firing() -> None:
+    points = {ITEM.lower(): [at(0)]}
+    kwargs: dict[str, Any] = {"epoch": EPOCH, "window": (at(30), at(72)), "phases": 1}
+    alone = mb.peer_figures([], points, threshold_days=1, **kwargs)
+    assert alone.unexplained_item_ids == [ITEM.lower()]
+    explained = mb.peer_figures([], points, threshold_days=1, explained_by=[run(at(24))], **kwargs)
+    assert explained.unexplained_items == 0
+    # A skipped log run makes no recovery point: it does not explain a stale one.
+    logs = mb.peer_figures(
+        [], points, threshold_days=1, explained_by=[run(at(24), "log")], **kwargs
+    )
+    assert logs.unexplained_items == 1
