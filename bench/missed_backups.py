@@ -32,8 +32,8 @@ Figures, over the measured window (from 2 world hours after both daemons started
   is whenever it was created). Also counted: firings on items none of whose runs since their
   last recovery point was skipped (the threshold is shorter than the policy's gap).
 
-Run: PYTHONPATH=. .venv/bin/python bench/missed_backups.py --quick   (about 4 minutes)
-     PYTHONPATH=. .venv/bin/python bench/missed_backups.py           (about 7 minutes)
+Run: PYTHONPATH=. .venv/bin/python bench/missed_backups.py --quick   (about 3 minutes)
+     PYTHONPATH=. .venv/bin/python bench/missed_backups.py           (about 5 minutes)
 """
 
 from __future__ import annotations
