@@ -75,6 +75,7 @@ from monitor.config import BackupVaultSettings  # noqa: E402
 from monitor.core.budget import BudgetSettings as CoreBudgetSettings  # noqa: E402
 from monitor.core.dataprotection import job_status  # noqa: E402
 from monitor.core.diff import event_id  # noqa: E402
+from monitor.events import EVENT_TYPE  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 BUDGET_RATE = CoreBudgetSettings().rate_per_s
@@ -281,9 +282,12 @@ def terminal_in(truth: list[dict[str, Any]], start: datetime, end: datetime) -> 
 def judge(
     events: list[dict[str, Any]], truth: list[dict[str, Any]], expected: dict[str, Any]
 ) -> dict[str, Any]:
-    """Missed, duplicated and wrong Backup vault events, and the window's lags."""
+    """Missed, duplicated and wrong Backup vault job state changes, and the window's lags
+    (item events and long-running jobs are counted apart, in `other_events`)."""
     status_of = {truth_id(t): job_status(str(t["to"])) for t in truth}
-    mine = [e for e in events if (e.get("vault") or {}).get("kind") == "backup_vault"]
+    ours = [e for e in events if (e.get("vault") or {}).get("kind") == "backup_vault"]
+    mine = [e for e in ours if e.get("event") == EVENT_TYPE]
+    others = Counter(str(e.get("event")) for e in ours if e.get("event") != EVENT_TYPE)
     emitted = Counter(str(e["event_id"]) for e in mine)
     wrong = 0
     lags: list[float] = []
@@ -310,6 +314,7 @@ def judge(
         "duplicates": sum(n - 1 for n in emitted.values() if n > 1),
         "duplicate_ids": sorted(eid for eid, n in emitted.items() if n > 1)[:10],
         "wrong": wrong,
+        "other_events": dict(others),
         "lag": lag_summary(lags),
         "lag_reported": lag_summary(reported),
     }

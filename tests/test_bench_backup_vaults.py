@@ -60,6 +60,7 @@ def row(seq: int, job: str, to: str, at: str) -> dict[str, Any]:
 def event(job: str, status: str, time: str) -> dict[str, Any]:
     eid = bv.truth_id(row(0, job, status, time))
     return {
+        "event": "backup_job.state_changed",
         "event_id": eid,
         "time": time,
         "vault": {"kind": "backup_vault"},
@@ -82,9 +83,24 @@ def test_judge_counts_missed_duplicates_wrong_and_lag() -> None:
         event("j1", "Succeeded", "2026-01-01T00:01:10Z"),  # Completed, 10 s late
         event("j1", "Succeeded", "2026-01-01T00:01:20Z"),  # a duplicate
         event("jx", "Failed", "2026-01-01T00:03:00Z"),  # never happened
+        # An item event and a long-running job: no transition of their own, never wrong.
+        {
+            "event": "backup_item.protection_changed",
+            "event_id": "p1",
+            "vault": {"kind": "backup_vault"},
+        },
+        {
+            **event("j1", "Started", "2026-01-01T00:00:40Z"),
+            "event": "backup_job.long_running",
+            "event_id": "l1",
+        },
     ]
     verdict = bv.judge(events, truth, expected)
     assert (verdict["missed"], verdict["duplicates"], verdict["wrong"]) == (1, 1, 1)
+    assert verdict["other_events"] == {
+        "backup_item.protection_changed": 1,
+        "backup_job.long_running": 1,
+    }
     assert verdict["lag"]["n"] == 1
     assert verdict["lag"]["mean"] == 10.0
 
