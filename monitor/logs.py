@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from collections.abc import Mapping
@@ -83,6 +84,7 @@ def configure_logging(
     stream: TextIO | None = None,
     *,
     cache_logger_on_first_use: bool = True,
+    environ: Mapping[str, str] | None = None,
 ) -> None:
     """Configure structlog once for the whole process.
 
@@ -94,6 +96,8 @@ def configure_logging(
         stream: where lines go; None means `sys.stderr` at call time. Never pass stdout: stdout
             carries the events.
         cache_logger_on_first_use: pass False in tests so that later reconfiguration applies.
+        environ: where `NO_COLOR` and `FORCE_COLOR` are read (`os.environ` when None); see
+            `use_colors`.
 
     Values of keys named like token/secret/authorization/password are replaced by "***" before
     rendering, in both formats.
@@ -102,7 +106,8 @@ def configure_logging(
     console = fmt == "console" or (fmt == "auto" and _isatty(out))
     renderer: list[Processor]
     if console:
-        renderer = [structlog.dev.ConsoleRenderer(colors=_isatty(out))]
+        colors = use_colors(_isatty(out), os.environ if environ is None else environ)
+        renderer = [structlog.dev.ConsoleRenderer(colors=colors)]
     else:
         renderer = [
             structlog.processors.ExceptionRenderer(
@@ -123,6 +128,18 @@ def configure_logging(
         logger_factory=structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=cache_logger_on_first_use,
     )
+
+
+def use_colors(tty: bool, environ: Mapping[str, str]) -> bool:
+    """Whether console lines are coloured: not when `NO_COLOR` is set to anything but the
+    empty string (no-color.org), always when `FORCE_COLOR` is (force-color.org; `NO_COLOR`
+    wins when both are), else on a TTY. The log format is not changed by either: `auto` still
+    writes JSON to a pipe."""
+    if environ.get("NO_COLOR", ""):
+        return False
+    if environ.get("FORCE_COLOR", ""):
+        return True
+    return tty
 
 
 def _isatty(stream: TextIO) -> bool:

@@ -12,7 +12,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from monitor.config import LogFormat
-from monitor.logs import configure_logging, is_sensitive_key, redact_secrets
+from monitor.logs import configure_logging, is_sensitive_key, redact_secrets, use_colors
 
 log = structlog.get_logger()
 
@@ -93,6 +93,40 @@ class TestConsole:
         assert "vault" in text
         assert not text.startswith("{")
         assert "hunter2" not in text
+
+
+class TestColours:
+    @pytest.mark.parametrize(
+        ("tty", "environ", "coloured"),
+        [
+            (True, {}, True),
+            (False, {}, False),
+            (True, {"NO_COLOR": "1"}, False),
+            (True, {"NO_COLOR": ""}, True),  # set but empty: as if unset (no-color.org)
+            (False, {"FORCE_COLOR": "1"}, True),
+            (False, {"FORCE_COLOR": ""}, False),
+            (True, {"NO_COLOR": "1", "FORCE_COLOR": "1"}, False),
+        ],
+    )
+    def test_no_color_and_force_color(
+        self, tty: bool, environ: dict[str, str], coloured: bool
+    ) -> None:
+        """Console lines carry ANSI colours exactly when `use_colors` says so."""
+        stream = _Tty() if tty else io.StringIO()
+        configure_logging(
+            "info", "console", stream, cache_logger_on_first_use=False, environ=environ
+        )
+        log.warning("hello", vault="v1")
+        assert ("\x1b[" in stream.getvalue()) is coloured
+        assert use_colors(tty, environ) is coloured
+
+    def test_force_color_does_not_turn_a_pipe_into_console_lines(self) -> None:
+        stream = io.StringIO()
+        configure_logging(
+            "info", "auto", stream, cache_logger_on_first_use=False, environ={"FORCE_COLOR": "1"}
+        )
+        log.info("hello")
+        assert json_lines(stream)[0]["event"] == "hello"
 
 
 class TestRedaction:
