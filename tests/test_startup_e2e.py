@@ -14,6 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from monitor import __version__
 from monitor.emulator import Emulator, EmulatorSettings, WorldSettings, running_emulator
 from tests.daemon import Daemon, exit_code, write_config
 
@@ -101,6 +102,11 @@ class TestOneOwnerPerStateFile:
         try:
             first.start()
             await first.wait_for_log("scheduler.started", timeout_s=30)
+            (starting,) = await first.wait_for_log("monitor.starting")
+            assert (starting["version"], starting["config"]) == (__version__, str(config))
+            assert (starting["shard_index"], starting["shard_count"]) == (0, 1)
+            assert starting["settings"]["azure"]["static_token"] == "***"  # redacted
+            assert starting["settings"]["state"]["path"] == str(state)
             assert first.process is not None
             # A process start under the same load, so the 2 s are what the lock adds to it.
             allowance_s = 2 + await process_start_s()

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import random
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
 import structlog
 from prometheus_client import CollectorRegistry
 
+from monitor import __version__
 from monitor.arm import ArmClient
 from monitor.arm_http import make_ssl_context, open_session
 from monitor.checkpoints import StateStore
@@ -212,8 +215,12 @@ async def stop_on_signals(
             scheduler.stop()
 
 
-async def serve(settings: Settings) -> None:
-    """The daemon: run until a signal stops it; the ops server runs beside it when enabled."""
+async def serve(settings: Settings, config: Path | None = None) -> None:
+    """The daemon: run until a signal stops it; the ops server runs beside it when enabled.
+
+    Once the state file is locked and a token obtained, one `monitor.starting` line says what
+    runs: the version, the config file (`config`), the shard and every effective setting,
+    secrets redacted."""
     clock, rng = clock_of(settings.clock), random.Random()
     registry = CollectorRegistry()  # never prometheus_client.REGISTRY
     metrics = Metrics(registry)
@@ -226,6 +233,15 @@ async def serve(settings: Settings) -> None:
             async with anyio.create_task_group() as ops:
                 if settings.ops.enabled:
                     await ops.start(serve_ops, settings.ops, registry, scheduler)
+                log.info(
+                    "monitor.starting",
+                    version=__version__,
+                    python=platform.python_version(),
+                    config=None if config is None else str(config),
+                    shard_index=settings.shard.index or 0,
+                    shard_count=settings.shard.count,
+                    settings=settings.redacted(),
+                )
                 log.info(
                     "shard.assigned", index=settings.shard.index or 0, count=settings.shard.count
                 )
@@ -281,7 +297,7 @@ def run_daemon(args: argparse.Namespace) -> int:
     settings = settings_for(args)
     if settings is None:
         return EXIT_USAGE
-    return run_guarded(serve, settings)
+    return run_guarded(serve, settings, args.config)
 
 
 def run_check(args: argparse.Namespace, out: TextIO) -> int:
