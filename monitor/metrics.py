@@ -53,6 +53,9 @@ __all__ = [
 PREFIX: Final = "backup_monitor"
 
 POLL_RESULTS: Final = ("ok", "throttled", "forbidden", "not_found", "error")
+LAG_PHASES: Final = ("terminal", "running", "backfill")
+"""`backup_monitor_detection_lag_seconds{phase}`: since the job ended, since a first sighting
+started, and the events of a vault's first poll (its history)."""
 """Values of `backup_monitor_polls_total{result}`."""
 RATE_LIMIT_HEADERS: Final = {
     SUBSCRIPTION_READS: "subscription_reads",
@@ -288,7 +291,7 @@ class Metrics:
             registry=registry,
         )
         self.build_info.labels(__version__, platform.python_version()).set(1)
-        for phase in ("terminal", "running"):
+        for phase in LAG_PHASES:
             self.detection_lag.labels(phase)
         self._estate = _EstateCollector()
         registry.register(self._estate)
@@ -422,16 +425,20 @@ class Metrics:
         self.polls.labels(subscription_id.lower(), result).inc()
         self.poll_duration.observe(max(duration_s, 0.0))
 
-    def events_emitted(self, events: Iterable[EmittedEvent]) -> None:
+    def events_emitted(self, events: Iterable[EmittedEvent], *, backfill: bool = False) -> None:
         """Count emitted job state changes by status (`other` for an unknown one) and record their
-        lag; events of other types (items, long-running jobs) are not job state changes."""
+        lag; events of other types (items, long-running jobs) are not job state changes.
+
+        `backfill`: the events of a vault's first poll (in this state file): their lags say how
+        old the history is, not how late the monitor was, so they go to the `backfill` phase and
+        leave the `terminal` and `running` quantiles alone."""
         for event in events:
             if not event.is_state_change:
                 continue
             status = event.status
             self.events.labels(status.value if status.is_known else "other").inc()
             if event.detection_lag_s is not None:
-                phase = "terminal" if status.is_terminal else "running"
+                phase = "backfill" if backfill else "terminal" if status.is_terminal else "running"
                 self.detection_lag.labels(phase).observe(max(event.detection_lag_s, 0.0))
 
     def backup_vault_listed(self, reason: str) -> None:

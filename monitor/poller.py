@@ -311,7 +311,9 @@ class VaultPoller:
             if events:
                 self._stats.events += len(events)
                 if self._metrics is not None:
-                    self._metrics.events_emitted([EmittedEvent.of(e) for e in events])
+                    self._metrics.events_emitted(
+                        [EmittedEvent.of(e) for e in events], backfill=known.polled_at is None
+                    )
         watched.known = after
         watched.running_jobs = after.running
         return reads

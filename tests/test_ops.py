@@ -112,6 +112,23 @@ class TestMetrics:
         assert value("backup_monitor_detection_lag_seconds_count", running) == 1
         assert value("backup_monitor_detection_lag_seconds_sum", running) == 0.0
 
+    def test_a_first_polls_lags_go_to_backfill(self) -> None:
+        """The lags of a vault's first poll (its history) leave terminal and running alone."""
+        registry = CollectorRegistry()
+        metrics = Metrics(registry)
+        metrics.events_emitted(
+            [
+                EmittedEvent(status=JobStatus.COMPLETED, detection_lag_s=35_392.0),
+                EmittedEvent(status=JobStatus.IN_PROGRESS, detection_lag_s=1_375.0),
+            ],
+            backfill=True,
+        )
+        value = registry.get_sample_value
+        count = "backup_monitor_detection_lag_seconds_count"
+        assert value(count, {"phase": "backfill"}) == 2
+        assert value(count, {"phase": "terminal"}) == value(count, {"phase": "running"}) == 0
+        assert value("backup_monitor_events_total", {"status": "Completed"}) == 1
+
     def test_no_answer_and_a_bare_429(self) -> None:
         """No answer is the `error` class; a 429 without Retry-After pauses 0 s in the counter."""
         registry = CollectorRegistry()
