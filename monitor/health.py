@@ -51,6 +51,7 @@ class EstateHealth:
         unsaved_vaults: vaults whose changes the store does not hold yet: their events wait
             for a commit (nothing is delivered before the store holds it), or a checkpoint
             without events is kept in memory.
+        subscriptions: distinct subscriptions of the watched vaults.
     """
 
     started: bool
@@ -63,6 +64,7 @@ class EstateHealth:
     pending_vaults: tuple[str, ...] = ()
     store_problem: str | None = None
     unsaved_vaults: int = 0
+    subscriptions: int = 0
 
     @classmethod
     def of(
@@ -113,6 +115,7 @@ class EstateHealth:
             pending_vaults=tuple(sorted(pending)),
             store_problem=store_problem,
             unsaved_vaults=unsaved,
+            subscriptions=len(bounds),
         )
 
 

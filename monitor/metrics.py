@@ -115,6 +115,10 @@ class _EstateCollector(Collector):
             f"{PREFIX}_unsaved_vaults",
             "Vaults whose emitted changes the checkpoint store does not hold yet.",
         )
+        owned = GaugeMetricFamily(
+            f"{PREFIX}_shard_subscriptions",
+            "Subscriptions with at least one vault this process watches.",
+        )
         health = self.views[-1].estate_health() if self.views else None
         for state in VaultState:
             count = health.vaults_by_state.get(state, 0) if health else 0
@@ -125,7 +129,8 @@ class _EstateCollector(Collector):
         stale.add_metric([], float(len(health.stale_vaults) if health else 0))
         store.add_metric([], 1.0 if health is not None and health.store_problem else 0.0)
         unsaved.add_metric([], float(health.unsaved_vaults if health else 0))
-        yield from (vaults, running, oldest, stale, store, unsaved)
+        owned.add_metric([], float(health.subscriptions if health else 0))
+        yield from (vaults, running, oldest, stale, store, unsaved, owned)
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
         return []  # values exist only at scrape time; nothing to check at registration
@@ -313,6 +318,16 @@ class Metrics:
         for event in ITEM_EVENT_NAMES:
             self.item_events.labels(event)
         self.item_recovery_point: Gauge | None = None
+        self.shard_index = Gauge(
+            f"{PREFIX}_shard_index",
+            "This process's shard index ([shard] index, or the pod's ordinal).",
+            registry=registry,
+        )
+        self.shard_count = Gauge(
+            f"{PREFIX}_shard_count",
+            "The number of shards this process was told there are ([shard] count).",
+            registry=registry,
+        )
         registry.register(self._delivery)
         self._subscriptions: set[str] = set()
         self._item_health: dict[str, tuple[str, dict[str, int]]] = {}
@@ -369,6 +384,11 @@ class Metrics:
         self.arm_pause.labels(sub)
         for state in ItemHealth:
             self.items.labels(sub, state.value)
+
+    def shard_assigned(self, index: int, count: int) -> None:
+        """This process is shard `index` of `count`."""
+        self.shard_index.set(index)
+        self.shard_count.set(count)
 
     def record_item_recovery_points(self) -> None:
         """Export `item_last_recovery_point_timestamp_seconds`, one series per item

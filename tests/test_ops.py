@@ -296,6 +296,10 @@ async def test_daemon_metrics_health_and_readiness(emulator: Emulator, tmp_path:
             assert not undocumented, f"exposed but not in docs/operations.md: {undocumented}"
             for name, (kind, labels) in documented.items():
                 assert seen[name] == (kind, labels), name
+            subscriptions = len({v.subscription_id for v in emulator.world.vaults.values()})
+            assert f"backup_monitor_shard_subscriptions {float(subscriptions)}" in text
+            assert "backup_monitor_shard_index 0.0" in text
+            assert "backup_monitor_shard_count 1.0" in text
 
             for vault in forbidden:
                 async with http.post(

@@ -245,6 +245,7 @@ async def serve(settings: Settings, config: Path | None = None) -> None:
                 log.info(
                     "shard.assigned", index=settings.shard.index or 0, count=settings.shard.count
                 )
+                metrics.shard_assigned(settings.shard.index or 0, settings.shard.count)
                 await scheduler.run()
                 ops.cancel_scope.cancel()
         tg.cancel_scope.cancel()
