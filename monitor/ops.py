@@ -18,7 +18,8 @@ import orjson
 import structlog
 from aiohttp import web
 from anyio.abc import TaskStatus
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
+from prometheus_client.aiohttp import make_aiohttp_handler
 
 from monitor.config import OpsSettings
 from monitor.errors import StartupError
@@ -90,11 +91,6 @@ def _answer(
     )
 
 
-async def _metrics(request: web.Request) -> web.Response:
-    payload = generate_latest(request.app[_REGISTRY])
-    return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
 async def _healthz(request: web.Request) -> web.Response:
     health = request.app[_VIEW].estate_health()
     return _answer(health_problems(health), health)
@@ -110,7 +106,9 @@ def build_ops_app(registry: CollectorRegistry, view: EstateView) -> web.Applicat
     app = web.Application()
     app[_REGISTRY] = registry
     app[_VIEW] = view
-    app.router.add_get("/metrics", _metrics)
+    # prometheus_client's own handler: the text format, or OpenMetrics when the scraper's Accept
+    # asks for it; gzip when its Accept-Encoding does; `?name[]=` to select families.
+    app.router.add_get("/metrics", make_aiohttp_handler(registry))
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     return app

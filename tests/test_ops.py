@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import re
 from pathlib import Path
 from typing import Any
@@ -225,6 +226,43 @@ async def test_vault_states_are_plain_labels_and_keys() -> None:
     value = registry.get_sample_value
     labels = ["pending", "ok", "failing", "forbidden"]
     assert [value("backup_monitor_vaults", {"state": s}) for s in labels] == [0, 2, 0, 1]
+
+
+async def test_metrics_speak_openmetrics_and_gzip_when_asked() -> None:
+    """/metrics answers the text format by default, OpenMetrics (ending `# EOF`) when the
+    scraper's Accept asks for it, gzip when its Accept-Encoding does, and `name[]` selects."""
+    registry = CollectorRegistry()
+
+    class View:
+        def estate_health(self) -> EstateHealth:
+            return health()
+
+    Metrics(registry).watch(View())
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(serve_ops, OpsSettings(listen="127.0.0.1:0"), registry, View())
+        url = f"http://127.0.0.1:{port}/metrics"
+        async with aiohttp.ClientSession(auto_decompress=False) as http:
+            async with http.get(url, headers={"Accept-Encoding": "identity"}) as plain:
+                plain_type, plain_body = plain.headers["Content-Type"], await plain.read()
+            openmetrics = {
+                "Accept": "application/openmetrics-text; version=1.0.0",
+                "Accept-Encoding": "identity",
+            }
+            async with http.get(url, headers=openmetrics) as om:
+                om_type, om_body = om.headers["Content-Type"], await om.read()
+            async with http.get(url, headers={"Accept-Encoding": "gzip"}) as zipped:
+                encoding, zipped_body = zipped.headers.get("Content-Encoding"), await zipped.read()
+            selected = f"{url}?name[]=backup_monitor_build_info"
+            async with http.get(selected, headers={"Accept-Encoding": "identity"}) as one:
+                one_body = (await one.read()).decode()
+        tg.cancel_scope.cancel()
+    assert plain_type.startswith("text/plain; version=0.0.4")
+    assert b"backup_monitor_build_info" in plain_body
+    assert om_type.startswith("application/openmetrics-text")
+    assert om_body.rstrip().endswith(b"# EOF")
+    assert encoding == "gzip"
+    assert gzip.decompress(zipped_body) == plain_body
+    assert {f.name for f in text_string_to_metric_families(one_body)} == {"backup_monitor_build_info"}
 
 
 async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, str]:
