@@ -262,7 +262,9 @@ async def test_metrics_speak_openmetrics_and_gzip_when_asked() -> None:
     assert om_body.rstrip().endswith(b"# EOF")
     assert encoding == "gzip"
     assert gzip.decompress(zipped_body) == plain_body
-    assert {f.name for f in text_string_to_metric_families(one_body)} == {"backup_monitor_build_info"}
+    assert {f.name for f in text_string_to_metric_families(one_body)} == {
+        "backup_monitor_build_info"
+    }
 
 
 async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, str]:
