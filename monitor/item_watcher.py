@@ -88,8 +88,6 @@ class WatchStats:
 
     rounds: int = 0
     failed_rounds: int = 0
-    events: int = 0
-    throttled: int = 0
 
 
 @dataclass(slots=True)
@@ -101,8 +99,6 @@ class _Vault:
     states: dict[str, ItemState] = field(default_factory=dict)
     index: ItemIndex | None = None
     index_text: str | None = None  # as stored under INDEX_KEY
-    health: dict[str, ItemHealth] = field(default_factory=dict)
-    recovery_points: dict[str, datetime | None] = field(default_factory=dict)
     rounds: int = 0
     failures: int = 0
     problem: str | None = None
@@ -238,7 +234,6 @@ class ItemWatcher:
         try:
             await self.round(watched)
         except ArmThrottled as exc:
-            self.stats.throttled += 1
             self._failed(watched, f"throttled ({exc.code})", exc)
             return max(float(exc.retry_after_s), 1.0)
         except ArmNotFound as exc:
@@ -379,8 +374,6 @@ class ItemWatcher:
             )
         watched.states = states
         watched.index, watched.index_text = index, index_text
-        watched.health = health
-        watched.recovery_points = {item.key: item.last_recovery_point for item in items}
         if watched.rounds == 0:
             log.info(
                 "items.first_round",
@@ -391,7 +384,6 @@ class ItemWatcher:
             )
         watched.rounds += 1
         self.stats.rounds += 1
-        self.stats.events += len(lines)
         for change in changes:
             log.info(
                 "items.event",
@@ -400,7 +392,8 @@ class ItemWatcher:
                 event_id=change.event_id,
             )
         if self._metrics is not None:
-            self._metrics.items_evaluated(vault, health, watched.recovery_points)
+            recovery_points = {item.key: item.last_recovery_point for item in items}
+            self._metrics.items_evaluated(vault, health, recovery_points)
             self._metrics.item_events_committed(str(event["event"]) for event in rendered)
 
 

@@ -209,9 +209,8 @@ class JobSources:
                 margin = timedelta(seconds=self._settings.resource_graph_margin_s)
                 jobs = [j for j in rows if j.start_at is None or start_at <= j.start_at <= end_at]
                 return jobs, end_at - margin
-        jobs = await self._arm.list_all_jobs(vault)
         self.stats.full_listings += 1
-        return [j for j in jobs if j.start_at is None or start_at <= j.start_at <= end_at], end_at
+        return await self._arm.list_jobs(vault, start_at, end_at), end_at
 
     # ------------------------------------------------------------------ the backstop
 

@@ -412,8 +412,10 @@ class Metrics:
         counts = dict.fromkeys((h.value for h in ItemHealth), 0)
         for state in health.values():
             counts[state.value] += 1
+        self.items_forgotten(vault.key)
         self._item_health[vault.key] = (sub, counts)
-        self._set_items(sub)
+        for name, n in counts.items():
+            self.items.labels(sub, name).inc(n)
         gauge = self.item_recovery_point
         if gauge is not None:
             for item, moment in recovery_points.items():
@@ -424,21 +426,14 @@ class Metrics:
         """A vault is no longer watched: its items leave the counts."""
         found = self._item_health.pop(vault_key, None)
         if found is not None:
-            self._set_items(found[0])
+            sub, counts = found
+            for state, n in counts.items():
+                self.items.labels(sub, state).dec(n)
 
     def item_events_committed(self, events: Iterable[str]) -> None:
         """Count committed item events by type."""
         for event in events:
             self.item_events.labels(event).inc()
-
-    def _set_items(self, sub: str) -> None:
-        totals = dict.fromkeys((h.value for h in ItemHealth), 0)
-        for owner, counts in self._item_health.values():
-            if owner == sub:
-                for state, n in counts.items():
-                    totals[state] += n
-        for state, n in totals.items():
-            self.items.labels(sub, state).set(n)
 
     def poll_finished(self, subscription_id: str, result: str, duration_s: float) -> None:
         """One poll ended with `result` (one of `POLL_RESULTS`) after `duration_s`."""
