@@ -31,7 +31,7 @@ from monitor.core.budget import (
 from monitor.core.item_watch import ItemHealth
 from monitor.core.vaults import VaultRef
 from monitor.events import EmittedEvent
-from monitor.health import EstateView, VaultState
+from monitor.health import EstateView, VaultState, readiness_problems
 from monitor.outbox import SinkStatus
 
 
@@ -66,6 +66,7 @@ RATE_LIMIT_HEADERS: Final = {
 """ARM's remaining-reads headers → the `scope` label of `backup_monitor_arm_ratelimit_remaining`."""
 
 BACKUP_VAULT_LISTING_REASONS: Final = ("backstop", "fallback", "configured")
+"""Why a Backup vault's whole job history was listed (`job_sources.JobSources`)."""
 ITEM_EVENT_NAMES: Final = (
     "backup_item.backup_missed",
     "backup_item.rpo_breached",
@@ -73,7 +74,7 @@ ITEM_EVENT_NAMES: Final = (
     "backup_item.protection_changed",
     "backup_job.long_running",
 )
-"""Why a Backup vault's whole job history was listed (`job_sources.JobSources`)."""
+"""The `event` label values of `backup_monitor_item_events_total`."""
 
 # Lags run from a second to minutes (an idle vault's interval plus the queue in front of it).
 LAG_BUCKETS_S: Final = (1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
@@ -105,7 +106,7 @@ class _EstateCollector(Collector):
         )
         stale = GaugeMetricFamily(
             f"{PREFIX}_stale_vaults",
-            "Vaults not polled successfully within their bound (they keep /readyz at 503).",
+            "Vaults not polled successfully within their bound (/healthz describes them).",
         )
         store = GaugeMetricFamily(
             f"{PREFIX}_checkpoint_store_failing",
@@ -119,6 +120,16 @@ class _EstateCollector(Collector):
             f"{PREFIX}_shard_subscriptions",
             "Subscriptions with at least one vault this process watches.",
         )
+        ready = GaugeMetricFamily(
+            f"{PREFIX}_ready",
+            "1 while this process serves its shard (/readyz answers 200), else 0.",
+        )
+        vault_stale = GaugeMetricFamily(
+            f"{PREFIX}_vault_stale_seconds",
+            "Seconds since each vault past its bound was last polled successfully (or first "
+            "watched); only vaults past their bound have a series.",
+            labels=["subscription", "resource_group", "vault", "kind", "state"],
+        )
         health = self.views[-1].estate_health() if self.views else None
         for state in VaultState:
             count = health.vaults_by_state.get(state, 0) if health else 0
@@ -130,7 +141,13 @@ class _EstateCollector(Collector):
         store.add_metric([], 1.0 if health is not None and health.store_problem else 0.0)
         unsaved.add_metric([], float(health.unsaved_vaults if health else 0))
         owned.add_metric([], float(health.subscriptions if health else 0))
-        yield from (vaults, running, oldest, stale, store, unsaved, owned)
+        ready.add_metric([], 1.0 if health is not None and not readiness_problems(health) else 0.0)
+        for past in health.stale if health else ():
+            v = past.vault
+            sub = v.subscription_id.lower()
+            labels = [sub, v.resource_group, v.name, v.kind.value, past.state.value]
+            vault_stale.add_metric(labels, past.age_s)
+        yield from (vaults, running, oldest, stale, store, unsaved, owned, ready, vault_stale)
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
         return []  # values exist only at scrape time; nothing to check at registration

@@ -4,8 +4,9 @@
 # - /metrics exposes only the injected CollectorRegistry (never prometheus_client's global one).
 # - /healthz answers "is the process worth keeping": the scheduler runs and its dispatch loop
 #   ticked within HEALTH_STALL_S. It never depends on ARM, so an ARM outage restarts nothing.
-# - /readyz answers "is it doing its job": started, not stopping, and every watched vault
-#   polled successfully within its bound (PollScheduler.estate_health). The body says why not.
+#   Its body is the per-vault detail: every vault past its bound, its state and last problem.
+# - /readyz answers "does it serve its shard": started, not stopping, checkpoints working
+#   (health.readiness_problems). No single vault holds it: that would stall rolling updates.
 # - The server is started with `port = await tg.start(serve_ops, ...)` and stops when that
 #   task group is cancelled.
 
@@ -23,29 +24,25 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from monitor.config import OpsSettings
 from monitor.errors import StartupError
-from monitor.health import EstateHealth, EstateView
+from monitor.health import (
+    EstateHealth,
+    EstateView,
+    StaleVault,
+    health_problems,
+    readiness_problems,
+)
 
-__all__ = ["HEALTH_STALL_S", "build_ops_app", "health_problems", "readiness_problems", "serve_ops"]
+__all__ = ["build_ops_app", "serve_ops"]
 
 log = structlog.get_logger("monitor.ops")
 
-HEALTH_STALL_S: Final = 60.0
-"""/healthz fails when the dispatch loop has not ticked for this long (it ticks every ≤ 5 s)."""
 MAX_NAMED_VAULTS: Final = 20
-"""At most this many vault names are listed per reason in /readyz's body."""
+"""At most this many stale vaults are named in /readyz's body."""
+MAX_DETAIL_VAULTS: Final = 200
+"""At most this many stale vaults are described in /healthz's body (`stale_count` says all)."""
 
 _REGISTRY: Final = web.AppKey("registry", CollectorRegistry)
 _VIEW: Final = web.AppKey("view", EstateView)
-
-
-def health_problems(health: EstateHealth) -> list[str]:
-    """Why the process is not alive and well (empty: healthy)."""
-    if not health.started:
-        return ["the scheduler is not running (starting, or stopped)"]
-    if health.dispatch_age_s is None or health.dispatch_age_s > HEALTH_STALL_S:
-        age = "never" if health.dispatch_age_s is None else f"{health.dispatch_age_s:.0f} s ago"
-        return [f"the dispatch loop last ticked {age} (limit {HEALTH_STALL_S:.0f} s)"]
-    return []
 
 
 def _named(names: tuple[str, ...]) -> str:
@@ -54,36 +51,37 @@ def _named(names: tuple[str, ...]) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
-def readiness_problems(health: EstateHealth) -> list[str]:
-    """Why the monitor is not ready (empty: ready): not running, stopping, or vaults not served."""
-    problems = health_problems(health)
-    if health.stopping:
-        problems.append("shutting down")
-    stale = set(health.stale_vaults)
-    waiting = tuple(n for n in health.pending_vaults if n not in stale)
-    if waiting:
-        problems.append(f"{len(waiting)} vaults not polled successfully yet: {_named(waiting)}")
-    if health.stale_vaults:
-        problems.append(
-            f"{len(health.stale_vaults)} vaults stale (not polled successfully within their "
-            f"bound): {_named(health.stale_vaults)}"
-        )
-    if health.store_problem is not None:
-        problems.append(
-            f"checkpoints failing ({health.unsaved_vaults} vaults unsaved: their events wait "
-            f"for the store, retried with every poll): {health.store_problem}"
-        )
-    return problems
+def _stale_detail(stale: StaleVault) -> dict[str, object]:
+    vault = stale.vault
+    return {
+        "vault": vault.name,
+        "id": vault.id,
+        "subscription": vault.subscription_id.lower(),
+        "resource_group": vault.resource_group,
+        "kind": vault.kind.value,
+        "state": str(stale.state),
+        "age_s": round(stale.age_s, 1),
+        "bound_s": round(stale.bound_s, 1),
+        "problem": stale.problem,
+    }
 
 
-def _answer(
-    problems: list[str], health: EstateHealth, *, ready: bool | None = None
-) -> web.Response:
+def _answer(problems: list[str], health: EstateHealth, *, detail: bool) -> web.Response:
     body: dict[str, object] = {"ok": not problems, "problems": problems}
-    if ready is not None:
-        body["stale_vaults"] = list(health.stale_vaults[:MAX_NAMED_VAULTS])
-        body["pending_vaults"] = len(health.pending_vaults)
-        body["vaults"] = {str(state): n for state, n in health.vaults_by_state.items()}
+    body["vaults"] = {str(state): n for state, n in health.vaults_by_state.items()}
+    body["pending_vaults"] = len(health.pending_vaults)
+    if detail:
+        # Per-vault health: which vaults are past their bound, and why (never a status).
+        body["stale_vaults"] = [_stale_detail(s) for s in health.stale[:MAX_DETAIL_VAULTS]]
+        body["stale_count"] = len(health.stale)
+    else:
+        stale = health.stale_vaults
+        body["stale_vaults"] = list(stale[:MAX_NAMED_VAULTS])
+        if stale:
+            body["note"] = (
+                f"{len(stale)} vaults stale ({_named(stale)}): they do not hold readiness; "
+                "/healthz lists them with their state and problem"
+            )
     return web.Response(
         body=orjson.dumps(body) + b"\n",
         status=200 if not problems else 503,
@@ -93,12 +91,12 @@ def _answer(
 
 async def _healthz(request: web.Request) -> web.Response:
     health = request.app[_VIEW].estate_health()
-    return _answer(health_problems(health), health)
+    return _answer(health_problems(health), health, detail=True)
 
 
 async def _readyz(request: web.Request) -> web.Response:
     health = request.app[_VIEW].estate_health()
-    return _answer(readiness_problems(health), health, ready=True)
+    return _answer(readiness_problems(health), health, detail=False)
 
 
 def build_ops_app(registry: CollectorRegistry, view: EstateView) -> web.Application:

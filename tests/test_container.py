@@ -208,7 +208,8 @@ def start(
 
 async def test_wheel_runs_as_the_image_would(installed: Path) -> None:
     """Read-only code, unprivileged user, the Dockerfile's environment and command: /readyz turns
-    200, events reach stdout, the health check passes, SIGTERM exits 0 with vaults checkpointed."""
+    200 and every vault is polled, events reach stdout, the health check passes, SIGTERM exits
+    0 with vaults checkpointed."""
     stage = parse_dockerfile((ROOT / "Dockerfile").read_text())
     work = installed.parent
     probe = await anyio.run_process(
@@ -256,8 +257,11 @@ async def test_wheel_runs_as_the_image_would(installed: Path) -> None:
                 while True:
                     assert process.poll() is None, stderr.read_text()[-2000:]
                     try:
+                        # Ready, and every vault polled once (readiness alone does not wait
+                        # for vaults: it means the process serves its shard).
                         async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
-                            if response.status == 200:
+                            body = orjson.loads(await response.read())
+                            if response.status == 200 and body["pending_vaults"] == 0:
                                 break
                     except aiohttp.ClientConnectionError:
                         pass
