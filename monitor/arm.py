@@ -61,6 +61,7 @@ from monitor.core.protection import (
 )
 from monitor.core.resource_graph import GraphJobsPage, parse_backup_vault_jobs_answer, query_body
 from monitor.core.vaults import (
+    SubscriptionRef,
     VaultKind,
     VaultRef,
     parse_subscriptions_page,
@@ -74,6 +75,7 @@ from monitor.errors import (
     ParseError,
 )
 from monitor.pacing import RESOURCE_GRAPH_SCOPE, BudgetBook, action_scope, scope_of_path
+from monitor.principals import Principal, Principals
 
 __all__ = ["ArmClient", "OperationReply"]
 
@@ -123,7 +125,8 @@ class ArmClient:
 
     Args:
         session: an open session from `arm_http.open_session` (the caller owns and closes it).
-        tokens: the ARM token cache.
+        tokens: the ARM token cache, or every principal's (`principals.Principals`): each
+            request carries the token of its subscription's principal.
         azure: endpoint, api-versions and transport settings.
         budgets: the shared read budgets.
         clock: times each request, for the messages of transport errors and the observer's
@@ -140,7 +143,7 @@ class ArmClient:
         self,
         *,
         session: aiohttp.ClientSession,
-        tokens: TokenCache,
+        tokens: TokenCache | Principals,
         azure: AzureSettings,
         budgets: BudgetBook,
         clock: Clock,
@@ -148,7 +151,7 @@ class ArmClient:
         observer: ArmObserver | None = None,
     ) -> None:
         origin = pin_origin(azure)
-        self._tokens = tokens
+        self._principals = tokens if isinstance(tokens, Principals) else Principals.single(tokens)
         self._azure = azure
         self._budgets = budgets
         self._origin = origin
@@ -175,28 +178,37 @@ class ArmClient:
 
     # ------------------------------------------------------------------ JobSource
 
-    async def list_subscriptions(self) -> list[str]:
-        """Every subscription the identity can see, except Disabled and Deleted ones.
+    async def list_subscriptions(self, principal: Principal | None = None) -> list[SubscriptionRef]:
+        """Every subscription `principal` (None: the default one) can see, except Disabled
+        and Deleted ones, each with its home tenant.
 
-        Tenant-scoped (`GET /subscriptions`), paged; ids are lower-cased, each listed once. An
-        item whose id is not a GUID is logged (`arm.subscription_skipped`, with its JSON path)
-        and skipped.
+        Tenant-scoped (`GET /subscriptions`, the principal's tenant budget), paged; ids are
+        lower-cased, each listed once. An item whose id is not a GUID is logged
+        (`arm.subscription_skipped`, with its JSON path) and skipped.
 
         Raises:
             ArmError: any subclass, as mapped by the status (see arm_answers);
                 ForeignOriginError when a nextLink leaves the ARM origin.
         """
+        who = principal or self._principals.default
         url = self._url("/subscriptions", {"api-version": self._azure.subscriptions_api_version})
-        ids: dict[str, None] = {}
+        found: dict[str, SubscriptionRef] = {}
         pages = await self._paged(
             url,
             ArmCallKind.SUBSCRIPTIONS_LIST,
             parse_subscriptions_page,
             "arm.subscription_skipped",
+            scope=self._principals.tenant_scope(who),
         )
         for page in pages:
-            ids.update(dict.fromkeys(page.ids))
-        return list(ids)
+            for sub in page.subscriptions:
+                found.setdefault(sub.id, sub)
+        return list(found.values())
+
+    @property
+    def principals(self) -> Principals:
+        """Who signs in for which subscription."""
+        return self._principals
 
     async def list_vaults(
         self, subscription_id: str, kind: VaultKind = VaultKind.RECOVERY_SERVICES
@@ -329,8 +341,9 @@ class ArmClient:
 
         A POST to `/providers/Microsoft.ResourceGraph/resources`, paced by the Resource Graph
         quota's own budget (`RESOURCE_GRAPH_SCOPE`, fed `x-ms-user-quota-remaining` and
-        `-resets-after`), never a subscription's. A row that is not a Backup vault job is
-        logged (`arm.graph_row_skipped`) and skipped.
+        `-resets-after`), never a subscription's. The query is sent as the principal of
+        `subscriptions[0]`: the caller batches only subscriptions of one principal. A row
+        that is not a Backup vault job is logged (`arm.graph_row_skipped`) and skipped.
 
         Raises:
             ArmThrottled: the quota is spent (its `retry_after_s` from `Retry-After` or
@@ -343,9 +356,9 @@ class ArmClient:
             {"api-version": self._azure.resource_graph_api_version},
         )
         body = orjson.dumps(query_body(query, subscriptions, skip_token=skip_token))
-        reply = await self._send(
-            "POST", url, ArmCallKind.GRAPH_QUERY, scope=RESOURCE_GRAPH_SCOPE, body=body
-        )
+        principal = self._principals.of_subscription(subscriptions[0])
+        scope = self._principals.graph_scope(principal)
+        reply = await self._send("POST", url, ArmCallKind.GRAPH_QUERY, scope=scope, body=body)
         try:
             page = parse_backup_vault_jobs_answer(reply.payload)
         except ParseError as exc:
@@ -478,7 +491,8 @@ class ArmClient:
         rejected: str | None = None
         for attempt in (1, 2):
             await self._budgets.acquire(scope)
-            token = await self._tokens.token(force_refresh=attempt > 1, rejected=rejected)
+            tokens = self._principals.tokens_for(scope)
+            token = await tokens.token(force_refresh=attempt > 1, rejected=rejected)
             answer = await self._sender.get(
                 target, token, scope, ArmCallKind.OTHER, self._response_cap
             )
@@ -521,14 +535,16 @@ class ArmClient:
         skipped_event: str,
         *,
         action: str | None = None,
+        scope: str | None = None,
         **context: str,
     ) -> list[P]:
         """Every page from `url` on, each read as `kind` (see `read_pages`), `action` being
-        the per-action pause scope of its reads (None: only the subscription's)."""
+        the per-action pause scope of its reads (None: only the subscription's), `scope` the
+        budget scope (None: the path's)."""
 
         async def get(page_url: URL, referrer: URL | None, cap: BodyCap) -> Reply:
             return await self._send(
-                "GET", page_url, kind, referrer=referrer, cap=cap, action=action
+                "GET", page_url, kind, referrer=referrer, cap=cap, action=action, scope=scope
             )
 
         return await read_pages(
@@ -580,7 +596,8 @@ class ArmClient:
         rejected: str | None = None
         for attempt in (1, 2):
             await self._budgets.acquire(scope)
-            token = await self._tokens.token(force_refresh=attempt > 1, rejected=rejected)
+            tokens = self._principals.tokens_for(scope)
+            token = await tokens.token(force_refresh=attempt > 1, rejected=rejected)
             answer = await self._sender.send(
                 method, url, token, scope, kind, cap or self._response_cap, body
             )
@@ -608,7 +625,7 @@ class ArmClient:
             raise status_error(url, answer, code, message)
         request_id = answer.headers.get("x-ms-request-id")
         asked = answer.retry_after_s
-        if asked is None and scope == RESOURCE_GRAPH_SCOPE:
+        if asked is None and scope.partition(":")[0] == RESOURCE_GRAPH_SCOPE:
             asked = parse_hms(answer.headers.get(USER_QUOTA_RESETS_AFTER))
         retry_after_s = self._budgets.default_retry_after_s(scope) if asked is None else asked
         if action is not None and code == PER_ACTION_THROTTLE:

@@ -72,6 +72,31 @@ CLOUD_PRESETS: Mapping[CloudName, CloudPreset] = MappingProxyType(
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CredentialSettings:
+    """One `[[azure.credentials]]` entry: a credential, its tenant and the subscriptions it
+    watches. Several entries let one process watch several tenants (a managed-service provider's
+    customers, without Azure Lighthouse); each has its own token cache and its own budgets."""
+
+    name: str
+    """Unique name of the entry (letters, digits, '-', '_'): in logs, metrics and errors."""
+    credential: CredentialKind = "default"
+    """Which azure-identity credential to use, as `azure.credential`."""
+    tenant_id: str | None = None
+    """Entra tenant (GUID or domain) the credential signs in to."""
+    client_id: str | None = None
+    """Application or user-assigned managed identity client id (GUID)."""
+    client_secret: str | None = field(default=None, repr=False, metadata=SECRET)
+    """Client secret for credential 'client_secret'; prefer `client_secret_env`."""
+    client_secret_env: str | None = None
+    """Name of the environment variable holding the client secret (read at start)."""
+    static_token: str | None = field(default=None, repr=False, metadata=SECRET)
+    """Fixed bearer token for credential 'static' (loopback endpoints only)."""
+    subscriptions: tuple[str, ...] = ("*",)
+    """Subscription ids (lower-cased GUIDs) this credential watches; ('*',) = every
+    subscription it can list that no earlier entry watches."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AzureSettings:
     """`[azure]`: which cloud, which endpoint, which credential, which API versions."""
 
@@ -116,6 +141,41 @@ class AzureSettings:
     """Most bytes of answers one list call reads, over all its pages, before it fails."""
     max_response_bytes: int = field(default=32 * MIB, metadata=bounds(64 * 1024, 1024 * MIB))
     """Most bytes of one ARM answer; reading stops, and the call fails, past it."""
+    credentials: tuple[CredentialSettings, ...] = ()
+    """`[[azure.credentials]]`: several credentials, each with its tenant and subscriptions;
+    empty: the one credential of `credential`, `tenant_id`, `client_id` and their kin."""
+
+    @property
+    def principals(self) -> tuple[CredentialSettings, ...]:
+        """Every credential the process signs in with, in file order: `credentials`, or one
+        named 'default' from this section's own credential keys (watching every subscription
+        `[discovery]` selects)."""
+        if self.credentials:
+            return self.credentials
+        return (
+            CredentialSettings(
+                name="default",
+                credential=self.credential,
+                tenant_id=self.tenant_id,
+                client_id=self.client_id,
+                client_secret=self.client_secret,
+                static_token=self.static_token,
+            ),
+        )
+
+    def signing_in(self, entry: CredentialSettings) -> AzureSettings:
+        """These settings with `entry`'s credential keys in place of this section's (what
+        `credentials.build_credential` reads); `client_secret` is read from the environment
+        variable the entry names, if it names one."""
+        return dataclasses.replace(
+            self,
+            credential=entry.credential,
+            tenant_id=entry.tenant_id,
+            client_id=entry.client_id,
+            client_secret=entry.client_secret,
+            static_token=entry.static_token,
+            credentials=(),
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -376,7 +436,10 @@ def _redacted_table(value: object) -> dict[str, object]:
         elif isinstance(item, Path):
             item = str(item)
         elif isinstance(item, tuple):
-            item = list(item)
+            item = [
+                _redacted_table(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v
+                for v in item
+            ]
         elif isinstance(item, Mapping):
             item = dict(item)
         table[f.name] = item

@@ -7,6 +7,7 @@ that depends on another key), and says so in a comment (tests/test_config.py lis
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -24,6 +25,7 @@ from monitor.config import (
     ClockSettings,
     CloudName,
     CredentialKind,
+    CredentialSettings,
     DiscoverySettings,
     EventFormat,
     EventsSettings,
@@ -131,15 +133,12 @@ def _parse_azure(table: Mapping[str, object]) -> AzureSettings:
         arm += "/"
     authority = r.text("authority", default=preset.authority)
     authority = _check_url(r, "authority", authority, allow_http_loopback=allow_http)
-    credential = r.choice("credential", get_args(CredentialKind))
-    tenant_id = r.optional_text("tenant_id")
-    if tenant_id is not None and not (_GUID.fullmatch(tenant_id) or _DOMAIN.fullmatch(tenant_id)):
-        raise r.error("tenant_id", f"must be a GUID or a domain name, got {tenant_id!r}")
-    client_id = r.optional_text("client_id")
-    if client_id is not None and not _GUID.fullmatch(client_id):
-        raise r.error("client_id", f"must be a GUID, got {client_id!r}")
-    client_secret = r.optional_text("client_secret")
-    static_token = r.optional_text("static_token")
+    keys = _credential_keys(r)
+    credentials = _parse_credentials(table.get("credentials"), arm)
+    if credentials:
+        for key in _CREDENTIAL_KEYS:
+            if key in table:
+                raise r.error(key, "set it in each [[azure.credentials]] entry, not beside them")
     ca_bundle = r.optional_text("ca_bundle")
     versions = {}
     for key in (
@@ -159,11 +158,12 @@ def _parse_azure(table: Mapping[str, object]) -> AzureSettings:
         arm_endpoint=arm,
         authority=authority,
         token_scope=r.text("token_scope", default=preset.token_scope),
-        credential=credential,
-        tenant_id=tenant_id,
-        client_id=client_id,
-        client_secret=client_secret,
-        static_token=static_token,
+        credential=keys.credential,
+        tenant_id=keys.tenant_id,
+        client_id=keys.client_id,
+        client_secret=keys.client_secret,
+        static_token=keys.static_token,
+        credentials=credentials,
         ca_bundle=Path(ca_bundle) if ca_bundle is not None else None,
         allow_http_loopback=allow_http,
         api_version=versions["api_version"],
@@ -176,24 +176,129 @@ def _parse_azure(table: Mapping[str, object]) -> AzureSettings:
         max_list_bytes=r.integer("max_list_bytes"),
         max_response_bytes=r.integer("max_response_bytes"),
     )
-    _check_credential(r, settings)
+    if not credentials:
+        _check_credential(r, settings.principals[0], arm)
     return settings
 
 
-def _check_credential(r: SectionReader, s: AzureSettings) -> None:
+_CREDENTIAL_KEYS = ("credential", "tenant_id", "client_id", "client_secret", "static_token")
+"""The keys that say how to sign in: in [azure] for one credential, or in each
+[[azure.credentials]] entry."""
+_ENTRY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _credential_keys(
+    r: SectionReader,
+    *,
+    name: str = "default",
+    secret_env: str | None = None,
+    subscriptions: tuple[str, ...] = ("*",),
+) -> CredentialSettings:
+    """The credential keys of [azure] or of one [[azure.credentials]] entry, checked."""
+    tenant_id = r.optional_text("tenant_id")
+    if tenant_id is not None and not (_GUID.fullmatch(tenant_id) or _DOMAIN.fullmatch(tenant_id)):
+        raise r.error("tenant_id", f"must be a GUID or a domain name, got {tenant_id!r}")
+    client_id = r.optional_text("client_id")
+    if client_id is not None and not _GUID.fullmatch(client_id):
+        raise r.error("client_id", f"must be a GUID, got {client_id!r}")
+    return CredentialSettings(
+        name=name,
+        credential=r.choice("credential", get_args(CredentialKind)),
+        tenant_id=tenant_id,
+        client_id=client_id,
+        client_secret=r.optional_text("client_secret"),
+        client_secret_env=secret_env,
+        static_token=r.optional_text("static_token"),
+        subscriptions=subscriptions,
+    )
+
+
+def _check_credential(r: SectionReader, s: CredentialSettings, arm_endpoint: str) -> None:
+    where = r.path("credential")
     if s.credential == "static":
-        host = urlsplit(s.arm_endpoint).hostname or ""
+        host = urlsplit(arm_endpoint).hostname or ""
         if not is_loopback_host(host):
             raise r.error(
                 "credential",
                 f"'static' is refused unless azure.arm_endpoint is a loopback host, got {host!r}",
             )
         if s.static_token is None:
-            raise r.error("static_token", "required when azure.credential = 'static'")
+            raise r.error("static_token", f"required when {where} = 'static'")
     elif s.credential == "client_secret":
-        for key in ("tenant_id", "client_id", "client_secret"):
+        for key in ("tenant_id", "client_id"):
             if getattr(s, key) is None:
-                raise r.error(key, "required when azure.credential = 'client_secret'")
+                raise r.error(key, f"required when {where} = 'client_secret'")
+        if s.client_secret is None and s.client_secret_env is None:
+            either = "" if where == "azure.credential" else " (or client_secret_env)"
+            raise r.error("client_secret", f"required{either} when {where} = 'client_secret'")
+
+
+def _parse_credentials(value: object, arm_endpoint: str) -> tuple[CredentialSettings, ...]:
+    """`[[azure.credentials]]` (None or empty: absent) into settings, in order.
+
+    Raises:
+        ConfigError: not an array of tables; an entry without a name or with one another entry
+            has, an unknown key, a bad value, a credential missing what it needs, or a
+            subscription that two entries list.
+    """
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple) or not all(isinstance(v, Mapping) for v in value):
+        raise ConfigError(
+            "azure.credentials", "must be an array of tables ([[azure.credentials]] entries)"
+        )
+    known = tuple(f.name for f in dataclasses.fields(CredentialSettings))
+    entries: list[CredentialSettings] = []
+    owners: dict[str, str] = {}
+    for index, table in enumerate(cast("list[Mapping[str, object]]", value)):
+        section = f"azure.credentials[{index}]"
+        for key in table:
+            if key not in known:
+                raise ConfigError(
+                    f"{section}.{shown(key)}", "unknown key" + suggest(str(key), known)
+                )
+        r = SectionReader(section, table, CredentialSettings)
+        if "name" not in table:
+            raise r.error("name", "required: every entry is named (in logs, metrics, errors)")
+        name = r.text("name")
+        if not _ENTRY_NAME.fullmatch(name):
+            raise r.error(
+                "name", f"must be 1-32 letters, digits, '-' or '_', starting alike, got {name!r}"
+            )
+        if any(e.name == name for e in entries):
+            raise r.error("name", f"{name!r} is the name of an earlier entry")
+        secret_env = r.optional_text("client_secret_env")
+        if secret_env is not None and not _ENV_NAME.fullmatch(secret_env):
+            raise r.error(
+                "client_secret_env", f"must be an environment variable name, got {secret_env!r}"
+            )
+        if secret_env is not None and "client_secret" in table:
+            raise r.error("client_secret_env", "set client_secret or client_secret_env, not both")
+        subscriptions = r.texts("subscriptions")
+        if not subscriptions:
+            raise r.error("subscriptions", "must name at least one subscription, or be ['*']")
+        if "*" in subscriptions and len(subscriptions) > 1:
+            raise r.error("subscriptions", "'*' (every subscription it lists) must be alone")
+        for i, sub in enumerate(subscriptions):
+            if sub == "*":
+                continue
+            if not _GUID.fullmatch(sub):
+                raise r.error(
+                    f"subscriptions[{i}]", f"must be a subscription GUID or '*', got {sub!r}"
+                )
+            other = owners.setdefault(sub.lower(), name)
+            if other != name:
+                raise r.error(f"subscriptions[{i}]", f"{sub} is watched by entry {other!r} already")
+        entry = _credential_keys(
+            r,
+            name=name,
+            secret_env=secret_env,
+            subscriptions=tuple(s.lower() for s in subscriptions),
+        )
+        _check_credential(r, entry, arm_endpoint)
+        entries.append(entry)
+    return tuple(entries)
 
 
 def _parse_discovery(table: Mapping[str, object]) -> DiscoverySettings:

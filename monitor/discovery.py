@@ -7,6 +7,7 @@ what a failed listing keeps is passed in as `known`.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import random
 from collections.abc import Iterable, Mapping
@@ -19,7 +20,7 @@ from monitor.clock import Clock
 from monitor.config import Settings
 from monitor.core.cadence import backoff_s
 from monitor.core.shard import owner
-from monitor.core.vaults import VaultKind, VaultRef, parse_vault_id
+from monitor.core.vaults import SubscriptionRef, VaultKind, VaultRef, parse_vault_id
 from monitor.errors import (
     TRANSIENT_ARM_ERRORS,
     ArmError,
@@ -27,6 +28,7 @@ from monitor.errors import (
     ArmNotFound,
     StartupError,
 )
+from monitor.principals import Principal, Principals
 
 log = structlog.get_logger("monitor.scheduler")
 
@@ -42,7 +44,12 @@ Microsoft.DataProtection)."""
 class VaultSource(Protocol):
     """The ARM reads discovery makes (`monitor.arm.ArmClient` is one)."""
 
-    async def list_subscriptions(self) -> list[str]: ...
+    @property
+    def principals(self) -> Principals: ...
+
+    async def list_subscriptions(
+        self, principal: Principal | None = None
+    ) -> list[SubscriptionRef]: ...
 
     async def list_vaults(
         self, subscription_id: str, kind: VaultKind = VaultKind.RECOVERY_SERVICES
@@ -81,6 +88,7 @@ class VaultDiscovery:
     ) -> None:
         self._source, self._settings, self._clock, self._rng = source, settings, clock, rng
         self._unregistered: set[tuple[str, VaultKind]] = set()  # logged once each
+        self._tenants_listed: set[str] = set()  # principals that listed only to learn tenants
 
     async def discover_once(self) -> list[VaultRef]:
         """Every vault the configuration selects, as a first start would find them (one try).
@@ -161,17 +169,12 @@ class VaultDiscovery:
                 log.warning("discovery.vault_failed", vault_id=vault_id, error=str(exc))
                 vault = known.get(vault_id.lower()) or parse_vault_id(vault_id)
             found[vault.key] = vault
-        subscriptions: Iterable[str] = d.subscriptions
-        if tuple(d.subscriptions) == ("*",):
-            try:
-                subscriptions = await self._source.list_subscriptions()
-                reached = True
-            except ArmError as exc:
-                failures.append(exc)
-                if first and not d.vaults:
-                    return Discovery(vaults=[], reached=False, failures=tuple(failures))
-                log.warning("discovery.subscriptions_failed", error=str(exc))
-                subscriptions = sorted({v.subscription_id for v in known.values()})
+        listed, subscriptions = await self._subscriptions(known, failures)
+        reached = reached or listed
+        if subscriptions is None:
+            if first and not d.vaults:
+                return Discovery(vaults=[], reached=False, failures=tuple(failures))
+            subscriptions = []
         subscriptions = [s for s in subscriptions if self._owns(s)]
         kinds = [VaultKind(k) for k in d.vault_kinds]
         for sub in subscriptions:
@@ -206,11 +209,78 @@ class VaultDiscovery:
                     ]
                 for vault in vaults:
                     found.setdefault(vault.key, vault)
+        principals = self._source.principals
         return Discovery(
-            vaults=[v for v in found.values() if self._included(v)],
+            vaults=[
+                _with_tenant(v, principals.tenant_of(v.subscription_id))
+                for v in found.values()
+                if self._included(v)
+            ],
             reached=reached,
             failures=tuple(failures),
         )
+
+    async def _subscriptions(
+        self, known: Mapping[str, VaultRef], failures: list[ArmError]
+    ) -> tuple[bool, list[str] | None]:
+        """Whether a subscription list answered, and the subscriptions to search for vaults
+        (lower-cased, each once), each claimed by the principal that reads it.
+
+        A principal lists its subscriptions at every discovery when that decides what it
+        watches (`subscriptions = ['*']`, with `[discovery] subscriptions = ['*']` or several
+        principals); otherwise once, and only to learn the tenants of the subscriptions it
+        watches, a failure then costing nothing but the tenant. A listing that fails keeps
+        the subscriptions of `known` that principal reads; when every such listing failed and
+        nothing else is to be searched, the list is None.
+        """
+        d = self._settings.discovery
+        principals = self._source.principals
+        every = tuple(d.subscriptions) == ("*",)
+        several = len(principals) > 1
+        chosen: dict[str, None] = {}
+        answered = deciding = failed = 0
+        for principal in principals:
+            explicit = [s for s in principal.subscriptions if s != "*"]
+            decides = principal.lists and (every or several)
+            candidates = explicit or ([] if decides else list(d.subscriptions))
+            learn = not decides and principal.name not in self._tenants_listed
+            learn = learn and any(not principals.knows_tenant(s) for s in candidates)
+            if decides or learn:
+                deciding += decides
+                try:
+                    listed = await self._source.list_subscriptions(principal)
+                    answered += 1
+                except ArmError as exc:
+                    context = {"principal": principal.name} if several else {}
+                    if not decides:
+                        log.info("discovery.tenants_unknown", error=str(exc), **context)
+                        self._tenants_listed.add(principal.name)
+                    else:
+                        failed += 1
+                        failures.append(exc)
+                        log.warning("discovery.subscriptions_failed", error=str(exc), **context)
+                        candidates = sorted(
+                            {
+                                v.subscription_id.lower()
+                                for v in known.values()
+                                if principals.of_subscription(v.subscription_id) is principal
+                            }
+                        )
+                else:
+                    if decides:
+                        candidates = [
+                            s.id for s in listed if principals.claim(s.id, principal, s.tenant_id)
+                        ]
+                    else:
+                        self._tenants_listed.add(principal.name)
+                        for ref in listed:
+                            principals.learn_tenant(ref.id, ref.tenant_id)
+            for sub in candidates:
+                if every or sub in d.subscriptions:
+                    chosen.setdefault(sub.lower())
+        if deciding and failed == deciding and not chosen:
+            return answered > 0, None
+        return answered > 0, list(chosen)
 
     def _owns(self, subscription_id: str) -> bool:
         """Whether this shard owns the subscription (DESIGN §11: rendezvous hashing)."""
@@ -228,6 +298,12 @@ class VaultDiscovery:
             )
 
         return (not d.include or hit(d.include)) and not hit(d.exclude)
+
+
+def _with_tenant(vault: VaultRef, tenant_id: str | None) -> VaultRef:
+    if vault.tenant_id == tenant_id:
+        return vault
+    return dataclasses.replace(vault, tenant_id=tenant_id)
 
 
 def provider_not_registered(exc: ArmError) -> bool:

@@ -193,8 +193,9 @@ def render_job(
 
 
 def render_vault(vault: VaultRef) -> dict[str, object]:
-    """Render a vault as the event's `vault` object (schema v1, `$defs/vault`), its `kind`
-    (`recovery_services` or `backup_vault`) last."""
+    """Render a vault as the event's `vault` object (schema v1, `$defs/vault`): `kind`
+    (`recovery_services` or `backup_vault`) and `tenant_id` (None: not known) after the fields
+    every v1 event has."""
     return {
         "id": vault.id,
         "name": vault.name,
@@ -202,6 +203,7 @@ def render_vault(vault: VaultRef) -> dict[str, object]:
         "subscription_id": vault.subscription_id,
         "location": vault.location,
         "kind": vault.kind.value,
+        "tenant_id": vault.tenant_id,
     }
 
 

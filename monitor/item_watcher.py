@@ -161,8 +161,12 @@ class ItemWatcher:
         self._stored = await self._store.load_items()
 
     def watch(self, vault: VaultRef) -> None:
-        """Start the rounds of `vault` (its first within `FIRST_ROUND_SPREAD_S`)."""
-        if vault.key in self._vaults:
+        """Start the rounds of `vault` (its first within `FIRST_ROUND_SPREAD_S`); for a vault
+        watched already, take `vault` as its description from now on (a tenant or region
+        learnt since) and change nothing else."""
+        known = self._vaults.get(vault.key)
+        if known is not None:
+            known.vault = vault
             return
         spread = min(FIRST_ROUND_SPREAD_S, self._settings.items_interval_s)
         watched = _Vault(vault=vault, due_at=self._clock.monotonic() + self._rng.uniform(0, spread))

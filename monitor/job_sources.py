@@ -37,9 +37,10 @@ from monitor.clock import Clock
 from monitor.config import AzureSettings, BackupVaultSettings
 from monitor.core.jobs import BackupJob, JobDetails
 from monitor.core.resource_graph import GraphJobsPage, backup_vault_jobs_query
-from monitor.core.vaults import VaultKind, VaultRef
+from monitor.core.vaults import SubscriptionRef, VaultKind, VaultRef
 from monitor.errors import ArmError, ArmLimitExceeded, ParseError
 from monitor.metrics import Metrics
+from monitor.principals import Principal, Principals
 
 __all__ = ["ArmJobReads", "JobSources", "SourceStats"]
 
@@ -52,7 +53,12 @@ ASKED_FOR_S = 3600.0
 class ArmJobReads(Protocol):
     """The ARM reads behind `JobSources` (`monitor.arm.ArmClient` is one)."""
 
-    async def list_subscriptions(self) -> list[str]: ...
+    @property
+    def principals(self) -> Principals: ...
+
+    async def list_subscriptions(
+        self, principal: Principal | None = None
+    ) -> list[SubscriptionRef]: ...
 
     async def list_vaults(
         self, subscription_id: str, kind: VaultKind = VaultKind.RECOVERY_SERVICES
@@ -127,9 +133,14 @@ class JobSources:
 
     # ------------------------------------------------------------------ VaultSource
 
-    async def list_subscriptions(self) -> list[str]:
-        """Every visible subscription (`ArmClient.list_subscriptions`)."""
-        return await self._arm.list_subscriptions()
+    @property
+    def principals(self) -> Principals:
+        """Who signs in for which subscription (`ArmClient.principals`)."""
+        return self._arm.principals
+
+    async def list_subscriptions(self, principal: Principal | None = None) -> list[SubscriptionRef]:
+        """Every subscription `principal` can see (`ArmClient.list_subscriptions`)."""
+        return await self._arm.list_subscriptions(principal)
 
     async def list_vaults(
         self, subscription_id: str, kind: VaultKind = VaultKind.RECOVERY_SERVICES
@@ -257,14 +268,18 @@ class JobSources:
         )
 
     def _batch(self, first: str, now: float) -> list[str]:
-        """`first`, then the other subscriptions asked for lately whose answers are half
-        stale, up to `subscriptions_per_query`: they are refreshed together."""
+        """`first`, then the other subscriptions of its principal asked for lately whose
+        answers are half stale, up to `subscriptions_per_query`: they are refreshed together."""
         settings = self._settings
         batch = [first]
+        principals = self._arm.principals
+        principal = principals.of_subscription(first)  # a query is one principal's
         for sub, asks in self._asked.items():
             if len(batch) >= settings.subscriptions_per_query:
                 break
             if sub == first or not any(now - at < ASKED_FOR_S for at, _ in asks.values()):
+                continue
+            if principals.of_subscription(sub) is not principal:
                 continue
             answer = self._answers.get(sub)
             if answer is None or now - answer.fetched_at >= settings.resource_graph_refresh_s / 2:

@@ -121,13 +121,15 @@ class BudgetBook:
         return f"BudgetBook(scopes={len(self._budgets)})"
 
     def budget(self, scope: str) -> RateBudget:
-        """The budget of `scope` (a subscription id in any case, or `"tenant"`), made on demand."""
+        """The budget of `scope` (a subscription id in any case, `"tenant"`, `"resource-graph"`,
+        or one of those two followed by `:<principal>`), made on demand."""
         key = scope.lower()
         found = self._budgets.get(key)
         if found is None:
-            if key == TENANT_SCOPE:
+            base = key.partition(":")[0]  # `tenant:<principal>`: one principal's tenant reads
+            if base == TENANT_SCOPE:
                 found = RateBudget(self._tenant)
-            elif key == RESOURCE_GRAPH_SCOPE:
+            elif base == RESOURCE_GRAPH_SCOPE:
                 found = RateBudget(self._graph)
             else:
                 found = RateBudget(self._subscription)

@@ -247,6 +247,16 @@ class PollScheduler:
         self.stats.vaults = len(self._watched)
         self._wake_dispatcher()
 
+    def _renew(self, vaults: Iterable[VaultRef]) -> None:
+        """Take a watched vault's new description (a tenant or region learnt since): the
+        events of its next polls carry it."""
+        for vault in vaults:
+            watched = self._watched.get(vault.key)
+            if watched is not None and watched.vault != vault:
+                watched.vault = vault
+                if self._watcher is not None:
+                    self._watcher.watch(vault)
+
     async def _drop(self, vault: VaultRef, reason: str) -> None:
         if self._watched.pop(vault.key, None) is None:
             return
@@ -280,6 +290,7 @@ class PollScheduler:
             for watched in list(self._watched.values()):
                 if watched.vault.key not in keys:
                     await self._drop(watched.vault, "no longer listed")
+            self._renew(last.vaults)
             self._add(last.vaults)
 
     # ------------------------------------------------------------------------------ dispatch

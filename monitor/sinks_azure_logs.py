@@ -104,6 +104,7 @@ ROW_COLUMNS: Final = (
     "SubscriptionId",
     "Location",
     "VaultKind",
+    "VaultTenantId",
     "DetectionLagSeconds",
     "ProtectedItemId",
     "ItemName",
@@ -206,6 +207,7 @@ def event_row(event: Mapping[str, Any], *, now: datetime) -> dict[str, Any]:
         "Location": vault.get("location"),
         # An event written before Backup vaults has no kind: its vault is a Recovery Services one.
         "VaultKind": vault.get("kind") or "recovery_services",
+        "VaultTenantId": vault.get("tenant_id"),
         "DetectionLagSeconds": event.get("detection_lag_s"),
         "ProtectedItemId": item.get("id") or job.get("protected_item_id"),
         "ItemName": item.get("name"),

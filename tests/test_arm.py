@@ -180,7 +180,10 @@ class TestDiscovery:
         """Every enabled subscription, lower-cased, read on the tenant budget."""
         with anyio.fail_after(5):
             subscriptions = await h.client.list_subscriptions()
-        assert sorted(subscriptions) == sorted(s.lower() for s in h.emu.world.subscriptions)
+        assert sorted(s.id for s in subscriptions) == sorted(
+            s.lower() for s in h.emu.world.subscriptions
+        )
+        assert {s.tenant_id for s in subscriptions} == {h.emu.world.tenant_id}
         stats = await h.stats()
         assert stats["by_scope"]["tenant"]["requests"] == 1
 
@@ -352,7 +355,9 @@ class TestAuthentication:
                 with anyio.fail_after(10):
                     subscriptions = await client.list_subscriptions()
                 token = await tokens.token()
-            assert sorted(subscriptions) == sorted(s.lower() for s in h.emu.world.subscriptions)
+            assert sorted(s.id for s in subscriptions) == sorted(
+                s.lower() for s in h.emu.world.subscriptions
+            )
             for text in (repr(client), repr(tokens), repr(credential)):
                 assert secret not in text
                 assert token not in text

@@ -19,7 +19,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.config import BOUNDS, CLOUD_PRESETS, SECTIONS, Settings, section_keys
+from monitor.config import (
+    BOUNDS,
+    CLOUD_PRESETS,
+    SECTIONS,
+    CredentialSettings,
+    Settings,
+    section_keys,
+)
 from monitor.config_load import (
     UnknownVariable,
     load_settings,
@@ -877,6 +884,7 @@ class TestLoad:
         expected = {
             f"{name}.{f.name}" for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)
         }
+        expected |= {f"azure.credentials.{f.name}" for f in dataclasses.fields(CredentialSettings)}
         assert seen == expected
         assert [*SECTIONS, "sinks"] == [f.name for f in dataclasses.fields(Settings)]
         assert all(section_keys(name) for name in SECTIONS)

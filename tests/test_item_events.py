@@ -3,6 +3,7 @@ shipped schema, CloudEvents and read-back."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from collections.abc import Callable
@@ -48,9 +49,9 @@ from monitor.events import (
 )
 from tests.core import payloads as p
 from tests.fakes import rendered_job_event
-from tests.test_sinks import CLOUDEVENT_VALIDATOR, EVENT_VALIDATOR, validate
+from tests.test_sinks import CLOUDEVENT_VALIDATOR, EVENT_VALIDATOR, TENANT, validate
 
-VAULT = parse_vault_id(p.VAULT_ID, location="westeurope")
+VAULT = dataclasses.replace(parse_vault_id(p.VAULT_ID, location="westeurope"), tenant_id=TENANT)
 BV_VAULT = parse_vault_id(
     f"/subscriptions/{p.SUB}/resourceGroups/rg-backup/providers/Microsoft.DataProtection/"
     "backupVaults/bv1",
@@ -235,6 +236,7 @@ class TestBackupMissed:
             "subscription_id": p.SUB,
             "location": "westeurope",
             "kind": "recovery_services",
+            "tenant_id": TENANT,
         }
 
     def test_a_policy_without_a_schedule_has_no_zone(self) -> None:

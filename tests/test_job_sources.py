@@ -18,9 +18,10 @@ import structlog
 from monitor.config import AzureSettings, BackupVaultSettings
 from monitor.core.jobs import BackupJob, JobDetails, JobKey, JobStatus
 from monitor.core.resource_graph import GraphJobsPage
-from monitor.core.vaults import VaultKind, VaultRef, parse_vault_id
+from monitor.core.vaults import SubscriptionRef, VaultKind, VaultRef, parse_vault_id
 from monitor.errors import ArmServerError
 from monitor.job_sources import JobSources
+from monitor.principals import Principal, Principals
 from tests.fakes import FakeClock
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -64,8 +65,10 @@ class ScriptedReads:
         self.queries: list[tuple[str, tuple[str, ...]]] = []
         self.graph_failures: list[Exception] = []
 
-    async def list_subscriptions(self) -> list[str]:
-        return [SUB_A, SUB_B]
+    principals = Principals.single()
+
+    async def list_subscriptions(self, principal: Principal | None = None) -> list[SubscriptionRef]:
+        return [SubscriptionRef(id=SUB_A), SubscriptionRef(id=SUB_B)]
 
     async def list_vaults(
         self, subscription_id: str, kind: VaultKind = VaultKind.RECOVERY_SERVICES

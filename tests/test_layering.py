@@ -41,6 +41,7 @@ RANKS = {
     "monitor.arm_paging": 3,
     "monitor.credentials": 3,
     "monitor.pacing": 3,
+    "monitor.principals": 3,  # a TokenCache per credential; ArmClient reads it
     "monitor.checkpoints": 3,
     "monitor.state_lock": 3,
     "monitor.store": 3,  # the SQLite store: imports monitor.checkpoints and monitor.state_lock

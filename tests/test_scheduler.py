@@ -19,7 +19,7 @@ from monitor.config_parse import parse_settings
 from monitor.core.cadence import BACKOFF_BASE_S
 from monitor.core.diff import JobSnapshot
 from monitor.core.jobs import BackupJob, JobDetails, JobKey, JobStatus
-from monitor.core.vaults import VaultKind, VaultRef, parse_vault_id
+from monitor.core.vaults import SubscriptionRef, VaultKind, VaultRef, parse_vault_id
 from monitor.delivery import Delivery, SinkRoute
 from monitor.errors import (
     ArmForbidden,
@@ -34,6 +34,7 @@ from monitor.errors import (
 )
 from monitor.outbox import OutboxEvent, OutboxSink
 from monitor.poller import CHECKPOINT_REFRESH_S
+from monitor.principals import Principal, Principals
 from monitor.scheduler import PollScheduler
 from tests.fakes import FakeClock, bare_details
 from tests.virtual_time import VIRTUAL_TIME_BACKEND, LoopClock
@@ -92,10 +93,12 @@ class ScriptedSource:
         if queued:
             raise queued.pop(0)
 
-    async def list_subscriptions(self) -> list[str]:
+    principals = Principals.single()
+
+    async def list_subscriptions(self, principal: Principal | None = None) -> list[SubscriptionRef]:
         self.calls.append(("subscriptions", "*"))
         self._discovery_fails("*")
-        return sorted({v.subscription_id for v in self.vaults})
+        return [SubscriptionRef(id=s) for s in sorted({v.subscription_id for v in self.vaults})]
 
     async def list_vaults(
         self, subscription_id: str, kind: VaultKind = VaultKind.RECOVERY_SERVICES

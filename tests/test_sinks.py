@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fnmatch
 import hashlib
@@ -87,16 +88,17 @@ JOB_KEYS = [
     "policy_name",
     "protected_item_id",
 ]
-VAULT_KEYS = ["id", "name", "resource_group", "subscription_id", "location", "kind"]
+VAULT_KEYS = ["id", "name", "resource_group", "subscription_id", "location", "kind", "tenant_id"]
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 DETAIL_KEYS = ["errors", "tasks", "properties"]
-VAULT = parse_vault_id(p.VAULT_ID, location="westeurope")
+VAULT = dataclasses.replace(parse_vault_id(p.VAULT_ID, location="westeurope"), tenant_id=TENANT)
 EMITTED_AT = datetime(2026, 11, 25, 10, 23, 42, 604_999, tzinfo=UTC)
 
 BV_VAULT_ID = (
     f"/subscriptions/{p.SUB}/resourceGroups/rg-backup/providers/Microsoft.DataProtection/"
     "backupVaults/bv1"
 )
-BV_VAULT = parse_vault_id(BV_VAULT_ID, location="westeurope")
+BV_VAULT = dataclasses.replace(parse_vault_id(BV_VAULT_ID, location="westeurope"), tenant_id=TENANT)
 BV_DISK = f"/subscriptions/{p.SUB}/resourceGroups/rg-disks/providers/Microsoft.Compute/disks/d1"
 BV_JOB_NAME = "43252662-1b43-44fd-a856-0055665cb097"
 BV_FAILED_JOB: dict[str, Any] = {
@@ -407,6 +409,7 @@ class TestRenderedEvents:
             "subscription_id": p.SUB,
             "location": "westeurope",
             "kind": "recovery_services",
+            "tenant_id": TENANT,
         }
         assert event["detection_lag_s"] == 2.604
 

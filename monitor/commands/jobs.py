@@ -35,9 +35,9 @@ from monitor.commands.jobs_show import ShowRequest, add_show_parser, show_comman
 from monitor.commands.jobs_wait import WaitRequest, add_wait_parser, wait_command, wait_request
 from monitor.config import Settings, VaultKindName
 from monitor.core.vaults import VaultKind
-from monitor.credentials import TokenCache, build_credential
 from monitor.discovery import VaultDiscovery
 from monitor.pacing import BudgetBook
+from monitor.principals import open_principals
 
 JobsRequest = ListRequest | ShowRequest | WaitRequest
 
@@ -149,15 +149,13 @@ async def open_arm(
         ConfigError: the ARM endpoint or CA bundle is unusable.
     """
     async with AsyncExitStack() as stack:
-        credential = build_credential(settings.azure)
-        stack.push_async_callback(credential.close)
+        principals = open_principals(settings.azure, stack, clock)
         ssl_context = make_ssl_context(settings.azure.ca_bundle)
         session = await stack.enter_async_context(open_session(settings.azure, ssl_context))
-        tokens = TokenCache(credential, settings.azure.token_scope, clock)
-        await tokens.token()
+        await principals.sign_in()
         yield ArmClient(
             session=session,
-            tokens=tokens,
+            tokens=principals,
             azure=settings.azure,
             budgets=BudgetBook(settings.budget, clock=clock, rng=rng),
             clock=clock,

@@ -32,7 +32,6 @@ from monitor.commands.exits import EXIT_USAGE
 from monitor.config import ClockSettings, Settings
 from monitor.config_sinks import WebhookSinkSettings
 from monitor.core.vaults import VaultKind
-from monitor.credentials import TokenCache, build_credential
 from monitor.delivery import Delivery, SinkRoute
 from monitor.discovery import VaultDiscovery
 from monitor.item_watcher import ItemWatcher
@@ -41,6 +40,7 @@ from monitor.metrics import Metrics
 from monitor.ops import serve_ops
 from monitor.outbox import OutboxSink
 from monitor.pacing import BudgetBook
+from monitor.principals import open_principals
 from monitor.scheduler import PollScheduler
 from monitor.sink_factory import describe_sink, open_sinks, webhook_secret
 from monitor.store import build_checkpoint_store
@@ -96,8 +96,7 @@ async def _open(
 ) -> AsyncIterator[_Opened]:
     """Credential, session, state file, sinks (`with_sinks`), token and ARM client, in order."""
     async with AsyncExitStack() as stack:
-        credential = build_credential(settings.azure)
-        stack.push_async_callback(credential.close)
+        principals = open_principals(settings.azure, stack, clock)
         ssl_context = make_ssl_context(settings.azure.ca_bundle)
         session = await stack.enter_async_context(open_session(settings.azure, ssl_context))
         store: StateStore = await stack.enter_async_context(
@@ -105,15 +104,17 @@ async def _open(
         )
         routes: list[SinkRoute] = []
         if with_sinks:
+            # Sinks that sign in (Azure Monitor Logs) use the first credential.
+            credential = principals.default.credential
+            assert credential is not None  # open_principals gives every principal one
             routes = await open_sinks(
                 settings, stack, credential=credential, clock=clock, observer=metrics
             )
-        tokens = TokenCache(credential, settings.azure.token_scope, clock)
-        await tokens.token()
+        await principals.sign_in()
         budgets = BudgetBook(settings.budget, clock=clock, rng=rng)
         arm = ArmClient(
             session=session,
-            tokens=tokens,
+            tokens=principals,
             azure=settings.azure,
             budgets=budgets,
             clock=clock,

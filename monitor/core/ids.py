@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Final
+from typing import Final, TypeGuard
 
 from monitor.core.wire import excerpt
 from monitor.errors import ParseError
 
-__all__ = ["MAX_SEGMENT_CHARS", "check_path_segment", "check_subscription_id"]
+__all__ = ["MAX_SEGMENT_CHARS", "check_path_segment", "check_subscription_id", "is_guid"]
 
 MAX_SEGMENT_CHARS: Final = 260
 """The longest value accepted as one path segment. The names that reach our URLs are far shorter
@@ -61,13 +61,18 @@ def check_path_segment(value: object, what: str, *, path: str = "") -> str:
     return value
 
 
+def is_guid(value: object) -> TypeGuard[str]:
+    """Whether `value` is a string holding a GUID, in any casing."""
+    return type(value) is str and _GUID.fullmatch(value) is not None
+
+
 def check_subscription_id(value: object, *, path: str = "") -> str:
     """Return `value` when it is a subscription id: a GUID (any casing; returned as given).
 
     Raises:
         ParseError: (named `path`) not a string, or not a GUID.
     """
-    if type(value) is not str or _GUID.fullmatch(value) is None:
+    if not is_guid(value):
         raise ParseError(path, f"subscription id must be a GUID, got {excerpt(value)}")
     return value
 

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from monitor.core.ids import check_path_segment, check_subscription_id
+from monitor.core.ids import check_path_segment, check_subscription_id, is_guid
 from monitor.core.wire import excerpt, nested, opt_str, page_items
 from monitor.errors import ParseError
 
 __all__ = [
+    "SubscriptionRef",
     "SubscriptionsPage",
     "VaultKind",
     "VaultRef",
@@ -79,6 +80,9 @@ class VaultRef:
     name: str
     location: str | None = None
     kind: VaultKind = VaultKind.RECOVERY_SERVICES
+    tenant_id: str | None = None
+    """The Entra tenant of the vault's subscription, from the subscription list (None: not
+    known). Discovery sets it; ARM's vault reads do not carry it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -197,12 +201,26 @@ def _parse_vault_item(item: object, kind: VaultKind) -> VaultRef:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SubscriptionsPage:
-    """One page of `GET /subscriptions`: readable ids (lower-cased), skipped items, next link."""
+class SubscriptionRef:
+    """A readable subscription of `GET /subscriptions`: its lower-cased id and its home tenant
+    (`tenantId`, lower-cased; None when the item gives none a GUID)."""
 
-    ids: tuple[str, ...]
+    id: str
+    tenant_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubscriptionsPage:
+    """One page of `GET /subscriptions`: readable subscriptions, skipped items, next link."""
+
+    subscriptions: tuple[SubscriptionRef, ...]
     skipped: tuple[ParseError, ...]
     next_link: str | None
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """The readable subscriptions' ids, lower-cased, in page order."""
+        return tuple(s.id for s in self.subscriptions)
 
     @property
     def has_next_page(self) -> bool:
@@ -227,7 +245,7 @@ def parse_subscriptions_page(payload: object) -> SubscriptionsPage:
             and not a string.
     """
     items, next_link = page_items(payload)
-    ids: list[str] = []
+    subs: list[SubscriptionRef] = []
     skipped: list[ParseError] = []
     for index, item in enumerate(items):
         try:
@@ -236,12 +254,13 @@ def parse_subscriptions_page(payload: object) -> SubscriptionsPage:
             skipped.append(nested(f"value[{index}]", exc))
             continue
         if sub is not None:
-            ids.append(sub)
-    return SubscriptionsPage(ids=tuple(ids), skipped=tuple(skipped), next_link=next_link)
+            subs.append(sub)
+    return SubscriptionsPage(subscriptions=tuple(subs), skipped=tuple(skipped), next_link=next_link)
 
 
-def _parse_subscription_item(item: object) -> str | None:
-    """The item's lower-cased subscription id; None for a subscription that cannot be read."""
+def _parse_subscription_item(item: object) -> SubscriptionRef | None:
+    """The item's subscription; None for a subscription that cannot be read. A `tenantId` that
+    is not a GUID string is taken as unknown (None), never as a reason to skip the item."""
     if not isinstance(item, dict):
         raise ParseError("", f"expected an object, got {type(item).__name__}")
     given = item.get("subscriptionId")
@@ -256,4 +275,6 @@ def _parse_subscription_item(item: object) -> str | None:
     state = item.get("state")
     if isinstance(state, str) and state.lower() in _UNREADABLE_STATES:
         return None
-    return sub.lower()
+    tenant = item.get("tenantId")
+    tenant_id = tenant.lower() if is_guid(tenant) else None
+    return SubscriptionRef(id=sub.lower(), tenant_id=tenant_id)
