@@ -25,11 +25,15 @@ from monitor.emulator import PROFILES, EmulatorSettings, FaultSettings, WorldSet
 from monitor.emulator.clock import ScaledClock, WallClock
 from monitor.emulator.resource_graph import ResourceGraphSettings
 from monitor.emulator.runner import serve_until_signalled
+from monitor.emulator.tenancy import MAX_TENANTS
 from monitor.emulator.throttle import ThrottleSettings
 
 _port = number_arg(int, "a port number", lambda v: 0 <= v <= 65535, "between 0 and 65535")
 _probability = number_arg(float, "a number", lambda v: 0 <= v <= 1, "between 0 and 1")
 _count = count_arg
+_tenants = number_arg(
+    int, "a whole number", lambda v: 1 <= v <= MAX_TENANTS, f"between 1 and {MAX_TENANTS}"
+)
 _seconds = number_arg(float, "a number of seconds", lambda v: v >= 0, "0 or more")
 
 
@@ -187,6 +191,20 @@ def add_emulator_parser(commands: Any) -> None:
         + ", ".join(f.name for f in dataclasses.fields(FaultSettings) if f.name != "latency_s")
         + "; latency_s=SECONDS sets the injected latency",
     )
+    emulator.add_argument(
+        "--tenants",
+        type=_tenants,
+        default=1,
+        metavar="N",
+        help="Entra tenants the estate spans: subscription i belongs to tenant i %% N; tenant 0 "
+        "is the world's tenant, tenant k (1..7) is 00000000-0000-4000-8000-00000000000k "
+        f"(1 to {MAX_TENANTS}; default: 1)",
+    )
+    emulator.add_argument(
+        "--lighthouse",
+        action="store_true",
+        help="delegate every subscription of tenants 1..N-1 to tenant 0 (Azure Lighthouse)",
+    )
     emulator.add_argument("--tls-cert", type=Path, help="PEM certificate chain; serve HTTPS")
     emulator.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
 
@@ -258,6 +276,8 @@ def run_emulator(args: argparse.Namespace, out: TextIO) -> int:
         token_lifetime_s=args.token_lifetime,
         protected_items_limit=args.protected_items_limit,
         protected_items_window_s=args.protected_items_window,
+        tenants=args.tenants,
+        lighthouse=args.lighthouse,
     )
     clock = _clock(args, started)
 

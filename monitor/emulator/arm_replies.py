@@ -45,6 +45,7 @@ class Call:
     match: dict[str, str]
     principal: str
     now: datetime
+    tenant: str = ""  # the token's tenant
 
 
 def correlation_headers(request: web.Request, now: datetime) -> dict[str, str]:

@@ -32,13 +32,14 @@ from monitor.emulator.arm_replies import (
     truncated,
 )
 from monitor.emulator.clock import WorldClock
-from monitor.emulator.estate import Job, ProtectedItem, Vault
+from monitor.emulator.estate import Job, ProtectedItem, Subscription, Vault
 from monitor.emulator.faults import Fault, FaultInjector
 from monitor.emulator.foreign import ForeignOrigin
 from monitor.emulator.identity import STATIC_PRINCIPAL, TokenIssuer
 from monitor.emulator.protection import policy_json
 from monitor.emulator.reads import ReadKind, ReadLog
 from monitor.emulator.settings import EmulatorSettings
+from monitor.emulator.tenancy import Tenancy
 from monitor.emulator.throttle import ActionLimiter, Throttle
 from monitor.emulator.wire import (
     JSON,
@@ -84,6 +85,12 @@ class ArmSurface:
         self.throttle = Throttle(settings.throttle)
         self.faults = FaultInjector(settings.faults, settings.fault_seed)
         self.issuer = TokenIssuer(settings.world.tenant_id)
+        self.tenancy = Tenancy(
+            settings.world.tenant_id,
+            settings.tenants,
+            settings.lighthouse,
+            self.world.subscriptions,
+        )
         self.foreign = ForeignOrigin()
         self.protected_items_limiter = ActionLimiter(
             settings.protected_items_limit, settings.protected_items_window_s
@@ -174,7 +181,7 @@ class ArmSurface:
             return await self._pipeline(request, headers)
         except ArmReply as reply:
             headers.update(reply.headers)
-            if reply.status == 401:
+            if reply.status == 401 and "WWW-Authenticate" not in reply.headers:
                 headers["WWW-Authenticate"] = (
                     f'Bearer authorization_uri="{self.base_url}/{self.world.tenant_id}", '
                     'error="invalid_token", error_description="The authentication failed"'
@@ -195,6 +202,7 @@ class ArmSurface:
                 "The api-version query parameter (?api-version=) is required for all requests.",
             )
         path = request.path.rstrip("/") or "/"
+        self._check_tenant(path, check.tenant)
         route = self._route(request.method, path)
         match = route[1] if route else {}
         if route is not None and route[0] is ArmSurface._resource_graph:
@@ -240,6 +248,7 @@ class ArmSurface:
             verdict = self.throttle.check(
                 scope=scope,
                 principal=check.principal,
+                tenant=check.tenant,
                 kind="writes" if request.method == "POST" else "reads",
                 now=now_mono,
                 wall=now.timestamp(),
@@ -248,7 +257,7 @@ class ArmSurface:
             if request.method == "GET":
                 self._log_read(route, params, scope, check.principal, verdict.allowed, now)
             if not verdict.allowed:
-                raise throttled(verdict, scope, check.principal, self.world.tenant_id)
+                raise throttled(verdict, scope, check.principal, check.tenant)
         faults = self.faults
         if faults.draw(Fault.EXPIRED_TOKEN):
             raise ArmReply(
@@ -269,7 +278,14 @@ class ArmSurface:
                 f"The resource type could not be found for path '{request.path}'.",
             )
         self.world.advance(now)
-        call = Call(request=request, params=params, match=match, principal=check.principal, now=now)
+        call = Call(
+            request=request,
+            params=params,
+            match=match,
+            principal=check.principal,
+            now=now,
+            tenant=check.tenant,
+        )
         reply = await route[0](self, call)
         headers.update(reply.headers)
         if reply.body is None:
@@ -283,6 +299,41 @@ class ArmSurface:
         if faults.draw(Fault.TRUNCATE):
             return await truncated(request, reply.status, orjson.dumps(reply.body), headers)
         return json_response(reply.status, reply.body, headers)
+
+    def _check_tenant(self, path: str, tenant: str) -> None:
+        """ARM's 401 for a token whose tenant may not read the subscription the path names.
+
+        Raises:
+            ArmReply: 401 `InvalidAuthenticationTokenTenant`, with the subscription's own
+                authority in `WWW-Authenticate`.
+        """
+        if self.tenancy.single:
+            return
+        m = _SUBSCRIPTION_PATH.match(path)
+        if m is None:
+            return
+        sub_id = m.group(1)
+        home = self.tenancy.home_of(sub_id)
+        if home is None or self.tenancy.may_read(tenant, sub_id):
+            return  # an unknown subscription is the handler's 404
+        authority = f"{self.base_url}/{home}"
+        raise ArmReply(
+            401,
+            "InvalidAuthenticationTokenTenant",
+            f"The access token is from the wrong issuer '{self.base_url}/{tenant}/'. It must "
+            f"match the tenant '{self.base_url}/{home}/' associated with this subscription. "
+            f"Please use the authority (URL) '{authority}' to get the token. Note, if the "
+            "subscription is transferred to another tenant there is no impact to the services, "
+            "but information about new tenant could take time to propagate (up to an hour). If "
+            "you just transferred your subscription and see this error message, please try back "
+            "later.",
+            {
+                "WWW-Authenticate": (
+                    f'Bearer authorization_uri="{authority}", error="invalid_token", '
+                    'error_description="The access token is from the wrong issuer."'
+                )
+            },
+        )
 
     def _route(self, method: str, path: str) -> tuple[Handler, dict[str, str]] | None:
         for verb, pattern, handler in self._routes:
@@ -396,9 +447,25 @@ class ArmSurface:
 
     # ------------------------------------------------------------------ handlers
 
+    def _subscription_row(self, sub: Subscription) -> JSON:
+        tenancy = self.tenancy
+        if tenancy.single:
+            return subscription_json(sub, self.world.tenant_id)
+        home = tenancy.home_of(sub.id) or tenancy.home_tenant
+        return subscription_json(sub, home, managed_by=tenancy.delegated_to(sub.id))
+
     async def _subscriptions(self, call: Call) -> Reply:
-        subs = sorted(self.world.subscriptions.values(), key=lambda s: s.id)
-        return self._page(call, [subscription_json(s, self.world.tenant_id) for s in subs])
+        """Every subscription the token's tenant may read (its own and those delegated to it)."""
+        visible = self.tenancy.visible(call.tenant)
+        subs = sorted(
+            (
+                s
+                for s in self.world.subscriptions.values()
+                if visible is None or s.id.lower() in visible
+            ),
+            key=lambda s: s.id,
+        )
+        return self._page(call, [self._subscription_row(s) for s in subs])
 
     async def _subscription(self, call: Call) -> Reply:
         self._subscription_or_404(call.match["sub"])
@@ -407,7 +474,7 @@ class ArmSurface:
             for s in self.world.subscriptions.values()
             if s.id.lower() == call.match["sub"].lower()
         )
-        return Reply(200, subscription_json(sub, self.world.tenant_id))
+        return Reply(200, self._subscription_row(sub))
 
     async def _vaults(self, call: Call) -> Reply:
         self._subscription_or_404(call.match["sub"])
@@ -643,7 +710,8 @@ class ArmSurface:
                         }
                     ],
                 ) from exc
-            return Reply(200, self.resource_graph.answer(body, now=call.now), echo)
+            visible = self.tenancy.visible(call.tenant)
+            return Reply(200, self.resource_graph.answer(body, now=call.now, visible=visible), echo)
         except arg.ArgError as exc:
             return Reply(
                 exc.status, arg.error_body("BadRequest", exc.details, correlation, call.now), echo
@@ -710,6 +778,7 @@ def _arm_quote(value: str) -> str:
     return re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), quote_plus(value, safe=""))
 
 
+_SUBSCRIPTION_PATH = re.compile(r"/subscriptions/([^/]+)", re.I)
 _CLAUSE = re.compile(r"\s*(\w+)\s+eq\s+'([^']*)'\s*", re.I)
 _ITEM_FILTER_FIELDS = {"backupmanagementtype": "backupManagementType", "itemtype": "workloadType"}
 

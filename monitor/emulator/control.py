@@ -16,6 +16,7 @@ from aiohttp import web
 from monitor.emulator.arm_surface import ArmSurface
 from monitor.emulator.estate import ProtectedItem
 from monitor.emulator.identity import STATIC_PRINCIPAL
+from monitor.emulator.tenancy import principal_name, split_principal
 from monitor.emulator.wire import vault_json
 
 
@@ -35,6 +36,7 @@ class ControlSurface:
             web.post("/_emulator/stats/reset", self.reset_stats),
             web.get("/_emulator/reads", self.read_log),
             web.get("/_emulator/world", self.world_summary),
+            web.get("/_emulator/tenants", self.tenants),
             web.post("/_emulator/vaults", self.add_vault),
             web.delete("/_emulator/vaults", self.delete_vault),
             web.post("/_emulator/vaults/forbid", self.forbid_vault),
@@ -68,7 +70,8 @@ class ControlSurface:
     async def token(self, request: web.Request) -> web.Response:
         tenant = request.match_info["tenant"]
         form = await request.post()
-        if tenant.lower() not in (self.arm.world.tenant_id, "organizations"):
+        tenant_id = self.arm.tenancy.tenant(tenant)
+        if tenant_id is None:
             return _aad_error(
                 400,
                 "invalid_request",
@@ -91,6 +94,7 @@ class ControlSurface:
             client_id,
             expires_at=self.arm.clock.utcnow().timestamp() + lifetime,
             audience=str(form.get("scope", "")),
+            tenant=tenant_id,
         )
         return web.json_response(
             {
@@ -153,12 +157,26 @@ class ControlSurface:
         audience = body.get("audience", "")  # e.g. https://monitor.azure.com (Logs Ingestion)
         if not isinstance(audience, str):
             raise web.HTTPBadRequest(text="audience must be a string")
+        tenancy = self.arm.tenancy
+        asked = body.get("tenant_id", tenancy.home_tenant)
+        tenant_id = tenancy.tenant(asked) if isinstance(asked, str) else None
+        if tenant_id is None or tenant_id != str(asked).lower():  # not "organizations" here
+            raise web.HTTPBadRequest(
+                text=f"tenant_id must be one of {', '.join(tenancy.tenant_ids)}, not {asked!r}"
+            )
         token = self.arm.issuer.issue(
             principal,
             expires_at=self.arm.clock.utcnow().timestamp() + float(lifetime),
             audience=audience,
+            tenant=tenant_id,
         )
-        return web.json_response({"token": token, "principal": principal})
+        reply = {"token": token, "principal": principal}
+        if not tenancy.single:
+            reply |= {
+                "tenant_id": tenant_id,
+                "arm_principal": principal_name(principal, tenant_id, tenancy.home_tenant),
+            }
+        return web.json_response(reply)
 
     # -------------------------------------------------------------- ground truth
 
@@ -313,18 +331,35 @@ class ControlSurface:
     async def read_log(self, request: web.Request) -> web.Response:
         """Reads per (principal, vault), each vault's first poll, and reads outside vaults.
 
-        `?principal=P` keeps only that principal's rows.
+        `?principal=P` keeps only that principal's rows: the client id in tenant 0,
+        `client_id@tenant_id` in another tenant (tenancy.py). `?tenant=T` keeps only the rows
+        of principals of tenant T. With more than one tenant each row names its `tenant_id`.
         """
         wanted = request.query.get("principal")
+        wanted_tenant = request.query.get("tenant")
+        tenancy = self.arm.tenancy
+        home = tenancy.home_tenant
+
+        def keep(principal: str) -> bool:
+            if wanted is not None and principal != wanted:
+                return False
+            return wanted_tenant is None or (
+                split_principal(principal, home)[1] == wanted_tenant.lower()
+            )
+
+        def tenant_of(principal: str) -> dict[str, str]:
+            return {} if tenancy.single else {"tenant_id": split_principal(principal, home)[1]}
+
         world = self.arm.world
         vaults = []
         for (principal, key), r in sorted(self.arm.reads.vaults.items()):
-            if wanted is not None and principal != wanted:
+            if not keep(principal):
                 continue
             vault = world.vaults.get(key) or world.backup_vaults.vault(key)
             vaults.append(
                 {
                     "principal": principal,
+                    **tenant_of(principal),
                     "vault_id": vault.id if vault is not None else key,
                     "subscription_id": vault.subscription_id if vault is not None else r.scope,
                     "served": r.served,
@@ -339,12 +374,13 @@ class ControlSurface:
         outside = [
             {
                 "principal": principal,
+                **tenant_of(principal),
                 "scope": scope,
                 "served": r.served,
                 "throttled_429": r.throttled,
             }
             for (principal, scope), r in sorted(self.arm.reads.outside.items())
-            if wanted is None or principal == wanted
+            if keep(principal)
         ]
         return _raw_json({"vaults": vaults, "outside_vaults": outside})
 
@@ -391,6 +427,15 @@ class ControlSurface:
                 ),
             }
         )
+
+    async def tenants(self, request: web.Request) -> web.Response:
+        """Each tenant's id, its subscriptions (home tenant) and the tenants they are delegated to.
+
+        `{"tenants": [{"tenant_id", "subscriptions": [ids], "delegated_to": [tenant ids]}],
+        "lighthouse": bool}`, tenant 0 first.
+        """
+        self._now()
+        return _raw_json(self.arm.tenancy.as_json())
 
     def _backup_vaults_json(self) -> list[dict[str, object]]:
         return [

@@ -15,18 +15,23 @@ from datetime import UTC, datetime
 
 import orjson
 
+from monitor.emulator.tenancy import principal_name
+
 STATIC_PRINCIPAL = "emulator-static-user"  # the principal of the emulator's long-lived token
 
 
 @dataclass(frozen=True, slots=True)
 class TokenCheck:
-    """The outcome of checking a bearer token: a principal and the audience it was issued for
-    (the scope or resource asked for, `""` for minted tokens), or ARM's 401 error code."""
+    """The outcome of checking a bearer token: a principal (the client id, with `@tenant` outside
+    the issuer's own tenant: see tenancy.py), the audience it was issued for
+    (the scope or resource asked for, `""` for minted tokens) and the tenant it was issued in,
+    or ARM's 401 error code."""
 
     principal: str | None
     error_code: str | None = None
     error_message: str | None = None
     audience: str = ""
+    tenant: str = ""
 
 
 def _b64(data: bytes) -> str:
@@ -38,15 +43,21 @@ def _unb64(text: str) -> bytes:
 
 
 class TokenIssuer:
-    """Issues and checks tokens for principals of one tenant."""
+    """Issues and checks tokens; each token names its tenant (`tenant_id` unless told)."""
 
     def __init__(self, tenant_id: str, key: bytes | None = None) -> None:
         self.tenant_id = tenant_id
         self._key = key or secrets.token_bytes(32)
 
-    def issue(self, principal: str, *, expires_at: float, audience: str = "") -> str:
-        """A token for `principal` valid until `expires_at` (epoch seconds)."""
-        payload = _b64(orjson.dumps({"p": principal, "exp": expires_at, "aud": audience}))
+    def issue(
+        self, principal: str, *, expires_at: float, audience: str = "", tenant: str | None = None
+    ) -> str:
+        """A token for `principal` of `tenant` (default: `tenant_id`) valid until `expires_at`
+        (epoch seconds)."""
+        claims: dict[str, object] = {"p": principal, "exp": expires_at, "aud": audience}
+        if tenant is not None and tenant != self.tenant_id:
+            claims["tid"] = tenant
+        payload = _b64(orjson.dumps(claims))
         sig = _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest()[:18])
         return f"emu1.{payload}.{sig}"
 
@@ -81,6 +92,7 @@ class TokenIssuer:
             claims = orjson.loads(_unb64(parts[1]))
             principal, expires_at = str(claims["p"]), float(claims["exp"])
             audience = str(claims.get("aud", ""))
+            tenant = str(claims.get("tid", self.tenant_id))
         except (ValueError, KeyError, TypeError):
             return invalid
         if expires_at <= now:
@@ -90,7 +102,9 @@ class TokenIssuer:
                 f"The access token expiry UTC time '{_utc_text(expires_at)}' is earlier than "
                 f"current UTC time '{_utc_text(now)}'.",
             )
-        return TokenCheck(principal, audience=audience)
+        return TokenCheck(
+            principal_name(principal, tenant, self.tenant_id), audience=audience, tenant=tenant
+        )
 
 
 def _utc_text(epoch: float) -> str:

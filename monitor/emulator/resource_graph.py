@@ -372,8 +372,13 @@ class ResourceGraph:
             total += max(hi - lo, 0)
         return total
 
-    def answer(self, body: object, *, now: datetime) -> JSON:
+    def answer(self, body: object, *, now: datetime, visible: frozenset[str] | None = None) -> JSON:
         """The 200 body for one query request.
+
+        Args:
+            visible: the lower-cased subscriptions the caller's tenant may read (its own and
+                those delegated to it); None: every subscription. A query sees only these,
+                whatever subscriptions it names.
 
         Raises:
             ArgError: a bad request or a query outside the subset (400).
@@ -403,7 +408,10 @@ class ResourceGraph:
         more = False
         total = 0
         if all(ROW_TYPE in types for types in query.types):
-            vaults = self._vaults(request.subscriptions)
+            subs = request.subscriptions
+            if visible is not None:
+                subs = tuple(s for s in (subs or sorted(visible)) if s in visible)
+            vaults = self._vaults(subs)
             total = self._count(vaults, query, as_of)
             skip = request.skip if after is None else 0
             for row_id, job in self._walk(vaults, after, query.descending):

@@ -39,6 +39,11 @@ class Emulator:
         return self.arm.world.tenant_id
 
     @property
+    def tenant_ids(self) -> tuple[str, ...]:
+        """Every tenant of the run, tenant 0 (`tenant_id`) first (see tenancy.py)."""
+        return self.arm.tenancy.tenant_ids
+
+    @property
     def world(self) -> World:
         return self.arm.world
 

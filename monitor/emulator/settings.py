@@ -28,6 +28,10 @@ class EmulatorSettings:
         protected_items_limit: protected-item reads per subscription per
             `protected_items_window_s` world seconds before Recovery Services answers 429
             `ResourceRequestsThrottled` (0, the default: no such limit).
+        tenants: how many Entra tenants the estate spans (1 to 8): subscription i belongs to
+            tenant i % tenants (tenancy.py names them); 1, the default, is a one-tenant estate.
+        lighthouse: delegate every subscription of tenants 1..N-1 to tenant 0 (Azure
+            Lighthouse), so that tenant 0's tokens read them all.
     """
 
     world: WorldSettings = field(default_factory=WorldSettings)
@@ -44,3 +48,5 @@ class EmulatorSettings:
     resource_graph: ResourceGraphSettings = field(default_factory=ResourceGraphSettings)
     protected_items_limit: int = 0
     protected_items_window_s: float = 300.0
+    tenants: int = 1
+    lighthouse: bool = False

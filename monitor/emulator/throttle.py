@@ -2,7 +2,7 @@
 
 ARM (public cloud, since 2024) keeps a bucket per (subscription, principal) for reads — 250 tokens,
 25 per second — plus a subscription-wide bucket 15 times as large shared by every principal, and a
-tenant bucket per principal for tenant-scoped reads. Sovereign clouds keep hourly counters
+tenant bucket per (principal, tenant) for tenant-scoped reads. Sovereign clouds keep hourly counters
 (12,000 reads per hour). Every response reports what is left in `x-ms-ratelimit-remaining-*`.
 """
 
@@ -171,6 +171,7 @@ class Throttle:
         kind: Literal["reads", "writes"],
         now: float,
         wall: float,
+        tenant: str = "",
     ) -> Verdict:
         """Count one request against its buckets and say whether ARM would serve it.
 
@@ -180,15 +181,22 @@ class Throttle:
             kind: "reads" or "writes".
             now: monotonic seconds (token buckets).
             wall: epoch seconds (hourly counters reset on the clock hour).
+            tenant: the token's tenant: a tenant-scoped read spends the bucket of
+                (principal, tenant); subscription reads spend (principal, subscription).
         """
         hourly = self.settings.model == "hourly"
         at = wall if hourly else now
-        tenant = scope == "tenant"
-        own = self._limiter(("principal", scope, principal, kind), kind, at)
+        tenant_scope = scope == "tenant"
+        key = (
+            ("principal", scope, tenant, principal, kind)
+            if tenant_scope
+            else ("principal", scope, principal, kind)
+        )
+        own = self._limiter(key, kind, at)
         limiters: list[tuple[str, Limiter]] = [
-            (f"{'tenant' if tenant else 'subscription'}-{kind}", own)
+            (f"{'tenant' if tenant_scope else 'subscription'}-{kind}", own)
         ]
-        if not tenant and not hourly:
+        if not tenant_scope and not hourly:
             limiters.append(
                 (f"subscription-global-{kind}", self._limiter(("global", scope, kind), kind, at))
             )

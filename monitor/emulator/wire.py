@@ -75,14 +75,21 @@ def vault_json(vault: Vault) -> JSON:
     }
 
 
-def subscription_json(sub: Subscription, tenant_id: str) -> JSON:
-    """A subscription as `GET /subscriptions` returns it."""
+def subscription_json(
+    sub: Subscription, tenant_id: str, *, managed_by: tuple[str, ...] | None = None
+) -> JSON:
+    """A subscription as `GET /subscriptions` returns it.
+
+    `tenant_id` is its home tenant (`tenantId` and `homeTenantId`, as ARM's 2020-01-01 and later
+    versions write both); `managed_by` the tenants it is delegated to (Azure Lighthouse).
+    """
     return {
         "id": f"/subscriptions/{sub.id}",
         "authorizationSource": "RoleBased",
-        "managedByTenants": [],
+        "managedByTenants": [{"tenantId": t} for t in managed_by or ()],
         "subscriptionId": sub.id,
         "tenantId": tenant_id,
+        "homeTenantId": tenant_id,
         "displayName": sub.display_name,
         "state": "Enabled",
         "subscriptionPolicies": {

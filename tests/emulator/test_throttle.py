@@ -61,6 +61,26 @@ class TestBucket:
         verdict = read(Throttle(ThrottleSettings()), 0.0, scope="tenant")
         assert verdict.headers == {"x-ms-ratelimit-remaining-tenant-reads": "249"}
 
+    def test_tenant_scope_buckets_are_per_principal_and_tenant(self) -> None:
+        """One principal's tenant-scoped reads in two tenants spend two buckets; subscription
+        buckets do not depend on the tenant (the principal names it)."""
+        throttle = Throttle(ThrottleSettings(reads_bucket=2))
+
+        def tenant_read(tenant: str) -> bool:
+            return throttle.check(
+                scope="tenant", principal="p1", kind="reads", now=0.0, wall=0.0, tenant=tenant
+            ).allowed
+
+        assert [tenant_read("t0") for _ in range(3)] == [True, True, False]
+        assert [tenant_read("t1") for _ in range(3)] == [True, True, False]
+        sub_reads = [
+            throttle.check(
+                scope=SUB, principal="p1", kind="reads", now=0.0, wall=0.0, tenant=t
+            ).allowed
+            for t in ("t0", "t1", "t0")
+        ]
+        assert sub_reads == [True, True, False]
+
 
 class TestHourly:
     def test_hourly_counter_counts_from_12000_and_resets_on_the_hour(self) -> None:
