@@ -71,8 +71,10 @@ from monitor.core.vaults import (
 from monitor.core.wire import build_jobs_filter
 from monitor.credentials import TokenCache
 from monitor.errors import (
+    ArmAuthError,
     ArmThrottled,
     ParseError,
+    StartupError,
 )
 from monitor.pacing import RESOURCE_GRAPH_SCOPE, BudgetBook, action_scope, scope_of_path
 from monitor.principals import Principal, Principals
@@ -491,8 +493,7 @@ class ArmClient:
         rejected: str | None = None
         for attempt in (1, 2):
             await self._budgets.acquire(scope)
-            tokens = self._principals.tokens_for(scope)
-            token = await tokens.token(force_refresh=attempt > 1, rejected=rejected)
+            token = await self._token(scope, force_refresh=attempt > 1, rejected=rejected)
             answer = await self._sender.get(
                 target, token, scope, ArmCallKind.OTHER, self._response_cap
             )
@@ -513,6 +514,21 @@ class ArmClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     # ------------------------------------------------------------------ URLs
+
+    async def _token(self, scope: str, *, force_refresh: bool, rejected: str | None) -> str:
+        """A token of `scope`'s principal. A principal that never signed in (its credential
+        failed at start while another's worked) fails this one request, as ARM's 401 would:
+        the reads of the other principals go on.
+
+        Raises:
+            ArmAuthError: the principal's credential gives no token; `url` is the scope.
+        """
+        principal = self._principals.principal_for(scope)
+        assert principal.tokens is not None  # every principal of a client has its cache
+        try:
+            return await principal.tokens.token(force_refresh=force_refresh, rejected=rejected)
+        except StartupError as exc:
+            raise ArmAuthError(f"{principal.where}{exc}", url=scope) from exc
 
     def _vaults_version(self, kind: VaultKind) -> str:
         if kind is VaultKind.BACKUP_VAULT:
@@ -596,8 +612,7 @@ class ArmClient:
         rejected: str | None = None
         for attempt in (1, 2):
             await self._budgets.acquire(scope)
-            tokens = self._principals.tokens_for(scope)
-            token = await tokens.token(force_refresh=attempt > 1, rejected=rejected)
+            token = await self._token(scope, force_refresh=attempt > 1, rejected=rejected)
             answer = await self._sender.send(
                 method, url, token, scope, kind, cap or self._response_cap, body
             )

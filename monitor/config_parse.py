@@ -266,7 +266,7 @@ def _parse_credentials(value: object, arm_endpoint: str) -> tuple[CredentialSett
             raise r.error(
                 "name", f"must be 1-32 letters, digits, '-' or '_', starting alike, got {name!r}"
             )
-        if any(e.name == name for e in entries):
+        if any(e.name.lower() == name.lower() for e in entries):  # budget scopes fold case
             raise r.error("name", f"{name!r} is the name of an earlier entry")
         secret_env = r.optional_text("client_secret_env")
         if secret_env is not None and not _ENV_NAME.fullmatch(secret_env):

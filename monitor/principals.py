@@ -96,21 +96,32 @@ class Principals:
         return cls([Principal(name="default", tokens=tokens)])
 
     async def sign_in(self) -> None:
-        """Get a first token of every principal, in order, so a credential that cannot sign
-        in fails the start, named.
+        """Get a first token of every principal, in order. One whose credential fails is
+        logged (`principal.sign_in_failed`, naming its entry) and left to fail its own reads,
+        retried with each: the other principals' subscriptions are watched as usual.
 
         Raises:
-            StartupError: a credential gave no token (the message names its entry with several).
+            StartupError: every credential failed (with one, its own error; the message names
+                each entry with several).
         """
+        failed: list[StartupError] = []
+        signed: list[str] = []
         for principal in self.members:
             if principal.tokens is None:
                 continue
             try:
                 await principal.tokens.token()
             except StartupError as exc:
-                raise StartupError(f"{principal.where}{exc}") from exc
+                if len(self.members) == 1:
+                    raise
+                failed.append(StartupError(f"{principal.where}{exc}"))
+                log.error("principal.sign_in_failed", principal=principal.name, error=str(exc))
+            else:
+                signed.append(principal.name)
+        if len(failed) == len(self.members):
+            raise StartupError("no credential could sign in: " + "; ".join(map(str, failed)))
         if len(self.members) > 1:
-            log.info("principals.signed_in", principals=[p.name for p in self.members])
+            log.info("principals.signed_in", principals=signed, failed=len(failed))
 
     def __iter__(self) -> Iterator[Principal]:
         return iter(self.members)
@@ -183,24 +194,19 @@ class Principals:
             return RESOURCE_GRAPH_SCOPE
         return f"{RESOURCE_GRAPH_SCOPE}:{principal.name}"
 
-    def tokens_for(self, scope: str) -> TokenCache:
-        """The token cache for a request of budget `scope`: a subscription's principal, the
-        principal a `tenant:`/`resource-graph:` scope names, or the default.
+    def principal_for(self, scope: str) -> Principal:
+        """The principal a request of budget `scope` is sent as: a subscription's, the one a
+        `tenant:`/`resource-graph:` scope names, or the default.
 
         Raises:
             KeyError: the scope names no principal.
-            LookupError: the principal has no token cache (a bug: ArmClient's all have one).
         """
         base, _, name = scope.partition(":")
         if name:
-            principal = self.named(name)
-        elif base in (TENANT_SCOPE, RESOURCE_GRAPH_SCOPE):
-            principal = self.default
-        else:
-            principal = self.of_subscription(base)
-        if principal.tokens is None:
-            raise LookupError(f"principal {principal.name!r} has no credential")
-        return principal.tokens
+            return self.named(name)
+        if base in (TENANT_SCOPE, RESOURCE_GRAPH_SCOPE):
+            return self.default
+        return self.of_subscription(base)
 
 
 def open_principals(

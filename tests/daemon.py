@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -48,12 +49,14 @@ def write_config(
     *,
     sections: Mapping[str, Mapping[str, object]] | None = None,
     sinks: Sequence[Mapping[str, object]] = (),
+    credentials: Sequence[Mapping[str, object]] = (),
     **poll: float,
 ) -> Path:
     """A config file for `emu`: short intervals, the ops server on a free loopback port.
 
     `sections` adds or overrides keys of any section (e.g. `{"shard": {"count": 2}}`); `sinks`
-    are `[[sinks]]` entries, whose mapping values (`filter`, `labels`) become sub-tables.
+    are `[[sinks]]` entries, whose mapping values (`filter`, `labels`) become sub-tables;
+    `credentials` are `[[azure.credentials]]` entries, which replace the static credential.
     `[protection]` is off unless `sections` turns it on: the tests judged by job transitions
     alone would otherwise also see item events (protection changes after a restart), which
     tests/test_missed_backups_e2e.py judges against their own ground truth.
@@ -79,11 +82,15 @@ def write_config(
         "log": {"format": "json"},
         "ops": {"listen": "127.0.0.1:0"},
     }
+    if credentials:
+        del tables["azure"]["credential"], tables["azure"]["static_token"]
     for name, values in (sections or {}).items():
         tables.setdefault(name, {}).update(values)
     lines: list[str] = []
     for name, values in tables.items():
         lines += [f"[{name}]", *(f"{key} = {_toml(value)}" for key, value in values.items())]
+    for entry in credentials:
+        lines += ["[[azure.credentials]]", *(f"{k} = {_toml(v)}" for k, v in entry.items())]
     for sink in sinks:
         plain = {k: v for k, v in sink.items() if not isinstance(v, Mapping)}
         lines += ["[[sinks]]", *(f"{key} = {_toml(value)}" for key, value in plain.items())]
@@ -310,11 +317,16 @@ class Daemon:
 
 
 async def ground_truth(
-    emu: Emulator, *, kinds: Sequence[str] = ("recovery_services",)
+    emu: Emulator,
+    *,
+    kinds: Sequence[str] = ("recovery_services",),
+    ssl_context: ssl.SSLContext | None = None,
 ) -> list[dict[str, Any]]:
-    """The world's transitions of the vaults of `kinds` (`recovery_services`, `backup_vault`)."""
+    """The world's transitions of the vaults of `kinds` (`recovery_services`, `backup_vault`);
+    `ssl_context` trusts an emulator served over TLS."""
     rows: list[dict[str, Any]] = []
-    async with aiohttp.ClientSession() as http:
+    connector = aiohttp.TCPConnector(ssl=ssl_context) if ssl_context is not None else None
+    async with aiohttp.ClientSession(connector=connector) as http:
         for kind in kinds:
             since = 0
             while True:

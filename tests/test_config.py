@@ -826,6 +826,152 @@ class TestOther:
         assert shard_from_hostname(name) == index
 
 
+TENANT_A = "aaaaaaaa-0000-4000-8000-000000000001"
+SUB_B = "bbbbbbbb-0000-4000-8000-000000000002"
+
+
+def entry(name: str = "contoso", **keys: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "name": name,
+        "credential": "client_secret",
+        "tenant_id": TENANT_A,
+        "client_id": SUB,
+        "client_secret_env": "CONTOSO_SECRET",
+    }
+    return {k: v for k, v in {**base, **keys}.items() if v is not None}
+
+
+class TestSeveralCredentials:
+    def test_entries_parse_in_order_with_their_subscriptions(self) -> None:
+        """Each [[azure.credentials]] entry keeps its keys; principals lists them in order,
+        and a config without entries has one principal named 'default'."""
+        s = parse_settings(
+            {"azure": {"credentials": [entry(), entry("fabrikam", subscriptions=[SUB_B.upper()])]}}
+        )
+        assert [p.name for p in s.azure.principals] == ["contoso", "fabrikam"]
+        assert s.azure.principals[0].subscriptions == ("*",)
+        assert s.azure.principals[1].subscriptions == (SUB_B,)
+        assert s.azure.principals[0].client_secret_env == "CONTOSO_SECRET"
+        (single,) = parse_settings({}).azure.principals
+        assert (single.name, single.credential, single.subscriptions) == (
+            "default",
+            "default",
+            ("*",),
+        )
+
+    def test_signing_in_takes_the_entrys_keys(self) -> None:
+        """The settings a credential is built from are [azure]'s with the entry's keys."""
+        s = parse_settings(
+            {"azure": {"credentials": [entry(client_secret="pw", client_secret_env=None)]}}
+        )
+        azure = s.azure.signing_in(s.azure.principals[0])
+        assert (azure.credential, azure.tenant_id, azure.client_id) == (
+            "client_secret",
+            TENANT_A,
+            SUB,
+        )
+        assert azure.client_secret == "pw"
+        assert azure.credentials == ()
+
+    @pytest.mark.parametrize(
+        ("entries", "message"),
+        [
+            ("x", "azure.credentials: must be an array of tables ([[azure.credentials]] entries)"),
+            (
+                [{"credential": "static"}],
+                "azure.credentials[0].name: required: every entry is named (in logs, metrics, "
+                "errors)",
+            ),
+            (
+                [entry("a b")],
+                "azure.credentials[0].name: must be 1-32 letters, digits, '-' or '_', starting "
+                "alike, got 'a b'",
+            ),
+            (
+                [entry(), entry()],
+                "azure.credentials[1].name: 'contoso' is the name of an earlier entry",
+            ),
+            (
+                [entry(), entry("CONTOSO")],
+                "azure.credentials[1].name: 'CONTOSO' is the name of an earlier entry",
+            ),
+            (
+                [entry(secret="x")],
+                "azure.credentials[0].secret: unknown key; did you mean 'client_secret'?",
+            ),
+            (
+                [entry(client_secret_env=None)],
+                "azure.credentials[0].client_secret: required (or client_secret_env) when "
+                "azure.credentials[0].credential = 'client_secret'",
+            ),
+            (
+                [entry(client_secret="pw")],
+                "azure.credentials[0].client_secret_env: set client_secret or client_secret_env, "
+                "not both",
+            ),
+            (
+                [entry(client_secret_env="1BAD")],
+                "azure.credentials[0].client_secret_env: must be an environment variable name, "
+                "got '1BAD'",
+            ),
+            (
+                [entry(tenant_id=None)],
+                "azure.credentials[0].tenant_id: required when azure.credentials[0].credential = "
+                "'client_secret'",
+            ),
+            (
+                [entry(credential="static", static_token="t")],
+                "azure.credentials[0].credential: 'static' is refused unless azure.arm_endpoint is "
+                "a loopback host, got 'management.azure.com'",
+            ),
+            (
+                [entry(subscriptions=[])],
+                "azure.credentials[0].subscriptions: must name at least one subscription, or be "
+                "['*']",
+            ),
+            (
+                [entry(subscriptions=["*", SUB_B])],
+                "azure.credentials[0].subscriptions: '*' (every subscription it lists) must be "
+                "alone",
+            ),
+            (
+                [entry(subscriptions=["sub-1"])],
+                "azure.credentials[0].subscriptions[0]: must be a subscription GUID or '*', got "
+                "'sub-1'",
+            ),
+            (
+                [entry(subscriptions=[SUB_B]), entry("b", subscriptions=[SUB_B.upper()])],
+                f"azure.credentials[1].subscriptions[0]: {SUB_B.upper()} is watched by entry "
+                "'contoso' already",
+            ),
+        ],
+    )
+    def test_bad_entries_are_named(self, entries: object, message: str) -> None:
+        """Every mistake in an entry names the entry's index and key."""
+        assert error_of({"azure": {"credentials": entries}}) == message
+
+    @pytest.mark.parametrize("key", ["credential", "tenant_id", "client_id", "client_secret"])
+    def test_azure_credential_keys_are_refused_beside_entries(self, key: str) -> None:
+        """[azure]'s own credential keys and entries together are ambiguous: refused, named."""
+        value = {"credential": "default", "tenant_id": TENANT_A, "client_id": SUB}.get(key, "pw")
+        message = error_of({"azure": {key: value, "credentials": [entry()]}})
+        assert (
+            message == f"azure.{key}: set it in each [[azure.credentials]] entry, not beside them"
+        )
+
+    def test_redacted_hides_every_entrys_secret(self) -> None:
+        """The start-up line's settings hide an entry's secret and are JSON-ready."""
+        s = parse_settings(
+            {"azure": {"credentials": [entry(client_secret="Zm9vYmFy", client_secret_env=None)]}}
+        )
+        out = s.redacted()
+        (shown,) = out["azure"]["credentials"]
+        assert shown["client_secret"] == "***"
+        assert shown["name"] == "contoso"
+        assert "Zm9vYmFy" not in repr(out)
+        assert json.loads(json.dumps(out)) == out
+
+
 class TestRedacted:
     def test_secrets_are_starred_and_the_rest_is_plain(self) -> None:
         """redacted() hides set secrets, shows unset ones as None, and is JSON-ready."""
