@@ -563,6 +563,7 @@ class TestShow:
         run = await cli("jobs", "show", "--config", str(config), job.vault.id, job.name)
         assert run.code == EXIT_OK, run.err
         assert "Failed  (failed)" in run.out
+        assert f", location {job.vault.location})\n" in run.out
         assert f"{job.error.code} {job.error.title}: {job.error.message}" in run.out
         assert f"→ {job.error.recommendations[0]}" in run.out
         assert "\nTasks\n" in run.out
@@ -582,6 +583,9 @@ class TestShow:
         assert run.code == EXIT_OK, run.err
         record = orjson.loads(run.out)
         jsonschema.validate(record["job"], job_schema())
+        jsonschema.validate(record["vault"], vault_schema())
+        assert record["vault"]["location"] == job.vault.location
+        assert record["vault"]["location"]
         assert record["job"]["errors"][0]["code"] == str(job.error.code)
         assert record["extended"]["errors"][0]["title"] == job.error.title
         assert record["extended"]["arm_properties"]["jobType"] == job.job_type
@@ -808,6 +812,9 @@ class ScriptedReader:
         answer: OperationReply = self._answer("operation")
         return answer
 
+    async def get_vault(self, vault_id: str) -> VaultRef:
+        raise AssertionError("jobs wait reads no vault")
+
 
 def completed_job() -> JobDetails:
     vault = parse_vault_id(hostile_arm.vault_id("v1"))
@@ -915,6 +922,50 @@ class TestWaitReads:
         (line,) = run.err_lines
         assert f"job {JOB_NAME} in vault v1 " in line
         assert ": not found: " in line
+
+
+class ShowReader(ScriptedReader):
+    """A `JobReader` for `jobs show`: the job answers from the script, the vault read raises
+    `vault_error` (or gives the vault in westeurope)."""
+
+    def __init__(self, *, jobs: Sequence[object], vault_error: ArmError | None) -> None:
+        super().__init__(jobs=jobs)
+        self.vault_error = vault_error
+        self.vault_reads = 0
+
+    async def get_vault(self, vault_id: str) -> VaultRef:
+        self.vault_reads += 1
+        if self.vault_error is not None:
+            raise self.vault_error
+        return parse_vault_id(vault_id, location="westeurope")
+
+
+class TestShowVault:
+    """`jobs show` reads the vault beside the job, for its location."""
+
+    @pytest.mark.parametrize(
+        ("vault_error", "location"),
+        [(None, "westeurope"), (arm_error(ArmForbidden, 403), None)],
+    )
+    async def test_the_vault_read_gives_the_location_and_its_failure_does_not_fail_the_show(
+        self, vault_error: ArmError | None, location: str | None
+    ) -> None:
+        """The location comes from the vault's own read; when that read fails the job is still
+        shown (exit 0, nothing on stderr) with the location null."""
+        reader = ShowReader(jobs=[completed_job()], vault_error=vault_error)
+        args = ["jobs", "show", hostile_arm.vault_id("v1"), JOB_NAME, "--output", "json"]
+        request = parse_jobs_request(build_parser().parse_args(args))
+        out, err = io.StringIO(), io.StringIO()
+
+        async def nothing() -> list[VaultRef]:
+            return []
+
+        code = await run_jobs_command(
+            request, reader=reader, discover=nothing, clock=FakeClock(), out=out, err=err
+        )
+        assert (code, err.getvalue()) == (EXIT_OK, "")
+        assert orjson.loads(out.getvalue())["vault"]["location"] == location
+        assert (reader.vault_reads, reader.reads["job"]) == (1, 1)
 
 
 async def fresh_long_vm_job(emu: Emulator, *, min_s: float, max_s: float) -> Job:
