@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from monitor.arm import OperationReply
 from monitor.cli import build_parser
 from monitor.clock import SystemClock
+from monitor.commands.console import fit, human_s
 from monitor.commands.exits import (
     EXIT_API_ERROR,
     EXIT_CANCELLED,
@@ -43,6 +44,7 @@ from monitor.commands.jobs_list import (
     listed_error_codes,
 )
 from monitor.commands.jobs_show import ShowRequest
+from monitor.commands.jobs_wait import job_progress
 from monitor.config_load import load_settings
 from monitor.core.diff import JobStateChanged
 from monitor.core.jobs import JobDetails, JobStatus, parse_job_details
@@ -631,11 +633,14 @@ class TestWait:
         assert run.code == EXIT_NOT_FOUND
         assert "404 BMSUserErrorJobNotFound" in run.err
 
+    @pytest.mark.parametrize("columns", [40, 80, 120])
     async def test_timeout_exits_13_and_shows_progress_on_a_terminal(
-        self, emu: Emulator, config: Path
+        self, emu: Emulator, config: Path, columns: int, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """--timeout 2s on a long job exits 13; a terminal stderr gets a live status line."""
+        """--timeout 2s on a long job exits 13; a terminal stderr gets a live status line that
+        fits COLUMNS less one (never wraps) and whose elapsed time moves at every redraw."""
         job = running_job(emu, left_s=8)
+        monkeypatch.setenv("COLUMNS", str(columns))
 
         class Terminal(io.StringIO):
             def isatty(self) -> bool:
@@ -665,9 +670,18 @@ class TestWait:
         assert code == EXIT_TIMED_OUT
         assert 2.0 <= waited < 6.0
         text = err.getvalue()
-        assert "\r\x1b[K" in text
-        assert "InProgress" in text
-        assert "elapsed" in text
+        drawn = [d for d in text.split("\r\x1b[K") if d and not d.endswith("\n")]
+        assert len(drawn) >= 2, drawn
+        for line in drawn:
+            assert len(line) <= columns - 1, line
+            assert "\n" not in line
+            assert line.startswith("InProgress") or line.startswith("job "), line
+            assert "InProgress  elapsed " in line
+            assert "%" not in line
+        elapsed = [line.split("elapsed ", 1)[1].split()[0] for line in drawn]
+        assert len(set(elapsed)) >= 2, elapsed
+        if columns >= 80:
+            assert all(line.startswith(f"job {job.name[:8]}") for line in drawn), drawn
         assert "timed out after" in text
 
     @pytest.mark.long(seconds=10)
@@ -1376,3 +1390,39 @@ def test_listed_error_codes_keep_every_code_in_order(entries: list[Any]) -> None
     unlisted = parse_job_details(item, parse_vault_id(hostile_arm.vault_id("v1"))).job
     assert listed_error_codes(unlisted) is None
     assert error_text(None) == "?"
+
+
+@given(
+    candidates=st.lists(st.text("ab …", max_size=60), min_size=1, max_size=5),
+    width=st.integers(1, 200),
+)
+def test_fit_never_passes_the_last_column(candidates: list[str], width: int) -> None:
+    """The progress line is the first variant that fits in width − 1 columns, else the last
+    one cut to that with an ellipsis: never wider, so never wrapped."""
+    line = fit(candidates, width)
+    room = max(width - 1, 1)
+    assert len(line) <= room
+    fitting = [c for c in candidates if len(c) <= room]
+    if fitting:
+        assert line == fitting[0]
+    else:
+        assert candidates[-1].startswith(line.removesuffix("…"))
+
+
+@given(
+    name=st.text("0123456789abcdef-", min_size=36, max_size=36),
+    vault=st.text("abc-012", min_size=1, max_size=50),
+    elapsed=st.floats(0, 10**6),
+    left=st.none() | st.floats(0, 10**6),
+    columns=st.integers(30, 300),
+)
+def test_the_wait_line_keeps_the_status_and_the_elapsed_time(
+    name: str, vault: str, elapsed: float, left: float | None, columns: int
+) -> None:
+    """At any width from 30 columns, the line that is drawn still has the status and the time
+    waited, uncut."""
+    variants = job_progress(
+        name, vault, status="InProgress", elapsed_s=elapsed, left_s=left, next_read_s=3.0
+    )
+    line = fit(variants, columns)
+    assert f"InProgress  elapsed {human_s(elapsed)}" in line
