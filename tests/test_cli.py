@@ -319,6 +319,70 @@ def test_check_config_lists_what_it_would_watch(emulator_process: Started, tmp_p
     assert "sink default: stdout (json)\n" in out
 
 
+def test_check_config_json_is_one_object_naming_every_vault(
+    start_emulator: Callable[..., Started], tmp_path: Path
+) -> None:
+    """`check-config --output json` prints one JSON object (nothing else on stdout): the
+    endpoint, every vault with its subscription, kind, group, name, location and id, the count
+    of each kind, where Backup vault jobs come from and every sink; the same vaults as the text."""
+    _, banner = start_emulator(
+        "--seed", "5", "--subscriptions", "2", "--backup-vaults-per-subscription", "1"
+    )
+    config = tmp_path / "monitor.toml"
+    config.write_text(
+        f'[azure]\narm_endpoint = "{banner["url"]}/"\nallow_http_loopback = true\n'
+        f'credential = "static"\nstatic_token = "{banner["token"]}"\n'
+        f'[[sinks]]\ntype = "file"\npath = "{tmp_path / "events.jsonl"}"\n'
+        '[sinks.filter]\noutcomes = ["failed"]\n'
+    )
+    argv = [*COMMAND, "check-config", "--config", str(config)]
+    result = subprocess.run([*argv, "--output", "json"], capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr.decode()
+    report = orjson.loads(result.stdout)
+    assert list(report) == [
+        "config_valid",
+        "authenticated",
+        "arm_endpoint",
+        "vaults",
+        "vault_count",
+        "vault_counts",
+        "backup_vault_jobs_from",
+        "sinks",
+    ]
+    assert report["config_valid"] is True
+    assert report["authenticated"] is True
+    assert report["arm_endpoint"] == banner["url"] + "/"
+    vaults = report["vaults"]
+    assert report["vault_count"] == len(vaults) == 12
+    assert report["vault_counts"] == {"recovery_services": 10, "backup_vault": 2}
+    for vault in vaults:
+        assert list(vault) == [
+            "subscription_id",
+            "kind",
+            "resource_group",
+            "name",
+            "location",
+            "id",
+        ]
+        assert vault["id"].lower().startswith(f"/subscriptions/{vault['subscription_id']}/")
+        assert vault["id"].endswith("/" + vault["name"])
+        assert vault["location"]
+    assert {v["kind"] for v in vaults} == {"recovery_services", "backup_vault"}
+    assert len({v["subscription_id"] for v in vaults}) == 2
+    assert report["backup_vault_jobs_from"] == "resource_graph"
+    assert report["sinks"] == [
+        {
+            "name": "file",
+            "type": "file",
+            "description": f"file: file {tmp_path / 'events.jsonl'} (json) (filtered)",
+            "filtered": True,
+        }
+    ]
+    text = subprocess.run(argv, capture_output=True, timeout=60, check=True).stdout.decode()
+    for vault in vaults:
+        assert f"  {vault['name']:<28} {vault['location']}\n" in text
+
+
 def test_check_config_names_each_sink_and_refuses_a_missing_secret(
     emulator_process: Started, tmp_path: Path
 ) -> None:

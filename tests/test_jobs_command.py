@@ -8,7 +8,7 @@ import ssl
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,10 +18,13 @@ import anyio
 import jsonschema
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from monitor.arm import OperationReply
 from monitor.cli import build_parser
 from monitor.clock import SystemClock
+from monitor.commands.console import fit, human_s
 from monitor.commands.exits import (
     EXIT_API_ERROR,
     EXIT_CANCELLED,
@@ -34,8 +37,14 @@ from monitor.commands.exits import (
 )
 from monitor.commands.jobs import open_arm, parse_jobs_request, run_jobs_command
 from monitor.commands.jobs_common import UsageError
-from monitor.commands.jobs_list import DEFAULT_LIST_TIMEOUT_S, ListRequest
+from monitor.commands.jobs_list import (
+    DEFAULT_LIST_TIMEOUT_S,
+    ListRequest,
+    error_text,
+    listed_error_codes,
+)
 from monitor.commands.jobs_show import ShowRequest
+from monitor.commands.jobs_wait import job_progress
 from monitor.config_load import load_settings
 from monitor.core.diff import JobStateChanged
 from monitor.core.jobs import JobDetails, JobStatus, parse_job_details
@@ -157,7 +166,7 @@ class TestList:
         records = orjson.loads(run.out)
         assert records
         for record in records:
-            assert list(record) == ["job", "vault"]
+            assert list(record) == ["job", "vault", "error_codes"]
             jsonschema.validate(record["job"], job_schema())
             jsonschema.validate(record["vault"], vault_schema())
         world_jobs = {j.name: v for v in live_vaults(emu) for j in v.jobs if j.start_at <= started}
@@ -255,6 +264,113 @@ class TestList:
         assert table[0].split()[:3] == ["STARTED", "(UTC)", "STATUS"]
         assert len(table) > 1
         assert all(fine.name in row for row in table[1:])
+
+    async def test_failed_jobs_carry_their_error_codes(
+        self, emu: Emulator, config: Path, cli: Callable[..., Any]
+    ) -> None:
+        """A failed job's error codes are the world's (a MARS or DPM job has none), read from
+        its details; any other job's are empty."""
+        emu.world.advance(datetime.now(UTC))
+        argv = ["jobs", "list", "--config", str(config), "--since", "7d", "--output", "jsonl"]
+        run = await cli(*argv)
+        assert run.code == EXIT_OK, run.err
+        assert run.err == ""
+        records = [orjson.loads(line) for line in run.out.splitlines()]
+        world = {j.name: j for v in live_vaults(emu) for j in v.jobs}
+        failed = [r for r in records if r["job"]["status"] == "Failed"]
+        assert failed
+        for record in failed:
+            job = world[record["job"]["id"]]
+            assert job.error is not None
+            no_code = job.job_type in ("MabJob", "DpmJob")
+            assert record["error_codes"] == ([] if no_code else [str(job.error.code)])
+        assert all(r["error_codes"] == [] for r in records if r["job"]["status"] != "Failed")
+
+    async def test_error_codes_are_read_within_a_cap_newest_first(
+        self, emu: Emulator, config: Path, ca_pem_path: str
+    ) -> None:
+        """At most `detail_reads` details reads (one each), for the newest failed jobs; the
+        others' codes are null, and one stderr line says how many were not read."""
+        emu.world.advance(datetime.now(UTC))
+        settings = load_settings(config, {})
+        runs = []
+        async with open_arm(settings, clock=SystemClock(), rng=random.Random(1)) as arm:
+
+            async def nothing() -> list[VaultRef]:
+                return []
+
+            for status, cap in (("completed", 1), ("failed", 1)):
+                args = build_parser().parse_args(
+                    ["jobs", "list", "--since", "7d", "--status", status, "--output", "jsonl"]
+                    + [arg for v in live_vaults(emu) for arg in ("--vault", v.id)]
+                )
+                parsed = parse_jobs_request(args)
+                assert isinstance(parsed, ListRequest)
+                request = replace(parsed, detail_reads=cap)
+                out, err = io.StringIO(), io.StringIO()
+                before = await stats(emu, ca_pem_path)
+                code = await run_jobs_command(
+                    request, reader=arm, discover=nothing, clock=SystemClock(), out=out, err=err
+                )
+                reads = (await stats(emu, ca_pem_path))["requests"] - before["requests"]
+                runs.append((code, out.getvalue(), err.getvalue(), reads))
+        (code, _, _, list_reads), (code2, text, err_text, reads) = runs
+        assert code == code2 == EXIT_OK, err_text
+        records = [orjson.loads(line) for line in text.splitlines()]
+        assert len(records) >= 2
+        assert records[0]["error_codes"] is not None
+        assert all(r["error_codes"] is None for r in records[1:])
+        (line,) = err_text.splitlines()
+        assert f"the error codes of {len(records) - 1} more failed jobs were not read" in line
+        # The same list pages both times (a new page at most): the difference is the one read.
+        assert 1 <= reads - list_reads <= 2, (list_reads, reads)
+
+    async def test_the_table_shows_the_subscription_and_the_error_code(
+        self, emu: Emulator, config: Path, cli: Callable[..., Any]
+    ) -> None:
+        """SUBSCRIPTION is the subscription id's first 8 characters; ERROR a failed job's code,
+        - for a job without any."""
+        run = await cli("jobs", "list", "--config", str(config), "--since", "2h")
+        assert run.code == EXIT_OK, run.err
+        header, *rows = run.out.splitlines()
+        names = header.split()
+        assert names[-4:] == ["SUBSCRIPTION", "VAULT", "JOB", "ERROR"]
+        at = header.index("SUBSCRIPTION")
+        world = {j.name: j for v in live_vaults(emu) for j in v.jobs}
+        statuses = set()
+        for row in rows:
+            sub, _, name, error = row[at:].split()
+            job = world[name]
+            assert sub == job.vault.subscription_id[:8]
+            statuses.add(job.status)
+            if (
+                row.split()[2] == "Failed"
+                and job.error
+                and job.job_type not in ("MabJob", "DpmJob")
+            ):
+                assert error == str(job.error.code)
+            elif row.split()[2] != "Failed":
+                assert error == "-"
+        assert FAILED in statuses
+
+    async def test_nothing_matched_is_one_stderr_line_naming_the_filters(
+        self, config: Path, cli: Callable[..., Any]
+    ) -> None:
+        """No job matched: nothing on stdout (an empty array for json), one stderr line with
+        the window and every filter; exit 0."""
+        for output, printed in (("table", ""), ("jsonl", ""), ("json", "[]\n")):
+            run = await cli(
+                "jobs", "list", "--config", str(config), "--status", "cancelling",
+                "--type", "NoSuchType", "--operation", "restore", "--output", output,
+            )  # fmt: skip
+            assert run.code == EXIT_OK, run.err
+            assert run.out == printed
+            (line,) = run.err_lines
+            assert line.startswith("backup-monitor jobs list: no jobs matched: none started ")
+            assert line.endswith(
+                "in the 6 vaults read with --status Cancelling; --operation restore; "
+                "--type nosuchtype"
+            )
 
     async def test_subscription_scope_reads_only_that_subscription(
         self, emu: Emulator, config: Path, cli: Callable[..., Any]
@@ -449,6 +565,7 @@ class TestShow:
         run = await cli("jobs", "show", "--config", str(config), job.vault.id, job.name)
         assert run.code == EXIT_OK, run.err
         assert "Failed  (failed)" in run.out
+        assert f", location {job.vault.location})\n" in run.out
         assert f"{job.error.code} {job.error.title}: {job.error.message}" in run.out
         assert f"→ {job.error.recommendations[0]}" in run.out
         assert "\nTasks\n" in run.out
@@ -468,6 +585,9 @@ class TestShow:
         assert run.code == EXIT_OK, run.err
         record = orjson.loads(run.out)
         jsonschema.validate(record["job"], job_schema())
+        jsonschema.validate(record["vault"], vault_schema())
+        assert record["vault"]["location"] == job.vault.location
+        assert record["vault"]["location"]
         assert record["job"]["errors"][0]["code"] == str(job.error.code)
         assert record["extended"]["errors"][0]["title"] == job.error.title
         assert record["extended"]["arm_properties"]["jobType"] == job.job_type
@@ -513,11 +633,14 @@ class TestWait:
         assert run.code == EXIT_NOT_FOUND
         assert "404 BMSUserErrorJobNotFound" in run.err
 
+    @pytest.mark.parametrize("columns", [40, 80, 120])
     async def test_timeout_exits_13_and_shows_progress_on_a_terminal(
-        self, emu: Emulator, config: Path
+        self, emu: Emulator, config: Path, columns: int, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """--timeout 2s on a long job exits 13; a terminal stderr gets a live status line."""
+        """--timeout 2s on a long job exits 13; a terminal stderr gets a live status line that
+        fits COLUMNS less one (never wraps) and whose elapsed time moves at every redraw."""
         job = running_job(emu, left_s=8)
+        monkeypatch.setenv("COLUMNS", str(columns))
 
         class Terminal(io.StringIO):
             def isatty(self) -> bool:
@@ -547,9 +670,18 @@ class TestWait:
         assert code == EXIT_TIMED_OUT
         assert 2.0 <= waited < 6.0
         text = err.getvalue()
-        assert "\r\x1b[K" in text
-        assert "InProgress" in text
-        assert "elapsed" in text
+        drawn = [d for d in text.split("\r\x1b[K") if d and not d.endswith("\n")]
+        assert len(drawn) >= 2, drawn
+        for line in drawn:
+            assert len(line) <= columns - 1, line
+            assert "\n" not in line
+            assert line.startswith("InProgress") or line.startswith("job "), line
+            assert "InProgress  elapsed " in line
+            assert "%" not in line
+        elapsed = [line.split("elapsed ", 1)[1].split()[0] for line in drawn]
+        assert len(set(elapsed)) >= 2, elapsed
+        if columns >= 80:
+            assert all(line.startswith(f"job {job.name[:8]}") for line in drawn), drawn
         assert "timed out after" in text
 
     @pytest.mark.long(seconds=10)
@@ -694,6 +826,9 @@ class ScriptedReader:
         answer: OperationReply = self._answer("operation")
         return answer
 
+    async def get_vault(self, vault_id: str) -> VaultRef:
+        raise AssertionError("jobs wait reads no vault")
+
 
 def completed_job() -> JobDetails:
     vault = parse_vault_id(hostile_arm.vault_id("v1"))
@@ -801,6 +936,50 @@ class TestWaitReads:
         (line,) = run.err_lines
         assert f"job {JOB_NAME} in vault v1 " in line
         assert ": not found: " in line
+
+
+class ShowReader(ScriptedReader):
+    """A `JobReader` for `jobs show`: the job answers from the script, the vault read raises
+    `vault_error` (or gives the vault in westeurope)."""
+
+    def __init__(self, *, jobs: Sequence[object], vault_error: ArmError | None) -> None:
+        super().__init__(jobs=jobs)
+        self.vault_error = vault_error
+        self.vault_reads = 0
+
+    async def get_vault(self, vault_id: str) -> VaultRef:
+        self.vault_reads += 1
+        if self.vault_error is not None:
+            raise self.vault_error
+        return parse_vault_id(vault_id, location="westeurope")
+
+
+class TestShowVault:
+    """`jobs show` reads the vault beside the job, for its location."""
+
+    @pytest.mark.parametrize(
+        ("vault_error", "location"),
+        [(None, "westeurope"), (arm_error(ArmForbidden, 403), None)],
+    )
+    async def test_the_vault_read_gives_the_location_and_its_failure_does_not_fail_the_show(
+        self, vault_error: ArmError | None, location: str | None
+    ) -> None:
+        """The location comes from the vault's own read; when that read fails the job is still
+        shown (exit 0, nothing on stderr) with the location null."""
+        reader = ShowReader(jobs=[completed_job()], vault_error=vault_error)
+        args = ["jobs", "show", hostile_arm.vault_id("v1"), JOB_NAME, "--output", "json"]
+        request = parse_jobs_request(build_parser().parse_args(args))
+        out, err = io.StringIO(), io.StringIO()
+
+        async def nothing() -> list[VaultRef]:
+            return []
+
+        code = await run_jobs_command(
+            request, reader=reader, discover=nothing, clock=FakeClock(), out=out, err=err
+        )
+        assert (code, err.getvalue()) == (EXIT_OK, "")
+        assert orjson.loads(out.getvalue())["vault"]["location"] == location
+        assert (reader.vault_reads, reader.reads["job"]) == (1, 1)
 
 
 async def fresh_long_vm_job(emu: Emulator, *, min_s: float, max_s: float) -> Job:
@@ -993,13 +1172,13 @@ class TestBackupVaults:
         header, *rows = run.out.splitlines()
         assert header.split() == [
             "STARTED", "(UTC)", "STATUS", "DURATION", "OPERATION", "KIND", "TYPE", "ENTITY",
-            "VAULT", "JOB",
+            "SUBSCRIPTION", "VAULT", "JOB", "ERROR",
         ]  # fmt: skip
         by_job = {j.name: j for j in bv_jobs(bv_emu)}
         kinds = set()
-        at = {name: header.index(name) for name in ("KIND", "TYPE", "ENTITY")}
+        at = {name: header.index(name) for name in ("KIND", "TYPE", "ENTITY", "JOB", "ERROR")}
         for row in rows:
-            job_name = row.split()[-1]
+            job_name = row[at["JOB"] : at["ERROR"]].strip()
             kind = row[at["KIND"] : at["TYPE"]].strip()
             kinds.add(kind)
             if job_name in by_job:
@@ -1171,3 +1350,79 @@ class TestBackupVaults:
         assert run.code == EXIT_OK, run.err
         kinds = {orjson.loads(line)["vault"]["kind"] for line in run.out.splitlines()}
         assert kinds == {"backup_vault"}
+
+
+ERROR_ENTRIES = st.one_of(
+    st.fixed_dictionaries({"errorCode": st.integers(0, 10**6)}),
+    st.fixed_dictionaries({"errorCode": st.text("ABCxyz019", min_size=1, max_size=8)}),
+    st.fixed_dictionaries({"code": st.text("ABCxyz", min_size=1, max_size=8)}),
+    st.fixed_dictionaries({"errorString": st.text(max_size=5)}),  # MARS, DPM: no code
+    st.fixed_dictionaries({"errorCode": st.booleans() | st.none() | st.just("  ")}),
+    st.integers() | st.text(max_size=3) | st.none(),  # not an entry at all
+)
+
+
+@given(entries=st.lists(ERROR_ENTRIES, max_size=6))
+def test_listed_error_codes_keep_every_code_in_order(entries: list[Any]) -> None:
+    """Every entry's code (a number as its digits) is kept, in order; entries without one, and
+    codes that are not a number or a non-empty string, are left out; ERROR shows the first and
+    how many more."""
+    item = hostile_arm.job_item("v1", JOB_NAME, status="Failed")
+    item["properties"]["errorDetails"] = entries
+    job = parse_job_details(item, parse_vault_id(hostile_arm.vault_id("v1"))).job
+    codes = listed_error_codes(job)
+    assert codes is not None
+    wanted = [
+        str(code)
+        for e in entries
+        if isinstance(e, dict)
+        and not isinstance(code := e.get("errorCode", e.get("code")), bool)
+        and (isinstance(code, int) or (isinstance(code, str) and code.strip()))
+    ]
+    assert list(codes) == wanted
+    text = error_text(codes)
+    if not codes:
+        assert text == "-"
+    else:
+        assert text.startswith(codes[0])
+        assert text.endswith(f"+{len(codes) - 1}" if len(codes) > 1 else codes[0])
+    del item["properties"]["errorDetails"]
+    unlisted = parse_job_details(item, parse_vault_id(hostile_arm.vault_id("v1"))).job
+    assert listed_error_codes(unlisted) is None
+    assert error_text(None) == "?"
+
+
+@given(
+    candidates=st.lists(st.text("ab …", max_size=60), min_size=1, max_size=5),
+    width=st.integers(1, 200),
+)
+def test_fit_never_passes_the_last_column(candidates: list[str], width: int) -> None:
+    """The progress line is the first variant that fits in width − 1 columns, else the last
+    one cut to that with an ellipsis: never wider, so never wrapped."""
+    line = fit(candidates, width)
+    room = max(width - 1, 1)
+    assert len(line) <= room
+    fitting = [c for c in candidates if len(c) <= room]
+    if fitting:
+        assert line == fitting[0]
+    else:
+        assert candidates[-1].startswith(line.removesuffix("…"))
+
+
+@given(
+    name=st.text("0123456789abcdef-", min_size=36, max_size=36),
+    vault=st.text("abc-012", min_size=1, max_size=50),
+    elapsed=st.floats(0, 10**6),
+    left=st.none() | st.floats(0, 10**6),
+    columns=st.integers(30, 300),
+)
+def test_the_wait_line_keeps_the_status_and_the_elapsed_time(
+    name: str, vault: str, elapsed: float, left: float | None, columns: int
+) -> None:
+    """At any width from 30 columns, the line that is drawn still has the status and the time
+    waited, uncut."""
+    variants = job_progress(
+        name, vault, status="InProgress", elapsed_s=elapsed, left_s=left, next_read_s=3.0
+    )
+    line = fit(variants, columns)
+    assert f"InProgress  elapsed {human_s(elapsed)}" in line

@@ -65,6 +65,7 @@ RANKS = {
     "monitor.commands.console": 5,
     "monitor.commands.jobs_common": 5,
     "monitor.commands.common": 5,
+    "monitor.commands.check_config": 5,  # check-config's report, text or json
     "monitor.commands.jobs_list": 6,
     "monitor.commands.jobs_show": 6,
     "monitor.commands.jobs_wait": 6,

@@ -1,10 +1,16 @@
 """The terminal of the one-shot commands: results on stdout, one line per problem on stderr."""
 
+# Rules:
+# - The progress line never wraps: it is cut to the terminal's width less one column (a line
+#   that fills the last column wraps on some terminals, and `\r` then redraws only the last
+#   row, leaving copies behind). Callers give shorter variants (`fit`); a hard cut is the end.
+
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Sequence
+import shutil
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import TextIO
 
@@ -17,11 +23,43 @@ from monitor.errors import ArmError
 from monitor.events import format_event_time, render_job, render_vault
 
 
+def terminal_columns(stream: TextIO) -> int:
+    """The width of the terminal `stream` writes to: `COLUMNS` when set (as
+    `shutil.get_terminal_size` reads it), else the stream's own terminal, else stdout's, else 80."""
+    size = shutil.get_terminal_size()  # COLUMNS first, then stdout's terminal, then 80
+    if os.environ.get("COLUMNS", "").strip().isdigit():
+        return size.columns
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        return os.get_terminal_size(stream.fileno()).columns
+    return size.columns
+
+
+def fit(candidates: Sequence[str], width: int) -> str:
+    """The first of `candidates` (the fullest first) that fits in `width - 1` columns, else the
+    last one cut to that, ending in `…`."""
+    room = max(width - 1, 1)
+    for candidate in candidates:
+        if len(candidate) <= room:
+            return candidate
+    last = candidates[-1] if candidates else ""
+    return last[: room - 1] + "…" if room > 1 else last[:room]
+
+
 class Console:
     """stdout for results; stderr for diagnostics and, on a terminal, one live progress line."""
 
-    def __init__(self, out: TextIO, err: TextIO, *, progress: bool) -> None:
+    def __init__(
+        self,
+        out: TextIO,
+        err: TextIO,
+        *,
+        progress: bool,
+        columns: Callable[[], int] | None = None,
+    ) -> None:
+        """`columns`: the terminal's width, asked at every redraw (default: `terminal_columns`
+        of `err`), so a resized terminal is followed."""
         self.out, self.err, self.progress = out, err, progress
+        self.columns = columns or (lambda: terminal_columns(err))
         self._drawn = False
         self._out_closed = False
 
@@ -50,11 +88,13 @@ class Console:
         self.err.write(" ".join(text.split()) + "\n")
         self.err.flush()
 
-    def status(self, text: str) -> None:
-        """Redraw the progress line (terminal only)."""
+    def status(self, text: str | Sequence[str]) -> None:
+        """Redraw the progress line (terminal only): `text`, or the first of its variants (the
+        fullest first) that fits the terminal's width (`fit`)."""
         if not self.progress:
             return
-        self.err.write("\r\x1b[K" + text)
+        candidates = [text] if isinstance(text, str) else list(text)
+        self.err.write("\r\x1b[K" + fit(candidates, self.columns()))
         self.err.flush()
         self._drawn = True
 

@@ -70,15 +70,31 @@ def _kind_of(job: Mapping[str, Any]) -> str:
     return str(job["type"] or "?")
 
 
+SHORT_ID_CHARS = 8
+"""How much of a job's id a demo line shows: its last characters (the same entity's jobs
+otherwise look alike)."""
+
+
+def lag_text(event: Mapping[str, Any]) -> str:
+    """How a line states a job event's lag: `lag 3.2 s` for a change the monitor saw happen
+    (the detection lag the summary averages), `first seen` for a job it had never seen (found
+    already running or ended: the time since then is backfill, not detection); empty without
+    a lag."""
+    if event["job"]["previous_status"] is None:
+        return "first seen"
+    lag = event.get("detection_lag_s")
+    return "" if lag is None else f"lag {lag:5.1f} s"
+
+
 def describe(event: Mapping[str, Any]) -> str:
-    """One event as a line: time, vault, job type, entity, operation, transition, lag; an item
-    event (or a long-running job) as time, vault, its type and what it is about."""
+    """One event as a line: time, vault, job type, entity, operation, the job id's last 8
+    characters, transition, lag (`lag_text`); an item event (or a long-running job) as time,
+    vault, its type and what it is about."""
     if event.get("event") != EVENT_TYPE:
         return _describe_other(event)
     job, vault = event["job"], event["vault"]
     before = job["previous_status"] or "new"
-    lag = event.get("detection_lag_s")
-    lag_text = f"  lag {lag:5.1f}s" if lag is not None else ""
+    lag = lag_text(event)
     errors = job.get("errors") or []
     error_text = ""
     if errors:
@@ -88,8 +104,9 @@ def describe(event: Mapping[str, Any]) -> str:
     return (
         f"{event['time'][11:19]}  {vault['name']:<13} {_kind_of(job):<17} "
         f"{(job['entity'] or '')[:22]:<22} {(job['operation'] or '')[:21]:<21} "
-        f"{before:>21} {ARROW} {job['status']:<21}{lag_text}{error_text}"
-    )
+        f"{str(job['id'])[-SHORT_ID_CHARS:]:<{SHORT_ID_CHARS}}  "
+        f"{before:>21} {ARROW} {job['status']:<21}{'  ' + lag if lag else ''}{error_text}"
+    ).rstrip()
 
 
 def _describe_other(event: Mapping[str, Any]) -> str:
@@ -128,18 +145,18 @@ def summarize(
         f"  {len(events)} events ({backfill} first sightings, {len(events) - backfill} changes): "
         + ", ".join(f"{n} {k}" for k, n in sorted(outcomes.items()))
     )
+    # Exactly the lags the lines print as `lag`: changes seen happening, not first sightings.
     live_lags = sorted(
         e["detection_lag_s"]
         for e in events
-        if e["job"]["outcome"] is not None
-        and e["job"]["previous_status"] is not None
-        and e.get("detection_lag_s") is not None
+        if e["job"]["previous_status"] is not None and e.get("detection_lag_s") is not None
     )
     if live_lags:
         p95 = live_lags[min(len(live_lags) - 1, round(0.95 * (len(live_lags) - 1)))]
         lines.append(
             f"  detection lag of jobs seen finishing: mean {statistics.fmean(live_lags):.1f} s, "
-            f"p95 {p95:.1f} s over {len(live_lags)} jobs"
+            f"p95 {p95:.1f} s over {len(live_lags)} jobs (the lines' lag; first sightings are "
+            "backfill, not counted)"
         )
     if others:
         lines.append("  item events: " + ", ".join(f"{n} {k}" for k, n in sorted(others.items())))

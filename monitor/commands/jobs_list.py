@@ -1,5 +1,13 @@
 """`backup-monitor jobs list`: the jobs that started in a window, across vaults, filtered."""
 
+# Rules:
+# - A failed (or warned) job's error codes come from its list item's `errorDetails` when it has
+#   them (Backup vault jobs do); otherwise from one details read, at most LIST_DETAIL_READS per
+#   command, newest first, under the same limiter and read budget as the lists. A code not read
+#   shows as `?` (json: null); the exit code does not depend on those reads.
+# - Nothing matched is one stderr line naming the window and the filters; the exit code stays
+#   what the reads say.
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +47,7 @@ from monitor.commands.jobs_common import (
     vault_arg,
 )
 from monitor.core.ids import check_subscription_id
-from monitor.core.jobs import BackupJob, JobStatus
+from monitor.core.jobs import BackupJob, JobKey, JobStatus
 from monitor.core.vaults import VaultKind, VaultRef
 from monitor.discovery import provider_not_registered
 from monitor.errors import ArmError, ParseError
@@ -51,6 +59,16 @@ DEFAULT_LIST_TIMEOUT_S: Final = 300.0
 LIST_TIMEOUT_NAMES: Final = 10
 """Vaults named in the timeout line of `jobs list`; the rest are counted."""
 DEFAULT_SINCE: Final = timedelta(hours=24)
+LIST_DETAIL_READS: Final = 25
+"""Details reads `jobs list` makes at most, for the error codes of failed jobs whose list item
+has none (newest first); the codes of the rest show as `?`."""
+CODED_STATUSES: Final = frozenset({JobStatus.FAILED, JobStatus.COMPLETED_WITH_WARNINGS})
+"""The statuses whose error codes `jobs list` reads a job's details for."""
+SUBSCRIPTION_CHARS: Final = 8
+"""How much of a subscription GUID the table shows (its first group); json gives it whole."""
+
+ErrorCodes = tuple[str, ...] | None
+"""A job's error codes; None when not known (not read)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,6 +89,8 @@ class ListRequest:
     agree); empty: `default_kinds`."""
     default_kinds: tuple[VaultKind, ...] = tuple(VaultKind)
     """The kinds without --kind: `[discovery] vault_kinds` (set by `jobs`), else both."""
+    detail_reads: int = LIST_DETAIL_READS
+    """Details reads at most, for the error codes of failed jobs whose list item has none."""
 
     @property
     def vault_kinds(self) -> tuple[VaultKind, ...]:
@@ -124,6 +144,8 @@ class _ListState:
     """What discovery is reading while no vault is known yet (for the timeout line)."""
     unread: dict[str, VaultRef] = field(default_factory=dict)
     """Vaults whose jobs have not been read yet, by key."""
+    codes: dict[JobKey, ErrorCodes] = field(default_factory=dict)
+    """Each listed job's error codes (`listed_error_codes`, then the details reads)."""
 
 
 async def list_command(
@@ -232,14 +254,110 @@ async def _list_within(
     console.clear()
 
     rows = sorted(state.rows, key=_newest_first)
-    _print_rows(rows, request.output, console)
-    if console.progress:
+    await _read_error_codes(
+        rows, state, cap=request.detail_reads, reader=reader, limiter=limiter, console=console
+    )
+    _print_rows(rows, state.codes, request.output, console)
+    if not rows:
+        console.problem(_nothing_matched(request, since_at, until_at, total, state.failed))
+    elif console.progress:
         failed = f"; {state.failed} could not be read" if state.failed else ""
         console.problem(
             f"{len(rows)} jobs in {total} vaults that started between {time_text(since_at)} and "
             f"{time_text(until_at)}{failed}"
         )
     return EXIT_API_ERROR if state.failed or failed_scopes else EXIT_OK
+
+
+def listed_error_codes(job: BackupJob) -> ErrorCodes:
+    """The error codes a job's list item gives in `errorDetails` (a Recovery Services
+    `errorCode`, numbers as text, or a Backup vault `code`), in order; None when the item has no
+    `errorDetails` list. Entries without a code are left out."""
+    raw = job.properties.get("errorDetails")
+    if not isinstance(raw, list):
+        return None
+    codes: list[str] = []
+    for entry in raw:
+        if not isinstance(entry, dict):
+            continue
+        code = entry.get("errorCode", entry.get("code"))
+        if isinstance(code, bool):
+            continue
+        if isinstance(code, int) or (isinstance(code, str) and code.strip()):
+            codes.append(str(code).strip())
+    return tuple(codes)
+
+
+async def _read_error_codes(
+    rows: Sequence[tuple[BackupJob, VaultRef]],
+    state: _ListState,
+    *,
+    cap: int,
+    reader: JobReader,
+    limiter: anyio.CapacityLimiter,
+    console: Console,
+) -> None:
+    """Fill `state.codes`: from the list items, then (for failed or warned jobs without any)
+    from at most `cap` details reads, newest first."""
+    missing: list[tuple[BackupJob, VaultRef]] = []
+    for job, vault in rows:
+        codes = listed_error_codes(job)
+        if codes is None and job.status in CODED_STATUSES:
+            missing.append((job, vault))
+        state.codes[job.key] = () if codes is None and job.status not in CODED_STATUSES else codes
+    wanted, skipped = missing[:cap], len(missing) - cap
+    done = 0
+
+    async def read(job: BackupJob, vault: VaultRef) -> None:
+        nonlocal done
+        async with limiter:
+            try:
+                details = await reader.get_job(vault, job.name)
+            except ArmError:
+                pass  # stays unknown: `?`
+            else:
+                state.codes[job.key] = tuple(e.code for e in details.errors if e.code)
+        done += 1
+        console.status(f"reading the errors of {len(wanted)} jobs: {done} done")
+
+    if wanted:
+        console.status(f"reading the errors of {len(wanted)} jobs: 0 done")
+        async with anyio.create_task_group() as tg:
+            for job, vault in wanted:
+                tg.start_soon(read, job, vault, name=f"errors of {job.name}")
+        console.clear()
+    if skipped > 0:
+        console.problem(
+            f"backup-monitor jobs list: the error codes of {skipped} more failed jobs were not "
+            f"read (at most {cap} details reads; ERROR shows ?): `jobs show` gives "
+            "them, or narrow the window"
+        )
+
+
+def _nothing_matched(
+    request: ListRequest, since_at: datetime, until_at: datetime, total: int, failed: int
+) -> str:
+    """The stderr line of a `jobs list` that matched no job: the window, the scope, the filters."""
+    filters = [
+        f"{flag} {', '.join(values)}"
+        for flag, values in (
+            ("--status", sorted(s.value for s in request.statuses)),
+            ("--operation", request.operations),
+            ("--type", request.types),
+            ("--kind", tuple(k.value for k in request.kinds)),
+        )
+        if values
+    ]
+    read = total - failed
+    line = (
+        f"backup-monitor jobs list: no jobs matched: none started between {time_text(since_at)} "
+        f"and {time_text(until_at)} in the {read} vaults read"
+    )
+    if filters:
+        line += f" with {'; '.join(filters)}"
+    if failed:
+        line += f" ({failed} more could not be read)"
+    return line
 
 
 def _list_timed_out(timeout_s: float, elapsed_s: float, state: _ListState) -> str:
@@ -292,16 +410,40 @@ def _newest_first(row: tuple[BackupJob, VaultRef]) -> tuple[float, str, str]:
     return (-started, vault.key, job.key.job_name)
 
 
+def list_record(job: BackupJob, vault: VaultRef, codes: ErrorCodes) -> dict[str, object]:
+    """A json/jsonl record: the event schema's `job` and `vault` objects, and `error_codes`
+    (a list of strings, empty when the job reported none; null when they were not read)."""
+    record = job_record(job, vault)
+    record["error_codes"] = None if codes is None else list(codes)
+    return record
+
+
+def error_text(codes: ErrorCodes) -> str:
+    """The table's ERROR: the first code, `+N` for the others; `-` for none, `?` unknown."""
+    if codes is None:
+        return "?"
+    if not codes:
+        return "-"
+    return codes[0] + (f"+{len(codes) - 1}" if len(codes) > 1 else "")
+
+
 def _print_rows(
-    rows: Sequence[tuple[BackupJob, VaultRef]], output: Output, console: Console
+    rows: Sequence[tuple[BackupJob, VaultRef]],
+    codes: dict[JobKey, ErrorCodes],
+    output: Output,
+    console: Console,
 ) -> None:
     if output == "json":
-        console.result(to_pretty_json([job_record(job, vault) for job, vault in rows]))
+        console.result(
+            to_pretty_json([list_record(job, vault, codes.get(job.key)) for job, vault in rows])
+        )
         return
     if output == "jsonl":
         for job, vault in rows:
-            console.result(to_json(job_record(job, vault)))
+            console.result(to_json(list_record(job, vault, codes.get(job.key))))
         return
+    if not rows:
+        return  # no header alone: the stderr line says nothing matched
     header = (
         "STARTED (UTC)",
         "STATUS",
@@ -310,8 +452,10 @@ def _print_rows(
         "KIND",
         "TYPE",
         "ENTITY",
+        "SUBSCRIPTION",
         "VAULT",
         "JOB",
+        "ERROR",
     )
     table = [header]
     table.extend(
@@ -324,8 +468,10 @@ def _print_rows(
             # Every Backup vault job is an AzureBackupJob: what it protects says more.
             job.datasource_type or job.job_type,
             job.entity or "-",
+            vault.subscription_id[:SUBSCRIPTION_CHARS],
             vault.name,
             job.name,
+            error_text(codes.get(job.key)),
         )
         for job, vault in rows
     )
@@ -358,9 +504,12 @@ def add_list_parser(sub: Any) -> None:
   backup-monitor jobs list --kind backup_vault --type Microsoft.Compute/disks --since 7d
 
 The table's KIND is rs (a Recovery Services vault) or bv (a Backup vault); TYPE is the job
-type, or for a Backup vault job its datasource type. json and jsonl records are
-{"job": {...}, "vault": {...}}, named as the event schema's job and vault objects
-(docs/events.md; vault.kind says the kind); previous_status is always null here.
+type, or for a Backup vault job its datasource type; SUBSCRIPTION is the first 8 characters of
+the vault's subscription id; ERROR is a failed or warned job's first error code (+N more), -
+for none, ? when not read (at most 25 details reads, newest first). json and jsonl records are
+{"job": {...}, "vault": {...}, "error_codes": [...]}, job and vault named as the event schema's
+objects (docs/events.md; vault.kind says the kind; previous_status is always null here),
+error_codes null when not read. When no job matched, one stderr line says so.
 
 """
         + JOBS_EXIT_CODES,

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from dataclasses import dataclass
 from typing import Any
+
+import anyio
 
 from monitor.commands.common import add_config_option
 from monitor.commands.console import (
@@ -54,25 +57,49 @@ def show_request(args: argparse.Namespace) -> ShowRequest:
 async def show_command(request: ShowRequest, *, reader: JobReader, console: Console) -> int:
     """`jobs show`: one job with its errors, tasks and property bag, as text or JSON.
 
+    The vault is read beside the job (one read more, concurrently) for its location, as the
+    daemon's discovery knows it; when that read fails the job is still shown, its vault's
+    location unknown (null).
+
     Returns EXIT_OK, EXIT_NOT_FOUND (404 for the job or the vault) or EXIT_API_ERROR.
     """
-    try:
-        details = await reader.get_job(request.vault, request.job_name)
-    except ArmNotFound as exc:
+    vault = request.vault
+    details: JobDetails | None = None
+    failure: ArmError | None = None
+
+    async def read_vault() -> None:
+        nonlocal vault
+        # On failure the job's read says what is wrong, if anything; the location stays unknown.
+        with contextlib.suppress(ArmError):
+            vault = await reader.get_vault(request.vault.id)
+
+    async def read_job(scope: anyio.CancelScope) -> None:
+        nonlocal details, failure
+        try:
+            details = await reader.get_job(request.vault, request.job_name)
+        except ArmError as exc:
+            failure = exc
+            scope.cancel()  # the vault's location no longer matters
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(read_vault)
+        tg.start_soon(read_job, tg.cancel_scope)
+    if isinstance(failure, ArmNotFound):
         console.problem(
             f"backup-monitor jobs show: job {request.job_name} in {vault_label(request.vault)}: "
-            f"not found: {describe_arm_error(exc)}"
+            f"not found: {describe_arm_error(failure)}"
         )
         return EXIT_NOT_FOUND
-    except ArmError as exc:
+    if failure is not None:
         console.problem(
-            f"backup-monitor jobs show: {vault_label(request.vault)}: {describe_arm_error(exc)}"
+            f"backup-monitor jobs show: {vault_label(request.vault)}: {describe_arm_error(failure)}"
         )
         return EXIT_API_ERROR
+    assert details is not None
     if request.output == "json":
-        console.result(to_pretty_json(_full_record(details, request.vault)))
+        console.result(to_pretty_json(_full_record(details, vault)))
     else:
-        console.result("\n".join(_text_view(details, request.vault)))
+        console.result("\n".join(_text_view(details, vault)))
     return EXIT_OK
 
 
@@ -139,7 +166,7 @@ def _text_view(details: JobDetails, vault: VaultRef) -> list[str]:
         (
             "Vault",
             f"{vault.name}  ({KIND_WORDS[vault.kind]}, resource group {vault.resource_group}, "
-            f"subscription {vault.subscription_id})",
+            f"subscription {vault.subscription_id}, location {vault.location or '-'})",
         ),
         ("Status", status),
         ("Started", time_text(job.start_at)),
@@ -207,8 +234,9 @@ def add_show_parser(sub: Any) -> None:
   backup-monitor jobs show "$VAULT" 7ddead57-0000-4000-8000-000000000009
   backup-monitor jobs show "$VAULT" "$JOB" --output json | jq .extended.errors
 
-json: {"job": {...}, "vault": {...}} as in the event schema, plus "extended" (activity id,
-actions, progress, estimated remaining time, error titles, task times, ARM's properties).
+json: {"job": {...}, "vault": {...}} as in the event schema (vault.location from a read of
+the vault beside the job's; null if it failed), plus "extended" (activity id, actions,
+progress, estimated remaining time, error titles, task times, ARM's properties).
 
 """
         + JOBS_EXIT_CODES,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -229,8 +229,14 @@ async def _follow_operation(
                 return EXIT_FAILED if status.state is OperationState.FAILED else EXIT_CANCELLED
         delay = next_operation_poll_s(reply.retry_after_s)
 
-        def line(state: str = state) -> str:
-            return f"{label}: {state}  elapsed {human_s(deadline.elapsed_s)}"
+        def line(state: str = state) -> list[str]:
+            elapsed = f"{state}  elapsed {human_s(deadline.elapsed_s)}"
+            short = f"operation {ref.operation_id[:8]}"
+            return [
+                f"{short} in {ref.vault.name}: {elapsed}",
+                f"{short}: {elapsed}",
+                elapsed,
+            ]
 
         if not await _sleep(delay, deadline, console, line):
             return _timed_out(console, label, deadline, None)
@@ -290,16 +296,17 @@ async def _wait_for_job(
 
         def line(
             details: JobDetails = details, read_at: float = read_at, delay: float = delay
-        ) -> str:
+        ) -> list[str]:
             since_read = deadline.clock.monotonic() - read_at
-            parts = [f"{details.job.status.value}", f"elapsed {human_s(deadline.elapsed_s)}"]
-            if details.progress_percentage is not None:
-                parts.append(f"{details.progress_percentage:.0f} %")
-            if details.estimated_remaining_s is not None:
-                left = max(details.estimated_remaining_s - since_read, 0.0)
-                parts.append(f"about {human_s(left)} left")
-            parts.append(f"next read in {human_s(max(delay - since_read, 0.0))}")
-            return f"{label}: " + "  ".join(parts)
+            left = details.estimated_remaining_s
+            return job_progress(
+                job_name,
+                vault.name,
+                status=details.job.status.value,
+                elapsed_s=deadline.elapsed_s,
+                left_s=None if left is None else max(left - since_read, 0.0),
+                next_read_s=max(delay - since_read, 0.0),
+            )
 
         if deadline.left_s <= 0 or not await _sleep(delay, deadline, console, line):
             return _timed_out(console, label, deadline, details, output=output, vault=vault)
@@ -340,7 +347,9 @@ class _Reads:
             answer = await read
         except ArmNotFound as exc:
             if deadline.clock.monotonic() - self.first_read_at < self.not_found_grace_s:
-                if not await _sleep(3.0, deadline, console, lambda: f"{label}: not listed yet"):
+                if not await _sleep(
+                    3.0, deadline, console, lambda: [f"{label}: not listed yet", "not listed yet"]
+                ):
                     return _Stop(_timed_out(console, label, deadline, last))
                 return None
             console.problem(
@@ -371,11 +380,45 @@ async def _retry_later(
     console.problem(
         f"backup-monitor jobs wait: {label}: {describe_arm_error(exc)}; retrying in {delay:.0f} s"
     )
-    return await _sleep(delay, deadline, console, lambda: f"{label}: retrying")
+    return await _sleep(delay, deadline, console, lambda: [f"{label}: retrying", "retrying"])
+
+
+def job_progress(
+    job_name: str,
+    vault_name: str,
+    *,
+    status: str,
+    elapsed_s: float,
+    left_s: float | None,
+    next_read_s: float,
+) -> list[str]:
+    """The live line of a job being waited for, as variants for `Console.status`, the fullest
+    first: job and vault, status, time waited, ARM's estimate of the time left (counted down
+    between reads), the next read; then without the next read, with the job's first 8
+    characters and no vault, and the figures alone. Every figure moves between reads; ARM's
+    progress percentage, which only moves at a read, is left to the final and timeout lines."""
+    figures = [status, f"elapsed {human_s(elapsed_s)}"]
+    if left_s is not None:
+        figures.append(f"about {human_s(left_s)} left")
+    moving = "  ".join(figures)
+    full = f"{moving}  next read in {human_s(next_read_s)}"
+    who = f"job {job_name} in {vault_name}"
+    short = f"job {job_name[:8]}"
+    return [
+        f"{who}: {full}",
+        f"{who}: {moving}",
+        f"{short}: {full}",
+        f"{short}: {moving}",
+        moving,
+        "  ".join(figures[:2]),
+    ]
 
 
 async def _sleep(
-    seconds: float, deadline: _Deadline, console: Console, line: Callable[[], str]
+    seconds: float,
+    deadline: _Deadline,
+    console: Console,
+    line: Callable[[], str | Sequence[str]],
 ) -> bool:
     """Sleep `seconds`, but not past the deadline, redrawing the progress line every second.
 
@@ -445,7 +488,7 @@ def add_wait_parser(sub: Any) -> None:
             "10 s. The job is read adaptively: once its estimated remaining time has passed "
             "(VM jobs give one), else after a quarter of its age, between 2 s and 60 s apart; "
             "throttling and 5xx answers are retried until --timeout. Progress is shown on "
-            "stderr when it is a terminal."
+            "stderr when it is a terminal, as one line cut to its width (COLUMNS)."
         ),
         epilog="""examples:
   backup-monitor jobs wait "$VAULT" "$JOB"

@@ -23,6 +23,7 @@ from monitor.arm import ArmClient
 from monitor.arm_http import make_ssl_context, open_session
 from monitor.checkpoints import StateStore
 from monitor.clock import Clock, ScaledClock, SystemClock
+from monitor.commands.check_config import CHECK_OUTPUTS, CheckOutput, render_check
 from monitor.commands.common import (
     add_config_option,
     run_guarded,
@@ -31,7 +32,6 @@ from monitor.commands.common import (
 from monitor.commands.exits import EXIT_USAGE
 from monitor.config import ClockSettings, Settings
 from monitor.config_sinks import WebhookSinkSettings
-from monitor.core.vaults import VaultKind
 from monitor.delivery import Delivery, SinkRoute
 from monitor.discovery import VaultDiscovery
 from monitor.item_watcher import ItemWatcher
@@ -42,7 +42,7 @@ from monitor.outbox import OutboxSink
 from monitor.pacing import BudgetBook
 from monitor.principals import open_principals
 from monitor.scheduler import PollScheduler
-from monitor.sink_factory import describe_sink, open_sinks, webhook_secret
+from monitor.sink_factory import open_sinks, webhook_secret
 from monitor.store import build_checkpoint_store
 
 log = structlog.get_logger(__name__)
@@ -68,10 +68,15 @@ def add_run_parsers(commands: Any) -> None:
         description=(
             "Validate the configuration, obtain a token, discover vaults and print them, without "
             "polling. The state file is checked but not locked, so this runs beside the daemon. "
-            "Exit codes: 0 fine, 2 bad configuration, 3 cannot authenticate or reach ARM."
+            "Exit codes: 0 fine, 2 bad configuration, 3 cannot authenticate or reach ARM. "
+            "--output json prints one JSON object instead (docs/operations.md, "
+            '"check-config"), only when every check passed.'
         ),
     )
     add_config_option(check)
+    check.add_argument(
+        "--output", choices=CHECK_OUTPUTS, default="text", help="text (default) or json"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,35 +268,26 @@ def clock_of(settings: ClockSettings) -> Clock:
     )
 
 
-_KIND_TAGS = {VaultKind.RECOVERY_SERVICES: "rs", VaultKind.BACKUP_VAULT: "bv"}
-
-
-async def check(settings: Settings, out: TextIO) -> None:
-    """Authenticate and discover; print what would be watched.
+async def check(settings: Settings, out: TextIO, output: CheckOutput = "text") -> None:
+    """Authenticate and discover; print what would be watched (`render_check`).
 
     The state file is opened (so an unusable one fails here as it would in `run`) but not
     locked, and the events file is not opened at all: check-config runs beside the daemon that
     owns both, and opening an events file for appending may end a line the daemon is writing.
+
+    Raises:
+        StartupError: no token, ARM unreachable, the state file unusable, or a webhook's
+            `secret_env` unset (nothing is printed then in json).
     """
     clock, rng = SystemClock(), random.Random()
     async with _open(
         settings, clock=clock, rng=rng, metrics=None, lock_state=False, with_sinks=False
     ) as opened:
         vaults = await VaultDiscovery(opened.arm, settings, clock, rng).discover_once()
-    out.write(f"authenticated against {settings.azure.arm_endpoint}\n")
-    for vault in sorted(vaults, key=lambda v: v.key):
-        out.write(
-            f"{vault.subscription_id}  {_KIND_TAGS[vault.kind]}  {vault.resource_group:<24} "
-            f"{vault.name:<28} {vault.location or '-'}\n"
-        )
-    kinds = ", ".join(f"{sum(v.kind is kind for v in vaults)} {kind.value}" for kind in VaultKind)
-    out.write(f"{len(vaults)} vaults would be watched ({kinds})\n")
-    if any(v.kind is VaultKind.BACKUP_VAULT for v in vaults):
-        out.write(f"backup vault jobs from {settings.backup_vaults.jobs_from}\n")
     for entry in settings.delivery_sinks:
         if isinstance(entry, WebhookSinkSettings):
             webhook_secret(entry.name, entry.secret_env, os.environ)
-        out.write(f"sink {describe_sink(entry)}\n")
+    out.write(render_check(vaults, settings, output))
 
 
 def run_daemon(args: argparse.Namespace) -> int:
@@ -307,5 +303,7 @@ def run_check(args: argparse.Namespace, out: TextIO) -> int:
     settings = settings_for(args)
     if settings is None:
         return EXIT_USAGE
-    out.write("configuration is valid\n")
-    return run_guarded(check, settings, out)
+    output: CheckOutput = getattr(args, "output", "text")
+    if output == "text":
+        out.write("configuration is valid\n")
+    return run_guarded(check, settings, out, output)
