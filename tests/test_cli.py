@@ -323,8 +323,9 @@ def test_check_config_json_is_one_object_naming_every_vault(
     start_emulator: Callable[..., Started], tmp_path: Path
 ) -> None:
     """`check-config --output json` prints one JSON object (nothing else on stdout): the
-    endpoint, every vault with its subscription, kind, group, name, location and id, the count
-    of each kind, where Backup vault jobs come from and every sink; the same vaults as the text."""
+    endpoint, every vault with its subscription, kind, group, name, location, tenant and id,
+    the count of each kind, where Backup vault jobs come from and every sink; the same vaults
+    as the text."""
     _, banner = start_emulator(
         "--seed", "5", "--subscriptions", "2", "--backup-vaults-per-subscription", "1"
     )
@@ -362,8 +363,10 @@ def test_check_config_json_is_one_object_naming_every_vault(
             "resource_group",
             "name",
             "location",
+            "tenant_id",
             "id",
         ]
+        assert vault["tenant_id"] == "72f988bf-86f1-41af-91ab-2d7cd011db47"  # the emulator's
         assert vault["id"].lower().startswith(f"/subscriptions/{vault['subscription_id']}/")
         assert vault["id"].endswith("/" + vault["name"])
         assert vault["location"]
