@@ -7,7 +7,7 @@ its state under `workdir`, gossips with nobody (`--cluster.listen-address=`) and
 127.0.0.1 only.
 
 Without the binary the test is skipped with the reason (the Debian package to install), unless
-`TESTS_REQUIRE_BINARIES=1` is set (as `.ci/run` does): then it fails, so CI cannot skip it.
+`TESTS_REQUIRE_BINARIES=1` is set (as `.ci/run` does): then it fails (`tests/binaries.py`).
 
 Measured with 0.25: `GET /api/v2/alerts` never lists a resolved alert (whatever `active`
 says), so resolution shows as the alert leaving that list, in the
@@ -18,8 +18,6 @@ notifications.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -29,12 +27,13 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NoReturn, Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import orjson
 import pytest
 
-REQUIRE_ENV = "TESTS_REQUIRE_BINARIES"
+from tests.binaries import find_binary
+
 BINARIES = ("prometheus-alertmanager", "alertmanager")
 DEBIAN_PACKAGE = "prometheus-alertmanager"
 READY_DEADLINE_S = 30.0
@@ -43,23 +42,9 @@ _START_ATTEMPTS = 3  # a free port can be taken between our probe and Alertmanag
 _T = TypeVar("_T")
 
 
-def unavailable(reason: str) -> NoReturn:
-    """Skip the test for `reason`, or fail it when the environment requires the binaries."""
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"{reason} ({REQUIRE_ENV}=1 forbids skipping this test)")
-    pytest.skip(reason)
-
-
-def find_binary() -> str:
+def find_alertmanager() -> str:
     """The Alertmanager binary on PATH; skips (or fails) the test when there is none."""
-    for name in BINARIES:
-        found = shutil.which(name)
-        if found is not None:
-            return found
-    unavailable(
-        f"no Alertmanager binary ({' or '.join(BINARIES)}) on PATH; "
-        f"install the Debian package {DEBIAN_PACKAGE}"
-    )
+    return find_binary(*BINARIES, package=DEBIAN_PACKAGE)
 
 
 def free_port() -> int:
@@ -143,7 +128,7 @@ class Alertmanager:
         """
         if self._process is not None:
             raise RuntimeError("this Alertmanager is already started")
-        binary = find_binary()
+        binary = find_alertmanager()
         self.workdir.mkdir(parents=True, exist_ok=True)
         config_path = self.workdir / "alertmanager.yml"
         config_path.write_bytes(orjson.dumps(self.config(), option=orjson.OPT_INDENT_2))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import ssl
 import subprocess
 import tomllib
@@ -53,7 +52,8 @@ from monitor.sinks_alertmanager import (
     portal_link,
 )
 from tests import test_item_events as ie
-from tests.alertmanager import Alertmanager, _alertmanager, free_port, unavailable
+from tests.alertmanager import Alertmanager, _alertmanager, free_port
+from tests.binaries import find_binary
 from tests.core import payloads as p
 from tests.fakes import BV_DISK_ID, rendered_backup_vault_job_event, rendered_job_event
 from tests.test_sinks import changes, validate
@@ -871,9 +871,7 @@ class TestDocs:
 
     def test_recipe_yaml_is_a_valid_alertmanager_config(self, tmp_path: Path) -> None:
         """`amtool check-config` accepts every YAML block of the section."""
-        amtool = shutil.which("amtool")
-        if amtool is None:
-            unavailable("no amtool on PATH; install the Debian package prometheus-alertmanager")
+        amtool = find_binary("amtool", package="prometheus-alertmanager")
         blocks = re.findall(r"```yaml\n(.*?)```", docs_section(), re.S)
         assert blocks
         for index, block in enumerate(blocks):
