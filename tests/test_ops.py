@@ -25,6 +25,7 @@ from monitor.health import EstateHealth, StaleVault, VaultState, readiness_probl
 from monitor.metrics import Metrics, status_class
 from monitor.ops import serve_ops
 from tests.daemon import Daemon, write_config
+from tests.promtool import assert_alert_selects
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
 SUB = "11111111-1111-1111-1111-111111111111"
@@ -397,6 +398,16 @@ async def test_daemon_metrics_health_and_readiness(emulator: Emulator, tmp_path:
             }
             assert set(stale_series) == set(names)
             assert {s["state"] for s in stale_series.values()} == {"forbidden"}
+            # The shipped alert's expression, held for its `for:` over this scrape, fires for
+            # exactly the forbidden vaults (not the deleted one, not the healthy ones).
+            scrape = {"namespace": "backup-monitor", "pod": "backup-monitor-0"}
+            assert_alert_selects(
+                text,
+                "BackupMonitorVaultStale",
+                [{**labels, **scrape, "severity": "warning"} for labels in stale_series.values()],
+                tmp_path,
+                extra_labels=scrape,
+            )
         assert await daemon.stop() == 0
     finally:
         daemon.kill_if_running()
