@@ -1,11 +1,17 @@
 """Azure credentials for ARM: choosing one from settings, and caching its bearer tokens."""
 
-# Rule: a secret (client secret, static token, access token) never appears in a repr, a log
-# entry or an exception message. Nothing here talks to ARM; `arm.py` asks `TokenCache` for tokens.
+# Rules:
+# - A secret (client secret, static token, access token) never appears in a repr, a log entry or
+#   an exception message: every upstream message goes through `redact_secrets` first.
+# - An upstream diagnostic is kept whole (every line, up to `MAX_DETAIL_CHARS`): azure-identity's
+#   chained credentials list each credential they tried, and why it failed, on its own line.
+# - Nothing here talks to ARM; `arm.py` asks `TokenCache` for tokens.
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
@@ -25,7 +31,15 @@ if TYPE_CHECKING:
     from monitor.clock import Clock
     from monitor.config import AzureSettings
 
-__all__ = ["StaticTokenCredential", "TokenCache", "build_credential"]
+__all__ = [
+    "MAX_DETAIL_CHARS",
+    "StaticTokenCredential",
+    "TokenCache",
+    "build_credential",
+    "credential_secrets",
+    "redact_secrets",
+    "upstream_detail",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -33,8 +47,26 @@ log = structlog.get_logger(__name__)
 REFRESH_MARGIN_S: Final = 300.0
 # StaticTokenCredential's tokens "expire" at 2100-01-01T00:00:00Z, so TokenCache never refreshes.
 _STATIC_EXPIRES_ON: Final = 4_102_444_800
-# An upstream error message is cut to this many characters before it goes into ours.
-_MAX_DETAIL: Final = 300
+# An upstream diagnostic is kept whole up to this many characters (after redaction), then cut with
+# a note of how much was cut: room for DefaultAzureCredential's list of every credential it tried.
+MAX_DETAIL_CHARS: Final = 4000
+# A configured secret shorter than this is not replaced where it occurs in a message: replacing
+# every "t" of a test's static token "t" would garble the message and protect nothing.
+_MIN_LITERAL_SECRET: Final = 8
+_REDACTED: Final = "***"
+# What looks like a credential in free text: a JWT (every Entra ID access token and client
+# assertion), the value after "Bearer", and the value of a form or JSON field that carries one.
+_SECRET_PATTERNS: Final = (
+    (re.compile(r"eyJ[A-Za-z0-9_\-]{6,}(?:\.[A-Za-z0-9_\-]*)*"), _REDACTED),
+    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=\-]{20,}"), r"\1" + _REDACTED),
+    (
+        re.compile(
+            r"(?i)\b((?:client_secret|client_assertion|access_token|refresh_token|id_token)"
+            r"[\"']?\s*[=:]\s*[\"']?)[^\s&\"',;}]+"
+        ),
+        r"\1" + _REDACTED,
+    ),
+)
 
 
 class StaticTokenCredential:
@@ -170,13 +202,58 @@ def build_credential(azure: AzureSettings) -> AsyncTokenCredential:
         # azure-identity validates its arguments in constructors; its messages name the
         # argument, never its value.
         raise StartupError(
-            f"azure.credential = {kind!r}: cannot build the credential: {_detail(exc)}"
+            f"azure.credential = {kind!r}: cannot build the credential: "
+            f"{upstream_detail(exc, credential_secrets(azure))}"
         ) from exc
 
 
 def _host_of(authority: str) -> str:
     rest = authority.split("://", 1)[-1]
     return rest.split("/", 1)[0]
+
+
+def credential_secrets(azure: AzureSettings) -> tuple[str, ...]:
+    """The configured secrets (client secret, static token) that a message must never show.
+
+    Pass them to `TokenCache(secrets=...)`; `redact_secrets` replaces them where they occur.
+    """
+    return tuple(s for s in (azure.client_secret, azure.static_token) if s)
+
+
+def redact_secrets(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` with every credential it shows replaced by `***`.
+
+    Replaced: anything that looks like a JWT (`eyJ…`: access tokens, client assertions), the
+    value after `Bearer ` (20 characters or more, as tokens are), the values of
+    `client_secret`, `client_assertion`, `access_token`, `refresh_token` and `id_token` fields
+    (`name=value` in a form, `"name": "value"` in JSON), and each of `secrets` of 8 characters
+    or more wherever it occurs. Text showing none of these is returned unchanged.
+    """
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    # Literal secrets last, each until it no longer occurs: a replacement above (or of another
+    # secret) may have joined the two halves of one.
+    literal = sorted({s for s in secrets if len(s) >= _MIN_LITERAL_SECRET}, key=len, reverse=True)
+    changed = True
+    while changed:
+        changed = False
+        for secret in literal:
+            if secret in text:
+                text, changed = text.replace(secret, _REDACTED), True
+    return text
+
+
+def upstream_detail(exc: BaseException, secrets: Iterable[str] = ()) -> str:
+    """An upstream error's whole message, every line of it, redacted and capped.
+
+    The message (its type's name when it is empty) goes through `redact_secrets`; past
+    `MAX_DETAIL_CHARS` it is cut, with a note of how many characters were cut.
+    """
+    text = str(exc).strip() or type(exc).__name__
+    text = redact_secrets(text, secrets)
+    if len(text) <= MAX_DETAIL_CHARS:
+        return text
+    return f"{text[:MAX_DETAIL_CHARS]}… ({len(text) - MAX_DETAIL_CHARS} more characters cut)"
 
 
 class TokenCache:
@@ -190,11 +267,34 @@ class TokenCache:
         credential: an open `AsyncTokenCredential` (the caller owns and closes it).
         scope: the token scope, e.g. `https://management.azure.com/.default`.
         clock: the wall clock that expiry times are compared with.
+        secrets: configured secrets (`credential_secrets(azure)`) that an error message must
+            never show; a `StaticTokenCredential`'s token and the tokens this cache holds are
+            always hidden too.
+        name: what the error messages call the credential, e.g. `credential 'contoso'`;
+            the credential's class name when None.
     """
 
-    __slots__ = ("_clock", "_credential", "_generation", "_lock", "_refresh_at", "_scope", "_token")
+    __slots__ = (
+        "_clock",
+        "_credential",
+        "_generation",
+        "_lock",
+        "_name",
+        "_refresh_at",
+        "_scope",
+        "_secrets",
+        "_token",
+    )
 
-    def __init__(self, credential: AsyncTokenCredential, scope: str, clock: Clock) -> None:
+    def __init__(
+        self,
+        credential: AsyncTokenCredential,
+        scope: str,
+        clock: Clock,
+        *,
+        secrets: Iterable[str] = (),
+        name: str | None = None,
+    ) -> None:
         self._credential = credential
         self._scope = scope
         self._clock = clock
@@ -202,6 +302,11 @@ class TokenCache:
         self._token: str | None = None
         self._refresh_at = -math.inf
         self._generation = 0
+        self._name = name
+        hidden = set(secrets)
+        if isinstance(credential, StaticTokenCredential):
+            hidden.add(credential._token)
+        self._secrets = hidden
 
     def __repr__(self) -> str:
         state = "cached" if self._token is not None else "empty"
@@ -226,7 +331,8 @@ class TokenCache:
             StartupError: the credential failed before it ever gave a token (no usable
                 credential: the daemon cannot start).
             ArmAuthError: the credential failed to refresh a token it gave before; `url` is
-                the token scope. Neither message contains a secret or a token.
+                the token scope. Either message carries the credential's whole diagnostic
+                (every line, redacted, at most `MAX_DETAIL_CHARS`), never a secret or a token.
         """
         seen = self._generation
         cached = self._usable(force_refresh, rejected)
@@ -259,6 +365,7 @@ class TokenCache:
             raise self._failure(None)
         lifetime = max(0.0, float(access.expires_on) - now)
         self._token = access.token
+        self._secrets.add(access.token)
         self._refresh_at = float(access.expires_on) - min(REFRESH_MARGIN_S, lifetime / 2)
         self._generation += 1
         log.debug(
@@ -270,20 +377,14 @@ class TokenCache:
         return access.token
 
     def _failure(self, exc: Exception | None) -> StartupError | ArmAuthError:
-        credential = type(self._credential).__name__
+        credential = self._name or type(self._credential).__name__
         if exc is None:
             detail = "it returned an empty token"
         elif isinstance(exc, ClientAuthenticationError):
-            detail = f"authentication failed: {_detail(exc)}"
+            detail = f"authentication failed: {upstream_detail(exc, self._secrets)}"
         else:
-            detail = f"{type(exc).__name__}: {_detail(exc)}"
+            detail = f"{type(exc).__name__}: {upstream_detail(exc, self._secrets)}"
         message = f"{credential} could not get a token for {self._scope}: {detail}"
         if self._generation == 0:
             return StartupError(message)
         return ArmAuthError(message, url=self._scope)
-
-
-def _detail(exc: BaseException) -> str:
-    """The first line of an upstream error message, cut short."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"

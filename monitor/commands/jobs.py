@@ -35,7 +35,7 @@ from monitor.commands.jobs_show import ShowRequest, add_show_parser, show_comman
 from monitor.commands.jobs_wait import WaitRequest, add_wait_parser, wait_command, wait_request
 from monitor.config import Settings, VaultKindName
 from monitor.core.vaults import VaultKind
-from monitor.credentials import TokenCache, build_credential
+from monitor.credentials import TokenCache, build_credential, credential_secrets
 from monitor.discovery import VaultDiscovery
 from monitor.pacing import BudgetBook
 
@@ -153,7 +153,12 @@ async def open_arm(
         stack.push_async_callback(credential.close)
         ssl_context = make_ssl_context(settings.azure.ca_bundle)
         session = await stack.enter_async_context(open_session(settings.azure, ssl_context))
-        tokens = TokenCache(credential, settings.azure.token_scope, clock)
+        tokens = TokenCache(
+            credential,
+            settings.azure.token_scope,
+            clock,
+            secrets=credential_secrets(settings.azure),
+        )
         await tokens.token()
         yield ArmClient(
             session=session,

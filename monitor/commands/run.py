@@ -32,7 +32,7 @@ from monitor.commands.exits import EXIT_USAGE
 from monitor.config import ClockSettings, Settings
 from monitor.config_sinks import WebhookSinkSettings
 from monitor.core.vaults import VaultKind
-from monitor.credentials import TokenCache, build_credential
+from monitor.credentials import TokenCache, build_credential, credential_secrets
 from monitor.delivery import Delivery, SinkRoute
 from monitor.discovery import VaultDiscovery
 from monitor.item_watcher import ItemWatcher
@@ -108,7 +108,12 @@ async def _open(
             routes = await open_sinks(
                 settings, stack, credential=credential, clock=clock, observer=metrics
             )
-        tokens = TokenCache(credential, settings.azure.token_scope, clock)
+        tokens = TokenCache(
+            credential,
+            settings.azure.token_scope,
+            clock,
+            secrets=credential_secrets(settings.azure),
+        )
         await tokens.token()
         budgets = BudgetBook(settings.budget, clock=clock, rng=rng)
         arm = ArmClient(
