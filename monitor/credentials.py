@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 
 import anyio
 import structlog
-from azure.core.credentials import AccessToken
+from azure.core.credentials import AccessToken, AccessTokenInfo
+from azure.core.credentials_async import AsyncSupportsTokenInfo
 from azure.core.exceptions import ClientAuthenticationError
 
 from monitor.config import is_loopback_host
@@ -26,25 +27,34 @@ from monitor.errors import ArmAuthError, StartupError
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from azure.core.credentials_async import AsyncTokenCredential
+    from azure.core.credentials import TokenRequestOptions
+    from azure.core.credentials_async import AsyncTokenCredential, AsyncTokenProvider
 
     from monitor.clock import Clock
     from monitor.config import AzureSettings
 
 __all__ = [
     "MAX_DETAIL_CHARS",
+    "REFRESH_RETRY_S",
+    "REFRESH_WINDOW_S",
     "StaticTokenCredential",
     "TokenCache",
     "build_credential",
     "credential_secrets",
     "redact_secrets",
+    "refresh_due_at",
     "upstream_detail",
 ]
 
 log = structlog.get_logger(__name__)
 
-# A token is refreshed this long before it expires, or at half its lifetime if that is sooner.
-REFRESH_MARGIN_S: Final = 300.0
+# A token without a refresh_on is refreshed this long before it expires: azure-core's
+# BearerTokenCredentialPolicy's window (DEFAULT_REFRESH_WINDOW_SECONDS in azure-core 1.41).
+REFRESH_WINDOW_S: Final = 300.0
+# A token that is already due when it arrives is asked for again no sooner than this (but at its
+# expiry at the latest): azure-identity's credentials do not ask their token endpoint again within
+# 30 s of their last request unless the token has expired (DEFAULT_TOKEN_REFRESH_RETRY_DELAY).
+REFRESH_RETRY_S: Final = 30.0
 # StaticTokenCredential's tokens "expire" at 2100-01-01T00:00:00Z, so TokenCache never refreshes.
 _STATIC_EXPIRES_ON: Final = 4_102_444_800
 # An upstream diagnostic is kept whole up to this many characters (after redaction), then cut with
@@ -70,10 +80,11 @@ _SECRET_PATTERNS: Final = (
 
 
 class StaticTokenCredential:
-    """An `AsyncTokenCredential` that always returns one fixed bearer token.
+    """An `AsyncTokenCredential` (and `AsyncSupportsTokenInfo`) that returns one fixed token.
 
     For the emulator and tests only: the configuration refuses `credential = 'static'` unless
-    the ARM endpoint is a loopback host. Its repr never shows the token.
+    the ARM endpoint is a loopback host. Its tokens carry no `refresh_on` and expire in 2100,
+    so `TokenCache` never refreshes them. Its repr never shows the token.
     """
 
     __slots__ = ("_expires_on", "_token")
@@ -102,6 +113,12 @@ class StaticTokenCredential:
     ) -> AccessToken:
         """The fixed token, whatever the scopes."""
         return AccessToken(self._token, self._expires_on)
+
+    async def get_token_info(
+        self, *scopes: str, options: TokenRequestOptions | None = None
+    ) -> AccessTokenInfo:
+        """The fixed token, whatever the scopes and options; no `refresh_on`."""
+        return AccessTokenInfo(self._token, self._expires_on)
 
     async def close(self) -> None:
         """Nothing to release."""
@@ -256,15 +273,43 @@ def upstream_detail(exc: BaseException, secrets: Iterable[str] = ()) -> str:
     return f"{text[:MAX_DETAIL_CHARS]}… ({len(text) - MAX_DETAIL_CHARS} more characters cut)"
 
 
-class TokenCache:
-    """Caches one scope's ARM access token and refreshes it before it expires.
+def refresh_due_at(*, obtained_at: float, expires_on: float, refresh_on: float | None) -> float:
+    """When a token obtained at `obtained_at` (Unix time) should be replaced (Unix time).
 
-    A token is reused until `REFRESH_MARGIN_S` (5 minutes) before it expires, or until half its
-    lifetime has passed if that is sooner. Concurrent callers share one refresh (an anyio lock).
-    The cache never logs or shows the token; its repr names the scope only.
+    azure-core's `BearerTokenCredentialPolicy` timing, without its random delay of up to 60 s:
+    at `refresh_on` when the credential gave one (MSAL's, from the token endpoint's `refresh_in`
+    or half the lifetime of tokens of 2 h or more), never after `expires_on`; else
+    `REFRESH_WINDOW_S` before `expires_on`. One addition: a token that is already due when it
+    arrives (a lifetime under 5 minutes; a credential that kept its cached token because its
+    refresh failed) is due again `REFRESH_RETRY_S` later, or at its expiry if that is sooner,
+    where azure-core's policy would ask the credential again on every request.
+    """
+    if refresh_on is not None:
+        due = min(float(refresh_on), expires_on)
+    else:
+        due = expires_on - REFRESH_WINDOW_S
+    if due <= obtained_at:
+        due = obtained_at + min(REFRESH_RETRY_S, max(0.0, expires_on - obtained_at))
+    return due
+
+
+class TokenCache:
+    """Caches one scope's ARM access token and refreshes it when azure-core would.
+
+    Each refresh asks the credential for `get_token_info` when it has it (azure-core's
+    `AsyncSupportsTokenInfo`, as every azure-identity credential and `StaticTokenCredential`
+    do), which carries MSAL's `refresh_on`, else for `get_token`. The token is reused until
+    `refresh_due_at` says otherwise: azure-core's timing, read from the injected clock.
+    azure-core has no public function for that decision (its policy keeps it in private code
+    that reads `time.time()`), so it is written here; tests/test_credentials.py checks it
+    against azure-core's own `AsyncBearerTokenCredentialPolicy`, and shows the one addition.
+
+    Concurrent callers share one refresh (an anyio lock). The cache never logs or shows the
+    token; its repr names the scope only.
 
     Args:
-        credential: an open `AsyncTokenCredential` (the caller owns and closes it).
+        credential: an open `AsyncTokenCredential` or `AsyncSupportsTokenInfo` (the caller owns
+            and closes it).
         scope: the token scope, e.g. `https://management.azure.com/.default`.
         clock: the wall clock that expiry times are compared with.
         secrets: configured secrets (`credential_secrets(azure)`) that an error message must
@@ -288,7 +333,7 @@ class TokenCache:
 
     def __init__(
         self,
-        credential: AsyncTokenCredential,
+        credential: AsyncTokenProvider,
         scope: str,
         clock: Clock,
         *,
@@ -355,26 +400,39 @@ class TokenCache:
             return None
         return token
 
+    async def _fetch(self) -> tuple[str, float, float | None]:
+        """The credential's token, its expiry and its refresh_on (None: not given)."""
+        credential = self._credential
+        if isinstance(credential, AsyncSupportsTokenInfo):
+            info = await credential.get_token_info(self._scope)
+            return info.token, float(info.expires_on), info.refresh_on
+        access: AccessToken = await credential.get_token(self._scope)
+        return access.token, float(access.expires_on), None
+
     async def _refresh(self) -> str:
         now = self._clock.utcnow().timestamp()
         try:
-            access = await self._credential.get_token(self._scope)
+            token, expires_on, refresh_on = await self._fetch()
         except Exception as exc:
             raise self._failure(exc) from exc
-        if not isinstance(access.token, str) or not access.token:
+        if not isinstance(token, str) or not token:
             raise self._failure(None)
-        lifetime = max(0.0, float(access.expires_on) - now)
-        self._token = access.token
-        self._secrets.add(access.token)
-        self._refresh_at = float(access.expires_on) - min(REFRESH_MARGIN_S, lifetime / 2)
+        renewed = token != self._token
+        self._token = token
+        self._secrets.add(token)
+        self._refresh_at = refresh_due_at(
+            obtained_at=now, expires_on=expires_on, refresh_on=refresh_on
+        )
         self._generation += 1
         log.debug(
             "credential.token_refreshed",
             scope=self._scope,
-            expires_in_s=round(lifetime),
+            renewed=renewed,
+            expires_in_s=round(expires_on - now),
+            refresh_on_given=refresh_on is not None,
             refresh_in_s=round(self._refresh_at - now),
         )
-        return access.token
+        return token
 
     def _failure(self, exc: Exception | None) -> StartupError | ArmAuthError:
         credential = self._name or type(self._credential).__name__
