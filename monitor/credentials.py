@@ -1,17 +1,24 @@
 """Azure credentials for ARM: choosing one from settings, and caching its bearer tokens."""
 
-# Rule: a secret (client secret, static token, access token) never appears in a repr, a log
-# entry or an exception message. Nothing here talks to ARM; `arm.py` asks `TokenCache` for tokens.
+# Rules:
+# - A secret (client secret, static token, access token) never appears in a repr, a log entry or
+#   an exception message: every upstream message goes through `redact_secrets` first.
+# - An upstream diagnostic is kept whole (every line, up to `MAX_DETAIL_CHARS`): azure-identity's
+#   chained credentials list each credential they tried, and why it failed, on its own line.
+# - Nothing here talks to ARM; `arm.py` asks `TokenCache` for tokens.
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 import anyio
 import structlog
-from azure.core.credentials import AccessToken
+from azure.core.credentials import AccessToken, AccessTokenInfo
+from azure.core.credentials_async import AsyncSupportsTokenInfo
 from azure.core.exceptions import ClientAuthenticationError
 
 from monitor.config import is_loopback_host
@@ -20,28 +27,64 @@ from monitor.errors import ArmAuthError, StartupError
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from azure.core.credentials_async import AsyncTokenCredential
+    from azure.core.credentials import TokenRequestOptions
+    from azure.core.credentials_async import AsyncTokenCredential, AsyncTokenProvider
 
     from monitor.clock import Clock
     from monitor.config import AzureSettings
 
-__all__ = ["StaticTokenCredential", "TokenCache", "build_credential"]
+__all__ = [
+    "MAX_DETAIL_CHARS",
+    "REFRESH_RETRY_S",
+    "REFRESH_WINDOW_S",
+    "StaticTokenCredential",
+    "TokenCache",
+    "build_credential",
+    "credential_secrets",
+    "redact_secrets",
+    "refresh_due_at",
+    "upstream_detail",
+]
 
 log = structlog.get_logger(__name__)
 
-# A token is refreshed this long before it expires, or at half its lifetime if that is sooner.
-REFRESH_MARGIN_S: Final = 300.0
+# A token without a refresh_on is refreshed this long before it expires: azure-core's
+# BearerTokenCredentialPolicy's window (DEFAULT_REFRESH_WINDOW_SECONDS in azure-core 1.41).
+REFRESH_WINDOW_S: Final = 300.0
+# A token that is already due when it arrives is asked for again no sooner than this (but at its
+# expiry at the latest): azure-identity's credentials do not ask their token endpoint again within
+# 30 s of their last request unless the token has expired (DEFAULT_TOKEN_REFRESH_RETRY_DELAY).
+REFRESH_RETRY_S: Final = 30.0
 # StaticTokenCredential's tokens "expire" at 2100-01-01T00:00:00Z, so TokenCache never refreshes.
 _STATIC_EXPIRES_ON: Final = 4_102_444_800
-# An upstream error message is cut to this many characters before it goes into ours.
-_MAX_DETAIL: Final = 300
+# An upstream diagnostic is kept whole up to this many characters (after redaction), then cut with
+# a note of how much was cut: room for DefaultAzureCredential's list of every credential it tried.
+MAX_DETAIL_CHARS: Final = 4000
+# A configured secret shorter than this is not replaced where it occurs in a message: replacing
+# every "t" of a test's static token "t" would garble the message and protect nothing.
+_MIN_LITERAL_SECRET: Final = 8
+_REDACTED: Final = "***"
+# What looks like a credential in free text: a JWT (every Entra ID access token and client
+# assertion), the value after "Bearer", and the value of a form or JSON field that carries one.
+_SECRET_PATTERNS: Final = (
+    (re.compile(r"eyJ[A-Za-z0-9_\-]{6,}(?:\.[A-Za-z0-9_\-]*)*"), _REDACTED),
+    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=\-]{20,}"), r"\1" + _REDACTED),
+    (
+        re.compile(
+            r"(?i)\b((?:client_secret|client_assertion|access_token|refresh_token|id_token)"
+            r"[\"']?\s*[=:]\s*[\"']?)[^\s&\"',;}]+"
+        ),
+        r"\1" + _REDACTED,
+    ),
+)
 
 
 class StaticTokenCredential:
-    """An `AsyncTokenCredential` that always returns one fixed bearer token.
+    """An `AsyncTokenCredential` (and `AsyncSupportsTokenInfo`) that returns one fixed token.
 
     For the emulator and tests only: the configuration refuses `credential = 'static'` unless
-    the ARM endpoint is a loopback host. Its repr never shows the token.
+    the ARM endpoint is a loopback host. Its tokens carry no `refresh_on` and expire in 2100,
+    so `TokenCache` never refreshes them. Its repr never shows the token.
     """
 
     __slots__ = ("_expires_on", "_token")
@@ -70,6 +113,12 @@ class StaticTokenCredential:
     ) -> AccessToken:
         """The fixed token, whatever the scopes."""
         return AccessToken(self._token, self._expires_on)
+
+    async def get_token_info(
+        self, *scopes: str, options: TokenRequestOptions | None = None
+    ) -> AccessTokenInfo:
+        """The fixed token, whatever the scopes and options; no `refresh_on`."""
+        return AccessTokenInfo(self._token, self._expires_on)
 
     async def close(self) -> None:
         """Nothing to release."""
@@ -170,7 +219,8 @@ def build_credential(azure: AzureSettings) -> AsyncTokenCredential:
         # azure-identity validates its arguments in constructors; its messages name the
         # argument, never its value.
         raise StartupError(
-            f"azure.credential = {kind!r}: cannot build the credential: {_detail(exc)}"
+            f"azure.credential = {kind!r}: cannot build the credential: "
+            f"{upstream_detail(exc, credential_secrets(azure))}"
         ) from exc
 
 
@@ -179,22 +229,117 @@ def _host_of(authority: str) -> str:
     return rest.split("/", 1)[0]
 
 
-class TokenCache:
-    """Caches one scope's ARM access token and refreshes it before it expires.
+def credential_secrets(azure: AzureSettings) -> tuple[str, ...]:
+    """The configured secrets (client secret, static token) that a message must never show.
 
-    A token is reused until `REFRESH_MARGIN_S` (5 minutes) before it expires, or until half its
-    lifetime has passed if that is sooner. Concurrent callers share one refresh (an anyio lock).
-    The cache never logs or shows the token; its repr names the scope only.
+    Pass them to `TokenCache(secrets=...)`; `redact_secrets` replaces them where they occur.
+    """
+    return tuple(s for s in (azure.client_secret, azure.static_token) if s)
+
+
+def redact_secrets(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` with every credential it shows replaced by `***`.
+
+    Replaced: anything that looks like a JWT (`eyJ…`: access tokens, client assertions), the
+    value after `Bearer ` (20 characters or more, as tokens are), the values of
+    `client_secret`, `client_assertion`, `access_token`, `refresh_token` and `id_token` fields
+    (`name=value` in a form, `"name": "value"` in JSON), and each of `secrets` of 8 characters
+    or more wherever it occurs. Text showing none of these is returned unchanged.
+    """
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    # Literal secrets last, each until it no longer occurs: a replacement above (or of another
+    # secret) may have joined the two halves of one.
+    literal = sorted({s for s in secrets if len(s) >= _MIN_LITERAL_SECRET}, key=len, reverse=True)
+    changed = True
+    while changed:
+        changed = False
+        for secret in literal:
+            if secret in text:
+                text, changed = text.replace(secret, _REDACTED), True
+    return text
+
+
+def upstream_detail(exc: BaseException, secrets: Iterable[str] = ()) -> str:
+    """An upstream error's whole message, every line of it, redacted and capped.
+
+    The message (its type's name when it is empty) goes through `redact_secrets`; past
+    `MAX_DETAIL_CHARS` it is cut, with a note of how many characters were cut.
+    """
+    text = str(exc).strip() or type(exc).__name__
+    text = redact_secrets(text, secrets)
+    if len(text) <= MAX_DETAIL_CHARS:
+        return text
+    return f"{text[:MAX_DETAIL_CHARS]}… ({len(text) - MAX_DETAIL_CHARS} more characters cut)"
+
+
+def refresh_due_at(*, obtained_at: float, expires_on: float, refresh_on: float | None) -> float:
+    """When a token obtained at `obtained_at` (Unix time) should be replaced (Unix time).
+
+    azure-core's `BearerTokenCredentialPolicy` timing, without its random delay of up to 60 s:
+    at `refresh_on` when the credential gave one (MSAL's, from the token endpoint's `refresh_in`
+    or half the lifetime of tokens of 2 h or more), never after `expires_on`; else
+    `REFRESH_WINDOW_S` before `expires_on`. One addition: a token that is already due when it
+    arrives (a lifetime under 5 minutes; a credential that kept its cached token because its
+    refresh failed) is due again `REFRESH_RETRY_S` later, or at its expiry if that is sooner,
+    where azure-core's policy would ask the credential again on every request.
+    """
+    if refresh_on is not None:
+        due = min(float(refresh_on), expires_on)
+    else:
+        due = expires_on - REFRESH_WINDOW_S
+    if due <= obtained_at:
+        due = obtained_at + min(REFRESH_RETRY_S, max(0.0, expires_on - obtained_at))
+    return due
+
+
+class TokenCache:
+    """Caches one scope's ARM access token and refreshes it when azure-core would.
+
+    Each refresh asks the credential for `get_token_info` when it has it (azure-core's
+    `AsyncSupportsTokenInfo`, as every azure-identity credential and `StaticTokenCredential`
+    do), which carries MSAL's `refresh_on`, else for `get_token`. The token is reused until
+    `refresh_due_at` says otherwise: azure-core's timing, read from the injected clock.
+    azure-core has no public function for that decision (its policy keeps it in private code
+    that reads `time.time()`), so it is written here; tests/test_credentials.py checks it
+    against azure-core's own `AsyncBearerTokenCredentialPolicy`, and shows the one addition.
+
+    Concurrent callers share one refresh (an anyio lock). The cache never logs or shows the
+    token; its repr names the scope only.
 
     Args:
-        credential: an open `AsyncTokenCredential` (the caller owns and closes it).
+        credential: an open `AsyncTokenCredential` or `AsyncSupportsTokenInfo` (the caller owns
+            and closes it).
         scope: the token scope, e.g. `https://management.azure.com/.default`.
         clock: the wall clock that expiry times are compared with.
+        secrets: configured secrets (`credential_secrets(azure)`) that an error message must
+            never show; a `StaticTokenCredential`'s token and the tokens this cache holds are
+            always hidden too.
+        name: what the error messages call the credential, e.g. `credential 'contoso'`;
+            the credential's class name when None.
     """
 
-    __slots__ = ("_clock", "_credential", "_generation", "_lock", "_refresh_at", "_scope", "_token")
+    __slots__ = (
+        "_clock",
+        "_credential",
+        "_generation",
+        "_lock",
+        "_name",
+        "_refresh_at",
+        "_scope",
+        "_secrets",
+        "_token",
+    )
 
-    def __init__(self, credential: AsyncTokenCredential, scope: str, clock: Clock) -> None:
+    def __init__(
+        self,
+        credential: AsyncTokenProvider,
+        scope: str,
+        clock: Clock,
+        *,
+        secrets: Iterable[str] = (),
+        name: str | None = None,
+    ) -> None:
         self._credential = credential
         self._scope = scope
         self._clock = clock
@@ -202,6 +347,11 @@ class TokenCache:
         self._token: str | None = None
         self._refresh_at = -math.inf
         self._generation = 0
+        self._name = name
+        hidden = set(secrets)
+        if isinstance(credential, StaticTokenCredential):
+            hidden.add(credential._token)
+        self._secrets = hidden
 
     def __repr__(self) -> str:
         state = "cached" if self._token is not None else "empty"
@@ -226,7 +376,8 @@ class TokenCache:
             StartupError: the credential failed before it ever gave a token (no usable
                 credential: the daemon cannot start).
             ArmAuthError: the credential failed to refresh a token it gave before; `url` is
-                the token scope. Neither message contains a secret or a token.
+                the token scope. Either message carries the credential's whole diagnostic
+                (every line, redacted, at most `MAX_DETAIL_CHARS`), never a secret or a token.
         """
         seen = self._generation
         cached = self._usable(force_refresh, rejected)
@@ -249,41 +400,49 @@ class TokenCache:
             return None
         return token
 
+    async def _fetch(self) -> tuple[str, float, float | None]:
+        """The credential's token, its expiry and its refresh_on (None: not given)."""
+        credential = self._credential
+        if isinstance(credential, AsyncSupportsTokenInfo):
+            info = await credential.get_token_info(self._scope)
+            return info.token, float(info.expires_on), info.refresh_on
+        access: AccessToken = await credential.get_token(self._scope)
+        return access.token, float(access.expires_on), None
+
     async def _refresh(self) -> str:
         now = self._clock.utcnow().timestamp()
         try:
-            access = await self._credential.get_token(self._scope)
+            token, expires_on, refresh_on = await self._fetch()
         except Exception as exc:
             raise self._failure(exc) from exc
-        if not isinstance(access.token, str) or not access.token:
+        if not isinstance(token, str) or not token:
             raise self._failure(None)
-        lifetime = max(0.0, float(access.expires_on) - now)
-        self._token = access.token
-        self._refresh_at = float(access.expires_on) - min(REFRESH_MARGIN_S, lifetime / 2)
+        renewed = token != self._token
+        self._token = token
+        self._secrets.add(token)
+        self._refresh_at = refresh_due_at(
+            obtained_at=now, expires_on=expires_on, refresh_on=refresh_on
+        )
         self._generation += 1
         log.debug(
             "credential.token_refreshed",
             scope=self._scope,
-            expires_in_s=round(lifetime),
+            renewed=renewed,
+            expires_in_s=round(expires_on - now),
+            refresh_on_given=refresh_on is not None,
             refresh_in_s=round(self._refresh_at - now),
         )
-        return access.token
+        return token
 
     def _failure(self, exc: Exception | None) -> StartupError | ArmAuthError:
-        credential = type(self._credential).__name__
+        credential = self._name or type(self._credential).__name__
         if exc is None:
             detail = "it returned an empty token"
         elif isinstance(exc, ClientAuthenticationError):
-            detail = f"authentication failed: {_detail(exc)}"
+            detail = f"authentication failed: {upstream_detail(exc, self._secrets)}"
         else:
-            detail = f"{type(exc).__name__}: {_detail(exc)}"
+            detail = f"{type(exc).__name__}: {upstream_detail(exc, self._secrets)}"
         message = f"{credential} could not get a token for {self._scope}: {detail}"
         if self._generation == 0:
             return StartupError(message)
         return ArmAuthError(message, url=self._scope)
-
-
-def _detail(exc: BaseException) -> str:
-    """The first line of an upstream error message, cut short."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"

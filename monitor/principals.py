@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from monitor.core.ids import is_guid
-from monitor.credentials import TokenCache, build_credential
+from monitor.credentials import TokenCache, build_credential, credential_secrets
 from monitor.errors import StartupError
 from monitor.pacing import RESOURCE_GRAPH_SCOPE, TENANT_SCOPE
 
@@ -236,7 +236,9 @@ def open_principals(
         members.append(
             Principal(
                 name=entry.name,
-                tokens=TokenCache(credential, azure.token_scope, clock),
+                tokens=TokenCache(
+                    credential, azure.token_scope, clock, secrets=credential_secrets(settings)
+                ),
                 credential=credential,
                 subscriptions=entry.subscriptions,
                 tenant_id=entry.tenant_id,

@@ -1,5 +1,5 @@
-"""Test doubles for the injected seams: a virtual-time clock, a scripted token credential, and
-the details of a job with nothing in them."""
+"""Test doubles for the injected seams: a virtual-time clock, scripted token credentials
+(azure-core's `get_token` and `get_token_info` protocols), and a job's empty details."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio.lowlevel
-from azure.core.credentials import AccessToken
+from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
 
 from monitor.clock import Clock, SystemClock
 from monitor.core.diff import JobStateChanged
@@ -93,6 +93,50 @@ class CountingCredential:
         pass
 
     async def __aenter__(self) -> CountingCredential:
+        return self
+
+    async def __aexit__(self, *args: object) -> None:
+        pass
+
+
+class TokenInfoCredential:
+    """azure-core's `AsyncSupportsTokenInfo`: token N on call N, with a chosen `refresh_on`.
+
+    Each token expires `lifetime_s` after the call that made it; `refresh_in_s` (None: no
+    `refresh_on`) says when it should be refreshed, relative to that call. Times come from
+    `clock`; `age_s` makes each token look that much older than the call (its expiry and
+    refresh_on moved back), for checking a cache that reads the real time.
+    """
+
+    def __init__(
+        self,
+        *,
+        lifetime_s: float = 3600.0,
+        refresh_in_s: float | None = None,
+        clock: Clock | None = None,
+        age_s: float = 0.0,
+    ) -> None:
+        self.lifetime_s = lifetime_s
+        self.refresh_in_s = refresh_in_s
+        self.clock = clock or SystemClock()
+        self.age_s = age_s
+        self.calls = 0
+        """How many times get_token_info was called."""
+
+    async def get_token_info(
+        self, *scopes: str, options: TokenRequestOptions | None = None
+    ) -> AccessTokenInfo:
+        self.calls += 1
+        born = self.clock.utcnow().timestamp() - self.age_s
+        refresh_on = None if self.refresh_in_s is None else int(born + self.refresh_in_s)
+        return AccessTokenInfo(
+            f"token-{self.calls}", int(born + self.lifetime_s), refresh_on=refresh_on
+        )
+
+    async def close(self) -> None:
+        pass
+
+    async def __aenter__(self) -> TokenInfoCredential:
         return self
 
     async def __aexit__(self, *args: object) -> None:

@@ -119,11 +119,18 @@ def resolve_shard(settings: Settings, hostname: str) -> Settings:
 
 
 def report_failure(kind: str, exc: BaseException) -> None:
-    """One line on stderr: `backup-monitor: KIND: the first error that is not a group`."""
+    """On stderr: `backup-monitor: KIND: the first error that is not a group`.
+
+    A message of several lines (azure-identity's list of the credentials it tried, a token
+    endpoint's answer) goes on with each further line indented by 4 spaces, tabs expanded, so
+    that it reads as one block under the first line.
+    """
     # Task groups nest: the message worth a line is the first error that is not a group.
     while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]
-    sys.stderr.write(f"backup-monitor: {kind}: {exc}\n")
+    first, *rest = str(exc).splitlines() or [""]
+    lines = [f"backup-monitor: {kind}: {first}", *(f"    {line.expandtabs(4)}" for line in rest)]
+    sys.stderr.write("\n".join(lines) + "\n")
 
 
 def run_guarded(body: Any, *args: Any, failure_code: int = EXIT_STARTUP) -> int:
