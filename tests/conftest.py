@@ -1,11 +1,14 @@
-"""Shared fixtures: a throwaway CA and the TLS contexts made from it, for client and emulator;
-and the order that starts the long real-time tests first under pytest-xdist."""
+"""Shared fixtures: a throwaway CA, the TLS contexts made from it for client and emulator, and
+a session that trusts it; and the order that starts the long real-time tests first under
+pytest-xdist."""
 
 from __future__ import annotations
 
 import os
 import ssl
+from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 import trustme
 
@@ -36,6 +39,15 @@ def ca_pem_path(tls_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) ->
 def client_ssl_context(ca_pem_path: str) -> ssl.SSLContext:
     """A client-side context that trusts only the session CA (never the system store)."""
     return ssl.create_default_context(cafile=ca_pem_path)
+
+
+@pytest.fixture
+async def tls_http(client_ssl_context: ssl.SSLContext) -> AsyncIterator[aiohttp.ClientSession]:
+    """An aiohttp session that trusts only the session CA (for the emulator served over TLS)."""
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=client_ssl_context)
+    ) as session:
+        yield session
 
 
 def _long_s(item: pytest.Item) -> float:

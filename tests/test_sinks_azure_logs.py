@@ -139,11 +139,8 @@ async def _credential(azure: AzureSettings) -> AsyncIterator[AsyncTokenCredentia
 
 
 @pytest.fixture(name="http")
-async def _http(client_ssl_context: ssl.SSLContext) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(ssl=client_ssl_context)
-    ) as session:
-        yield session
+def _http(tls_http: aiohttp.ClientSession) -> aiohttp.ClientSession:
+    return tls_http
 
 
 def settings_for(emu: Emulator, **changes: Any) -> AzureMonitorLogsSinkSettings:

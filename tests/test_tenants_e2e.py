@@ -15,11 +15,46 @@ import anyio
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.emulator import EmulatorSettings, WorldSettings, running_emulator
+from monitor.emulator import Emulator, EmulatorSettings, WorldSettings, running_emulator
 from tests.daemon import Daemon, ground_truth, is_terminal, judge, truth_id, write_config
 
 CLIENT_A = "5f0e5c2a-1d3b-4c8e-9a7f-2b6d4e8f0a1c"
 CLIENT_B = "7a1c9e3b-2d4f-4e6a-8b0c-1d3e5f7a9b2c"
+
+
+def _entry(name: str, tenant_id: str, client_id: str, **keys: object) -> dict[str, object]:
+    """A client-secret `[[azure.credentials]]` entry whose secret is in `<NAME>_SECRET`."""
+    return {
+        "name": name,
+        "credential": "client_secret",
+        "tenant_id": tenant_id,
+        "client_id": client_id,
+        "client_secret_env": f"{name.upper()}_SECRET",
+        **keys,
+    }
+
+
+def _config(
+    tmp_path: Path, emu: Emulator, ca_pem_path: str, credentials: list[dict[str, object]]
+) -> Path:
+    """A daemon's config signing in with `credentials` at the emulator's token endpoint."""
+    return write_config(
+        tmp_path / "monitor.toml",
+        emu,
+        tmp_path / "state.sqlite",
+        active_interval_s=1,
+        idle_interval_s=2,
+        credentials=credentials,
+        sections={
+            "azure": {"arm_endpoint": emu.url + "/", "authority": emu.url, "ca_bundle": ca_pem_path}
+        },
+    )
+
+
+async def _tenant_of(http: aiohttp.ClientSession, emu: Emulator) -> dict[str, str]:
+    """Subscription id → its home tenant, from the emulator's ground truth."""
+    tenants = await _get_json(http, f"{emu.url}/_emulator/tenants")
+    return {sub.lower(): t["tenant_id"] for t in tenants["tenants"] for sub in t["subscriptions"]}
 
 
 async def _get_json(http: aiohttp.ClientSession, url: str) -> Any:
@@ -29,7 +64,7 @@ async def _get_json(http: aiohttp.ClientSession, url: str) -> Any:
 
 
 async def _wait_terminal(
-    daemon: Daemon, ssl_context: ssl.SSLContext, emu: Any, *, timeout_s: float = 60
+    daemon: Daemon, ssl_context: ssl.SSLContext, emu: Emulator, *, timeout_s: float = 60
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], datetime]:
     """Events and ground truth once every terminal transition up to a cut-off is emitted."""
     cutoff = datetime.now(UTC)
@@ -71,47 +106,13 @@ async def test_two_credentials_two_tenants(
     async with running_emulator(settings, ssl_context=server_ssl_context) as emu:
         secret = emu.arm.settings.client_secret
         t0, t1 = emu.tenant_ids[:2]
-        credentials = [
-            {
-                "name": "contoso",
-                "credential": "client_secret",
-                "tenant_id": t0,
-                "client_id": CLIENT_A,
-                "client_secret_env": "CONTOSO_SECRET",
-            },
-            {
-                "name": "fabrikam",
-                "credential": "client_secret",
-                "tenant_id": t1,
-                "client_id": CLIENT_B,
-                "client_secret_env": "FABRIKAM_SECRET",
-            },
-        ]
-        config = write_config(
-            tmp_path / "monitor.toml",
-            emu,
-            tmp_path / "state.sqlite",
-            active_interval_s=1,
-            idle_interval_s=2,
-            credentials=credentials,
-            sections={
-                "azure": {
-                    "arm_endpoint": emu.url + "/",
-                    "authority": emu.url,
-                    "ca_bundle": ca_pem_path,
-                }
-            },
-        )
+        credentials = [_entry("contoso", t0, CLIENT_A), _entry("fabrikam", t1, CLIENT_B)]
+        config = _config(tmp_path, emu, ca_pem_path, credentials)
         env = {"CONTOSO_SECRET": secret, "FABRIKAM_SECRET": secret}
         daemon = Daemon(config, tmp_path / "events.jsonl", tmp_path / "stderr.log", env=env)
         connector = aiohttp.TCPConnector(ssl=client_ssl_context)
         async with aiohttp.ClientSession(connector=connector) as http:
-            tenants = await _get_json(http, f"{emu.url}/_emulator/tenants")
-            tenant_of = {
-                sub.lower(): t["tenant_id"]
-                for t in tenants["tenants"]
-                for sub in t["subscriptions"]
-            }
+            tenant_of = await _tenant_of(http, emu)
             assert sorted(set(tenant_of.values())) == sorted([t0, t1])
             try:
                 daemon.start()
@@ -175,39 +176,12 @@ async def test_one_credential_sees_a_lighthouse_estate(
         world=WorldSettings(seed=43, subscriptions=3, vaults_per_subscription=2),
     )
     async with running_emulator(settings, ssl_context=server_ssl_context) as emu:
-        config = write_config(
-            tmp_path / "monitor.toml",
-            emu,
-            tmp_path / "state.sqlite",
-            active_interval_s=1,
-            idle_interval_s=2,
-            credentials=[
-                {
-                    "name": "msp",
-                    "credential": "client_secret",
-                    "tenant_id": emu.tenant_ids[0],
-                    "client_id": CLIENT_A,
-                    "client_secret_env": "MSP_SECRET",
-                }
-            ],
-            sections={
-                "azure": {
-                    "arm_endpoint": emu.url + "/",
-                    "authority": emu.url,
-                    "ca_bundle": ca_pem_path,
-                }
-            },
-        )
+        config = _config(tmp_path, emu, ca_pem_path, [_entry("msp", emu.tenant_ids[0], CLIENT_A)])
         env = {"MSP_SECRET": emu.arm.settings.client_secret}
         daemon = Daemon(config, tmp_path / "events.jsonl", tmp_path / "stderr.log", env=env)
         connector = aiohttp.TCPConnector(ssl=client_ssl_context)
         async with aiohttp.ClientSession(connector=connector) as http:
-            tenants = await _get_json(http, f"{emu.url}/_emulator/tenants")
-            tenant_of = {
-                sub.lower(): t["tenant_id"]
-                for t in tenants["tenants"]
-                for sub in t["subscriptions"]
-            }
+            tenant_of = await _tenant_of(http, emu)
             try:
                 daemon.start()
                 events, _, _ = await _wait_terminal(daemon, client_ssl_context, emu)
@@ -233,36 +207,8 @@ async def test_one_credential_failing_stops_no_other_tenant(
     )
     async with running_emulator(settings, ssl_context=server_ssl_context) as emu:
         t0, t1 = emu.tenant_ids[:2]
-        config = write_config(
-            tmp_path / "monitor.toml",
-            emu,
-            tmp_path / "state.sqlite",
-            active_interval_s=1,
-            idle_interval_s=2,
-            credentials=[
-                {
-                    "name": "contoso",
-                    "credential": "client_secret",
-                    "tenant_id": t0,
-                    "client_id": CLIENT_A,
-                    "client_secret_env": "CONTOSO_SECRET",
-                },
-                {
-                    "name": "fabrikam",
-                    "credential": "client_secret",
-                    "tenant_id": t1,
-                    "client_id": CLIENT_B,
-                    "client_secret_env": "FABRIKAM_SECRET",
-                },
-            ],
-            sections={
-                "azure": {
-                    "arm_endpoint": emu.url + "/",
-                    "authority": emu.url,
-                    "ca_bundle": ca_pem_path,
-                }
-            },
-        )
+        credentials = [_entry("contoso", t0, CLIENT_A), _entry("fabrikam", t1, CLIENT_B)]
+        config = _config(tmp_path, emu, ca_pem_path, credentials)
         wrong = "not-the-secret-0123456789"
         env = {"CONTOSO_SECRET": emu.arm.settings.client_secret, "FABRIKAM_SECRET": wrong}
         daemon = Daemon(config, tmp_path / "events.jsonl", tmp_path / "stderr.log", env=env)

@@ -13,7 +13,7 @@ import re
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -71,11 +71,8 @@ def settings(*, tenants: int = 2, lighthouse: bool = False, **kw: Any) -> Emulat
 
 
 @pytest.fixture(name="http")
-async def _http(client_ssl_context: ssl.SSLContext) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(ssl=client_ssl_context)
-    ) as session:
-        yield session
+def _http(tls_http: aiohttp.ClientSession) -> aiohttp.ClientSession:
+    return tls_http
 
 
 async def sdk_token(emu: Emulator, tenant: str, ca_pem_path: str, client_id: str = CLIENT) -> str:
