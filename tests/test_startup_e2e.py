@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import pty
+import re
+import select
 import signal
 import subprocess
 import sys
@@ -269,3 +272,68 @@ def test_console_script_starts_in_the_entry_module() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert project["scripts"]["backup-monitor"] == "monitor.entry:main"
     assert "from monitor.entry import main" in (REPO / "monitor" / "__main__.py").read_text()
+
+
+def _run_under_a_tty(config: Path, events: Path, environ: dict[str, str]) -> bytes:
+    """Everything `run` writes to a real pseudo-terminal (stdout and stderr) until its vaults'
+    first events are in `events`, then until it exits after a SIGTERM."""
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [*COMMAND, "run", "--config", str(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+        env=environ,
+    )
+    os.close(slave)
+    output = bytearray()
+    deadline = time.monotonic() + 30
+    stopped = False
+    try:
+        while True:
+            if not stopped and events.exists() and events.stat().st_size > 0:
+                process.send_signal(signal.SIGTERM)
+                stopped = True
+            assert time.monotonic() < deadline, output.decode(errors="replace")[-2000:]
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the process closed the terminal's last writer
+                break
+            if not chunk:
+                break
+            output += chunk
+        assert process.wait(timeout=15) == 0, output.decode(errors="replace")[-2000:]
+    finally:
+        os.close(master)
+        if process.poll() is None:
+            process.kill()
+    return bytes(output)
+
+
+@pytest.mark.parametrize("no_color", [True, False])
+async def test_no_color_under_a_real_terminal(
+    emu: Emulator, tmp_path: Path, no_color: bool
+) -> None:
+    """On a real terminal (a pty) the default `format = "auto"` writes coloured console lines;
+    with NO_COLOR=1 it writes the same lines with 0 ANSI escape sequences."""
+    events = tmp_path / "events.jsonl"
+    config = write_config(
+        tmp_path / "monitor.toml",
+        emu,
+        tmp_path / "state.sqlite",
+        sections={"log": {"format": "auto"}, "events": {"sink": str(events)}},
+    )
+    environ = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
+    if no_color:
+        environ["NO_COLOR"] = "1"
+    output = await anyio.to_thread.run_sync(_run_under_a_tty, config, events, environ)
+    assert b"monitor.starting" in output
+    assert b"vault.watching" in output
+    sequences = len(re.findall(rb"\x1b\[", output))
+    if no_color:
+        assert sequences == 0
+    else:
+        assert sequences > 0
