@@ -319,6 +319,13 @@ class BudgetSettings:
     """ARM's per-principal refill rate, reads per second; lower it for hourly-model clouds."""
     bucket_size: int = field(default=250, metadata=bounds(1, 100_000))
     """ARM's per-principal bucket size, in reads (must exceed floor)."""
+    spare_fraction: float = field(default=0.5, metadata=bounds(0, 0.9))
+    """Most of a subscription's read rate spent polling idle vaults more often than
+    poll.idle_interval_s (down to poll.active_interval_s) when the intervals leave it unspent,
+    while its budget is calm; 0 turns it off."""
+    spare_polls_per_s: float = field(default=10.0, metadata=bounds(0, 100_000))
+    """Most extra polls per second that spare reads add over the whole process (they cost CPU),
+    shared equally by the subscriptions."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -428,7 +428,12 @@ def _parse_budget(table: Mapping[str, object]) -> BudgetSettings:
     if floor >= bucket_size:
         raise r.error("floor", f"must be < budget.bucket_size ({bucket_size}), got {floor}")
     return BudgetSettings(
-        read_fraction=fraction, floor=floor, reads_per_s=reads_per_s, bucket_size=bucket_size
+        read_fraction=fraction,
+        floor=floor,
+        reads_per_s=reads_per_s,
+        bucket_size=bucket_size,
+        spare_fraction=r.number("spare_fraction"),
+        spare_polls_per_s=r.number("spare_polls_per_s"),
     )
 
 

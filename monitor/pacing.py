@@ -157,6 +157,10 @@ class BudgetBook:
         now = self._clock.monotonic()
         return self.budget(scope).observe_throttled(retry_after_s, now, jitter_s)
 
+    def calm(self, scope: str) -> bool:
+        """Whether `scope`'s budget is calm enough for spare reads (`RateBudget.calm`)."""
+        return self.budget(scope).calm(self._clock.monotonic())
+
     def delay_s(self, scope: str) -> float:
         """Seconds before `scope` would grant a read now (0.0: at once); spends nothing."""
         return self.budget(scope).delay_before_request(self._clock.monotonic())

@@ -53,9 +53,12 @@ HEARTBEAT_S = 5.0  # the dispatch loop ticks at least this often, so /healthz ca
 
 
 class RateSource(Protocol):
-    """Each subscription's usable reads per second: `pacing.BudgetBook` in production."""
+    """Each subscription's usable reads per second, and whether its budget is calm enough for
+    spare reads: `pacing.BudgetBook` in production."""
 
     def rate_per_s(self, scope: str) -> float: ...
+
+    def calm(self, scope: str) -> bool: ...
 
 
 class PollScheduler:
@@ -104,6 +107,8 @@ class PollScheduler:
                 active_interval_s=poll.active_interval_s,
                 idle_interval_s=poll.idle_interval_s,
                 max_in_flight_per_subscription=poll.max_concurrency_per_subscription,
+                spare_fraction=settings.budget.spare_fraction,
+                spare_polls_per_s=settings.budget.spare_polls_per_s,
             )
         )
         self.stats = PollStats()
@@ -234,9 +239,8 @@ class PollScheduler:
             log.info("vault.watching", vault=vault.name, subscription=vault.subscription_id)
         now = self._clock.monotonic()
         for vault in fresh:
-            self._planner.set_rate(
-                vault.subscription_id, self._rates.rate_per_s(vault.subscription_id)
-            )
+            sub = vault.subscription_id
+            self._planner.set_rate(sub, self._rates.rate_per_s(sub), spare=self._rates.calm(sub))
         running = [v for v in fresh if self._watched[v.key].running_jobs]
         idle = [v for v in fresh if not self._watched[v.key].running_jobs]
         # Paced: the first polls come as fast as each subscription's budget serves them.
@@ -352,7 +356,9 @@ class PollScheduler:
                 # The planner counts the next poll from the last: push it back by the delay.
                 self._planner.mark_polled(vault.key, started + result.retry_s)
             case Ended.OK:
-                self._planner.set_rate(sub, self._rates.rate_per_s(sub))
+                self._planner.set_rate(
+                    sub, self._rates.rate_per_s(sub), spare=self._rates.calm(sub)
+                )
                 # A first poll reads the details of every finished job in the lookback: it
                 # says nothing about what later polls cost, so it does not feed the planner's
                 # reads-per-poll estimate (which would stretch every interval, and push back

@@ -136,6 +136,9 @@ class ScriptedSource:
     def rate_per_s(self, subscription_id: str) -> float:
         return 100.0
 
+    def calm(self, subscription_id: str) -> bool:
+        return False  # no spare reads: these tests count polls at the configured intervals
+
 
 class ListSink:
     """An OutboxSink that keeps what it is given (it outlives schedulers: restarts append)."""

@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import Final
 
 __all__ = [
+    "SPARE_QUIET_S",
     "SUBSCRIPTION_GLOBAL_READS",
     "SUBSCRIPTION_READS",
     "TENANT_READS",
@@ -43,6 +44,9 @@ USER_QUOTA_RESETS_AFTER: Final = "x-ms-user-quota-resets-after"
 _SLACK: Final = 1e-9
 # A remaining count this large is not a count (or not ARM's); ignore it.
 _MAX_REMAINING: Final = 10_000_000
+SPARE_QUIET_S: Final = 300.0
+"""A budget is not calm (`RateBudget.calm`) until this long after any pause ended: spare reads
+come back only after five quiet minutes."""
 MAX_RETRY_AFTER_S: Final = 3600.0
 """The longest pause a `Retry-After` can ask for; ARM's longest window is an hour, and a larger
 value (a broken proxy, a typo) would otherwise silence a subscription for days."""
@@ -150,6 +154,7 @@ class RateBudget:
         "_model",
         "_paused_until",
         "_rate",
+        "_remaining",
         "_settings",
         "_throttle_count",
         "_tokens",
@@ -185,6 +190,7 @@ class RateBudget:
         self._model = RateModel.TOKEN_BUCKET
         self._hourly_limit = s.hourly_default_limit
         self._throttle_count = 0
+        self._remaining: int | None = None  # the last remaining-reads header seen
 
     @property
     def settings(self) -> BudgetSettings:
@@ -214,6 +220,23 @@ class RateBudget:
     def paused_until(self) -> float:
         """The monotonic time before which nothing is granted (-inf when never paused)."""
         return self._paused_until
+
+    def calm(self, now: float) -> bool:
+        """Whether spare reads may be spent (the planner's `spare_fraction`): no pause (a 429,
+        or a remaining count under the floor) ended less than `SPARE_QUIET_S` ago, and ARM's
+        last remaining-reads header, if any, still shows at least half its bucket (half the
+        hourly limit in the hourly model): a count that falls means another client spends the
+        same bucket, and the spare reads stop at once."""
+        if now < self._paused_until + SPARE_QUIET_S:
+            return False
+        if self._remaining is None:
+            return True
+        full = (
+            self._hourly_limit
+            if self._model is RateModel.HOURLY
+            else self._settings.arm_bucket_size
+        )
+        return self._remaining * 2 >= full
 
     def delay_before_request(self, now: float) -> float:
         """Seconds to wait before one read may be made; 0.0 means now. Spends nothing."""
@@ -259,6 +282,7 @@ class RateBudget:
                 self._pause(now + (global_floor - global_remaining) / refill)
         if remaining is None:
             return
+        self._remaining = remaining
         if s.detect_hourly and remaining > s.arm_bucket_size and global_remaining is None:
             self._hourly_limit = max(self._hourly_limit, remaining + 1)
             self._set_model(RateModel.HOURLY, now)

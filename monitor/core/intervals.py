@@ -6,6 +6,9 @@
 # the subscription's rate allows; otherwise idle vaults stretch first, running vaults stretch only
 # as far as needed to leave idle vaults `min_idle_share` of the rate (no starvation), and if
 # running vaults would end up polled less often than idle ones, every vault shares one interval.
+# When the rate leaves room and the caller grants spare reads (`spare_per_s`), idle vaults are
+# polled more often than `idle_interval_s`, never more often than `active_interval_s`: only
+# what the configured intervals leave unspent is used, so running vaults never lose a read.
 
 from __future__ import annotations
 
@@ -32,6 +35,12 @@ class PlanSettings:
             put back; a subscription at the limit hands out nothing until one returns (None:
             no limit). Its budget paces the reads; this keeps one subscription from taking
             every worker while the others wait.
+        spare_fraction: the most of a subscription's rate spent on polling idle vaults more
+            often than `idle_interval_s` when the configured intervals leave it unspent (0:
+            never), and only while the subscription's budget is calm (`Planner.set_rate`).
+        spare_polls_per_s: the most extra polls per second that spending adds over the whole
+            process, shared equally by the subscriptions with vaults (it bounds the CPU that
+            spare reads cost; `math.inf`: no bound).
     """
 
     active_interval_s: float = 15.0
@@ -41,6 +50,8 @@ class PlanSettings:
     default_rate_per_s: float = 12.5
     reads_ewma_weight: float = 0.2
     max_in_flight_per_subscription: int | None = None
+    spare_fraction: float = 0.0
+    spare_polls_per_s: float = math.inf
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,12 +80,21 @@ class SubscriptionPlan:
 
 
 def plan_intervals(
-    settings: PlanSettings, *, running: int, idle: int, rate_per_s: float, reads_per_poll: float
+    settings: PlanSettings,
+    *,
+    running: int,
+    idle: int,
+    rate_per_s: float,
+    reads_per_poll: float,
+    spare_per_s: float = 0.0,
 ) -> tuple[float, float]:
     """Effective (active, idle) intervals for one subscription; see the module comment.
 
-    The returned intervals never spend more than `rate_per_s`, are never shorter than the
-    configured ones, and the active one never exceeds the idle one.
+    The returned intervals never spend more than `rate_per_s`, and the active one never
+    exceeds the idle one. They are never shorter than the configured ones, except the idle one
+    when the configured intervals spend less than `rate_per_s` and `spare_per_s` (reads/s) is
+    granted: then idle vaults also get up to `spare_per_s` of what is left, down to an
+    interval of `active_interval_s`.
 
     Raises:
         ValueError: `rate_per_s` or `reads_per_poll` is not a positive finite number.
@@ -87,7 +107,10 @@ def plan_intervals(
     need_active = running * reads_per_poll / t_active
     need_idle = idle * reads_per_poll / t_idle
     if need_active + need_idle <= rate_per_s:
-        return t_active, t_idle
+        extra = min(max(spare_per_s, 0.0), rate_per_s - need_active - need_idle)
+        if idle == 0 or extra <= 0:
+            return t_active, t_idle
+        return t_active, max(t_active, min(t_idle, idle * reads_per_poll / (need_idle + extra)))
     if idle == 0:
         active = max(t_active, running * reads_per_poll / rate_per_s)
         return active, max(t_idle, active)

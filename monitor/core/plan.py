@@ -64,6 +64,7 @@ class _Subscription:
     intervals: tuple[float, float, float] = (math.inf, math.inf, 0.0)  # (idle, running, fresh)
     hold_until: float = -math.inf
     in_flight: int = 0  # vaults handed out and not yet put back
+    spare: bool = False  # its budget is calm: idle vaults may spend spare reads
 
 
 class Planner:
@@ -75,7 +76,7 @@ class Planner:
     Feed each subscription's usable rate with `set_rate` and pauses (429) with `hold`.
     """
 
-    __slots__ = ("_global", "_seq", "_settings", "_subs", "_vaults")
+    __slots__ = ("_global", "_seq", "_settings", "_sharing", "_subs", "_vaults")
 
     def __init__(self, settings: PlanSettings | None = None) -> None:
         """Create an empty planner.
@@ -93,12 +94,15 @@ class Planner:
         limit = s.max_in_flight_per_subscription
         if limit is not None and limit < 1:
             raise ValueError("max_in_flight_per_subscription must be at least 1 (or None)")
+        if not (0 <= s.spare_fraction < 1 and s.spare_polls_per_s >= 0):
+            raise ValueError("spare_fraction must be in [0, 1), spare_polls_per_s at least 0")
         self._settings = s
         self._vaults: dict[str, _Vault] = {}
         self._subs: dict[str, _Subscription] = {}
         # (due_at, class priority: running first, version, subscription id, class)
         self._global: list[tuple[float, int, int, str, int]] = []
         self._seq = 0
+        self._sharing = 0  # subscriptions with vaults: they share `spare_polls_per_s`
 
     def __len__(self) -> int:
         return len(self._vaults)
@@ -152,6 +156,7 @@ class Planner:
             state = _Vault(vault=vault, sub=sub, running=running, key=now)  # key set below
             self._vaults[vault.key] = state
             states.append(state)
+        self._reshare()
         for sub in touched.values():
             self._replan(sub)
         for state in states:
@@ -173,6 +178,7 @@ class Planner:
         sub.counts[_RUNNING if state.running else _IDLE] -= 1
         if state.in_flight:
             sub.in_flight -= 1  # its poll's mark_polled will find it gone
+        self._reshare()
         self._replan(sub)
         self._refresh_all(sub)
         return True
@@ -197,8 +203,10 @@ class Planner:
 
     # ---------------------------------------------------------------------------- subscriptions
 
-    def set_rate(self, subscription_id: str, rate_per_s: float) -> None:
-        """Set a subscription's usable reads/s (from its budget); intervals follow.
+    def set_rate(self, subscription_id: str, rate_per_s: float, *, spare: bool = False) -> None:
+        """Set a subscription's usable reads/s (from its budget) and whether its budget is calm
+        enough to spend spare reads on idle vaults (`PlanSettings.spare_fraction`); intervals
+        follow.
 
         Raises:
             ValueError: the rate is not a positive finite number.
@@ -206,14 +214,18 @@ class Planner:
         if not (rate_per_s > 0 and math.isfinite(rate_per_s)):
             raise ValueError(f"rate_per_s must be positive, got {rate_per_s}")
         sub = self._subscription(subscription_id)
-        if sub.rate_per_s != rate_per_s:
-            sub.rate_per_s = rate_per_s
+        if sub.rate_per_s != rate_per_s or sub.spare != spare:
+            sub.rate_per_s, sub.spare = rate_per_s, spare
             self._replan(sub)
 
     def hold(self, subscription_id: str, until: float) -> None:
-        """Hand out no vault of this subscription before `until` (e.g. a 429 pause)."""
+        """Hand out no vault of this subscription before `until` (e.g. a 429 pause), and stop
+        its spare reads at once (until `set_rate` says its budget is calm again)."""
         sub = self._subscription(subscription_id)
         sub.hold_until = until
+        if sub.spare:
+            sub.spare = False
+            self._replan(sub)
         self._refresh_all(sub)
 
     def plan_for(self, subscription_id: str) -> SubscriptionPlan:
@@ -350,11 +362,32 @@ class Planner:
             idle=sub.counts[_IDLE],
             rate_per_s=sub.rate_per_s,
             reads_per_poll=sub.reads_per_poll,
+            spare_per_s=self._spare_per_s(sub),
         )
         if (idle, active) != sub.intervals[:2]:
             sub.intervals = (idle, active, 0.0)
             self._refresh(sub, _IDLE)
             self._refresh(sub, _RUNNING)
+
+    def _spare_per_s(self, sub: _Subscription) -> float:
+        """The spare reads/s `sub`'s idle vaults may spend: its share of the rate, and its
+        equal part of the process's extra polls, in reads."""
+        s = self._settings
+        if not sub.spare or s.spare_fraction <= 0:
+            return 0.0
+        polls = s.spare_polls_per_s / max(1, self._sharing)
+        return min(s.spare_fraction * sub.rate_per_s, polls * sub.reads_per_poll)
+
+    def _reshare(self) -> None:
+        """Recount the subscriptions with vaults; when the count changes, every subscription's
+        part of `spare_polls_per_s` changes: replan them all (discovery-time only)."""
+        sharing = sum(1 for sub in self._subs.values() if sub.counts[_RUNNING] + sub.counts[_IDLE])
+        if sharing == self._sharing:
+            return
+        self._sharing = sharing
+        if self._settings.spare_fraction > 0 and math.isfinite(self._settings.spare_polls_per_s):
+            for sub in self._subs.values():
+                self._replan(sub)
 
     def _push(self, state: _Vault) -> None:
         self._seq += 1

@@ -11,6 +11,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from monitor.core.budget import (
     MAX_RETRY_AFTER_S,
+    SPARE_QUIET_S,
     SUBSCRIPTION_GLOBAL_READS,
     SUBSCRIPTION_READS,
     TENANT_READS,
@@ -430,3 +431,22 @@ class BudgetMachine(RuleBasedStateMachine):
 
 BudgetMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 TestBudgetMachine = BudgetMachine.TestCase
+
+
+class TestCalm:
+    def test_a_pause_keeps_it_uncalm_for_five_quiet_minutes(self) -> None:
+        """After a 429 the budget is not calm until SPARE_QUIET_S after the pause ended."""
+        budget = RateBudget()
+        assert budget.calm(0.0)
+        budget.observe_throttled("10", now=100.0)
+        assert not budget.calm(105.0)
+        assert not budget.calm(110.0 + SPARE_QUIET_S - 1)
+        assert budget.calm(110.0 + SPARE_QUIET_S)
+
+    @given(remaining=st.integers(0, 250))
+    def test_a_falling_remaining_count_is_not_calm(self, remaining: int) -> None:
+        """Calm exactly while ARM's last remaining-reads header shows half its bucket or more
+        (a lower count that pauses the budget is not calm either)."""
+        budget = RateBudget()
+        budget.observe_headers({SUBSCRIPTION_READS: str(remaining)}, now=0.0)
+        assert budget.calm(1.0) is (remaining * 2 >= 250)

@@ -92,6 +92,59 @@ class TestIntervals:
         assert active <= idle_s + EPS
         assert reads * (running / active + idle / idle_s) <= rate * (1 + EPS)
 
+    @given(
+        running=st.integers(0, 500),
+        idle=st.integers(0, 500),
+        rate=st.floats(0.01, 100),
+        reads=st.floats(1, 10),
+        spare=st.floats(0, 100),
+    )
+    def test_spare_reads_only_use_what_the_intervals_leave(
+        self, running: int, idle: int, rate: float, reads: float, spare: float
+    ) -> None:
+        """With spare reads granted, the plan still never spends more than the rate, adds at
+        most `spare_per_s` to it, leaves running vaults their interval, and polls idle vaults
+        no more often than the active interval; when the budget binds it changes nothing."""
+        base = plan_intervals(
+            DEFAULTS, running=running, idle=idle, rate_per_s=rate, reads_per_poll=reads
+        )
+        active, idle_s = plan_intervals(
+            DEFAULTS,
+            running=running,
+            idle=idle,
+            rate_per_s=rate,
+            reads_per_poll=reads,
+            spare_per_s=spare,
+        )
+        assert active == base[0]
+        assert 15.0 - EPS <= idle_s <= base[1] + EPS
+        spent = reads * (running / active + idle / idle_s)
+        before = reads * (running / base[0] + idle / base[1])
+        assert spent <= max(rate, before) * (1 + EPS)
+        assert spent - before <= spare * (1 + EPS) + EPS
+        if before > rate * (1 - EPS) or base != (15.0, 60.0):
+            assert (active, idle_s) == base  # a binding budget has nothing to spare
+        elif idle and min(spare, rate - before) > 1e-3:
+            assert idle_s < 60.0  # room and a grant: idle vaults are polled more often
+
+    def test_spare_reads_fill_the_room_down_to_the_active_interval(self) -> None:
+        """40 idle vaults at 1.4 reads per poll spend 0.93 of 12.5 reads/s at 60 s; 2 spare
+        reads/s bring them to 19.8 s; 6.25 would allow 7.6 s, so the active 15 s holds."""
+
+        def idle_s(spare: float) -> float:
+            return plan_intervals(
+                DEFAULTS,
+                running=0,
+                idle=40,
+                rate_per_s=12.5,
+                reads_per_poll=1.4,
+                spare_per_s=spare,
+            )[1]
+
+        assert idle_s(2.0) == pytest.approx(40 * 1.4 / (40 * 1.4 / 60 + 2.0))
+        assert idle_s(6.25) == 15.0
+        assert idle_s(0.0) == 60.0
+
     def test_bad_rate(self) -> None:
         """A non-positive rate raises ValueError."""
         with pytest.raises(ValueError, match="rate_per_s"):
@@ -375,6 +428,50 @@ class TestPlannerSimulation:
         # The budget's sustained rate: its 2.0/s share less the burst spread over 10 s.
         assert len(steady) / 3000.0 == pytest.approx(budgets[1].rate_per_s, rel=0.05)
         assert not math.isnan(times[0])
+
+
+class TestSpareReads:
+    SPARE = PlanSettings(spare_fraction=0.5, spare_polls_per_s=4.0)
+
+    def test_a_calm_budget_polls_idle_vaults_sooner_and_a_hold_stops_it(self) -> None:
+        """Idle vaults of a calm subscription are polled at the active interval when the spare
+        allows; a 429's hold stops the spare reads at once, and a calm `set_rate` brings them
+        back."""
+        planner = Planner(self.SPARE)
+        planner.set_rate(sub_id(1), 12.5, spare=True)
+        planner.add_vaults([vault(1, n) for n in range(10)], now=0.0)
+        assert planner.plan_for(sub_id(1)).idle_interval_s == 15.0  # 10/15 s < 4 extra polls/s
+        planner.hold(sub_id(1), 30.0)
+        assert planner.plan_for(sub_id(1)).idle_interval_s == 60.0
+        planner.set_rate(sub_id(1), 12.5, spare=False)  # still not calm: no change
+        assert planner.plan_for(sub_id(1)).idle_interval_s == 60.0
+        planner.set_rate(sub_id(1), 12.5, spare=True)
+        assert planner.plan_for(sub_id(1)).idle_interval_s == 15.0
+
+    def test_the_process_cap_is_shared_by_the_subscriptions(self) -> None:
+        """`spare_polls_per_s` bounds the extra polls of all subscriptions together: with two
+        subscriptions of 200 idle vaults each, every one adds at most 2 polls/s."""
+        planner = Planner(self.SPARE)
+        for sub in (1, 2):
+            planner.set_rate(sub_id(sub), 12.5, spare=True)
+            planner.add_vaults([vault(sub, n) for n in range(200)], now=0.0)
+        extra = 0.0
+        for sub in (1, 2):
+            plan = planner.plan_for(sub_id(sub))
+            extra += 200 / plan.idle_interval_s - 200 / 60.0
+        assert extra == pytest.approx(4.0)
+        planner.remove_vault(vault(2, 0).key)
+        for n in range(1, 200):
+            planner.remove_vault(vault(2, n).key)
+        alone = planner.plan_for(sub_id(1))
+        assert 200 / alone.idle_interval_s - 200 / 60.0 == pytest.approx(4.0)
+
+    def test_spare_is_off_without_a_fraction(self) -> None:
+        """The default settings (spare_fraction 0) never shorten the idle interval."""
+        planner = Planner()
+        planner.set_rate(sub_id(1), 12.5, spare=True)
+        planner.add_vaults([vault(1, n) for n in range(10)], now=0.0)
+        assert planner.plan_for(sub_id(1)).idle_interval_s == 60.0
 
 
 class TestInFlightLimit:
