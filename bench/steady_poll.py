@@ -56,6 +56,7 @@ from monitor.pacing import BudgetBook  # noqa: E402
 BLOCKS = 6
 """Interleaved blocks of each party (ours, floor, ours, floor, ...)."""
 
+SORT = os.environ.get("PROFILE_SORT", "tottime")
 PACE_S = float(os.environ.get("PACE_S", "0"))
 """`PACE_S=0.04`: both parties read at most every 0.04 s (ours through its budget at 1/PACE_S
 reads/s, the floor by sleeping), as the daemon's budget paces it; 0 (default): back to back."""
@@ -147,7 +148,7 @@ async def measure(url: str, ca: Path, reads: int, profile: bool) -> None:
                 profiler.disable()
                 out = io.StringIO()
                 stats = pstats.Stats(profiler, stream=out)
-                stats.sort_stats("tottime").print_stats(30)
+                stats.sort_stats(SORT).print_stats(30)
                 print(f"\n---- {name}: cProfile, {n} reads, top 30 by own time")
                 print(out.getvalue())
 
