@@ -524,7 +524,7 @@ class NullSink:
 UNPACED = BudgetSettings(read_fraction=1.0, reads_per_s=1000.0, bucket_size=100_000, floor=0)
 """A budget that never binds (the emulator's time scale refills its buckets as fast): the CPU
 runs back to back, as the floor's and the SDK's do. Paced reads each wake an idle loop, which
-costs the same few tenths of a millisecond whoever sends them (bench/steady_poll.py --pace).
+costs the same few tenths of a millisecond whoever sends them (`PACE_S=0.04 bench/steady_poll.py`).
 The rounds of `client_vs_sdk` are `ROUND_GAP_S` apart instead, so ARM's buckets refill."""
 
 ROUND_GAP_S = 2.0
