@@ -12,8 +12,11 @@ each watched by its own `backup-monitor run` process (pinned to core 1):
 Peers, on the same emulator, in the same run:
 
 - the official `azure-mgmt-recoveryservicesbackup` async client listing the same vault pages as
-  our `ArmClient`, both measured in this process with process CPU time around the lists only
-  (one shared aiohttp session and SSL context for the SDK, one client per subscription reused);
+  our `ArmClient` (with the daemon's metrics observer), both measured in this process with
+  process CPU time around the lists only (one shared aiohttp session and SSL context for the
+  SDK, one client per subscription reused);
+- the FLOOR: a bare aiohttp GET of the same pages through our session (same connector, SSL
+  context and keep-alive pool), `orjson.loads`, nothing else; ours / floor is the bar;
 - an `az backup job wait`-style poller on the DEFAULT half: every 30 s it lists each vault's
   running jobs, and GETs every running job it knows every 30 s until it is terminal.
 
@@ -33,6 +36,7 @@ only says when to stop waiting. Its minimum: each subscription's reads in that r
 and every vault's first poll) through its own budget from a full bucket, the slowest one.
 
 Run: .venv/bin/python bench/estate.py --quick        (about 4 minutes)
+     .venv/bin/python bench/estate.py --quick --client-only  (ours, floor, SDK: ~30 s)
      .venv/bin/python bench/estate.py --first-round  (about 4 minutes)
      .venv/bin/python bench/estate.py [--subscriptions 4 --vaults-per-subscription 60
                                        --duration 240 --faults 0.05] [--scale]
@@ -65,6 +69,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 import structlog
+from prometheus_client import CollectorRegistry
 from yarl import URL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,6 +93,7 @@ from monitor.events import (  # noqa: E402
     encode_events,
     render_event,
 )
+from monitor.metrics import Metrics  # noqa: E402
 from monitor.pacing import BudgetBook, core_settings  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -169,12 +175,13 @@ def start_emulator(
     seed: int,
     tls: tuple[Path, Path, Path],
     profile: str = "estate",
+    extra: Sequence[str] = (),
 ) -> EmulatorProcess:
     command = [
         "backup-monitor", "emulator", "--port", "0", "--seed", str(seed),
         "--subscriptions", str(subscriptions), "--vaults-per-subscription", str(vaults),
         "--profile", profile, "--time-scale", f"{time_scale:g}", "--page-size", "20",
-        "--tls-cert", str(tls[1]), "--tls-key", str(tls[2]),
+        "--tls-cert", str(tls[1]), "--tls-key", str(tls[2]), *extra,
     ]  # fmt: skip
     return spawn_emulator(command)
 
@@ -514,10 +521,39 @@ class NullSink:
         self.bytes += len(encode_events(events))
 
 
+UNPACED = BudgetSettings(read_fraction=1.0, reads_per_s=1000.0, bucket_size=100_000, floor=0)
+"""A budget that never binds (the emulator's time scale refills its buckets as fast): the CPU
+runs back to back, as the floor's and the SDK's do. Paced reads each wake an idle loop, which
+costs the same few tenths of a millisecond whoever sends them (`PACE_S=0.04 bench/steady_poll.py`).
+The rounds of `client_vs_sdk` are `ROUND_GAP_S` apart instead, so ARM's buckets refill."""
+
+ROUND_GAP_S = 2.0
+"""Seconds between two rounds of `client_vs_sdk`: one round reads about two pages per vault,
+~50 reads per subscription, which ARM's 25 reads/s refill in two seconds (not CPU time)."""
+
+CLIENT_ROUNDS = 3
+"""Measured rounds of each party in `client_vs_sdk`, interleaved (after one warm-up each)."""
+
+
 async def client_vs_sdk(
-    url: str, ca: Path, ours_token: str, sdk_token: str, subscriptions: list[str]
+    url: str, ca: Path, tokens: Mapping[str, str], subscriptions: list[str]
 ) -> dict[str, Any]:
-    """CPU per page: our ArmClient vs the official SDK's async client, same pages, same process."""
+    """CPU per page: our ArmClient vs the floor vs the official SDK's async client.
+
+    Same pages, same process, same method (process CPU time around each round only). The
+    FLOOR is the least any client can spend on the same GET: a bare `session.get` of the same
+    URL through the same session as ours (`open_session`: its connector, SSL context and
+    keep-alive pool), `orjson.loads` of the body, the nextLink followed, nothing else. Each
+    party is warmed up once (connections, TLS, caches); then `CLIENT_ROUNDS` rounds of
+    ours (list), the floor, ours (steady poll) and the SDK are interleaved and summed. Each
+    party has its own principal in `tokens` (`bench-ours`, `bench-floor`, `bench-sdk`), so one
+    party's reads never drain another's ARM bucket.
+    """
+    ours_token, floor_token, sdk_token = (
+        tokens["bench-ours"],
+        tokens["bench-floor"],
+        tokens["bench-sdk"],
+    )
     from azure.core.pipeline.transport import AioHttpTransport
     from azure.mgmt.recoveryservicesbackup.aio import RecoveryServicesBackupClient
 
@@ -536,13 +572,22 @@ async def client_vs_sdk(
     # The whole history of the world: most vaults fill one 20-job page, some two.
     start, end = now - timedelta(days=3), now + timedelta(minutes=5)
     flt = build_jobs_filter(start, end)
-    result: dict[str, Any] = {}
-    async with open_session(azure, ssl_context) as session:
-        tokens = TokenCache(StaticTokenCredential(ours_token), azure.token_scope, clock)
-        # Full ARM share for this principal: the pacing sleeps cost no CPU, only wall time.
-        budgets = BudgetBook(BudgetSettings(read_fraction=1.0), clock=clock, rng=rng)
+    connector = aiohttp.TCPConnector(ssl=ssl_context, limit=100)
+    async with (
+        open_session(azure, ssl_context) as session,
+        aiohttp.ClientSession(connector=connector) as shared,
+    ):
+        cache = TokenCache(StaticTokenCredential(ours_token), azure.token_scope, clock)
+        budgets = BudgetBook(UNPACED, clock=clock, rng=rng)
+        # The daemon's observer: each request is counted in /metrics, as in `run`.
         arm = ArmClient(
-            session=session, tokens=tokens, azure=azure, budgets=budgets, clock=clock, rng=rng
+            session=session,
+            tokens=cache,
+            azure=azure,
+            budgets=budgets,
+            clock=clock,
+            rng=rng,
+            observer=Metrics(CollectorRegistry()),
         )
         vaults_by_sub = {s: await arm.list_vaults(s) for s in subscriptions}
 
@@ -574,14 +619,35 @@ async def client_vs_sdk(
             counts["cpu_s"] = time.process_time() - cpu0
             return counts
 
-        known: dict[str, dict[JobKey, JobSnapshot]] = {}
-        await ours_round("list", {})  # warm-up: connections, TLS, caches
-        ours_list = await ours_round("list", {})
-        ours_cold = await ours_round("poll", known)  # nothing known: every job is rendered
-        ours_steady = await ours_round("poll", known)  # known: only what changed is rendered
+        floor_headers = {"Authorization": f"Bearer {floor_token}"}
+        query = quote(flt, safe="")
+        api = f"api-version={azure.api_version}"
 
-    connector = aiohttp.TCPConnector(ssl=ssl_context, limit=100)
-    async with aiohttp.ClientSession(connector=connector) as shared:
+        async def floor_round() -> dict[str, float]:
+            counts = {"pages": 0, "jobs": 0, "errors": 0}
+
+            async def one_sub(vaults: list[VaultRef]) -> None:
+                for vault in vaults:
+                    link: str | None = f"{url}{vault.id}/backupJobs?{api}&$filter={query}"
+                    while link:
+                        async with session.get(
+                            URL(link, encoded=True), headers=floor_headers
+                        ) as response:
+                            status, body = response.status, await response.read()
+                        if status != 200:
+                            counts["errors"] += 1
+                            break
+                        page = orjson.loads(body)
+                        counts["pages"] += 1
+                        counts["jobs"] += len(page["value"])
+                        link = page.get("nextLink")
+
+            cpu0 = time.process_time()
+            await asyncio.gather(*(one_sub(v) for v in vaults_by_sub.values()))
+            out: dict[str, float] = dict(counts)
+            out["cpu_s"] = time.process_time() - cpu0
+            return out
+
         transport = AioHttpTransport(session=shared, session_owner=False)
         credential = _Token(sdk_token)
         clients = {
@@ -615,11 +681,41 @@ async def client_vs_sdk(
             out["cpu_s"] = time.process_time() - cpu0
             return out
 
-        await sdk_round()  # warm-up
-        sdk = await sdk_round()
+        async def gap() -> None:
+            await asyncio.sleep(ROUND_GAP_S)
+
+        known: dict[str, dict[JobKey, JobSnapshot]] = {}
+        # Warm-ups: connections, TLS, caches.
+        await ours_round("list", {})
+        await gap()
+        await floor_round()
+        await sdk_round()
+        await gap()
+        ours_cold = await ours_round("poll", known)  # nothing known: every job is rendered
+        await gap()
+        rounds: dict[str, list[dict[str, float]]] = {
+            "ours_list": [],
+            "floor": [],
+            "ours_steady": [],
+            "sdk": [],
+        }
+        for _ in range(CLIENT_ROUNDS):
+            rounds["ours_list"].append(await ours_round("list", {}))
+            await gap()
+            rounds["floor"].append(await floor_round())
+            await gap()
+            # Known: only what changed is rendered.
+            rounds["ours_steady"].append(await ours_round("poll", known))
+            await gap()
+            rounds["sdk"].append(await sdk_round())
+            await gap()
         for client in clients.values():
             await client.close()
 
+    def summed(rows: list[dict[str, float]]) -> dict[str, float]:
+        return {k: sum(r[k] for r in rows) for k in rows[0]}
+
+    ours_list, floor, ours_steady, sdk = (summed(rounds[k]) for k in rounds)
     parse = await parse_only(url, ssl_context, ours_token, vaults_by_sub, flt)
 
     def per_page_ms(row: dict[str, float]) -> float:
@@ -627,13 +723,16 @@ async def client_vs_sdk(
 
     result = {
         "vaults": sum(len(v) for v in vaults_by_sub.values()),
+        "rounds": CLIENT_ROUNDS,
         "ours_list": ours_list,
         "ours_poll_cold": ours_cold,
         "ours_poll_steady": ours_steady,
+        "floor": floor,
         "sdk": sdk,
         "ours_cpu_ms_per_page": per_page_ms(ours_list),
         "ours_cpu_ms_per_poll_cold": per_page_ms(ours_cold),
         "ours_cpu_ms_per_poll_steady": per_page_ms(ours_steady),
+        "floor_cpu_ms_per_page": per_page_ms(floor),
         "sdk_cpu_ms_per_page": per_page_ms(sdk),
         "jobs_per_page": ours_list["jobs"] / max(1, ours_list["pages"]),
         "parse_only": parse,
@@ -642,6 +741,43 @@ async def client_vs_sdk(
     result["cpu_ratio_vs_sdk_full_poll"] = (
         result["sdk_cpu_ms_per_page"] / result["ours_cpu_ms_per_poll_cold"]
     )
+    # The bar: our steady poll (request, parse, diff, nothing to render) over the floor.
+    result["cpu_ratio_vs_floor"] = (
+        result["ours_cpu_ms_per_poll_steady"] / result["floor_cpu_ms_per_page"]
+    )
+    result["cpu_ratio_vs_floor_list"] = (
+        result["ours_cpu_ms_per_page"] / result["floor_cpu_ms_per_page"]
+    )
+    return result
+
+
+def print_client_line(s: Mapping[str, Any]) -> None:
+    """One line of `client_vs_sdk`'s figures, printed as soon as they are measured."""
+    print(
+        f"client vs floor vs SDK (ms/page): ours {s['ours_cpu_ms_per_page']:.3f} list, "
+        f"{s['ours_cpu_ms_per_poll_steady']:.3f} steady poll; floor "
+        f"{s['floor_cpu_ms_per_page']:.3f}; SDK {s['sdk_cpu_ms_per_page']:.3f}; "
+        f"ours/floor {s['cpu_ratio_vs_floor']:.2f}× (list {s['cpu_ratio_vs_floor_list']:.2f}×), "
+        f"SDK/ours {s['cpu_ratio_vs_sdk']:.2f}×"
+    )
+
+
+async def client_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """Only `client_vs_sdk`, over the estate emulator `args` describe (`--client-only`)."""
+    emu, ca = start_estate(args, tmp)
+    try:
+        ssl_context = ssl.create_default_context(cafile=str(ca))
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context)) as http:
+            world = await get_json(http, f"{emu.url}/_emulator/world")
+            subs = [s["id"] for s in world["subscriptions"]]
+            tokens = {
+                p: await mint(http, emu.url, p) for p in ("bench-ours", "bench-floor", "bench-sdk")
+            }
+        result = await client_vs_sdk(emu.url, ca, tokens, subs)
+    finally:
+        emu.process.terminate()
+        emu.process.wait(timeout=20)
+    print_client_line(result)
     return result
 
 
@@ -815,7 +951,10 @@ async def estate_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             subs = [s["id"] for s in world["subscriptions"]]
             vaults_of = {s["id"]: [v["id"] for v in s["vaults"]] for s in world["subscriptions"]}
             jobs_now = sum(v["jobs"] for s in world["subscriptions"] for v in s["vaults"])
-            tokens = {p: await mint(http, emu.url, p) for p in ("bench-ours", "bench-sdk", "az")}
+            tokens = {
+                p: await mint(http, emu.url, p)
+                for p in ("bench-ours", "bench-floor", "bench-sdk", "az")
+            }
             history_s = 86400 / args.time_scale
             lookback_s = max(3600.0, 3 * history_s + 2 * args.duration)
             split = max(1, len(subs) // 2)
@@ -849,11 +988,8 @@ async def estate_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 halves.append(Half(name, group, vaults, daemon, active_s, idle_s))
 
             print(f"emulator up: {len(subs)} subscriptions, {len(vaults_of[subs[0]])} vaults each")
-            sdk = await client_vs_sdk(emu.url, ca, tokens["bench-ours"], tokens["bench-sdk"], subs)
-            print(
-                f"client vs SDK: ours {sdk['ours_cpu_ms_per_page']:.3f} ms/page, "
-                f"SDK {sdk['sdk_cpu_ms_per_page']:.3f} ms/page"
-            )
+            sdk = await client_vs_sdk(emu.url, ca, tokens, subs)
+            print_client_line(sdk)
             if args.faults > 0:
                 async with http.put(
                     f"{emu.url}/_emulator/faults",
@@ -1361,6 +1497,16 @@ def print_table(result: dict[str, Any]) -> None:
                 fmt(s["ours_cpu_ms_per_poll_steady"], 3),
                 "request, parse, diff, render+emit changes",
             ),
+            (
+                "floor CPU per page: bare GET + orjson (ms)",
+                fmt(s["floor_cpu_ms_per_page"], 3),
+                "same session and pool as ours",
+            ),
+            (
+                "ours / floor, steady poll",
+                fmt(s["cpu_ratio_vs_floor"], 2) + "×",
+                f"list only: {fmt(s['cpu_ratio_vs_floor_list'], 2)}×",
+            ),
             ("official SDK CPU per page (ms)", fmt(s["sdk_cpu_ms_per_page"], 3), ""),
             (
                 "SDK / ours per page",
@@ -1575,6 +1721,12 @@ def main() -> None:
     parser.add_argument("--scale", action="store_true", help="also run the 10,000-vault point")
     parser.add_argument("--scale-only", action="store_true", help="run only the scale point")
     parser.add_argument(
+        "--client-only",
+        action="store_true",
+        help="run only the client CPU part (ours, the floor and the SDK over the same pages); "
+        "prints its figures and writes no results file",
+    )
+    parser.add_argument(
         "--scale-subscriptions", type=count, default=200, help="subscriptions of the scale point"
     )
     parser.add_argument(
@@ -1634,6 +1786,11 @@ def main() -> None:
         "machine": machine + "; emulator pinned to core 0, daemons and peers to core 1",
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
     }
+    if args.client_only:
+        with tempfile.TemporaryDirectory(prefix="bench-client-") as where:
+            got = asyncio.run(client_run(args, Path(where) / "estate"))
+        print(orjson.dumps(got, option=orjson.OPT_INDENT_2).decode())
+        return
     tmp = tempfile.mkdtemp(prefix="bench-estate-")
     if args.keep:
         print(f"keeping configs, events and logs in {tmp}")
@@ -1659,6 +1816,9 @@ def main() -> None:
             client_cpu_ms_per_full_poll=r["client_vs_sdk"]["ours_cpu_ms_per_poll_cold"],
             sdk_cpu_ms_per_page=r["client_vs_sdk"]["sdk_cpu_ms_per_page"],
             cpu_ratio_vs_sdk=r["client_vs_sdk"]["cpu_ratio_vs_sdk"],
+            floor_cpu_ms_per_page=r["client_vs_sdk"]["floor_cpu_ms_per_page"],
+            client_cpu_ms_per_steady_poll=r["client_vs_sdk"]["ours_cpu_ms_per_poll_steady"],
+            cpu_ratio_vs_floor=r["client_vs_sdk"]["cpu_ratio_vs_floor"],
             throttled_429=dflt["throttled_429"] + b["throttled_429"],
             peak_reads_per_s_per_subscription=max(
                 dflt["peak_reads_per_s_per_subscription"], b["peak_reads_per_s_per_subscription"]
@@ -1668,6 +1828,10 @@ def main() -> None:
             lag_p95_s=b["lag"]["p95"],
             lag_optimum_s=b["lag_optimum_s"],
             lag_default_mean_s=dflt["lag"]["mean"],
+            default_lag_mean_s=dflt["lag"]["mean"],
+            azwait_lag_mean_s=r["az_wait_peer"].get("peer_lag", {}).get("mean", float("nan")),
+            lag_optimum_measured_s=b["lag_optimum_measured_reads_s"],
+            reads_per_poll_budget_bound=b["reads_per_poll"],
             missed=dflt["missed"] + b["missed"],
             duplicates=dflt["duplicates"] + b["duplicates"],
             wrong=dflt["wrong"] + b["wrong"],

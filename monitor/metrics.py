@@ -7,6 +7,8 @@
 # - Scrape-time values (vault states, staleness, running jobs) are read from an `EstateView`
 #   by a Collector when Prometheus scrapes, never pushed from the hot path.
 # - Every metric here is listed in docs/operations.md; tests/test_ops.py checks both ways.
+# - The per-request path (`arm_call_finished`) looks each labelled child up once and keeps it:
+#   children of `arm_requests` and `ratelimit_remaining` are never removed.
 # - Plain Prometheus: ARM requests arrive through `arm_call_finished` (the ArmClient's
 #   observer, with the kind and scope it knew), never from HTTP hooks or URL shapes.
 
@@ -231,6 +233,11 @@ class Metrics:
             ["subscription", "scope"],
             registry=registry,
         )
+        # The children `arm_call_finished` updates, by their label values: a label lookup per
+        # request (validation, a lock) was the bulk of the observer's cost. As bounded as the
+        # series themselves; no child of these two metrics is ever removed.
+        self._arm_requests: dict[tuple[str, str, str], Counter] = {}
+        self._remaining: dict[tuple[str, str], Gauge] = {}
         self.events = Counter(
             f"{PREFIX}_events",
             "Events emitted, by the job status they report.",
@@ -503,15 +510,25 @@ class Metrics:
         status None (no answer) is the `error` class. A 429 adds `retry_after_s` (0 when ARM
         gave none) to the pause counter. The duration is not recorded.
         """
-        self.arm_requests.labels(scope, kind, status_class(status)).inc()
+        key = (scope, kind, status_class(status))
+        requests = self._arm_requests.get(key)
+        if requests is None:
+            requests = self._arm_requests[key] = self.arm_requests.labels(*key)
+        requests.inc()
         if headers is None:
             return
         for header, label in RATE_LIMIT_HEADERS.items():
             raw = headers.get(header)
             if raw is None:
                 continue
+            # The child first, as before: an unreadable value still shows the series.
+            gauge = self._remaining.get((scope, label))
+            if gauge is None:
+                gauge = self._remaining[scope, label] = self.ratelimit_remaining.labels(
+                    scope, label
+                )
             try:
-                self.ratelimit_remaining.labels(scope, label).set(float(raw))
+                gauge.set(float(raw))
             except ValueError:
                 continue
         if status == 429:

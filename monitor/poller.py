@@ -51,6 +51,18 @@ from monitor.outbox import EventLine
 
 log = structlog.get_logger("monitor.scheduler")
 
+
+def _vault_log(vault: VaultRef) -> structlog.typing.FilteringBoundLogger:
+    """`log` bound to `vault` (its name and subscription), for a line about it.
+
+    Bound only when a line is written: a bind per poll was a visible share of a steady poll.
+    """
+    bound: structlog.typing.FilteringBoundLogger = log.bind(
+        vault=vault.name, subscription=vault.subscription_id
+    )
+    return bound
+
+
 BACKOFF_CAP_S = 300.0
 FORBIDDEN_RETRY_S = 300.0
 
@@ -176,7 +188,6 @@ class VaultPoller:
         """
         vault = watched.vault
         started = self._clock.monotonic()
-        vlog = log.bind(vault=vault.name, subscription=vault.subscription_id)
         first = watched.known.polled_at is None
         try:
             reads = await self.poll(watched)
@@ -190,21 +201,21 @@ class VaultPoller:
         except ArmForbidden as exc:
             watched.state = VaultState.FORBIDDEN
             self._measure(vault, "forbidden", started)
-            return self._failed(watched, vlog, exc, retry_s=FORBIDDEN_RETRY_S, started=started)
+            return self._failed(watched, exc, retry_s=FORBIDDEN_RETRY_S, started=started)
         except Exception as exc:
             # ForeignOriginError is an ArmError: the link was refused (nothing sent); the next
             # poll asks ARM afresh, on the normal backoff. Anything else is a bug, which must
             # not stop the other vaults.
             if not isinstance(exc, ArmError | ParseError | SinkError):
-                vlog.exception("poll.crashed")
+                _vault_log(vault).exception("poll.crashed")
             watched.state = VaultState.FAILING
             self._measure(vault, "error", started)
             retry_s = backoff_s(watched.failures, cap_s=BACKOFF_CAP_S) * self._rng.uniform(0.5, 1)
-            return self._failed(watched, vlog, exc, retry_s=retry_s, started=started)
+            return self._failed(watched, exc, retry_s=retry_s, started=started)
         self._measure(vault, "ok", started)
         watched.state, watched.ok_at = VaultState.OK, started
         if watched.reported is not None:
-            vlog.info("poll.recovered", after_failures=watched.failures)
+            _vault_log(vault).info("poll.recovered", after_failures=watched.failures)
         watched.failures, watched.reported = 0, None
         self._stats.polls += 1
         return Attempt(Ended.OK, started, reads=None if first else float(reads))
@@ -217,7 +228,6 @@ class VaultPoller:
     def _failed(
         self,
         watched: WatchedVault,
-        vlog: structlog.typing.FilteringBoundLogger,
         exc: Exception,
         *,
         retry_s: float,
@@ -235,7 +245,7 @@ class VaultPoller:
                     request_id=exc.request_id,
                     correlation_id=exc.correlation_id,
                 )
-            vlog.warning("poll.failed", **fields)
+            _vault_log(watched.vault).warning("poll.failed", **fields)
             watched.reported = problem
         return Attempt(Ended.FAILED, started, retry_s=retry_s)
 

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
 from typing import ClassVar, Final, TypeVar
@@ -453,22 +453,74 @@ def _parse_job(raw: object, vault_key: str) -> BackupJob:
         raise ParseError("properties.duration", "not a string")
     raw_actions = props.get("actionsInfo")
     actions: tuple[str, ...] = () if raw_actions is None else _actions(raw_actions)
-    return BackupJob(
-        key=JobKey(vault_key=vault_key, job_name=name.lower()),
-        name=name,
-        resource_id=resource_id,
-        job_type=job_type,
-        operation=operation,
-        backup_management_type=opt_str(props, "backupManagementType", "properties."),
-        entity=opt_str(props, "entityFriendlyName", "properties."),
-        status=status,
-        start_at=start_at,
-        end_at=end_at,
-        duration_raw=duration_raw,
-        actions=actions,
-        activity_id=opt_str(props, "activityId", "properties."),
-        properties=props,
+    key = _new(JobKey)
+    _SET_KEY_VAULT(key, vault_key)
+    _SET_KEY_NAME(key, name.lower())
+    # BackupJob's fields in declaration order (`_JOB_SETTERS`); the Backup vault fields are
+    # None and `provisional` False, their defaults.
+    values = (
+        key,
+        name,
+        resource_id,
+        job_type,
+        operation,
+        opt_str(props, "backupManagementType", "properties."),
+        opt_str(props, "entityFriendlyName", "properties."),
+        status,
+        start_at,
+        end_at,
+        duration_raw,
+        actions,
+        opt_str(props, "activityId", "properties."),
+        props,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        False,
     )
+    job = _new(BackupJob)
+    for setter, value in zip(_JOB_SETTERS, values, strict=True):
+        setter(job, value)
+    return job
+
+
+# The hot path builds JobKey and BackupJob through their slots' descriptors: a frozen
+# dataclass's __init__ sets each field through object.__setattr__, which was a third of a
+# job's parse. Same objects (neither class has a __post_init__); the classes stay frozen.
+_new = object.__new__
+_JOB_FIELDS: Final = (
+    "key",
+    "name",
+    "resource_id",
+    "job_type",
+    "operation",
+    "backup_management_type",
+    "entity",
+    "status",
+    "start_at",
+    "end_at",
+    "duration_raw",
+    "actions",
+    "activity_id",
+    "properties",
+    "datasource_type",
+    "datasource_name",
+    "datasource_id",
+    "backup_instance",
+    "backup_instance_id",
+    "policy_name",
+    "provisional",
+)
+assert tuple(f.name for f in fields(BackupJob)) == _JOB_FIELDS, "update _parse_job's values"
+assert not hasattr(BackupJob, "__post_init__")
+assert not hasattr(JobKey, "__post_init__")
+assert tuple(f.name for f in fields(JobKey)) == ("vault_key", "job_name")
+_JOB_SETTERS: Final = tuple(BackupJob.__dict__[name].__set__ for name in _JOB_FIELDS)
+_SET_KEY_VAULT: Final = JobKey.__dict__["vault_key"].__set__
+_SET_KEY_NAME: Final = JobKey.__dict__["job_name"].__set__
 
 
 def _actions(raw: object) -> tuple[str, ...]:

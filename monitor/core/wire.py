@@ -49,11 +49,14 @@ def parse_arm_time(text: str, *, path: str = "time") -> datetime | None:
         raise ParseError(path, f"not an ISO 8601 date-time: {excerpt(text)}") from None
     if parsed.year < SENTINEL_YEAR_BELOW:
         return None
-    if parsed.tzinfo is None:
+    zone = parsed.tzinfo
+    if zone is UTC:  # the common case: ARM's `Z`
+        return parsed
+    if zone is None:
         return parsed.replace(tzinfo=UTC)
     if parsed.utcoffset():
         return parsed.astimezone(UTC)
-    return parsed if parsed.tzinfo is UTC else parsed.replace(tzinfo=UTC)
+    return parsed.replace(tzinfo=UTC)
 
 
 _NUM = r"(\d+(?:[.,]\d+)?)"

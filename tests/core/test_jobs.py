@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
@@ -1020,6 +1021,41 @@ class TestNeverRaisesButParseError:
         assert len(parsed.jobs) + len(parsed.skipped) == len(items)
         for job in parsed.jobs:
             assert job.duration_s is None or isinstance(job.duration_s, float)
+
+    @settings(max_examples=200)
+    @given(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "status": st.sampled_from(["InProgress", "Completed", "Paused", "failed"]),
+                "operation": st.none() | st.sampled_from(["Backup", ""]),
+                "startTime": st.none() | st.sampled_from(["2026-11-25T10:03:17Z", "0001-01-01"]),
+                "endTime": st.none() | st.sampled_from(["2026-11-25T11:00:00+02:00"]),
+                "duration": st.none() | st.sampled_from(["PT12.4S", "00:20:23.0896697"]),
+                "actionsInfo": st.none() | st.lists(st.sampled_from([1, "cancellable", 7])),
+                "entityFriendlyName": st.none() | st.text(max_size=5),
+                "backupManagementType": st.none() | st.text(max_size=5),
+                "activityId": st.none() | st.text(max_size=5),
+            },
+        )
+    )
+    def test_parsed_job_is_the_dataclass_built(self, props: dict[str, Any]) -> None:
+        """The parser builds jobs through the slots' descriptors (the hot path): every field,
+        those not compared included, is what the dataclass's own constructor gives."""
+        job = only_job(p.job_item("7ddead57-0000-4000-8000-00000000000a", **props))
+        fields = {f.name: getattr(job, f.name) for f in dataclasses.fields(BackupJob)}
+        fields["key"] = JobKey(vault_key=job.key.vault_key, job_name=job.key.job_name)
+        built = BackupJob(**fields)
+        for name, value in fields.items():
+            assert getattr(built, name) == value, name
+        assert built == job
+        assert hash(built) == hash(job)
+        assert (job.datasource_type, job.policy_name, job.provisional) == (None, None, False)
+        assert job.key == JobKey(
+            vault_key=VAULT.key, job_name="7ddead57-0000-4000-8000-00000000000a"
+        )
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            job.name = "x"  # type: ignore[misc]
 
     @settings(max_examples=300)
     @given(job_like | json_values)

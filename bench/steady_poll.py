@@ -1,0 +1,182 @@
+"""The steady poll against its floor: one page read again and again (prints, asserts nothing).
+
+One estate emulator (HTTPS, a throwaway CA, pinned to core 0; this process to core 1). Two
+parties read the same vault's backupJobs page `--reads` times each, in interleaved blocks:
+
+- OURS: `ArmClient.list_jobs` with the daemon's metrics observer (`Metrics`), then `diff_jobs`
+  against the jobs it already knows (the steady poll: nothing changed, nothing rendered);
+- the FLOOR: a bare `session.get` of the same URL through the same session (`open_session`: its
+  connector, SSL context and keep-alive pool), `orjson.loads` of the body, nothing else.
+
+Figures: process CPU time per read, and ours / floor. `--profile` runs ours once more under
+cProfile and prints the top functions by own time, and the floor's, for the same reads.
+
+Run: .venv/bin/python bench/steady_poll.py [--reads 1200] [--profile]
+     PACE_S=0.04 .venv/bin/python bench/steady_poll.py --reads 300   (both paced at 25 reads/s)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import logging
+import os
+import pstats
+import random
+import ssl
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import quote
+
+import orjson
+import structlog
+from prometheus_client import CollectorRegistry
+from yarl import URL
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.estate import UNPACED, make_tls, mint, pin, start_emulator  # noqa: E402
+from monitor.arm import ArmClient  # noqa: E402
+from monitor.arm_http import open_session  # noqa: E402
+from monitor.clock import SystemClock  # noqa: E402
+from monitor.config import AzureSettings, BudgetSettings  # noqa: E402
+from monitor.core.diff import apply, diff_jobs  # noqa: E402
+from monitor.core.wire import build_jobs_filter  # noqa: E402
+from monitor.credentials import StaticTokenCredential, TokenCache  # noqa: E402
+from monitor.metrics import Metrics  # noqa: E402
+from monitor.pacing import BudgetBook  # noqa: E402
+
+BLOCKS = 6
+"""Interleaved blocks of each party (ours, floor, ours, floor, ...)."""
+
+SORT = os.environ.get("PROFILE_SORT", "tottime")
+PACE_S = float(os.environ.get("PACE_S", "0"))
+"""`PACE_S=0.04`: both parties read at most every 0.04 s (ours through its budget at 1/PACE_S
+reads/s, the floor by sleeping), as the daemon's budget paces it; 0 (default): back to back."""
+
+
+async def measure(url: str, ca: Path, reads: int, profile: bool) -> None:
+    import aiohttp
+
+    ssl_context = ssl.create_default_context(cafile=str(ca))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context)) as http:
+        ours_token = await mint(http, url, "steady-ours")
+        floor_token = await mint(http, url, "steady-floor")
+        async with http.get(f"{url}/_emulator/world") as response:
+            world = await response.json()
+    sub = world["subscriptions"][0]["id"]
+    clock = SystemClock()
+    rng = random.Random(1)
+    azure = AzureSettings(
+        arm_endpoint=f"{url}/", credential="static", static_token=ours_token, ca_bundle=ca
+    )
+    now = datetime.now(UTC)
+    start, end = now - timedelta(days=3), now + timedelta(minutes=5)
+    async with open_session(azure, ssl_context) as session:
+        tokens = TokenCache(StaticTokenCredential(ours_token), azure.token_scope, clock)
+        budgets = BudgetBook(
+            UNPACED if not PACE_S else BudgetSettings(read_fraction=1.0, reads_per_s=1 / PACE_S),
+            clock=clock,
+            rng=rng,
+        )
+        arm = ArmClient(
+            session=session,
+            tokens=tokens,
+            azure=azure,
+            budgets=budgets,
+            clock=clock,
+            rng=rng,
+            observer=Metrics(CollectorRegistry()),
+        )
+        # One page: the first vault whose window holds at most a page (20 jobs).
+        for vault in await arm.list_vaults(sub):
+            jobs = await arm.list_jobs(vault, start, end)
+            if len(jobs) <= 20:
+                break
+        known = apply({}, diff_jobs({}, jobs, clock.utcnow()))
+        flt = quote(build_jobs_filter(start, end), safe="")
+        link = URL(
+            f"{url}{vault.id}/backupJobs?api-version={azure.api_version}&$filter={flt}",
+            encoded=True,
+        )
+        headers = {"Authorization": f"Bearer {floor_token}"}
+
+        async def ours(n: int) -> None:
+            for _ in range(n):
+                jobs = await arm.list_jobs(vault, start, end)
+                diff_jobs(known, jobs, clock.utcnow())
+
+        async def floor(n: int) -> None:
+            for _ in range(n):
+                async with session.get(link, headers=headers) as response:
+                    assert response.status == 200, f"the floor's GET: {response.status}"
+                    page = orjson.loads(await response.read())
+                assert not page.get("nextLink"), "the page's vault has more than one page"
+                if PACE_S:
+                    await asyncio.sleep(PACE_S)
+
+        async def timed(party: Callable[[int], Awaitable[None]], n: int) -> float:
+            cpu0 = time.process_time()
+            await party(n)
+            return time.process_time() - cpu0
+
+        await ours(20)  # warm-up
+        await floor(20)
+        per_block = max(1, reads // BLOCKS)
+        spent = {"ours": 0.0, "floor": 0.0}
+        for _ in range(BLOCKS):
+            spent["ours"] += await timed(ours, per_block)
+            spent["floor"] += await timed(floor, per_block)
+        n = per_block * BLOCKS
+        ours_ms, floor_ms = 1000 * spent["ours"] / n, 1000 * spent["floor"] / n
+        print(f"reads per party: {n} (page of {len(known)} jobs)")
+        print(f"ours  (list_jobs + diff, metrics on)  {ours_ms:7.4f} ms CPU per read")
+        print(f"floor (GET + orjson.loads)            {floor_ms:7.4f} ms CPU per read")
+        print(f"ours / floor                          {ours_ms / floor_ms:7.2f}×")
+        if profile:
+            for name, party in (("ours", ours), ("floor", floor)):
+                profiler = cProfile.Profile()
+                profiler.enable()
+                await party(n)
+                profiler.disable()
+                out = io.StringIO()
+                stats = pstats.Stats(profiler, stream=out)
+                stats.sort_stats(SORT).print_stats(30)
+                print(f"\n---- {name}: cProfile, {n} reads, top 30 by own time")
+                print(out.getvalue())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reads", type=int, default=1200, help="reads per party")
+    parser.add_argument("--profile", action="store_true", help="also print cProfile's top items")
+    args = parser.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    with tempfile.TemporaryDirectory(prefix="bench-steady-") as tmp:
+        tls = make_tls(Path(tmp))
+        # ARM's buckets 40× as fast: neither party is throttled or paced.
+        emu = start_emulator(
+            subscriptions=1,
+            vaults=4,
+            time_scale=300.0,
+            seed=11,
+            tls=tls,
+            extra=["--reads-per-s", "1000"],
+        )
+        pin(1)
+        try:
+            asyncio.run(measure(emu.url, tls[0], args.reads, args.profile))
+        finally:
+            emu.process.terminate()
+            emu.process.wait(timeout=20)
+
+
+if __name__ == "__main__":
+    main()
