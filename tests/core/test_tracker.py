@@ -153,14 +153,17 @@ class Monitor:
         # The one loss allowed: a change held back in memory (its details failing) when the
         # process restarts, of a job that the next poll cannot list: deleted meanwhile, or its
         # start behind that poll's lookback.
+        # A poll killed before its commit (`save` False) never was, to the world: it neither
+        # lists the held change for good nor loses it, so the next poll that commits decides.
         floor = lookback_floor(now, self.rules)
         by_name = {j.name: j for j in world}
-        self.lost |= {
-            name
-            for name, start in self.held_at_restart.items()
-            if not by_name[name].visible_at(t) or (start is not None and start < floor)
-        }
-        self.held_at_restart = {}
+        if save:
+            self.lost |= {
+                name
+                for name, start in self.held_at_restart.items()
+                if not by_name[name].visible_at(t) or (start is not None and start < floor)
+            }
+            self.held_at_restart = {}
         step = PollStep(self.known, now, self.rules)
         self.window = (step.window_start, step.window_end)
         listed = list_jobs(world, t, step, source, lags, linger=linger)
@@ -299,6 +302,15 @@ def test_no_status_is_emitted_twice(
         ModelJob("job-0", start_s=600, late_s=0, end_s=600, terminal="Completed", deleted_s=None)
     ],
     actions=[(0, "poll"), (2400, "details_fail"), (0, "crash"), (1, "poll")],
+)
+@example(  # held, then two polls killed before their commits: the held change is still only
+    # in the store's past when the next committing poll finds it behind its lookback (the one
+    # allowed loss; the model used to forget it at the second killed poll)
+    world=[
+        ModelJob("job-0", start_s=1152, late_s=0, end_s=1152, terminal="Completed", deleted_s=None),
+        ModelJob("job-1", start_s=0, late_s=0, end_s=0, terminal="Completed", deleted_s=None),
+    ],
+    actions=[(552, "poll"), (2400, "details_fail"), (0, "crash"), (0, "crash"), (1, "poll")],
 )
 @example(  # held (details failing) at a restart, deleted meanwhile: the one allowed loss
     world=[ModelJob("job-0", start_s=0, late_s=0, end_s=0, terminal="Cancelled", deleted_s=688)],
