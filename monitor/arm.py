@@ -528,7 +528,7 @@ class ArmClient:
         try:
             return await principal.tokens.token(force_refresh=force_refresh, rejected=rejected)
         except StartupError as exc:
-            raise ArmAuthError(f"{principal.where}{exc}", url=scope) from exc
+            raise ArmAuthError(str(exc), url=scope) from exc
 
     def _vaults_version(self, kind: VaultKind) -> str:
         if kind is VaultKind.BACKUP_VAULT:

@@ -165,8 +165,9 @@ class AzureSettings:
 
     def signing_in(self, entry: CredentialSettings) -> AzureSettings:
         """These settings with `entry`'s credential keys in place of this section's (what
-        `credentials.build_credential` reads); `client_secret` is read from the environment
-        variable the entry names, if it names one."""
+        `credentials.build_credential` reads). An entry's `client_secret_env` is not read here
+        (settings stay pure): `principals.open_principals` puts the variable's value into
+        `entry.client_secret` first."""
         return dataclasses.replace(
             self,
             credential=entry.credential,

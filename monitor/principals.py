@@ -50,7 +50,6 @@ class Principal:
         credential: the credential behind `tokens` (sinks that sign in with the ARM
             credential use the first principal's).
         tenant_id: the tenant it signs in to as configured (GUID or domain; None: not set).
-        where: how errors name it (`azure.credentials[<name>]: `, or nothing with one).
     """
 
     name: str
@@ -58,7 +57,6 @@ class Principal:
     credential: AsyncTokenCredential | None = None
     subscriptions: tuple[str, ...] = ("*",)
     tenant_id: str | None = None
-    where: str = ""
 
     @property
     def lists(self) -> bool:
@@ -114,7 +112,7 @@ class Principals:
             except StartupError as exc:
                 if len(self.members) == 1:
                     raise
-                failed.append(StartupError(f"{principal.where}{exc}"))
+                failed.append(exc)
                 log.error("principal.sign_in_failed", principal=principal.name, error=str(exc))
             else:
                 signed.append(principal.name)
@@ -178,7 +176,7 @@ class Principals:
         if found is not None:
             return found
         configured = self.of_subscription(sub).tenant_id
-        return configured.lower() if is_guid(configured) and configured else None
+        return configured.lower() if is_guid(configured) else None
 
     def knows_tenant(self, subscription_id: str) -> bool:
         """Whether a subscription list gave the subscription's tenant."""
@@ -186,13 +184,14 @@ class Principals:
 
     def tenant_scope(self, principal: Principal) -> str:
         """The budget scope of `principal`'s tenant-level reads."""
-        return TENANT_SCOPE if len(self.members) == 1 else f"{TENANT_SCOPE}:{principal.name}"
+        return self._scope(TENANT_SCOPE, principal)
 
     def graph_scope(self, principal: Principal) -> str:
         """The budget scope of `principal`'s Resource Graph queries."""
-        if len(self.members) == 1:
-            return RESOURCE_GRAPH_SCOPE
-        return f"{RESOURCE_GRAPH_SCOPE}:{principal.name}"
+        return self._scope(RESOURCE_GRAPH_SCOPE, principal)
+
+    def _scope(self, base: str, principal: Principal) -> str:
+        return base if len(self.members) == 1 else f"{base}:{principal.name}"
 
     def principal_for(self, scope: str) -> Principal:
         """The principal a request of budget `scope` is sent as: a subscription's, the one a
@@ -237,12 +236,16 @@ def open_principals(
             Principal(
                 name=entry.name,
                 tokens=TokenCache(
-                    credential, azure.token_scope, clock, secrets=credential_secrets(settings)
+                    credential,
+                    azure.token_scope,
+                    clock,
+                    secrets=credential_secrets(settings),
+                    # Every message of the cache (at start and at each refresh) names the entry.
+                    name=f"{where}{type(credential).__name__}" if where else None,
                 ),
                 credential=credential,
                 subscriptions=entry.subscriptions,
                 tenant_id=entry.tenant_id,
-                where=where,
             )
         )
     return Principals(members)
