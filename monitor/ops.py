@@ -51,8 +51,12 @@ def _named(names: tuple[str, ...]) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
-def _stale_detail(stale: StaleVault) -> dict[str, object]:
+def stale_detail(stale: StaleVault) -> dict[str, object]:
+    """One entry of /healthz's `stale_vaults`: the vault, its state, its age and bound, why."""
     vault = stale.vault
+    bound = round(stale.bound_s, 1)
+    # A stale vault is past its bound; in tenths it must not read as at it ("4.2 > 4.2").
+    age = max(round(stale.age_s, 1), round(bound + 0.1, 1))
     return {
         "vault": vault.name,
         "id": vault.id,
@@ -60,8 +64,8 @@ def _stale_detail(stale: StaleVault) -> dict[str, object]:
         "resource_group": vault.resource_group,
         "kind": vault.kind.value,
         "state": str(stale.state),
-        "age_s": round(stale.age_s, 1),
-        "bound_s": round(stale.bound_s, 1),
+        "age_s": age,
+        "bound_s": bound,
         "problem": stale.problem,
     }
 
@@ -72,7 +76,7 @@ def _answer(problems: list[str], health: EstateHealth, *, detail: bool) -> web.R
     body["pending_vaults"] = len(health.pending_vaults)
     if detail:
         # Per-vault health: which vaults are past their bound, and why (never a status).
-        body["stale_vaults"] = [_stale_detail(s) for s in health.stale[:MAX_DETAIL_VAULTS]]
+        body["stale_vaults"] = [stale_detail(s) for s in health.stale[:MAX_DETAIL_VAULTS]]
         body["stale_count"] = len(health.stale)
     else:
         stale = health.stale_vaults

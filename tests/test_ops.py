@@ -11,6 +11,8 @@ import aiohttp
 import anyio
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from multidict import CIMultiDict
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -23,7 +25,7 @@ from monitor.errors import StartupError
 from monitor.events import EmittedEvent
 from monitor.health import EstateHealth, StaleVault, VaultState, readiness_problems
 from monitor.metrics import Metrics, status_class
-from monitor.ops import serve_ops
+from monitor.ops import serve_ops, stale_detail
 from tests.daemon import Daemon, write_config
 from tests.promtool import assert_alert_selects
 
@@ -215,6 +217,23 @@ class TestReadiness:
             with pytest.raises(StartupError, match=r"ops\.listen"):
                 await serve_ops(OpsSettings(listen=f"127.0.0.1:{port}"), registry, View())
             tg.cancel_scope.cancel()
+
+
+@given(bound=st.floats(0.5, 7200), past=st.floats(1e-9, 0.2))
+@settings(max_examples=200, deadline=None)
+def test_stale_detail_reads_past_its_bound(bound: float, past: float) -> None:
+    """In /healthz's tenths a stale vault's age always reads above its bound, never equal
+    to it (a vault 4.2 s old against a 4.17 s bound once read "4.2 > 4.2")."""
+    stale = StaleVault(
+        vault=parse_vault_id(f"{VAULT_PREFIX}/a"),
+        state=VaultState.FORBIDDEN,
+        age_s=bound + past,
+        bound_s=bound,
+    )
+    detail = stale_detail(stale)
+    assert detail["age_s"] > detail["bound_s"]  # type: ignore[operator]
+    assert abs(detail["age_s"] - stale.age_s) <= 0.15  # type: ignore[operator]
+    assert abs(detail["bound_s"] - bound) <= 0.05  # type: ignore[operator]
 
 
 async def test_vault_states_are_plain_labels_and_keys() -> None:
