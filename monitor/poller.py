@@ -131,6 +131,7 @@ class Attempt:
     ended: Ended
     started: float
     reads: float | None = None  # OK: the reads it cost; None on a vault's first poll
+    terminals: int = 0  # OK: terminal transitions it emitted (0 on a vault's first poll)
     retry_s: float = 0.0
     reason: str = ""  # GONE: why
 
@@ -190,7 +191,7 @@ class VaultPoller:
         started = self._clock.monotonic()
         first = watched.known.polled_at is None
         try:
-            reads = await self.poll(watched)
+            reads, terminals = await self.poll(watched)
         except ArmThrottled as exc:
             self._measure(vault, "throttled", started)
             self._stats.throttled += 1
@@ -218,7 +219,9 @@ class VaultPoller:
             _vault_log(vault).info("poll.recovered", after_failures=watched.failures)
         watched.failures, watched.reported = 0, None
         self._stats.polls += 1
-        return Attempt(Ended.OK, started, reads=None if first else float(reads))
+        if first:
+            return Attempt(Ended.OK, started)
+        return Attempt(Ended.OK, started, reads=float(reads), terminals=terminals)
 
     def _measure(self, vault: VaultRef, result: str, started: float) -> None:
         if self._metrics is not None:
@@ -249,8 +252,9 @@ class VaultPoller:
             watched.reported = problem
         return Attempt(Ended.FAILED, started, retry_s=retry_s)
 
-    async def poll(self, watched: WatchedVault) -> int:
-        """Poll one vault; returns the reads it cost (pages are counted as one).
+    async def poll(self, watched: WatchedVault) -> tuple[int, int]:
+        """Poll one vault; returns the reads it cost (pages are counted as one) and the
+        terminal transitions it emitted.
 
         Raises:
             ArmError, ParseError: the list (or a 429 on any read) failed; nothing moved.
@@ -317,7 +321,7 @@ class VaultPoller:
                 log.warning("checkpoint.timed_out", vault=vault.name, timeout_s=COMMIT_TIMEOUT_S)
             watched.held_back = 0 if committed else len(lines)
             if lines and not committed:
-                return reads  # nothing moves: the next poll commits the same changes
+                return reads, 0  # nothing moves: the next poll commits the same changes
             if events:
                 self._stats.events += len(events)
                 if self._metrics is not None:
@@ -326,7 +330,7 @@ class VaultPoller:
                     )
         watched.known = after
         watched.running_jobs = after.running
-        return reads
+        return reads, sum(1 for change, _ in outcome.emit if change.status.is_terminal)
 
     async def _commit(
         self, watched: WatchedVault, after: VaultJobs, lines: list[EventLine], now: datetime

@@ -364,7 +364,11 @@ class PollScheduler:
                 # reads-per-poll estimate (which would stretch every interval, and push back
                 # every vault not yet polled).
                 self._planner.mark_polled(
-                    vault.key, started, running=watched.running_jobs > 0, reads=result.reads
+                    vault.key,
+                    started,
+                    running=watched.running_jobs > 0,
+                    reads=result.reads,
+                    terminals=result.terminals,
                 )
 
 

@@ -6,6 +6,13 @@
 # the subscription's rate allows; otherwise idle vaults stretch first, running vaults stretch only
 # as far as needed to leave idle vaults `min_idle_share` of the rate (no starvation), and if
 # running vaults would end up polled less often than idle ones, every vault shares one interval.
+# Which share idle vaults keep when the budget binds follows where terminal transitions are seen
+# (`idle_terminal_share`): polling class k's n_k vaults with ρ_k reads/s gives its transitions a
+# mean lag of n_k·c/(2ρ_k), so the split that minimises the mean over all of them gives each
+# class ρ_k ∝ √(f_k·n_k), f_k being the class's share of the transitions (the square-root rule).
+# Where running vaults see nearly every end (backups of tens of minutes) that is the minimum
+# share; where jobs start and end between two polls of an idle vault it tends to round robin.
+# Either class keeps at least `min_idle_share` of the rate.
 # When the rate leaves room and the caller grants spare reads (`spare_per_s`), idle vaults are
 # polled more often than `idle_interval_s`, never more often than `active_interval_s`: only
 # what the configured intervals leave unspent is used, so running vaults never lose a read.
@@ -28,7 +35,9 @@ class PlanSettings:
         reads_per_poll: initial estimate of reads one poll costs (pages, detail fetches); the
             planner refines it per subscription from `mark_polled(reads=…)`.
         min_idle_share: the share of a subscription's rate kept for idle vaults when running
-            vaults alone would use more, so that no vault starves (0 < share < 1).
+            vaults alone would use more, so that no vault starves (0 < share < 1); idle vaults
+            get more when they see enough of the terminal transitions, up to leaving running
+            vaults this share (see `plan_intervals`).
         default_rate_per_s: a subscription's usable reads/s until `set_rate` says otherwise.
         reads_ewma_weight: weight of the newest observation in the reads-per-poll estimate.
         max_in_flight_per_subscription: most vaults of one subscription handed out and not yet
@@ -70,6 +79,9 @@ class SubscriptionPlan:
     (or after being added), whatever the split between running and idle vaults: the longest
     interval the plan can reach, V·c/(share·r) or the configured idle interval, plus the time
     to serve every vault once at the rate, V·c/r, for the queue in front of a due vault."""
+    idle_terminal_share: float | None = None
+    """The fraction of recent terminal transitions found by polls of idle vaults (None: too
+    few seen yet); it steers the idle share of a binding rate (`plan_intervals`)."""
 
     @property
     def planned_rate_per_s(self) -> float:
@@ -87,6 +99,7 @@ def plan_intervals(
     rate_per_s: float,
     reads_per_poll: float,
     spare_per_s: float = 0.0,
+    idle_terminal_share: float | None = None,
 ) -> tuple[float, float]:
     """Effective (active, idle) intervals for one subscription; see the module comment.
 
@@ -95,6 +108,12 @@ def plan_intervals(
     when the configured intervals spend less than `rate_per_s` and `spare_per_s` (reads/s) is
     granted: then idle vaults also get up to `spare_per_s` of what is left, down to an
     interval of `active_interval_s`.
+
+    When the budget binds with vaults in both classes, idle vaults keep `min_idle_share` of
+    the rate, or more when `idle_terminal_share` (the fraction of recent terminal transitions
+    that polls of idle vaults found; None: not known yet) says they see enough of them: the
+    square-root split of the module comment, never leaving running vaults less than
+    `min_idle_share` either.
 
     Raises:
         ValueError: `rate_per_s` or `reads_per_poll` is not a positive finite number.
@@ -116,10 +135,9 @@ def plan_intervals(
         return active, max(t_idle, active)
     if running == 0:
         return t_active, max(t_idle, idle * reads_per_poll / rate_per_s)
-    # Idle vaults stretch first; running ones keep all they need but idle's minimum share.
-    rate_active = min(
-        need_active, rate_per_s - min(need_idle, settings.min_idle_share * rate_per_s)
-    )
+    # Idle vaults stretch first; running ones keep all they need but idle's share.
+    share = _idle_share(settings.min_idle_share, running, idle, idle_terminal_share)
+    rate_active = min(need_active, rate_per_s - min(need_idle, share * rate_per_s))
     rate_idle = rate_per_s - rate_active
     active = max(t_active, running * reads_per_poll / rate_active)
     idle_s = max(t_idle, idle * reads_per_poll / rate_idle)
@@ -128,3 +146,14 @@ def plan_intervals(
         shared = (running + idle) * reads_per_poll / rate_per_s
         return shared, shared
     return active, idle_s
+
+
+def _idle_share(floor: float, running: int, idle: int, terminal_share: float | None) -> float:
+    """Idle vaults' share of a binding rate: √(f·n) of each class, within [floor, 1 − floor]."""
+    if terminal_share is None or not 0 <= terminal_share <= 1:
+        return floor
+    weight_idle = math.sqrt(terminal_share * idle)
+    weight_running = math.sqrt((1 - terminal_share) * running)
+    if weight_idle + weight_running <= 0:
+        return floor
+    return min(max(weight_idle / (weight_idle + weight_running), floor), max(floor, 1 - floor))

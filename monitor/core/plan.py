@@ -11,7 +11,10 @@
 # nobody has polled. A small top-level heap holds one entry per (subscription, class), keyed by
 # the head's due time; entries are invalidated by version numbers and skipped lazily. Every
 # decision is O(log n + log s). The intervals themselves come from `plan_intervals`
-# (core/intervals.py), recomputed whenever a subscription's counts, rate or reads per poll change.
+# (core/intervals.py), recomputed whenever a subscription's counts, rate or reads per poll change,
+# or where its polls see terminal transitions: each subscription counts those its polls of
+# running and of idle vaults found (`mark_polled(terminals=…)`), over about the last
+# `_TERMINAL_WINDOW` of them, and the idle class's fraction steers its share of a binding rate.
 
 from __future__ import annotations
 
@@ -31,6 +34,8 @@ _IDLE: Final = 0
 _RUNNING: Final = 1
 _FRESH: Final = 2  # never polled: keyed by the due time itself (its class interval is 0)
 _CLASSES: Final = (_IDLE, _RUNNING, _FRESH)
+_TERMINAL_WINDOW: Final = 200.0  # terminal transitions the per-class counts remember, about
+_TERMINAL_MIN: Final = 20.0  # counted before they steer the split (until then: min_idle_share)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,6 +70,7 @@ class _Subscription:
     hold_until: float = -math.inf
     in_flight: int = 0  # vaults handed out and not yet put back
     spare: bool = False  # its budget is calm: idle vaults may spend spare reads
+    terminals: list[float] = field(default_factory=lambda: [0.0, 0.0])  # seen by (idle, running)
 
 
 class Planner:
@@ -240,6 +246,7 @@ class Planner:
             active_interval_s=sub.intervals[_RUNNING],
             idle_interval_s=sub.intervals[_IDLE],
             poll_bound_s=self._poll_bound_s(sub),
+            idle_terminal_share=_idle_terminal_share(sub),
         )
 
     def _poll_bound_s(self, sub: _Subscription) -> float:
@@ -293,6 +300,7 @@ class Planner:
         *,
         running: bool | None = None,
         reads: float | None = None,
+        terminals: int = 0,
     ) -> bool:
         """Put a vault back after a poll that started at `polled_at`.
 
@@ -301,6 +309,8 @@ class Planner:
             polled_at: when the poll started (monotonic seconds); the next is due an interval later.
             running: whether the vault now has a running job (None: unchanged).
             reads: reads the poll cost, to refine the subscription's reads-per-poll estimate.
+            terminals: terminal transitions the poll saw (not a first poll's history), counted
+                for the class the vault was in when it was polled.
 
         Returns:
             False when the vault was removed meanwhile (nothing to put back).
@@ -310,6 +320,13 @@ class Planner:
             return False
         sub = state.sub
         changed = False
+        if terminals > 0 and not state.fresh:
+            seen = sub.terminals
+            seen[_RUNNING if state.running else _IDLE] += terminals
+            total = seen[0] + seen[1]
+            if total > _TERMINAL_WINDOW:
+                seen[0], seen[1] = (n * _TERMINAL_WINDOW / total for n in seen)
+            changed = True
         if running is not None and running != state.running:
             sub.counts[_RUNNING if state.running else _IDLE] -= 1
             sub.counts[_RUNNING if running else _IDLE] += 1
@@ -363,6 +380,7 @@ class Planner:
             rate_per_s=sub.rate_per_s,
             reads_per_poll=sub.reads_per_poll,
             spare_per_s=self._spare_per_s(sub),
+            idle_terminal_share=_idle_terminal_share(sub),
         )
         if (idle, active) != sub.intervals[:2]:
             sub.intervals = (idle, active, 0.0)
@@ -446,6 +464,12 @@ class Planner:
                 continue
             return due, self._vaults[heap[0][2]]
         return None
+
+
+def _idle_terminal_share(sub: _Subscription) -> float | None:
+    """The fraction of `sub`'s recent terminal transitions found by polls of idle vaults."""
+    total = sub.terminals[_IDLE] + sub.terminals[_RUNNING]
+    return sub.terminals[_IDLE] / total if total >= _TERMINAL_MIN else None
 
 
 def _class_of(state: _Vault) -> int:

@@ -6,6 +6,7 @@ import itertools
 import math
 import random
 from collections import defaultdict
+from typing import ClassVar
 
 import pytest
 from hypothesis import given, settings
@@ -428,6 +429,107 @@ class TestPlannerSimulation:
         # The budget's sustained rate: its 2.0/s share less the burst spread over 10 s.
         assert len(steady) / 3000.0 == pytest.approx(budgets[1].rate_per_s, rel=0.05)
         assert not math.isnan(times[0])
+
+
+class TestTerminalSteeredShare:
+    """Where the terminal transitions are seen steers idle vaults' share of a binding rate."""
+
+    BOUND: ClassVar[dict[str, float]] = {
+        "running": 10,
+        "idle": 30,
+        "rate_per_s": 12.5,
+        "reads_per_poll": 1.5,
+    }
+    ONE_S = PlanSettings(active_interval_s=1.0, idle_interval_s=1.0)
+
+    def test_unknown_or_running_ends_keep_the_minimum_share(self) -> None:
+        """With no count yet, or every end seen by a running vault's poll, idle vaults keep
+        `min_idle_share`: the plan of a real estate (backups of tens of minutes) is unchanged."""
+        legacy = plan_intervals(self.ONE_S, **self.BOUND)  # type: ignore[arg-type]
+        running_ends = plan_intervals(self.ONE_S, **self.BOUND, idle_terminal_share=0.0)  # type: ignore[arg-type]
+        assert legacy == running_ends
+        assert 30 * 1.5 / legacy[1] == pytest.approx(0.25 * 12.5)
+
+    def test_idle_ends_tend_to_round_robin(self) -> None:
+        """When idle vaults' polls find most ends, the split tends to one shared interval:
+        V·c/r, the round robin that minimises the mean lag of evenly spread transitions."""
+        active, idle = plan_intervals(self.ONE_S, **self.BOUND, idle_terminal_share=0.9)  # type: ignore[arg-type]
+        assert active == idle == pytest.approx(40 * 1.5 / 12.5)
+
+    def test_the_square_root_split(self) -> None:
+        """In between, each class's rate is proportional to √(its share of the ends × its
+        vaults): half the ends on 10 running and 30 idle vaults give idle √30/(√10+√30)."""
+        active, idle = plan_intervals(self.ONE_S, **self.BOUND, idle_terminal_share=0.5)  # type: ignore[arg-type]
+        share = math.sqrt(30) / (math.sqrt(10) + math.sqrt(30))
+        assert 30 * 1.5 / idle == pytest.approx(share * 12.5)
+        assert 10 * 1.5 / active == pytest.approx((1 - share) * 12.5)
+
+    @given(
+        running=st.integers(0, 2000),
+        idle=st.integers(0, 2000),
+        rate=st.floats(0.01, 100),
+        reads=st.floats(1, 10),
+        low=st.floats(0, 1),
+        high=st.floats(0, 1),
+    )
+    def test_within_the_rate_and_monotonic(
+        self, running: int, idle: int, rate: float, reads: float, low: float, high: float
+    ) -> None:
+        """Whatever the share: never over the rate, never below the configured intervals,
+        active ≤ idle, either class keeps `min_idle_share` of a binding rate (or what it
+        needs), and more of the ends seen by idle vaults never polls them less often."""
+        low, high = sorted((low, high))
+
+        def plan(share: float) -> tuple[float, float]:
+            return plan_intervals(
+                DEFAULTS,
+                running=running,
+                idle=idle,
+                rate_per_s=rate,
+                reads_per_poll=reads,
+                idle_terminal_share=share,
+            )
+
+        (active, idle_s), (_, idle_more) = plan(low), plan(high)
+        assert active >= 15.0
+        assert idle_s >= 60.0
+        assert active <= idle_s + EPS
+        assert reads * (running / active + idle / idle_s) <= rate * (1 + EPS)
+        assert idle_more <= idle_s * (1 + EPS)
+        need_idle, need_active = idle * reads / 60.0, running * reads / 15.0
+        shared = active == pytest.approx(idle_s)  # one interval for all: no class favoured
+        assert shared or idle * reads / idle_s >= min(need_idle, 0.25 * rate) * (1 - EPS)
+        assert shared or running * reads / active >= min(need_active, 0.25 * rate) * (1 - EPS)
+
+    def test_the_planner_counts_ends_by_the_class_polled(self) -> None:
+        """`mark_polled(terminals=…)` counts for the class the vault was in when polled; the
+        share steers the split once 20 are counted, and a first poll's history never counts."""
+        planner = Planner(self.ONE_S)
+        sub = sub_id(1)
+        planner.set_rate(sub, 12.5)
+        running = [vault(1, n) for n in range(10)]
+        idle = [vault(1, n) for n in range(10, 40)]
+        planner.add_vaults(running, 0.0, running=True)
+        planner.add_vaults(idle, 0.0)
+        for v in running + idle:  # first polls: history, not counted
+            assert planner.take_due(1e9) is not None
+            planner.mark_polled(v.key, 1.0, reads=1.5, terminals=5)
+        assert planner.plan_for(sub).idle_terminal_share is None
+        before = planner.plan_for(sub)
+        for v in idle[:19]:
+            planner.mark_polled(v.key, 2.0, terminals=1)
+        assert planner.plan_for(sub).idle_terminal_share is None
+        assert planner.plan_for(sub).idle_interval_s == before.idle_interval_s
+        planner.mark_polled(running[0].key, 2.0, terminals=1)
+        plan = planner.plan_for(sub)
+        assert plan.idle_terminal_share == pytest.approx(19 / 20)
+        assert plan.idle_interval_s < before.idle_interval_s
+        for _ in range(400):  # the window forgets: ends now seen by running vaults only
+            planner.mark_polled(running[1].key, 3.0, terminals=1)
+        plan = planner.plan_for(sub)
+        assert plan.idle_terminal_share is not None
+        assert plan.idle_terminal_share < 0.05
+        assert plan.idle_interval_s == pytest.approx(before.idle_interval_s, rel=0.05)
 
 
 class TestSpareReads:
