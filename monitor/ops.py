@@ -32,7 +32,7 @@ from monitor.health import (
     readiness_problems,
 )
 
-__all__ = ["build_ops_app", "serve_ops"]
+__all__ = ["build_ops_app", "serve_ops", "stale_detail"]
 
 log = structlog.get_logger("monitor.ops")
 
