@@ -49,6 +49,7 @@ import asyncio
 import logging
 import os
 import platform
+import random
 import shlex
 import shutil
 import signal
@@ -527,6 +528,29 @@ runs back to back, as the floor's and the SDK's do. Paced reads each wake an idl
 costs the same few tenths of a millisecond whoever sends them (`PACE_S=0.04 bench/steady_poll.py`).
 The rounds of `client_vs_sdk` are `ROUND_GAP_S` apart instead, so ARM's buckets refill."""
 
+
+def our_client(
+    session: aiohttp.ClientSession,
+    azure: AzureSettings,
+    token: str,
+    *,
+    budget: BudgetSettings = UNPACED,
+    clock: SystemClock,
+    rng: random.Random,
+) -> ArmClient:
+    """Our ArmClient as `run` builds it (the daemon's metrics observer), over `session`, with
+    one static token and its own budget book (`UNPACED` unless told)."""
+    return ArmClient(
+        session=session,
+        tokens=TokenCache(StaticTokenCredential(token), azure.token_scope, clock),
+        azure=azure,
+        budgets=BudgetBook(budget, clock=clock, rng=rng),
+        clock=clock,
+        rng=rng,
+        observer=Metrics(CollectorRegistry()),
+    )
+
+
 ROUND_GAP_S = 2.0
 """Seconds between two rounds of `client_vs_sdk`: one round reads about two pages per vault,
 ~50 reads per subscription, which ARM's 25 reads/s refill in two seconds (not CPU time)."""
@@ -558,8 +582,6 @@ async def client_vs_sdk(
     from azure.mgmt.recoveryservicesbackup.aio import RecoveryServicesBackupClient
 
     clock = SystemClock()
-    import random
-
     rng = random.Random(1)
     azure = AzureSettings(
         arm_endpoint=f"{url}/",
@@ -577,18 +599,7 @@ async def client_vs_sdk(
         open_session(azure, ssl_context) as session,
         aiohttp.ClientSession(connector=connector) as shared,
     ):
-        cache = TokenCache(StaticTokenCredential(ours_token), azure.token_scope, clock)
-        budgets = BudgetBook(UNPACED, clock=clock, rng=rng)
-        # The daemon's observer: each request is counted in /metrics, as in `run`.
-        arm = ArmClient(
-            session=session,
-            tokens=cache,
-            azure=azure,
-            budgets=budgets,
-            clock=clock,
-            rng=rng,
-            observer=Metrics(CollectorRegistry()),
-        )
+        arm = our_client(session, azure, ours_token, clock=clock, rng=rng)
         vaults_by_sub = {s: await arm.list_vaults(s) for s in subscriptions}
 
         async def ours_round(mode: str, known: dict[str, dict[JobKey, JobSnapshot]]) -> Any:

@@ -36,22 +36,17 @@ from urllib.parse import quote
 
 import orjson
 import structlog
-from prometheus_client import CollectorRegistry
 from yarl import URL
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.estate import UNPACED, make_tls, mint, pin, start_emulator  # noqa: E402
-from monitor.arm import ArmClient  # noqa: E402
+from bench.estate import UNPACED, make_tls, mint, our_client, pin, start_emulator  # noqa: E402
 from monitor.arm_http import open_session  # noqa: E402
 from monitor.clock import SystemClock  # noqa: E402
 from monitor.config import AzureSettings, BudgetSettings  # noqa: E402
 from monitor.core.diff import apply, diff_jobs  # noqa: E402
 from monitor.core.wire import build_jobs_filter  # noqa: E402
-from monitor.credentials import StaticTokenCredential, TokenCache  # noqa: E402
-from monitor.metrics import Metrics  # noqa: E402
-from monitor.pacing import BudgetBook  # noqa: E402
 
 BLOCKS = 6
 """Interleaved blocks of each party (ours, floor, ours, floor, ...)."""
@@ -80,21 +75,10 @@ async def measure(url: str, ca: Path, reads: int, profile: bool) -> None:
     now = datetime.now(UTC)
     start, end = now - timedelta(days=3), now + timedelta(minutes=5)
     async with open_session(azure, ssl_context) as session:
-        tokens = TokenCache(StaticTokenCredential(ours_token), azure.token_scope, clock)
-        budgets = BudgetBook(
-            UNPACED if not PACE_S else BudgetSettings(read_fraction=1.0, reads_per_s=1 / PACE_S),
-            clock=clock,
-            rng=rng,
+        budget = (
+            UNPACED if not PACE_S else BudgetSettings(read_fraction=1.0, reads_per_s=1 / PACE_S)
         )
-        arm = ArmClient(
-            session=session,
-            tokens=tokens,
-            azure=azure,
-            budgets=budgets,
-            clock=clock,
-            rng=rng,
-            observer=Metrics(CollectorRegistry()),
-        )
+        arm = our_client(session, azure, ours_token, budget=budget, clock=clock, rng=rng)
         # One page: the first vault whose window holds at most a page (20 jobs).
         for vault in await arm.list_vaults(sub):
             jobs = await arm.list_jobs(vault, start, end)
