@@ -31,6 +31,7 @@ CredentialKind = Literal[
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["auto", "json", "console"]
 BackfillDetails = Literal["all", "not_succeeded", "none"]
+BoundDetails = Literal["all", "not_succeeded"]
 VaultKindName = Literal["recovery_services", "backup_vault"]
 """`core.vaults.VaultKind`'s values, as `[discovery] vault_kinds` takes them."""
 JobsFrom = Literal["resource_graph", "listing"]
@@ -227,6 +228,11 @@ class PollSettings:
     (failed, cancelled, with warnings, unknown: the ones whose errors matter) or 'none'."""
     detail_on_terminal: bool = True
     """Fetch a job's details once when it reaches a terminal state."""
+    details_when_budget_binds: BoundDetails = "not_succeeded"
+    """Which ended jobs get their details read while their subscription's read budget binds
+    (it, not the intervals, decides how often vaults are polled): 'not_succeeded' (a Completed
+    job's event goes out without errors, tasks and properties, so that its read polls a vault
+    instead) or 'all'."""
     detail_retry_s: float = field(default=60.0, metadata=bounds(0, 3600))
     """Seconds a failed detail read is retried (in the poll, then on the next polls) before the
     terminal event goes out without details; 0: never retried."""

@@ -21,6 +21,7 @@ from monitor.config import (
     AzureSettings,
     BackfillDetails,
     BackupVaultSettings,
+    BoundDetails,
     BudgetSettings,
     ClockSettings,
     CloudName,
@@ -367,6 +368,7 @@ def _parse_poll(table: Mapping[str, object]) -> PollSettings:
         backfill=r.boolean("backfill"),
         backfill_details=r.choice("backfill_details", get_args(BackfillDetails)),
         detail_on_terminal=r.boolean("detail_on_terminal"),
+        details_when_budget_binds=r.choice("details_when_budget_binds", get_args(BoundDetails)),
         detail_retry_s=r.seconds("detail_retry_s"),
     )
 

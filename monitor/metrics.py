@@ -267,6 +267,13 @@ class Metrics:
         )
         for reason in BACKUP_VAULT_LISTING_REASONS:
             self.backup_vault_listings.labels(reason)
+        self.details_skipped_total = Counter(
+            f"{PREFIX}_details_skipped",
+            "Ended jobs whose details were not read because their subscription's read budget "
+            "bound (poll.details_when_budget_binds): their events carry no errors, tasks or "
+            "properties.",
+            registry=registry,
+        )
         self.checkpoint_failures = Counter(
             f"{PREFIX}_checkpoint_write_failures",
             "Checkpoint writes that failed (the vault's events may be emitted again).",
@@ -483,6 +490,10 @@ class Metrics:
     def backup_vault_listed(self, reason: str) -> None:
         """A Backup vault's whole job history was listed from ARM, for `reason`."""
         self.backup_vault_listings.labels(reason).inc()
+
+    def details_skipped(self, count: int) -> None:
+        """`count` ended jobs went out without their details: the budget bound."""
+        self.details_skipped_total.inc(count)
 
     def checkpoint_failed(self) -> None:
         """A checkpoint write failed."""

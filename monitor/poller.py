@@ -144,6 +144,7 @@ def track_rules(poll: PollSettings, *, refresh_s: float = CHECKPOINT_REFRESH_S) 
         backfill=poll.backfill,
         detail_on_terminal=poll.detail_on_terminal,
         backfill_details=poll.backfill_details,
+        details_when_bound=poll.details_when_budget_binds,
         detail_retry_s=poll.detail_retry_s,
         refresh_s=refresh_s,
     )
@@ -180,8 +181,11 @@ class VaultPoller:
         self._stats = stats
         self.store_problem: str | None = None  # the last checkpoint failure, until one succeeds
 
-    async def attempt(self, watched: WatchedVault) -> Attempt:
+    async def attempt(self, watched: WatchedVault, *, bound: bool = False) -> Attempt:
         """Poll one vault and say how it ended; only the vault's own state changes here.
+
+        `bound`: the subscription's read budget binds (`Planner.binds`), so ended jobs get
+        their details read only as `[poll] details_when_budget_binds` says.
 
         One vault's failure never touches another: every error ends as an `Attempt`, a
         repeated problem is logged once, and a bug (any other exception) is logged with its
@@ -191,7 +195,7 @@ class VaultPoller:
         started = self._clock.monotonic()
         first = watched.known.polled_at is None
         try:
-            reads, terminals = await self.poll(watched)
+            reads, terminals = await self.poll(watched, bound=bound)
         except ArmThrottled as exc:
             self._measure(vault, "throttled", started)
             self._stats.throttled += 1
@@ -252,9 +256,9 @@ class VaultPoller:
             watched.reported = problem
         return Attempt(Ended.FAILED, started, retry_s=retry_s)
 
-    async def poll(self, watched: WatchedVault) -> tuple[int, int]:
+    async def poll(self, watched: WatchedVault, *, bound: bool = False) -> tuple[int, int]:
         """Poll one vault; returns the reads it cost (pages are counted as one) and the
-        terminal transitions it emitted.
+        terminal transitions it emitted. `bound`: as `attempt` says.
 
         Raises:
             ArmError, ParseError: the list (or a 429 on any read) failed; nothing moved.
@@ -286,9 +290,12 @@ class VaultPoller:
                 self._job_trouble(watched, key, "job.read_failed", exc)
                 continue
             step.read(found)
+        skipped = 0  # ended jobs left without details: the budget binds
         for change in step.changes():
-            if step.wants_details(change):
+            if step.wants_details(change, bound=bound):
                 reads += await self._details(watched, step, change)
+            elif bound and step.wants_details(change):
+                skipped += 1
         outcome = step.finish()
         events: list[dict[str, object]] = []
         lines: list[EventLine] = []
@@ -328,6 +335,8 @@ class VaultPoller:
                     self._metrics.events_emitted(
                         [EmittedEvent.of(e) for e in events], backfill=known.polled_at is None
                     )
+                    if skipped:
+                        self._metrics.details_skipped(skipped)
         watched.known = after
         watched.running_jobs = after.running
         return reads, sum(1 for change, _ in outcome.emit if change.status.is_terminal)

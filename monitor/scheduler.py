@@ -343,7 +343,8 @@ class PollScheduler:
         watched = self._watched.get(vault.key)
         if watched is None:
             return
-        result = await self._poller.attempt(watched)
+        bound = self._planner.binds(vault.subscription_id)
+        result = await self._poller.attempt(watched, bound=bound)
         sub, started = vault.subscription_id, result.started
         match result.ended:
             case Ended.THROTTLED:

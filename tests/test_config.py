@@ -536,6 +536,10 @@ class TestEnums:
                 {"log": {"format": "text"}},
                 "log.format: must be one of 'auto', 'json', 'console', got 'text'",
             ),
+            (
+                {"poll": {"details_when_budget_binds": "none"}},
+                "poll.details_when_budget_binds: must be one of 'all', 'not_succeeded', got 'none'",
+            ),
         ],
     )
     def test_bad_enum_lists_choices(self, mapping: Mapping[str, object], message: str) -> None:

@@ -71,7 +71,14 @@ async def test_terminal_details_survive_40_percent_server_errors(tmp_path: Path)
         page_size=10,
     )
     async with running_emulator(settings) as emu:
-        config = write_config(tmp_path / "monitor.toml", emu, tmp_path / "state.sqlite")
+        # Retried reads can make the budget bind; then Completed jobs would go out without
+        # details by design (docs/operations.md "Details when the budget binds").
+        config = write_config(
+            tmp_path / "monitor.toml",
+            emu,
+            tmp_path / "state.sqlite",
+            sections={"poll": {"details_when_budget_binds": "all"}},
+        )
         daemon = Daemon(config, tmp_path / "events.jsonl", tmp_path / "stderr.log")
         try:
             events, cutoff = await run_until_caught_up(

@@ -828,6 +828,57 @@ class TestOneJobsTrouble:
         assert scheduler.estate_health().vaults_by_state == {"failing": 1}
 
 
+class ScarceSource(ScriptedSource):
+    """A ScriptedSource whose subscriptions are granted `rate` reads/s (the planner's input)."""
+
+    def __init__(self, vaults: Sequence[VaultRef], rate: float) -> None:
+        super().__init__(vaults)
+        self.rate = rate
+
+    def rate_per_s(self, subscription_id: str) -> float:
+        return self.rate
+
+
+class TestDetailsWhenTheBudgetBinds:
+    @pytest.mark.parametrize(
+        ("rate", "setting", "read"),
+        [
+            (0.5, "not_succeeded", {"F1", "W1"}),  # 6 vaults at 0.1 s need 60 reads/s: binds
+            (0.5, "all", {"S1", "F1", "W1"}),
+            (1000.0, "not_succeeded", {"S1", "F1", "W1"}),  # the intervals decide: all read
+        ],
+    )
+    async def test_a_binding_budget_reads_details_only_where_they_matter(
+        self, rate: float, setting: str, read: set[str]
+    ) -> None:
+        """While the rate binds, a job that ended Completed goes out without details (its read
+        would be one poll fewer of some vault); failed and warned ones still get theirs."""
+        vaults = [vault_ref(SUB_A, f"v{n}") for n in range(6)]
+        source = ScarceSource(vaults, rate)
+        start = NOW - timedelta(seconds=5)
+        names = {"S1": "Completed", "F1": "Failed", "W1": "CompletedWithWarnings"}
+        for name in names:
+            source.listed[vaults[0].key].append(job(vaults[0], name, "InProgress", start=start))
+        sink, store = ListSink(), MemoryCheckpointStore()
+        scheduler = make(source, store, sink, details_when_budget_binds=setting)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(scheduler.run)
+            with anyio.fail_after(60):
+                while len(sink.events) < 3:  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
+                assert scheduler._planner.binds(SUB_A) is (rate < 1)
+                source.listed[vaults[0].key] = [
+                    job(vaults[0], name, status, start=start) for name, status in names.items()
+                ]
+                while len(sink.events) < 6:  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
+            scheduler.stop()
+        assert {name for kind, name in source.calls if kind == "get"} == read
+        ended = {e["job"]["id"]: e["job"] for e in sink.events if e["job"]["outcome"]}
+        assert {name for name, j in ended.items() if "properties" in j} == read
+        assert all(("errors" in j) == ("tasks" in j) == ("properties" in j) for j in ended.values())
+
+
 class TestFirstRound:
     async def test_polls_in_flight_are_limited_per_subscription(self) -> None:
         """With max_concurrency_per_subscription = 2, one subscription never has 3 polls at once,

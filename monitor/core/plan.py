@@ -249,6 +249,17 @@ class Planner:
             idle_terminal_share=_idle_terminal_share(sub),
         )
 
+    def binds(self, subscription_id: str) -> bool:
+        """Whether the subscription's rate, not the configured intervals, decides how often its
+        vaults are polled now: an interval was stretched past its configured value."""
+        sub = self._subs.get(subscription_id.lower())
+        if sub is None:
+            return False
+        s = self._settings
+        return sub.intervals[_IDLE] > s.idle_interval_s or sub.intervals[_RUNNING] > (
+            s.active_interval_s
+        )
+
     def _poll_bound_s(self, sub: _Subscription) -> float:
         one_round_s = self._one_round_s(sub)
         return max(self._settings.idle_interval_s, one_round_s / self._settings.min_idle_share) + (

@@ -51,6 +51,8 @@ class TrackRules:
         backfill: whether a vault's first poll emits what it finds (else records it silently).
         detail_on_terminal: whether terminal changes get their details read.
         backfill_details: which finished jobs a first poll reads details of.
+        details_when_bound: which ended jobs get details while the subscription's budget
+            binds (`PollStep.wants_details(bound=True)`).
         detail_retry_s: how long a change is held back while its details cannot be read.
         refresh_s: how old a stored poll time may grow before an unchanged poll saves anyway.
     """
@@ -60,6 +62,7 @@ class TrackRules:
     backfill: bool = True
     detail_on_terminal: bool = True
     backfill_details: Literal["all", "not_succeeded", "none"] = "not_succeeded"
+    details_when_bound: Literal["all", "not_succeeded"] = "not_succeeded"
     detail_retry_s: float = 60.0
     refresh_s: float = 300.0
 
@@ -327,18 +330,22 @@ class PollStep:
         backfill)."""
         return self.first_poll and not self._rules.backfill
 
-    def wants_details(self, change: JobStateChanged) -> bool:
-        """Whether the shell should read this change's details: terminal, not read already, and
-        on a vault's first poll only as `backfill_details` says (a day of history is one read
-        per job)."""
+    def wants_details(self, change: JobStateChanged, *, bound: bool = False) -> bool:
+        """Whether the shell should read this change's details: terminal, not read already, on
+        a vault's first poll only as `backfill_details` says (a day of history is one read per
+        job), and while the subscription's budget binds (`bound`) only as `details_when_bound`
+        says (each read spent on a success's details is one poll fewer of some vault)."""
         rules = self._rules
         if self.silent or change.job.key in self._details:
             return False
         if not (change.status.is_terminal and rules.detail_on_terminal):
             return False
-        if not self.first_poll or rules.backfill_details == "all":
+        succeeded = change.status.outcome == "succeeded"
+        if self.first_poll:
+            if rules.backfill_details != "all":
+                return rules.backfill_details == "not_succeeded" and not succeeded
             return True
-        return rules.backfill_details == "not_succeeded" and change.status.outcome != "succeeded"
+        return not (bound and succeeded and rules.details_when_bound == "not_succeeded")
 
     def detailed(self, change: JobStateChanged, details: JobDetails | None) -> None:
         """The details read for a change (None: it goes out without)."""

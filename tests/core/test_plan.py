@@ -532,6 +532,48 @@ class TestTerminalSteeredShare:
         assert plan.idle_interval_s == pytest.approx(before.idle_interval_s, rel=0.05)
 
 
+class TestBinds:
+    """`binds`: whether the rate, not the configured intervals, sets a subscription's polls."""
+
+    def test_binds_only_when_an_interval_is_stretched(self) -> None:
+        planner = Planner(PlanSettings(spare_fraction=0.5))
+        assert not planner.binds(sub_id(1))  # unknown
+        planner.set_rate(sub_id(1), 12.5, spare=True)
+        planner.add_vaults([vault(1, n) for n in range(10)], now=0.0)
+        assert planner.plan_for(sub_id(1)).idle_interval_s < 60.0  # spare reads: not bound
+        assert not planner.binds(sub_id(1))
+        planner.add_vaults([vault(1, n) for n in range(10, 1000)], now=0.0)
+        assert planner.binds(sub_id(1))  # 1,000 vaults at 60 s need 16.7 reads/s
+        assert planner.binds(sub_id(1).upper())
+        planner.set_rate(sub_id(1), 20.0)
+        assert not planner.binds(sub_id(1))
+        planner.set_running(vault(1, 0).key, True)
+        planner.set_rate(sub_id(1), 16.0)
+        plan = planner.plan_for(sub_id(1))
+        assert planner.binds(sub_id(1)) is (
+            plan.idle_interval_s > 60.0 or plan.active_interval_s > 15.0
+        )
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        running=st.integers(0, 100),
+        idle=st.integers(0, 400),
+        rate=st.floats(0.1, 50.0),
+        reads=st.floats(1.0, 3.0),
+    )
+    def test_binds_means_the_configured_intervals_need_more_than_the_rate(
+        self, running: int, idle: int, rate: float, reads: float
+    ) -> None:
+        planner = Planner(PlanSettings(reads_per_poll=reads))
+        planner.set_rate(sub_id(1), rate)
+        vs = [vault(1, n) for n in range(running + idle)]
+        planner.add_vaults(vs[:running], now=0.0, running=True)
+        planner.add_vaults(vs[running:], now=0.0)
+        need = reads * (running / 15.0 + idle / 60.0)
+        if abs(need - rate) > 1e-6 * rate:
+            assert planner.binds(sub_id(1)) is (need > rate)
+
+
 class TestSpareReads:
     SPARE = PlanSettings(spare_fraction=0.5, spare_polls_per_s=4.0)
 

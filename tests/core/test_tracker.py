@@ -105,7 +105,9 @@ def model_jobs(draw: st.DrawFn) -> list[ModelJob]:
 # monitor's wall clock back a minute (the world's time goes on: Azure's jobs do not un-finish).
 ACTIONS = st.tuples(
     st.integers(0, 700) | st.sampled_from([LOOKBACK_S + 600, 1]),
-    st.sampled_from(["poll", "poll", "poll", "details_fail", "restart", "crash", "clock_back"]),
+    st.sampled_from(
+        ["poll", "poll", "poll", "details_fail", "bound", "restart", "crash", "clock_back"]
+    ),
 )
 
 
@@ -141,6 +143,7 @@ class Monitor:
         lags: tuple[int, ...] = (),
         reads_fail: bool = False,
         linger: bool = False,
+        bound: bool = False,
     ) -> None:
         """Poll the world as it is at `t`, with the monitor's wall clock reading `clock_t`.
 
@@ -176,7 +179,7 @@ class Monitor:
             else:
                 step.read(bare_details(model.job(t)))
         for change in step.changes():
-            if step.wants_details(change):
+            if step.wants_details(change, bound=bound):
                 if details_fail:
                     assert step.hold(change, self.mono, transient=True) in set(Hold)
                 else:
@@ -257,7 +260,14 @@ def run(world: list[ModelJob], actions: list[tuple[int, str]], rules: TrackRules
         # What is held in memory before a poll that is killed before its commit stays held as
         # far as the store knows, whatever that poll did with it.
         held = {key.job_name: h.job.start_at for key, h in monitor.known.held.items()}
-        monitor.poll(world, t, t + skew, details_fail=how == "details_fail", save=how != "crash")
+        monitor.poll(
+            world,
+            t,
+            t + skew,
+            details_fail=how == "details_fail",
+            save=how != "crash",
+            bound=how == "bound",  # the budget binds: Completed jobs go out without details
+        )
         if how == "crash":
             monitor.held_at_restart |= held
             monitor.restart()  # killed before its commit: to the world, that poll never was
@@ -542,3 +552,48 @@ def test_a_lingering_row_of_a_deleted_job_is_not_emitted_again() -> None:
             [job], t, t, details_fail=False, save=True, source="index", lags=(lag,), linger=True
         )
     assert monitor.emitted == [("job-0", "InProgress"), ("job-0", "Completed")]
+
+
+class TestDetailsWhenBound:
+    @settings(max_examples=200, deadline=None)
+    @given(
+        status=st.sampled_from(
+            ["InProgress", "Completed", "CompletedWithWarnings", "Failed", "Cancelled", "Odd"]
+        ),
+        first=st.booleans(),
+        bound=st.booleans(),
+        when_bound=st.sampled_from(["all", "not_succeeded"]),
+        backfill_details=st.sampled_from(["all", "not_succeeded", "none"]),
+    )
+    def test_a_bound_budget_leaves_out_only_later_successes(
+        self, status: str, first: bool, bound: bool, when_bound: str, backfill_details: str
+    ) -> None:
+        """`bound` only ever turns down a Completed job's details on a later poll, and only
+        with `details_when_bound = "not_succeeded"`; everything else is as unbound."""
+        vault_rules = TrackRules(
+            lookback_s=LOOKBACK_S,
+            overlap_s=OVERLAP_S,
+            backfill_details=backfill_details,  # type: ignore[arg-type]
+            details_when_bound=when_bound,  # type: ignore[arg-type]
+        )
+        known = VaultJobs()
+        if not first:  # one poll before: the vault's history is behind it
+            known = known.after(PollStep(known, T0, vault_rules).finish())
+        now = T0 + timedelta(minutes=5)
+        step = PollStep(known, now, vault_rules)
+        model = ModelJob("j1", start_s=60, late_s=0, end_s=120, terminal=status, deleted_s=None)
+        job = model.job(300)
+        step.listed([job])
+        (change,) = step.changes()
+        free = step.wants_details(change)
+        taken = step.wants_details(change, bound=bound)
+        left_out = bound and not first and status == "Completed" and when_bound != "all"
+        assert taken == (free and not left_out)
+        assert free == (
+            JobStatus.of(status).is_terminal
+            and (
+                not first
+                or backfill_details == "all"
+                or (backfill_details == "not_succeeded" and status != "Completed")
+            )
+        )
