@@ -56,6 +56,7 @@ class _Vault:
     seq: int = 0
     in_flight: bool = False
     fresh: bool = True  # not polled yet (counted as running or idle all the same)
+    respread: bool = False  # first poll paced ahead of its slot: spread the next over the interval
 
 
 @dataclass(slots=True, kw_only=True)
@@ -141,7 +142,11 @@ class Planner:
         With `paced`, the first polls spread over the time the subscription's rate needs to
         poll each of its vaults once (V·c/r), when that is shorter than the interval: vaults
         nobody has polled for a while are served as fast as the budget allows, in the same
-        stable order, and still not all at once.
+        stable order, and still not all at once. Each such vault's second poll is then due at
+        its own point of the interval after its first (the same stable fraction), not a whole
+        interval later: otherwise the first round's cluster would come back every interval,
+        each round at the budget's full rate, with reads waiting for tokens while the rest of
+        the interval has none.
         """
         fresh: dict[str, VaultRef] = {}
         for vault in vaults:
@@ -166,9 +171,10 @@ class Planner:
         for sub in touched.values():
             self._replan(sub)
         for state in states:
-            spread = state.sub.intervals[cls]
+            spread = interval = state.sub.intervals[cls]
             if paced:
                 spread = min(spread, self._one_round_s(state.sub))
+                state.respread = spread < interval
             state.key = now + spread * _phase(state.vault.key)
             self._push(state)
         for sub in touched.values():
@@ -350,8 +356,13 @@ class Planner:
         if state.in_flight:
             state.in_flight = False
             sub.in_flight -= 1
-        state.fresh = False
         state.key = polled_at
+        if state.fresh and state.respread:
+            # A paced first poll: the next is due at the vault's own point of its interval.
+            interval = sub.intervals[_RUNNING if state.running else _IDLE]
+            if math.isfinite(interval):
+                state.key = polled_at - interval * (1.0 - _phase(state.vault.key))
+        state.fresh = state.respread = False
         self._push(state)
         if changed:
             self._replan(sub)

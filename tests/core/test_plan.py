@@ -196,6 +196,56 @@ class TestPlanner:
             first_minute += 1
         assert 600 < first_minute < 900  # about 2000 * 60 / 160 = 750, not 2000
 
+    def test_a_paced_first_round_spreads_the_second_over_the_interval(self) -> None:
+        """50 vaults paced over their 4 s first round: their second polls are due across the
+        whole 60 s interval (each at most an interval after its first), not again within 4 s."""
+        planner = Planner()
+        planner.set_rate(sub_id(1), 12.5)
+        vs = [vault(1, n) for n in range(50)]
+        planner.add_vaults(vs, now=0.0, paced=True)
+        first: dict[str, float] = {}
+        while len(first) < 50:
+            due = planner.next_due()
+            assert due is not None
+            taken = planner.take_due(due.at)
+            assert taken is not None
+            first[taken.key] = due.at
+            planner.mark_polled(taken.key, due.at)
+        assert max(first.values()) <= 50 / 12.5
+        second: dict[str, float] = {}
+        while len(second) < 50:
+            due = planner.next_due()
+            assert due is not None
+            taken = planner.take_due(due.at)
+            assert taken is not None
+            second[taken.key] = due.at
+            planner.mark_polled(taken.key, due.at)
+        gaps = [second[k] - first[k] for k in first]
+        assert max(gaps) <= 60.0 + EPS
+        assert max(second.values()) - min(second.values()) > 0.8 * 60.0
+        # From then on every vault keeps its point: the third round is the second plus 60 s.
+        due = planner.next_due()
+        assert due is not None
+        assert due.at == pytest.approx(min(second.values()) + 60.0)
+
+    def test_an_unpaced_first_round_keeps_its_spread(self) -> None:
+        """Vaults spread over the whole interval at once are next due a whole interval later."""
+        planner = Planner()
+        planner.add_vaults([vault(1, n) for n in range(10)], now=0.0)
+        first: dict[str, float] = {}
+        while len(first) < 10:
+            due = planner.next_due()
+            assert due is not None
+            assert planner.take_due(due.at) == due.vault
+            first[due.vault.key] = due.at
+            planner.mark_polled(due.vault.key, due.at)
+        for _ in range(10):
+            due = planner.next_due()
+            assert due is not None
+            assert due.at == pytest.approx(first[due.vault.key] + 60.0)
+            planner.take_due(due.at)
+            planner.mark_polled(due.vault.key, due.at)
+
     def test_take_due_respects_time_and_in_flight(self) -> None:
         """Nothing is handed out early, and an in-flight vault is not handed out twice."""
         planner = Planner()
@@ -319,6 +369,8 @@ def simulate(
     rates: dict[int, float],
     duration_s: float,
     flip_seed: int | None,
+    *,
+    paced: bool = False,
 ) -> tuple[
     Planner, dict[str, list[float]], dict[str, bool], dict[int, list[float]], dict[int, RateBudget]
 ]:
@@ -336,8 +388,8 @@ def simulate(
         budgets[sub] = budget
         planner.set_rate(sub_id(sub), budget.rate_per_s)
         vs = [vault(sub, n) for n in range(running + idle)]
-        planner.add_vaults(vs[:running], now=0.0, running=True)
-        planner.add_vaults(vs[running:], now=0.0)
+        planner.add_vaults(vs[:running], now=0.0, running=True, paced=paced)
+        planner.add_vaults(vs[running:], now=0.0, paced=paced)
         for n, v in enumerate(vs):
             running_of[v.key] = n < running
             sub_of[v.key] = sub
@@ -391,15 +443,19 @@ estates = st.dictionaries(
 class TestPlannerSimulation:
     @settings(max_examples=25, deadline=None)
     @given(
-        estate=estates, rate=st.sampled_from([0.25, 1.0, 12.5]), seed=st.none() | st.integers(0, 9)
+        estate=estates,
+        rate=st.sampled_from([0.25, 1.0, 12.5]),
+        seed=st.none() | st.integers(0, 9),
+        paced=st.booleans(),
     )
     def test_budget_kept_and_no_vault_starved(
-        self, estate: dict[int, tuple[int, int]], rate: float, seed: int | None
+        self, estate: dict[int, tuple[int, int]], rate: float, seed: int | None, paced: bool
     ) -> None:
-        """Polls stay within each budget and every vault is polled within its bound."""
+        """Polls stay within each budget and every vault is polled within its bound, whether
+        the first round is paced (and its second polls respread) or not."""
         rates = dict.fromkeys(estate, rate)
         duration = 1200.0
-        planner, polls, _, grants, budgets = simulate(estate, rates, duration, seed)
+        planner, polls, _, grants, budgets = simulate(estate, rates, duration, seed, paced=paced)
         for sub, times in grants.items():
             assert_within_rate(times, budgets[sub])
         for sub, (running, idle) in estate.items():
