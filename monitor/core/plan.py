@@ -319,6 +319,8 @@ class Planner:
         if state is None:
             return False
         sub = state.sub
+        # Before its place is given back: a subscription at its limit published nothing.
+        only_its_class = state.in_flight and not self._at_limit(sub)
         changed = False
         if terminals > 0 and not state.fresh:
             seen = sub.terminals
@@ -344,7 +346,13 @@ class Planner:
         self._push(state)
         if changed:
             self._replan(sub)
-        self._refresh_all(sub)
+        if only_its_class:
+            # It came back from flight (it sat in no heap): only the class it joins has a new
+            # entry. The other classes' heads, the hold and the limit are as they were, and
+            # `_replan` re-published the classes whose interval changed.
+            self._refresh(sub, _class_of(state))
+        else:
+            self._refresh_all(sub)
         return True
 
     def release(self, vault_key: str) -> bool:
