@@ -560,6 +560,21 @@ class TestJobStatus:
         """A status cannot be changed in place."""
         with pytest.raises(AttributeError):
             JobStatus.FAILED.value = "x"
+        with pytest.raises(AttributeError):
+            JobStatus.FAILED.is_terminal = False
+
+    @given(
+        raw=st.one_of(
+            st.text(max_size=30),
+            st.sampled_from(["completed", "COMPLETEDWITHWARNINGS", "Failed", "cAnCeLlEd"]),
+        )
+    )
+    def test_terminal_exactly_when_it_has_an_outcome(self, raw: str) -> None:
+        """Any text, known or not, in any casing: terminal iff it is one of the four outcomes."""
+        status = JobStatus.of(raw)
+        assert status.is_terminal == (status.outcome is not None)
+        four = {"completed", "completedwithwarnings", "failed", "cancelled"}
+        assert status.is_terminal == (raw.lower() in four)
 
     @pytest.mark.parametrize(
         ("status", "outcome"),
