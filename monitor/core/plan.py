@@ -273,6 +273,11 @@ class Planner:
         at, state = top
         return Due(vault=state.vault, at=at, running=state.running)
 
+    def next_due_at(self) -> float | None:
+        """`next_due().at` without building a `Due` (the dispatcher asks after every poll)."""
+        top = self._peek()
+        return None if top is None else top[0]
+
     def take_due(self, now: float) -> VaultRef | None:
         """Hand out the vault due soonest if it is due at `now`, marking it in flight.
 

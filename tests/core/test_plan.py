@@ -795,5 +795,7 @@ class TestNarrowRefresh:
                 if key in flying:
                     flying.remove(key)
             assert narrow.next_due() == full.next_due()
+            due = narrow.next_due()
+            assert narrow.next_due_at() == (None if due is None else due.at)
             for n in range(1, len(sizes) + 1):
                 assert narrow.plan_for(sub_id(n)) == full.plan_for(sub_id(n))
