@@ -68,7 +68,7 @@ from monitor.core.vaults import (
     parse_vault_id,
     parse_vaults_page,
 )
-from monitor.core.wire import build_jobs_filter
+from monitor.core.wire import encoded_jobs_filter
 from monitor.credentials import TokenCache
 from monitor.errors import (
     ArmAuthError,
@@ -298,10 +298,8 @@ class ArmClient:
             ]
         url = self._url(
             f"{vault.id}/backupJobs",
-            {
-                "api-version": self._azure.api_version,
-                "$filter": build_jobs_filter(start_at, end_at),
-            },
+            {"api-version": self._azure.api_version},
+            encoded_filter=encoded_jobs_filter(start_at, end_at),
         )
         return await self._job_pages(vault, url, parse_jobs_page)
 
@@ -535,10 +533,15 @@ class ArmClient:
             return self._azure.dataprotection_api_version
         return self._azure.vaults_api_version
 
-    def _url(self, path: str, query: Mapping[str, str]) -> URL:
-        """An ARM URL from a resource path and query, each percent-encoded exactly once."""
+    def _url(
+        self, path: str, query: Mapping[str, str], *, encoded_filter: str | None = None
+    ) -> URL:
+        """An ARM URL from a resource path and query, each percent-encoded exactly once;
+        `encoded_filter`, a `$filter` value already encoded (`encoded_jobs_filter`), goes last."""
         # quote(safe="") gives %20 for spaces and %27 for quotes, as ARM's own clients send.
         encoded = "&".join(f"{quote(k, safe='$')}={quote(v, safe='')}" for k, v in query.items())
+        if encoded_filter is not None:
+            encoded += f"&$filter={encoded_filter}"
         return URL(f"{self._base}{quote(path, safe=_PATH_SAFE)}?{encoded}", encoded=True)
 
     # ------------------------------------------------------------------ requests

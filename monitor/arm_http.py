@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import random
 import ssl
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +51,7 @@ __all__ = [
     "make_ssl_context",
     "open_session",
     "pin_origin",
+    "request_id",
 ]
 
 USER_AGENT: Final = f"backup-job-monitor/{__version__}"
@@ -305,7 +305,7 @@ class Sender:
             "Authorization": f"Bearer {token}",
             "Accept": "application/json",
             "User-Agent": USER_AGENT,
-            "x-ms-client-request-id": str(uuid.UUID(int=self._rng.getrandbits(128), version=4)),
+            "x-ms-client-request-id": request_id(self._rng.getrandbits(128)),
             "x-ms-return-client-request-id": "true",
         }
         if method != "GET" and (method != "POST" or url.path.lower() not in READ_ONLY_POSTS):
@@ -361,6 +361,17 @@ class Sender:
                     headers=headers,
                     retry_after_s=retry_after_s,
                 )
+
+
+_UUID4_CLEAR: Final = ~((0xC000 << 48) | (0xF000 << 64))  # the variant and version bits
+_UUID4_SET: Final = (0x8000 << 48) | (0x4000 << 64)  # RFC 4122 variant, version 4
+
+
+def request_id(bits: int) -> str:
+    """`str(uuid.UUID(int=bits, version=4))` for 128 random bits, formatted directly (half
+    the cost of building a UUID; one is made for every request)."""
+    h = f"{(bits & _UUID4_CLEAR) | _UUID4_SET:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 async def _read_body(response: aiohttp.ClientResponse, url: URL, cap: BodyCap) -> bytes:

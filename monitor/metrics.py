@@ -7,8 +7,9 @@
 # - Scrape-time values (vault states, staleness, running jobs) are read from an `EstateView`
 #   by a Collector when Prometheus scrapes, never pushed from the hot path.
 # - Every metric here is listed in docs/operations.md; tests/test_ops.py checks both ways.
-# - The per-request path (`arm_call_finished`) looks each labelled child up once and keeps it:
-#   children of `arm_requests` and `ratelimit_remaining` are never removed.
+# - The per-request and per-poll paths (`arm_call_finished`, `poll_finished`) look each labelled
+#   child up once and keep it: children of `arm_requests`, `ratelimit_remaining` and `polls`
+#   are never removed.
 # - Plain Prometheus: ARM requests arrive through `arm_call_finished` (the ArmClient's
 #   observer, with the kind and scope it knew), never from HTTP hooks or URL shapes.
 
@@ -238,6 +239,7 @@ class Metrics:
         # series themselves; no child of these two metrics is ever removed.
         self._arm_requests: dict[tuple[str, str, str], Counter] = {}
         self._remaining: dict[tuple[str, str], Gauge] = {}
+        self._polls: dict[tuple[str, str], Counter] = {}  # `poll_finished`'s, the same way
         self.events = Counter(
             f"{PREFIX}_events",
             "Events emitted, by the job status they report.",
@@ -468,7 +470,11 @@ class Metrics:
 
     def poll_finished(self, subscription_id: str, result: str, duration_s: float) -> None:
         """One poll ended with `result` (one of `POLL_RESULTS`) after `duration_s`."""
-        self.polls.labels(subscription_id.lower(), result).inc()
+        key = (subscription_id, result)
+        polls = self._polls.get(key)
+        if polls is None:
+            polls = self._polls[key] = self.polls.labels(subscription_id.lower(), result)
+        polls.inc()
         self.poll_duration.observe(max(duration_s, 0.0))
 
     def events_emitted(self, events: Iterable[EmittedEvent], *, backfill: bool = False) -> None:

@@ -303,8 +303,8 @@ class PollScheduler:
         """Wake the sleeping dispatcher if some vault is now due before it would wake."""
         if self._wake is None:
             return
-        due = self._planner.next_due()
-        if due is not None and due.at < self._wake_at:
+        due_at = self._planner.next_due_at()
+        if due_at is not None and due_at < self._wake_at:
             self._wake.cancel()
 
     async def _dispatch_loop(self, polls: TaskGroup) -> None:
@@ -313,8 +313,8 @@ class PollScheduler:
             self._ticked_at = now
             vault = self._planner.take_due(now)
             if vault is None:
-                due = self._planner.next_due()
-                delay = self._settings.discovery.interval_s if due is None else due.at - now
+                due_at = self._planner.next_due_at()
+                delay = self._settings.discovery.interval_s if due_at is None else due_at - now
                 delay = min(max(delay, 0.0), HEARTBEAT_S)
                 with anyio.CancelScope() as wake:
                     self._wake, self._wake_at = wake, now + delay

@@ -18,6 +18,7 @@ import aiohttp
 import anyio
 import pytest
 from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 from yarl import URL
@@ -27,7 +28,15 @@ import monitor.arm_answers
 import monitor.arm_http
 import monitor.arm_paging
 from monitor.arm import ArmClient
-from monitor.arm_http import BodyCap, Origin, Sender, arm_origin, make_ssl_context, open_session
+from monitor.arm_http import (
+    BodyCap,
+    Origin,
+    Sender,
+    arm_origin,
+    make_ssl_context,
+    open_session,
+    request_id,
+)
 from monitor.arm_observer import ArmCallKind, ArmObserver
 from monitor.clock import SystemClock
 from monitor.config import AzureSettings, BudgetSettings
@@ -234,6 +243,13 @@ class TestDiscovery:
         assert caught.value.correlation_id
         with anyio.fail_after(5):
             await h.client.list_jobs(other, start, end)
+
+
+class TestRequestId:
+    @given(st.integers(0, 2**128 - 1))
+    def test_request_id_is_the_uuid4_of_its_bits(self, bits: int) -> None:
+        """`request_id` formats 128 random bits exactly as `uuid.UUID(int=…, version=4)`."""
+        assert request_id(bits) == str(uuid.UUID(int=bits, version=4))
 
 
 class TestJobs:

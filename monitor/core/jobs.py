@@ -53,6 +53,14 @@ class JobKey:
     job_name: str
 
 
+_OUTCOMES: Final[dict[str, str]] = {
+    "completed": "succeeded",
+    "completedwithwarnings": "succeeded_with_warnings",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
+
+
 class JobStatus:
     """A job status: known values canonicalised to PascalCase, unknown values kept verbatim.
 
@@ -63,10 +71,13 @@ class JobStatus:
     Instances are immutable.
     """
 
-    __slots__ = ("_folded", "value")
+    __slots__ = ("_folded", "is_terminal", "value")
 
     value: str
     _folded: str
+    is_terminal: bool
+    """True for Completed, CompletedWithWarnings, Failed and Cancelled. Set once (the poll
+    step asks it of every tracked job on every poll: a slot, not a property call)."""
 
     INVALID: ClassVar[JobStatus]
     IN_PROGRESS: ClassVar[JobStatus]
@@ -80,6 +91,7 @@ class JobStatus:
         """Wrap `value` verbatim; prefer `JobStatus.of`, which canonicalises known values."""
         object.__setattr__(self, "value", value)
         object.__setattr__(self, "_folded", value.lower())
+        object.__setattr__(self, "is_terminal", self._folded in _OUTCOMES)
 
     @classmethod
     def of(cls, raw: str) -> JobStatus:
@@ -93,11 +105,6 @@ class JobStatus:
     def is_known(self) -> bool:
         """True for the values of the swagger `JobStatus` enum."""
         return self._folded in _KNOWN_STATUS_FOLDED
-
-    @property
-    def is_terminal(self) -> bool:
-        """True for Completed, CompletedWithWarnings, Failed and Cancelled."""
-        return self._folded in _OUTCOMES
 
     @property
     def outcome(self) -> str | None:
@@ -146,12 +153,6 @@ _KNOWN_STATUS: Final[dict[str, JobStatus]] = {
     )
 }
 _KNOWN_STATUS_FOLDED: Final[dict[str, JobStatus]] = {k.lower(): v for k, v in _KNOWN_STATUS.items()}
-_OUTCOMES: Final[dict[str, str]] = {
-    "completed": "succeeded",
-    "completedwithwarnings": "succeeded_with_warnings",
-    "failed": "failed",
-    "cancelled": "cancelled",
-}
 
 
 class JobAction(StrEnum):

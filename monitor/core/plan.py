@@ -290,6 +290,11 @@ class Planner:
         at, state = top
         return Due(vault=state.vault, at=at, running=state.running)
 
+    def next_due_at(self) -> float | None:
+        """`next_due().at` without building a `Due` (the dispatcher asks after every poll)."""
+        top = self._peek()
+        return None if top is None else top[0]
+
     def take_due(self, now: float) -> VaultRef | None:
         """Hand out the vault due soonest if it is due at `now`, marking it in flight.
 
@@ -336,6 +341,8 @@ class Planner:
         if state is None:
             return False
         sub = state.sub
+        # Before its place is given back: a subscription at its limit published nothing.
+        only_its_class = state.in_flight and not self._at_limit(sub)
         changed = False
         if terminals > 0 and not state.fresh:
             seen = sub.terminals
@@ -366,7 +373,13 @@ class Planner:
         self._push(state)
         if changed:
             self._replan(sub)
-        self._refresh_all(sub)
+        if only_its_class:
+            # It came back from flight (it sat in no heap): only the class it joins has a new
+            # entry. The other classes' heads, the hold and the limit are as they were, and
+            # `_replan` re-published the classes whose interval changed.
+            self._refresh(sub, _class_of(state))
+        else:
+            self._refresh_all(sub)
         return True
 
     def release(self, vault_key: str) -> bool:

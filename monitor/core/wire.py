@@ -16,6 +16,7 @@ from monitor.errors import ParseError
 __all__ = [
     "SENTINEL_YEAR_BELOW",
     "build_jobs_filter",
+    "encoded_jobs_filter",
     "excerpt",
     "format_filter_time",
     "nested",
@@ -149,6 +150,21 @@ def build_jobs_filter(start_at: datetime, end_at: datetime) -> str:
     if end_at < start_at:
         raise ValueError("build_jobs_filter: end_at is before start_at")
     return f"startTime eq '{start_text}' and endTime eq '{end_text}'"
+
+
+def encoded_jobs_filter(start_at: datetime, end_at: datetime) -> str:
+    """`build_jobs_filter(start_at, end_at)` percent-encoded as one query value, exactly as
+    `urllib.parse.quote(value, safe="")` encodes it.
+
+    The filter's only characters outside `[A-Za-z0-9_.~-]` are spaces, single quotes and
+    colons, so three replacements do what `quote` does at a tenth of its cost (it is built for
+    every job list).
+
+    Raises:
+        ValueError: as `build_jobs_filter`.
+    """
+    text = build_jobs_filter(start_at, end_at)
+    return text.replace(" ", "%20").replace("'", "%27").replace(":", "%3A")
 
 
 # --------------------------------------------------------------------------------------------

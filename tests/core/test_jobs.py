@@ -8,6 +8,7 @@ import math
 import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from hypothesis import given, settings
@@ -30,6 +31,7 @@ from monitor.core.vaults import (
 )
 from monitor.core.wire import (
     build_jobs_filter,
+    encoded_jobs_filter,
     format_filter_time,
     parse_arm_time,
     parse_duration_s,
@@ -560,6 +562,21 @@ class TestJobStatus:
         """A status cannot be changed in place."""
         with pytest.raises(AttributeError):
             JobStatus.FAILED.value = "x"
+        with pytest.raises(AttributeError):
+            JobStatus.FAILED.is_terminal = False
+
+    @given(
+        raw=st.one_of(
+            st.text(max_size=30),
+            st.sampled_from(["completed", "COMPLETEDWITHWARNINGS", "Failed", "cAnCeLlEd"]),
+        )
+    )
+    def test_terminal_exactly_when_it_has_an_outcome(self, raw: str) -> None:
+        """Any text, known or not, in any casing: terminal iff it is one of the four outcomes."""
+        status = JobStatus.of(raw)
+        assert status.is_terminal == (status.outcome is not None)
+        four = {"completed", "completedwithwarnings", "failed", "cancelled"}
+        assert status.is_terminal == (raw.lower() in four)
 
     @pytest.mark.parametrize(
         ("status", "outcome"),
@@ -999,6 +1016,27 @@ class TestFilter:
         )
         with pytest.raises(ValueError, match="before"):
             build_jobs_filter(start, start - timedelta(seconds=1))
+
+    @given(
+        start=st.datetimes(
+            min_value=datetime(2000, 1, 1),  # noqa: DTZ001 (the bounds of an aware strategy)
+            max_value=datetime(2100, 1, 1),  # noqa: DTZ001
+            timezones=st.timezones(),
+        ),
+        length=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=400)),
+    )
+    def test_encoded_filter_is_the_filter_quoted(self, start: datetime, length: timedelta) -> None:
+        """The list URL's `$filter` value is the filter as `quote(safe="")` encodes it."""
+        end = start + length
+        assert encoded_jobs_filter(start, end) == quote(build_jobs_filter(start, end), safe="")
+
+    def test_encoded_filter_refuses_what_the_filter_refuses(self) -> None:
+        """A naive time or a window that ends before it starts is refused, not encoded."""
+        start = datetime(2019, 5, 20, 13, 38, 4, tzinfo=UTC)
+        with pytest.raises(ValueError, match="before"):
+            encoded_jobs_filter(start, start - timedelta(seconds=1))
+        with pytest.raises(ValueError, match="aware"):
+            encoded_jobs_filter(datetime(2020, 1, 1), start)  # noqa: DTZ001
 
 
 class TestNeverRaisesButParseError:

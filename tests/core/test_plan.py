@@ -801,3 +801,99 @@ class TestPacedFirstPolls:
         assert planner.plan_for(sub_id(1)).idle_interval_s > 100.0  # the stretch happened
         assert len(first_poll) == 500
         assert max(first_poll.values()) < 500 / 12.5  # every first poll within its round
+
+
+class _RefreshEverything(Planner):
+    """The planner as it was: every `mark_polled` re-publishes all three classes of the
+    subscription (the reference the narrower refresh must match)."""
+
+    __slots__ = ()
+
+    def mark_polled(
+        self,
+        vault_key: str,
+        polled_at: float,
+        *,
+        running: bool | None = None,
+        reads: float | None = None,
+        terminals: int = 0,
+    ) -> bool:
+        state = self._vaults.get(vault_key)
+        put_back = super().mark_polled(
+            vault_key, polled_at, running=running, reads=reads, terminals=terminals
+        )
+        if state is not None:
+            self._refresh_all(state.sub)
+        return put_back
+
+
+class TestNarrowRefresh:
+    @settings(max_examples=150, deadline=None)
+    @given(
+        limit=st.sampled_from([None, 1, 2, 3]),
+        sizes=st.lists(st.integers(1, 8), min_size=1, max_size=3),
+        ops=st.lists(
+            st.tuples(
+                st.sampled_from("ttttmmmrhsud"),
+                st.integers(0, 1000),
+                st.floats(0.0, 120.0),
+                st.sampled_from([None, False, True]),
+                st.integers(0, 3),
+            ),
+            max_size=150,
+        ),
+    )
+    def test_same_decisions_as_refreshing_every_class(
+        self,
+        limit: int | None,
+        sizes: list[int],
+        ops: list[tuple[str, int, float, bool | None, int]],
+    ) -> None:
+        """`mark_polled` re-publishes only the class the vault went back to: any mix of takes,
+        polls (running or not, reads, terminal ends), releases, holds, rate and running
+        changes and removals hands out the same vaults at the same times, with the same
+        plans, as re-publishing every class of the subscription."""
+        s = PlanSettings(max_in_flight_per_subscription=limit, spare_fraction=0.5)
+        narrow, full = Planner(s), _RefreshEverything(s)
+        vaults = [vault(sub, n) for sub, size in enumerate(sizes, 1) for n in range(size)]
+        for p in (narrow, full):
+            p.add_vaults(vaults, now=0.0, paced=True)
+        now = 0.0
+        flying: list[str] = []
+        for op, pick, x, running, terminals in ops:
+            now += x / 10
+            if op == "t":
+                got = [p.take_due(now + x) for p in (narrow, full)]
+                assert got[0] == got[1]
+                if got[0] is not None:
+                    flying.append(got[0].key)
+            elif op in "mr" and flying:
+                key = flying.pop(pick % len(flying))
+                if op == "m":
+                    reads = None if terminals == 3 else 1.0 + x / 60
+                    for p in (narrow, full):
+                        p.mark_polled(key, now, running=running, reads=reads, terminals=terminals)
+                else:
+                    assert narrow.release(key) == full.release(key)
+            elif op == "h":
+                sub = sub_id(1 + pick % len(sizes))
+                for p in (narrow, full):
+                    p.hold(sub, now + x)
+            elif op == "s":
+                sub = sub_id(1 + pick % len(sizes))
+                for p in (narrow, full):
+                    p.set_rate(sub, 0.5 + x, spare=running is True)
+            elif op == "u":
+                key = vaults[pick % len(vaults)].key
+                for p in (narrow, full):
+                    p.set_running(key, running is True)
+            elif op == "d" and len(narrow) > 1:
+                key = vaults[pick % len(vaults)].key
+                assert narrow.remove_vault(key) == full.remove_vault(key)
+                if key in flying:
+                    flying.remove(key)
+            assert narrow.next_due() == full.next_due()
+            due = narrow.next_due()
+            assert narrow.next_due_at() == (None if due is None else due.at)
+            for n in range(1, len(sizes) + 1):
+                assert narrow.plan_for(sub_id(n)) == full.plan_for(sub_id(n))
