@@ -315,7 +315,7 @@ class ItemWatcher:
                 start = min(start, started)
         jobs, seen_until = await self._jobs.jobs_for_items(vault, start, now)
         seen_until = min(seen_until, now - timedelta(seconds=LIST_SETTLE_S))
-        index = ItemIndex.of(items)
+        index = ItemIndex.of(_indexed(item) for item in items)
         by_item: dict[str, list[BackupJob]] = {}
         loose: list[BackupJob] = []
         for job in jobs:
@@ -438,6 +438,28 @@ def _index_text(items: Sequence[ProtectedItem]) -> str:
         key=lambda row: str(row["id"]),
     )
     return orjson.dumps(rows).decode()
+
+
+def _indexed(item: ProtectedItem) -> ProtectedItem:
+    """`item` with only what `ItemIndex` reads (`_INDEX_FIELDS`, as a restart restores it): the
+    index is kept until the next round, and the rest (policy, source, times) is ~400 bytes an
+    item."""
+    return ProtectedItem(
+        id=item.id,
+        vault_key=item.vault_key,
+        kind=item.kind,
+        name=item.name,
+        friendly_name=item.friendly_name,
+        datasource_type=None,
+        datasource_id=None,
+        backup_management_type=item.backup_management_type,
+        policy_id=None,
+        policy_name=None,
+        protection_state=None,
+        health_status=None,
+        last_backup_time=None,
+        last_recovery_point=None,
+    )
 
 
 def _digest(text: str) -> bytes:

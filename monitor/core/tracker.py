@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Literal
+from typing import Final, Literal
 
 from monitor.core.diff import JobSnapshot, JobStateChanged, JobTable, diff_jobs
 from monitor.core.jobs import BackupJob, JobDetails, JobKey
@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 LIST_END_SLACK = timedelta(minutes=5)  # the window's end lies past now: clocks differ a little
+_NOTHING_REMOVED: Final[frozenset[JobKey]] = frozenset()  # one shared: an empty set is 216 bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,7 +97,7 @@ class VaultJobs:
     saved_at: datetime | None = None  # the poll time the checkpoint store holds
     # What `jobs` holds and the store does not yet: rolled forward at start, or a failed save's.
     unsaved: dict[JobKey, JobSnapshot] = field(default_factory=dict)
-    unsaved_removed: set[JobKey] = field(default_factory=set)
+    unsaved_removed: frozenset[JobKey] = _NOTHING_REMOVED
     held: dict[JobKey, Held] = field(default_factory=dict)
     # The highest lookback floor a poll of this process used: no window reaches below it, so a
     # wall clock stepped back cannot bring back a job already forgotten.
@@ -142,14 +143,12 @@ class VaultJobs:
     def saved(self, polled_at: datetime) -> None:
         """The store took everything unsaved, with this poll time."""
         self.saved_at = polled_at
-        self.unsaved, self.unsaved_removed = {}, set()
+        self.unsaved, self.unsaved_removed = {}, _NOTHING_REMOVED
 
     def after(self, outcome: Outcome) -> VaultJobs:
         """A copy of this state moved on by `outcome`; this one is left as it is (the copy
         shares `held`, which the poll step already brought up to date)."""
-        copy = dataclasses.replace(
-            self, unsaved=dict(self.unsaved), unsaved_removed=set(self.unsaved_removed)
-        )
+        copy = dataclasses.replace(self, unsaved=dict(self.unsaved))
         copy.moved_on(outcome)
         return copy
 
@@ -159,14 +158,18 @@ class VaultJobs:
         self.floor = outcome.floor
         # A job can change and leave the window in one poll (it ended after its start fell
         # behind the window): checkpoint only its removal, or the store refuses the save.
+        removed = self.unsaved_removed  # immutable: copies share it until it changes
         for change in outcome.applied:
             snap = JobSnapshot.of(change.job)
             if snap.key in outcome.jobs:
                 self.unsaved[snap.key] = snap
-                self.unsaved_removed.discard(snap.key)
+                if snap.key in removed:
+                    removed = removed - {snap.key}
         for key in outcome.removed:
             self.unsaved.pop(key, None)
-            self.unsaved_removed.add(key)
+        if outcome.removed:
+            removed = removed.union(outcome.removed)
+        self.unsaved_removed = removed or _NOTHING_REMOVED
 
 
 def lookback_floor(now: datetime, rules: TrackRules) -> datetime:
