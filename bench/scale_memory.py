@@ -8,7 +8,8 @@ size) into a JSON-lines file, dumps tracemalloc snapshots at the seconds `--snap
 then runs `backup-monitor run` in the same process. Without `--trace`, those seconds print
 pymalloc's statistics (arenas allocated against bytes in blocks) instead.
 
-Printed: the RSS timeline (every 5 s), VmHWM at the stop, and for each snapshot the top
+Printed: the RSS timeline (every 5 s), VmHWM at the stop, the daemon's CPU from `--cpu-from`
+seconds on (utime + stime; under `--trace` it is tracemalloc's too), and for each snapshot the top
 allocators by line (and, with `--trace` above 1, the top tracebacks), so the peak of the first
 round (VmHWM counts its transient buffers) can be told from the steady state. tracemalloc slows
 the daemon and costs memory of its own: compare RSS figures only between runs without `--trace`.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -34,7 +36,7 @@ from typing import Any
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def status_kib(fields: tuple[str, ...]) -> dict[str, int]:
@@ -47,6 +49,13 @@ def status_kib(fields: tuple[str, ...]) -> dict[str, int]:
     return out
 
 
+def cpu_s() -> float:
+    """utime + stime of this process, in seconds."""
+    stat = Path("/proc/self/stat").read_text()
+    rest = stat[stat.rfind(")") + 2 :].split()
+    return (int(rest[11]) + int(rest[12])) / CLK_TCK
+
+
 def child(samples: Path, snapshots: Path, at: list[float], argv: list[str]) -> int:
     """Sample memory in a thread, then run `backup-monitor` with `argv` in this process."""
     started = time.monotonic()
@@ -57,6 +66,7 @@ def child(samples: Path, snapshots: Path, at: list[float], argv: list[str]) -> i
             while True:
                 t = time.monotonic() - started
                 row: dict[str, Any] = {"t": round(t, 1), **status_kib(("VmRSS", "VmHWM"))}
+                row["cpu_s"] = cpu_s()
                 due = bool(pending) and t >= pending[0]
                 if due:
                     pending.pop(0)
@@ -82,8 +92,15 @@ def child(samples: Path, snapshots: Path, at: list[float], argv: list[str]) -> i
     return main()
 
 
-def report(samples: Path, snapshots: Path, logs: Path, top: int) -> None:
+def report(samples: Path, snapshots: Path, logs: Path, top: int, cpu_from: float) -> None:
     rows = [orjson.loads(line) for line in samples.read_bytes().splitlines() if line]
+    late = [r for r in rows if r["t"] >= cpu_from]
+    if len(late) > 1 and "cpu_s" in late[0]:
+        used, wall = late[-1]["cpu_s"] - late[0]["cpu_s"], late[-1]["t"] - late[0]["t"]
+        print(
+            f"daemon CPU from {late[0]['t']:.0f} s to {late[-1]['t']:.0f} s: "
+            f"{100 * used / wall:.1f} % of a core"
+        )
     print("t (s)   VmRSS (MiB)   VmHWM (MiB)   traced / traced peak (MiB)")
     for r in rows[::5] + rows[-1:]:
         traced = (
@@ -155,7 +172,7 @@ async def parent(args: argparse.Namespace, tmp: Path) -> None:
     finally:
         emu.process.terminate()
         emu.process.wait(timeout=30)
-    report(samples, snapshots, d / "stderr.log", args.top)
+    report(samples, snapshots, d / "stderr.log", args.top, args.cpu_from)
 
 
 def main() -> None:
@@ -163,6 +180,9 @@ def main() -> None:
         samples, snapshots, at = Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
         seconds = [float(s) for s in at.split(",") if s]
         raise SystemExit(child(samples, snapshots, seconds, sys.argv[5:]))
+    # The parent imports bench.estate from this checkout; the daemon child imports `monitor`
+    # from PYTHONPATH only, so that PYTHONPATH=<another tree> measures that tree's daemon.
+    sys.path.insert(0, str(ROOT))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale-subscriptions", type=int, default=200)
     parser.add_argument("--scale-vaults-per-subscription", type=int, default=50)
@@ -172,6 +192,9 @@ def main() -> None:
         "--snapshots", default="30,60,140", help="seconds after start to dump snapshots at"
     )
     parser.add_argument("--top", type=int, default=25, help="allocators shown per snapshot")
+    parser.add_argument(
+        "--cpu-from", type=float, default=90.0, help="second from which daemon CPU is averaged"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="scale-memory-"))
