@@ -1406,6 +1406,33 @@ def first_round_report(
 # ---------------------------------------------------------------------------- scale point
 
 
+async def scale_config(emu: EmulatorProcess, tls: tuple[Path, Path, Path], d: Path) -> int:
+    """Write the scale point's daemon config into `d` (monitor.toml; its state and events
+    files beside it); returns how many jobs the emulator's world holds."""
+    ssl_context = ssl.create_default_context(cafile=str(tls[0]))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context)) as http:
+        world = await get_json(http, f"{emu.url}/_emulator/world")
+    subs = [s["id"] for s in world["subscriptions"]]
+    write_config(
+        d / "monitor.toml",
+        url=emu.url,
+        token=emu.banner["token"],
+        ca=tls[0],
+        subscriptions=subs,
+        state=d / "state.sqlite",
+        events=d / "events.jsonl",
+        poll=estate_poll(
+            active_s=15,
+            idle_s=60,
+            lookback_s=90000,
+            overlap_s=300,
+            # Steady state is measured; a backfill would emit ~170,000 events first.
+            backfill=False,
+        ),
+    )
+    return sum(v["jobs"] for s in world["subscriptions"] for v in s["vaults"])
+
+
 async def scale_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     """10,000 vaults over 200 subscriptions, default intervals, 24 h of history tracked."""
     tls = make_tls(tmp)
@@ -1418,30 +1445,11 @@ async def scale_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     daemon = DaemonProcess("scale", d / "monitor.toml", d / "events.jsonl", d / "stderr.log")
     ssl_context = ssl.create_default_context(cafile=str(tls[0]))
     try:
+        jobs = await scale_config(emu, tls, d)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context)) as http:
-            world = await get_json(http, f"{emu.url}/_emulator/world")
-            subs = [s["id"] for s in world["subscriptions"]]
-            jobs = sum(v["jobs"] for s in world["subscriptions"] for v in s["vaults"])
-            write_config(
-                d / "monitor.toml",
-                url=emu.url,
-                token=emu.banner["token"],
-                ca=tls[0],
-                subscriptions=subs,
-                state=d / "state.sqlite",
-                events=d / "events.jsonl",
-                poll=estate_poll(
-                    active_s=15,
-                    idle_s=60,
-                    lookback_s=90000,
-                    overlap_s=300,
-                    # Steady state is measured; a backfill would emit ~170,000 events first.
-                    backfill=False,
-                ),
-            )
             daemon.start()
             await daemon.wait_started(timeout_s=300)
-            print(f"scale: {len(subs)} subscriptions, {jobs} jobs; warming up {args.scale_warmup}s")
+            print(f"scale: {subs_n} subscriptions, {jobs} jobs; warming up {args.scale_warmup}s")
             await asyncio.sleep(args.scale_warmup)
             cpu0, wall0 = daemon.sample()
             await asyncio.sleep(args.scale_measure)

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import asyncio.sslproto
 import random
 import ssl
 from collections.abc import Sequence
@@ -48,6 +49,7 @@ __all__ = [
     "Origin",
     "Sender",
     "arm_origin",
+    "cap_tls_read_buffer",
     "make_ssl_context",
     "open_session",
     "pin_origin",
@@ -56,6 +58,8 @@ __all__ = [
 
 USER_AGENT: Final = f"backup-job-monitor/{__version__}"
 CONNECTION_LIMIT: Final = 100
+TLS_READ_BUFFER_BYTES: Final = 32 * 1024
+"""The read buffer of one TLS connection (see `cap_tls_read_buffer`)."""
 DNS_CACHE_TTL_S: Final = 300
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
@@ -79,6 +83,22 @@ def _json_dumps(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
+def cap_tls_read_buffer(size: int = TLS_READ_BUFFER_BYTES) -> None:
+    """Give each TLS connection opened from now on a read buffer of at most `size` bytes.
+
+    asyncio's TLS protocol (`asyncio.sslproto.SSLProtocol.max_size`, 256 KiB) allocates that
+    much per connection, zero-filled, when it connects: 25 MiB resident over the session's
+    `CONNECTION_LIMIT` connections, most of the 10,000-vault point's growth since 2026-11-25
+    (docs/benchmarks.md). The buffer only bounds how many encrypted bytes one socket read
+    takes; a TLS record is at most 16 KiB, so a longer answer is read in a few more loop
+    iterations, and no answer is cut. Process-wide (a class attribute): it also applies to the
+    sinks' HTTPS connections; it never raises the size.
+    """
+    protocol = asyncio.sslproto.SSLProtocol
+    if getattr(protocol, "max_size", 0) > size:
+        protocol.max_size = size
+
+
 def open_session(
     azure: AzureSettings,
     ssl_context: ssl.SSLContext,
@@ -90,7 +110,9 @@ def open_session(
     TLS is verified with `ssl_context` (see `make_ssl_context`); each request may take
     `azure.request_timeout_s` in total; statuses are never raised, ArmClient maps them.
     `trace_configs` are aiohttp request hooks (tests); ArmClient's `observer` reports calls.
+    Each TLS connection gets a small read buffer (`cap_tls_read_buffer`).
     """
+    cap_tls_read_buffer()
     connector = aiohttp.TCPConnector(
         ssl=ssl_context, limit=CONNECTION_LIMIT, ttl_dns_cache=DNS_CACHE_TTL_S
     )

@@ -17,6 +17,7 @@ fails leaves everything as it was: the next one decides the same runs with the s
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -98,7 +99,9 @@ class _Vault:
     policies: dict[str, BackupPolicy] = field(default_factory=dict)
     states: dict[str, ItemState] = field(default_factory=dict)
     index: ItemIndex | None = None
-    index_text: str | None = None  # as stored under INDEX_KEY
+    # The digest of the text stored under INDEX_KEY (`_digest`): a later round stores its
+    # index only when it differs. Not the text: ~2.4 KiB a vault, 24 MiB over 10,000 vaults.
+    index_digest: bytes | None = None
     rounds: int = 0
     failures: int = 0
     problem: str | None = None
@@ -172,7 +175,7 @@ class ItemWatcher:
         watched = _Vault(vault=vault, due_at=self._clock.monotonic() + self._rng.uniform(0, spread))
         for key, text in self._stored.pop(vault.key, {}).items():
             if key == INDEX_KEY:
-                watched.index_text = text
+                watched.index_digest = _digest(text)
                 watched.index = _restored_index(vault, text)
                 continue
             try:
@@ -312,7 +315,7 @@ class ItemWatcher:
                 start = min(start, started)
         jobs, seen_until = await self._jobs.jobs_for_items(vault, start, now)
         seen_until = min(seen_until, now - timedelta(seconds=LIST_SETTLE_S))
-        index = ItemIndex.of(items)
+        index = ItemIndex.of(_indexed(item) for item in items)
         by_item: dict[str, list[BackupJob]] = {}
         loose: list[BackupJob] = []
         for job in jobs:
@@ -370,14 +373,15 @@ class ItemWatcher:
         rendered = [render_change(change, vault=vault, emitted_at=now) for change in changes]
         lines = [EventLine.of(event) for event in rendered]
         index_text = _index_text(items)
-        if index_text != watched.index_text:
+        index_digest = _digest(index_text)
+        if index_digest != watched.index_digest:
             saved[INDEX_KEY] = index_text
         if saved or removed or lines:
             await self._store.save_items(
                 vault.key, states=saved, removed=removed, events=lines, now=now
             )
         watched.states = states
-        watched.index, watched.index_text = index, index_text
+        watched.index, watched.index_digest = index, index_digest
         if watched.rounds == 0:
             log.info(
                 "items.first_round",
@@ -434,6 +438,33 @@ def _index_text(items: Sequence[ProtectedItem]) -> str:
         key=lambda row: str(row["id"]),
     )
     return orjson.dumps(rows).decode()
+
+
+def _indexed(item: ProtectedItem) -> ProtectedItem:
+    """`item` with only what `ItemIndex` reads (`_INDEX_FIELDS`, as a restart restores it): the
+    index is kept until the next round, and the rest (policy, source, times) is ~400 bytes an
+    item."""
+    return ProtectedItem(
+        id=item.id,
+        vault_key=item.vault_key,
+        kind=item.kind,
+        name=item.name,
+        friendly_name=item.friendly_name,
+        datasource_type=None,
+        datasource_id=None,
+        backup_management_type=item.backup_management_type,
+        policy_id=None,
+        policy_name=None,
+        protection_state=None,
+        health_status=None,
+        last_backup_time=None,
+        last_recovery_point=None,
+    )
+
+
+def _digest(text: str) -> bytes:
+    """16 bytes that tell one stored index text from another."""
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
 def _restored_index(vault: VaultRef, text: str) -> ItemIndex | None:

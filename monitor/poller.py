@@ -93,7 +93,8 @@ class WatchedVault:
 
     vault: VaultRef
     known: VaultJobs = field(default_factory=VaultJobs)
-    skipped: set[JobKey] = field(default_factory=set)  # jobs whose trouble was logged once
+    # Jobs whose trouble was logged once; immutable, so that every vault shares the empty one.
+    skipped: frozenset[JobKey] = frozenset()
     failures: int = 0
     reported: str | None = None  # the last problem logged, so a repeat is not logged again
     state: VaultState = VaultState.PENDING
@@ -418,7 +419,7 @@ class VaultPoller:
         """Log one job's trouble once per job (not per poll); the vault goes on."""
         if key in watched.skipped:
             return
-        watched.skipped.add(key)
+        watched.skipped = watched.skipped | {key}
         log.warning(
             event,
             vault=watched.vault.name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import asyncio.sslproto
 import random
 import ssl
 import uuid
@@ -17,6 +18,7 @@ from typing import Any, cast
 import aiohttp
 import anyio
 import pytest
+from aiohttp import web
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -526,6 +528,43 @@ class TestTls:
                 await h.client.list_subscriptions()
         assert "certificate" in str(caught.value)
         assert "azure.ca_bundle" in str(caught.value)
+
+    async def test_a_tls_connection_reads_a_long_answer_through_a_small_buffer(
+        self, ca_pem_path: str, server_ssl_context: ssl.SSLContext
+    ) -> None:
+        """open_session caps each TLS connection's read buffer (asyncio's 256 KiB per
+        connection was 25 MiB at the scale point); an answer 12 times longer than the buffer
+        still arrives whole, over one kept-alive connection."""
+        body = bytes(range(256)) * (12 * monitor.arm_http.TLS_READ_BUFFER_BYTES // 256)
+
+        async def answer(request: web.Request) -> web.Response:
+            return web.Response(body=body)
+
+        app = web.Application()
+        app.router.add_get("/long", answer)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl_context)
+        await site.start()
+        try:
+            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            azure = AzureSettings(
+                arm_endpoint=f"https://127.0.0.1:{port}/",
+                credential="static",
+                static_token="t",
+                ca_bundle=Path(ca_pem_path),
+            )
+            async with open_session(azure, make_ssl_context(azure.ca_bundle)) as session:
+                for _ in range(2):
+                    with anyio.fail_after(10):
+                        async with session.get(f"https://127.0.0.1:{port}/long") as reply:
+                            protocol = reply.connection.transport._ssl_protocol  # type: ignore[union-attr]
+                            buffer = len(protocol._ssl_buffer)
+                            assert await reply.read() == body
+                    assert buffer <= monitor.arm_http.TLS_READ_BUFFER_BYTES
+        finally:
+            await runner.cleanup()
+        assert asyncio.sslproto.SSLProtocol.max_size == monitor.arm_http.TLS_READ_BUFFER_BYTES
 
     def test_unreadable_ca_bundle(self, tmp_path: Path) -> None:
         """A CA bundle that is not PEM is a ConfigError naming azure.ca_bundle."""

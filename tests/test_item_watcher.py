@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,9 +31,10 @@ from monitor.emulator import clock as emulator_clock
 from monitor.emulator.catalogue import PROFILES
 from monitor.errors import ArmThrottled
 from monitor.events import event_schema
-from monitor.item_watcher import ItemWatcher
+from monitor.item_watcher import INDEX_KEY, ItemWatcher
 from monitor.job_sources import JobSources
 from monitor.metrics import Metrics
+from monitor.outbox import EventLine
 from monitor.pacing import BudgetBook
 from tests.test_credentials import SCOPE
 
@@ -246,6 +247,43 @@ async def test_state_survives_a_new_watcher() -> None:
     ids = [e["event_id"] for e in both]
     assert len(ids) == len(set(ids))
     assert len(both) > len(first)
+
+
+class IndexWrites(MemoryCheckpointStore):
+    """The memory store, counting the rounds that stored a vault's index."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.index_writes = 0
+
+    async def save_items(
+        self,
+        vault_key: str,
+        *,
+        states: Mapping[str, str],
+        removed: Sequence[str],
+        events: Sequence[EventLine],
+        now: datetime,
+    ) -> None:
+        await super().save_items(vault_key, states=states, removed=removed, events=events, now=now)
+        self.index_writes += INDEX_KEY in states
+
+
+async def test_an_unchanged_index_is_stored_once_across_a_restart() -> None:
+    """The watcher keeps a digest of the stored index, not its text: rounds whose items did not
+    change do not store it again, nor do those of a watcher restarted on the same store."""
+    async with rig() as r:
+        r.store = store = IndexWrites()
+        first = r.watcher(items_interval_s=900)
+        await run_for(r, first, 6 * 900)
+        assert first.stats.rounds >= 3
+        assert store.index_writes == 1
+        restarted = r.watcher(items_interval_s=900)
+        await run_for(r, restarted, 3 * 900)
+        assert restarted.stats.rounds >= 2
+        assert store.index_writes == 1
+        (vault,) = r.vaults()
+        assert INDEX_KEY in (await store.load_items())[vault.key]
 
 
 async def test_backup_vault_instances_follow_their_policies() -> None:

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import assert_never
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.core.diff import JobEvent, JobSnapshot, JobStateChanged, apply, diff_jobs, event_id
+from monitor.core.diff import (
+    JobEvent,
+    JobSnapshot,
+    JobStateChanged,
+    JobTable,
+    apply,
+    diff_jobs,
+    event_id,
+)
 from monitor.core.jobs import BackupJob, JobKey, JobStatus, parse_jobs_page
 from monitor.core.vaults import parse_vault_id
 from tests.core import payloads as p
@@ -149,3 +157,112 @@ class TestDiffProperties:
             known = before.get(event.job.key)
             assert event.previous_status == (None if known is None else known.status)
             assert event.previous_status != event.status
+
+
+# ---------------------------------------------------------------------------- JobTable
+
+TABLE_VAULTS = ["/subscriptions/s/resourcegroups/r/providers/x/vaults/v1", "/v2"]
+TABLE_STATUSES = [
+    JobStatus.IN_PROGRESS,
+    JobStatus.CANCELLING,
+    JobStatus.COMPLETED,
+    JobStatus.COMPLETED_WITH_WARNINGS,
+    JobStatus.FAILED,
+    JobStatus.CANCELLED,
+    JobStatus("completed"),  # terminal, not the canonical object: kept as a snapshot
+    JobStatus.of("Paused"),
+]
+table_keys = st.builds(
+    lambda vault, name: JobKey(vault_key=vault, job_name=name),
+    st.sampled_from(TABLE_VAULTS),
+    st.sampled_from(["a", "b", "c", "d", "e", "f"]),
+)
+# Whole and fractional seconds, before 1970 too; UTC, another zone, naive, or none.
+table_starts = st.none() | st.builds(
+    lambda us, zone: datetime(2026, 12, 3, tzinfo=zone) + timedelta(microseconds=us),
+    st.integers(-(2 * 10**16), 10**12) | st.sampled_from([0, 1, -1, 999_999]),
+    st.sampled_from([UTC, timezone(timedelta(hours=1)), timezone(timedelta(0), "Z")]),
+)
+table_snapshots = st.builds(
+    lambda key, status, start: JobSnapshot(key=key, status=status, start_at=start),
+    table_keys,
+    st.sampled_from(TABLE_STATUSES),
+    table_starts,
+)
+table_steps = st.lists(
+    st.tuples(st.lists(table_snapshots, max_size=6), st.lists(table_keys, max_size=3)),
+    max_size=6,
+)
+
+
+class TestJobTable:
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(table_snapshots, max_size=8), table_steps, table_keys, table_starts)
+    def test_a_table_reads_as_the_dict_it_replaces(
+        self,
+        first: list[JobSnapshot],
+        steps: list[tuple[list[JobSnapshot], list[JobKey]]],
+        probe: JobKey,
+        floor: datetime | None,
+    ) -> None:
+        """After any puts and drops, a table holds exactly what a dict of the same snapshots
+        would (equal snapshots, with the same status objects and start instants), and its
+        shortcuts agree with that dict; the table each step started from is left as it was."""
+        table = JobTable(first)
+        model = {s.key: s for s in first}
+        for put, drop in steps:
+            before, before_model = table, dict(model)
+            table = table.replaced(put, drop)
+            for snap in put:
+                model[snap.key] = snap
+            for key in drop:
+                model.pop(key, None)
+            assert dict(before.items()) == before_model
+        assert dict(table.items()) == model
+        assert len(table) == len(model)
+        assert set(table) == set(model)
+        for key, snap in model.items():
+            got = table[key]
+            assert got == snap
+            assert got.status is snap.status
+            assert got.start_at == snap.start_at
+            assert table.status_of(key) is snap.status
+            assert key in table
+        assert (probe in table) == (probe in model)
+        assert table.status_of(probe) == (model[probe].status if probe in model else None)
+        assert table.get(probe) == model.get(probe)
+        assert sorted(s.key.job_name + s.key.vault_key for s in table.running()) == sorted(
+            k.job_name + k.vault_key for k, s in model.items() if not s.status.is_terminal
+        )
+        floor = AT if floor is None else floor.astimezone(UTC)
+        assert set(table.ended_before(floor)) == {
+            k
+            for k, s in model.items()
+            if s.status.is_terminal and s.start_at is not None and s.start_at < floor
+        }
+
+    @settings(max_examples=100, deadline=None)
+    @given(jobs_lists, jobs_lists)
+    def test_diff_against_a_table_is_the_diff_against_its_dict(
+        self, old: list[tuple[str, str]], new: list[tuple[str, str]]
+    ) -> None:
+        """diff_jobs reads a table's statuses without making snapshots: same events."""
+        before = snapshots(*build(old))
+        after = build(new)
+        assert diff_jobs(JobTable.of(before), after, AT) == diff_jobs(before, after, AT)
+
+    def test_an_ended_job_costs_one_int(self) -> None:
+        """Ended jobs of the table's vault with a UTC start are packed; others are not."""
+        start = datetime(2026, 12, 3, 1, 2, 3, 456789, tzinfo=UTC)
+        keys = [JobKey(vault_key=TABLE_VAULTS[0], job_name=n) for n in "abc"]
+        table = JobTable(
+            [
+                JobSnapshot(key=keys[0], status=JobStatus.COMPLETED, start_at=start),
+                JobSnapshot(key=keys[1], status=JobStatus.FAILED, start_at=None),
+                JobSnapshot(key=keys[2], status=JobStatus.IN_PROGRESS, start_at=start),
+            ]
+        )
+        assert repr(table) == "JobTable(2 ended, 1 others)"
+        assert table[keys[0]].start_at == start
+        assert table.ended_before(start + timedelta(microseconds=1)) == [keys[0]]
+        assert table.ended_before(start) == []
