@@ -142,11 +142,12 @@ class Planner:
         With `paced`, the first polls spread over the time the subscription's rate needs to
         poll each of its vaults once (V·c/r), when that is shorter than the interval: vaults
         nobody has polled for a while are served as fast as the budget allows, in the same
-        stable order, and still not all at once. Each such vault's second poll is then due at
-        its own point of the interval after its first (the same stable fraction), not a whole
-        interval later: otherwise the first round's cluster would come back every interval,
-        each round at the budget's full rate, with reads waiting for tokens while the rest of
-        the interval has none.
+        stable order, and still not all at once. Each such vault that is idle after its first
+        poll is then next due at its own point of the second half of the interval (the same
+        stable fraction), not a whole interval later: otherwise the first round's cluster
+        would come back every interval, each round at the budget's full rate, with reads
+        waiting for tokens while the rest of the interval has none. Half an interval at least,
+        so that second polls do not take reads from a first round still under way.
         """
         fresh: dict[str, VaultRef] = {}
         for vault in vaults:
@@ -364,11 +365,13 @@ class Planner:
             state.in_flight = False
             sub.in_flight -= 1
         state.key = polled_at
-        if state.fresh and state.respread:
-            # A paced first poll: the next is due at the vault's own point of its interval.
-            interval = sub.intervals[_RUNNING if state.running else _IDLE]
+        if state.fresh and state.respread and not state.running:
+            # A paced first poll of a vault now idle: the next is due at the vault's own point
+            # of the second half of its interval (half an interval at least, so that the
+            # second polls do not take reads from the first round still under way).
+            interval = sub.intervals[_IDLE]
             if math.isfinite(interval):
-                state.key = polled_at - interval * (1.0 - _phase(state.vault.key))
+                state.key = polled_at - interval * (1.0 - _phase(state.vault.key)) / 2
         state.fresh = state.respread = False
         self._push(state)
         if changed:
