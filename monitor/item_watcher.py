@@ -444,15 +444,35 @@ def _indexed(item: ProtectedItem) -> ProtectedItem:
     """`item` with only what `ItemIndex` reads (`_INDEX_FIELDS`, as a restart restores it): the
     index is kept until the next round, and the rest (policy, source, times) is ~400 bytes an
     item."""
-    return ProtectedItem(
+    return _index_item(
         id=item.id,
         vault_key=item.vault_key,
         kind=item.kind,
         name=item.name,
         friendly_name=item.friendly_name,
+        backup_management_type=item.backup_management_type,
+    )
+
+
+def _index_item(
+    *,
+    id: str,
+    vault_key: str,
+    kind: VaultKind,
+    name: str,
+    friendly_name: str | None,
+    backup_management_type: str | None,
+) -> ProtectedItem:
+    """An item of the kept or restored index: what `ItemIndex` reads, nothing else."""
+    return ProtectedItem(
+        id=id,
+        vault_key=vault_key,
+        kind=kind,
+        name=name,
+        friendly_name=friendly_name,
         datasource_type=None,
         datasource_id=None,
-        backup_management_type=item.backup_management_type,
+        backup_management_type=backup_management_type,
         policy_id=None,
         policy_name=None,
         protection_state=None,
@@ -472,21 +492,13 @@ def _restored_index(vault: VaultRef, text: str) -> ItemIndex | None:
     try:
         rows = orjson.loads(text)
         items = [
-            ProtectedItem(
+            _index_item(
                 id=str(row["id"]),
                 vault_key=vault.key,
                 kind=VaultKind(row["kind"]),
                 name=str(row["id"]).rstrip("/").rsplit("/", 1)[-1],
                 friendly_name=row["friendly_name"],
-                datasource_type=None,
-                datasource_id=None,
                 backup_management_type=row["backup_management_type"],
-                policy_id=None,
-                policy_name=None,
-                protection_state=None,
-                health_status=None,
-                last_backup_time=None,
-                last_recovery_point=None,
             )
             for row in rows
         ]
