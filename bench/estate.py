@@ -83,8 +83,8 @@ from monitor.commands.common import number_arg  # noqa: E402
 from monitor.config import AzureSettings, BudgetSettings  # noqa: E402
 from monitor.core.budget import BudgetSettings as CoreBudgetSettings  # noqa: E402
 from monitor.core.budget import RateBudget  # noqa: E402
-from monitor.core.diff import JobSnapshot, apply, diff_jobs, event_id  # noqa: E402
-from monitor.core.jobs import JobKey, JobStatus  # noqa: E402
+from monitor.core.diff import JobSnapshot, JobTable, diff_jobs, event_id  # noqa: E402
+from monitor.core.jobs import JobStatus  # noqa: E402
 from monitor.core.vaults import VaultRef  # noqa: E402
 from monitor.core.wire import build_jobs_filter  # noqa: E402
 from monitor.credentials import StaticTokenCredential, TokenCache  # noqa: E402
@@ -602,19 +602,29 @@ async def client_vs_sdk(
         arm = our_client(session, azure, ours_token, clock=clock, rng=rng)
         vaults_by_sub = {s: await arm.list_vaults(s) for s in subscriptions}
 
-        async def ours_round(mode: str, known: dict[str, dict[JobKey, JobSnapshot]]) -> Any:
+        # Pages per vault, as the list rounds (all jobs parsed) count them: a steady poll's
+        # listing leaves out the ended jobs it knows, so its length does not count its pages.
+        pages_of: dict[str, int] = {}
+
+        async def ours_round(mode: str, known: dict[str, JobTable]) -> Any:
             sink = NullSink()
             counts: dict[str, float] = {"pages": 0, "jobs": 0, "events": 0}
 
             async def one_sub(vaults: list[VaultRef]) -> None:
                 for vault in vaults:
-                    jobs = await arm.list_jobs(vault, start, end)
-                    counts["jobs"] += len(jobs)
-                    counts["pages"] += max(1, -(-len(jobs) // 20))
                     if mode == "list":
+                        jobs = await arm.list_jobs(vault, start, end)
+                        pages_of[vault.key] = max(1, -(-len(jobs) // 20))
+                        counts["jobs"] += len(jobs)
+                        counts["pages"] += pages_of[vault.key]
                         continue
+                    # As the daemon's poll step: what it knows is a JobTable, and the listing
+                    # leaves out the ended jobs it gives with the status listed.
+                    before = known.get(vault.key) or JobTable()
+                    jobs = await arm.list_jobs(vault, start, end, known=before.ended_status)
+                    counts["jobs"] += len(jobs)
+                    counts["pages"] += pages_of[vault.key]
                     observed = clock.utcnow()
-                    before = known.get(vault.key, {})
                     changes = diff_jobs(before, jobs, observed)
                     events = [
                         render_event(c, vault=vault, details=None, emitted_at=observed)
@@ -623,7 +633,8 @@ async def client_vs_sdk(
                     if events:
                         await sink.emit(events)
                     counts["events"] += len(events)
-                    known[vault.key] = apply(before, changes)
+                    if changes:
+                        known[vault.key] = before.replaced(JobSnapshot.of(c.job) for c in changes)
 
             cpu0 = time.process_time()
             await asyncio.gather(*(one_sub(v) for v in vaults_by_sub.values()))
@@ -695,7 +706,7 @@ async def client_vs_sdk(
         async def gap() -> None:
             await asyncio.sleep(ROUND_GAP_S)
 
-        known: dict[str, dict[JobKey, JobSnapshot]] = {}
+        known: dict[str, JobTable] = {}
         # Warm-ups: connections, TLS, caches.
         await ours_round("list", {})
         await gap()

@@ -48,6 +48,9 @@ from monitor.core.jobs import (
     BackupJob,
     JobDetails,
     JobsPage,
+    KnownEnded,
+    jobs_of,
+    listed_jobs,
     parse_job_details,
     parse_jobs_page,
 )
@@ -269,7 +272,12 @@ class ArmClient:
             raise shape_error(reply, "a vault", exc) from exc
 
     async def list_jobs(
-        self, vault: VaultRef, start_at: datetime, end_at: datetime
+        self,
+        vault: VaultRef,
+        start_at: datetime,
+        end_at: datetime,
+        *,
+        known: KnownEnded | None = None,
     ) -> list[BackupJob]:
         """The vault's jobs that started in [start_at, end_at], following every nextLink.
 
@@ -280,6 +288,10 @@ class ArmClient:
 
         A Backup vault's list has no filter: its whole history is read (`list_all_jobs`) and
         cut to the window here (a job without a start time is kept).
+
+        `known` (Recovery Services vaults; ignored for a Backup vault): the caller's ended
+        jobs. A job it gives with the very status listed is left out, unparsed: nothing of it
+        is new to the caller (`core.jobs.parse_jobs_page`, `listed_jobs`).
 
         Raises:
             ValueError: a naive datetime, or `end_at` before `start_at` (nothing is sent).
@@ -301,7 +313,16 @@ class ArmClient:
             {"api-version": self._azure.api_version},
             encoded_filter=encoded_jobs_filter(start_at, end_at),
         )
-        return await self._job_pages(vault, url, parse_jobs_page)
+        if known is None:
+            return jobs_of(await self._job_pages(vault, url, parse_jobs_page))
+        payloads: list[object] = []
+
+        def parse(payload: object, vault: VaultRef) -> JobsPage:
+            payloads.append(payload)
+            return parse_jobs_page(payload, vault, known)
+
+        pages = await self._job_pages(vault, url, parse)
+        return listed_jobs(pages, lambda index: parse_jobs_page(payloads[index], vault))
 
     async def list_all_jobs(self, vault: VaultRef) -> list[BackupJob]:
         """Every job of a Backup vault, as its unfiltered list gives them (oldest first).
@@ -319,20 +340,19 @@ class ArmClient:
         url = self._url(
             f"{vault.id}/backupJobs", {"api-version": self._azure.dataprotection_api_version}
         )
-        return await self._job_pages(vault, url, parse_backup_vault_jobs_page)
+        return jobs_of(await self._job_pages(vault, url, parse_backup_vault_jobs_page))
 
     async def _job_pages(
         self, vault: VaultRef, url: URL, parse: Callable[[object, VaultRef], JobsPage]
-    ) -> list[BackupJob]:
-        """Every job of a list from `url` on, each page parsed for `vault`."""
-        pages = await self._paged(
+    ) -> list[JobsPage]:
+        """Every page of a job list from `url` on, each parsed for `vault`."""
+        return await self._paged(
             url,
             ArmCallKind.JOBS_LIST,
             lambda p: parse(p, vault),
             "arm.job_skipped",
             vault=vault.id,
         )
-        return [job for page in pages for job in page.jobs]
 
     async def query_backup_vault_jobs(
         self, query: str, subscriptions: list[str], skip_token: str | None

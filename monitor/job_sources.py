@@ -35,7 +35,7 @@ import structlog
 
 from monitor.clock import Clock
 from monitor.config import AzureSettings, BackupVaultSettings
-from monitor.core.jobs import BackupJob, JobDetails
+from monitor.core.jobs import BackupJob, JobDetails, KnownEnded
 from monitor.core.resource_graph import GraphJobsPage, backup_vault_jobs_query
 from monitor.core.vaults import SubscriptionRef, VaultKind, VaultRef
 from monitor.errors import ArmError, ArmLimitExceeded, ParseError
@@ -67,7 +67,12 @@ class ArmJobReads(Protocol):
     async def get_vault(self, vault_id: str) -> VaultRef: ...
 
     async def list_jobs(
-        self, vault: VaultRef, start_at: datetime, end_at: datetime
+        self,
+        vault: VaultRef,
+        start_at: datetime,
+        end_at: datetime,
+        *,
+        known: KnownEnded | None = None,
     ) -> list[BackupJob]: ...
 
     async def list_all_jobs(self, vault: VaultRef) -> list[BackupJob]: ...
@@ -159,11 +164,17 @@ class JobSources:
         return await self._arm.get_job(vault, job_name)
 
     async def list_jobs(
-        self, vault: VaultRef, start_at: datetime, end_at: datetime
+        self,
+        vault: VaultRef,
+        start_at: datetime,
+        end_at: datetime,
+        *,
+        known: KnownEnded | None = None,
     ) -> list[BackupJob]:
         """The vault's jobs for the window [start_at, end_at].
 
-        A Recovery Services vault's come from its filtered ARM list, exactly the window. A
+        A Recovery Services vault's come from its filtered ARM list, exactly the window, less
+        the ended jobs `known` already gives with the status listed (`ArmClient.list_jobs`). A
         Backup vault's come from Resource Graph (provisional, reaching `resource_graph_margin_s`
         before the window), or from a full ARM listing (its whole history) when the backstop
         is due, Resource Graph cannot be read, or `jobs_from = "listing"`.
@@ -173,7 +184,7 @@ class JobSources:
                 Resource Graph query is not raised, it falls back to the full listing.
         """
         if vault.kind is not VaultKind.BACKUP_VAULT:
-            return await self._arm.list_jobs(vault, start_at, end_at)
+            return await self._arm.list_jobs(vault, start_at, end_at, known=known)
         if self._settings.jobs_from == "listing":
             return await self._full_listing(vault, "configured")
         if self._backstop_is_due(vault):

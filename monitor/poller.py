@@ -30,7 +30,7 @@ from monitor.clock import Clock
 from monitor.config import PollSettings
 from monitor.core.cadence import backoff_s
 from monitor.core.diff import JobStateChanged
-from monitor.core.jobs import BackupJob, JobDetails, JobKey
+from monitor.core.jobs import BackupJob, JobDetails, JobKey, KnownEnded
 from monitor.core.tracker import Hold, PollStep, TrackRules, VaultJobs
 from monitor.core.vaults import VaultRef
 from monitor.discovery import VaultSource
@@ -81,8 +81,16 @@ class JobSource(VaultSource, Protocol):
     """Where jobs come from: `ArmClient` in production; the vault reads are `VaultSource`'s."""
 
     async def list_jobs(
-        self, vault: VaultRef, start_at: datetime, end_at: datetime
-    ) -> list[BackupJob]: ...
+        self,
+        vault: VaultRef,
+        start_at: datetime,
+        end_at: datetime,
+        *,
+        known: KnownEnded | None = None,
+    ) -> list[BackupJob]:
+        """The vault's jobs for the window; one that `known` gives ended with the status
+        listed may be left out (it cannot change anything)."""
+        ...
 
     async def get_job(self, vault: VaultRef, job_name: str) -> JobDetails: ...
 
@@ -267,7 +275,9 @@ class VaultPoller:
         """
         vault, clock, known = watched.vault, self._clock, watched.known
         step = PollStep(known, clock.utcnow(), self._rules)
-        jobs = await self._source.list_jobs(vault, step.window_start, step.window_end)
+        jobs = await self._source.list_jobs(
+            vault, step.window_start, step.window_end, known=known.jobs.ended_status
+        )
         reads = 1
         for key in step.listed(jobs):
             # A tracked running job (or a held change) left the list: read it directly.

@@ -16,7 +16,7 @@ import pytest
 import structlog
 
 from monitor.config import AzureSettings, BackupVaultSettings
-from monitor.core.jobs import BackupJob, JobDetails, JobKey, JobStatus
+from monitor.core.jobs import BackupJob, JobDetails, JobKey, JobStatus, KnownEnded
 from monitor.core.resource_graph import GraphJobsPage
 from monitor.core.vaults import SubscriptionRef, VaultKind, VaultRef, parse_vault_id
 from monitor.errors import ArmServerError
@@ -79,7 +79,12 @@ class ScriptedReads:
         return parse_vault_id(vault_id)
 
     async def list_jobs(
-        self, vault: VaultRef, start_at: datetime, end_at: datetime
+        self,
+        vault: VaultRef,
+        start_at: datetime,
+        end_at: datetime,
+        *,
+        known: KnownEnded | None = None,
     ) -> list[BackupJob]:
         self.calls.append(("list_jobs", vault.name))
         return []

@@ -18,7 +18,7 @@ from monitor.config import Settings
 from monitor.config_parse import parse_settings
 from monitor.core.cadence import BACKOFF_BASE_S
 from monitor.core.diff import JobSnapshot
-from monitor.core.jobs import BackupJob, JobDetails, JobKey, JobStatus
+from monitor.core.jobs import BackupJob, JobDetails, JobKey, JobStatus, KnownEnded
 from monitor.core.vaults import SubscriptionRef, VaultKind, VaultRef, parse_vault_id
 from monitor.delivery import Delivery, SinkRoute
 from monitor.errors import (
@@ -114,7 +114,12 @@ class ScriptedSource:
         return next(v for v in self.vaults if v.key == vault_id.lower())
 
     async def list_jobs(
-        self, vault: VaultRef, start_at: datetime, end_at: datetime
+        self,
+        vault: VaultRef,
+        start_at: datetime,
+        end_at: datetime,
+        *,
+        known: KnownEnded | None = None,
     ) -> list[BackupJob]:
         self.calls.append(("list", vault.name))
         failure = self.failures.get(vault.key)
@@ -370,7 +375,12 @@ class WideSource(ScriptedSource):
     """Lists more than the window asks for, as a window that moved back (a late job) would."""
 
     async def list_jobs(
-        self, vault: VaultRef, start_at: datetime, end_at: datetime
+        self,
+        vault: VaultRef,
+        start_at: datetime,
+        end_at: datetime,
+        *,
+        known: KnownEnded | None = None,
     ) -> list[BackupJob]:
         return await super().list_jobs(vault, start_at - timedelta(minutes=30), end_at)
 
@@ -593,7 +603,12 @@ class FlakyDetails(ScriptedSource):
         return bare_details(found.job, Read="directly")
 
     async def list_jobs(
-        self, vault: VaultRef, start_at: datetime, end_at: datetime
+        self,
+        vault: VaultRef,
+        start_at: datetime,
+        end_at: datetime,
+        *,
+        known: KnownEnded | None = None,
     ) -> list[BackupJob]:
         sub = vault.subscription_id
         self.in_flight[sub] = self.in_flight.get(sub, 0) + 1

@@ -115,6 +115,13 @@ class JobTable(Mapping[JobKey, JobSnapshot]):
         snap = self._live.get(key)
         return None if snap is None else snap.status
 
+    def ended_status(self, job_name: str) -> JobStatus | None:
+        """The terminal status of this vault's ended job `job_name` (lower-cased), or None: the
+        `core.jobs.KnownEnded` a listing of the vault is parsed with. An ended job kept as a
+        snapshot (another zone's start, another vault's key) answers None."""
+        code = self._ended.get(job_name)
+        return None if code is None else _ENDED[code & 3]
+
     def running(self) -> Iterator[JobSnapshot]:
         """The snapshots of the jobs not in a terminal state."""
         return (s for s in self._live.values() if not s.status.is_terminal)

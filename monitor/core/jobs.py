@@ -6,11 +6,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
-from typing import ClassVar, Final, TypeVar
+from typing import ClassVar, Final, TypeAlias, TypeVar
 
 from monitor.core.ids import check_path_segment
 from monitor.core.vaults import VaultRef
@@ -34,7 +34,10 @@ __all__ = [
     "JobStatus",
     "JobTask",
     "JobsPage",
+    "KnownEnded",
     "job_identity",
+    "jobs_of",
+    "listed_jobs",
     "parse_entries",
     "parse_job_details",
     "parse_jobs_page",
@@ -239,6 +242,8 @@ class JobsPage:
     jobs: tuple[BackupJob, ...]
     skipped: tuple[ParseError, ...]
     next_link: str | None
+    # The lower-cased names of the items left out as known (`parse_jobs_page`'s `known`).
+    unchanged: tuple[str, ...] = ()
 
     @property
     def has_next_page(self) -> bool:
@@ -290,7 +295,12 @@ class JobDetails:
     skipped: tuple[ParseError, ...] = ()
 
 
-def parse_jobs_page(payload: object, vault: VaultRef) -> JobsPage:
+KnownEnded: TypeAlias = Callable[[str], "JobStatus | None"]
+"""What a caller knows of a vault's ended jobs: the terminal status it tracks for a lower-cased
+job name (a canonical `JobStatus` object), or None (`core.diff.JobTable.ended_status`)."""
+
+
+def parse_jobs_page(payload: object, vault: VaultRef, known: KnownEnded | None = None) -> JobsPage:
     """Parse one page of `GET .../vaults/{v}/backupJobs`.
 
     A malformed item is skipped and reported in `skipped` as a ParseError whose path names it,
@@ -299,18 +309,28 @@ def parse_jobs_page(payload: object, vault: VaultRef) -> JobsPage:
     and an `id` that is not under `{vault}/backupJobs/`. `next_link` is returned verbatim
     (absent, null or empty means None); it must be followed as given, never rebuilt.
 
+    `known`: an item of a job that `known` says ended with exactly the status the item lists
+    (its canonical spelling), with an ASCII name and an id under the vault's, is not parsed: its
+    lower-cased name goes to `unchanged` instead of a job to `jobs`. Nothing of such a job is
+    new to the caller, and the steady poll's pages are mostly such jobs. Its other fields are
+    not checked, so a malformed one is not reported. `listed_jobs` joins such pages.
+
     Raises:
         ParseError: the payload is not an object with a list `value`, or `nextLink` is present
             and not a string.
     """
-    return parse_page(payload, vault.key, _parse_job)
+    return parse_page(payload, vault.key, _parse_job, known)
 
 
 def parse_page(
-    payload: object, vault_key: str, parse_item: Callable[[object, str], BackupJob]
+    payload: object,
+    vault_key: str,
+    parse_item: Callable[[object, str], BackupJob],
+    known: KnownEnded | None = None,
 ) -> JobsPage:
     """One page of jobs of either kind of vault: each item through `parse_item`; one that
-    raises ParseError is skipped and reported under its `value[i]` path.
+    raises ParseError is skipped and reported under its `value[i]` path. `known`: as
+    `parse_jobs_page` says (for statuses spelt as Recovery Services spells them).
 
     Raises:
         ParseError: the payload is not an object with a list `value`, or `nextLink` is present
@@ -319,13 +339,67 @@ def parse_page(
     items, next_link = page_items(payload)
     jobs: list[BackupJob] = []
     skipped: list[ParseError] = []
+    unchanged: list[str] = []
     append = jobs.append
+    prefix = vault_key + "/backupjobs/"
     for index, item in enumerate(items):
+        if known is not None:
+            name = _known_ended(item, known, prefix)
+            if name is not None:
+                unchanged.append(name)
+                continue
         try:
             append(parse_item(item, vault_key))
         except ParseError as exc:
             skipped.append(nested(f"value[{index}]", exc))
-    return JobsPage(jobs=tuple(jobs), skipped=tuple(skipped), next_link=next_link)
+    return JobsPage(
+        jobs=tuple(jobs), skipped=tuple(skipped), next_link=next_link, unchanged=tuple(unchanged)
+    )
+
+
+def _known_ended(item: object, known: KnownEnded, prefix: str) -> str | None:
+    """The lower-cased name of a job item that `known` says ended with the status the item
+    lists, under the vault's ids (`prefix`: `{vault key}/backupjobs/`); else None.
+
+    The name must be ASCII: lower-casing ASCII changes letters only, so the name is as safe a
+    path segment as the known one it matches, which was checked when that job was first parsed.
+    """
+    if type(item) is not dict:
+        return None
+    name, props, resource_id = item.get("name"), item.get("properties"), item.get("id")
+    if type(name) is not str or type(props) is not dict or type(resource_id) is not str:
+        return None
+    raw_status = props.get("status")
+    if type(raw_status) is not str or not name.isascii():
+        return None
+    lower = name.lower()
+    status = known(lower)
+    if status is None or _KNOWN_STATUS.get(raw_status) is not status:
+        return None
+    if resource_id[: len(prefix)].lower() != prefix:
+        return None
+    return lower
+
+
+def jobs_of(pages: Sequence[JobsPage]) -> list[BackupJob]:
+    """The jobs of a listing's pages, in order."""
+    return [job for page in pages for job in page.jobs]
+
+
+def listed_jobs(pages: Sequence[JobsPage], reparse: Callable[[int], JobsPage]) -> list[BackupJob]:
+    """The jobs of one listing's pages, in order, each page parsed with a `known`.
+
+    A listing can show a job twice (a page boundary moves while it is read): if a job left out
+    as unchanged is also among the parsed jobs (listed again with another status), every page
+    is parsed again without `known` (`reparse(i)`: page i), so that the listing reads as a
+    full parse reads it (`core.diff.diff_jobs` keeps a job's last occurrence in its first
+    one's place).
+    """
+    jobs = jobs_of(pages)
+    left_out = {name for page in pages for name in page.unchanged}
+    if left_out and any(job.key.job_name in left_out for job in jobs):
+        return [job for index in range(len(pages)) for job in reparse(index).jobs]
+    return jobs
 
 
 def job_identity(item: object, vault_key: str) -> tuple[dict[str, object], str, str]:

@@ -18,7 +18,15 @@ from monitor.core.diff import (
     diff_jobs,
     event_id,
 )
-from monitor.core.jobs import BackupJob, JobKey, JobStatus, parse_jobs_page
+from monitor.core.jobs import (
+    BackupJob,
+    JobKey,
+    JobsPage,
+    JobStatus,
+    jobs_of,
+    listed_jobs,
+    parse_jobs_page,
+)
 from monitor.core.vaults import parse_vault_id
 from tests.core import payloads as p
 
@@ -266,3 +274,105 @@ class TestJobTable:
         assert table[keys[0]].start_at == start
         assert table.ended_before(start + timedelta(microseconds=1)) == [keys[0]]
         assert table.ended_before(start) == []
+
+
+# A listing for TestKnownEndedListing: few names (so that jobs repeat, across pages and within
+# one), in several spellings; statuses as ARM spells them and not; ids of the vault or not.
+_NAMES = [f"7ddead57-0000-4000-8000-00000000000{i}" for i in range(4)]
+_LISTED_STATUS = [*STATUSES, "Invalid", 7, None]
+_OTHER_VAULT_ID = p.VAULT_ID[:-2] + "v2"
+_listed_item = st.builds(
+    lambda name, upper, status, other_vault, start, malformed: {
+        "id": f"{_OTHER_VAULT_ID if other_vault else p.VAULT_ID}/backupJobs/{name}",
+        "name": name.upper() if upper else name,
+        "properties": {
+            k: v
+            for k, v in p.job_item(name, status=status, startTime=start)["properties"].items()
+            if not (malformed and k == "jobType")
+        },
+    },
+    st.sampled_from([*_NAMES, "7ddead57-İ"]),
+    st.booleans(),
+    st.sampled_from(_LISTED_STATUS),
+    st.booleans(),
+    st.sampled_from(["2026-11-25T10:03:17Z", "2026-11-25T09:00:00Z", "yesterday"]),
+    st.booleans(),
+)
+_known_jobs = st.dictionaries(
+    st.sampled_from([n.lower() for n in _NAMES]),
+    st.tuples(
+        st.sampled_from(STATUSES),
+        st.sampled_from(
+            [None, AT - timedelta(hours=1), AT.astimezone(timezone(timedelta(hours=2)))]
+        ),
+    ),
+)
+
+
+class TestKnownEndedListing:
+    @settings(max_examples=500)
+    @given(
+        st.lists(st.lists(_listed_item, max_size=5), min_size=1, max_size=3),
+        _known_jobs,
+    )
+    def test_a_listing_parsed_with_what_is_known_diffs_as_a_full_parse(
+        self, pages: list[list[dict[str, object]]], known: dict[str, tuple[str, datetime | None]]
+    ) -> None:
+        """Ended jobs left out of a listing as known (`parse_jobs_page(known=)`, joined by
+        `listed_jobs`) change nothing: the same events, in the same order, as the full parse,
+        whatever repeats, spellings, foreign ids and malformed items the listing holds."""
+        table = JobTable(
+            JobSnapshot(
+                key=JobKey(vault_key=VAULT.key, job_name=name),
+                status=JobStatus.of(status),
+                start_at=start,
+            )
+            for name, (status, start) in known.items()
+        )
+        payloads = [p.page(*items) for items in pages]
+        full = jobs_of([parse_jobs_page(page, VAULT) for page in payloads])
+        fast_pages = [parse_jobs_page(page, VAULT, table.ended_status) for page in payloads]
+        fast = listed_jobs(fast_pages, lambda i: parse_jobs_page(payloads[i], VAULT))
+        assert diff_jobs(table, fast, AT) == diff_jobs(table, full, AT)
+        for page, items in zip(fast_pages, pages, strict=True):
+            assert len(page.jobs) + len(page.skipped) + len(page.unchanged) == len(items)
+            for name in page.unchanged:  # only what the table holds as ended, never another
+                assert table.ended_status(name) is not None
+
+    def test_an_unchanged_ended_job_is_not_parsed(self) -> None:
+        """The steady poll's page: every ended job known with its status is left out."""
+        done = job(_NAMES[0], "Completed")
+        table = JobTable([JobSnapshot.of(done), JobSnapshot.of(job(_NAMES[1], "InProgress"))])
+        page = parse_jobs_page(
+            p.page(
+                p.job_item(_NAMES[0].upper(), status="Completed"),
+                p.job_item(_NAMES[1], status="InProgress"),  # running: always parsed
+                p.job_item(_NAMES[2], status="Failed"),  # not known
+            ),
+            VAULT,
+            table.ended_status,
+        )
+        assert page.unchanged == (_NAMES[0],)
+        assert [j.name for j in page.jobs] == [_NAMES[1], _NAMES[2]]
+        assert table.ended_status(_NAMES[1]) is None
+
+    def test_a_job_listed_twice_with_another_status_is_parsed_in_full(self) -> None:
+        """A page boundary that moved lists a known ended job again, once with another status:
+        the whole listing is parsed again, so its last occurrence counts, as without `known`."""
+        table = JobTable([JobSnapshot.of(job(_NAMES[0], "Completed"))])
+        payloads = [
+            p.page(p.job_item(_NAMES[0], status="Failed")),
+            p.page(p.job_item(_NAMES[0], status="Completed")),
+        ]
+        fast_pages = [parse_jobs_page(page, VAULT, table.ended_status) for page in payloads]
+        assert [page.unchanged for page in fast_pages] == [(), (_NAMES[0],)]
+        reparsed: list[int] = []
+
+        def reparse(i: int) -> JobsPage:
+            reparsed.append(i)
+            return parse_jobs_page(payloads[i], VAULT)
+
+        listed = listed_jobs(fast_pages, reparse)
+        assert reparsed == [0, 1]
+        assert [str(j.status) for j in listed] == ["Failed", "Completed"]
+        assert diff_jobs(table, listed, AT) == []

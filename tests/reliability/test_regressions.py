@@ -10,7 +10,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from monitor.checkpoints import MemoryCheckpointStore
-from monitor.core.jobs import BackupJob
+from monitor.core.jobs import BackupJob, KnownEnded
 from monitor.core.vaults import VaultRef
 from monitor.scheduler import PollScheduler
 from tests.test_scheduler import (
@@ -78,7 +78,12 @@ class WholeSecondSource(ScriptedSource):
     """Lists as ARM does: the window's start is cut to whole seconds by the `$filter` format."""
 
     async def list_jobs(
-        self, vault: VaultRef, start_at: datetime, end_at: datetime
+        self,
+        vault: VaultRef,
+        start_at: datetime,
+        end_at: datetime,
+        *,
+        known: KnownEnded | None = None,
     ) -> list[BackupJob]:
         return await super().list_jobs(vault, start_at.replace(microsecond=0), end_at)
 
