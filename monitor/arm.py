@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
-from urllib.parse import quote
 
 import aiohttp
 import anyio
@@ -71,7 +70,7 @@ from monitor.core.vaults import (
     parse_vault_id,
     parse_vaults_page,
 )
-from monitor.core.wire import encoded_jobs_filter
+from monitor.core.wire import encoded_jobs_filter, percent_encoded
 from monitor.credentials import TokenCache
 from monitor.errors import (
     ArmAuthError,
@@ -559,10 +558,12 @@ class ArmClient:
         """An ARM URL from a resource path and query, each percent-encoded exactly once;
         `encoded_filter`, a `$filter` value already encoded (`encoded_jobs_filter`), goes last."""
         # quote(safe="") gives %20 for spaces and %27 for quotes, as ARM's own clients send.
-        encoded = "&".join(f"{quote(k, safe='$')}={quote(v, safe='')}" for k, v in query.items())
+        encoded = "&".join(
+            f"{percent_encoded(k, '$')}={percent_encoded(v)}" for k, v in query.items()
+        )
         if encoded_filter is not None:
             encoded += f"&$filter={encoded_filter}"
-        return URL(f"{self._base}{quote(path, safe=_PATH_SAFE)}?{encoded}", encoded=True)
+        return URL(f"{self._base}{percent_encoded(path, _PATH_SAFE)}?{encoded}", encoded=True)
 
     # ------------------------------------------------------------------ requests
 

@@ -10,8 +10,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 import anyio
 import orjson
@@ -38,9 +37,9 @@ log = structlog.get_logger(__name__)
 _MAX_MESSAGE: Final = 300
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """A 2xx answer: its decoded JSON, its size and where it came from."""
+class Reply(NamedTuple):
+    """A 2xx answer: its decoded JSON, its size and where it came from (a named tuple, as
+    `arm_http.Answer`: one is made for every request)."""
 
     payload: object
     url: URL

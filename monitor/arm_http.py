@@ -22,7 +22,7 @@ import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 import aiohttp
 import orjson
@@ -152,6 +152,16 @@ class Origin:
             ForeignOriginError: it is not; the message names `referrer` (the page whose
                 nextLink it was), when given.
         """
+        # The common case without building an Origin: yarl's scheme and host are lower-cased
+        # and its port filled in for http(s); anything else is normalised by `of` below.
+        if (
+            url.host == self.host
+            and url.port == self.port
+            and url.scheme == self.scheme
+            and url.user is None
+            and url.password is None
+        ):
+            return
         origin = Origin.of(url)
         # The pinned origin passed pin_origin's scheme check, so equality is enough.
         if origin == self and url.user is None and url.password is None:
@@ -208,9 +218,11 @@ def pin_origin(azure: AzureSettings) -> Origin:
 # One GET
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """What `Sender.get` got back: any status, the headers, the body and its parsed Retry-After."""
+class Answer(NamedTuple):
+    """What `Sender.get` got back: any status, the headers, the body and its parsed Retry-After.
+
+    A named tuple, not a frozen dataclass: one is made for every request, and a tuple is built
+    in C (a frozen dataclass sets each field through `object.__setattr__`)."""
 
     status: int
     headers: CIMultiDictProxy[str]

@@ -342,12 +342,24 @@ def parse_page(
     unchanged: list[str] = []
     append = jobs.append
     prefix = vault_key + "/backupjobs/"
+    cut = len(prefix)
     for index, item in enumerate(items):
-        if known is not None:
-            name = _known_ended(item, known, prefix)
-            if name is not None:
-                unchanged.append(name)
-                continue
+        # A job `known` says ended with the status listed is named, not parsed. Inline (it runs
+        # for nearly every item of a steady poll): the name must be ASCII, as lower-casing ASCII
+        # changes letters only, so it is as safe a path segment as the known name it matches,
+        # which was checked when that job was first parsed; the id must be under the vault's.
+        if known is not None and type(item) is dict:
+            name, props = item.get("name"), item.get("properties")
+            if type(name) is str and type(props) is dict:
+                raw_status = props.get("status")
+                if type(raw_status) is str and name.isascii():
+                    lower = name.lower()
+                    status = known(lower)
+                    if status is not None and _KNOWN_STATUS.get(raw_status) is status:
+                        resource_id = item.get("id")
+                        if type(resource_id) is str and resource_id[:cut].lower() == prefix:
+                            unchanged.append(lower)
+                            continue
         try:
             append(parse_item(item, vault_key))
         except ParseError as exc:
@@ -355,30 +367,6 @@ def parse_page(
     return JobsPage(
         jobs=tuple(jobs), skipped=tuple(skipped), next_link=next_link, unchanged=tuple(unchanged)
     )
-
-
-def _known_ended(item: object, known: KnownEnded, prefix: str) -> str | None:
-    """The lower-cased name of a job item that `known` says ended with the status the item
-    lists, under the vault's ids (`prefix`: `{vault key}/backupjobs/`); else None.
-
-    The name must be ASCII: lower-casing ASCII changes letters only, so the name is as safe a
-    path segment as the known one it matches, which was checked when that job was first parsed.
-    """
-    if type(item) is not dict:
-        return None
-    name, props, resource_id = item.get("name"), item.get("properties"), item.get("id")
-    if type(name) is not str or type(props) is not dict or type(resource_id) is not str:
-        return None
-    raw_status = props.get("status")
-    if type(raw_status) is not str or not name.isascii():
-        return None
-    lower = name.lower()
-    status = known(lower)
-    if status is None or _KNOWN_STATUS.get(raw_status) is not status:
-        return None
-    if resource_id[: len(prefix)].lower() != prefix:
-        return None
-    return lower
 
 
 def jobs_of(pages: Sequence[JobsPage]) -> list[BackupJob]:

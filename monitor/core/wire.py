@@ -10,6 +10,7 @@ import math
 import re
 from datetime import UTC, datetime
 from typing import Final
+from urllib.parse import quote
 
 from monitor.errors import ParseError
 
@@ -25,6 +26,7 @@ __all__ = [
     "page_items",
     "parse_arm_time",
     "parse_duration_s",
+    "percent_encoded",
     "time_field",
 ]
 
@@ -127,9 +129,12 @@ def format_filter_time(moment: datetime) -> str:
     Raises:
         ValueError: `moment` is naive (the filter is in UTC; a naive time is ambiguous).
     """
-    if moment.tzinfo is None or moment.utcoffset() is None:
+    if moment.tzinfo is UTC:
+        utc = moment  # the poll step's windows: no conversion
+    elif moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError("format_filter_time needs an aware datetime")
-    utc = moment.astimezone(UTC)
+    else:
+        utc = moment.astimezone(UTC)
     hour12 = utc.hour % 12 or 12
     half = "AM" if utc.hour < 12 else "PM"
     return (
@@ -165,6 +170,20 @@ def encoded_jobs_filter(start_at: datetime, end_at: datetime) -> str:
     """
     text = build_jobs_filter(start_at, end_at)
     return text.replace(" ", "%20").replace("'", "%27").replace(":", "%3A")
+
+
+_PLAIN_TEXT: dict[str, re.Pattern[str]] = {}
+
+
+def percent_encoded(text: str, safe: str = "") -> str:
+    """`urllib.parse.quote(text, safe=safe)`, returning at once text that it leaves as it is
+    (made only of ASCII letters, digits, `_.-~` and the ASCII characters of `safe`): resource
+    ids and API versions nearly always are, and every request's URL is built from them."""
+    plain = _PLAIN_TEXT.get(safe)
+    if plain is None:
+        kept = re.escape("".join(c for c in safe if c.isascii()))
+        plain = _PLAIN_TEXT[safe] = re.compile(f"[A-Za-z0-9_.~{kept}-]*")
+    return text if plain.fullmatch(text) else quote(text, safe=safe)
 
 
 # --------------------------------------------------------------------------------------------

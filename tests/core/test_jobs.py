@@ -9,6 +9,7 @@ import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
@@ -35,6 +36,7 @@ from monitor.core.wire import (
     format_filter_time,
     parse_arm_time,
     parse_duration_s,
+    percent_encoded,
 )
 from monitor.errors import ParseError
 from tests.core import payloads as p
@@ -1029,6 +1031,22 @@ class TestFilter:
         """The list URL's `$filter` value is the filter as `quote(safe="")` encodes it."""
         end = start + length
         assert encoded_jobs_filter(start, end) == quote(build_jobs_filter(start, end), safe="")
+
+    @given(st.datetimes(timezones=st.just(UTC)), st.sampled_from(["UTC", "Asia/Tokyo"]))
+    def test_a_utc_moment_formats_as_the_same_moment_in_any_zone(
+        self, moment: datetime, zone: str
+    ) -> None:
+        """`datetime.UTC` moments (the poll step's) skip the conversion; the text is the same."""
+        assert format_filter_time(moment) == format_filter_time(moment.astimezone(ZoneInfo(zone)))
+
+    @given(
+        st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from("/$:%-_.~ ")),
+        st.sampled_from(["", "$", "/()!$&'*+,;=:@-._~", "é/"]),
+    )
+    def test_percent_encoded_is_quote(self, text: str, safe: str) -> None:
+        """Every URL's path and query go through `percent_encoded`: it is `quote`, whatever
+        the text (what quote leaves as it is is returned at once)."""
+        assert percent_encoded(text, safe) == quote(text, safe=safe)
 
     def test_encoded_filter_refuses_what_the_filter_refuses(self) -> None:
         """A naive time or a window that ends before it starts is refused, not encoded."""
