@@ -97,6 +97,10 @@ class _Vault:
     due_at: float  # monotonic
     policies_at: float | None = None  # monotonic time of the last policy read
     policies: dict[str, BackupPolicy] = field(default_factory=dict)
+    # Each item's state under its id as the last round read it (the same string the kept
+    # index's item holds), or, restored and not yet seen, under its stored key: read through
+    # `_by_key`. Not under the lower-cased id: that is a second copy of a ~300-character id,
+    # ~1.9 KiB a vault.
     states: dict[str, ItemState] = field(default_factory=dict)
     index: ItemIndex | None = None
     # The digest of the text stored under INDEX_KEY (`_digest`): a later round stores its
@@ -304,12 +308,13 @@ class ItemWatcher:
                         problem=read.problem,
                     )
         items = await self._reads.list_protected_items(vault)
+        previous = _by_key(watched.states)
         start = now
         for item in items:
             policy = _policy_of(item, watched.policies)
-            state = watched.states.get(item.key)
+            state = previous.get(item.key)
             start = min(start, window_start(state, policy, now=now, settings=self._watch))
-        vault_state = watched.states.get(VAULT_ITEM_KEY)
+        vault_state = previous.get(VAULT_ITEM_KEY)
         if vault_state is not None:
             for _, started in vault_state.running:
                 start = min(start, started)
@@ -327,12 +332,13 @@ class ItemWatcher:
 
         changes: list[ItemChange] = []
         states: dict[str, ItemState] = {}
+        ids: dict[str, str] = {}
         health: dict[str, ItemHealth] = {}
         for item in items:
             evaluation: Evaluation = evaluate(
                 item,
                 _policy_of(item, watched.policies),
-                watched.states.get(item.key),
+                previous.get(item.key),
                 by_item.get(item.key, ()),
                 seen_until=seen_until,
                 now=now,
@@ -341,6 +347,7 @@ class ItemWatcher:
             )
             changes.extend(evaluation.changes)
             states[item.key] = evaluation.state
+            ids[item.key] = item.id
             health[item.key] = evaluation.health
         flagged_before = () if vault_state is None else vault_state.flagged
         loose_changes, flagged = long_running_jobs(
@@ -364,11 +371,11 @@ class ItemWatcher:
                 if job.start_at is not None and not job.status.is_terminal
             ),
         )
-        removed = [key for key in watched.states if key not in states]
+        removed = [key for key in previous if key not in states]
         saved = {
             key: orjson.dumps(state.to_json()).decode()
             for key, state in states.items()
-            if watched.states.get(key) != state
+            if previous.get(key) != state
         }
         rendered = [render_change(change, vault=vault, emitted_at=now) for change in changes]
         lines = [EventLine.of(event) for event in rendered]
@@ -380,7 +387,7 @@ class ItemWatcher:
             await self._store.save_items(
                 vault.key, states=saved, removed=removed, events=lines, now=now
             )
-        watched.states = states
+        watched.states = {ids.get(key, key): state for key, state in states.items()}
         watched.index, watched.index_digest = index, index_digest
         if watched.rounds == 0:
             log.info(
@@ -506,6 +513,11 @@ def _restored_index(vault: VaultRef, text: str) -> ItemIndex | None:
         log.warning("items.index_unreadable", vault=vault.id, problem=str(exc))
         return None
     return ItemIndex(items)
+
+
+def _by_key(states: Mapping[str, ItemState]) -> dict[str, ItemState]:
+    """`_Vault.states` under their lower-cased keys, for one round."""
+    return {key.lower(): state for key, state in states.items()}
 
 
 def _policy_of(item: ProtectedItem, policies: Mapping[str, BackupPolicy]) -> BackupPolicy | None:

@@ -454,7 +454,7 @@ class ItemIndex:
             elif item.backup_management_type is not None and item.friendly_name is not None:
                 entity = (
                     sys.intern(item.backup_management_type.casefold()),
-                    item.friendly_name.casefold(),
+                    _folded(item.friendly_name),
                 )
                 found = self._by_entity.setdefault(entity, [])
                 if item not in found:
@@ -503,6 +503,13 @@ def _container_of(item: ProtectedItem) -> str:
         return ""
     rest = lowered[start + len("/protectioncontainers/") :]
     return rest.split("/", 1)[0]
+
+
+def _folded(text: str) -> str:
+    """`text.casefold()`, or `text` itself when that is the same: the index is kept between
+    rounds, and most friendly names are lower-case already."""
+    folded = text.casefold()
+    return text if folded == text else folded
 
 
 def _put(table: dict[_Key, ProtectedItem | None], key: _Key, item: ProtectedItem) -> None:
