@@ -455,7 +455,7 @@ def _indexed(item: ProtectedItem) -> ProtectedItem:
         id=item.id,
         vault_key=item.vault_key,
         kind=item.kind,
-        name=item.name,
+        name=_index_name(item.kind, item.name),
         friendly_name=item.friendly_name,
         backup_management_type=item.backup_management_type,
     )
@@ -470,7 +470,8 @@ def _index_item(
     friendly_name: str | None,
     backup_management_type: str | None,
 ) -> ProtectedItem:
-    """An item of the kept or restored index: what `ItemIndex` reads, nothing else."""
+    """An item of the kept or restored index: what `ItemIndex` reads, nothing else (its `name`
+    is `_index_name`'s)."""
     return ProtectedItem(
         id=id,
         vault_key=vault_key,
@@ -489,6 +490,13 @@ def _index_item(
     )
 
 
+def _index_name(kind: VaultKind, name: str) -> str:
+    """The name an index item keeps: a Backup vault instance's (the index finds instances by
+    it); "" for a Recovery Services item, whose name the index never reads (and the kept index
+    is asked only for its items' ids)."""
+    return name if kind is VaultKind.BACKUP_VAULT else ""
+
+
 def _digest(text: str) -> bytes:
     """16 bytes that tell one stored index text from another."""
     return hashlib.blake2b(text.encode(), digest_size=16).digest()
@@ -503,7 +511,9 @@ def _restored_index(vault: VaultRef, text: str) -> ItemIndex | None:
                 id=str(row["id"]),
                 vault_key=vault.key,
                 kind=VaultKind(row["kind"]),
-                name=str(row["id"]).rstrip("/").rsplit("/", 1)[-1],
+                name=_index_name(
+                    VaultKind(row["kind"]), str(row["id"]).rstrip("/").rsplit("/", 1)[-1]
+                ),
                 friendly_name=row["friendly_name"],
                 backup_management_type=row["backup_management_type"],
             )
