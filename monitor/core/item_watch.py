@@ -76,6 +76,7 @@ import math
 import re
 import statistics
 import struct
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -250,8 +251,10 @@ class ItemState:
         )
         return cls(
             decided_through=_read_time(value.get("decided_through"), "decided_through"),
-            protection_state=_json_opt_str(value.get("protection_state"), "protection_state"),
-            health_status=_json_opt_str(value.get("health_status"), "health_status"),
+            protection_state=_shared(
+                _json_opt_str(value.get("protection_state"), "protection_state")
+            ),
+            health_status=_shared(_json_opt_str(value.get("health_status"), "health_status")),
             protection_seq=seq,
             rpo_breached=_json_bool(value.get("rpo_breached"), "rpo_breached"),
             last_run_missed=_json_bool(value.get("last_run_missed"), "last_run_missed"),
@@ -418,6 +421,12 @@ def _json_str(value: object, path: str) -> str:
 
 def _json_opt_str(value: object, path: str) -> str | None:
     return None if value is None else _json_str(value, path)
+
+
+def _shared(value: str | None) -> str | None:
+    """A restored state's protection state or health as the one string every item with it
+    shares (as `core.protection` reads them), not a copy per item."""
+    return None if value is None else sys.intern(value)
 
 
 def _json_bool(value: object, path: str) -> bool:
