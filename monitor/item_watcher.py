@@ -97,6 +97,10 @@ class _Vault:
     due_at: float  # monotonic
     policies_at: float | None = None  # monotonic time of the last policy read
     policies: dict[str, BackupPolicy] = field(default_factory=dict)
+    # Each item's state under its id as the last round read it (the same string the kept
+    # index's item holds), or, restored and not yet seen, under its stored key: read through
+    # `_by_key`. Not under the lower-cased id: that is a second copy of a ~300-character id,
+    # ~1.9 KiB a vault.
     states: dict[str, ItemState] = field(default_factory=dict)
     index: ItemIndex | None = None
     # The digest of the text stored under INDEX_KEY (`_digest`): a later round stores its
@@ -304,12 +308,13 @@ class ItemWatcher:
                         problem=read.problem,
                     )
         items = await self._reads.list_protected_items(vault)
+        previous = _by_key(watched.states)
         start = now
         for item in items:
             policy = _policy_of(item, watched.policies)
-            state = watched.states.get(item.key)
+            state = previous.get(item.key)
             start = min(start, window_start(state, policy, now=now, settings=self._watch))
-        vault_state = watched.states.get(VAULT_ITEM_KEY)
+        vault_state = previous.get(VAULT_ITEM_KEY)
         if vault_state is not None:
             for _, started in vault_state.running:
                 start = min(start, started)
@@ -327,12 +332,13 @@ class ItemWatcher:
 
         changes: list[ItemChange] = []
         states: dict[str, ItemState] = {}
+        ids: dict[str, str] = {}
         health: dict[str, ItemHealth] = {}
         for item in items:
             evaluation: Evaluation = evaluate(
                 item,
                 _policy_of(item, watched.policies),
-                watched.states.get(item.key),
+                previous.get(item.key),
                 by_item.get(item.key, ()),
                 seen_until=seen_until,
                 now=now,
@@ -341,6 +347,7 @@ class ItemWatcher:
             )
             changes.extend(evaluation.changes)
             states[item.key] = evaluation.state
+            ids[item.key] = item.id
             health[item.key] = evaluation.health
         flagged_before = () if vault_state is None else vault_state.flagged
         loose_changes, flagged = long_running_jobs(
@@ -364,11 +371,11 @@ class ItemWatcher:
                 if job.start_at is not None and not job.status.is_terminal
             ),
         )
-        removed = [key for key in watched.states if key not in states]
+        removed = [key for key in previous if key not in states]
         saved = {
             key: orjson.dumps(state.to_json()).decode()
             for key, state in states.items()
-            if watched.states.get(key) != state
+            if previous.get(key) != state
         }
         rendered = [render_change(change, vault=vault, emitted_at=now) for change in changes]
         lines = [EventLine.of(event) for event in rendered]
@@ -380,7 +387,7 @@ class ItemWatcher:
             await self._store.save_items(
                 vault.key, states=saved, removed=removed, events=lines, now=now
             )
-        watched.states = states
+        watched.states = {ids.get(key, key): state for key, state in states.items()}
         watched.index, watched.index_digest = index, index_digest
         if watched.rounds == 0:
             log.info(
@@ -448,7 +455,7 @@ def _indexed(item: ProtectedItem) -> ProtectedItem:
         id=item.id,
         vault_key=item.vault_key,
         kind=item.kind,
-        name=item.name,
+        name=_index_name(item.kind, item.name),
         friendly_name=item.friendly_name,
         backup_management_type=item.backup_management_type,
     )
@@ -463,7 +470,8 @@ def _index_item(
     friendly_name: str | None,
     backup_management_type: str | None,
 ) -> ProtectedItem:
-    """An item of the kept or restored index: what `ItemIndex` reads, nothing else."""
+    """An item of the kept or restored index: what `ItemIndex` reads, nothing else (its `name`
+    is `_index_name`'s)."""
     return ProtectedItem(
         id=id,
         vault_key=vault_key,
@@ -482,6 +490,13 @@ def _index_item(
     )
 
 
+def _index_name(kind: VaultKind, name: str) -> str:
+    """The name an index item keeps: a Backup vault instance's (the index finds instances by
+    it); "" for a Recovery Services item, whose name the index never reads (and the kept index
+    is asked only for its items' ids)."""
+    return name if kind is VaultKind.BACKUP_VAULT else ""
+
+
 def _digest(text: str) -> bytes:
     """16 bytes that tell one stored index text from another."""
     return hashlib.blake2b(text.encode(), digest_size=16).digest()
@@ -496,7 +511,9 @@ def _restored_index(vault: VaultRef, text: str) -> ItemIndex | None:
                 id=str(row["id"]),
                 vault_key=vault.key,
                 kind=VaultKind(row["kind"]),
-                name=str(row["id"]).rstrip("/").rsplit("/", 1)[-1],
+                name=_index_name(
+                    VaultKind(row["kind"]), str(row["id"]).rstrip("/").rsplit("/", 1)[-1]
+                ),
                 friendly_name=row["friendly_name"],
                 backup_management_type=row["backup_management_type"],
             )
@@ -506,6 +523,11 @@ def _restored_index(vault: VaultRef, text: str) -> ItemIndex | None:
         log.warning("items.index_unreadable", vault=vault.id, problem=str(exc))
         return None
     return ItemIndex(items)
+
+
+def _by_key(states: Mapping[str, ItemState]) -> dict[str, ItemState]:
+    """`_Vault.states` under their lower-cased keys, for one round."""
+    return {key.lower(): state for key, state in states.items()}
 
 
 def _policy_of(item: ProtectedItem, policies: Mapping[str, BackupPolicy]) -> BackupPolicy | None:

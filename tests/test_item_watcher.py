@@ -7,7 +7,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +24,7 @@ from monitor.arm_http import make_ssl_context, open_session
 from monitor.checkpoints import MemoryCheckpointStore
 from monitor.clock import ScaledClock
 from monitor.config import AzureSettings, BackupVaultSettings, BudgetSettings, ProtectionSettings
+from monitor.core.protection import BackupPolicy, ProtectedItem
 from monitor.core.vaults import VaultRef, parse_vault_id
 from monitor.credentials import StaticTokenCredential, TokenCache
 from monitor.emulator import Emulator, EmulatorSettings, WorldSettings, running_emulator
@@ -354,3 +355,82 @@ async def test_the_opt_in_recovery_point_gauge_has_one_series_per_item() -> None
     assert {s.labels["item"] for s in series} <= set(items)
     assert len(series) >= len(items) - 1  # an item with no recovery point yet has no series
     assert all(s.value > START.timestamp() - 30 * 86400 for s in series)
+
+
+class CaseFlipping:
+    """The ARM client's reads, the items' ids upper-cased once `flipped` (ARM's casing of ids
+    varies between answers)."""
+
+    def __init__(self, arm: ArmClient) -> None:
+        self.arm, self.flipped = arm, False
+
+    async def list_policies(self, vault: VaultRef) -> list[BackupPolicy]:
+        return await self.arm.list_policies(vault)
+
+    async def list_protected_items(self, vault: VaultRef) -> list[ProtectedItem]:
+        items = await self.arm.list_protected_items(vault)
+        return [replace(item, id=item.id.upper()) for item in items] if self.flipped else items
+
+
+class Removals(MemoryCheckpointStore):
+    """The memory store, keeping the keys rounds removed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.removed: list[str] = []
+
+    async def save_items(
+        self,
+        vault_key: str,
+        *,
+        states: Mapping[str, str],
+        removed: Sequence[str],
+        events: Sequence[EventLine],
+        now: datetime,
+    ) -> None:
+        await super().save_items(vault_key, states=states, removed=removed, events=events, now=now)
+        self.removed.extend(removed)
+
+
+async def test_an_item_keeps_its_state_when_its_id_changes_case() -> None:
+    """States are kept under the ids as read but found without regard to case: after the ids'
+    casing changes, every item's state goes on (its durations are not read afresh) and none is
+    removed."""
+    async with rig() as r:
+        r.store = store = Removals()
+        reads = CaseFlipping(r.arm)
+        watcher = ItemWatcher(
+            reads=reads,
+            jobs=r.sources,
+            store=store,
+            settings=ProtectionSettings(items_interval_s=900),
+            clock=r.clock,
+            rng=random.Random(5),
+        )
+        (vault,) = r.vaults()
+
+        async def durations() -> dict[str, int]:
+            stored = (await store.load_items())[vault.key]
+            return {
+                key: len(orjson.loads(text)["durations"])
+                for key, text in stored.items()
+                if key not in (INDEX_KEY, "~vault")
+            }
+
+        async with anyio.create_task_group() as tg:
+            await watcher.load()
+            watcher.watch(vault)
+            tg.start_soon(watcher.run)
+            await r.sleep_world(12 * 3600)
+            before = await durations()
+            reads.flipped = True
+            rounds = watcher.stats.rounds
+            with anyio.fail_after(30):
+                while watcher.stats.rounds < rounds + 2:
+                    await r.sleep_world(900)
+            tg.cancel_scope.cancel()
+        after = await durations()
+    assert store.removed == []
+    assert set(after) == set(before)
+    assert max(before.values()) >= 3
+    assert all(after[key] >= before[key] for key in before)

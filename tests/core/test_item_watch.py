@@ -802,3 +802,141 @@ class TestStateJson:
     def test_anything_else_raises_parse_error_only(self, value: object) -> None:
         with contextlib.suppress(ParseError):
             ItemState.from_json(value)
+
+
+guids = st.uuids().map(str)
+job_names = guids | guids.map(str.upper) | names
+rows_of_names = st.lists(job_names, max_size=25) | st.lists(guids, max_size=25)
+durations_rows = st.lists(
+    st.tuples(job_names, st.floats(allow_nan=False) | st.integers(0, 10**6)), max_size=25
+) | st.lists(st.tuples(guids, st.floats(0, 1e9)), max_size=25)
+starts_rows = st.lists(st.tuples(job_names, instants), max_size=5) | st.lists(
+    st.tuples(guids, instants | st.datetimes(timezones=st.timezones())), max_size=5
+)
+
+# Written by ItemState.to_json before the sequences were packed (at 150c167), one all-GUID and
+# one with names of other shapes.
+STORED_BEFORE_PACKING = [
+    '{"v":1,"decided_through":"2026-12-03T23:59:45.123456Z","protection_state":"Protected",'
+    '"health_status":"Healthy","protection_seq":2,"rpo_breached":false,"last_run_missed":true,'
+    '"durations":[["0b9e6f1c-3a2d-4c8e-9f10-2b7d5e4a6c81",1234.5],'
+    '["5f2c8a90-1e4b-4d7a-8c3f-6a9b0d2e7f14",61.0]],'
+    '"flagged":["5f2c8a90-1e4b-4d7a-8c3f-6a9b0d2e7f14"],'
+    '"running":[["c1d2e3f4-a5b6-4789-9abc-def012345678","2026-12-03T23:10:00.000005Z"]],'
+    '"used":["0b9e6f1c-3a2d-4c8e-9f10-2b7d5e4a6c81","c1d2e3f4-a5b6-4789-9abc-def012345678"]}',
+    '{"v":1,"decided_through":"2026-12-03T23:59:45.123456Z","protection_state":"Protected",'
+    '"health_status":"Healthy","protection_seq":2,"rpo_breached":false,"last_run_missed":true,'
+    '"durations":[["0b9e6f1c-3a2d-4c8e-9f10-2b7d5e4a6c81",1234.5],'
+    '["5f2c8a90-1e4b-4d7a-8c3f-6a9b0d2e7f14",61.0],["Backup-Job-7",3.25],'
+    '["E3A1B2C4-D5E6-4F70-8192-A3B4C5D6E7F8",0.0]],'
+    '"flagged":["5f2c8a90-1e4b-4d7a-8c3f-6a9b0d2e7f14"],'
+    '"running":[["c1d2e3f4-a5b6-4789-9abc-def012345678","2026-12-03T23:10:00Z"]],'
+    '"used":["0b9e6f1c-3a2d-4c8e-9f10-2b7d5e4a6c81","c1d2e3f4-a5b6-4789-9abc-def012345678"]}',
+]
+
+
+def flat(rows: Any) -> list[object]:
+    """Every value of `rows` (names, or the values of each pair)."""
+    return [v for row in rows for v in (row if isinstance(row, tuple) else (row,))]
+
+
+class TestPackedState:
+    @PROPERTY
+    @given(durations=durations_rows, flagged=rows_of_names, running=starts_rows, used=rows_of_names)
+    def test_packed_sequences_give_back_what_was_given(
+        self,
+        durations: list[tuple[str, float]],
+        flagged: list[str],
+        running: list[tuple[str, datetime]],
+        used: list[str],
+    ) -> None:
+        """Whether packed or not, each sequence reads back as the tuple it was given (the same
+        names, numbers and instants, of the same types), equal to it, hashing alike, and the
+        JSON is that of the unpacked rows."""
+        state = ItemState(
+            decided_through=utc(2026, 1, 1),
+            protection_state=None,
+            health_status=None,
+            durations=durations,
+            flagged=flagged,
+            running=running,
+            used=used,
+        )
+        given: dict[str, list[Any]] = {
+            "durations": durations,
+            "flagged": flagged,
+            "running": running,
+            "used": used,
+        }
+        for name, rows in given.items():
+            kept: Any = getattr(state, name)
+            assert kept == tuple(rows)
+            assert tuple(rows) == kept
+            assert hash(kept) == hash(tuple(rows))
+            assert len(kept) == len(rows)
+            assert list(kept) == rows
+            assert [type(v) for v in flat(kept)] == [type(v) for v in flat(rows)]
+            if rows:
+                assert kept[-1] == rows[-1]
+                assert kept[:2] == tuple(rows[:2])
+        stored: Any = state.to_json()
+        assert stored["durations"] == [[n, s] for n, s in durations]
+        assert stored["flagged"] == flagged
+        assert stored["used"] == used
+        assert [n for n, _ in stored["running"]] == [n for n, _ in running]
+        again = ItemState.from_json(json.loads(json.dumps(stored)))
+        assert again == state
+        assert hash(again) == hash(state)
+        assert replace(state, protection_seq=1) == replace(again, protection_seq=1)
+
+    def test_lower_case_guids_are_packed(self) -> None:
+        """Rows of lower-case GUIDs (as ARM names jobs) are kept in one bytes object."""
+        name = "0b9e6f1c-3a2d-4c8e-9f10-2b7d5e4a6c81"
+        state = ItemState(
+            decided_through=utc(2026, 1, 1),
+            protection_state=None,
+            health_status=None,
+            durations=[(name, 1.5)] * 20,
+            used=(name,),
+            running=((name, utc(2026, 1, 1, 1)),),
+        )
+        assert not isinstance(state.durations, tuple)
+        assert not isinstance(state.used, tuple)
+        assert not isinstance(state.running, tuple)
+        assert state.durations[0] == (name, 1.5)
+        assert state.running[0] == (name, utc(2026, 1, 1, 1))
+        assert state.running[0][1].tzinfo is UTC
+
+    def test_other_names_are_kept_as_given(self) -> None:
+        """A sequence with any name that is not a lower-case GUID is kept as its tuple."""
+        state = ItemState(
+            decided_through=utc(2026, 1, 1),
+            protection_state=None,
+            health_status=None,
+            used=["0b9e6f1c-3a2d-4c8e-9f10-2b7d5e4a6c81", "Job-7"],
+        )
+        assert state.used == ("0b9e6f1c-3a2d-4c8e-9f10-2b7d5e4a6c81", "Job-7")
+        assert isinstance(state.used, tuple)
+
+    @pytest.mark.parametrize("text", STORED_BEFORE_PACKING)
+    def test_a_state_stored_before_packing_loads_equal(self, text: str) -> None:
+        """A state the unpacked code stored loads into a state equal to the one it stored (the
+        same rows), and is stored again as the same JSON."""
+        value = json.loads(text)
+        loaded = ItemState.from_json(value)
+        expected = ItemState(
+            decided_through=datetime.fromisoformat(value["decided_through"]),
+            protection_state=value["protection_state"],
+            health_status=value["health_status"],
+            protection_seq=value["protection_seq"],
+            rpo_breached=value["rpo_breached"],
+            last_run_missed=value["last_run_missed"],
+            durations=tuple((n, float(s)) for n, s in value["durations"]),
+            flagged=tuple(value["flagged"]),
+            running=tuple((n, datetime.fromisoformat(t)) for n, t in value["running"]),
+            used=tuple(value["used"]),
+        )
+        assert loaded == expected
+        assert tuple(loaded.durations) == expected.durations
+        assert tuple(loaded.running) == tuple(expected.running)
+        assert json.dumps(loaded.to_json(), separators=(",", ":")) == text
