@@ -73,17 +73,16 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-import re
 import statistics
-import struct
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Final, Generic, TypeAlias, TypeVar, overload
+from typing import Final, TypeAlias
 
 from monitor.core.jobs import BackupJob
+from monitor.core.packed_rows import packed_durations, packed_names, packed_starts
 from monitor.core.protection import BackupPolicy, ProtectedItem
 from monitor.core.schedule import (
     EveryMinutes,
@@ -182,10 +181,9 @@ class ItemState:
         used: names of jobs that met a decided run and started inside the next job window (a
             job meets at most one run, whichever round decides it).
 
-    The four sequences are kept packed (`_pack`) when every name in one is a lower-case GUID,
-    as ARM names jobs: 16 bytes a name, 8 a number or a start, in one bytes object; read
-    back, they give the same names and values (equal to the tuples given). A full `durations`
-    is then ~0.5 KiB, not ~3.5 KiB.
+    The four sequences are kept packed (`core.packed_rows`) when every name in one is a
+    lower-case GUID, as ARM names jobs: read back, they give the same names and values (equal
+    to the tuples given). A full `durations` is then ~0.5 KiB, not ~3.5 KiB.
     """
 
     decided_through: datetime
@@ -200,10 +198,10 @@ class ItemState:
     used: Sequence[str] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "durations", _pack(_Durations.of, self.durations))
-        object.__setattr__(self, "flagged", _pack(_Names.of, self.flagged))
-        object.__setattr__(self, "running", _pack(_Starts.of, self.running))
-        object.__setattr__(self, "used", _pack(_Names.of, self.used))
+        object.__setattr__(self, "durations", packed_durations(self.durations))
+        object.__setattr__(self, "flagged", packed_names(self.flagged))
+        object.__setattr__(self, "running", packed_starts(self.running))
+        object.__setattr__(self, "used", packed_names(self.used))
 
     def to_json(self) -> dict[str, object]:
         """A JSON object that `from_json` reads back into an equal state.
@@ -266,135 +264,6 @@ class ItemState:
 
 
 _STATE_VERSION: Final = 1
-
-_Row = TypeVar("_Row")
-_GUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND: Final = timedelta(microseconds=1)
-
-
-def _guid_bytes(name: str) -> bytes | None:
-    """The 16 bytes of a lower-case GUID, or None for any other name."""
-    if len(name) != 36 or _GUID.fullmatch(name) is None:
-        return None
-    return bytes.fromhex(name.replace("-", ""))
-
-
-def _guid_text(raw: bytes) -> str:
-    text = raw.hex()
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
-
-
-class _Packed(Sequence[_Row], Generic[_Row]):
-    """Rows of a lower-case GUID and, for some, one number, packed into one bytes object;
-    equal to the tuple of the rows it gives back."""
-
-    __slots__ = ("_blob",)
-    _layout: struct.Struct
-
-    def __init__(self, blob: bytes) -> None:
-        self._blob = blob
-
-    @classmethod
-    def of(cls, rows: Sequence[_Row]) -> _Packed[_Row] | None:
-        """The rows packed, or None when one cannot be (then keep them as they are)."""
-        packed = bytearray()
-        for row in rows:
-            raw = cls._pack_row(row)
-            if raw is None:
-                return None
-            packed += raw
-        return cls(bytes(packed))
-
-    @classmethod
-    def _pack_row(cls, row: _Row) -> bytes | None:
-        raise NotImplementedError
-
-    def _row(self, raw: tuple[bytes, float]) -> _Row:
-        raise NotImplementedError
-
-    def __len__(self) -> int:
-        return len(self._blob) // self._layout.size
-
-    @overload
-    def __getitem__(self, index: int) -> _Row: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> tuple[_Row, ...]: ...
-
-    def __getitem__(self, index: int | slice) -> _Row | tuple[_Row, ...]:
-        return tuple(self)[index]
-
-    def __iter__(self) -> Iterator[_Row]:
-        return (self._row(raw) for raw in self._layout.iter_unpack(self._blob))
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is type(self):
-            assert isinstance(other, _Packed)
-            return self._blob == other._blob
-        if isinstance(other, tuple | list | _Packed):
-            return tuple(self) == tuple(other)
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(tuple(self))
-
-    def __repr__(self) -> str:
-        return repr(tuple(self))
-
-
-class _Names(_Packed[str]):
-    _layout = struct.Struct("<16s")
-
-    @classmethod
-    def _pack_row(cls, row: str) -> bytes | None:
-        return _guid_bytes(row) if isinstance(row, str) else None
-
-    def _row(self, raw: tuple[bytes, float]) -> str:
-        return _guid_text(raw[0])
-
-
-class _Durations(_Packed[tuple[str, float]]):
-    _layout = struct.Struct("<16sd")
-
-    @classmethod
-    def _pack_row(cls, row: tuple[str, float]) -> bytes | None:
-        name, seconds = row
-        raw = _guid_bytes(name) if isinstance(name, str) else None
-        if raw is None or type(seconds) is not float:
-            return None
-        return cls._layout.pack(raw, seconds)
-
-    def _row(self, raw: tuple[bytes, float]) -> tuple[str, float]:
-        return _guid_text(raw[0]), raw[1]
-
-
-class _Starts(_Packed[tuple[str, datetime]]):
-    _layout = struct.Struct("<16sq")
-
-    @classmethod
-    def _pack_row(cls, row: tuple[str, datetime]) -> bytes | None:
-        name, start = row
-        raw = _guid_bytes(name) if isinstance(name, str) else None
-        if raw is None or type(start) is not datetime or start.tzinfo is not UTC or start.fold:
-            return None
-        return cls._layout.pack(raw, (start - _EPOCH) // _MICROSECOND)
-
-    def _row(self, raw: tuple[bytes, float]) -> tuple[str, datetime]:
-        return _guid_text(raw[0]), _EPOCH + timedelta(microseconds=raw[1])
-
-
-def _pack(
-    kind: Callable[[Sequence[_Row]], _Packed[_Row] | None], rows: Iterable[_Row]
-) -> Sequence[_Row]:
-    """`rows` packed by `kind` (`_Packed.of`) when they can be; else as a tuple. Empty: ()."""
-    if isinstance(rows, _Packed):
-        return rows
-    given = tuple(rows)
-    if not given:
-        return ()
-    packed = kind(given)
-    return given if packed is None else packed
 
 
 def _json_time(moment: datetime) -> str:

@@ -808,7 +808,8 @@ guids = st.uuids().map(str)
 job_names = guids | guids.map(str.upper) | names
 rows_of_names = st.lists(job_names, max_size=25) | st.lists(guids, max_size=25)
 durations_rows = st.lists(
-    st.tuples(job_names, st.floats(allow_nan=False) | st.integers(0, 10**6)), max_size=25
+    st.tuples(job_names, st.floats(allow_nan=False, allow_infinity=False) | st.integers(0, 10**6)),
+    max_size=25,
 ) | st.lists(st.tuples(guids, st.floats(0, 1e9)), max_size=25)
 starts_rows = st.lists(st.tuples(job_names, instants), max_size=5) | st.lists(
     st.tuples(guids, instants | st.datetimes(timezones=st.timezones())), max_size=5
