@@ -250,12 +250,14 @@ async def test_state_survives_a_new_watcher() -> None:
     assert len(both) > len(first)
 
 
-class IndexWrites(MemoryCheckpointStore):
-    """The memory store, counting the rounds that stored a vault's index."""
+class RecordingStore(MemoryCheckpointStore):
+    """The memory store, counting the rounds that stored a vault's index and keeping the keys
+    rounds removed."""
 
     def __init__(self) -> None:
         super().__init__()
         self.index_writes = 0
+        self.removed: list[str] = []
 
     async def save_items(
         self,
@@ -268,13 +270,14 @@ class IndexWrites(MemoryCheckpointStore):
     ) -> None:
         await super().save_items(vault_key, states=states, removed=removed, events=events, now=now)
         self.index_writes += INDEX_KEY in states
+        self.removed.extend(removed)
 
 
 async def test_an_unchanged_index_is_stored_once_across_a_restart() -> None:
     """The watcher keeps a digest of the stored index, not its text: rounds whose items did not
     change do not store it again, nor do those of a watcher restarted on the same store."""
     async with rig() as r:
-        r.store = store = IndexWrites()
+        r.store = store = RecordingStore()
         first = r.watcher(items_interval_s=900)
         await run_for(r, first, 6 * 900)
         assert first.stats.rounds >= 3
@@ -372,32 +375,12 @@ class CaseFlipping:
         return [replace(item, id=item.id.upper()) for item in items] if self.flipped else items
 
 
-class Removals(MemoryCheckpointStore):
-    """The memory store, keeping the keys rounds removed."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.removed: list[str] = []
-
-    async def save_items(
-        self,
-        vault_key: str,
-        *,
-        states: Mapping[str, str],
-        removed: Sequence[str],
-        events: Sequence[EventLine],
-        now: datetime,
-    ) -> None:
-        await super().save_items(vault_key, states=states, removed=removed, events=events, now=now)
-        self.removed.extend(removed)
-
-
 async def test_an_item_keeps_its_state_when_its_id_changes_case() -> None:
     """States are kept under the ids as read but found without regard to case: after the ids'
     casing changes, every item's state goes on (its durations are not read afresh) and none is
     removed."""
     async with rig() as r:
-        r.store = store = Removals()
+        r.store = store = RecordingStore()
         reads = CaseFlipping(r.arm)
         watcher = ItemWatcher(
             reads=reads,
