@@ -96,8 +96,9 @@ def alertmanager(tmp_path: Path) -> Iterator[Alertmanager]:
 @pytest.mark.long(seconds=60)
 async def test_kill_loop_with_four_sinks(tmp_path: Path, alertmanager: Alertmanager) -> None:
     """Ten SIGKILLs at random moments with stdout into a pipe, an events file, a signed webhook
-    and Alertmanager: no terminal transition missed, no event_id twice at the file or at the
-    webhook (the receiver dedupes nothing), and Alertmanager holds exactly the alerts the
+    and Alertmanager: no terminal transition missed, no event_id twice at the file, at the
+    webhook (the receiver dedupes nothing) no repeats but of a batch in flight at a kill, and
+    Alertmanager holds exactly the alerts the
     delivered events imply."""
     rng = random.Random(11)
     world = WorldSettings(seed=41, subscriptions=1, vaults_per_subscription=10)
@@ -151,7 +152,15 @@ async def test_kill_loop_with_four_sinks(tmp_path: Path, alertmanager: Alertmana
         at_webhook = Counter(receiver.event_ids())
         assert receiver.bad_signatures == 0
         assert set(at_webhook) == set(at_file), set(at_webhook) ^ set(at_file)
-        assert max(at_webhook.values()) == 1, {i: n for i, n in at_webhook.items() if n > 1}
+        # At least once (docs/sinks.md): a SIGKILL between a POST's answer and the cursor's
+        # commit repeats that one batch in flight, so at most one request per kill repeats.
+        seen: set[str] = set()
+        repeating = []
+        for request in receiver.accepted:
+            if any(i in seen for i in request.event_ids):
+                repeating.append(request.event_ids)
+            seen.update(request.event_ids)
+        assert len(repeating) <= KILLS, repeating
         delivered = [e for r in receiver.accepted for e in r.json]
     at_stdout = Counter(e["event_id"] for e in read_json_lines(stdout, unreadable=partial))
     at_stdout.pop(None, None)
