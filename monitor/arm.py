@@ -16,10 +16,10 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Final, TypeAlias
 
 import aiohttp
 import anyio
@@ -38,6 +38,7 @@ from monitor.arm_answers import (
 from monitor.arm_http import Answer, BodyCap, Sender, pin_origin
 from monitor.arm_observer import ArmCallKind, ArmObserver
 from monitor.arm_paging import P, read_pages
+from monitor.arm_quiet_pages import QuietPages
 from monitor.clock import Clock
 from monitor.config import AzureSettings
 from monitor.core.budget import USER_QUOTA_RESETS_AFTER, parse_hms
@@ -93,6 +94,8 @@ requests for action '...protectedItems/read' exceeded the limit of '50' for time
 '00:05:00'", with a Retry-After of minutes)."""
 _ITEMS_ACTION: Final = "protectedItems/read"
 _POLICIES_ACTION: Final = "backupPolicies/read"
+Decode: TypeAlias = Callable[[URL, Answer], Awaitable[Reply]]
+"""What reads a 2xx answer into a Reply (`arm_answers.decode_reply`, or a listing's own)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -176,6 +179,7 @@ class ArmClient:
         # Decoding around a too-deep value is pure Python (seconds for tens of MiB): one at a
         # time, off the event loop.
         self._deep_json = anyio.CapacityLimiter(1)
+        self._quiet_pages = QuietPages()
 
     def __repr__(self) -> str:
         return f"ArmClient(origin={str(self._origin)!r})"
@@ -290,7 +294,9 @@ class ArmClient:
 
         `known` (Recovery Services vaults; ignored for a Backup vault): the caller's ended
         jobs. A job it gives with the very status listed is left out, unparsed: nothing of it
-        is new to the caller (`core.jobs.parse_jobs_page`, `listed_jobs`).
+        is new to the caller (`core.jobs.parse_jobs_page`, `listed_jobs`). An answer with the
+        bytes of the vault's last one that left every job out, given an equal `known`, is not
+        even decoded (`arm_quiet_pages`): a `known` must answer the same for as long as it lives.
 
         Raises:
             ValueError: a naive datetime, or `end_at` before `start_at` (nothing is sent).
@@ -320,7 +326,10 @@ class ArmClient:
             payloads.append(payload)
             return parse_jobs_page(payload, vault, known)
 
-        pages = await self._job_pages(vault, url, parse)
+        # An answer with the bytes of the vault's last quiet one is not decoded (arm_quiet_pages).
+        listing = self._quiet_pages.listing(vault.key, known, self._deep_json)
+        pages = await self._job_pages(vault, url, parse, decode=listing.decode)
+        listing.finished(pages)
         return listed_jobs(pages, lambda index: parse_jobs_page(payloads[index], vault))
 
     async def list_all_jobs(self, vault: VaultRef) -> list[BackupJob]:
@@ -342,14 +351,21 @@ class ArmClient:
         return jobs_of(await self._job_pages(vault, url, parse_backup_vault_jobs_page))
 
     async def _job_pages(
-        self, vault: VaultRef, url: URL, parse: Callable[[object, VaultRef], JobsPage]
+        self,
+        vault: VaultRef,
+        url: URL,
+        parse: Callable[[object, VaultRef], JobsPage],
+        *,
+        decode: Decode | None = None,
     ) -> list[JobsPage]:
-        """Every page of a job list from `url` on, each parsed for `vault`."""
+        """Every page of a job list from `url` on, each parsed for `vault` (each 2xx answer
+        read by `decode`, if given)."""
         return await self._paged(
             url,
             ArmCallKind.JOBS_LIST,
             lambda p: parse(p, vault),
             "arm.job_skipped",
+            decode=decode,
             vault=vault.id,
         )
 
@@ -576,15 +592,24 @@ class ArmClient:
         *,
         action: str | None = None,
         scope: str | None = None,
+        decode: Decode | None = None,
         **context: str,
     ) -> list[P]:
         """Every page from `url` on, each read as `kind` (see `read_pages`), `action` being
         the per-action pause scope of its reads (None: only the subscription's), `scope` the
-        budget scope (None: the path's)."""
+        budget scope (None: the path's), `decode` what reads each 2xx answer (None:
+        `decode_reply`)."""
 
         async def get(page_url: URL, referrer: URL | None, cap: BodyCap) -> Reply:
             return await self._send(
-                "GET", page_url, kind, referrer=referrer, cap=cap, action=action, scope=scope
+                "GET",
+                page_url,
+                kind,
+                referrer=referrer,
+                cap=cap,
+                action=action,
+                scope=scope,
+                decode=decode,
             )
 
         return await read_pages(
@@ -619,9 +644,11 @@ class ArmClient:
         scope: str | None = None,
         body: bytes | None = None,
         action: str | None = None,
+        decode: Decode | None = None,
     ) -> Reply:
         """One request as ARM JSON: origin check, the action's pause (`action`, if any),
-        budget (of `scope`, else the path's), token, one retry after a 401."""
+        budget (of `scope`, else the path's), token, one retry after a 401; a 2xx answer read
+        by `decode` (None: `decode_reply`)."""
         self._origin.check(url, referrer=referrer)
         scope = scope or scope_of_path(url.path)
         if action is not None and (left := self._budgets.action_pause_s(action)):
@@ -650,14 +677,23 @@ class ArmClient:
                 )
                 rejected = token
                 continue
-            return await self._reply(url, scope, answer, action=action)
+            return await self._reply(url, scope, answer, action=action, decode=decode)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _reply(
-        self, url: URL, scope: str, answer: Answer, *, action: str | None = None
+        self,
+        url: URL,
+        scope: str,
+        answer: Answer,
+        *,
+        action: str | None = None,
+        decode: Decode | None = None,
     ) -> Reply:
-        """Decode a 2xx answer, or raise the ArmError its status maps to."""
+        """Decode a 2xx answer (by `decode`, if given), or raise the ArmError its status maps
+        to."""
         if 200 <= answer.status < 300:
+            if decode is not None:
+                return await decode(url, answer)
             return await decode_reply(url, answer, self._deep_json)
         code, message = arm_error(answer.body)
         if answer.status != 429:

@@ -34,11 +34,12 @@ RANKS = {
     "monitor.events": 2,  # the event codec: imports config (EventFormat), core and errors
     "monitor.health": 2,
     "monitor.metrics": 2,
-    "monitor.arm": 3,  # ArmClient; imports arm_answers, arm_http, arm_observer and arm_paging (3)
+    "monitor.arm": 3,  # ArmClient; imports the arm_* modules below (3)
     "monitor.arm_answers": 3,
     "monitor.arm_http": 3,
     "monitor.arm_observer": 3,
     "monitor.arm_paging": 3,
+    "monitor.arm_quiet_pages": 3,  # a job list's answer that repeats the last quiet one
     "monitor.credentials": 3,
     "monitor.pacing": 3,
     "monitor.principals": 3,  # a TokenCache per credential; ArmClient reads it

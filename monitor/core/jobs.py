@@ -297,7 +297,9 @@ class JobDetails:
 
 KnownEnded: TypeAlias = Callable[[str], "JobStatus | None"]
 """What a caller knows of a vault's ended jobs: the terminal status it tracks for a lower-cased
-job name (a canonical `JobStatus` object), or None (`core.diff.JobTable.ended_status`)."""
+job name (a canonical `JobStatus` object), or None (`core.diff.JobTable.ended_status`). One
+must answer the same for as long as it lives (a bound method of an immutable table): two equal
+ones are taken as the same knowledge (`arm_quiet_pages`)."""
 
 
 def parse_jobs_page(payload: object, vault: VaultRef, known: KnownEnded | None = None) -> JobsPage:
