@@ -3,8 +3,9 @@
 The steady poll of an idle Recovery Services vault lists the same jobs as last time, each
 ended with the status the poll step knows (`core.jobs.KnownEnded`): ARM sends the same bytes,
 and decoding and parsing them (`orjson`, then each item against the known table) yields no
-job at all. `QuietPages` remembers, per vault, the SHA-1 of such an answer (one page, no
-nextLink, no job parsed, no item skipped) and the `KnownEnded` it was parsed with. The next
+job at all. `QuietPages` remembers, per vault, the SHA-1 of such an answer (one page of at
+least one item, no nextLink, no job parsed, no item skipped) and the `KnownEnded` it was parsed
+with (a page of no items is not kept: it costs nothing to decode). The next
 listing whose first answer has the same digest and is parsed with an equal `KnownEnded`
 would yield no job either, so that answer reads as an empty page, undecoded.
 
@@ -73,7 +74,16 @@ class QuietPages:
 class QuietListing:
     """One listing's answers, read as `QuietPages` says (made by `QuietPages.listing`)."""
 
-    __slots__ = ("_book", "_deep_json", "_digest", "_known", "_last", "_vault_key", "quiet")
+    __slots__ = (
+        "_body",
+        "_book",
+        "_deep_json",
+        "_digest",
+        "_known",
+        "_last",
+        "_vault_key",
+        "quiet",
+    )
 
     def __init__(
         self,
@@ -85,18 +95,21 @@ class QuietListing:
     ) -> None:
         self._book, self._vault_key, self._known = book, vault_key, known
         self._last, self._deep_json = last, deep_json
+        self._body: bytes | None = None  # the first answer's; its digest is taken when needed
         self._digest: bytes | None = None
         self.quiet = False  # the first answer was the vault's last quiet one (read as empty)
 
     async def decode(self, url: URL, answer: Answer) -> Reply:
         """`arm_answers.decode_reply` of a 2xx answer; the listing's first answer, when it is
         the vault's last quiet one parsed with an equal `known`, reads as an empty page."""
-        if self._digest is not None:  # a later page
+        if self._body is not None:  # a later page
             return await decode_reply(url, answer, self._deep_json)
-        body = answer.body
-        self._digest = digest = body_digest(body)
+        self._body = body = answer.body
         last = self._last
-        if last is not None and last.digest == digest and last.known == self._known:
+        if last is None:
+            return await decode_reply(url, answer, self._deep_json)
+        self._digest = digest = body_digest(body)
+        if last.digest == digest and last.known == self._known:
             self.quiet = True
             headers = answer.headers
             return Reply(
@@ -110,10 +123,14 @@ class QuietListing:
         return await decode_reply(url, answer, self._deep_json)
 
     def finished(self, pages: Sequence[JobsPage]) -> None:
-        """The listing read `pages`: one page that yielded no job and skipped no item is the
-        vault's quiet answer from now on; anything else leaves the vault without one."""
-        if self._digest is None or len(pages) != 1:
+        """The listing read `pages`: one page that left every job out and skipped no item is
+        the vault's quiet answer from now on; anything else leaves the vault without one. A
+        page with no item at all is not kept: it decodes at no cost."""
+        if self._body is None or len(pages) != 1:
             return
         page = pages[0]
-        if not page.jobs and not page.skipped and page.next_link is None:
-            self._book.remember(self._vault_key, _Quiet(self._digest, self._known))
+        if self.quiet or (
+            page.unchanged and not page.jobs and not page.skipped and page.next_link is None
+        ):
+            digest = self._digest or body_digest(self._body)
+            self._book.remember(self._vault_key, _Quiet(digest, self._known))

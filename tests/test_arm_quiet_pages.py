@@ -112,6 +112,14 @@ class TestQuietListing:
         assert seen == [(False, []), (True, []), (False, [NAMES[0]])]
         assert len(book) == 0  # the third listing parsed a job: the vault has no quiet answer
 
+    async def test_an_answer_of_no_items_is_not_kept(self) -> None:
+        table = JobTable()
+        book = QuietPages()
+        listing = book.listing(VAULT.key, table.ended_status, CapacityLimiter(1))
+        reply = await listing.decode(URL_, answer(orjson.dumps(p.page())))
+        listing.finished([parse_jobs_page(reply.payload, VAULT, table.ended_status)])
+        assert len(book) == 0
+
     async def test_a_listing_of_two_pages_is_never_quiet(self) -> None:
         table = JobTable()
         book = QuietPages()
