@@ -332,6 +332,11 @@ class ArmClient:
         listing.finished(pages)
         return listed_jobs(pages, lambda index: parse_jobs_page(payloads[index], vault))
 
+    def forget_vault(self, vault_key: str) -> None:
+        """The vault is no longer watched: what the client keeps of it (its last quiet job-list
+        answer, `arm_quiet_pages`) goes. Nothing is sent."""
+        self._quiet_pages.forget(vault_key)
+
     async def list_all_jobs(self, vault: VaultRef) -> list[BackupJob]:
         """Every job of a Backup vault, as its unfiltered list gives them (oldest first).
 

@@ -14,8 +14,9 @@ bound method of an immutable table (replaced, never changed, when a poll changes
 and bound methods are equal only when bound to the same object. A listing with any other
 outcome (a job parsed, an item skipped, a second page, an error) forgets the vault's entry.
 
-Each entry is ~250 bytes; a vault that is no longer listed keeps its entry until the client
-goes (a vault removed from the estate: one entry each).
+Each entry is ~250 bytes, and keeps the vault's known table alive; the scheduler forgets a
+vault's entry when it stops watching the vault (`QuietPages.forget`, through
+`ArmClient.forget_vault`).
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ class QuietPages:
         """One listing of `vault_key` parsed with `known`: its `decode` reads the answers, its
         `finished` records how the listing went. The vault's entry is taken out until then."""
         return QuietListing(self, vault_key, known, self._last.pop(vault_key, None), deep_json)
+
+    def forget(self, vault_key: str) -> None:
+        """The vault is no longer watched: its entry goes (nothing if it has none)."""
+        self._last.pop(vault_key, None)
 
     def remember(self, vault_key: str, quiet: _Quiet) -> None:
         """`quiet` is the vault's last quiet answer (`QuietListing.finished`)."""

@@ -77,6 +77,8 @@ class ArmJobReads(Protocol):
 
     async def list_all_jobs(self, vault: VaultRef) -> list[BackupJob]: ...
 
+    def forget_vault(self, vault_key: str) -> None: ...
+
     async def get_job(self, vault: VaultRef, job_name: str) -> JobDetails: ...
 
     async def query_backup_vault_jobs(
@@ -204,6 +206,18 @@ class JobSources:
             return await self._full_listing(vault, "fallback")
         reach = start_at - timedelta(seconds=self._settings.resource_graph_margin_s)
         return [job for job in rows if job.start_at is None or reach <= job.start_at <= end_at]
+
+    def forget_vault(self, vault_key: str) -> None:
+        """The vault is no longer watched: its backstop schedule, the window it asked Resource
+        Graph for and what the ARM client keeps of it go (`ArmClient.forget_vault`). A vault
+        watched again later starts afresh, its first backstop anywhere in the first interval."""
+        self._backstop_due.pop(vault_key, None)
+        asks = self._asked.get(_subscription_of(vault_key))
+        if asks is not None:
+            asks.pop(vault_key, None)
+            if not asks:
+                del self._asked[_subscription_of(vault_key)]
+        self._arm.forget_vault(vault_key)
 
     async def jobs_for_items(
         self, vault: VaultRef, start_at: datetime, end_at: datetime

@@ -94,6 +94,10 @@ class JobSource(VaultSource, Protocol):
 
     async def get_job(self, vault: VaultRef, job_name: str) -> JobDetails: ...
 
+    def forget_vault(self, vault_key: str) -> None:
+        """The vault is no longer watched: whatever the source keeps of it goes."""
+        ...
+
 
 @dataclass(slots=True, eq=False)
 class WatchedVault:

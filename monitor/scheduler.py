@@ -92,7 +92,7 @@ class PollScheduler:
         checkpoint_refresh_s: float = CHECKPOINT_REFRESH_S,
         watcher: ItemWatcher | None = None,
     ) -> None:
-        self._store, self._delivery, self._rates = store, delivery, rates
+        self._source, self._store, self._delivery, self._rates = source, store, delivery, rates
         self._watcher = watcher
         self._metrics = metrics
         self._started = False
@@ -265,6 +265,7 @@ class PollScheduler:
         if self._watched.pop(vault.key, None) is None:
             return
         self._planner.remove_vault(vault.key)
+        self._source.forget_vault(vault.key)
         if self._watcher is not None:
             self._watcher.unwatch(vault.key)
         log.warning("vault.dropped", vault=vault.name, vault_id=vault.id, reason=reason)

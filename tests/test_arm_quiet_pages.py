@@ -112,6 +112,25 @@ class TestQuietListing:
         assert seen == [(False, []), (True, []), (False, [NAMES[0]])]
         assert len(book) == 0  # the third listing parsed a job: the vault has no quiet answer
 
+    async def test_a_forgotten_vault_has_its_next_answer_decoded(self) -> None:
+        """`forget` (the vault is no longer watched) drops its entry: the same answer is
+        decoded again, then kept again; forgetting a vault with no entry does nothing."""
+        body = orjson.dumps(p.page(p.job_item(NAMES[0], status="Completed")))
+        table = JobTable([JobSnapshot(key=job_key(NAMES[0]), status=JobStatus.of("Completed"))])
+        book = QuietPages()
+        seen = []
+        for forget_first in (False, False, True, False):
+            if forget_first:
+                book.forget(VAULT.key)
+                assert len(book) == 0
+            listing = book.listing(VAULT.key, table.ended_status, CapacityLimiter(1))
+            reply = await listing.decode(URL_, answer(body))
+            listing.finished([parse_jobs_page(reply.payload, VAULT, table.ended_status)])
+            seen.append(listing.quiet)
+        assert seen == [False, True, False, True]
+        book.forget("/subscriptions/other")
+        assert len(book) == 1
+
     async def test_an_answer_of_no_items_is_not_kept(self) -> None:
         table = JobTable()
         book = QuietPages()
@@ -167,6 +186,8 @@ class TestArmClientQuietAnswers:
             ]
             assert polls == [[], [], []]
             assert len(arm_client._quiet_pages) == 1  # what the polls left
+            arm_client.forget_vault(vault("quiet").key)  # as the scheduler does on a drop
+            assert len(arm_client._quiet_pages) == 0
             items[1] = {**items[1], "properties": {**items[1]["properties"], "status": "Failed"}}
             changed = await arm_client.list_jobs(
                 vault("quiet"), start, end, known=table.ended_status

@@ -96,6 +96,9 @@ class ScriptedReads:
     async def get_job(self, vault: VaultRef, job_name: str) -> JobDetails:
         raise AssertionError("JobSources passes get_job through; not tested here")
 
+    def forget_vault(self, vault_key: str) -> None:
+        self.calls.append(("forget_vault", vault_key))
+
     async def query_backup_vault_jobs(
         self, query: str, subscriptions: list[str], skip_token: str | None
     ) -> GraphJobsPage:
@@ -194,6 +197,23 @@ async def test_the_backstop_lists_each_vault_once_an_interval() -> None:
     gaps = [b - a for a, b in itertools.pairwise(listings)]
     assert all(540 - 15 <= gap <= 600 + 15 for gap in gaps), gaps
     assert source.stats.full_listings == len(listings) == 5
+
+
+async def test_a_forgotten_vault_leaves_no_schedule_and_no_window_behind() -> None:
+    """`forget_vault` (the scheduler no longer watches it): its subscription joins no later
+    batch, its overdue backstop is not run if it comes back (its first is scheduled anew), and
+    the ARM client is told to forget it too."""
+    a, b = backup_vault(SUB_A, "a"), backup_vault(SUB_B, "b")
+    reads, clock = ScriptedReads({a.key: [], b.key: []}), FakeClock(start_at=NOW)
+    source = sources(reads, clock, resource_graph_refresh_s=20, backstop_interval_s=600)
+    await source.list_jobs(b, NOW - timedelta(minutes=5), NOW)
+    clock.advance(700)  # b's first backstop, somewhere in the first 600 s, is overdue
+    source.forget_vault(b.key)
+    await source.list_jobs(a, clock.utcnow() - timedelta(minutes=5), clock.utcnow())
+    assert [q[1] for q in reads.queries] == [(SUB_B.lower(),), (SUB_A.lower(),)]
+    await source.list_jobs(b, clock.utcnow() - timedelta(minutes=5), clock.utcnow())
+    assert reads.named("list_all_jobs") == []
+    assert reads.named("forget_vault") == [b.key]
 
 
 async def test_listing_mode_lists_the_whole_history_on_every_poll() -> None:

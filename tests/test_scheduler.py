@@ -129,6 +129,9 @@ class ScriptedSource:
             j for j in self.listed[vault.key] if j.start_at and start_at <= j.start_at <= end_at
         ]
 
+    def forget_vault(self, vault_key: str) -> None:
+        self.calls.append(("forget", vault_key))
+
     async def get_job(self, vault: VaultRef, job_name: str) -> JobDetails:
         self.calls.append(("get", job_name))
         found = self.direct.get(job_name.lower()) or next(
@@ -344,6 +347,23 @@ async def test_one_vault_failing_does_not_stop_the_others(failure: Exception) ->
     if isinstance(failure, ArmThrottled):
         assert bad_polls == 1  # held for Retry-After (30 s), not retried meanwhile
         assert scheduler.stats.throttled == 1
+
+
+async def test_a_vault_that_is_gone_is_forgotten_by_the_source_too() -> None:
+    """A vault whose list answers 404 is dropped, and its source lets go of what it kept of it
+    (`forget_vault`, once); the other vault is still polled."""
+    gone, kept = vault_ref(SUB_A, "gone"), vault_ref(SUB_A, "kept")
+    source = ScriptedSource([gone, kept])
+    source.failures[gone.key] = ArmNotFound("404", url=f"{gone.id}/backupJobs", status=404)
+    sink, store = ListSink(), MemoryCheckpointStore()
+    scheduler = make(source, store, sink)
+    with capture_logs() as logs:
+        await run_until(
+            scheduler, lambda: sum(1 for c in source.calls if c == ("list", "kept")) >= 3
+        )
+    assert [c for c in source.calls if c[0] == "forget"] == [("forget", gone.key)]
+    assert [r["vault"] for r in logs if r["event"] == "vault.dropped"] == ["gone"]
+    assert sum(1 for c in source.calls if c == ("list", "gone")) == 1
 
 
 async def test_costly_first_polls_do_not_push_back_vaults_not_yet_polled() -> None:
