@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import hashlib
+from array import array
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -49,36 +51,83 @@ _ENDED: Final = (
 _ENDED_CODE: Final = {id(status): code for code, status in enumerate(_ENDED)}
 
 
+_LOW_64: Final = (1 << 64) - 1
+_NO_HALVES: Final = array("Q")  # shared by every table with no ended job named by a GUID
+_NO_CODES: Final = array("q")
+_NO_ODD: Final[dict[str, int]] = {}  # shared, never written: a table builds its own
+
+_Slot: TypeAlias = tuple[int, int] | str
+"""Where an ended job's code is filed while a table is built: its name's GUID halves, or the
+name itself when it is not a lower-case GUID."""
+
+
+def _slot(name: str) -> _Slot:
+    """`name`'s 128 bits as two 64-bit halves when it is a lower-case GUID (as ARM names jobs,
+    lower-cased by the parsers); else the name. The checks leave `int` only 32 characters of
+    `[0-9a-z]` (no sign, space or underscore, which it would take), so the halves give back
+    exactly these characters (`_guid`)."""
+    digits = name.replace("-", "")
+    if (
+        len(digits) == 32
+        and len(name) == 36
+        and name[8] == name[13] == name[18] == name[23] == "-"
+        and digits.isascii()
+        and digits.isalnum()
+        and (digits.islower() or digits.isdigit())
+    ):
+        try:
+            value = int(digits, 16)
+        except ValueError:  # a letter past f
+            return name
+        return value >> 64, value & _LOW_64
+    return name
+
+
+def _guid(hi: int, lo: int) -> str:
+    """The name `_slot` read as (`hi`, `lo`): the same characters."""
+    h, low = f"{hi:016x}", f"{lo:016x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:]}-{low[:4]}-{low[4:]}"
+
+
 class JobTable(Mapping[JobKey, JobSnapshot]):
     """The tracked jobs of one vault, as an immutable `Mapping[JobKey, JobSnapshot]` that holds
-    an ended job in one int.
+    an ended job in 24 bytes.
 
     Most of what the tracker keeps is ended jobs, kept until their start falls behind the
     lookback floor (180,000 of them at the 10,000-vault point). As snapshots, each cost a
-    JobKey, a JobSnapshot and a datetime (152 bytes) besides its name; here, an ended job of the
-    table's vault (the vault of the first such job put in) with a canonical terminal status and
-    a UTC start (or none) is `name -> start in microseconds << 3 | has start << 2 | status`.
-    Any other snapshot (a running job, another vault's key, another zone) is kept as it is.
-    Reading gives back snapshots equal to those put in (made afresh for an ended job);
-    `status_of`, `running` and `ended_before` answer without making any.
+    JobKey, a JobSnapshot and a datetime (152 bytes) besides its name (85). Here, an ended job
+    of the table's vault (the vault of the first such job put in) with a canonical terminal
+    status and a UTC start (or none) is one code, `start in microseconds << 3 | has start << 2
+    | status` (any datetime's fits in 63 bits). When its name is a lower-case GUID, the name is
+    its two 64-bit halves, in arrays sorted by them beside the codes' (16 + 8 bytes, no object
+    of its own; found by bisection); any other name maps to its code in a dict. Any other
+    snapshot (a running job, another vault's key, another zone) is kept as it is. Reading gives
+    back snapshots equal to those put in, made afresh for an ended job, with the same name;
+    `status_of`, `ended_status`, `running` and `ended_before` answer without making any.
     """
 
-    __slots__ = ("_ended", "_live", "_vault_key")
+    __slots__ = ("_codes", "_hi", "_live", "_lo", "_odd", "_vault_key")
 
     def __init__(self, snapshots: Iterable[JobSnapshot] = ()) -> None:
         self._vault_key: str | None = None
-        self._ended: dict[str, int] = {}
+        self._hi, self._lo, self._codes = _NO_HALVES, _NO_HALVES, _NO_CODES
+        self._odd = _NO_ODD
         self._live: dict[JobKey, JobSnapshot] = {}
-        self._put(snapshots)
+        self._build({}, snapshots, ())
 
     @classmethod
     def of(cls, jobs: Mapping[JobKey, JobSnapshot]) -> JobTable:
         """`jobs` as a table (a table is returned as it is)."""
         return jobs if isinstance(jobs, JobTable) else cls(jobs.values())
 
-    def _put(self, snapshots: Iterable[JobSnapshot]) -> None:
-        ended, live = self._ended, self._live
-        for snap in snapshots:
+    def _build(
+        self, ended: dict[_Slot, int], put: Iterable[JobSnapshot], drop: Iterable[JobKey]
+    ) -> None:
+        """Fill this (new) table from `ended` (this vault's ended jobs by slot, taken over) and
+        `self._live`, with `put` added or replacing the snapshots of their keys, then `drop`
+        removed."""
+        live = self._live
+        for snap in put:
             key, start = snap.key, snap.start_at
             code = _ENDED_CODE.get(id(snap.status))
             if code is not None and (start is None or start.tzinfo is UTC):
@@ -87,29 +136,65 @@ class JobTable(Mapping[JobKey, JobSnapshot]):
                 if key.vault_key == self._vault_key:
                     if start is not None:
                         code |= ((start - _EPOCH) // _US) << 3 | 4
-                    ended[key.job_name] = code
+                    ended[_slot(key.job_name)] = code
                     live.pop(key, None)
                     continue
             live[key] = snap
             if key.vault_key == self._vault_key:
-                ended.pop(key.job_name, None)
+                ended.pop(_slot(key.job_name), None)
+        for key in drop:
+            if live.pop(key, None) is None and key.vault_key == self._vault_key:
+                ended.pop(_slot(key.job_name), None)
+        guids = sorted((s, c) for s, c in ended.items() if type(s) is tuple)
+        if guids:
+            self._hi = array("Q", [s[0] for s, _ in guids])
+            self._lo = array("Q", [s[1] for s, _ in guids])
+            self._codes = array("q", [c for _, c in guids])
+        if len(guids) < len(ended):
+            self._odd = {s: c for s, c in ended.items() if type(s) is str}
+
+    def _ended(self) -> dict[_Slot, int]:
+        """This vault's ended jobs by slot, as `_build` takes them (a new dict)."""
+        ended: dict[_Slot, int] = dict(
+            zip(zip(self._hi, self._lo, strict=True), self._codes, strict=True)
+        )
+        ended.update(self._odd)
+        return ended
+
+    def _code(self, job_name: str) -> int | None:
+        """The code of this vault's ended job `job_name`, or None."""
+        slot = _slot(job_name) if self._codes else job_name
+        if isinstance(slot, str):
+            return self._odd.get(slot) if self._odd else None
+        hi, lo = slot
+        his, los = self._hi, self._lo
+        at, end = bisect_left(his, hi), len(his)
+        while at < end and his[at] == hi:
+            if los[at] == lo:
+                return self._codes[at]
+            at += 1
+        return None
+
+    def _names(self) -> Iterator[tuple[str, int]]:
+        """(name, code) of this vault's ended jobs."""
+        for hi, lo, code in zip(self._hi, self._lo, self._codes, strict=True):
+            yield _guid(hi, lo), code
+        yield from self._odd.items()
 
     def replaced(self, put: Iterable[JobSnapshot], drop: Iterable[JobKey] = ()) -> JobTable:
         """A new table with `put` added or replacing the snapshots of their keys, then `drop`
         removed (absent keys are ignored); this one is left as it is."""
         copy = JobTable.__new__(JobTable)
         copy._vault_key = self._vault_key
-        copy._ended, copy._live = dict(self._ended), dict(self._live)
-        copy._put(put)
-        for key in drop:
-            if copy._live.pop(key, None) is None and key.vault_key == copy._vault_key:
-                copy._ended.pop(key.job_name, None)
+        copy._hi, copy._lo, copy._codes = _NO_HALVES, _NO_HALVES, _NO_CODES
+        copy._odd, copy._live = _NO_ODD, dict(self._live)
+        copy._build(self._ended(), put, drop)
         return copy
 
     def status_of(self, key: JobKey) -> JobStatus | None:
         """The status of `key`'s job, or None if it is not here."""
         if key.vault_key == self._vault_key:
-            code = self._ended.get(key.job_name)
+            code = self._code(key.job_name)
             if code is not None:
                 return _ENDED[code & 3]
         snap = self._live.get(key)
@@ -119,7 +204,7 @@ class JobTable(Mapping[JobKey, JobSnapshot]):
         """The terminal status of this vault's ended job `job_name` (lower-cased), or None: the
         `core.jobs.KnownEnded` a listing of the vault is parsed with. An ended job kept as a
         snapshot (another zone's start, another vault's key) answers None."""
-        code = self._ended.get(job_name)
+        code = self._code(job_name)
         return None if code is None else _ENDED[code & 3]
 
     def running(self) -> Iterator[JobSnapshot]:
@@ -130,11 +215,17 @@ class JobTable(Mapping[JobKey, JobSnapshot]):
         """The keys of the jobs in a terminal state that started before `floor` (aware)."""
         keys: list[JobKey] = []
         vault_key = self._vault_key
-        if self._ended and vault_key is not None:
+        if vault_key is not None and (self._codes or self._odd):
             limit = (floor - _EPOCH) // _US
+            his, los = self._hi, self._lo
             keys = [
+                JobKey(vault_key=vault_key, job_name=_guid(his[at], los[at]))
+                for at, code in enumerate(self._codes)
+                if code & 4 and code >> 3 < limit
+            ]
+            keys += [
                 JobKey(vault_key=vault_key, job_name=name)
-                for name, code in self._ended.items()
+                for name, code in self._odd.items()
                 if code & 4 and code >> 3 < limit
             ]
         keys += [
@@ -152,7 +243,7 @@ class JobTable(Mapping[JobKey, JobSnapshot]):
 
     def __getitem__(self, key: JobKey) -> JobSnapshot:
         if key.vault_key == self._vault_key:
-            code = self._ended.get(key.job_name)
+            code = self._code(key.job_name)
             if code is not None:
                 return self._snapshot(key.job_name, code)
         return self._live[key]
@@ -160,22 +251,23 @@ class JobTable(Mapping[JobKey, JobSnapshot]):
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, JobKey):
             return False
-        if key.vault_key == self._vault_key and key.job_name in self._ended:
+        if key.vault_key == self._vault_key and self._code(key.job_name) is not None:
             return True
         return key in self._live
 
     def __iter__(self) -> Iterator[JobKey]:
         vault_key = self._vault_key
         if vault_key is not None:
-            for name in self._ended:
+            for name, _ in self._names():
                 yield JobKey(vault_key=vault_key, job_name=name)
         yield from self._live
 
     def __len__(self) -> int:
-        return len(self._ended) + len(self._live)
+        return len(self._codes) + len(self._odd) + len(self._live)
 
     def __repr__(self) -> str:
-        return f"JobTable({len(self._ended)} ended, {len(self._live)} others)"
+        ended = len(self._codes) + len(self._odd)
+        return f"JobTable({ended} ended, {len(self._live)} others)"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

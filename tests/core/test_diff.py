@@ -180,10 +180,29 @@ TABLE_STATUSES = [
     JobStatus("completed"),  # terminal, not the canonical object: kept as a snapshot
     JobStatus.of("Paused"),
 ]
+# Names of both kinds a table keeps: lower-case GUIDs (packed; two share their first half, so
+# bisection must look past the first match) and anything else (an upper-case GUID, one of
+# another length, a plain word).
+TABLE_NAMES = [
+    "a",
+    "b",
+    "c",
+    "00000000-0000-4000-8000-000000000000",
+    "7ddead57-0000-4000-8000-000000000001",
+    "7ddead57-0000-4000-8000-000000000002",
+    "ffffffff-ffff-4fff-bfff-ffffffffffff",
+    "7DDEAD57-0000-4000-8000-000000000001",
+    "7ddead57-0000-4000-8000-0000000000011",
+    "7ddead57-0000-4000-8000_000000000001",
+    "+ddead57-0000-4000-8000-000000000001",
+    "7ddead57-0000-4000-8000-00000000000g",
+    "7dDead57-0000-4000-8000-000000000001",
+    " ddead57-0000-4000-8000-000000000001",
+]
 table_keys = st.builds(
     lambda vault, name: JobKey(vault_key=vault, job_name=name),
     st.sampled_from(TABLE_VAULTS),
-    st.sampled_from(["a", "b", "c", "d", "e", "f"]),
+    st.sampled_from(TABLE_NAMES),
 )
 # Whole and fractional seconds, before 1970 too; UTC, another zone, naive, or none.
 table_starts = st.none() | st.builds(
@@ -236,6 +255,12 @@ class TestJobTable:
             assert got.start_at == snap.start_at
             assert table.status_of(key) is snap.status
             assert key in table
+        canonical = {id(s) for s in TABLE_STATUSES[2:6]}
+        for key, snap in model.items():
+            if key.vault_key == table._vault_key:  # the table's vault: its ended jobs by name
+                start = snap.start_at
+                packed = id(snap.status) in canonical and (start is None or start.tzinfo is UTC)
+                assert table.ended_status(key.job_name) is (snap.status if packed else None)
         assert (probe in table) == (probe in model)
         assert table.status_of(probe) == (model[probe].status if probe in model else None)
         assert table.get(probe) == model.get(probe)
@@ -258,6 +283,31 @@ class TestJobTable:
         before = snapshots(*build(old))
         after = build(new)
         assert diff_jobs(JobTable.of(before), after, AT) == diff_jobs(before, after, AT)
+
+    def test_ended_jobs_named_by_guids_are_packed_and_read_back_as_named(self) -> None:
+        """Lower-case GUID names go into the sorted arrays, any other into the dict; each
+        reads back as the very characters put in, and `ended_status` finds each."""
+        vault = TABLE_VAULTS[0]
+        start = datetime(2026, 12, 3, tzinfo=UTC)
+        snaps = [
+            JobSnapshot(
+                key=JobKey(vault_key=vault, job_name=n), status=JobStatus.FAILED, start_at=start
+            )
+            for n in TABLE_NAMES
+        ]
+        table = JobTable(snaps)
+        guids, others = TABLE_NAMES[3:7], [*TABLE_NAMES[:3], *TABLE_NAMES[7:]]
+        assert len(table._codes) == len(guids)
+        assert list(table._odd) == others
+        assert [k.job_name for k in table] == sorted(guids) + others
+        for name in TABLE_NAMES:
+            assert table.ended_status(name) is JobStatus.FAILED
+        assert table.ended_status("7ddead57-0000-4000-8000-000000000003") is None
+        assert table.ended_status("7ddead57-0000-4000-8000-00000000000") is None
+        emptied = table.replaced((), [s.key for s in snaps])
+        assert len(emptied) == 0
+        assert emptied.ended_status(TABLE_NAMES[4]) is None
+        assert len(table) == len(TABLE_NAMES)
 
     def test_an_ended_job_costs_one_int(self) -> None:
         """Ended jobs of the table's vault with a UTC start are packed; others are not."""
