@@ -5,8 +5,8 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from array import array
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -51,67 +51,45 @@ _ENDED: Final = (
 _ENDED_CODE: Final = {id(status): code for code, status in enumerate(_ENDED)}
 
 
-_LOW_64: Final = (1 << 64) - 1
-_NO_HALVES: Final = array("Q")  # shared by every table with no ended job named by a GUID
-_NO_CODES: Final = array("q")
+_GUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_GUID_LEN: Final = 36
+_NO_CODES: Final = array("q")  # shared by every table with no ended job named by a GUID
 _NO_ODD: Final[dict[str, int]] = {}  # shared, never written: a table builds its own
 
-_Slot: TypeAlias = tuple[int, int] | str
-"""Where an ended job's code is filed while a table is built: its name's GUID halves, or the
-name itself when it is not a lower-case GUID."""
 
-
-def _slot(name: str) -> _Slot:
-    """`name`'s 128 bits as two 64-bit halves when it is a lower-case GUID (as ARM names jobs,
-    lower-cased by the parsers); else the name. The checks leave `int` only 32 characters of
-    `[0-9a-z]` (no sign, space or underscore, which it would take), so the halves give back
-    exactly these characters (`_guid`)."""
-    digits = name.replace("-", "")
-    if (
-        len(digits) == 32
-        and len(name) == 36
-        and name[8] == name[13] == name[18] == name[23] == "-"
-        and digits.isascii()
-        and digits.isalnum()
-        and (digits.islower() or digits.isdigit())
-    ):
-        try:
-            value = int(digits, 16)
-        except ValueError:  # a letter past f
-            return name
-        return value >> 64, value & _LOW_64
-    return name
-
-
-def _guid(hi: int, lo: int) -> str:
-    """The name `_slot` read as (`hi`, `lo`): the same characters."""
-    h, low = f"{hi:016x}", f"{lo:016x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:]}-{low[:4]}-{low[4:]}"
+def _find(names: str, name: str) -> int:
+    """The position of `name` among `names` (36-character GUIDs end to end), or -1. A match
+    that is not on an entry's boundary (the end of one GUID and the start of the next) is not
+    it: an entry matches only where it starts."""
+    at = names.find(name)
+    while at > 0 and at % _GUID_LEN:
+        at = names.find(name, at + 1)
+    return at // _GUID_LEN if at >= 0 else -1
 
 
 class JobTable(Mapping[JobKey, JobSnapshot]):
     """The tracked jobs of one vault, as an immutable `Mapping[JobKey, JobSnapshot]` that holds
-    an ended job in 24 bytes.
+    an ended job in 44 bytes.
 
     Most of what the tracker keeps is ended jobs, kept until their start falls behind the
     lookback floor (180,000 of them at the 10,000-vault point). As snapshots, each cost a
     JobKey, a JobSnapshot and a datetime (152 bytes) besides its name (85). Here, an ended job
     of the table's vault (the vault of the first such job put in) with a canonical terminal
     status and a UTC start (or none) is one code, `start in microseconds << 3 | has start << 2
-    | status` (any datetime's fits in 63 bits). When its name is a lower-case GUID, the name is
-    its two 64-bit halves, in arrays sorted by them beside the codes' (16 + 8 bytes, no object
-    of its own; found by bisection); any other name maps to its code in a dict. Any other
+    | status` (any datetime's fits in 63 bits), in an `array("q")`. When its name is a
+    lower-case GUID (as ARM names jobs, lower-cased by the parsers), the name is 36 characters
+    of one string that holds them all end to end, in the codes' order (no object of its own; a
+    look-up is a substring search); any other name maps to its code in a dict. Any other
     snapshot (a running job, another vault's key, another zone) is kept as it is. Reading gives
     back snapshots equal to those put in, made afresh for an ended job, with the same name;
     `status_of`, `ended_status`, `running` and `ended_before` answer without making any.
     """
 
-    __slots__ = ("_codes", "_hi", "_live", "_lo", "_odd", "_vault_key")
+    __slots__ = ("_codes", "_live", "_names", "_odd", "_vault_key")
 
     def __init__(self, snapshots: Iterable[JobSnapshot] = ()) -> None:
         self._vault_key: str | None = None
-        self._hi, self._lo, self._codes = _NO_HALVES, _NO_HALVES, _NO_CODES
-        self._odd = _NO_ODD
+        self._names, self._codes, self._odd = "", _NO_CODES, _NO_ODD
         self._live: dict[JobKey, JobSnapshot] = {}
         self._build({}, snapshots, ())
 
@@ -121,9 +99,9 @@ class JobTable(Mapping[JobKey, JobSnapshot]):
         return jobs if isinstance(jobs, JobTable) else cls(jobs.values())
 
     def _build(
-        self, ended: dict[_Slot, int], put: Iterable[JobSnapshot], drop: Iterable[JobKey]
+        self, ended: dict[str, int], put: Iterable[JobSnapshot], drop: Iterable[JobKey]
     ) -> None:
-        """Fill this (new) table from `ended` (this vault's ended jobs by slot, taken over) and
+        """Fill this (new) table from `ended` (this vault's ended jobs by name, taken over) and
         `self._live`, with `put` added or replacing the snapshots of their keys, then `drop`
         removed."""
         live = self._live
@@ -136,58 +114,49 @@ class JobTable(Mapping[JobKey, JobSnapshot]):
                 if key.vault_key == self._vault_key:
                     if start is not None:
                         code |= ((start - _EPOCH) // _US) << 3 | 4
-                    ended[_slot(key.job_name)] = code
+                    ended[key.job_name] = code
                     live.pop(key, None)
                     continue
             live[key] = snap
             if key.vault_key == self._vault_key:
-                ended.pop(_slot(key.job_name), None)
+                ended.pop(key.job_name, None)
         for key in drop:
             if live.pop(key, None) is None and key.vault_key == self._vault_key:
-                ended.pop(_slot(key.job_name), None)
-        guids = sorted((s, c) for s, c in ended.items() if type(s) is tuple)
+                ended.pop(key.job_name, None)
+        guids = [name for name in ended if _GUID.fullmatch(name) is not None]
         if guids:
-            self._hi = array("Q", [s[0] for s, _ in guids])
-            self._lo = array("Q", [s[1] for s, _ in guids])
-            self._codes = array("q", [c for _, c in guids])
+            self._names = "".join(guids)
+            self._codes = array("q", [ended[name] for name in guids])
         if len(guids) < len(ended):
-            self._odd = {s: c for s, c in ended.items() if type(s) is str}
+            self._odd = {n: c for n, c in ended.items() if _GUID.fullmatch(n) is None}
 
-    def _ended(self) -> dict[_Slot, int]:
-        """This vault's ended jobs by slot, as `_build` takes them (a new dict)."""
-        ended: dict[_Slot, int] = dict(
-            zip(zip(self._hi, self._lo, strict=True), self._codes, strict=True)
-        )
+    def _ended(self) -> dict[str, int]:
+        """This vault's ended jobs by name, as `_build` takes them (a new dict)."""
+        ended = dict(self._named())
         ended.update(self._odd)
         return ended
 
+    def _named(self) -> Iterator[tuple[str, int]]:
+        """(name, code) of this vault's ended jobs named by GUIDs."""
+        names, size = self._names, _GUID_LEN
+        for at, code in enumerate(self._codes):
+            yield names[at * size : (at + 1) * size], code
+
     def _code(self, job_name: str) -> int | None:
         """The code of this vault's ended job `job_name`, or None."""
-        slot = _slot(job_name) if self._codes else job_name
-        if isinstance(slot, str):
-            return self._odd.get(slot) if self._odd else None
-        hi, lo = slot
-        his, los = self._hi, self._lo
-        at, end = bisect_left(his, hi), len(his)
-        while at < end and his[at] == hi:
-            if los[at] == lo:
+        if len(job_name) == _GUID_LEN and self._names:
+            at = _find(self._names, job_name)
+            if at >= 0:
                 return self._codes[at]
-            at += 1
-        return None
-
-    def _names(self) -> Iterator[tuple[str, int]]:
-        """(name, code) of this vault's ended jobs."""
-        for hi, lo, code in zip(self._hi, self._lo, self._codes, strict=True):
-            yield _guid(hi, lo), code
-        yield from self._odd.items()
+        return self._odd.get(job_name) if self._odd else None
 
     def replaced(self, put: Iterable[JobSnapshot], drop: Iterable[JobKey] = ()) -> JobTable:
         """A new table with `put` added or replacing the snapshots of their keys, then `drop`
         removed (absent keys are ignored); this one is left as it is."""
         copy = JobTable.__new__(JobTable)
         copy._vault_key = self._vault_key
-        copy._hi, copy._lo, copy._codes = _NO_HALVES, _NO_HALVES, _NO_CODES
-        copy._odd, copy._live = _NO_ODD, dict(self._live)
+        copy._names, copy._codes, copy._odd = "", _NO_CODES, _NO_ODD
+        copy._live = dict(self._live)
         copy._build(self._ended(), put, drop)
         return copy
 
@@ -217,9 +186,9 @@ class JobTable(Mapping[JobKey, JobSnapshot]):
         vault_key = self._vault_key
         if vault_key is not None and (self._codes or self._odd):
             limit = (floor - _EPOCH) // _US
-            his, los = self._hi, self._lo
+            names, size = self._names, _GUID_LEN
             keys = [
-                JobKey(vault_key=vault_key, job_name=_guid(his[at], los[at]))
+                JobKey(vault_key=vault_key, job_name=names[at * size : (at + 1) * size])
                 for at, code in enumerate(self._codes)
                 if code & 4 and code >> 3 < limit
             ]
@@ -258,7 +227,9 @@ class JobTable(Mapping[JobKey, JobSnapshot]):
     def __iter__(self) -> Iterator[JobKey]:
         vault_key = self._vault_key
         if vault_key is not None:
-            for name, _ in self._names():
+            for name, _ in self._named():
+                yield JobKey(vault_key=vault_key, job_name=name)
+            for name in self._odd:
                 yield JobKey(vault_key=vault_key, job_name=name)
         yield from self._live
 

@@ -95,7 +95,7 @@ class Held:
 class VaultJobs:
     """What is known of one vault's jobs between polls, and what the store does not hold yet."""
 
-    jobs: JobTable = field(default_factory=JobTable)  # an ended job in 24 bytes (`JobTable`)
+    jobs: JobTable = field(default_factory=JobTable)  # an ended job in 44 bytes (`JobTable`)
     polled_at: datetime | None = None  # observed time of the last successful poll
     saved_at: datetime | None = None  # the poll time the checkpoint store holds
     # What `jobs` holds and the store does not yet: rolled forward at start, or a failed save's.

@@ -180,9 +180,9 @@ TABLE_STATUSES = [
     JobStatus("completed"),  # terminal, not the canonical object: kept as a snapshot
     JobStatus.of("Paused"),
 ]
-# Names of both kinds a table keeps: lower-case GUIDs (packed; two share their first half, so
-# bisection must look past the first match) and anything else (an upper-case GUID, one of
-# another length, a plain word).
+# Names of both kinds a table keeps: lower-case GUIDs (packed end to end in one string; two
+# share their first half) and anything else (an upper-case GUID, one of another length, a plain
+# word, near-GUIDs).
 TABLE_NAMES = [
     "a",
     "b",
@@ -285,7 +285,7 @@ class TestJobTable:
         assert diff_jobs(JobTable.of(before), after, AT) == diff_jobs(before, after, AT)
 
     def test_ended_jobs_named_by_guids_are_packed_and_read_back_as_named(self) -> None:
-        """Lower-case GUID names go into the sorted arrays, any other into the dict; each
+        """Lower-case GUID names go into one string end to end, any other into the dict; each
         reads back as the very characters put in, and `ended_status` finds each."""
         vault = TABLE_VAULTS[0]
         start = datetime(2026, 12, 3, tzinfo=UTC)
@@ -299,7 +299,12 @@ class TestJobTable:
         guids, others = TABLE_NAMES[3:7], [*TABLE_NAMES[:3], *TABLE_NAMES[7:]]
         assert len(table._codes) == len(guids)
         assert list(table._odd) == others
-        assert [k.job_name for k in table] == sorted(guids) + others
+        assert [k.job_name for k in table] == guids + others
+        # 36 characters across two packed names: found in the string, but not where a name
+        # starts, so it is no name of the table.
+        straddle = table._names[18:54]
+        assert straddle in table._names
+        assert table.ended_status(straddle) is None
         for name in TABLE_NAMES:
             assert table.ended_status(name) is JobStatus.FAILED
         assert table.ended_status("7ddead57-0000-4000-8000-000000000003") is None
