@@ -212,11 +212,12 @@ class JobSources:
         Graph for and what the ARM client keeps of it go (`ArmClient.forget_vault`). A vault
         watched again later starts afresh, its first backstop anywhere in the first interval."""
         self._backstop_due.pop(vault_key, None)
-        asks = self._asked.get(_subscription_of(vault_key))
+        sub = _subscription_of(vault_key)
+        asks = self._asked.get(sub)
         if asks is not None:
             asks.pop(vault_key, None)
             if not asks:
-                del self._asked[_subscription_of(vault_key)]
+                del self._asked[sub]
         self._arm.forget_vault(vault_key)
 
     async def jobs_for_items(

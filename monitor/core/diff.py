@@ -123,12 +123,18 @@ class JobTable(Mapping[JobKey, JobSnapshot]):
         for key in drop:
             if live.pop(key, None) is None and key.vault_key == self._vault_key:
                 ended.pop(key.job_name, None)
-        guids = [name for name in ended if _GUID.fullmatch(name) is not None]
+        guids: list[str] = []
+        odd: dict[str, int] = {}
+        for name, code in ended.items():
+            if _GUID.fullmatch(name) is None:
+                odd[name] = code
+            else:
+                guids.append(name)
         if guids:
             self._names = "".join(guids)
             self._codes = array("q", [ended[name] for name in guids])
-        if len(guids) < len(ended):
-            self._odd = {n: c for n, c in ended.items() if _GUID.fullmatch(n) is None}
+        if odd:
+            self._odd = odd
 
     def _ended(self) -> dict[str, int]:
         """This vault's ended jobs by name, as `_build` takes them (a new dict)."""

@@ -180,9 +180,8 @@ TABLE_STATUSES = [
     JobStatus("completed"),  # terminal, not the canonical object: kept as a snapshot
     JobStatus.of("Paused"),
 ]
-# Names of both kinds a table keeps: lower-case GUIDs (packed end to end in one string; two
-# share their first half) and anything else (an upper-case GUID, one of another length, a plain
-# word, near-GUIDs).
+# Names of both kinds a table keeps: lower-case GUIDs (packed end to end in one string) and
+# anything else (an upper-case GUID, one of another length, a plain word, near-GUIDs).
 TABLE_NAMES = [
     "a",
     "b",
@@ -314,7 +313,7 @@ class TestJobTable:
         assert emptied.ended_status(TABLE_NAMES[4]) is None
         assert len(table) == len(TABLE_NAMES)
 
-    def test_an_ended_job_costs_one_int(self) -> None:
+    def test_an_ended_job_is_packed_with_its_start(self) -> None:
         """Ended jobs of the table's vault with a UTC start are packed; others are not."""
         start = datetime(2026, 12, 3, 1, 2, 3, 456789, tzinfo=UTC)
         keys = [JobKey(vault_key=TABLE_VAULTS[0], job_name=n) for n in "abc"]
