@@ -522,9 +522,13 @@ class NullSink:
         self.bytes += len(encode_events(events))
 
 
-UNPACED = BudgetSettings(read_fraction=1.0, reads_per_s=1000.0, bucket_size=100_000, floor=0)
+UNPACED = BudgetSettings(read_fraction=1.0, reads_per_s=1e6, bucket_size=10_000_000, floor=0)
 """A budget that never binds (the emulator's time scale refills its buckets as fast): the CPU
-runs back to back, as the floor's and the SDK's do. Paced reads each wake an idle loop, which
+runs back to back, as the floor's and the SDK's do. Its own bucket holds 200,000 reads and
+refills at 980,000 a second (`core.budget`: a fifth of a second's worth, the rest spread over
+ten); at 1,000 reads/s it held 200 and paced at 980/s, so a run of more reads than that, back
+to back, was paced at ~1 ms a read (a 5,000-read run of `bench/steady_poll.py`'s ours: 1.0 ms
+of wall time a read against the floor's 0.3). Paced reads each wake an idle loop, which
 costs the same few tenths of a millisecond whoever sends them (`PACE_S=0.04 bench/steady_poll.py`).
 The rounds of `client_vs_sdk` are `ROUND_GAP_S` apart instead, so ARM's buckets refill."""
 
