@@ -56,6 +56,7 @@ RANKS = {
     "monitor.discovery": 3,  # its source is a Protocol, not monitor.arm; the scheduler (4) uses it
     "monitor.job_sources": 3,  # the JobSource of both kinds: ARM, Resource Graph, the backstop
     "monitor.logs": 3,
+    "monitor.item_memory": 2,  # what the item watcher keeps of a vault between rounds, packed
     "monitor.item_watcher": 3,  # protected items and policies on a slow cadence, their events
     "monitor.poller": 4,  # one poll of one vault; monitor.scheduler drives it
     "monitor.scheduler": 4,
