@@ -3,12 +3,14 @@ states, packed into one compressed blob (`ItemMemory`), and the stored index's t
 
 A vault's rounds are `items_interval_s` apart (15 minutes by default); between them, its items
 are needed only to name the item of a job event (`ItemIndex.item_for`, a few a second over a
-whole estate). Kept as objects, an item cost ~650 bytes (a ~300-character id, its index entry,
-its `ItemState`), ~4.3 KiB a vault: 43 MiB at the 10,000-vault scale point. Packed, a vault
-costs ~450 bytes: the same JSON the state file keeps (`ItemState.to_json`, `index_text`), each
-state beside its item's row (an item's id is written once), deflated with a preset dictionary of
-the words those texts repeat. A round unpacks its states once (~15 µs for six items) and packs
-them once; a job event unpacks the index (~25 µs).
+whole estate). Kept as objects (a ~300-character id as read, an index entry, an `ItemState`),
+a vault of six items cost 5.5 KiB, 9.7 KiB once each state holds its 20 durations: ~55 MiB and
+more at the 10,000-vault scale point. Packed, it costs 0.3 KiB, 3.9 KiB with 20 durations
+(their job names are random GUIDs, which compress least): the same JSON the state file keeps
+(`ItemState.to_json`, `index_text`), each state beside its item's row (an item's id is written
+once), deflated with a preset dictionary of the words those texts repeat. A round unpacks its
+states once and packs them once (50–230 µs and 30–150 µs for six items); a job event unpacks
+the index (25–45 µs). `bench/item_memory.py` measures both against the objects.
 
 The blob never leaves the process: its layout and dictionary may change with any release.
 """

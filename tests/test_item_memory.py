@@ -43,11 +43,8 @@ rows = st.tuples(
 
 
 def keyed(pairs: list[tuple[str, ItemState]]) -> dict[str, ItemState]:
-    """States by lower-cased key, the first of each key kept (as `ItemMemory.pack` keeps)."""
-    out: dict[str, ItemState] = {}
-    for key, state in pairs:
-        out.setdefault(key.lower(), state)
-    return out
+    """States by lower-cased key, the last of each key kept (as `ItemMemory.pack` keeps)."""
+    return {key.lower(): state for key, state in pairs}
 
 
 @st.composite
@@ -60,7 +57,9 @@ def memories(draw: st.DrawFn) -> tuple[list[IndexRow] | None, dict[str, ItemStat
             pairs.append(
                 (draw(st.sampled_from([item_id, item_id.upper(), item_id.lower()])), draw(states))
             )
-    loose_keys = st.sampled_from(["~vault"]) | item_ids
+    # Loose states: the vault's own, any id, or an item's id in another case than its state's.
+    ids = [row[0] for row in drawn or []]
+    loose_keys = st.sampled_from(["~vault", *ids, *(i.swapcase() for i in ids)]) | item_ids
     pairs += draw(st.lists(st.tuples(loose_keys, states), max_size=3))
     return (None if drawn is None else index_rows_of(drawn)), dict(pairs)
 
