@@ -12,8 +12,18 @@ parties read the same vault's backupJobs page `--reads` times each, in interleav
 Figures: process CPU time per read, and ours / floor. `--profile` runs ours once more under
 cProfile and prints the top functions by own time, and the floor's, for the same reads.
 
+`--instructions` counts instead of timing: it runs this file under `valgrind --tool=callgrind`
+four times (each party alone, `--only`, for `--reads` and for 3 × `--reads` reads after the
+warm-up; the emulator, a child, is not counted) and prints each party's instructions per read,
+the difference of the two counts over the extra reads, and their ratio. The count repeats to
+within 0.1 % whatever else the machine is doing, where one timed run of the ratio moves by
+tenths; it counts no cache miss or wait, so it is the CPU figure's stable companion, not the
+bar. The world runs at time scale 1 there (under valgrind a read takes ~30× as long, and the
+page must not change).
+
 Run: .venv/bin/python bench/steady_poll.py [--reads 1200] [--profile]
      PACE_S=0.04 .venv/bin/python bench/steady_poll.py --reads 300   (both paced at 25 reads/s)
+     .venv/bin/python bench/steady_poll.py --instructions --reads 200   (~3 minutes; valgrind)
 """
 
 from __future__ import annotations
@@ -26,7 +36,11 @@ import logging
 import os
 import pstats
 import random
+import re
+import shlex
+import shutil
 import ssl
+import subprocess
 import sys
 import tempfile
 import time
@@ -58,7 +72,7 @@ PACE_S = float(os.environ.get("PACE_S", "0"))
 reads/s, the floor by sleeping), as the daemon's budget paces it; 0 (default): back to back."""
 
 
-async def measure(url: str, ca: Path, reads: int, profile: bool) -> None:
+async def measure(url: str, ca: Path, reads: int, profile: bool, only: str | None) -> None:
     import aiohttp
 
     ssl_context = ssl.create_default_context(cafile=str(ca))
@@ -120,6 +134,9 @@ async def measure(url: str, ca: Path, reads: int, profile: bool) -> None:
 
         await ours(20)  # warm-up
         await floor(20)
+        if only is not None:  # one party alone, counted from outside (`--instructions`)
+            await (ours if only == "ours" else floor)(reads)
+            return
         per_block = max(1, reads // BLOCKS)
         spent = {"ours": 0.0, "floor": 0.0}
         for _ in range(BLOCKS):
@@ -144,11 +161,46 @@ async def measure(url: str, ca: Path, reads: int, profile: bool) -> None:
                 print(out.getvalue())
 
 
+def instructions(reads: int) -> None:
+    """Each party's instructions per read under callgrind, and ours / floor (see the module)."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("--instructions needs valgrind (Debian package valgrind) on PATH")
+    counts: dict[tuple[str, int], int] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-steady-cg-") as tmp:
+        for party in ("ours", "floor"):
+            for n in (reads, 3 * reads):
+                out = Path(tmp) / f"{party}-{n}.out"
+                command = [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}"]
+                command += [sys.executable, __file__, "--only", party, "--reads", str(n)]
+                env = os.environ | {"PYTHONHASHSEED": "0"}
+                done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+                if done.returncode != 0:
+                    raise SystemExit(f"{shlex.join(command)} failed:\n{done.stderr[-2000:]}")
+                summary = re.search(r"^summary: (\d+)$", out.read_text(), re.MULTILINE)
+                if summary is None:
+                    raise SystemExit(f"no summary line in {out}")
+                counts[party, n] = int(summary.group(1))
+                print(f"  {party:5s} {n:5d} reads: {counts[party, n]:,} instructions", flush=True)
+    per = {p: (counts[p, 3 * reads] - counts[p, reads]) / (2 * reads) for p in ("ours", "floor")}
+    print(f"reads per party counted: {2 * reads} (the difference of two runs)")
+    print(f"ours  (list_jobs + diff, metrics on)  {per['ours']:12,.0f} instructions per read")
+    print(f"floor (GET + orjson.loads)            {per['floor']:12,.0f} instructions per read")
+    print(f"ours / floor                          {per['ours'] / per['floor']:12.3f}×")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reads", type=int, default=1200, help="reads per party")
     parser.add_argument("--profile", action="store_true", help="also print cProfile's top items")
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions under callgrind instead"
+    )
+    parser.add_argument("--only", choices=("ours", "floor"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.instructions:
+        instructions(args.reads)
+        return
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     with tempfile.TemporaryDirectory(prefix="bench-steady-") as tmp:
         tls = make_tls(Path(tmp))
@@ -156,14 +208,14 @@ def main() -> None:
         emu = start_emulator(
             subscriptions=1,
             vaults=4,
-            time_scale=300.0,
+            time_scale=300.0 if args.only is None else 1.0,
             seed=11,
             tls=tls,
             extra=["--reads-per-s", "5000"],
         )
         pin(1)
         try:
-            asyncio.run(measure(emu.url, tls[0], args.reads, args.profile))
+            asyncio.run(measure(emu.url, tls[0], args.reads, args.profile, args.only))
         finally:
             emu.process.terminate()
             emu.process.wait(timeout=20)
