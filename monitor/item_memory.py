@@ -30,7 +30,15 @@ from monitor.core.item_watch import ItemState
 from monitor.core.protection import ItemIndex, ProtectedItem
 from monitor.core.vaults import VaultKind, VaultRef
 
-__all__ = ["IndexRow", "ItemMemory", "index_digest", "index_rows", "index_text", "read_index"]
+__all__ = [
+    "IndexRow",
+    "ItemMemory",
+    "index_digest",
+    "index_of",
+    "index_rows",
+    "index_text",
+    "read_index",
+]
 
 log = structlog.get_logger(__name__)
 
